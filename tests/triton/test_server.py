@@ -5,6 +5,7 @@ One server per module serves every model; the failure tests start their own shor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -26,9 +27,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
 from stylize.descriptors import FRAME_IN, FRAME_OUT
-from stylize.server.launcher import (
-    ModelRepositoryError, PortInUseError, ServerSettings, TritonServer, find_free_ports,
-)
+from stylize.server.launcher import ModelRepositoryError, PortInUseError, ServerSettings, TritonServer, start_local
 
 pytestmark = pytest.mark.triton
 
@@ -115,22 +114,8 @@ def add_ort(repo: Path, name: str, **config) -> None:
 
 
 def settings_for(repo: Path, tmp: Path, **extra) -> ServerSettings:
-    grpc_port, http_port, metrics_port = find_free_ports(3)
-    return ServerSettings(model_repository=repo, address="127.0.0.1", grpc_port=grpc_port, http_port=http_port,
-                          metrics_port=metrics_port, exit_timeout=5, startup_timeout=90,
-                          log_file=tmp / f"tritonserver-{http_port}.log", **extra)
-
-
-def start_with_retry(make_settings, attempts: int = 3) -> TritonServer:
-    """Other processes on this machine pick ports too: retry the rare lost race on a fresh set."""
-    for attempt in range(attempts):
-        server = TritonServer(make_settings())
-        try:
-            return server.__enter__()
-        except PortInUseError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+    settings = ServerSettings.local(repo, exit_timeout=5, startup_timeout=90, **extra)
+    return dataclasses.replace(settings, log_file=tmp / f"tritonserver-{settings.http_port}.log")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +131,7 @@ def repo(tmp_path_factory) -> Path:
 def server(repo, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     started = time.monotonic()
-    srv = start_with_retry(lambda: settings_for(repo, logs, cache_size=1 << 20, ort_threads=1))
+    srv = start_local(repo, exit_timeout=5, cache_size=1 << 20, ort_threads=1, log_file=logs / "tritonserver.log")
     srv.startup_seconds = time.monotonic() - started
     yield srv
     code = srv.stop()

@@ -231,6 +231,15 @@ class ServerSettings:
             values["cache_size"] = parse_size(values["cache_size"])
         return cls(**values)
 
+    @classmethod
+    def local(cls, model_repository: Path | str, **overrides: Any) -> "ServerSettings":
+        """Loopback-only settings on three free ports (tests, demos); ``overrides`` as for the constructor."""
+        grpc_port, http_port, metrics_port = find_free_ports(3)
+        values: dict[str, Any] = {"address": "127.0.0.1", "grpc_port": grpc_port, "http_port": http_port,
+                                  "metrics_port": metrics_port}
+        values.update(overrides)
+        return cls(model_repository=Path(model_repository), **values)
+
     @property
     def client_host(self) -> str:
         """Where a client on this machine reaches the server (wildcard binds are reached over loopback)."""
@@ -768,7 +777,8 @@ class TritonServer:
             self._log_file = None
 
     def __enter__(self) -> "TritonServer":
-        self.start()
+        if not self.is_running():  # start_local() hands over a server that is already up
+            self.start()
         try:
             self.wait_ready()
         except BaseException:
@@ -778,6 +788,27 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_local(model_repository: Path | str, *, attempts: int = 3, **overrides: Any) -> TritonServer:
+    """Start a loopback server on free ports and wait until it is ready (``with start_local(repo) as server:``).
+
+    Other processes pick ports too: a port lost between choosing and binding is retried on a fresh set.
+    """
+    for attempt in range(attempts):
+        server = TritonServer(ServerSettings.local(model_repository, **overrides))
+        try:
+            server.start()
+            server.wait_ready()
+            return server
+        except PortInUseError:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 def _failure_message(repository: Path, failures: Mapping[str, str]) -> str:
@@ -911,5 +942,5 @@ __all__ = [
     "ServerStartError", "ServerTimeoutError",
     "find_tritonserver", "prepare_backend_directory", "server_environment", "check_stub_environment",
     "check_repository", "repository_models", "model_failures_from_log", "port_is_free", "find_free_ports",
-    "parse_size", "parse_bool", "default_cache_dir", "serve", "add_serve_arguments", "run_serve",
+    "parse_size", "parse_bool", "default_cache_dir", "start_local", "serve", "add_serve_arguments", "run_serve",
 ]

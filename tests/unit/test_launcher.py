@@ -1,0 +1,192 @@
+"""stylize.server.launcher without starting a server: settings, ports, backend directory, stub environment, logs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from stylize.server import launcher
+from stylize.server.launcher import (
+    ModelRepositoryError, ServerSettings, StubEnvironmentError, add_serve_arguments, check_repository,
+    check_stub_environment, find_free_ports, find_tritonserver, model_failures_from_log, parse_size, port_is_free,
+    prepare_backend_directory, server_environment,
+)
+from stylize.server.ort_runner import ORT_THREADS_ENV
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def install():
+    try:
+        found = find_tritonserver()
+    except launcher.TritonNotFoundError as e:
+        pytest.skip(f"no tritonserver: {e}")
+    if not found.embedded:
+        pytest.skip("tritonserver on PATH (NGC container): no backend directory to assemble")
+    return found
+
+
+# ---- settings -------------------------------------------------------------------------------------------------
+
+
+def test_settings_from_env_then_overrides(tmp_path):
+    env = {
+        "STYLIZE_MODEL_REPOSITORY": str(tmp_path / "repo"),
+        "STYLIZE_GRPC_PORT": "9001",
+        "STYLIZE_HTTP_PORT": "9000",
+        "STYLIZE_METRICS_PORT": "9002",
+        "STYLIZE_CACHE_SIZE": "256M",
+        "STYLIZE_ORT_THREADS": "2",
+        "STYLIZE_STRICT_READINESS": "false",
+        "STYLIZE_CACHE": str(tmp_path / "cache"),
+        "STYLIZE_TRITON_ARGS": "--log-info=true --model-load-thread-count=2",
+        "UNRELATED": "x",
+    }
+    s = ServerSettings.from_env(env, http_port=None, grpc_port=9101)
+    assert s.model_repository == tmp_path / "repo"
+    assert (s.grpc_port, s.http_port, s.metrics_port) == (9101, 9000, 9002)
+    assert s.cache_size == 256 << 20
+    assert s.ort_threads == 2 and s.strict_readiness is False
+    assert s.cache_dir == tmp_path / "cache"
+    assert s.extra_args == ("--log-info=true", "--model-load-thread-count=2")
+
+
+def test_settings_defaults_and_validation():
+    s = ServerSettings.from_env({})
+    assert (s.grpc_port, s.http_port, s.metrics_port, s.cache_size, s.strict_readiness) == (8001, 8000, 8002, 0, True)
+    assert s.model_repository == Path("model_repository")
+    with pytest.raises(ValueError, match="STYLIZE_GRPC_PORT='x'"):
+        ServerSettings.from_env({"STYLIZE_GRPC_PORT": "x"})
+    with pytest.raises(ValueError, match="must differ"):
+        ServerSettings(grpc_port=8000, http_port=8000)
+    with pytest.raises(ValueError, match="outside"):
+        ServerSettings(http_port=70000)
+    with pytest.raises(TypeError, match="unknown server setting"):
+        ServerSettings.from_env({}, grcp_port=1)
+
+
+@pytest.mark.parametrize("text, size", [("0", 0), ("1048576", 1 << 20), ("256M", 256 << 20), ("256MiB", 256 << 20),
+                                        ("1g", 1 << 30), ("64 KB", 64 << 10)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+def test_parse_size_refuses_nonsense():
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_serve_arguments_map_onto_settings(tmp_path):
+    parser = add_serve_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--model-repository", str(tmp_path), "--grpc-port", "7001", "--cache-size", "1M",
+                              "--ort-threads", "3", "--triton-arg=--log-info=false"])
+    s = ServerSettings.from_env({}, **{k: getattr(args, k) for k in launcher._SERVE_ARGS})
+    assert (s.model_repository, s.grpc_port, s.http_port, s.cache_size, s.ort_threads) == (tmp_path, 7001, 8000,
+                                                                                          1 << 20, 3)
+    assert s.extra_args == ("--log-info=false",)
+
+
+# ---- ports and repository -------------------------------------------------------------------------------------
+
+
+def test_local_settings_use_free_loopback_ports(tmp_path):
+    s = ServerSettings.local(tmp_path, cache_size=5)
+    assert s.address == "127.0.0.1" and s.client_host == "127.0.0.1" and s.cache_size == 5
+    assert all(port_is_free(p, "127.0.0.1") for p in (s.grpc_port, s.http_port, s.metrics_port))
+
+
+def test_free_ports_and_taken_ports():
+    ports = find_free_ports(3)
+    assert len(set(ports)) == 3
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
+        s.listen()
+        assert not port_is_free(ports[0], "127.0.0.1")
+        assert not port_is_free(ports[0], "0.0.0.0")
+    assert port_is_free(ports[0], "127.0.0.1")
+
+
+def test_repository_checks(tmp_path):
+    with pytest.raises(ModelRepositoryError, match="does not exist"):
+        check_repository(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelRepositoryError, match="not a directory"):
+        check_repository(tmp_path / "file")
+    repo = tmp_path / "repo"
+    (repo / ".hidden" / "1").mkdir(parents=True)
+    (repo / "notes").mkdir()
+    with pytest.raises(ModelRepositoryError, match="holds no models"):
+        check_repository(repo)
+    (repo / "a" / "1").mkdir(parents=True)
+    (repo / "b").mkdir()
+    (repo / "b" / "config.pbtxt").write_text('backend: "python"')
+    assert check_repository(repo) == ["a", "b"]
+
+
+def test_model_failures_from_triton_log_lines():
+    lines = [
+        'I1121 23:41:40.1 1 model_lifecycle.cc:472] "loading: echo:1"\n',
+        "E1121 23:41:41.2 1 model_lifecycle.cc:642] \"failed to load 'net' version 1: Internal: ModelConfigError: "
+        "config input 'IMAGE' is not in the ONNX graph\\n\\nAt:\\n  /x/model.py(30): initialize\\n\"\n",
+        "E1121 23:41:41.3 1 model_lifecycle.cc:642] \"failed to load 'pre' version 2: Invalid argument: "
+        "unexpected 'backend' \\\"pyton\\\"\"\n",
+    ]
+    assert model_failures_from_log(lines) == {
+        "net": "Internal: ModelConfigError: config input 'IMAGE' is not in the ONNX graph",
+        "pre": 'Invalid argument: unexpected \'backend\' "pyton"',
+    }
+
+
+# ---- backend directory and stub environment -------------------------------------------------------------------
+
+
+def test_backend_directory_is_assembled_once_and_repaired(install, tmp_path):
+    first = prepare_backend_directory(install, tmp_path)
+    lib = first / "python" / "libtriton_python.so"
+    stub = first / "python" / "triton_python_backend_stub"
+    model = first / "onnxruntime" / "model.py"
+    # the library must be a real file inside the directory (Triton rejects a python-based backend whose library
+    # resolves elsewhere); the stub is a symlink so its $ORIGIN RPATH still finds the wheel's libraries
+    assert lib.is_file() and not lib.is_symlink()
+    assert stub.is_symlink() and os.access(stub.resolve(), os.X_OK)
+    assert model.resolve() == launcher.ORT_BACKEND_MODEL
+    inode = lib.stat().st_ino
+    assert prepare_backend_directory(install, tmp_path) == first
+    assert lib.stat().st_ino == inode  # reused, not rebuilt
+
+    stub.unlink()  # a damaged directory is rebuilt in place
+    assert prepare_backend_directory(install, tmp_path) == first
+    assert stub.is_symlink()
+    assert [p.name for p in (tmp_path / "backends").iterdir()] == [first.name]  # no staging leftovers
+
+
+def test_server_environment_points_the_stub_at_this_venv(install):
+    env = server_environment(install, ort_threads=3, base={"PATH": "/usr/bin", "PYTHONPATH": "/somewhere"})
+    path = env["PATH"].split(os.pathsep)
+    assert Path(path[0]) / "python3" == Path(sys.executable).parent / "python3"
+    pythonpath = env["PYTHONPATH"].split(os.pathsep)
+    assert str(launcher._stylize_search_path()) == pythonpath[0] and pythonpath[-1] == "/somewhere"
+    assert str(install.libs) in env["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert env[ORT_THREADS_ENV] == "3"
+
+
+def test_stub_environment_check_sees_numpy_1(install):
+    info = check_stub_environment(server_environment(install))
+    assert info["numpy"].startswith("1.")
+    assert info["stylize"] and info["onnxruntime"]
+
+
+def test_stub_environment_check_refuses_numpy_2(install, tmp_path):
+    shadow = tmp_path / "shadow" / "numpy"  # a numpy 2 placed first on the stub's path
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('__version__ = "2.1.3"\n')
+    env = server_environment(install)
+    env["PYTHONPATH"] = f"{shadow.parent}{os.pathsep}{env['PYTHONPATH']}"
+    with pytest.raises(StubEnvironmentError, match="numpy 2.1.3.*numpy<2"):
+        check_stub_environment(env)
