@@ -296,12 +296,14 @@ def test_taken_port_is_refused_before_starting(repo, tmp_path):
         assert not server.is_running()
 
 
-def test_taken_port_reported_from_tritons_own_bind_failure(tmp_path):
+@pytest.mark.parametrize("which", ["grpc_port", "metrics_port"])  # first and last service Triton starts
+def test_taken_port_reported_from_tritons_own_bind_failure(tmp_path, which):
     repo = tmp_path / "repo"
     add_echo(repo)
     settings = settings_for(repo, tmp_path)
+    taken = getattr(settings, which)
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", settings.grpc_port))
+        holder.bind(("127.0.0.1", taken))
         holder.listen()
         server = TritonServer(settings)
         server.start(check_ports=False)  # let tritonserver itself hit the taken port
@@ -310,8 +312,9 @@ def test_taken_port_reported_from_tritons_own_bind_failure(tmp_path):
                 server.wait_ready(timeout=60)
         finally:
             server.stop()
-    assert info.value.port == settings.grpc_port
+    assert info.value.port == taken
     assert "already in use" in info.value.log_tail
+    assert not server.is_running()
 
 
 def test_models_that_fail_to_load_are_named_with_the_reason(tmp_path):

@@ -553,6 +553,7 @@ class TritonServer:
         self._tail: collections.deque[str] = collections.deque(maxlen=400)
         self._log_lines: list[str] = []  # failure lines only (load/service failures), for the reports
         self._log_file: TextIO | None = None
+        self._metrics_event = threading.Event()  # the metrics service is the last one Triton starts
         self._server_id = f"stylize-{uuid.uuid4().hex[:12]}"
         self.install: TritonInstallation | None = None
         self.log_path: Path = Path(self.settings.log_file) if self.settings.log_file else (
@@ -637,6 +638,7 @@ class TritonServer:
         self._log_file.write("# " + shlex.join(cmd) + "\n")
         self._tail.clear()
         self._log_lines.clear()
+        self._metrics_event.clear()
         self._proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             cwd=str(s.cache_dir if s.cache_dir.is_dir() else Path.cwd()),
@@ -654,6 +656,8 @@ class TritonServer:
             self._tail.append(line)
             if "failed to load" in line or "failed to start" in line or "error: creating server" in line:
                 self._log_lines.append(line)
+            if "Started Metrics Service" in line or "failed to start" in line:
+                self._metrics_event.set()
             if self._log_file:
                 self._log_file.write(line)
                 self._log_file.flush()
@@ -693,6 +697,7 @@ class TritonServer:
             try:
                 status, _ = self._get("/v2/health/ready", timeout=1.0)
                 if status == 200 and self._is_ours():
+                    self._settle(deadline)
                     return self
                 if status != 200 and self._is_ours():
                     # Serving but not ready: with --exit-on-error=false a failed model keeps it that way for good.
@@ -712,6 +717,22 @@ class TritonServer:
                 raise ServerTimeoutError(f"tritonserver was not ready after {timeout or self.settings.startup_timeout:.0f}"
                                          f" s (log: {self.log_path})", log_tail=tail)
             time.sleep(0.1)
+
+    def _settle(self, deadline: float) -> None:
+        """HTTP answers before the metrics service binds its port; a taken metrics port makes Triton exit a few
+        milliseconds later. Wait for that last service before calling the server ready."""
+        if "--allow-metrics=false" in self.settings.extra_args:
+            return
+        self._metrics_event.wait(timeout=max(1.0, deadline - time.monotonic()))
+        time.sleep(0.2)  # "Started Metrics Service" is logged just before the bind that may fail
+        if any("failed to start" in line for line in self._log_lines) and self._proc is not None:
+            try:
+                self._proc.wait(timeout=self.settings.exit_timeout + 10)  # it is shutting down: let it finish
+            except subprocess.TimeoutExpired:
+                self.stop()
+            self._raise_for_exit()
+        if self._proc is not None and self._proc.poll() is not None:
+            self._raise_for_exit()
 
     def _raise_for_exit(self) -> None:
         assert self._proc is not None
