@@ -1,0 +1,90 @@
+"""Helpers of the k8s tests: render kustomizations, load the k8s/ tool modules (they are scripts, not a package)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+
+# The Kubernetes versions every rendered object is validated against (kubernetes-validate's bundled OpenAPI
+# schemas, strict = unknown fields rejected): the oldest release these manifests support and the newest bundled.
+KUBERNETES_VERSIONS = ("1.32", "1.37")
+
+OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/cpu-objectstore")
+EXTRAS = ("monitoring", "loadtest")
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        raise RuntimeError("kubectl is not installed (the Makefile's system-deps install it: apt-get install kubectl)")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def render(kustomization: str) -> tuple[dict, ...]:
+    """`kubectl kustomize k8s/<kustomization>` as a tuple of objects (cached: rendering is the slow part)."""
+    out = subprocess.run([kubectl(), "kustomize", str(K8S / kustomization)], capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {kustomization} failed:\n{out.stderr}")
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def one(objects: tuple[dict, ...], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def load_tool(relpath: str) -> ModuleType:
+    """Import a k8s/ script by path (k8s/tools/generate.py -> module `generate`), once."""
+    path = K8S / relpath
+    name = path.stem
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return sys.modules[name]
+    sys.path.insert(0, str(path.parent))  # the scripts import their siblings by name
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def server_container(deployment: dict) -> dict:
+    return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")
+
+
+def flag(args: list[str], name: str) -> list[str]:
+    """Values of a `--name=value` flag (all occurrences)."""
+    prefix = f"--{name}="
+    return [a[len(prefix):] for a in args if a.startswith(prefix)]
+
+
+def quantity_bytes(q: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for u in sorted(units, key=len, reverse=True):
+        if q.endswith(u):
+            return int(float(q[: -len(u)]) * units[u])
+    return int(q)
+
+
+def strictify(schema):
+    """additionalProperties: false on every object schema that lists properties (strict field validation)."""
+    if isinstance(schema, dict):
+        out = {k: strictify(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strictify(v) for v in schema]
+    return schema

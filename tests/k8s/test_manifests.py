@@ -1,0 +1,315 @@
+"""Render every kustomization, validate every object against its schema (strict), check the serving policies."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+from k8s_helpers import (EXTRAS, K8S, KUBERNETES_VERSIONS, OVERLAYS, ROOT, flag, load_tool, one, quantity_bytes,
+                         render, server_container, strictify)
+from stylize import descriptors
+
+pytestmark = pytest.mark.k8s
+
+ALL = OVERLAYS + EXTRAS
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas" / "servicemonitor-monitoring-v1.json"}
+
+
+def _pod_templates(objects):
+    for o in objects:
+        if o["kind"] in ("Deployment", "Job"):
+            yield o, o["spec"]["template"]
+
+
+# ---- schemas -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kustomization", ALL)
+def test_renders(kustomization):
+    assert render(kustomization), f"{kustomization} rendered nothing"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("kustomization", ALL)
+def test_objects_validate_strictly(kustomization, version):
+    for obj in render(kustomization):
+        if (obj["apiVersion"], obj["kind"]) in CRDS:
+            continue
+        # raises ValidationError (unknown field, wrong type, ...) or SchemaNotFoundError (unknown kind/apiVersion)
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_servicemonitor_validates_against_its_crd_schema():
+    schema = strictify(json.loads(CRDS[("monitoring.coreos.com/v1", "ServiceMonitor")].read_text()))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for kustomization in OVERLAYS:
+        sm = one(render(kustomization), "ServiceMonitor")
+        jsonschema.Draft202012Validator(schema).validate(sm)
+
+
+def test_servicemonitor_schema_rejects_what_the_crd_rejects():
+    """The transcribed schema is not vacuous: unknown fields, bad durations and missing selectors fail."""
+    validator = jsonschema.Draft202012Validator(
+        strictify(json.loads(CRDS[("monitoring.coreos.com/v1", "ServiceMonitor")].read_text())))
+    good = one(render("overlays/cpu"), "ServiceMonitor")
+    assert validator.is_valid(good)
+    typo = json.loads(json.dumps(good))
+    typo["spec"]["endpoints"][0]["intervall"] = "15s"
+    bad_duration = json.loads(json.dumps(good))
+    bad_duration["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    no_selector = json.loads(json.dumps(good))
+    del no_selector["spec"]["selector"]
+    for bad in (typo, bad_duration, no_selector):
+        assert not validator.is_valid(bad)
+
+
+# ---- wiring between objects ------------------------------------------------------------------------------------
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and bool(selector)
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_selectors_and_ports_connect(kustomization):
+    objs = render(kustomization)
+    dep = one(objs, "Deployment", "triton")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    container = server_container(dep)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    args = container["args"]
+    assert flag(args, "http-port") == ["8000"] and flag(args, "grpc-port") == ["8001"]
+    assert flag(args, "metrics-port") == ["8002"]
+
+    assert _matches(dep["spec"]["selector"], pod_labels)
+    services = [o for o in objs if o["kind"] == "Service"]
+    for svc in services:
+        assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+        for p in svc["spec"]["ports"]:
+            assert p["targetPort"] in ports, f"{svc['metadata']['name']}: unknown target port {p['targetPort']}"
+    headless = one(objs, "Service", "triton-headless")
+    assert headless["spec"]["clusterIP"] == "None" and not headless["spec"].get("publishNotReadyAddresses")
+
+    # exactly one Service is scraped (the headless one would scrape every pod twice), on its metrics port
+    sm = one(objs, "ServiceMonitor")
+    scraped = [s for s in services if _matches(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
+    assert [s["metadata"]["name"] for s in scraped] == ["triton"]
+    assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for p in scraped[0]["spec"]["ports"]}
+    assert all(e.get("path", "/metrics") == "/metrics" for e in sm["spec"]["endpoints"])
+
+    pdb = one(objs, "PodDisruptionBudget")
+    assert _matches(pdb["spec"]["selector"], pod_labels)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    for tsc in dep["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        assert _matches(tsc["labelSelector"], pod_labels)
+    assert {t["topologyKey"] for t in dep["spec"]["template"]["spec"]["topologySpreadConstraints"]} == {
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+
+    hpa = one(objs, "HorizontalPodAutoscaler")
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["kind"], ref["name"], ref["apiVersion"]) == ("Deployment", "triton", "apps/v1")
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+    sa = one(objs, "ServiceAccount", dep["spec"]["template"]["spec"]["serviceAccountName"])
+    assert sa["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_network_policy(kustomization):
+    objs = render(kustomization)
+    dep = one(objs, "Deployment", "triton")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    np_ = one(objs, "NetworkPolicy")
+    assert _matches(np_["spec"]["podSelector"], pod_labels)
+    assert set(np_["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    named = {p["name"] for p in server_container(dep)["ports"]}
+    by_port: dict[str, list] = {}
+    for rule in np_["spec"]["ingress"]:
+        for p in rule["ports"]:
+            assert p["port"] in named
+            by_port.setdefault(p["port"], []).extend(rule["from"])
+    # inference ports admit the load-test Job's pods; the metrics port admits only the monitoring namespace
+    job_labels = one(render("loadtest"), "Job")["spec"]["template"]["metadata"]["labels"]
+    for port in ("http", "grpc"):
+        assert any("podSelector" in f and "namespaceSelector" not in f and _matches(f["podSelector"], job_labels)
+                   for f in by_port[port])
+    assert by_port["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    egress_ports = {(p["port"], p["protocol"]) for r in np_["spec"]["egress"] for p in r["ports"]}
+    assert {(53, "UDP"), (53, "TCP")} <= egress_ports
+    if kustomization == "overlays/cpu-objectstore":
+        assert (443, "TCP") in egress_ports  # the init container reaches the object store
+    else:
+        assert egress_ports == {(53, "UDP"), (53, "TCP")}  # baked image: DNS only
+
+
+# ---- the server's pod ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_probes(kustomization):
+    dep = one(render(kustomization), "Deployment", "triton")
+    c = server_container(dep)
+    startup, ready, live = c["startupProbe"], c["readinessProbe"], c["livenessProbe"]
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert ready["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert live["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # model loading gets at least 5 minutes before the kubelet gives up on the pod
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # a busy server is not killed faster than it is taken out of the endpoints
+    assert (live["periodSeconds"] * live["failureThreshold"]
+            > ready["periodSeconds"] * ready["failureThreshold"])
+    assert flag(c["args"], "strict-readiness") == ["true"]
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_graceful_shutdown_covers_the_drain(kustomization):
+    dep = one(render(kustomization), "Deployment", "triton")
+    c = server_container(dep)
+    (exit_timeout,) = map(int, flag(c["args"], "exit-timeout-secs"))
+    cmd = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert cmd[0] == "sleep"
+    pre_stop = int(cmd[1])
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + exit_timeout
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_shared_memory_and_writable_dirs(kustomization):
+    dep = one(render(kustomization), "Deployment", "triton")
+    spec = dep["spec"]["template"]["spec"]
+    c = server_container(dep)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    shm_bytes = quantity_bytes(shm["sizeLimit"])
+    assert shm_bytes >= 1 << 30, "python steps pass decoded images through /dev/shm"
+    # memory-backed: it is charged to the container, so the limit must hold it and leave room for the models
+    assert quantity_bytes(c["resources"]["limits"]["memory"]) >= shm_bytes + (4 << 30)
+    # read-only root filesystem: every place the server writes is a mounted emptyDir
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    for path in ["/tmp", env["HOME"]] + [v for k, v in env.items() if k.endswith("_PATH") and v]:
+        assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts), path
+        mount = next(m for m in sorted(mounts, key=len, reverse=True) if path.startswith(m))
+        assert "emptyDir" in volumes[mounts[mount]]
+    shm_flags = dict(f.split(",", 1)[1].split("=") for f in flag(c["args"], "backend-config")
+                     if f.startswith("python,shm-"))
+    assert int(shm_flags["shm-default-byte-size"]) < shm_bytes
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS + ("loadtest",))
+def test_security_context(kustomization):
+    """Every container of every pod template meets the Pod Security "restricted" profile, plus a read-only root."""
+    objs = render(kustomization)
+    ns = [o for o in objs if o["kind"] == "Namespace"]
+    for n in ns:
+        assert n["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for owner, tmpl in _pod_templates(objs):
+        pod = tmpl["spec"]
+        psc = pod.get("securityContext", {})
+        assert pod.get("automountServiceAccountToken") is False
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        for v in pod.get("volumes", []):
+            assert set(v) - {"name"} <= {"emptyDir", "configMap", "secret", "projected"}, v
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c["securityContext"]
+            where = f"{owner['kind']}/{owner['metadata']['name']}/{c['name']}"
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), where
+            assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, where
+            seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {}))
+            assert seccomp.get("type") == "RuntimeDefault", where
+            assert not sc.get("privileged"), where
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS + ("loadtest",))
+def test_requests_and_limits(kustomization):
+    for owner, tmpl in _pod_templates(render(kustomization)):
+        for c in tmpl["spec"].get("initContainers", []) + tmpl["spec"]["containers"]:
+            res = c["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(res[kind]), f"{c['name']}: {kind}"
+    dep = one(render(kustomization), "Deployment", "triton") if kustomization != "loadtest" else None
+    if dep:
+        res = server_container(dep)["resources"]
+        # Guaranteed QoS: the pod has exactly the CPU the load test measured (capacity numbers transfer)
+        assert res["requests"]["cpu"] == res["limits"]["cpu"]
+        assert res["requests"]["memory"] == res["limits"]["memory"]
+
+
+def test_server_args_and_images():
+    for kustomization in OVERLAYS:
+        c = server_container(one(render(kustomization), "Deployment", "triton"))
+        assert c["command"] == ["/opt/tritonserver/bin/tritonserver"]
+        assert flag(c["args"], "model-repository") == ["/models"]
+        (cache,) = flag(c["args"], "cache-config")
+        assert re.fullmatch(r"local,size=\d+", cache)
+        assert flag(c["args"], "metrics-config") == ["summary_latencies=true"]  # the dashboard's p50/p95
+        assert c["image"].startswith("localhost:5000/stylize-triton:") and "triton24.10" in c["image"]
+    job = one(render("loadtest"), "Job")
+    (pa,) = job["spec"]["template"]["spec"]["containers"]
+    assert pa["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3-sdk"  # same release as the server
+
+
+def test_overlays_cpu_and_gpu_differ_where_they_must():
+    cpu = server_container(one(render("overlays/cpu"), "Deployment", "triton"))
+    gpu_dep = one(render("overlays/gpu"), "Deployment", "triton")
+    gpu = server_container(gpu_dep)
+    generate = load_tool("tools/generate.py")
+
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+    assert flag(cpu["args"], "allow-gpu-metrics") == ["false"]
+    assert not flag(cpu["args"], "model-control-mode")  # CPU loads the whole repository
+
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    spec = gpu_dep["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert flag(gpu["args"], "allow-gpu-metrics") == ["true"]
+    assert flag(gpu["args"], "model-control-mode") == ["explicit"]
+    loaded = flag(gpu["args"], "load-model")
+    assert loaded == generate.gpu_models()
+    for d in descriptors.MODELS:  # every TensorRT plan and ensemble, never the ONNX network
+        assert d.trt_model in loaded and d.id in loaded and d.net_model not in loaded
+
+
+def test_hpa_replicas_and_behaviour_per_overlay():
+    expected = {"overlays/cpu": (2, 20), "overlays/gpu": (2, 8), "overlays/cpu-objectstore": (2, 20)}
+    for kustomization, (lo, hi) in expected.items():
+        hpa = one(render(kustomization), "HorizontalPodAutoscaler")["spec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (lo, hi)
+        # min 2: the PDB (maxUnavailable 1) can then drain a node without dropping to zero pods
+        assert hpa["minReplicas"] >= 2
+        up, down = hpa["behavior"]["scaleUp"], hpa["behavior"]["scaleDown"]
+        assert up["stabilizationWindowSeconds"] == 0
+        # scale-down waits longer than a pod takes to load (startup probe budget): no flapping on short dips
+        startup = server_container(one(render(kustomization), "Deployment", "triton"))["startupProbe"]
+        assert down["stabilizationWindowSeconds"] >= startup["periodSeconds"] * startup["failureThreshold"]
+        assert up["policies"] and down["policies"]
+
+
+def test_dockerfile_builds_from_the_pinned_release():
+    text = (K8S / "image" / "Dockerfile").read_text()
+    assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.10-py3$", text, re.M)
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
+    assert stages == [("${TRITON_IMAGE}", "server-base"), ("server-base", "server")]
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert '"/src[server]"' in text
+    assert re.search(r"^COPY \$\{MODEL_REPOSITORY\} /models$", text, re.M)
+    # the stub the image links to exists at that path in the pinned nvidia-pytriton wheel
+    stub_rel = re.search(r"site-packages/(pytriton/\S+/triton_python_backend_stub)", text).group(1)
+    import importlib.util
+    site = importlib.util.find_spec("pytriton")
+    if site is None:
+        pytest.skip("nvidia-pytriton (the `server` extra) is not installed: cannot check the stub path")
+    site_packages = ROOT.joinpath(list(site.submodule_search_locations)[0]).parent
+    assert (site_packages / stub_rel).is_file()
+    # the pip pin of nvidia-pytriton in pyproject is the 24.10 line (Triton 2.51)
+    assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text()
