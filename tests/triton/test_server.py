@@ -64,7 +64,7 @@ def _dims(dims) -> str:
 
 
 def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_name: str = FRAME_IN.name,
-               delay_us: int = 2000) -> str:
+               delay_us: int = 2000, cache: bool = False) -> str:
     return textwrap.dedent(f"""\
         name: "{name}"
         backend: "onnxruntime"
@@ -77,6 +77,7 @@ def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_nam
         parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
         parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
         parameters {{ key: "stylize_id" value: {{ string_value: "test" }} }}
+        response_cache {{ enable: {'true' if cache else 'false'} }}
         model_warmup [ {{ name: "zeros" batch_size: 1 inputs {{ key: "{input_name}" value: {{
             data_type: TYPE_UINT8 dims: [ 16, 16, 3 ] zero_data: true }} }} }} ]
         """)
@@ -122,7 +123,7 @@ def settings_for(repo: Path, tmp: Path, **extra) -> ServerSettings:
 def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repository")
     add_echo(repo)
-    add_ort(repo, INVERT)
+    add_ort(repo, INVERT, cache=True)
     add_ort(repo, RAGGED, dims=(-1, -1, -1), ragged=True, delay_us=300_000)
     return repo
 
@@ -263,6 +264,16 @@ def test_wrong_dtype_is_invalid_argument_and_server_stays_ready(server, grpc, rn
     ok = rng.integers(0, 256, (1, 3, 3, 3), dtype=np.uint8)
     np.testing.assert_array_equal(grpc.infer(INVERT, [grpc_input(FRAME_IN.name, ok)]).as_numpy(FRAME_OUT.name),
                                   255 - ok)
+
+
+def test_response_cache_answers_a_repeated_request(server, grpc, rng):
+    frame = rng.integers(0, 256, (1, 5, 3, 3), dtype=np.uint8)
+    before = _stats(server, INVERT)["inference_stats"]["cache_hit"]["count"]
+    outputs = [grpc.infer(INVERT, [grpc_input(FRAME_IN.name, frame)]).as_numpy(FRAME_OUT.name) for _ in range(2)]
+    after = _stats(server, INVERT)["inference_stats"]["cache_hit"]["count"]
+    assert int(after) - int(before) == 1
+    for out in outputs:
+        np.testing.assert_array_equal(out, 255 - frame)
 
 
 def test_metrics_endpoint_counts_inferences(server, grpc, rng):

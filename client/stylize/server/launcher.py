@@ -938,7 +938,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--tritonserver", type=Path, default=None,
                         help="tritonserver binary (env STYLIZE_TRITONSERVER; default: PATH, then nvidia-pytriton)")
     parser.add_argument("--triton-arg", dest="extra_args", action="append", default=None, metavar="ARG",
-                        help="extra tritonserver argument, repeatable (env STYLIZE_TRITON_ARGS)")
+                        help="extra tritonserver argument, repeatable; write it as --triton-arg=--flag=value "
+                             "(env STYLIZE_TRITON_ARGS, shell-quoted)")
     return parser
 
 
