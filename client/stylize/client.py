@@ -1,0 +1,950 @@
+"""Python SDK over Triton's gRPC API: stylize or upscale an image in one line.
+
+    >>> from stylize.client import StylizeClient
+    >>> with StylizeClient(model="animeganv2") as client:
+    ...     anime = client.infer(photo)              # numpy HxWx3 uint8 in -> numpy HxWx3 uint8 out
+
+What ``infer`` returns is decided by what it is given:
+
+    numpy array (HxW, HxWx1, HxWx3 or HxWx4 uint8)  -> numpy HxWx3 uint8 array
+    PIL image (any mode)                            -> PIL image in mode RGB
+    path (str or os.PathLike, the file is read)     -> the encoded result as bytes (PNG unless output_format says)
+    bytes (an encoded image file)                   -> the encoded result as bytes
+
+Paths and bytes are "encoded in, encoded out": the file goes to the server untouched (the server decodes it and applies
+the EXIF orientation) and the server's encoded answer comes back untouched; ``infer_file(src, dst)`` writes it to disk.
+
+Options (``infer(img, output_format="JPEG", quality=90, outscale=2.0, max_side=1024)``) are sent as Triton request
+parameters (``parameters=`` of the gRPC infer call) under the names of ``OPTION_PARAMETERS``; the ensembles read them
+(issue 3). A server that predates them ignores them: ask for ``output_format`` and check what came back (the CLI does).
+
+Transport: message limits are raised to 2 GiB on both directions (the 4 MB gRPC default is the most reported Triton
+client error), optional gzip/deflate compression, a timeout per attempt, and retries with exponential backoff and jitter
+on UNAVAILABLE only (server down, restarting, or not reachable yet); INVALID_ARGUMENT, NOT_FOUND, ... fail at once.
+Every error is one of stylize.errors; no tritonclient or grpc exception escapes.
+
+System shared memory is deliberately not used: measured on this machine (see docs in the final report of issue 4 and
+``tests/e2e/test_client.py``), it did not make the local path faster enough to justify its lifecycle (region
+registration, cleanup after crashes, one region per request in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Protocol, Union
+
+import numpy as np
+
+from stylize.commands import default_url
+from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, ModelDescriptor
+from stylize.errors import InvalidInput, ServerUnavailable, StylizeError, from_triton
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    from stylize.metrics import ClientMetrics
+    from stylize.video import VideoReport
+
+MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC's hard ceiling (INT32_MAX); the server side uses the same
+DEFAULT_MODEL = "animeganv2"
+
+# Request parameters the ensembles read (issue 3), with their Python types. The server ignores unknown ones.
+OPTION_PARAMETERS: dict[str, type] = {"output_format": str, "quality": int, "outscale": float, "max_side": int}
+OUTPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
+
+ImageLike = Union[np.ndarray, "PILImage.Image", str, os.PathLike, bytes, bytearray, memoryview]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input / output kinds
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def kind_of(img: object) -> str:
+    """'array' | 'pil' | 'path' | 'bytes' (what infer will return the result as)."""
+    if isinstance(img, np.ndarray):
+        return "array"
+    if isinstance(img, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(img, (str, os.PathLike)):
+        return "path"
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a core dependency
+        pass
+    else:
+        if isinstance(img, Image.Image):
+            return "pil"
+    raise InvalidInput(f"unsupported input type {type(img).__name__}: give a numpy array, a PIL image, a path or bytes")
+
+
+def _png(image: "PILImage.Image") -> bytes:
+    out = io.BytesIO()
+    # level 1: the input is decoded once on the server, and encoding time is on the caller's critical path
+    image.save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def array_to_image(arr: np.ndarray) -> "PILImage.Image":
+    from PIL import Image
+
+    if arr.dtype != np.uint8:
+        raise InvalidInput(f"array dtype is {arr.dtype}; expected uint8 (0..255)")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        mode = "L"
+    elif arr.ndim == 3 and arr.shape[2] in (3, 4):
+        mode = "RGB" if arr.shape[2] == 3 else "RGBA"
+    else:
+        raise InvalidInput(f"array shape {arr.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+    if 0 in arr.shape[:2]:
+        raise InvalidInput(f"array shape {arr.shape} has an empty side")
+    return Image.fromarray(np.ascontiguousarray(arr), mode)
+
+
+def encode_input(img: ImageLike) -> tuple[bytes, str]:
+    """(bytes sent to the server, kind of the input). Arrays and PIL images become lossless PNG."""
+    kind = kind_of(img)
+    if kind == "array":
+        data = _png(array_to_image(img))
+    elif kind == "pil":
+        im = img if img.mode in ("RGB", "RGBA", "L", "LA", "P", "I;16") else img.convert("RGB")
+        data = _png(im)
+    elif kind == "path":
+        try:
+            data = Path(img).read_bytes()
+        except OSError as e:
+            raise InvalidInput(f"cannot read {img}: {e.strerror or e}", reason=f"cannot read file: {e.strerror or e}"
+                               ) from None
+    else:
+        data = bytes(img)
+    if not data:
+        raise InvalidInput("empty input: no image bytes", reason="empty input: no image bytes")
+    return data, kind
+
+
+def decode_output(data: bytes, kind: str) -> Any:
+    """The server's encoded result as the kind the caller gave (see the module docstring)."""
+    if kind in ("path", "bytes"):
+        return data
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = im.convert("RGB")
+    return np.asarray(rgb) if kind == "array" else rgb
+
+
+def image_format(data: bytes) -> str | None:
+    """'PNG' | 'JPEG' | 'WEBP' | ... from the magic bytes (None if unknown)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def build_parameters(options: dict[str, Any]) -> dict[str, Any]:
+    """Validate **options of infer and turn them into Triton request parameters."""
+    params: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in OPTION_PARAMETERS:
+            raise TypeError(f"unknown option {key!r}; known: {', '.join(OPTION_PARAMETERS)}")
+        if value is None:
+            continue  # "not set": the CLI passes every flag
+        if key == "output_format":
+            fmt = OUTPUT_FORMATS.get(str(value).upper().lstrip("."))
+            if fmt is None:
+                raise InvalidInput(f"output_format {value!r}; expected PNG, JPEG or WEBP")
+            value = fmt
+        elif key == "quality":
+            value = int(value)
+            if not 1 <= value <= 100:
+                raise InvalidInput(f"quality {value}; expected 1..100")
+        elif key == "outscale":
+            value = float(value)
+            if not value > 0:
+                raise InvalidInput(f"outscale {value}; expected > 0")
+        elif key == "max_side":
+            value = int(value)
+            if value < 1:
+                raise InvalidInput(f"max_side {value}; expected >= 1")
+        params[key] = value
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw frames (the `<id>_net` path): padding to the network's size rules happens here, cropping after
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def pad_frames(frames: np.ndarray, multiple: int, min_side: int = 1) -> np.ndarray:
+    """Pad the bottom/right of (..., H, W, 3) frames so both sides are multiples of ``multiple`` and >= ``min_side``.
+
+    Same rule as the ensembles' pre step (stylize.server.steps.imaging.pad_to_multiple), over any leading axes.
+    """
+    h, w = frames.shape[-3:-1]
+    ph = max(-(-h // multiple) * multiple, min_side) - h
+    pw = max(-(-w // multiple) * multiple, min_side) - w
+    if ph == 0 and pw == 0:
+        return frames
+    mode = "reflect" if ph < h and pw < w else "edge"
+    pad = [(0, 0)] * (frames.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
+    return np.pad(frames, pad, mode=mode)
+
+
+def crop_frames(out: np.ndarray, h: int, w: int, padded_h: int, padded_w: int) -> np.ndarray:
+    """Drop what the padding became (the output side is proportional to the input side)."""
+    oh, ow = out.shape[-3:-1]
+    return out[..., : h * oh // padded_h, : w * ow // padded_w, :]
+
+
+@dataclass(frozen=True)
+class RawModel:
+    """What the client needs to call a network directly, read once from the server's config."""
+
+    name: str
+    input: str
+    output: str
+    max_batch_size: int
+    window: int | None  # frames per request of a windowed (video) network
+    size_multiple: int
+    min_size: int
+    scale: int
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Retries, statistics, observers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, on ServerUnavailable only.
+
+    ``attempts`` counts the first try (None: no limit by count); ``deadline`` stops retrying once that many seconds
+    have passed since the first try (None: no limit by time). A server restart takes tens of seconds, hence 60 s.
+    """
+
+    attempts: int | None = None
+    deadline: float | None = 60.0
+    initial_backoff: float = 0.25
+    max_backoff: float = 4.0
+    multiplier: float = 2.0
+    jitter: float = 0.2  # +/- this fraction of each delay, so many clients do not retry in lockstep
+
+    def __post_init__(self) -> None:
+        if self.attempts is not None and self.attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff or self.multiplier < 1:
+            raise ValueError("backoff must satisfy 0 <= initial_backoff <= max_backoff and multiplier >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+
+    def retryable(self, error: BaseException) -> bool:
+        return isinstance(error, ServerUnavailable)
+
+    def should_retry(self, error: BaseException, attempt: int, elapsed: float) -> bool:
+        """``attempt``: tries made so far (1 after the first failure); ``elapsed``: seconds since the first try."""
+        if not self.retryable(error):
+            return False
+        if self.attempts is not None and attempt >= self.attempts:
+            return False
+        return self.deadline is None or elapsed < self.deadline
+
+    def backoff(self, attempt: int, *, remaining: float | None = None, rng: random.Random | None = None) -> float:
+        """Delay before try ``attempt + 1``; capped to ``remaining`` seconds so the last try lands at the deadline."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        r = (rng or random).random()
+        delay = base * (1 + self.jitter * (2 * r - 1))
+        return max(0.0, min(delay, remaining)) if remaining is not None else delay
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+class RequestObserver(Protocol):
+    """Hooks the client calls for every attempt; ClientStats and stylize.metrics.ClientMetrics implement it."""
+
+    def observe_request(self, model: str, seconds: float, error: StylizeError | None) -> None: ...
+
+    def observe_retry(self, model: str, error: StylizeError, delay: float) -> None: ...
+
+
+@dataclass
+class ClientStats:
+    """What happened on this client, for summaries: attempts, successes, retries, errors by kind."""
+
+    requests: int = 0  # attempts, retries included
+    ok: int = 0
+    retries: int = 0
+    retry_wait_seconds: float = 0.0
+    errors: Counter = field(default_factory=Counter)  # kind -> count, every failed attempt
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def observe_request(self, model: str, seconds: float, error: StylizeError | None) -> None:
+        with self._lock:
+            self.requests += 1
+            if error is None:
+                self.ok += 1
+            else:
+                self.errors[error.kind] += 1
+
+    def observe_retry(self, model: str, error: StylizeError, delay: float) -> None:
+        with self._lock:
+            self.retries += 1
+            self.retry_wait_seconds += delay
+
+    def summary(self) -> str:
+        with self._lock:
+            text = f"{self.ok} requests ok"
+            if self.retries:
+                text += (f", {self.retries} retried after the server was unavailable "
+                         f"({self.retry_wait_seconds:.1f} s waiting)")
+            if self.errors:
+                text += ", failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
+            return text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Listing and health
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str  # what you pass as model=
+    task: str  # style | sr | vsr
+    scale: int
+    weights: str  # real | untrained
+    license: str
+    versions: tuple[int, ...]  # ready versions of the network (pin one with version=)
+    ready: bool  # the client-facing model is ready
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    url: str
+    live: bool
+    ready: bool
+    server_version: str | None
+    models: dict[str, str]  # "name/version" -> state (READY, UNAVAILABLE, LOADING, ...)
+    seconds: float  # time the checks took
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.live and self.ready
+
+
+def _model_infos(index: list[dict], configs: dict[str, dict]) -> list[ModelInfo]:
+    """Group Triton models by their `stylize_id` parameter; one ModelInfo per client-facing model."""
+    ready_versions: dict[str, list[int]] = {}
+    states: dict[str, set[str]] = {}
+    for entry in index:
+        states.setdefault(entry["name"], set()).add(entry.get("state", ""))
+        if entry.get("state") == "READY" and entry.get("version"):
+            ready_versions.setdefault(entry["name"], []).append(int(entry["version"]))
+    infos = []
+    for name, config in sorted(configs.items()):
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        if params.get("stylize_id") != name:
+            continue  # a composing model (_pre, _net, _post), not a client-facing one
+        desc = REGISTRY.get(name) if name in REGISTRY else None
+        net = desc.net_model if desc is not None else name
+        infos.append(ModelInfo(
+            id=name,
+            task=params.get("task", ""),
+            scale=int(params.get("scale", "0") or 0),
+            weights=params.get("weights", ""),
+            license=params.get("license", ""),
+            versions=tuple(sorted(ready_versions.get(net, ()))),
+            ready="READY" in states.get(name, ()),
+            title=desc.title if desc is not None else "",
+        ))
+    return infos
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared request building
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # gRPC's own reconnect backoff grows to 120 s by default: after a server restart the channel would sit idle
+        # long after the server is back. Keep it short; our RetryPolicy paces the calls.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
+def _descriptor(model: str) -> ModelDescriptor | None:
+    return REGISTRY[model] if model in REGISTRY else None
+
+
+def _version(version: int | str | None) -> str:
+    return "" if version is None else str(version)
+
+
+def _raw_name(model: str) -> str:
+    """Network model behind a client-facing id (a name that is not an id is taken as a Triton model name)."""
+    desc = _descriptor(model)
+    return desc.net_model if desc is not None else model
+
+
+def _raw_model_from_config(model: str, config: dict) -> RawModel:
+    desc = _descriptor(model)
+    inp, out = config["input"][0], config["output"][0]
+    dims = [int(d) for d in inp.get("dims", [])]
+    window = dims[0] if len(dims) == 4 else None  # [T, H, W, 3]: the build may change T (with_window)
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    return RawModel(
+        name=config["name"],
+        input=desc.net_input.name if desc else inp["name"],
+        output=desc.net_output.name if desc else out["name"],
+        max_batch_size=int(config.get("max_batch_size", 0)),
+        window=window,
+        size_multiple=desc.size_multiple if desc else 1,
+        min_size=desc.min_size if desc else 1,
+        scale=desc.scale if desc else int(params.get("scale", "1") or 1),
+    )
+
+
+def _check_image_model(model: str) -> None:
+    desc = _descriptor(model)
+    if desc is not None and desc.is_video_window:
+        raise InvalidInput(f"{model} is a video model (frame windows): use upscale_video() or infer_frames()",
+                           model=model)
+
+
+def _frames_batch(frames: np.ndarray, raw: RawModel) -> tuple[np.ndarray, bool]:
+    """Validate frames for a network; returns (batched array, whether a batch axis was added)."""
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8:
+        raise InvalidInput(f"frames dtype is {arr.dtype}; expected uint8")
+    per_item = 4 if raw.window else 3
+    if arr.ndim == per_item:
+        arr, added = arr[np.newaxis], True
+    elif arr.ndim == per_item + 1:
+        added = False
+    else:
+        want = "TxHxWx3 (or NxTxHxWx3)" if raw.window else "HxWx3 (or NxHxWx3)"
+        raise InvalidInput(f"frames shape {arr.shape}; {raw.name} expects {want}")
+    if arr.shape[-1] != 3:
+        raise InvalidInput(f"frames shape {arr.shape}; expected 3 channels (RGB)")
+    if raw.window and arr.shape[1] != raw.window:
+        raise InvalidInput(f"{raw.name} takes windows of {raw.window} frames, got {arr.shape[1]}")
+    return arr, added
+
+
+class _Observers:
+    def __init__(self, observers: list):
+        self._observers = observers
+
+    def request(self, model: str, seconds: float, error: StylizeError | None) -> None:
+        for o in self._observers:
+            o.observe_request(model, seconds, error)
+
+    def retry(self, model: str, error: StylizeError, delay: float) -> None:
+        for o in self._observers:
+            o.observe_retry(model, error, delay)
+
+
+def _triton_errors() -> tuple[type[BaseException], ...]:
+    import grpc
+    from tritonclient.utils import InferenceServerException
+
+    return (InferenceServerException, grpc.RpcError)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Synchronous client
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class StylizeClient:
+    """Blocking client; thread-safe (one gRPC channel, any number of threads may call it).
+
+    ``version`` pins the model version for every call (None: the newest ready one). For image calls this is the
+    version of the client-facing ensemble; for raw frames and video, the version of the network (``<id>_net``), which
+    keeps the newest two builds servable.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        version: int | str | None = None,
+        timeout: float | None = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+        compression: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        ssl: bool = False,
+        metrics: "ClientMetrics | None" = None,
+    ):
+        import tritonclient.grpc as grpcclient
+
+        if compression not in (None, "gzip", "deflate"):
+            raise ValueError(f"compression {compression!r}; expected None, 'gzip' or 'deflate'")
+        self.url = url or default_url()
+        self.model = model
+        self.version = version
+        self.timeout = timeout
+        self.retry = retry
+        self.compression = compression
+        self.stats = ClientStats()
+        self._observers = _Observers([self.stats] + ([metrics] if metrics is not None else []))
+        self._grpc = grpcclient
+        self._errors = _triton_errors()
+        self._client = grpcclient.InferenceServerClient(self.url, ssl=ssl,
+                                                        channel_args=_channel_args(max_message_bytes))
+        self._raw: dict[tuple[str, str], RawModel] = {}
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "StylizeClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StylizeClient(url={self.url!r}, model={self.model!r}, version={self.version!r})"
+
+    # ---- transport ----------------------------------------------------------------------------------------------
+    def _call(self, model: str, op: Callable[[], Any], *, retry: bool = True) -> Any:
+        policy = self.retry if retry else NO_RETRY
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.monotonic()
+            try:
+                result = op()
+            except self._errors as e:
+                err = from_triton(e, model=model, url=self.url)
+                self._observers.request(model, time.monotonic() - t0, err)
+                elapsed = time.monotonic() - start
+                if policy.should_retry(err, attempt, elapsed):
+                    delay = policy.backoff(attempt, remaining=None if policy.deadline is None
+                                           else policy.deadline - elapsed)
+                    self._observers.retry(model, err, delay)
+                    time.sleep(delay)
+                    continue
+                raise err from None
+            self._observers.request(model, time.monotonic() - t0, None)
+            return result
+
+    # ---- images -------------------------------------------------------------------------------------------------
+    def infer(self, img: ImageLike, model: str | None = None, *, version: int | str | None = None,
+              **options: Any) -> Any:
+        """Run one image through a model; returns the same kind it was given (see the module docstring)."""
+        data, kind = encode_input(img)
+        return decode_output(self.infer_bytes(data, model, version=version, **options), kind)
+
+    def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
+                    **options: Any) -> bytes:
+        """Encoded image in, encoded result out (PNG unless output_format says otherwise and the server supports it)."""
+        model = model or self.model
+        _check_image_model(model)
+        params = build_parameters(options)
+        if not data:
+            raise InvalidInput("empty input: no image bytes", model=model)
+        inp = self._grpc.InferInput(ENCODED_IMAGE.name, [1, *ENCODED_IMAGE.dims], ENCODED_IMAGE.dtype)
+        inp.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
+        outputs = [self._grpc.InferRequestedOutput(ENCODED_RESULT.name)]
+        v = _version(version if version is not None else self.version)
+        result = self._call(model, lambda: self._client.infer(
+            model, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
+            compression_algorithm=self.compression, parameters=params or None))
+        return bytes(result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0])
+
+    def infer_file(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, *,
+                   version: int | str | None = None, **options: Any) -> Path:
+        """Read ``src``, write the result to ``dst`` atomically (never a half-written file); returns ``dst``."""
+        src, dst = Path(src), Path(dst)
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise InvalidInput(f"refusing to overwrite the input {src}")
+        data, _ = encode_input(src)
+        write_atomic(dst, self.infer_bytes(data, model, version=version, **options))
+        return dst
+
+    def infer_many(self, items: Iterable[ImageLike], model: str | None = None, *, concurrency: int = 4,
+                   return_exceptions: bool = False, version: int | str | None = None,
+                   **options: Any) -> Iterator[Any]:
+        """Yield the results of ``items`` in order, ``concurrency`` requests in flight.
+
+        Memory stays bounded: at most ``concurrency`` inputs and results are held, whatever the length of
+        ``items`` (which may be a lazy generator). With ``return_exceptions`` a failed item yields its StylizeError
+        instead of stopping the iteration.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        build_parameters(options)  # fail before the first request on a bad option
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stylize-infer")
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(self.infer, item, model, version=version, **options))
+                if len(pending) >= concurrency:
+                    yield _resolve(pending.popleft(), return_exceptions)
+            while pending:
+                yield _resolve(pending.popleft(), return_exceptions)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # ---- raw frames ---------------------------------------------------------------------------------------------
+    def raw_model(self, model: str | None = None, *, version: int | str | None = None) -> RawModel:
+        """Tensor names, batch limit, window and size rules of the network behind ``model`` (cached)."""
+        model = model or self.model
+        v = _version(version if version is not None else self.version)
+        key = (model, v)
+        if key not in self._raw:
+            name = _raw_name(model)
+            config = self._call(name, lambda: self._client.get_model_config(
+                name, model_version=v, as_json=True, client_timeout=self.timeout))["config"]
+            self._raw[key] = _raw_model_from_config(model, config)
+        return self._raw[key]
+
+    def infer_frames(self, frames: np.ndarray, model: str | None = None, *,
+                     version: int | str | None = None) -> np.ndarray:
+        """uint8 RGB frames through the network directly (no PNG round trip): the path video uses.
+
+        ``frames``: HxWx3 or NxHxWx3 (a window TxHxWx3 or NxTxHxWx3 for windowed models); returns the same layout
+        with sides multiplied by the model's scale. Sides are padded to the network's size rules and cropped back.
+        Batches larger than the model's max_batch_size are split.
+        """
+        model = model or self.model
+        raw = self.raw_model(model, version=version)
+        arr, added = _frames_batch(frames, raw)
+        h, w = arr.shape[-3:-1]
+        padded = pad_frames(arr, raw.size_multiple, raw.min_size)
+        step = max(raw.max_batch_size, 1)
+        v = _version(version if version is not None else self.version)
+        outs = []
+        for i in range(0, len(padded), step):
+            outs.append(self._infer_raw(raw, np.ascontiguousarray(padded[i:i + step]), v))
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        out = crop_frames(out, h, w, padded.shape[-3], padded.shape[-2])
+        return out[0] if added else out
+
+    def _infer_raw(self, raw: RawModel, batch: np.ndarray, version: str) -> np.ndarray:
+        inp = self._grpc.InferInput(raw.input, list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        outputs = [self._grpc.InferRequestedOutput(raw.output)]
+        result = self._call(raw.name, lambda: self._client.infer(
+            raw.name, [inp], model_version=version, outputs=outputs, client_timeout=self.timeout,
+            compression_algorithm=self.compression))
+        return result.as_numpy(raw.output)
+
+    # ---- video --------------------------------------------------------------------------------------------------
+    def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
+                      **kwargs: Any) -> "VideoReport":
+        """Upscale (or stylize) a video, keeping audio, fps and frame count; see stylize.video.upscale_video."""
+        from stylize.video import upscale_video
+
+        return upscale_video(self, src, dst, model=model or "animevideo_x2", **kwargs)
+
+    # ---- listing and health -------------------------------------------------------------------------------------
+    def models(self) -> list[ModelInfo]:
+        """Client-facing models with task, scale, ready versions and weights status (read from the server)."""
+        index = self._call("", lambda: self._client.get_model_repository_index(
+            as_json=True, client_timeout=self.timeout)).get("models", [])
+        configs = {}
+        for name in sorted({e["name"] for e in index if e.get("state") == "READY"}):
+            try:
+                configs[name] = self._call(name, lambda: self._client.get_model_config(
+                    name, as_json=True, client_timeout=self.timeout))["config"]
+            except StylizeError:
+                continue  # unloaded between the two calls
+        return _model_infos(index, configs)
+
+    def health(self, *, timeout: float = 5.0) -> Health:
+        """Liveness, readiness, server version and model states. Never raises for an unreachable server."""
+        t0 = time.monotonic()
+        try:
+            live = self._client.is_server_live(client_timeout=timeout)
+            ready = self._client.is_server_ready(client_timeout=timeout)
+            meta = self._client.get_server_metadata(as_json=True, client_timeout=timeout)
+            index = self._client.get_model_repository_index(as_json=True, client_timeout=timeout).get("models", [])
+        except self._errors as e:
+            err = from_triton(e, url=self.url)
+            return Health(self.url, False, False, None, {}, time.monotonic() - t0, str(err))
+        states = {f"{m['name']}/{m.get('version', '')}": m.get("state", "") for m in index}
+        return Health(self.url, bool(live), bool(ready), meta.get("version"), states, time.monotonic() - t0)
+
+
+def _resolve(future: Future, return_exceptions: bool) -> Any:
+    try:
+        return future.result()
+    except StylizeError as e:
+        if return_exceptions:
+            return e
+        raise
+
+
+def write_atomic(dst: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: readers never see a partial file."""
+    import tempfile
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Asynchronous client (gRPC asyncio), same surface
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AsyncStylizeClient:
+    """The same surface on gRPC asyncio: ``await client.infer(img)``, ``async for r in client.infer_many(...)``.
+
+    The channel is created on first use, inside the running event loop. ``upscale_video`` runs the threaded video
+    pipeline of the blocking client in a worker thread (decoding and encoding are blocking work anyway).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        version: int | str | None = None,
+        timeout: float | None = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+        compression: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        ssl: bool = False,
+        metrics: "ClientMetrics | None" = None,
+    ):
+        import tritonclient.grpc as grpcclient
+
+        if compression not in (None, "gzip", "deflate"):
+            raise ValueError(f"compression {compression!r}; expected None, 'gzip' or 'deflate'")
+        self.url = url or default_url()
+        self.model = model
+        self.version = version
+        self.timeout = timeout
+        self.retry = retry
+        self.compression = compression
+        self.stats = ClientStats()
+        self._metrics = metrics
+        self._observers = _Observers([self.stats] + ([metrics] if metrics is not None else []))
+        self._grpc = grpcclient  # InferInput & co. are shared with the asyncio client
+        self._errors = _triton_errors()
+        self._ssl = ssl
+        self._max_message_bytes = max_message_bytes
+        self._client = None
+        self._raw: dict[tuple[str, str], RawModel] = {}
+
+    def _aio(self):
+        if self._client is None:
+            import tritonclient.grpc.aio as aio
+
+            self._client = aio.InferenceServerClient(self.url, ssl=self._ssl,
+                                                     channel_args=_channel_args(self._max_message_bytes))
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> "AsyncStylizeClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncStylizeClient(url={self.url!r}, model={self.model!r}, version={self.version!r})"
+
+    async def _call(self, model: str, op: Callable[[], Any], *, retry: bool = True) -> Any:
+        policy = self.retry if retry else NO_RETRY
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            t0 = time.monotonic()
+            try:
+                result = await op()
+            except self._errors as e:
+                err = from_triton(e, model=model, url=self.url)
+                self._observers.request(model, time.monotonic() - t0, err)
+                elapsed = time.monotonic() - start
+                if policy.should_retry(err, attempt, elapsed):
+                    delay = policy.backoff(attempt, remaining=None if policy.deadline is None
+                                           else policy.deadline - elapsed)
+                    self._observers.retry(model, err, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                raise err from None
+            self._observers.request(model, time.monotonic() - t0, None)
+            return result
+
+    async def infer(self, img: ImageLike, model: str | None = None, *, version: int | str | None = None,
+                    **options: Any) -> Any:
+        data, kind = encode_input(img)
+        return decode_output(await self.infer_bytes(data, model, version=version, **options), kind)
+
+    async def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
+                          **options: Any) -> bytes:
+        model = model or self.model
+        _check_image_model(model)
+        params = build_parameters(options)
+        if not data:
+            raise InvalidInput("empty input: no image bytes", model=model)
+        inp = self._grpc.InferInput(ENCODED_IMAGE.name, [1, *ENCODED_IMAGE.dims], ENCODED_IMAGE.dtype)
+        inp.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
+        outputs = [self._grpc.InferRequestedOutput(ENCODED_RESULT.name)]
+        v = _version(version if version is not None else self.version)
+        client = self._aio()
+        result = await self._call(model, lambda: client.infer(
+            model, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
+            compression_algorithm=self.compression, parameters=params or None))
+        return bytes(result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0])
+
+    async def infer_many(self, items: Iterable[ImageLike] | AsyncIterable[ImageLike], model: str | None = None, *,
+                         concurrency: int = 4, return_exceptions: bool = False, version: int | str | None = None,
+                         **options: Any) -> AsyncIterator[Any]:
+        """Results in order, ``concurrency`` requests in flight, bounded memory (see StylizeClient.infer_many)."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        build_parameters(options)
+        pending: deque[asyncio.Task] = deque()
+
+        async def resolve(task: asyncio.Task) -> Any:
+            try:
+                return await task
+            except StylizeError as e:
+                if return_exceptions:
+                    return e
+                raise
+
+        try:
+            async for item in _aiter(items):
+                pending.append(asyncio.ensure_future(self.infer(item, model, version=version, **options)))
+                if len(pending) >= concurrency:
+                    yield await resolve(pending.popleft())
+            while pending:
+                yield await resolve(pending.popleft())
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def raw_model(self, model: str | None = None, *, version: int | str | None = None) -> RawModel:
+        model = model or self.model
+        v = _version(version if version is not None else self.version)
+        key = (model, v)
+        if key not in self._raw:
+            name = _raw_name(model)
+            client = self._aio()
+            config = (await self._call(name, lambda: client.get_model_config(
+                name, model_version=v, as_json=True, client_timeout=self.timeout)))["config"]
+            self._raw[key] = _raw_model_from_config(model, config)
+        return self._raw[key]
+
+    async def infer_frames(self, frames: np.ndarray, model: str | None = None, *,
+                           version: int | str | None = None) -> np.ndarray:
+        model = model or self.model
+        raw = await self.raw_model(model, version=version)
+        arr, added = _frames_batch(frames, raw)
+        h, w = arr.shape[-3:-1]
+        padded = pad_frames(arr, raw.size_multiple, raw.min_size)
+        step = max(raw.max_batch_size, 1)
+        v = _version(version if version is not None else self.version)
+        client = self._aio()
+        outs = []
+        for i in range(0, len(padded), step):
+            batch = np.ascontiguousarray(padded[i:i + step])
+            inp = self._grpc.InferInput(raw.input, list(batch.shape), "UINT8")
+            inp.set_data_from_numpy(batch)
+            outputs = [self._grpc.InferRequestedOutput(raw.output)]
+            result = await self._call(raw.name, lambda: client.infer(
+                raw.name, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
+                compression_algorithm=self.compression))
+            outs.append(result.as_numpy(raw.output))
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        out = crop_frames(out, h, w, padded.shape[-3], padded.shape[-2])
+        return out[0] if added else out
+
+    async def models(self) -> list[ModelInfo]:
+        client = self._aio()
+        index = (await self._call("", lambda: client.get_model_repository_index(
+            as_json=True, client_timeout=self.timeout))).get("models", [])
+        configs = {}
+        for name in sorted({e["name"] for e in index if e.get("state") == "READY"}):
+            try:
+                configs[name] = (await self._call(name, lambda: client.get_model_config(
+                    name, as_json=True, client_timeout=self.timeout)))["config"]
+            except StylizeError:
+                continue
+        return _model_infos(index, configs)
+
+    async def health(self, *, timeout: float = 5.0) -> Health:
+        t0 = time.monotonic()
+        client = self._aio()
+        try:
+            live = await client.is_server_live(client_timeout=timeout)
+            ready = await client.is_server_ready(client_timeout=timeout)
+            meta = await client.get_server_metadata(as_json=True, client_timeout=timeout)
+            index = (await client.get_model_repository_index(as_json=True, client_timeout=timeout)).get("models", [])
+        except self._errors as e:
+            err = from_triton(e, url=self.url)
+            return Health(self.url, False, False, None, {}, time.monotonic() - t0, str(err))
+        states = {f"{m['name']}/{m.get('version', '')}": m.get("state", "") for m in index}
+        return Health(self.url, bool(live), bool(ready), meta.get("version"), states, time.monotonic() - t0)
+
+    async def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
+                            **kwargs: Any) -> "VideoReport":
+        def run() -> "VideoReport":
+            with StylizeClient(url=self.url, model=self.model, version=self.version, timeout=self.timeout,
+                               retry=self.retry, compression=self.compression,
+                               max_message_bytes=self._max_message_bytes, ssl=self._ssl,
+                               metrics=self._metrics) as client:
+                return client.upscale_video(src, dst, model, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+
+async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
+    if hasattr(items, "__aiter__"):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+__all__ = [
+    "StylizeClient", "AsyncStylizeClient", "RetryPolicy", "NO_RETRY", "ClientStats", "ModelInfo", "Health",
+    "RawModel", "OPTION_PARAMETERS", "MAX_MESSAGE_BYTES", "kind_of", "encode_input", "decode_output",
+    "build_parameters", "pad_frames", "crop_frames", "image_format", "write_atomic",
+]

@@ -1,0 +1,460 @@
+"""SDK and CLI logic that needs no server: input/output kinds, options, errors, retry policy, folder walking and
+output naming, frame padding, video window planning, metrics."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylize.client import (
+    ClientStats, RetryPolicy, StylizeClient, _model_infos, build_parameters, crop_frames, decode_output,
+    encode_input, image_format, kind_of, pad_frames,
+)
+from stylize.commands.infer import ensure_format, plan_jobs, side_by_side
+from stylize.errors import (
+    InvalidInput, ModelNotFound, ServerError, ServerUnavailable, StylizeError, Timeout, from_status, from_triton,
+)
+from stylize.photos import photo_path, real_photo_crop
+from stylize.server.steps.imaging import pad_to_multiple
+from stylize.video import WindowPlanner, plan_windows, temp_path, window_indices
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _png(arr: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, "PNG")
+    return out.getvalue()
+
+
+# ---- input and output kinds ------------------------------------------------------------------------------------
+
+
+def test_kinds_of_every_accepted_input(tmp_path):
+    arr = real_photo_crop(16, 20)
+    assert kind_of(arr) == "array"
+    assert kind_of(Image.fromarray(arr)) == "pil"
+    assert kind_of(str(tmp_path / "a.png")) == "path"
+    assert kind_of(tmp_path / "a.png") == "path"
+    assert kind_of(b"x") == kind_of(bytearray(b"x")) == kind_of(memoryview(b"x")) == "bytes"
+    with pytest.raises(InvalidInput, match="unsupported input type"):
+        kind_of(3.5)
+
+
+@pytest.mark.parametrize("shape", [(12, 10, 3), (12, 10), (12, 10, 1), (12, 10, 4)])
+def test_arrays_travel_as_lossless_png(shape):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    data, kind = encode_input(arr)
+    assert kind == "array" and image_format(data) == "PNG"
+    with Image.open(io.BytesIO(data)) as im:
+        back = np.asarray(im)
+    np.testing.assert_array_equal(back, arr.reshape(back.shape))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((8, 8, 3), np.float32), "uint8"),
+    (np.zeros((8, 8, 2), np.uint8), "shape"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "shape"),
+    (np.zeros((0, 8, 3), np.uint8), "empty"),
+])
+def test_bad_arrays_are_refused_before_any_request(bad, match):
+    with pytest.raises(InvalidInput, match=match):
+        encode_input(bad)
+
+
+def test_pil_input_keeps_pixels():
+    arr = real_photo_crop(24, 24)
+    data, kind = encode_input(Image.fromarray(arr))
+    assert kind == "pil"
+    with Image.open(io.BytesIO(data)) as im:
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), arr)
+    cmyk = Image.fromarray(arr).convert("CMYK")  # PNG cannot hold CMYK: converted to RGB first
+    data, _ = encode_input(cmyk)
+    assert image_format(data) == "PNG"
+
+
+def test_paths_and_bytes_are_sent_untouched(tmp_path):
+    jpeg = photo_path("rocket.jpg").read_bytes()
+    f = tmp_path / "r.jpg"
+    f.write_bytes(jpeg)
+    assert encode_input(f) == (jpeg, "path")
+    assert encode_input(str(f)) == (jpeg, "path")
+    assert encode_input(jpeg) == (jpeg, "bytes")
+
+
+def test_missing_file_and_empty_bytes_are_invalid_input(tmp_path):
+    with pytest.raises(InvalidInput) as e:
+        encode_input(tmp_path / "nope.png")
+    assert "cannot read" in e.value.reason
+    with pytest.raises(InvalidInput, match="empty"):
+        encode_input(b"")
+
+
+def test_outputs_come_back_as_the_kind_given():
+    arr = real_photo_crop(10, 14)
+    data = _png(arr)
+    out = decode_output(data, "array")
+    assert isinstance(out, np.ndarray) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, arr)
+    pil = decode_output(data, "pil")
+    assert isinstance(pil, Image.Image) and pil.mode == "RGB" and pil.size == (14, 10)
+    assert decode_output(data, "path") is data
+    assert decode_output(data, "bytes") is data
+
+
+def test_image_format_magic():
+    arr = real_photo_crop(8, 8)
+    assert image_format(_png(arr)) == "PNG"
+    for fmt in ("JPEG", "WEBP"):
+        out = io.BytesIO()
+        Image.fromarray(arr).save(out, fmt)
+        assert image_format(out.getvalue()) == fmt
+    assert image_format(b"garbage") is None
+
+
+# ---- options ---------------------------------------------------------------------------------------------------
+
+
+def test_options_become_typed_request_parameters():
+    params = build_parameters({"output_format": "jpg", "quality": "90", "outscale": 2, "max_side": 1024.0})
+    assert params == {"output_format": "JPEG", "quality": 90, "outscale": 2.0, "max_side": 1024}
+    assert isinstance(params["outscale"], float) and isinstance(params["max_side"], int)
+    assert build_parameters({"output_format": None}) == {}
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"output_format": "gif"}, InvalidInput),
+    ({"quality": 0}, InvalidInput),
+    ({"quality": 101}, InvalidInput),
+    ({"outscale": 0}, InvalidInput),
+    ({"max_side": 0}, InvalidInput),
+    ({"colour": "red"}, TypeError),
+])
+def test_bad_options_are_refused(options, error):
+    with pytest.raises(error):
+        build_parameters(options)
+
+
+# ---- errors ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, cls", [
+    ("StatusCode.UNAVAILABLE", ServerUnavailable),
+    ("StatusCode.NOT_FOUND", ModelNotFound),
+    ("StatusCode.INVALID_ARGUMENT", InvalidInput),
+    ("StatusCode.DEADLINE_EXCEEDED", Timeout),
+    ("StatusCode.INTERNAL", ServerError),
+    ("StatusCode.CANCELLED", ServerError),
+    (None, ServerError),
+])
+def test_grpc_statuses_map_to_typed_errors(status, cls):
+    err = from_status(status, "boom", model="m", url="u:1")
+    assert type(err) is cls and isinstance(err, StylizeError)
+    assert err.model == "m" and err.url == "u:1"
+
+
+def test_invalid_input_carries_the_servers_reason_without_the_ensemble_prefix():
+    from tritonclient.utils import InferenceServerException
+
+    exc = InferenceServerException("in ensemble 'animeganv2', not a recognised image (supported: PNG)",
+                                   status="StatusCode.INVALID_ARGUMENT")
+    err = from_triton(exc, model="animeganv2")
+    assert isinstance(err, InvalidInput) and isinstance(err, ValueError)
+    assert err.reason == "not a recognised image (supported: PNG)"
+    assert err.status == "INVALID_ARGUMENT"
+
+
+def test_typed_errors_are_also_builtin_kinds():
+    assert issubclass(ServerUnavailable, ConnectionError)
+    assert issubclass(Timeout, TimeoutError)
+    assert issubclass(ModelNotFound, LookupError)
+
+
+# ---- retry policy ----------------------------------------------------------------------------------------------
+
+
+def test_retry_only_on_unavailable():
+    policy = RetryPolicy(attempts=5, deadline=None)
+    unavailable = ServerUnavailable("down")
+    assert policy.should_retry(unavailable, attempt=1, elapsed=0)
+    for err in (InvalidInput("bad"), ModelNotFound("nope"), Timeout("slow"), ServerError("internal")):
+        assert not policy.should_retry(err, attempt=1, elapsed=0)
+    assert not policy.should_retry(unavailable, attempt=5, elapsed=0)  # attempts used up
+
+
+def test_retry_deadline():
+    policy = RetryPolicy(attempts=None, deadline=10.0)
+    assert policy.should_retry(ServerUnavailable("down"), attempt=100, elapsed=9.9)
+    assert not policy.should_retry(ServerUnavailable("down"), attempt=2, elapsed=10.0)
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter_and_cap():
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0, jitter=0.2)
+    rng = random.Random(0)
+    for attempt, base in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)]:
+        for _ in range(50):
+            assert base * 0.8 - 1e-9 <= policy.backoff(attempt, rng=rng) <= base * 1.2 + 1e-9
+    assert policy.backoff(9, remaining=0.05, rng=rng) == pytest.approx(0.05)
+    assert policy.backoff(9, remaining=-1, rng=rng) == 0.0
+
+
+def test_retry_policy_validates():
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(initial_backoff=2, max_backoff=1)
+    with pytest.raises(ValueError):
+        RetryPolicy(jitter=1.0)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def test_client_retries_unavailable_then_raises_typed_error():
+    """A real gRPC channel to a port nobody listens on: UNAVAILABLE, retried, then ServerUnavailable."""
+    policy = RetryPolicy(attempts=3, deadline=None, initial_backoff=0.01, max_backoff=0.02)
+    with StylizeClient(url=f"127.0.0.1:{_closed_port()}", retry=policy, timeout=5) as client:
+        with pytest.raises(ServerUnavailable) as e:
+            client.infer(real_photo_crop(8, 8))
+        assert e.value.status == "UNAVAILABLE"
+        assert e.value.__cause__ is None and e.value.__suppress_context__  # no tritonclient exception chained
+        assert client.stats.requests == 3 and client.stats.retries == 2 and client.stats.ok == 0
+        assert client.stats.errors["unavailable"] == 3
+        assert "2 retried" in client.stats.summary()
+        h = client.health(timeout=1)
+        assert not h.ok and h.error and not h.models
+
+
+def test_client_side_validation_sends_nothing():
+    with StylizeClient(url=f"127.0.0.1:{_closed_port()}", retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(InvalidInput):
+            client.infer(np.zeros((4, 4, 3), np.float64))
+        with pytest.raises(InvalidInput, match="video model"):
+            client.infer(real_photo_crop(8, 8), "basicvsr_x4")
+        with pytest.raises(TypeError):
+            client.infer(real_photo_crop(8, 8), colour="red")
+        assert client.stats.requests == 0
+
+
+def test_client_refuses_unknown_compression():
+    with pytest.raises(ValueError):
+        StylizeClient(url="127.0.0.1:1", compression="brotli")
+
+
+def test_default_url_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STYLIZE_URL", "example.test:9001")
+    with StylizeClient() as client:
+        assert client.url == "example.test:9001"
+
+
+# ---- frames ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("h, w, multiple, min_side", [(30, 45, 4, 1), (17, 9, 4, 32), (32, 32, 4, 32), (3, 5, 1, 8)])
+def test_pad_frames_matches_the_servers_pre_step(h, w, multiple, min_side):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(2, h, w, 3), dtype=np.uint8)
+    padded = pad_frames(frames, multiple, min_side)
+    for i in range(2):
+        np.testing.assert_array_equal(padded[i], pad_to_multiple(frames[i], multiple, min_side))
+    scale = 3
+    out = padded.repeat(scale, axis=1).repeat(scale, axis=2)  # what a nearest x3 network would return
+    cropped = crop_frames(out, h, w, padded.shape[1], padded.shape[2])
+    np.testing.assert_array_equal(cropped, frames.repeat(scale, axis=1).repeat(scale, axis=2))
+
+
+# ---- model listing ---------------------------------------------------------------------------------------------
+
+
+def test_model_infos_group_triton_models_by_stylize_id():
+    def cfg(name, sid, **p):
+        return {"name": name, "parameters": {k: {"string_value": v} for k, v in
+                                              {"stylize_id": sid, "task": "sr", "scale": "2", "weights": "real",
+                                               "license": "BSD"}.items() | p.items()}}
+
+    index = [
+        {"name": "animevideo_x2", "version": "1", "state": "READY"},
+        {"name": "animevideo_x2_net", "version": "1", "state": "READY"},
+        {"name": "animevideo_x2_net", "version": "2", "state": "READY"},
+        {"name": "animevideo_x2_net", "version": "3", "state": "UNAVAILABLE"},
+        {"name": "animevideo_x2_pre", "version": "1", "state": "READY"},
+    ]
+    configs = {"animevideo_x2": cfg("animevideo_x2", "animevideo_x2"),
+               "animevideo_x2_net": cfg("animevideo_x2_net", "animevideo_x2"),
+               "animevideo_x2_pre": cfg("animevideo_x2_pre", "animevideo_x2")}
+    [info] = _model_infos(index, configs)
+    assert (info.id, info.task, info.scale, info.weights, info.versions, info.ready) == (
+        "animevideo_x2", "sr", 2, "real", (1, 2), True)
+    assert info.title.startswith("Real-ESRGAN animevideov3 x2")
+
+
+# ---- folder walking and output naming (stylize infer) ----------------------------------------------------------
+
+
+def _tree(root: Path, names: list[str]) -> None:
+    for name in names:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+
+
+def test_folders_keep_their_layout_with_suffix_and_ext(tmp_path):
+    src = tmp_path / "photos"
+    _tree(src, ["a.jpg", "sub/b.PNG", "sub/deeper/c.webp", "notes.txt", ".hidden.png", ".cache/d.png"])
+    out = tmp_path / "out"
+    jobs, problems = plan_jobs([src], out, suffix="_anime", ext="JPG")
+    assert problems == []
+    assert [(j.src.relative_to(src).as_posix(), j.dst.relative_to(out).as_posix()) for j in jobs] == [
+        ("a.jpg", "a_anime.jpg"), ("sub/b.PNG", "sub/b_anime.jpg"), ("sub/deeper/c.webp", "sub/deeper/c_anime.jpg")]
+
+
+def test_explicit_files_and_missing_paths(tmp_path):
+    _tree(tmp_path, ["x/one.png", "two.bmp"])
+    jobs, problems = plan_jobs([tmp_path / "x/one.png", tmp_path / "two.bmp", tmp_path / "ghost.png"],
+                               tmp_path / "out")
+    assert [j.dst.name for j in jobs] == ["one.png", "two.png"]
+    assert [(p.path.name, p.reason) for p in problems] == [("ghost.png", "no such file or folder")]
+
+
+def test_single_file_to_a_file_name(tmp_path):
+    _tree(tmp_path, ["one.jpg"])
+    jobs, _ = plan_jobs([tmp_path / "one.jpg"], tmp_path / "result.webp", ext="webp")
+    assert [j.dst for j in jobs] == [tmp_path / "result.webp"]
+
+
+def test_an_input_is_never_an_output(tmp_path):
+    src = tmp_path / "photos"
+    _tree(src, ["a.png", "b.jpg"])
+    jobs, problems = plan_jobs([src], src)  # same folder, no suffix, png: a.png would be overwritten
+    assert [j.src.name for j in jobs] == ["b.jpg"] and jobs[0].dst == src / "b.png"
+    assert [p.path.name for p in problems] == ["a.png"] and "overwrite an input" in problems[0].reason
+
+
+def test_output_folder_inside_the_input_is_not_walked(tmp_path):
+    src = tmp_path / "photos"
+    _tree(src, ["a.png", "out/a.png", "out/sub/z.png"])
+    jobs, problems = plan_jobs([src], src / "out")
+    assert [j.src.relative_to(src).as_posix() for j in jobs] == ["a.png"] and problems == []
+
+
+def test_colliding_output_names_are_reported(tmp_path):
+    _tree(tmp_path / "p", ["a.jpg", "a.png"])
+    jobs, problems = plan_jobs([tmp_path / "p"], tmp_path / "out")
+    assert len(jobs) == 1 and len(problems) == 1 and "same output name" in problems[0].reason
+
+
+def test_ensure_format_reencodes_only_when_needed():
+    png = _png(real_photo_crop(16, 16))
+    assert ensure_format(png, "PNG", 90) is png
+    jpeg = ensure_format(png, "JPEG", 90)
+    assert image_format(jpeg) == "JPEG"
+    assert image_format(ensure_format(png, "WEBP", 90)) == "WEBP"
+
+
+def test_side_by_side_puts_the_resized_input_left():
+    small = real_photo_crop(10, 16)
+    big = np.asarray(Image.fromarray(small).resize((32, 20), Image.Resampling.NEAREST))
+    out = side_by_side(_png(small), _png(big), "PNG", 95)
+    with Image.open(io.BytesIO(out)) as im:
+        both = np.asarray(im)
+    assert both.shape == (20, 64, 3)
+    np.testing.assert_array_equal(both[:, 32:], big)
+
+
+# ---- video windows ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 3, 6, 7, 8, 10, 11, 20, 23, 50])
+@pytest.mark.parametrize("window, margin", [(7, 2), (7, 1), (5, 0), (2, 0)])
+def test_windows_keep_every_frame_once_with_context(n, window, margin):
+    wins = plan_windows(n, window, margin)
+    kept = [i for w in wins for i in range(w.keep_from, w.keep_to)]
+    assert kept == list(range(n))
+    for w in wins:
+        assert w.start <= w.keep_from < w.keep_to <= w.start + window
+        assert w.start >= 0 and (w.start + window <= n or n < window)
+        for i in range(w.keep_from, w.keep_to):  # context on both sides wherever the clip has it
+            assert i - w.start >= min(margin, i)
+            assert w.start + window - 1 - i >= min(margin, n - 1 - i)
+
+
+def test_online_window_planning_matches_offline():
+    for n in (5, 9, 16, 31):
+        planner = WindowPlanner(7, 2)
+        online = []
+        for seen in range(1, n + 1):
+            online += list(planner.feed(seen, eof=False))
+        online += list(planner.feed(n, eof=True))
+        assert online == plan_windows(n, 7, 2)
+
+
+def test_short_clips_are_mirrored_in_time():
+    assert window_indices(0, 7, 3) == [0, 1, 2, 2, 1, 0, 0]
+    assert window_indices(0, 4, 1) == [0, 0, 0, 0]
+    assert window_indices(2, 3, 10) == [2, 3, 4]
+
+
+def test_window_margin_must_leave_centre_frames():
+    with pytest.raises(ValueError):
+        WindowPlanner(7, 4)
+
+
+def test_temporary_video_name_is_hidden_and_keeps_the_container(tmp_path):
+    t = temp_path(tmp_path / "movie.mkv")
+    assert t.parent == tmp_path and t.name.startswith(".movie.") and t.suffix == ".mkv"
+
+
+# ---- metrics and stats -----------------------------------------------------------------------------------------
+
+
+def test_client_metrics_record_latency_errors_and_retries():
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from stylize.metrics import ClientMetrics
+
+    registry = prometheus_client.CollectorRegistry()
+    m = ClientMetrics(registry=registry)
+    m.observe_request("animeganv2", 0.2, None)
+    m.observe_request("animeganv2", 0.01, ServerUnavailable("down"))
+    m.observe_retry("animeganv2", ServerUnavailable("down"), 0.25)
+    get = registry.get_sample_value
+    assert get("stylize_client_request_seconds_count", {"model": "animeganv2", "outcome": "ok"}) == 1
+    assert get("stylize_client_request_seconds_sum", {"model": "animeganv2", "outcome": "ok"}) == pytest.approx(0.2)
+    assert get("stylize_client_errors_total", {"model": "animeganv2", "kind": "unavailable"}) == 1
+    assert get("stylize_client_retries_total", {"model": "animeganv2"}) == 1
+
+
+def test_stats_summary_says_what_happened():
+    s = ClientStats()
+    s.observe_request("m", 0.1, ServerUnavailable("down"))
+    s.observe_retry("m", ServerUnavailable("down"), 0.5)
+    s.observe_request("m", 0.1, None)
+    assert s.summary() == ("1 requests ok, 1 retried after the server was unavailable (0.5 s waiting), "
+                           "failed attempts: unavailable 1")
+
+
+# ---- no torch ----------------------------------------------------------------------------------------------------
+
+
+def test_sdk_and_cli_never_import_torch():
+    code = ("import sys, stylize.client, stylize.video, stylize.metrics, stylize.errors, stylize.cli; "
+            "stylize.cli.make_parser(); "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "assert not bad, bad")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
