@@ -35,6 +35,7 @@ OPSET = 17
 ECHO = "echo_py"  # plain python backend model
 INVERT = "invert_net"  # backend: "onnxruntime", the config style the build writes
 RAGGED = "invert_ragged"  # same graph, allow_ragged_batch so different shapes share one execute() call
+ENSEMBLE = "invert_twice"  # platform: "ensemble" of two INVERT steps
 
 
 # ---- a tiny repository ----------------------------------------------------------------------------------------
@@ -103,6 +104,24 @@ instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 """
 
 
+def ensemble_config(name: str, net: str) -> str:
+    """Two passes through the ONNX model (255 - (255 - x) == x): ensemble routing through our backend."""
+    def step(src: str, dst: str) -> str:
+        return (f'{{ model_name: "{net}" model_version: -1 input_map {{ key: "{FRAME_IN.name}" value: "{src}" }} '
+                f'output_map {{ key: "{FRAME_OUT.name}" value: "{dst}" }} }}')
+    return textwrap.dedent(f"""\
+        name: "{name}"
+        platform: "ensemble"
+        max_batch_size: 8
+        input [ {{ name: "{FRAME_IN.name}" data_type: TYPE_UINT8 dims: [ {_dims(FRAME_IN.dims)} ] }} ]
+        output [ {{ name: "{FRAME_OUT.name}" data_type: TYPE_UINT8 dims: [ {_dims(FRAME_OUT.dims)} ] }} ]
+        ensemble_scheduling {{ step [
+          {step(FRAME_IN.name, "inverted")},
+          {step("inverted", FRAME_OUT.name)}
+        ] }}
+        """)
+
+
 def add_echo(repo: Path) -> None:
     (repo / ECHO / "1").mkdir(parents=True)
     (repo / ECHO / "config.pbtxt").write_text(ECHO_CONFIG)
@@ -125,6 +144,8 @@ def repo(tmp_path_factory) -> Path:
     add_echo(repo)
     add_ort(repo, INVERT, cache=True)
     add_ort(repo, RAGGED, dims=(-1, -1, -1), ragged=True, delay_us=300_000)
+    (repo / ENSEMBLE / "1").mkdir(parents=True)
+    (repo / ENSEMBLE / "config.pbtxt").write_text(ensemble_config(ENSEMBLE, INVERT))
     return repo
 
 
@@ -161,7 +182,7 @@ def grpc_input(name: str, array: np.ndarray, dtype: str = "UINT8") -> grpcclient
 
 
 def test_server_is_ready_with_every_model(server):
-    assert server.ready_models() == sorted([ECHO, INVERT, RAGGED])
+    assert server.ready_models() == sorted([ECHO, INVERT, RAGGED, ENSEMBLE])
     assert server.model_failures() == {}
     assert server.stub_info["numpy"].startswith("1.")
     print(f"startup {server.startup_seconds:.1f} s")  # shown with -s; the report quotes it
@@ -242,6 +263,12 @@ def test_concurrent_requests_of_different_shapes_share_a_batch(server, rng):
     assert requests == 7  # six requests, one of them with two frames
     assert executions < 5, f"{executions} executions for 6 requests: nothing was batched"
     print(f"{executions} execution(s) for 6 concurrent requests of 4 shapes")
+
+
+def test_ensemble_routes_through_the_onnxruntime_backend(server, grpc, rng):
+    frame = rng.integers(0, 256, (2, 11, 7, 3), dtype=np.uint8)
+    out = grpc.infer(ENSEMBLE, [grpc_input(FRAME_IN.name, frame)]).as_numpy(FRAME_OUT.name)
+    np.testing.assert_array_equal(out, frame)
 
 
 def test_same_shape_requests_are_batched_by_triton(server, rng):
