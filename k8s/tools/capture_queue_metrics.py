@@ -10,6 +10,10 @@ seconds on 2 cores). Traffic, for ``--seconds`` seconds:
 * ``esrgan_anime_x4``: 40 ms network, one client with pauses: no queue;
 * every other model: loaded, idle.
 
+``esrgan_x4_post`` has the response cache on (every request repeats, so all but the first hit). The server runs with
+the metric and cache flags of k8s/base (summaries on, local cache), so the scrape holds every family the adapter rules
+and the dashboard read.
+
     python k8s/tools/capture_queue_metrics.py --out tests/k8s/data
 
 writes ``triton-queue-t0.prom``, ``triton-queue-t1.prom`` and ``triton-queue.json`` (elapsed seconds, Triton
@@ -60,13 +64,17 @@ IO = ('input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
       'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n')
 
 
+CACHED = "esrgan_x4_post"
+
+
 def _python_model(repo: Path, name: str, sleep_ms: float) -> None:
     (repo / name / "1").mkdir(parents=True)
     (repo / name / "1" / "model.py").write_text(SLEEP_MODEL)
     (repo / name / "config.pbtxt").write_text(
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{IO}'
         "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
-        f'parameters {{ key: "sleep_ms", value: {{ string_value: "{sleep_ms}" }} }}\n')
+        + ("response_cache { enable: true }\n" if name == CACHED else "")
+        + f'parameters {{ key: "sleep_ms", value: {{ string_value: "{sleep_ms}" }} }}\n')
 
 
 def _ensemble(repo: Path, name: str, steps: list[str]) -> None:
@@ -79,8 +87,11 @@ def _ensemble(repo: Path, name: str, steps: list[str]) -> None:
         f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: 0\n{IO}ensemble_scheduling {{ step [\n{body}\n] }}\n')
 
 
-def build_repository(repo: Path) -> None:
+def build_repository(repo: Path, model_ids: list[str] | None = None) -> None:
+    """The stand-in repository: every descriptor (default) or only ``model_ids``."""
     for d in descriptors.MODELS:
+        if model_ids is not None and d.id not in model_ids:
+            continue
         steps = [n for n in d.triton_models if n != d.id]
         for n in steps:
             kind = "net" if n == d.net_model else ("pre" if n == d.pre_model else "post")
@@ -135,7 +146,9 @@ def capture(out: Path, seconds: float) -> None:
             [str(server / "bin" / "tritonserver"), f"--model-repository={repo}",
              f"--backend-directory={backend_dir(tmp, server)}", f"--http-port={http_port}",
              f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}", "--allow-gpu-metrics=false",
-             "--strict-readiness=true"], stdout=log, stderr=subprocess.STDOUT, env=env)
+             "--strict-readiness=true", "--metrics-config=summary_latencies=true",
+             f"--cache-directory={server / 'caches'}", "--cache-config=local,size=16777216"],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -172,7 +185,7 @@ def capture(out: Path, seconds: float) -> None:
         (out / "triton-queue-t1.prom").write_text(t1_text)
         (out / "triton-queue.json").write_text(json.dumps({
             "seconds": round(t1 - t0, 3), "triton_version": version,
-            "net_ms": NET_MS, "step_ms": STEP_MS, "clients": {m: {"threads": n, "pause_s": p}
+            "net_ms": NET_MS, "step_ms": STEP_MS, "response_cache": [CACHED], "clients": {m: {"threads": n, "pause_s": p}
                                                             for m, (n, p) in CLIENTS.items()},
             "captured_by": "k8s/tools/capture_queue_metrics.py",
         }, indent=2) + "\n")

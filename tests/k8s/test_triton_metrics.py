@@ -1,0 +1,85 @@
+"""A real Triton, started by the project's launcher with the Deployment's own flags: the flags are accepted, and the
+metric names the adapter rules and the dashboard read are the ones the server really exports."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from k8s_helpers import flag, load_tool, one, render, server_container
+
+pytestmark = [pytest.mark.k8s, pytest.mark.triton]
+
+launcher = pytest.importorskip(
+    "stylize.server.launcher", reason="stylize.server.launcher (the embedded server launcher) is not written yet")
+httpclient = pytest.importorskip("tritonclient.http")
+
+# Flags the launcher sets from its settings (checked against the Deployment's values below, not passed twice).
+OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
+         "log-verbose", "cache-config")
+IMAGE_MODEL, VIDEO_MODEL = "esrgan_x4", "basicvsr_x4"
+
+
+def _scrape(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return load_tool("tools/queue_metric.py").parse(r.read().decode())
+
+
+def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
+    generate = load_tool("tools/generate.py")
+    capture = load_tool("tools/capture_queue_metrics.py")
+    qm = load_tool("tools/queue_metric.py")
+    args = server_container(one(render("overlays/cpu"), "Deployment", "triton"))["args"]
+    extra = [a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)]
+    (cache,) = flag(args, "cache-config")
+    repo = tmp_path / "repo"
+    capture.build_repository(repo, [IMAGE_MODEL, VIDEO_MODEL])
+
+    try:
+        settings = launcher.ServerSettings.local(
+            repo, strict_readiness=flag(args, "strict-readiness") == ["true"],
+            exit_timeout=int(flag(args, "exit-timeout-secs")[0]), cache_size=int(cache.split("size=")[1]),
+            extra_args=tuple(extra))
+        server = launcher.TritonServer(settings)
+    except launcher.TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
+        pytest.skip(f"no tritonserver binary: {e}")
+    with server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        x = httpclient.InferInput("X", [1], "FP32")
+        x.set_data_from_numpy(np.zeros(1, np.float32))
+        t0 = _scrape(server.metrics_url)
+        start = time.monotonic()
+        for _ in range(5):
+            client.infer(IMAGE_MODEL, [x])  # identical inputs: the post step's response cache hits
+            client.infer(VIDEO_MODEL, [x])
+        time.sleep(2.5)  # > --metrics-interval-ms: the per-interval families have refreshed
+        t1 = _scrape(server.metrics_url)
+        seconds = time.monotonic() - start
+        client.close()  # an open keep-alive connection would hold the server's shutdown for --exit-timeout-secs
+
+    # every family the adapter rules read, as a counter (they rate() it)
+    for r in generate.adapter_rules():
+        for name in set(re.findall(r"\bnv_[a-z_]+", r["metricsQuery"] + r["seriesQuery"])):
+            assert t1.types.get(name) == "counter", name
+    # ... labelled with the composing model names the adapter's regex selects
+    labelled = set(t1.per_model(generate.QUEUE))
+    expected = {n for n in generate.composing_models() if n.startswith((IMAGE_MODEL + "_", VIDEO_MODEL + "_"))}
+    expected -= {f"{IMAGE_MODEL}_trt", f"{VIDEO_MODEL}_trt"}  # no TensorRT on a CPU server
+    assert expected <= labelled
+    assert {IMAGE_MODEL, VIDEO_MODEL} <= labelled  # the ensembles export series too (excluded by the regex)
+    # the families the dashboard reads, with --metrics-config=summary_latencies=true from the Deployment
+    for name in ("nv_inference_request_summary_us", "nv_cache_num_hits_per_model", "nv_cache_num_misses_per_model",
+                 "nv_inference_request_failure", "nv_inference_request_duration_us", "nv_cpu_utilization",
+                 "nv_inference_pending_request_count"):
+        assert name in t1.types, name
+    hits = t1.per_model("nv_cache_num_hits_per_model")
+    assert hits.get(capture.CACHED, 0) >= 4
+    # and the HPA metric computes from them: 10 sequential requests queue almost nothing
+    models = qm.model_rates(t0, t1, seconds)
+    assert models[IMAGE_MODEL].requests * seconds == pytest.approx(5)
+    ratio = qm.queue_compute_ratio(models, generate.composing_models())
+    assert 0 <= ratio < 1
