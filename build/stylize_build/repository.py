@@ -16,6 +16,7 @@ Every file is written atomically (temp file + rename), so an interrupted build n
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +24,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
@@ -36,6 +38,7 @@ from .export import OPSET
 EXPORT_REVISION = 1  # bump when the exported graph changes for the same weights (wrapper, opset, ...)
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
+LOCK_FILE = ".build.lock"  # hidden: Triton ignores it
 
 
 @dataclass
@@ -102,6 +105,13 @@ def existing_versions(model_dir: Path) -> dict[int, dict]:
     return found
 
 
+def weights_identity(info) -> str:
+    """sha256 over the weight files (or the seed of an untrained initialisation)."""
+    if info.kind == "untrained":
+        return f"untrained-seed-{info.seed}"
+    return hashlib.sha256("".join(f.sha256 for f in info.files).encode()).hexdigest()
+
+
 def fingerprint(desc: ModelDescriptor, weights_sha256: str) -> str:
     ident = {
         "arch": desc.arch, "arch_params": dict(desc.arch_params), "window": desc.window,
@@ -123,7 +133,7 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
     repo = settings.repository
     net, info = load_weights(desc, settings.weights.get(desc.id))
     status = "untrained" if info.kind == "untrained" else "real"
-    fp = fingerprint(desc, info.sha256)
+    fp = fingerprint(desc, weights_identity(info))
     net_dir = repo / desc.net_model
     versions = existing_versions(net_dir)
     same = [v for v, m in versions.items() if m.get("fingerprint") == fp]
@@ -139,7 +149,7 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
             report = export_onnx(desc, net, staging / ONNX_FILE)
             manifest = {
                 "model": desc.net_model, "id": desc.id, "version": version, "fingerprint": fp,
-                "weights": {"status": status, **asdict(info)},
+                "weights": {"status": status, "sha256": weights_identity(info), **info.to_dict()},
                 "arch": desc.arch, "arch_params": dict(desc.arch_params), "window": desc.window,
                 "opset": report.opset, "parity_max_abs": report.parity_max_abs,
                 "parity_input": report.parity_input, "export_seconds": round(report.seconds, 2),
@@ -174,12 +184,32 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
     return ModelResult(desc.id, version, status, reused, parity_err, written)
 
 
+class RepositoryBusy(RuntimeError):
+    pass
+
+
+@contextmanager
+def repository_lock(repo: Path, *, wait: bool = True):
+    """One build at a time per repository (a second `stylize build` waits, it never interleaves)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    with open(repo / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RepositoryBusy(f"another build is writing {repo}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def build_repository(descs: Iterable[ModelDescriptor], settings: BuildSettings, *,
                      log: Callable[[str], None] = lambda s: None) -> list[ModelResult]:
-    settings.repository.mkdir(parents=True, exist_ok=True)
-    for stale in settings.repository.glob(".*_net.*"):  # staging dirs of an interrupted build
-        shutil.rmtree(stale, ignore_errors=True)
-    return [build_model(d, settings, log=log) for d in descs]
+    with repository_lock(settings.repository):
+        for stale in settings.repository.glob(".*_*.*"):  # staging dirs of an interrupted build
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        return [build_model(d, settings, log=log) for d in descs]
 
 
 def weights_status_of(repository: Path, desc: ModelDescriptor) -> str | None:
