@@ -40,7 +40,9 @@ def describe(desc: ModelDescriptor, weights_status: str) -> dict[str, str]:
     }
 
 
-def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, instances: int = 1) -> str:
+def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, instances: int = 1,
+               model_name: str | None = None) -> str:
+    """The network model (ONNX Runtime backend); ``model_name`` defaults to ``desc.net_model`` (INT8: int8_model)."""
     warm = desc.warmup_size
     warm_dims = ([desc.window] if desc.window else []) + [warm, warm, 3]
     params = describe(desc, weights_status) | {
@@ -48,7 +50,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
         "inter_op_thread_count": "1",
     }
     return (
-        f'name: "{desc.net_model}"\n'
+        f'name: "{model_name or desc.net_model}"\n'
         'backend: "onnxruntime"\n'
         f"max_batch_size: {desc.max_batch_size}\n"
         + _tensors("input", [desc.net_input])

@@ -106,6 +106,11 @@ class ModelDescriptor:
         return f"{self.id}_trt"
 
     @property
+    def int8_model(self) -> str:
+        """The static-quantized (QDQ, INT8) variant of the ONNX network (CPU)."""
+        return f"{self.id}_int8_net"
+
+    @property
     def pre_model(self) -> str:
         """Python step before the network (decode, orientation, mode, padding)."""
         return f"{self.id}_pre"
@@ -251,7 +256,7 @@ class Registry(Mapping[str, ModelDescriptor]):
         self._by_id: dict[str, ModelDescriptor] = {}
         names: set[str] = set()
         for m in models:
-            for n in (*m.triton_models, m.trt_model):
+            for n in (*m.triton_models, m.trt_model, m.int8_model):
                 if n in names:
                     raise ValueError(f"duplicate model name {n!r}")
                 names.add(n)
