@@ -1,0 +1,141 @@
+"""Video against the real server: clips with sound made by the ffmpeg binary (Debian `ffmpeg`), upscaled through the
+raw-frame path, checked with PyAV: frame count, frame rate, size, audio stream, picture content and order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylize.client import RetryPolicy, StylizeClient
+from stylize.errors import InvalidInput
+
+av = pytest.importorskip("av", reason="video needs PyAV: pip install '.[video]'")
+
+from clips import make_clip, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with StylizeClient(url=server.grpc_url, retry=RetryPolicy(deadline=30)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def served(client):
+    return {m.id for m in client.models()}
+
+
+def _need(served, model):
+    if model not in served:
+        pytest.skip(f"{model} is not in the test repository")
+
+
+def _matches(out_frames, in_frames, scale):
+    """Index of the input frame each output frame resembles most (after shrinking it back)."""
+    best = []
+    for o in out_frames:
+        small = np.asarray(Image.fromarray(o).resize((o.shape[1] // scale, o.shape[0] // scale),
+                                                     Image.Resampling.BOX)).astype(np.int16)
+        best.append(int(np.argmin([np.abs(small - i.astype(np.int16)).mean() for i in in_frames])))
+    return best
+
+
+def test_clip_with_audio_comes_back_upscaled(client, served, tmp_path):
+    _need(served, "animevideo_x2")
+    src = make_clip(tmp_path / "clip.mp4")
+    dst = tmp_path / "out" / "clip_x2.mp4"
+    report = client.upscale_video(src, dst, "animevideo_x2", preset="veryfast", concurrency=4, progress=False)
+
+    a, b = probe(src), probe(dst)
+    assert len(b["frames"]) == len(a["frames"]) == 10 == report.frames
+    assert b["rate"] == a["rate"] == 10
+    assert b["size"] == (128, 96) and b["codec"] == "h264"
+    assert b["audio"] == ["aac"] and report.audio == "copied (aac)"
+    assert b["audio_packets"] == a["audio_packets"]  # the sound is copied bit for bit
+    assert _matches(b["frames"], a["frames"], 2) == list(range(10))  # every frame, in order
+    assert report.requests == 10 and report.fps_end_to_end > 0 and len(report.infer_ms) == 10
+    assert "frames/s end to end" in report.summary() and "p95" in report.summary()
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["clip_x2.mp4"]  # no temporary file left
+
+
+def test_audio_the_container_cannot_hold_is_reencoded(client, served, tmp_path):
+    _need(served, "animevideo_x2")
+    src = make_clip(tmp_path / "clip.mkv", audio="pcm_s16le", seconds=0.5)
+    dst = tmp_path / "clip.mp4"
+    report = client.upscale_video(src, dst, "animevideo_x2", preset="ultrafast", batch=2, progress=False)
+    b = probe(dst)
+    assert report.audio == "re-encoded (pcm_s16le -> aac)" and b["audio"] == ["aac"]
+    assert len(b["frames"]) == 5 and b["rate"] == 10 and b["size"] == (128, 96)
+    assert report.requests == 3  # batches of 2 frames: 2 + 2 + 1
+
+
+def test_style_model_on_video_keeps_the_size(client, served, tmp_path):
+    _need(served, "animeganv2")
+    src = make_clip(tmp_path / "clip.mp4", size="40x32", seconds=0.3)
+    report = client.upscale_video(src, tmp_path / "anime.mkv", "animeganv2", preset="ultrafast", progress=False)
+    b = probe(tmp_path / "anime.mkv")
+    assert len(b["frames"]) == report.frames == 3 and b["size"] == (40, 32) and b["audio"] == ["aac"]
+
+
+def test_basicvsr_overlapping_windows(client, served, tmp_path):
+    _need(served, "basicvsr_x4")
+    src = make_clip(tmp_path / "clip.mp4", size="32x32", seconds=0.9)  # 9 frames; window 7: 2 windows
+    dst = tmp_path / "vsr.mp4"
+    report = client.upscale_video(src, dst, "basicvsr_x4", preset="ultrafast", progress=False)
+    a, b = probe(src), probe(dst)
+    assert len(b["frames"]) == len(a["frames"]) == 9 and b["rate"] == 10
+    assert b["size"] == (128, 128) and b["audio"] == ["aac"]
+    assert report.requests == 2
+
+
+def test_refusals(client, served, tmp_path):
+    _need(served, "animevideo_x2")
+    src = make_clip(tmp_path / "clip.mp4", seconds=0.2)
+    with pytest.raises(InvalidInput, match="overwrite"):
+        client.upscale_video(src, src, "animevideo_x2")
+    with pytest.raises(InvalidInput, match="H.264"):
+        client.upscale_video(src, tmp_path / "x.webm", "animevideo_x2")
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_bytes(b"not a video")
+    with pytest.raises(InvalidInput):
+        client.upscale_video(not_video, tmp_path / "y.mp4", "animevideo_x2", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.mp4"]
+
+
+def test_interrupt_leaves_nothing_under_the_final_name(server, served, tmp_path):
+    _need(served, "animevideo_x2")
+    src = make_clip(tmp_path / "long.mp4", size="96x64", seconds=20)
+    dst = tmp_path / "out.mp4"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stylize.cli", "video", str(src), "-o", str(dst), "-m", "animevideo_x2",
+         "--url", server.grpc_url, "--concurrency", "1", "--preset", "ultrafast", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.02)
+        time.sleep(0.3)  # mid-run
+        assert proc.poll() is None, "the clip finished before the interrupt: make it longer"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]  # no output, no temporary file
