@@ -198,8 +198,7 @@ def _from_ncnn(desc: ModelDescriptor, param: Path, bin_: Path) -> tuple[nn.Modul
             f"{desc.id}: {param.name} ends with output resize {imported.output_resize}, "
             f"the descriptor says {desc.output_resize}"
         )
-    net = build_network(desc)
-    load_strict(net, imported.state_dict)
+    net = imported.network  # already strictly loaded by the importer
     info = WeightsInfo(
         kind="ncnn",
         files=(SourceFile(str(param), sha256_file(param)), SourceFile(str(bin_), sha256_file(bin_))),

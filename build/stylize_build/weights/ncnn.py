@@ -94,6 +94,7 @@ class NcnnImport:
     param_path: Path
     bin_path: Path
     probe_max_abs_diff: float  # ncnn graph (interpreted) vs the PyTorch network on the seeded probe
+    network: nn.Module  # the architecture holding state_dict, eval mode
     layer_types: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -508,10 +509,11 @@ def import_ncnn(
             f"unexpected {dict(found - expected)}, missing {dict(expected - found)}"
         )
 
+    # Plain CPU construction: the meta device would save the random init, but initialising meta tensors imports
+    # torch._dynamo, which breaks wherever a foreign package named "triton" is importable.
     net = REGISTRY[arch](**dict(arch_params)).eval()
     state = _map_state_dict(graph, arrays, net, arch)
-    result = net.load_state_dict(state, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys  # strict=True raises before this
+    net.load_state_dict(state, strict=True)
 
     diff = float("nan")
     if verify:
@@ -540,5 +542,6 @@ def import_ncnn(
         param_path=param_path,
         bin_path=bin_path,
         probe_max_abs_diff=diff,
+        network=net,
         layer_types=dict(Counter(layer.type for layer in graph.layers)),
     )
