@@ -1,0 +1,253 @@
+"""The capacity simulator: its HPA is Kubernetes' algorithm, its queue is M/M/c, its input is checked.
+
+The capacity numbers below are test inputs written here (a made-up pod), not measurements: they exercise the math.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from k8s_helpers import load_tool, one, render
+
+pytestmark = pytest.mark.k8s
+
+sim = load_tool("capacity/simulate.py")
+
+TEST_RESULTS = {
+    "format": "stylize-capacity/1",
+    "measured": "test input",
+    "source": "written by tests/k8s/test_simulator.py",
+    "pod": {"kind": "cpu", "cpu": "4", "memory": "12Gi"},
+    "slo": {"latency_ms": 1000, "percentile": 95},
+    "startup_s": 60,
+    "models": {
+        "esrgan_x4": {"input": "64x64 PNG", "points": [
+            {"concurrency": 1, "throughput_rps": 4.0, "p50_ms": 250, "p95_ms": 270, "queue_us": 50,
+             "compute_us": 245000},
+            {"concurrency": 2, "throughput_rps": 6.0, "p50_ms": 330, "p95_ms": 400, "queue_us": 90000,
+             "compute_us": 240000},
+            {"concurrency": 4, "throughput_rps": 7.5, "p50_ms": 530, "p95_ms": 700, "queue_us": 280000,
+             "compute_us": 250000},
+            {"concurrency": 8, "throughput_rps": 8.0, "p50_ms": 1000, "p95_ms": 1200, "queue_us": 750000,
+             "compute_us": 250000}]},
+        "animevideo_x4": {"input": "64x64 PNG", "points": [
+            {"concurrency": 1, "throughput_rps": 40, "p50_ms": 25, "p95_ms": 30},
+            {"concurrency": 4, "throughput_rps": 90, "p50_ms": 44, "p95_ms": 60}]},
+    },
+}
+
+
+@pytest.fixture
+def results(tmp_path):
+    path = tmp_path / "capacity.json"
+    path.write_text(json.dumps(TEST_RESULTS))
+    return sim.load_results(path)
+
+
+def _spec(**kw):
+    up = sim.Rules(0, (sim.Policy("Percent", 100, 60), sim.Policy("Pods", 4, 60)), "Max")
+    down = sim.Rules(600, (sim.Policy("Percent", 25, 120),), "Max")
+    return sim.HpaSpec(**{"min_replicas": 2, "max_replicas": 20, "target": 1.0, "scale_up": up, "scale_down": down,
+                          **kw})
+
+
+# ---- replica calculation: desired = ceil(current * metric / target) with tolerance and missing pods -------------
+
+
+def _rc(values, target, current=None, missing=0, unready=0):
+    return sim.replica_count(current=current if current is not None else len(values) + missing + unready,
+                             metrics={str(i): v for i, v in enumerate(values)}, missing=missing,
+                             unready=unready, target=target)
+
+
+def test_replica_count_cases_of_the_kubernetes_tests():
+    # replica_calculator_test.go: custom metric scale up 3 -> 4, scale down 5 -> 3, tolerance keeps 3
+    assert _rc([20000, 10000, 30000], 15000) == 4
+    assert _rc([12000, 12000, 12000, 12000, 12000], 20000) == 3
+    assert _rc([20000, 21000, 21000], 20000) == 3
+
+
+def test_replica_count_is_the_formula_outside_the_tolerance():
+    rng = random.Random(5)
+    for _ in range(2000):
+        n = rng.randint(1, 30)
+        target = rng.choice([0.5, 1.0, 2.0, 1000.0])
+        values = [rng.randint(0, 3000) * target / 1000 for _ in range(n)]  # whole milli-units, as the API serves
+        ratio = (sum(round(v * 1000) for v in values) // n) / round(target * 1000)
+        expected = n if abs(1 - ratio) <= 0.1 else math.ceil(n * ratio)
+        assert _rc(values, target) == expected
+
+
+def test_tolerance_boundary():
+    assert _rc([1.09] * 4, 1.0) == 4  # inside the tolerance
+    assert _rc([1.1] * 4, 1.0) == 5  # float64: |1.0 - 1100/1000| = 0.10000000000000009 > 0.1, ceil(4.4)
+    assert _rc([1.2] * 4, 1.0) == 5  # ceil(4.8)
+    assert _rc([1.0004, 1.0004], 1.0) == 2  # sub-milli differences vanish (milli-values)
+    assert _rc([0.85] * 10, 1.0) == 9  # ceil(8.5)
+
+
+def test_missing_and_unready_pods():
+    # scale-up: pods without metrics count as 0 -> 2 pods at 2x target + 2 loading = exactly the target: no change
+    assert _rc([2.0, 2.0], 1.0, missing=2) == 4
+    # ... at 3x: (6 + 0 + 0) / 4 = 1.5 -> ceil(1.5 * 4) = 6
+    assert _rc([3.0, 3.0], 1.0, missing=2) == 6
+    # scale-down: missing pods count as the target -> (0.2 + 0.2 + 1 + 1) / 4 = 0.6 -> 3 (not 1)
+    assert _rc([0.2, 0.2], 1.0, missing=2) == 3
+    # pending pods count as 0 on scale-up only
+    assert _rc([2.0, 2.0], 1.0, unready=2) == 4
+    assert _rc([0.5, 0.5], 1.0, unready=2, current=4) == 1  # ignored on scale-down: ceil(0.5 * 2)
+    # a missing pod must not flip the direction: 1.05 avg over ready is within tolerance anyway
+    assert _rc([1.05, 1.05], 1.0, missing=1) == 3
+
+
+# ---- behaviour: stabilization windows and rate policies ----------------------------------------------------
+
+
+def test_scale_up_policies_per_minute():
+    hpa = sim.HorizontalPodAutoscaler(_spec())
+    kw = dict(metrics={str(i): 10.0 for i in range(2)}, missing=0, unready=0)  # wants ceil(2 * 10) = 20
+    assert hpa.sync(15, current=2, **kw) == 6  # max(100 % of 2 -> 4, 2 + 4 pods -> 6)
+    assert hpa.sync(30, current=6, **kw) == 6  # still inside the 60 s period that added 4
+    assert hpa.sync(60, current=6, **kw) == 6
+    assert hpa.sync(90, current=6, **kw) == 12  # period restarted from 6: max(12, 10)
+    assert hpa.sync(165, current=12, **kw) == 20  # max(24, 16) capped by maxReplicas
+
+
+def test_scale_down_waits_for_the_stabilization_window_then_25_percent_per_2_minutes():
+    hpa = sim.HorizontalPodAutoscaler(_spec())
+    high = dict(metrics={str(i): 1.0 for i in range(16)}, missing=0, unready=0)
+    assert hpa.sync(0, current=16, **high) == 16
+    low = {str(i): 0.25 for i in range(16)}  # wants ceil(n * 0.25) every time
+    t, replicas, history = 15, 16, []
+    while t <= 1500:
+        replicas = hpa.sync(t, current=replicas, metrics={k: 0.25 for k in list(low)[:replicas]}, missing=0,
+                            unready=0)
+        history.append((t, replicas))
+        t += 15
+    first_drop = next(t for t, r in history if r < 16)
+    assert first_drop >= 600  # the recommendation of 16 at t=0 holds the window (strictly after the cutoff)
+    drops = [(t, r) for (t, r), (_, prev) in zip(history[1:], history) if r != prev]
+    assert drops[0][1] == 12  # int(16 * 0.75)
+    assert all(b[0] - a[0] >= 120 for a, b in zip(drops, drops[1:]))  # one step per policy period
+    assert history[-1][1] == 2  # the metric is held at 0.25 per pod here, so it goes down to minReplicas
+
+
+def test_scale_up_stabilization_takes_the_minimum():
+    spec = _spec(scale_up=sim.Rules(60, (sim.Policy("Pods", 100, 15),), "Max"))
+    hpa = sim.HorizontalPodAutoscaler(spec)
+    one_pod = lambda v: dict(metrics={"0": v, "1": v}, missing=0, unready=0)  # noqa: E731
+    assert hpa.sync(0, current=2, **one_pod(1.0)) == 2
+    assert hpa.sync(15, current=2, **one_pod(5.0)) == 2  # a spike: min over the last 60 s is still 2
+    assert hpa.sync(75, current=2, **one_pod(5.0)) == 10  # sustained past the window
+
+
+def test_hpa_spec_from_the_rendered_overlays():
+    cpu = sim.HpaSpec.from_manifest(one(render("overlays/cpu"), "HorizontalPodAutoscaler"))
+    assert (cpu.min_replicas, cpu.max_replicas, cpu.target) == (2, 20, 1.0)
+    assert cpu.scale_up.stabilization_s == 0 and cpu.scale_down.stabilization_s == 600
+    assert {(p.type, p.value, p.period_s) for p in cpu.scale_up.policies} == {("Percent", 100, 60), ("Pods", 4, 60)}
+    gpu = sim.HpaSpec.from_manifest(one(render("overlays/gpu"), "HorizontalPodAutoscaler"))
+    assert gpu.max_replicas == 8
+    assert sim.parse_quantity("500m") == 0.5 and sim.parse_quantity("2") == 2.0
+
+
+# ---- queueing ----------------------------------------------------------------------------------------------------
+
+
+def test_erlang_c():
+    assert sim.erlang_c(1, 0.7) == pytest.approx(0.7)  # M/M/1: P(wait) = utilization
+    assert sim.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert sim.erlang_c(3, 0.0) == 0.0 and sim.erlang_c(3, 3.0) == 1.0
+
+
+def test_mix_math(results):
+    esr = results.models["esrgan_x4"]
+    assert (esr.service_s, esr.saturation_rps, esr.slo_rps, esr.parallelism) == (0.25, 8.0, 7.5, 2)
+    assert esr.measured_queue_ratio_at_slo == pytest.approx(280000 / 250000)
+    mix = sim.Mix({"esrgan_x4": 1.0}, results.models)
+    assert mix.pod_rps == pytest.approx(8.0)
+    # M/M/2 at 50 %: a = 1, C = 1/3, Wq = C * S / (c - a) = 0.25 / 3
+    assert mix.wait(0.5)[0] == pytest.approx(0.25 / 3)
+    u = mix.utilization_for_ratio(1.0)
+    assert mix.wait(u)[0] / mix.service_s == pytest.approx(1.0, rel=1e-6)
+    half = sim.Mix({"esrgan_x4": 1, "animevideo_x4": 1}, results.models)
+    assert half.pod_rps == pytest.approx(1 / (0.5 / 8 + 0.5 / 90))
+
+
+# ---- whole simulations ---------------------------------------------------------------------------------------
+
+
+def _simulation(results, **kw):
+    mix = sim.Mix({"esrgan_x4": 1, "animevideo_x4": 1}, results.models)
+    return sim.Simulation(mix, _spec(), sim.PodTiming(results.startup_s), slo_s=1.0, **kw)
+
+
+def test_steady_traffic_settles_without_flapping(results):
+    s = _simulation(results)
+    tl, summary = s.run(sim.steady(40.0), 3600)
+    assert len(set(tl.replicas)) == 1 and tl.replicas[0] == s.steady_state_replicas(40.0)
+    assert summary.max_replicas == tl.replicas[0] >= 2
+
+
+def test_burst_scales_up_late_and_down_slowly(results):
+    s = _simulation(results)
+    tl, summary = s.run(sim.burst(10.0, 60.0, start_s=1800, duration_s=1800), 7200)
+    before = tl.replicas[1799]
+    first_up = next(t for t in range(1800, 7200) if tl.replicas[t] > before)
+    assert 1800 < first_up <= 1800 + 15 + 15 + 60  # a sync, the scrape lag, and the rate window filling
+    ready_up = next(t for t in range(1800, 7200) if tl.ready[t] > before)
+    assert ready_up - first_up >= 30 + 60  # Pending + model load before the new pod serves
+    assert max(tl.violation[1800:first_up + 120]) > 0.5  # the burst's first minutes miss the SLO
+    assert max(tl.replicas) <= 20 and min(tl.replicas) >= 2
+    # after the burst the pods stay for the scale-down window
+    assert tl.replicas[3600 + 590] == tl.replicas[3599]
+    assert tl.replicas[-1] < max(tl.replicas)
+    assert 0 < summary.slo_violation_fraction < 0.5
+
+
+def test_slower_startup_costs_more_slo(results):
+    fast = sim.Simulation(sim.Mix({"esrgan_x4": 1}, results.models), _spec(), sim.PodTiming(20), slo_s=1.0)
+    slow = sim.Simulation(sim.Mix({"esrgan_x4": 1}, results.models), _spec(), sim.PodTiming(300), slo_s=1.0)
+    traffic = sim.burst(5.0, 40.0, 600, 1200)
+    assert slow.run(traffic, 3600)[1].slo_violation_fraction > fast.run(traffic, 3600)[1].slo_violation_fraction
+
+
+def test_diurnal_follows_the_day(results):
+    s = _simulation(results)
+    day = 4 * 3600  # a compressed day keeps the test fast
+    tl, _ = s.run(sim.diurnal(80.0, 10.0, period_s=day), day)
+    assert tl.replicas[day // 2] > tl.replicas[0]
+    assert tl.replicas[day // 2] >= s.steady_state_replicas(80.0) - 1
+
+
+def test_plot_writes_a_png(results, tmp_path):
+    s = _simulation(results)
+    tl, summary = s.run(sim.burst(10.0, 40.0, 600, 600), 1800)
+    out = sim.plot(tl, summary, title="test", path=tmp_path / "p.png", target=1.0, pod_rps=s.mix.pod_rps)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- input checks ----------------------------------------------------------------------------------------------
+
+
+def test_load_results_refuses_missing_or_bad_input(tmp_path):
+    with pytest.raises(sim.CapacityInputError, match="Run the load test"):
+        sim.load_results(tmp_path / "nope.json")
+    bad = dict(TEST_RESULTS, format="v0")
+    (tmp_path / "a.json").write_text(json.dumps(bad))
+    with pytest.raises(sim.CapacityInputError, match="format"):
+        sim.load_results(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text(json.dumps(TEST_RESULTS))
+    with pytest.raises(sim.CapacityInputError, match="unknown model"):
+        sim.load_results(tmp_path / "b.json", known_models=["esrgan_x4"])
+    broken = json.loads(json.dumps(TEST_RESULTS))
+    broken["models"]["esrgan_x4"]["points"][0]["p95_ms"] = 1  # p95 below p50
+    (tmp_path / "c.json").write_text(json.dumps(broken))
+    with pytest.raises(sim.CapacityInputError, match="implausible"):
+        sim.load_results(tmp_path / "c.json")
+    with pytest.raises(sim.CapacityInputError, match="no load-test numbers"):
+        sim.Mix({"basicvsr_x4": 1}, sim.load_results(tmp_path / "b.json").models)
