@@ -1,0 +1,127 @@
+"""The built repository on the real tritonserver: every model READY, inference over gRPC and HTTP, versions."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
+
+from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY
+from stylize.photos import real_photo_crop
+
+pytestmark = pytest.mark.triton
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_every_model_is_ready(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    for desc in MODELS:
+        for name in desc.triton_models:
+            assert client.is_model_ready(name), name
+
+
+def test_weights_status_is_visible_in_model_config(server, model_repository):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    for desc in MODELS:
+        cfg = client.get_model_config(desc.id, as_json=True)["config"]
+        expected = "untrained" if desc.weights.kind == "checkpoint" else "real"
+        assert cfg["parameters"]["weights"]["string_value"] == expected, desc.id
+
+
+@pytest.mark.parametrize("model_id", ["animevideo_x2", "animevideo_x3", "esrgan_anime_x4", "animeganv2"])
+def test_ensemble_over_grpc(server, model_id):
+    desc = REGISTRY[model_id]
+    photo = real_photo_crop(37, 50)  # odd sizes: padding and cropping must give exactly scale x input
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inp = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], ENCODED_IMAGE.dtype)
+    inp.set_data_from_numpy(np.array([[png(photo)]], dtype=object))
+    result = client.infer(model_id, [inp])
+    out = Image.open(io.BytesIO(result.as_numpy(ENCODED_RESULT.name)[0, 0]))
+    assert out.format == "PNG" and out.mode == "RGB"
+    assert out.size == (50 * desc.scale, 37 * desc.scale)
+    if desc.task == "sr":
+        # an upscaler keeps the picture: its output, shrunk back, is close to the input
+        small = np.asarray(out.resize((50, 37), Image.BICUBIC), dtype=np.float32)
+        assert np.abs(small - photo).mean() < 12
+
+
+def test_ensemble_over_http_matches_grpc(server):
+    photo = real_photo_crop(32, 32)
+    data = np.array([[png(photo)]], dtype=object)
+    g = grpcclient.InferenceServerClient(server.grpc_url)
+    gi = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], ENCODED_IMAGE.dtype)
+    gi.set_data_from_numpy(data)
+    h = httpclient.InferenceServerClient(server.http_url)
+    hi = httpclient.InferInput(ENCODED_IMAGE.name, [1, 1], ENCODED_IMAGE.dtype)
+    hi.set_data_from_numpy(data, binary_data=True)
+    a = g.infer("animevideo_x4", [gi]).as_numpy(ENCODED_RESULT.name)[0, 0]
+    b = h.infer("animevideo_x4", [hi]).as_numpy(ENCODED_RESULT.name)[0, 0]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(a))), np.asarray(Image.open(io.BytesIO(b))))
+
+
+def test_raw_frame_path_is_batchable_and_matches_pytorch(server):
+    """The network model served by the real server equals the in-process PyTorch wrapper of the same weights."""
+    from stylize_build.export import ServingWrapper
+    from stylize_build.weights.loaders import load_weights
+
+    desc = REGISTRY["animevideo_x2"]
+    frames = np.stack([real_photo_crop(40, 48, offset=(0, 8 * i)) for i in range(3)])
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inp = grpcclient.InferInput(desc.net_input.name, list(frames.shape), desc.net_input.dtype)
+    inp.set_data_from_numpy(frames)
+    served = client.infer(desc.net_model, [inp]).as_numpy(desc.net_output.name)
+    net, _ = load_weights(desc)
+    with torch.no_grad():
+        ref = ServingWrapper(net=net.eval(), desc=desc)(torch.from_numpy(frames)).numpy()
+    assert served.shape == (3, 80, 96, 3)
+    assert np.abs(served.astype(int) - ref.astype(int)).max() <= desc.parity_atol
+
+
+def test_basicvsr_window(server):
+    desc = REGISTRY["basicvsr_x4"]
+    frames = np.stack([real_photo_crop(32, 40, offset=(t, 2 * t)) for t in range(desc.window)])[None]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inp = grpcclient.InferInput(desc.ensemble_input.name, list(frames.shape), "UINT8")
+    inp.set_data_from_numpy(frames)
+    out = client.infer(desc.id, [inp]).as_numpy(desc.ensemble_output.name)
+    assert out.shape == (1, desc.window, 128, 160, 3) and out.dtype == np.uint8
+
+
+def test_two_versions_are_served(tmp_path):
+    """New weights make version 2; version 1 stays servable (version policy: latest 2)."""
+    from stylize.server.launcher import start_local
+    from stylize_build.archs import build_network
+    from stylize_build.repository import BuildSettings, build_repository
+
+    desc = REGISTRY["animevideo_x4"]
+    repo = tmp_path / "repo"
+    build_repository([desc], BuildSettings(repository=repo))
+    torch.manual_seed(3)
+    ckpt = tmp_path / "other.pth"
+    torch.save({"params_ema": build_network(desc).state_dict()}, ckpt)  # BasicSR's wrapper
+    build_repository([desc], BuildSettings(repository=repo, weights={desc.id: ckpt}))
+    frames = real_photo_crop(24, 24)[None]
+    with start_local(repo) as s:
+        client = grpcclient.InferenceServerClient(s.grpc_url)
+        outs = {}
+        for version in ("1", "2"):
+            assert client.is_model_ready(desc.net_model, version)
+            inp = grpcclient.InferInput(desc.net_input.name, list(frames.shape), "UINT8")
+            inp.set_data_from_numpy(frames)
+            outs[version] = client.infer(desc.net_model, [inp], model_version=version).as_numpy(
+                desc.net_output.name)
+        inp = grpcclient.InferInput(desc.net_input.name, list(frames.shape), "UINT8")
+        inp.set_data_from_numpy(frames)
+        latest = client.infer(desc.net_model, [inp]).as_numpy(desc.net_output.name)
+    assert not np.array_equal(outs["1"], outs["2"])
+    assert np.array_equal(latest, outs["2"])
