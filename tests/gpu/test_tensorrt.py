@@ -1,0 +1,55 @@
+"""TensorRT plans on a real GPU. Skipped, with the reason, on machines without an NVIDIA GPU and TensorRT."""
+
+from __future__ import annotations
+
+import pytest
+
+from stylize.descriptors import REGISTRY
+
+pytestmark = pytest.mark.gpu
+
+
+def _gpu_reason() -> str | None:
+    from stylize_build.tensorrt import GPUUnavailable, require_tensorrt
+
+    try:
+        require_tensorrt()
+    except GPUUnavailable as e:
+        return str(e)
+    return None
+
+
+REASON = _gpu_reason()
+needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"needs an NVIDIA GPU with TensorRT: {REASON}")
+
+
+@needs_gpu
+@pytest.mark.parametrize("model_id", ["animevideo_x4", "esrgan_anime_x4"])
+def test_plan_builds_and_matches_onnxruntime(tmp_path, model_id):
+    from stylize_build.repository import BuildSettings, build_repository
+    from stylize_build.tensorrt import FP16_PARITY_ATOL, build_plans
+
+    desc = REGISTRY[model_id]
+    settings = BuildSettings(repository=tmp_path / "repo", gpu=True)
+    build_repository([desc], settings)
+    built = build_plans([desc], settings)
+    assert built == [(desc.trt_model, 1)]
+    plan = settings.repository / desc.trt_model / "1" / "model.plan"
+    assert plan.stat().st_size > 0
+    import json
+
+    manifest = json.loads((plan.parent / "manifest.json").read_text())
+    assert manifest["trt_parity_max_abs"] <= FP16_PARITY_ATOL
+
+
+def test_profiles_cover_the_descriptor_sizes():
+    """Runs everywhere: the optimization profile is derived from the descriptor, not typed."""
+    from stylize_build.tensorrt import profile_for
+
+    for desc in REGISTRY.values():
+        p = profile_for(desc)
+        assert p.min[0] == 1 and p.max[0] == desc.max_batch_size
+        assert all(lo <= opt <= hi for lo, opt, hi in zip(p.min, p.opt, p.max))
+        assert p.min[-3] >= desc.min_size and p.min[-1] == 3
+        if desc.window:
+            assert p.min[1] == p.max[1] == desc.window
