@@ -104,10 +104,12 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     return f'    {{ model_name: "{model}" model_version: -1 {ins} {outs} }}'
 
 
-def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None) -> str:
+def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
+                    name: str | None = None) -> str:
     """The client-facing model: decode -> network -> encode (or the bare network for frame windows).
 
     ``net_model`` defaults to the ONNX model; a GPU repository routes to ``desc.trt_model`` instead.
+    ``name`` defaults to ``desc.id``; the INT8 variant is ``desc.int8_ensemble`` routed to ``desc.int8_model``.
     """
     net_model = net_model or desc.net_model
     if desc.window:
@@ -123,7 +125,7 @@ def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: st
                   {ENCODED_RESULT.name: ENCODED_RESULT.name}),
         ]
     return (
-        f'name: "{desc.id}"\n'
+        f'name: "{name or desc.id}"\n'
         'platform: "ensemble"\n'
         f"max_batch_size: {desc.max_batch_size}\n"
         + _tensors("input", [desc.ensemble_input])

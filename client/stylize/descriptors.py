@@ -111,6 +111,11 @@ class ModelDescriptor:
         return f"{self.id}_int8_net"
 
     @property
+    def int8_ensemble(self) -> str:
+        """Client-facing ensemble of the INT8 variant: the same pre/post steps around ``int8_model``."""
+        return f"{self.id}_int8"
+
+    @property
     def pre_model(self) -> str:
         """Python step before the network (decode, orientation, mode, padding)."""
         return f"{self.id}_pre"
@@ -256,7 +261,7 @@ class Registry(Mapping[str, ModelDescriptor]):
         self._by_id: dict[str, ModelDescriptor] = {}
         names: set[str] = set()
         for m in models:
-            for n in (*m.triton_models, m.trt_model, m.int8_model):
+            for n in (*m.triton_models, m.trt_model, m.int8_model, m.int8_ensemble):
                 if n in names:
                     raise ValueError(f"duplicate model name {n!r}")
                 names.add(n)
