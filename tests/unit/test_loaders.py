@@ -146,7 +146,8 @@ def test_strict_errors_list_the_offending_keys(tmp_path):
 
     bad = dict(state, **{"block_e.2.1.weight": torch.zeros(16, 64, 7, 7)})
     torch.save(bad, tmp_path / "shape.pt")
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*block_e\.2\.1\.weight.*\(16, 64, 7, 7\).*\(32, 64, 7, 7\)"):
+    shape_error = r"shape mismatch.*block_e\.2\.1\.weight.*\(16, 64, 7, 7\).*\(32, 64, 7, 7\)"
+    with pytest.raises(CheckpointError, match=shape_error):
         load_weights(ANIMEGAN, tmp_path / "shape.pt")
 
 

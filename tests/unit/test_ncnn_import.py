@@ -114,14 +114,15 @@ def test_param_with_wrong_layer_count(tmp_path):
 
 
 def test_param_with_a_layer_removed(tmp_path):
-    # Dropping a whole RRDB (its 15 convs...) keeps the file self-consistent but no longer a 6-block RRDBNet.
-    def drop_last_line(text: str) -> str:
+    # Drop the final skip addition and fix both header counts: a self-consistent file, no longer SRVGGNetCompact.
+    def drop_last_layer(text: str) -> str:
         lines = text.splitlines()
-        count, blobs = lines[1].split()
-        return "\n".join([lines[0], f"{int(count) - 1} {blobs}", *lines[2:-1]]) + "\n"
+        count, blobs = (int(v) for v in lines[1].split())
+        return "\n".join([lines[0], f"{count - 1} {blobs - 1}", *lines[2:-1]]) + "\n"
 
-    p, b = _broken_copy(tmp_path, "animevideo_x4", param_text=drop_last_line)
-    with pytest.raises(WeightImportError):
+    p, b = _broken_copy(tmp_path, "animevideo_x4", param_text=drop_last_layer)
+    assert len(parse_param(p).layers) == 39
+    with pytest.raises(WeightImportError, match=r"missing \{\('BinaryOp', 'add', 'tensor'\): 1\}"):
         _import("animevideo_x4", p, b)
 
 
@@ -131,6 +132,16 @@ def test_wrong_hyperparameters_for_the_files():
         import_ncnn(*_files("esrgan_anime_x4"), arch="RRDBNet", arch_params={**d.arch_params, "num_block": 5})
 
 
+def test_shape_and_count_mismatches_with_the_architecture():
+    d = descriptors.get("animevideo_x4")
+    files = _files("animevideo_x4")
+    expected = r"Conv_0 \(line 5\) -> body\.0: \(ncnn, torch\) differ: \{'out': \(64, 48\)\}"
+    with pytest.raises(WeightImportError, match=expected):
+        import_ncnn(*files, arch=d.arch, arch_params={**d.arch_params, "num_feat": 48})
+    with pytest.raises(WeightImportError, match="35 weight layers .* 33"):
+        import_ncnn(*files, arch=d.arch, arch_params={**d.arch_params, "num_conv": 15})
+
+
 def test_unexpected_layer_type(tmp_path):
     p, b = _broken_copy(tmp_path, "animevideo_x4", param_text=lambda t: t.replace("PReLU   ", "ReLU    ", 1))
     with pytest.raises(WeightImportError, match="unexpected layer type ReLU"):
@@ -138,9 +149,8 @@ def test_unexpected_layer_type(tmp_path):
 
 
 def test_changed_residual_coefficient(tmp_path):
-    p, b = _broken_copy(
-        tmp_path, "esrgan_anime_x4", param_text=lambda t: t.replace("-23301=2,2.000000e-01,1.000000e+00", "-23301=2,3.000000e-01,1.000000e+00", 1)
-    )
+    rdb_residual, changed = "-23301=2,2.000000e-01,1.000000e+00", "-23301=2,3.000000e-01,1.000000e+00"
+    p, b = _broken_copy(tmp_path, "esrgan_anime_x4", param_text=lambda t: t.replace(rdb_residual, changed, 1))
     with pytest.raises(WeightImportError, match=r"unexpected.*0\.3"):
         _import("esrgan_anime_x4", p, b)
 

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .rrdbnet import scaled_kaiming_
+
 __all__ = ["BasicVSR", "SpyNet", "ConvResidualBlocks", "ResidualBlockNoBN", "flow_warp"]
 
 SPYNET_LEVELS = 6
@@ -111,11 +113,7 @@ class ResidualBlockNoBN(nn.Module):
         self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
         self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
         self.relu = nn.ReLU(inplace=True)
-        with torch.no_grad():
-            for conv in (self.conv1, self.conv2):
-                nn.init.kaiming_normal_(conv.weight)
-                conv.weight.mul_(0.1)
-                conv.bias.zero_()
+        scaled_kaiming_([self.conv1, self.conv2], 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.relu(self.conv1(x)))

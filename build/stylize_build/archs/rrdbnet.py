@@ -8,6 +8,8 @@ pixel-unshuffle the input (as Real-ESRGAN x2plus does), which needs sides divisi
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,13 +18,16 @@ __all__ = ["RRDBNet", "RRDB", "ResidualDenseBlock"]
 
 
 @torch.no_grad()
-def _scaled_kaiming_(modules: list[nn.Module], scale: float) -> None:
-    # BasicSR's default_init_weights: residual branches start small so an untrained (seeded) network stays close to
-    # its skip connections instead of blowing up through 23 blocks.
+def scaled_kaiming_(modules: list[nn.Module], scale: float) -> None:
+    """BasicSR's default_init_weights (kaiming normal, fan_in, times ``scale``; zero bias) in one draw per tensor.
+
+    Residual branches start small so an untrained (seeded) network stays close to its skip connections instead of
+    blowing up through 23 blocks.
+    """
     for m in modules:
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight)
-            m.weight.mul_(scale)
+            fan_in = m.weight[0].numel()
+            m.weight.normal_(0.0, scale * math.sqrt(2.0 / fan_in))
             if m.bias is not None:
                 m.bias.zero_()
 
@@ -38,7 +43,7 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
         self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
-        _scaled_kaiming_([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], 0.1)
+        scaled_kaiming_([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.lrelu(self.conv1(x))

@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -226,8 +226,10 @@ def read_weights(graph: NcnnGraph, bin_path: str | Path) -> tuple[dict[str, dict
         kh = int(layer.get(11, kw))
         if int(layer.get(8, 0)) or int(layer.get(19, 0)):
             raise WeightImportError(f"{layer.name}: int8 or dynamic-weight convolutions are not supported")
-        if num_output <= 0 or size % (num_output * kh * kw):
-            raise WeightImportError(f"{layer.name}: weight_data_size {size} is not a multiple of {num_output}x{kh}x{kw}")
+        if num_output <= 0 or kh <= 0 or kw <= 0 or size <= 0 or size % (num_output * kh * kw):
+            raise WeightImportError(
+                f"{layer.name}: weight_data_size {size} is not a multiple of {num_output}x{kh}x{kw}"
+            )
         w = reader.tagged(size, f"{layer.name} weights").reshape(num_output, size // (num_output * kh * kw), kh, kw)
         arrays = {"weight": w}
         if int(layer.get(5, 0)):
@@ -252,7 +254,9 @@ _NO_ACT = (0, ())
 
 def _expected_activation(arch: str, key: str) -> tuple[int, tuple[float, ...]]:
     """The activation the architecture applies right after the conv ``key`` (fused into it by ncnn)."""
-    if arch == "RRDBNet" and (re.fullmatch(r"body\.\d+\.rdb\d\.conv[1-4]", key) or key in ("conv_up1", "conv_up2", "conv_hr")):
+    if arch == "RRDBNet" and (
+        re.fullmatch(r"body\.\d+\.rdb\d\.conv[1-4]", key) or key in ("conv_up1", "conv_up2", "conv_hr")
+    ):
         return _LRELU_02
     return _NO_ACT  # SRVGGNetCompact: its activations are separate PReLU layers
 
