@@ -31,7 +31,8 @@ parallelism of a pod ``c = round(saturation_rps * service_s)`` (Little's law at 
 Model of a pod (documented approximations, no randomness): requests are spread evenly over ready pods (gRPC clients
 with round-robin over the headless Service); a pod is an M/M/c queue with the mix's mean service time, plus a fluid
 backlog when the arrival rate exceeds what the ready pods serve. The HPA metric is what the prometheus-adapter rule
-computes: queue time / compute time over the last ``rate_window_s``, seen ``metric_lag_s`` late. The HPA is the
+computes from queue and compute time over the last ``rate_window_s`` (the share q/(q+c) or the ratio q/c, after the
+HPA's metric name), seen ``metric_lag_s`` late. The HPA is the
 Kubernetes algorithm (pkg/controller/podautoscaler: replica_calculator.go calcPlainMetricReplicas, horizontal.go
 stabilization and scaling policies): tolerance 0.1, sync every 15 s, pending pods ignored, pods without metrics
 counted as 0 on scale-up and as the target on scale-down. A new pod is Pending for ``schedule_s`` (scheduling, image
@@ -291,6 +292,20 @@ class HpaSpec:
     scale_down: Rules
     tolerance: float = 0.1
     sync_s: int = 15
+    metric: str = "triton_queue_share"  # the adapter metric's name: *_share or *_ratio (see metric_kind)
+
+    @property
+    def metric_kind(self) -> str:
+        """share: queue / (queue + compute); ratio: queue / compute (k8s/tools/generate.py)."""
+        return "share" if self.metric.endswith("_share") else "ratio"
+
+    def ratio_at_target(self) -> float:
+        """The queue/compute ratio the target stands for."""
+        return self.target / (1.0 - self.target) if self.metric_kind == "share" else self.target
+
+    def target_for_ratio(self, ratio: float) -> float:
+        """The target value, in this metric's unit, for a queue/compute ratio."""
+        return ratio / (1.0 + ratio) if self.metric_kind == "share" else ratio
 
     @classmethod
     def from_manifest(cls, hpa: Mapping) -> "HpaSpec":
@@ -313,7 +328,8 @@ class HpaSpec:
                          raw.get("selectPolicy", "Max"))
 
         return cls(int(spec.get("minReplicas", 1)), int(spec["maxReplicas"]), target,
-                   rules(behavior.get("scaleUp"), up_default), rules(behavior.get("scaleDown"), down_default))
+                   rules(behavior.get("scaleUp"), up_default), rules(behavior.get("scaleDown"), down_default),
+                   metric=metric["pods"]["metric"]["name"])
 
 
 def parse_quantity(q: str) -> float:
@@ -510,6 +526,7 @@ class Summary:
     max_replicas: int
     pod_hours: float
     mean_replicas: float
+    replica_changes_per_hour: float  # how often the HPA changed the count (flapping shows here)
 
 
 @dataclass
@@ -522,9 +539,15 @@ class Simulation:
     metric_lag_s: float = 15.0  # scrape interval: what the HPA sees is this old
     initial_replicas: int | None = None
 
+    def metric_of(self, queue: float, compute: float) -> float:
+        """The HPA metric from queue and compute time summed over the rate window (as the adapter rule does)."""
+        if self.hpa.metric_kind == "ratio":
+            return queue / compute if compute > 0 else 0.0
+        return queue / (queue + compute) if queue + compute > 0 else 0.0
+
     def steady_state_replicas(self, rps: float) -> int:
         """Pods the HPA settles on for a constant rate: utilization at which the metric equals the target."""
-        u = self.mix.utilization_for_ratio(self.hpa.target)
+        u = self.mix.utilization_for_ratio(self.hpa.ratio_at_target())
         need = math.ceil(rps * self.mix.work_per_request / u) if rps > 0 else 0
         return min(max(need, self.hpa.min_replicas), self.hpa.max_replicas)
 
@@ -546,7 +569,7 @@ class Simulation:
         wait0 = mix.wait(min(rps0 * mix.work_per_request / start, 0.98))[0] if start else 0.0
         queue_hist: list[float] = [rps0 * wait0] * warm
         compute_hist: list[float] = [rps0 * mix.service_s] * warm
-        seen_metric = wait0 / mix.service_s
+        seen_metric = self.metric_of(wait0, mix.service_s)
         tl = Timeline()
         total_req = violated = 0.0
         seconds_bad = 0
@@ -558,8 +581,7 @@ class Simulation:
                 # the metric as the adapter serves it: rate window ending metric_lag_s ago
                 end = warm + sec - int(self.metric_lag_s)
                 begin = end - int(self.rate_window_s)
-                q, c = sum(queue_hist[begin:end]), sum(compute_hist[begin:end])
-                seen_metric = q / max(c, 1e-6) if c > 0 else 0.0
+                seen_metric = self.metric_of(sum(queue_hist[begin:end]), sum(compute_hist[begin:end]))
                 phases = [p.phase(now) for p in pods]
                 with_metrics = {str(i): seen_metric for i, ph in enumerate(phases) if ph == "ready"}
                 missing = sum(ph in ("loading", "ready-no-metrics") for ph in phases)
@@ -612,6 +634,7 @@ class Simulation:
             max_replicas=max(tl.replicas),
             pod_hours=sum(tl.replicas) / 3600.0,
             mean_replicas=sum(tl.replicas) / duration_s,
+            replica_changes_per_hour=sum(a != b for a, b in zip(tl.replicas, tl.replicas[1:])) * 3600 / duration_s,
         )
         return tl, summary
 
@@ -643,6 +666,7 @@ def plot(tl: Timeline, summary: Summary, *, title: str, path: Path, target: floa
     ax.plot(x, tl.metric, label=f"HPA metric (target {target:g})", alpha=0.7)
     ax.axhline(target, color="tab:orange", linestyle=":", linewidth=1)
     ax.set_yscale("symlog", linthresh=1.0)  # backlogs reach minutes while the target is about 1
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("s / ratio")
     ax2 = ax.twinx()
     ax2.fill_between(x, tl.violation, color="tab:red", alpha=0.25, label="requests over SLO (fraction)")

@@ -1,16 +1,17 @@
 """Capture two real /metrics scrapes of a Triton server whose models have very different traffic.
 
 The repository mirrors the real one's structure, generated from the descriptors: for every model an ensemble
-``<id>`` over ``<id>_pre`` -> ``<id>_net`` -> ``<id>_post`` (video: the network only). Every step is a tiny python
-model that sleeps for a fixed time (cheap stand-ins for decode / network / encode, so that the capture runs in
-seconds on 2 cores). Traffic, for ``--seconds`` seconds:
+``<id>`` over its steps (``desc.triton_models``). An image step (``desc.image_model``) calls the network model
+through BLS, as the real one does; otherwise the steps are chained (video: the network only). Every model is a tiny
+python model that sleeps for a fixed time (cheap stand-ins for decode / network / encode, so that the capture runs
+in seconds on 2 cores). Traffic, for ``--seconds`` seconds:
 
 * ``animevideo_x4``: light network (8 ms), 6 clients back to back: its network queues heavily;
 * ``esrgan_x4``: heavy network (150 ms), one client with pauses: no queue;
 * ``esrgan_anime_x4``: 40 ms network, one client with pauses: no queue;
 * every other model: loaded, idle.
 
-``esrgan_x4_post`` has the response cache on (every request repeats, so all but the first hit). The server runs with
+The network of ``esrgan_x4`` has the response cache on (its requests repeat, so all but the first hit). The server runs with
 the metric and cache flags of k8s/base (summaries on, local cache), so the scrape holds every family the adapter rules
 and the dashboard read.
 
@@ -64,17 +65,45 @@ IO = ('input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
       'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n')
 
 
-CACHED = "esrgan_x4_post"
+BLS_MODEL = '''import json, time
+import triton_python_backend_utils as pb_utils
 
 
-def _python_model(repo: Path, name: str, sleep_ms: float) -> None:
+class TritonPythonModel:
+    """Decode (sleep), the network through BLS, encode (sleep): the shape of the real image step."""
+
+    def initialize(self, args):
+        params = json.loads(args["model_config"])["parameters"]
+        self.sleep_s = float(params["sleep_ms"]["string_value"]) / 1000 / 2
+        self.net = params["net"]["string_value"]
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            time.sleep(self.sleep_s)
+            resp = pb_utils.InferenceRequest(model_name=self.net, requested_output_names=["Y"],
+                                             inputs=[pb_utils.Tensor("X", x)]).exec()
+            if resp.has_error():
+                raise pb_utils.TritonModelException(resp.error().message())
+            y = pb_utils.get_output_tensor_by_name(resp, "Y").as_numpy()
+            time.sleep(self.sleep_s)
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", y + 1)]))
+        return out
+'''
+
+CACHED = descriptors.get("esrgan_x4").net_model
+
+
+def _python_model(repo: Path, name: str, sleep_ms: float, *, bls_net: str | None = None) -> None:
     (repo / name / "1").mkdir(parents=True)
-    (repo / name / "1" / "model.py").write_text(SLEEP_MODEL)
+    (repo / name / "1" / "model.py").write_text(BLS_MODEL if bls_net else SLEEP_MODEL)
     (repo / name / "config.pbtxt").write_text(
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n{IO}'
         "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
         + ("response_cache { enable: true }\n" if name == CACHED else "")
-        + f'parameters {{ key: "sleep_ms", value: {{ string_value: "{sleep_ms}" }} }}\n')
+        + f'parameters {{ key: "sleep_ms", value: {{ string_value: "{sleep_ms}" }} }}\n'
+        + (f'parameters {{ key: "net", value: {{ string_value: "{bls_net}" }} }}\n' if bls_net else ""))
 
 
 def _ensemble(repo: Path, name: str, steps: list[str]) -> None:
@@ -93,9 +122,16 @@ def build_repository(repo: Path, model_ids: list[str] | None = None) -> None:
         if model_ids is not None and d.id not in model_ids:
             continue
         steps = [n for n in d.triton_models if n != d.id]
+        net_ms = NET_MS.get(d.id, 20.0)
+        image = getattr(d, "image_model", None)
+        if image in steps:  # the image step calls the network through BLS: the ensemble has one step
+            _python_model(repo, d.net_model, net_ms)
+            _python_model(repo, image, STEP_MS["pre"] + STEP_MS["post"], bls_net=d.net_model)
+            _ensemble(repo, d.id, [image])
+            continue
         for n in steps:
-            kind = "net" if n == d.net_model else ("pre" if n == d.pre_model else "post")
-            _python_model(repo, n, NET_MS.get(d.id, 20.0) if kind == "net" else STEP_MS[kind])
+            kind = "net" if n == d.net_model else ("pre" if n == steps[0] else "post")
+            _python_model(repo, n, net_ms if kind == "net" else STEP_MS[kind])
         _ensemble(repo, d.id, steps)
 
 

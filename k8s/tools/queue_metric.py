@@ -10,11 +10,15 @@ shrinks every low-traffic model further; in a repository of 27 models where one 
 almost idle. Ensembles add a second distortion to any sum over "all models": an ensemble's series repeat the compute
 time of its composing models (but not their queue time), so summing them double-counts compute.
 
-Ours (``k8s/monitoring/prometheus-adapter/rules.yaml``), per pod, over the composing models only::
+Ours (``k8s/monitoring/prometheus-adapter/rules.yaml``), per pod::
 
-    sum(rate(nv_inference_queue_duration_us[1m])) / sum(rate(nv_inference_compute_infer_duration_us[1m]))
+    sum(rate(nv_inference_queue_duration_us{model=~<composing models>}[1m]))
+      / sum(rate(nv_inference_request_duration_us{model=~<client ensembles>}[1m]))
 
-the time requests waited divided by the time they computed, i.e. weighted by each model's work. Same idea in
+the share of the clients' request time spent queued, in any model (python step, network, a network called from the
+python step through BLS), i.e. weighted by each request's real time. Compute-time sums cannot be used as the
+denominator: an ensemble repeats its steps' compute, and a BLS caller counts its callee's queue and compute as its
+own compute. queue/compute = share / (1 - share). Same idea in
 time units: queue time summed over the composing models / requests of the client-facing ensembles = the mean time a
 client request spent queued, over all its steps.
 
@@ -35,6 +39,7 @@ from typing import Iterable, Mapping
 QUEUE = "nv_inference_queue_duration_us"
 COMPUTE = "nv_inference_compute_infer_duration_us"
 SUCCESS = "nv_inference_request_success"
+DURATION = "nv_inference_request_duration_us"
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -102,16 +107,18 @@ def rates(t0: Scrape, t1: Scrape, name: str, seconds: float) -> dict[str, float]
 
 @dataclass(frozen=True)
 class ModelRates:
-    """Per-second rates of one model: queue and compute in microseconds per second, requests per second."""
+    """Per-second rates of one model: times in microseconds per second, requests per second."""
 
     queue_us: float
     compute_us: float
     requests: float
+    duration_us: float = 0.0  # end-to-end request time (for an ensemble: the client's request)
 
 
 def model_rates(t0: Scrape, t1: Scrape, seconds: float) -> dict[str, ModelRates]:
-    q, c, s = (rates(t0, t1, n, seconds) for n in (QUEUE, COMPUTE, SUCCESS))
-    return {m: ModelRates(q.get(m, 0.0), c.get(m, 0.0), s.get(m, 0.0)) for m in sorted(set(q) | set(c) | set(s))}
+    q, c, s, d = (rates(t0, t1, n, seconds) for n in (QUEUE, COMPUTE, SUCCESS, DURATION))
+    return {m: ModelRates(q.get(m, 0.0), c.get(m, 0.0), s.get(m, 0.0), d.get(m, 0.0))
+            for m in sorted(set(q) | set(c) | set(s))}
 
 
 # ---- the formulas (one pod's models in, one number out) ---------------------------------------------------------
@@ -125,32 +132,45 @@ def upstream_avg_queue_us(models: Mapping[str, ModelRates], *, window_s: float =
     return sum(per_model) / len(per_model)
 
 
-def queue_compute_ratio(models: Mapping[str, ModelRates], include: Iterable[str] | None = None) -> float:
-    """Ours: sum of queue time over sum of compute time (clamped like the PromQL: >= 1 us of compute per second)."""
-    chosen = _select(models, include)
-    return sum(r.queue_us for r in chosen) / max(sum(r.compute_us for r in chosen), 1.0)
+def _sum(models: Mapping[str, ModelRates], names: Iterable[str], attr: str) -> float:
+    names = set(names)
+    return sum(getattr(r, attr) for m, r in models.items() if m in names)
+
+
+def queue_share(models: Mapping[str, ModelRates], composing: Iterable[str], clients: Iterable[str]) -> float:
+    """The HPA metric: queue time of the composing models / end-to-end time of the client requests (ensembles).
+    Same clamp as the PromQL (denominator >= 1 us/s)."""
+    return _sum(models, composing, "queue_us") / max(_sum(models, clients, "duration_us"), 1.0)
+
+
+def queue_compute_ratio(models: Mapping[str, ModelRates], composing: Iterable[str], clients: Iterable[str]) -> float:
+    """Queue time / compute time of client requests, compute = end-to-end - queued (as the adapter rule)."""
+    composing = list(composing)
+    q = _sum(models, composing, "queue_us")
+    return q / max(_sum(models, clients, "duration_us") - q, 1.0)
+
+
+def naive_ratio(models: Mapping[str, ModelRates], names: Iterable[str] | None = None) -> float:
+    """Sum of queue time over sum of compute time of the given series (default: every series). Wrong whenever a
+    series' compute contains another's (ensembles repeat their steps; a BLS caller contains its callee)."""
+    names = list(models) if names is None else list(names)
+    return _sum(models, names, "queue_us") / max(_sum(models, names, "compute_us"), 1.0)
 
 
 def queue_us_per_client_request(models: Mapping[str, ModelRates], composing: Iterable[str],
                                 clients: Iterable[str]) -> float:
     """Mean queue time of a client request over all its steps: composing models' queue / ensembles' requests."""
-    queue = sum(r.queue_us for r in _select(models, composing))
-    return queue / max(sum(r.requests for r in _select(models, clients)), 1e-3)
-
-
-def _select(models: Mapping[str, ModelRates], include: Iterable[str] | None) -> list[ModelRates]:
-    if include is None:
-        return list(models.values())
-    names = set(include)
-    return [r for m, r in models.items() if m in names]
+    return _sum(models, composing, "queue_us") / max(_sum(models, clients, "requests"), 1e-3)
 
 
 @dataclass(frozen=True)
 class Comparison:
     upstream_avg_queue_us: float  # Triton's example rule
     queue_us_per_client_request: float  # what clients really waited in queues, on average
-    ratio_all_models: float  # queue/compute summed over every series, ensembles included
-    ratio_composing: float  # ours
+    share: float  # ours, the HPA metric: queued / end-to-end
+    ratio: float  # ours as a ratio: queued / (end-to-end - queued)
+    naive_ratio_all_series: float  # sum(queue) / sum(compute) over every series, ensembles included
+    naive_ratio_composing: float  # the same over the composing models (double counts BLS callees)
 
     @property
     def upstream_underreports_by(self) -> float:
@@ -162,12 +182,14 @@ class Comparison:
 
 def compare(models: Mapping[str, ModelRates], *, composing: Iterable[str], clients: Iterable[str],
             window_s: float = 30.0) -> Comparison:
-    composing = list(composing)
+    composing, clients = list(composing), list(clients)
     return Comparison(
         upstream_avg_queue_us=upstream_avg_queue_us(models, window_s=window_s),
         queue_us_per_client_request=queue_us_per_client_request(models, composing, clients),
-        ratio_all_models=queue_compute_ratio(models),
-        ratio_composing=queue_compute_ratio(models, composing),
+        share=queue_share(models, composing, clients),
+        ratio=queue_compute_ratio(models, composing, clients),
+        naive_ratio_all_series=naive_ratio(models),
+        naive_ratio_composing=naive_ratio(models, composing),
     )
 
 
@@ -187,17 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     t0, t1 = parse(args.before.read_text()), parse(args.after.read_text())
     models = model_rates(t0, t1, args.seconds)
     composing, clients = _names_from_descriptors()
-    print(f"{'model':28} {'req/s':>9} {'queue ms/req':>13} {'compute ms/req':>15}")
+    print(f"{'model':28} {'req/s':>9} {'queue ms/req':>13} {'compute ms/req':>15} {'total ms/req':>13}")
     for m, r in models.items():
         n = max(r.requests, 1e-9)
         tag = "" if m in composing else "  (ensemble: client requests)"
-        print(f"{m:28} {r.requests:9.2f} {r.queue_us / n / 1000:13.2f} {r.compute_us / n / 1000:15.2f}{tag}")
+        print(f"{m:28} {r.requests:9.2f} {r.queue_us / n / 1000:13.2f} {r.compute_us / n / 1000:15.2f}"
+              f" {r.duration_us / n / 1000:13.2f}{tag}")
     c = compare(models, composing=composing, clients=clients)
     print(f"\nTriton example rule, avg queue per request   : {c.upstream_avg_queue_us / 1000:10.2f} ms")
     print(f"real queue per client request (all steps)    : {c.queue_us_per_client_request / 1000:10.2f} ms"
           f"  ({c.upstream_underreports_by:.1f}x what the example rule reports)")
-    print(f"queue/compute over every series (ensembles in): {c.ratio_all_models:10.3f}")
-    print(f"queue/compute, composing models (HPA metric) : {c.ratio_composing:10.3f}")
+    print(f"HPA metric: queued share of client time     : {c.share:10.3f}  (ratio queue/compute {c.ratio:.3f})")
+    print(f"naive sum(queue)/sum(compute), every series  : {c.naive_ratio_all_series:10.3f}")
+    print(f"naive sum(queue)/sum(compute), composing     : {c.naive_ratio_composing:10.3f}")
     return 0
 
 

@@ -88,3 +88,29 @@ def strictify(schema):
     if isinstance(schema, list):
         return [strictify(v) for v in schema]
     return schema
+
+
+# Load-test results written here as test input (a made-up pod, not a measurement): they exercise the simulator and
+# the plan generator.
+TEST_CAPACITY_RESULTS = {
+    "format": "stylize-capacity/1",
+    "measured": "test input",
+    "source": "written by tests/k8s/test_simulator.py",
+    "pod": {"kind": "cpu", "cpu": "4", "memory": "12Gi"},
+    "slo": {"latency_ms": 1000, "percentile": 95},
+    "startup_s": 60,
+    "models": {
+        "esrgan_x4": {"input": "64x64 PNG", "points": [
+            {"concurrency": 1, "throughput_rps": 4.0, "p50_ms": 250, "p95_ms": 270, "queue_us": 50,
+             "compute_us": 245000},
+            {"concurrency": 2, "throughput_rps": 6.0, "p50_ms": 330, "p95_ms": 400, "queue_us": 90000,
+             "compute_us": 240000},
+            {"concurrency": 4, "throughput_rps": 7.5, "p50_ms": 530, "p95_ms": 700, "queue_us": 280000,
+             "compute_us": 250000},
+            {"concurrency": 8, "throughput_rps": 8.0, "p50_ms": 1000, "p95_ms": 1200, "queue_us": 750000,
+             "compute_us": 250000}]},
+        "animevideo_x4": {"input": "64x64 PNG", "points": [
+            {"concurrency": 1, "throughput_rps": 40, "p50_ms": 25, "p95_ms": 30},
+            {"concurrency": 4, "throughput_rps": 90, "p50_ms": 44, "p95_ms": 60}]},
+    },
+}

@@ -11,34 +11,13 @@ import random
 
 import pytest
 
-from k8s_helpers import load_tool, one, render
+from k8s_helpers import TEST_CAPACITY_RESULTS, load_tool, one, render
 
 pytestmark = pytest.mark.k8s
 
 sim = load_tool("capacity/simulate.py")
 
-TEST_RESULTS = {
-    "format": "stylize-capacity/1",
-    "measured": "test input",
-    "source": "written by tests/k8s/test_simulator.py",
-    "pod": {"kind": "cpu", "cpu": "4", "memory": "12Gi"},
-    "slo": {"latency_ms": 1000, "percentile": 95},
-    "startup_s": 60,
-    "models": {
-        "esrgan_x4": {"input": "64x64 PNG", "points": [
-            {"concurrency": 1, "throughput_rps": 4.0, "p50_ms": 250, "p95_ms": 270, "queue_us": 50,
-             "compute_us": 245000},
-            {"concurrency": 2, "throughput_rps": 6.0, "p50_ms": 330, "p95_ms": 400, "queue_us": 90000,
-             "compute_us": 240000},
-            {"concurrency": 4, "throughput_rps": 7.5, "p50_ms": 530, "p95_ms": 700, "queue_us": 280000,
-             "compute_us": 250000},
-            {"concurrency": 8, "throughput_rps": 8.0, "p50_ms": 1000, "p95_ms": 1200, "queue_us": 750000,
-             "compute_us": 250000}]},
-        "animevideo_x4": {"input": "64x64 PNG", "points": [
-            {"concurrency": 1, "throughput_rps": 40, "p50_ms": 25, "p95_ms": 30},
-            {"concurrency": 4, "throughput_rps": 90, "p50_ms": 44, "p95_ms": 60}]},
-    },
-}
+TEST_RESULTS = TEST_CAPACITY_RESULTS
 
 
 @pytest.fixture
@@ -49,10 +28,15 @@ def results(tmp_path):
 
 
 def _spec(**kw):
+    """The deployed CPU behaviour; metric: the queue share with target 0.5 unless given."""
     up = sim.Rules(0, (sim.Policy("Percent", 100, 60), sim.Policy("Pods", 4, 60)), "Max")
     down = sim.Rules(600, (sim.Policy("Percent", 25, 120),), "Max")
-    return sim.HpaSpec(**{"min_replicas": 2, "max_replicas": 20, "target": 1.0, "scale_up": up, "scale_down": down,
-                          **kw})
+    return sim.HpaSpec(**{"min_replicas": 2, "max_replicas": 20, "target": 0.5, "scale_up": up, "scale_down": down,
+                          "metric": "triton_queue_share", **kw})
+
+
+def _ratio_spec(**kw):
+    return _spec(**{"target": 1.0, "metric": "triton_queue_compute_ratio", **kw})
 
 
 # ---- replica calculation: desired = ceil(current * metric / target) with tolerance and missing pods -------------
@@ -108,7 +92,7 @@ def test_missing_and_unready_pods():
 
 
 def test_scale_up_policies_per_minute():
-    hpa = sim.HorizontalPodAutoscaler(_spec())
+    hpa = sim.HorizontalPodAutoscaler(_ratio_spec())
     kw = dict(metrics={str(i): 10.0 for i in range(2)}, missing=0, unready=0)  # wants ceil(2 * 10) = 20
     assert hpa.sync(15, current=2, **kw) == 6  # max(100 % of 2 -> 4, 2 + 4 pods -> 6)
     assert hpa.sync(30, current=6, **kw) == 6  # still inside the 60 s period that added 4
@@ -118,7 +102,7 @@ def test_scale_up_policies_per_minute():
 
 
 def test_scale_down_waits_for_the_stabilization_window_then_25_percent_per_2_minutes():
-    hpa = sim.HorizontalPodAutoscaler(_spec())
+    hpa = sim.HorizontalPodAutoscaler(_ratio_spec())
     high = dict(metrics={str(i): 1.0 for i in range(16)}, missing=0, unready=0)
     assert hpa.sync(0, current=16, **high) == 16
     low = {str(i): 0.25 for i in range(16)}  # wants ceil(n * 0.25) every time
@@ -137,7 +121,7 @@ def test_scale_down_waits_for_the_stabilization_window_then_25_percent_per_2_min
 
 
 def test_scale_up_stabilization_takes_the_minimum():
-    spec = _spec(scale_up=sim.Rules(60, (sim.Policy("Pods", 100, 15),), "Max"))
+    spec = _ratio_spec(scale_up=sim.Rules(60, (sim.Policy("Pods", 100, 15),), "Max"))
     hpa = sim.HorizontalPodAutoscaler(spec)
     one_pod = lambda v: dict(metrics={"0": v, "1": v}, missing=0, unready=0)  # noqa: E731
     assert hpa.sync(0, current=2, **one_pod(1.0)) == 2
@@ -147,7 +131,8 @@ def test_scale_up_stabilization_takes_the_minimum():
 
 def test_hpa_spec_from_the_rendered_overlays():
     cpu = sim.HpaSpec.from_manifest(one(render("overlays/cpu"), "HorizontalPodAutoscaler"))
-    assert (cpu.min_replicas, cpu.max_replicas, cpu.target) == (2, 20, 1.0)
+    assert (cpu.min_replicas, cpu.max_replicas, cpu.target) == (2, 20, 0.5)
+    assert cpu.metric == "triton_queue_share" and cpu.ratio_at_target() == pytest.approx(1.0)
     assert cpu.scale_up.stabilization_s == 0 and cpu.scale_down.stabilization_s == 600
     assert {(p.type, p.value, p.period_s) for p in cpu.scale_up.policies} == {("Percent", 100, 60), ("Pods", 4, 60)}
     gpu = sim.HpaSpec.from_manifest(one(render("overlays/gpu"), "HorizontalPodAutoscaler"))
@@ -207,6 +192,24 @@ def test_burst_scales_up_late_and_down_slowly(results):
     assert tl.replicas[3600 + 590] == tl.replicas[3599]
     assert tl.replicas[-1] < max(tl.replicas)
     assert 0 < summary.slo_violation_fraction < 0.5
+
+
+def test_the_queue_share_settles_where_the_ratio_oscillates(results):
+    """Why the HPA scales on queue / (queue + compute) and not on queue / compute: after a step of traffic, the
+    ratio (convex in load: the HPA's proportional formula over-corrects) keeps the replica count cycling for hours;
+    the share (about linear in load) settles. Same pods, same timing, equivalent targets (ratio 1 = share 0.5)."""
+    mix = sim.Mix({"esrgan_x4": 1}, results.models)
+    changes = {}
+    for spec in (_spec(), _ratio_spec()):
+        counts = []
+        for level in (0.2, 0.4, 0.5):
+            s = sim.Simulation(mix, spec, sim.PodTiming(60), slo_s=1.0, initial_replicas=2)
+            tl, _ = s.run(sim.steady(level * 20 * mix.pod_rps), 4 * 3600)
+            last = tl.replicas[2 * 3600:]  # the second two hours: long after the step
+            counts.append(sum(a != b for a, b in zip(last, last[1:])))
+        changes[spec.metric_kind] = counts
+    assert all(c >= 20 for c in changes["ratio"]), changes  # a change every few minutes, for hours
+    assert max(changes["share"]) <= 4, changes  # settled (0 changes with these inputs)
 
 
 def test_slower_startup_costs_more_slo(results):

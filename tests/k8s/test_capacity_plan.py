@@ -1,0 +1,107 @@
+"""docs/capacity.md is generated from measured numbers only: the generator refuses without them, computes the
+tables from them, labels GPU assumptions, and the committed doc is either the method only or up to date."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from k8s_helpers import ROOT, TEST_CAPACITY_RESULTS as TEST_RESULTS, load_tool, one, render
+
+pytestmark = pytest.mark.k8s
+
+plan = load_tool("capacity/plan.py")
+sim = load_tool("capacity/simulate.py")
+SHORT = {"steady": 1800, "diurnal": 7200, "burst": 1800}  # shorter runs keep the test fast
+
+
+@pytest.fixture(scope="module")
+def hpas():
+    return (sim.HpaSpec.from_manifest(one(render("overlays/cpu"), "HorizontalPodAutoscaler")),
+            sim.HpaSpec.from_manifest(one(render("overlays/gpu"), "HorizontalPodAutoscaler")))
+
+
+@pytest.fixture
+def results_file(tmp_path):
+    path = tmp_path / "capacity.json"
+    path.write_text(json.dumps(TEST_RESULTS))
+    return path
+
+
+def test_refuses_without_measured_numbers(tmp_path, capsys):
+    out = tmp_path / "capacity.md"
+    assert plan.main(["--out", str(out)]) == 2
+    assert plan.main(["--results", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert not out.exists() and not (tmp_path / "capacity").exists()
+    assert "computed only from measurements" in capsys.readouterr().err
+
+
+def _row(text: str, first_cell: str, table_header: str) -> list[str]:
+    section = text[text.index(table_header):]
+    line = next(l for l in section.splitlines() if l.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_tables_come_from_the_numbers(results_file, tmp_path, hpas):
+    cpu, gpu = hpas
+    text = plan.render(results_file, figures=tmp_path / "capacity", rps=[1, 10, 100, 1000], cpu_hpa=cpu,
+                       gpu_hpa=gpu, durations=SHORT)
+    assert text.startswith(plan.MARKER)
+    # pods for N req/s = ceil(N / throughput at the SLO): esrgan_x4 7.5 req/s/pod, animevideo_x4 90 req/s/pod
+    esr = _row(text, "esrgan_x4", "### Pods needed")
+    assert esr[1:] == ["1", "2", str(math.ceil(100 / 7.5)), f"{math.ceil(1000 / 7.5)} (> max)"]
+    av = _row(text, "animevideo_x4", "### Pods needed")
+    assert av[1:] == ["1", "1", "2", str(math.ceil(1000 / 90))]
+    per_pod = _row(text, "esrgan_x4", "### Per pod")
+    assert per_pod[3:6] == ["8.00", "7.50", "2"]  # saturation, at SLO, parallelism
+    # the simulation table has a row per shape and per target, with its figure
+    assert len(re.findall(r"^\| (steady|diurnal|burst) \| ", text, re.M)) in (3, 6)
+    for fig in re.findall(r"\]\((capacity/[^)]+\.png)\)", text):
+        assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+    # the input travels with the doc, so the doc can be regenerated and checked
+    assert json.loads((tmp_path / "capacity" / "capacity-input.json").read_text()) == TEST_RESULTS
+    # no GPU input: the GPU section states the method only, no number
+    gpu_part = text[text.index("## GPU pods"):text.index("## Method")]
+    assert "No GPU numbers" in gpu_part and not re.search(r"\d+ req/s", gpu_part)
+
+
+def test_gpu_assumptions_are_labelled_and_used(results_file, tmp_path, hpas):
+    cpu, gpu = hpas
+    assumptions = tmp_path / "gpu.json"
+    assumptions.write_text(json.dumps({"source": "test input", "gpu": "a GPU",
+                                       "models": {"esrgan_x4": {"speedup": 10, "why": "test"}}}))
+    text = plan.render(results_file, figures=tmp_path / "capacity", rps=[1000], cpu_hpa=cpu, gpu_hpa=gpu,
+                       gpu_assumptions=assumptions, durations=SHORT)
+    assert "## GPU pods (ASSUMED, not measured)" in text
+    gpu_part = text[text.index("## GPU pods computed from the assumptions"):]
+    # 10x the CPU pod: every point meets the SLO once its latency is divided by 10, so the at-SLO throughput is
+    # the saturation one, 80 req/s; the GPU overlay's maxReplicas is 8
+    assert _row(gpu_part, "esrgan_x4", "### Pods needed")[1] == f"{math.ceil(1000 / 80)} (> max)"
+    assumptions.write_text(json.dumps({"source": "x", "models": {"esrgan_x4": {"speedup": 10}}}))
+    with pytest.raises(plan.PlanInputError, match="why"):
+        plan.render(results_file, figures=tmp_path / "c2", rps=[1], cpu_hpa=cpu, gpu_hpa=gpu,
+                    gpu_assumptions=assumptions, durations=SHORT)
+
+
+def test_committed_doc_is_method_only_or_generated_and_current(hpas):
+    doc = ROOT / "docs" / "capacity.md"
+    text = doc.read_text()
+    assert "python k8s/capacity/plan.py --results" in text
+    if not text.startswith(plan.MARKER):
+        # no measured numbers yet: the doc holds the method and the command, and no capacity figure
+        assert "req/s/pod" not in text and "Pods needed" not in text
+        assert not re.search(r"^\|.*\d", text, re.M), "a table with numbers in a doc nobody generated"
+        return
+    inputs = ROOT / "docs" / "capacity" / "capacity-input.json"
+    cpu, gpu = hpas
+    kwargs = {}
+    if (ROOT / "docs/capacity/gpu-assumptions.json").is_file():
+        kwargs["gpu_assumptions"] = ROOT / "docs/capacity/gpu-assumptions.json"
+    if (ROOT / "docs/capacity/capacity-gpu-input.json").is_file():
+        kwargs["gpu_results"] = ROOT / "docs/capacity/capacity-gpu-input.json"
+    regenerated = plan.render(inputs, figures=ROOT / "docs" / "capacity", rps=list(plan.DEFAULT_RPS), cpu_hpa=cpu,
+                              gpu_hpa=gpu, write=False, **kwargs)
+    assert regenerated == text, "docs/capacity.md is stale: re-run k8s/capacity/plan.py"
