@@ -23,9 +23,11 @@ client error), optional gzip/deflate compression, a timeout per attempt, and ret
 on UNAVAILABLE only (server down, restarting, or not reachable yet); INVALID_ARGUMENT, NOT_FOUND, ... fail at once.
 Every error is one of stylize.errors; no tritonclient or grpc exception escapes.
 
-System shared memory is deliberately not used: measured on this machine (see docs in the final report of issue 4 and
-``tests/e2e/test_client.py``), it did not make the local path faster enough to justify its lifecycle (region
-registration, cleanup after crashes, one region per request in flight).
+System shared memory is deliberately not used. Measured here (2 cores, loopback, Triton 2.51, raw-frame path): it
+saved 2 ms per 256x256 frame (0.2 MB in, 0.8 MB out) and 11 ms per 512x512 frame against a stand-in network that costs
+nothing, while the real animevideo_x2 network takes about 1.3 s per 256x256 frame on this CPU: under 1 %, lost in the
+noise. It would add region lifecycle (register, one region per request in flight, cleanup after a crash), work only
+with a server on the same host, and tritonclient's helper needs setuptools' pkg_resources at run time.
 """
 
 from __future__ import annotations
@@ -360,19 +362,18 @@ def _model_infos(index: list[dict], configs: dict[str, dict]) -> list[ModelInfo]
     infos = []
     for name, config in sorted(configs.items()):
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        if params.get("stylize_id") != name:
-            continue  # a composing model (_pre, _net, _post), not a client-facing one
-        desc = REGISTRY.get(name) if name in REGISTRY else None
-        net = desc.net_model if desc is not None else name
+        if not params.get("stylize_id") or (name != params["stylize_id"] and config.get("platform") != "ensemble"):
+            continue  # a composing model (python step, network), not a client-facing one
+        desc = _descriptor(name)
         infos.append(ModelInfo(
             id=name,
             task=params.get("task", ""),
             scale=int(params.get("scale", "0") or 0),
             weights=params.get("weights", ""),
             license=params.get("license", ""),
-            versions=tuple(sorted(ready_versions.get(net, ()))),
+            versions=tuple(sorted(ready_versions.get(_raw_name(name), ()))),
             ready="READY" in states.get(name, ()),
-            title=desc.title if desc is not None else "",
+            title=(desc.title + (" (INT8)" if name != desc.id else "")) if desc is not None else "",
         ))
     return infos
 
@@ -395,7 +396,13 @@ def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 def _descriptor(model: str) -> ModelDescriptor | None:
-    return REGISTRY[model] if model in REGISTRY else None
+    """The descriptor behind a client-facing name: a model id or its INT8 variant's ensemble."""
+    if model in REGISTRY:
+        return REGISTRY[model]
+    for desc in REGISTRY.values():
+        if model == getattr(desc, "int8_ensemble", None):
+            return desc
+    return None
 
 
 def _version(version: int | str | None) -> str:
@@ -405,7 +412,9 @@ def _version(version: int | str | None) -> str:
 def _raw_name(model: str) -> str:
     """Network model behind a client-facing id (a name that is not an id is taken as a Triton model name)."""
     desc = _descriptor(model)
-    return desc.net_model if desc is not None else model
+    if desc is None:
+        return model
+    return desc.net_model if model == desc.id else desc.int8_model
 
 
 def _raw_model_from_config(model: str, config: dict) -> RawModel:
@@ -516,9 +525,12 @@ class StylizeClient:
         self._client = grpcclient.InferenceServerClient(self.url, ssl=ssl,
                                                         channel_args=_channel_args(max_message_bytes))
         self._raw: dict[tuple[str, str], RawModel] = {}
+        self._closed = threading.Event()
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the channel: calls in flight end at once and retry waits stop (Ctrl-C in the CLI stays snappy)."""
+        self._closed.set()
         self._client.close()
 
     def __enter__(self) -> "StylizeClient":
@@ -538,8 +550,14 @@ class StylizeClient:
         while True:
             attempt += 1
             t0 = time.monotonic()
+            if self._closed.is_set():
+                raise StylizeError("the client is closed", model=model, url=self.url)
             try:
                 result = op()
+            except ValueError:  # grpc's "Cannot invoke RPC on closed channel!"
+                if self._closed.is_set():
+                    raise StylizeError("the client is closed", model=model, url=self.url) from None
+                raise
             except self._errors as e:
                 err = from_triton(e, model=model, url=self.url)
                 self._observers.request(model, time.monotonic() - t0, err)
@@ -548,7 +566,8 @@ class StylizeClient:
                     delay = policy.backoff(attempt, remaining=None if policy.deadline is None
                                            else policy.deadline - elapsed)
                     self._observers.retry(model, err, delay)
-                    time.sleep(delay)
+                    if self._closed.wait(delay):
+                        raise err from None
                     continue
                 raise err from None
             self._observers.request(model, time.monotonic() - t0, None)
@@ -610,7 +629,8 @@ class StylizeClient:
             while pending:
                 yield _resolve(pending.popleft(), return_exceptions)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # not waiting: a consumer that stops early (or Ctrl-C) must not sit behind requests in flight
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- raw frames ---------------------------------------------------------------------------------------------
     def raw_model(self, model: str | None = None, *, version: int | str | None = None) -> RawModel:
@@ -828,6 +848,16 @@ class AsyncStylizeClient:
             model, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
             compression_algorithm=self.compression, parameters=params or None))
         return bytes(result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0])
+
+    async def infer_file(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, *,
+                         version: int | str | None = None, **options: Any) -> Path:
+        src, dst = Path(src), Path(dst)
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise InvalidInput(f"refusing to overwrite the input {src}")
+        data, _ = encode_input(src)
+        result = await self.infer_bytes(data, model, version=version, **options)
+        await asyncio.to_thread(write_atomic, dst, result)
+        return dst
 
     async def infer_many(self, items: Iterable[ImageLike] | AsyncIterable[ImageLike], model: str | None = None, *,
                          concurrency: int = 4, return_exceptions: bool = False, version: int | str | None = None,

@@ -378,6 +378,8 @@ def upscale_video(
         if bar is not None:
             bar.close()
         if errors:
+            if isinstance(errors[0], av.error.FFmpegError):  # a corrupt stream mid-file, an encoder refusing a frame
+                raise VideoError(f"{src}: {errors[0]}") from None
             raise errors[0]
         out.close()
         out = None

@@ -105,7 +105,7 @@ def test_models_and_health(url, capsys):
     assert main(["models", "--url", url, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     for m in listed:
-        assert REGISTRY[m["id"]].scale == m["scale"] and m["weights"] in ("real", "untrained") and m["versions"]
+        assert REGISTRY[m["id"].removesuffix("_int8")].scale == m["scale"] and m["weights"] in ("real", "untrained") and m["versions"]
     assert any(line.startswith(f"{m['id']} ") for m in listed for line in table.splitlines())
 
     assert main(["health", "--url", url]) == 0

@@ -298,10 +298,15 @@ def test_model_infos_group_triton_models_by_stylize_id():
     configs = {"animevideo_x2": cfg("animevideo_x2", "animevideo_x2"),
                "animevideo_x2_net": cfg("animevideo_x2_net", "animevideo_x2"),
                "animevideo_x2_pre": cfg("animevideo_x2_pre", "animevideo_x2")}
-    [info] = _model_infos(index, configs)
+    index += [{"name": "animevideo_x2_int8", "version": "1", "state": "READY"},
+              {"name": "animevideo_x2_int8_net", "version": "4", "state": "READY"}]
+    configs["animevideo_x2_int8"] = cfg("animevideo_x2_int8", "animevideo_x2") | {"platform": "ensemble"}
+    configs["animevideo_x2_int8_net"] = cfg("animevideo_x2_int8_net", "animevideo_x2")
+    info, int8 = _model_infos(index, configs)
     assert (info.id, info.task, info.scale, info.weights, info.versions, info.ready) == (
         "animevideo_x2", "sr", 2, "real", (1, 2), True)
     assert info.title.startswith("Real-ESRGAN animevideov3 x2")
+    assert (int8.id, int8.versions) == ("animevideo_x2_int8", (4,)) and int8.title.endswith("(INT8)")
 
 
 # ---- folder walking and output naming (stylize infer) ----------------------------------------------------------
@@ -458,3 +463,28 @@ def test_sdk_and_cli_never_import_torch():
             "assert not bad, bad")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_a_closed_client_raises_a_typed_error_at_once():
+    client = StylizeClient(url=f"127.0.0.1:{_closed_port()}", retry=RetryPolicy(deadline=30))
+    client.close()
+    with pytest.raises(StylizeError, match="closed"):
+        client.infer(real_photo_crop(8, 8))
+
+
+def test_close_ends_retry_waits_at_once():
+    """Ctrl-C in the CLI closes the client: a call waiting out a dead server must not sit out its 30 s deadline."""
+    import threading
+    import time
+
+    client = StylizeClient(url=f"127.0.0.1:{_closed_port()}",
+                           retry=RetryPolicy(deadline=30, initial_backoff=5, max_backoff=5))
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(StylizeError, client.infer, real_photo_crop(8, 8))))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.3)
+    client.close()
+    t.join(timeout=10)
+    assert not t.is_alive() and time.monotonic() - t0 < 3
+    assert errors and client.stats.retries >= 1
