@@ -2,8 +2,10 @@
 
     python k8s/tools/perf_input.py [--size 64] [--out k8s/loadtest/input-data.json]
 
-perf_analyzer's --input-data format: {"data": [{<input name>: {"b64": <base64 bytes>}}]}. The input name is the
-image ensembles' encoded-image tensor from the descriptors; the photo is scikit-image's astronaut.png (read as a file
+perf_analyzer's --input-data format: {"data": [{<input name>: {"b64": <base64>}}]}; for a BYTES tensor the base64
+holds Triton's serialized form, each element prefixed with its length as 4 little-endian bytes (seen: raw PNG bytes
+are read as a length of 1196314761 = "\x89PNG"). The input name is the image ensembles' encoded-image tensor from
+the descriptors; the photo is scikit-image's astronaut.png (read as a file
 from the installed wheel, nothing downloaded).
 """
 
@@ -14,6 +16,7 @@ import base64
 import importlib.util
 import io
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -39,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--out", type=Path, default=K8S / "loadtest" / "input-data.json")
     args = ap.parse_args(argv)
-    data = {"data": [{descriptors.ENCODED_IMAGE.name: {"b64": base64.b64encode(photo_png(args.size)).decode()}}]}
+    png = photo_png(args.size)
+    element = struct.pack("<I", len(png)) + png  # one BYTES element, serialized as Triton sends it
+    data = {"data": [{descriptors.ENCODED_IMAGE.name: {"b64": base64.b64encode(element).decode()}}]}
     args.out.write_text(json.dumps(data) + "\n")
     print(f"wrote {args.out}")
     return 0
