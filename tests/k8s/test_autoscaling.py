@@ -210,3 +210,15 @@ def test_adapter_promql_evaluates_to_the_python_numbers(real_scrapes, tmp_path):
     out = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_docs_quote_the_numbers_of_the_real_scrapes(real_scrapes):
+    """docs/k8s.md cites the comparison on the captured scrapes: the numbers it prints are these."""
+    t0, t1, seconds = real_scrapes
+    c = qm.compare(qm.model_rates(t0, t1, seconds), composing=generate.composing_models(),
+                   clients=generate.client_models())
+    doc = (K8S.parent / "docs" / "k8s.md").read_text()
+    for quoted in (f"**{c.queue_us_per_client_request / 1000:.1f} ms**", f"**{c.upstream_avg_queue_us / 1000:.1f} ms**",
+                   f"({c.upstream_underreports_by:.1f}x less)", f"gives {c.naive_ratio_all_series:.2f}",
+                   f"composing models {c.naive_ratio_composing:.2f}", f"was {c.ratio:.2f}"):
+        assert quoted in doc, quoted
