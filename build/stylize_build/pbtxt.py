@@ -6,7 +6,9 @@ idempotent rebuilds).
 
 from __future__ import annotations
 
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT, GEOMETRY, ModelDescriptor, TensorSpec
+from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, ModelDescriptor, TensorSpec
+from stylize.server.steps.imaging import Limits
+from stylize.server.steps.pipeline import StepConfig
 
 NUM_VERSIONS = 2  # the newest two versions stay servable: a rebuild with new weights never breaks pinned clients
 
@@ -15,9 +17,10 @@ def _triton_type(dtype: str) -> str:
     return "TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}"
 
 
-def _tensors(key: str, specs: list[TensorSpec]) -> str:
+def _tensors(key: str, specs: list[TensorSpec], *, optional: set[str] = frozenset()) -> str:
     items = ",\n".join(
-        f'  {{ name: "{t.name}" data_type: {_triton_type(t.dtype)} dims: [ {", ".join(map(str, t.dims))} ] }}'
+        f'  {{ name: "{t.name}" data_type: {_triton_type(t.dtype)} dims: [ {", ".join(map(str, t.dims))} ]'
+        + (" optional: true" if t.name in optional else "") + " }"
         for t in specs
     )
     return f"{key} [\n{items}\n]\n"
@@ -67,35 +70,33 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     )
 
 
-def pre_config(desc: ModelDescriptor, *, weights_status: str, max_pixels: int, max_bytes: int) -> str:
-    params = describe(desc, weights_status) | {
-        "size_multiple": str(desc.size_multiple),
-        "min_side": "1",
-        "max_pixels": str(max_pixels),
-        "max_bytes": str(max_bytes),
-    }
-    return (
-        f'name: "{desc.pre_model}"\n'
-        'backend: "python"\n'
-        f"max_batch_size: {desc.max_batch_size}\n"
-        + _tensors("input", [ENCODED_IMAGE])
-        + _tensors("output", [FRAME_IN, GEOMETRY])
-        + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-        + _parameters(params)
-    )
+IMAGE_STEP_INSTANCES = 2  # two images in flight per model: one decodes/encodes while the other is in the network
 
 
-def post_config(desc: ModelDescriptor, *, weights_status: str) -> str:
-    params = describe(desc, weights_status) | {"output_format": "PNG"}
+def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
+                 name: str | None = None, limits: Limits = Limits(), tile_size: int | None = None,
+                 tile_overlap: int | None = None, instances: int = IMAGE_STEP_INSTANCES) -> str:
+    """The python step of an image ensemble (decode -> tiles through ``net_model`` by BLS -> encode).
+
+    ``net_model`` defaults to ``desc.net_model`` (GPU: ``desc.trt_model``, INT8: ``desc.int8_model``); ``name`` to
+    ``desc.image_model`` (INT8: ``desc.int8_image_model``). Tile size/overlap override the descriptor's defaults.
+    """
+    step = StepConfig.from_descriptor(desc, net_model=net_model, limits=limits, tile_size=tile_size,
+                                      tile_overlap=tile_overlap)
+    params = describe(desc, weights_status) | step.parameters()
     return (
-        f'name: "{desc.post_model}"\n'
+        f'name: "{name or desc.image_model}"\n'
         'backend: "python"\n'
         f"max_batch_size: {desc.max_batch_size}\n"
-        + _tensors("input", [FRAME_OUT, GEOMETRY])
+        + _tensors("input", [ENCODED_IMAGE, *(o.tensor for o in desc.options)], optional=_option_names(desc))
         + _tensors("output", [ENCODED_RESULT])
-        + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         + _parameters(params)
     )
+
+
+def _option_names(desc: ModelDescriptor) -> set[str]:
+    return {o.tensor.name for o in desc.options}
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
@@ -105,31 +106,34 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
 
 
 def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
-                    name: str | None = None) -> str:
-    """The client-facing model: decode -> network -> encode (or the bare network for frame windows).
+                    name: str | None = None, image_model: str | None = None) -> str:
+    """The client-facing model: the image step (which calls the network) or the bare network for frame windows.
 
-    ``net_model`` defaults to the ONNX model; a GPU repository routes to ``desc.trt_model`` instead.
-    ``name`` defaults to ``desc.id``; the INT8 variant is ``desc.int8_ensemble`` routed to ``desc.int8_model``.
+    ``name`` defaults to ``desc.id``. Image ensembles route through ``image_model`` (default: ``desc.image_model``,
+    or ``desc.int8_image_model`` when ``net_model`` is ``desc.int8_model``); which network that step calls is in
+    its own config (:func:`image_config`). Windowed models route straight to ``net_model`` (default
+    ``desc.net_model``; a GPU repository passes ``desc.trt_model``). Image ensembles enable Triton's response cache
+    (used when the server runs with ``--cache-config``); the cache key is the inputs, so the options that change the
+    result are optional inputs as well as request parameters (parameters are not part of the key).
     """
     net_model = net_model or desc.net_model
     if desc.window:
         steps = [_step(net_model, {desc.net_input.name: desc.net_input.name},
                        {desc.net_output.name: desc.net_output.name})]
+        inputs, optional, cache = [desc.ensemble_input], set(), ""
     else:
-        # internal tensors are named after the producing step's outputs, lower-cased to tell them apart
-        steps = [
-            _step(desc.pre_model, {ENCODED_IMAGE.name: ENCODED_IMAGE.name},
-                  {FRAME_IN.name: "frame", GEOMETRY.name: "geometry"}),
-            _step(net_model, {desc.net_input.name: "frame"}, {desc.net_output.name: "frame_out"}),
-            _step(desc.post_model, {FRAME_OUT.name: "frame_out", GEOMETRY.name: "geometry"},
-                  {ENCODED_RESULT.name: ENCODED_RESULT.name}),
-        ]
+        image_model = image_model or (desc.int8_image_model if net_model == desc.int8_model else desc.image_model)
+        inputs = [ENCODED_IMAGE, *(o.tensor for o in desc.options)]
+        optional = _option_names(desc)
+        steps = [_step(image_model, {t.name: t.name for t in inputs}, {ENCODED_RESULT.name: ENCODED_RESULT.name})]
+        cache = "response_cache { enable: true }\n"
     return (
         f'name: "{name or desc.id}"\n'
         'platform: "ensemble"\n'
         f"max_batch_size: {desc.max_batch_size}\n"
-        + _tensors("input", [desc.ensemble_input])
+        + _tensors("input", inputs, optional=optional)
         + _tensors("output", [desc.ensemble_output])
         + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+        + cache
         + _parameters(describe(desc, weights_status))
     )

@@ -3,11 +3,10 @@
 Layout (every name derived from a descriptor)::
 
     model_repository/
-      <id>/config.pbtxt  <id>/1/                      client-facing ensemble
-      <id>_pre/config.pbtxt  <id>_pre/1/model.py      python step: decode, orientation, padding
+      <id>/config.pbtxt  <id>/1/                      client-facing ensemble (response cache on)
+      <id>_image/config.pbtxt <id>_image/1/model.py   python step: decode -> tiles through <id>_net (BLS) -> encode
       <id>_net/config.pbtxt  <id>_net/<N>/model.onnx  the network (uint8 in/out), N = 1, 2, ...
                              <id>_net/<N>/manifest.json
-      <id>_post/config.pbtxt <id>_post/1/model.py     python step: crop, encode
 
 Versioned and idempotent: a build whose inputs (weights sha256, architecture, window, opset, export revision) match
 an existing version rewrites nothing; new inputs make version N+1 and the version policy keeps N servable.
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from stylize.descriptors import ModelDescriptor
+
+from stylize.server.steps.imaging import Limits
 
 from . import pbtxt
 from .export import OPSET
@@ -58,6 +59,9 @@ class BuildSettings:
     threads: int = 2  # ONNX Runtime intra-op threads per instance (instances x threads <= cores)
     max_pixels: int = 16_777_216
     max_bytes: int = 64 * 1024 * 1024
+    max_output_pixels: int = 67_108_864  # refuse requests whose output would be larger (8192 x 8192)
+    tile_size: int | None = None  # image steps: tile side in input pixels (None: each descriptor's default)
+    tile_overlap: int | None = None
     gpu: bool = False  # --trt: the ensembles route to the TensorRT plans (<id>_trt) instead of the ONNX models
 
 
@@ -173,15 +177,29 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
     }
     (repo / desc.id / "1").mkdir(parents=True, exist_ok=True)  # ensembles need an (empty) version folder
     if not desc.window:
-        files[f"{desc.pre_model}/config.pbtxt"] = pbtxt.pre_config(
-            desc, weights_status=status, max_pixels=settings.max_pixels, max_bytes=settings.max_bytes)
-        files[f"{desc.pre_model}/1/model.py"] = _step_source("pre")
-        files[f"{desc.post_model}/config.pbtxt"] = pbtxt.post_config(desc, weights_status=status)
-        files[f"{desc.post_model}/1/model.py"] = _step_source("post")
+        limits = Limits(max_pixels=settings.max_pixels, max_bytes=settings.max_bytes,
+                        max_output_pixels=settings.max_output_pixels)
+        files[f"{desc.image_model}/config.pbtxt"] = pbtxt.image_config(
+            desc, weights_status=status, net_model=desc.trt_model if settings.gpu else None, limits=limits,
+            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
+        files[f"{desc.image_model}/1/model.py"] = _step_source("image")
+        written += _remove_legacy_steps(repo, desc)
     for rel, data in files.items():
         if _atomic_write(repo / rel, data.encode() if isinstance(data, str) else data):
             written.append(rel)
     return ModelResult(desc.id, version, status, reused, parity_err, written)
+
+
+def _remove_legacy_steps(repo: Path, desc: ModelDescriptor) -> list[str]:
+    """Repositories built before the single image step had ``<id>_pre``/``<id>_post``: Triton would still load
+    them (two idle python stubs per model). Removed only if their config says they were made for this descriptor."""
+    removed = []
+    for name in (f"{desc.id}_pre", f"{desc.id}_post"):
+        config = repo / name / "config.pbtxt"
+        if config.is_file() and f'string_value: "{desc.id}"' in config.read_text(errors="replace"):
+            shutil.rmtree(repo / name)
+            removed.append(name)
+    return removed
 
 
 class RepositoryBusy(RuntimeError):

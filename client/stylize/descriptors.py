@@ -34,8 +34,22 @@ _NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32
 ENCODED_IMAGE = TensorSpec("IMAGE_BYTES", "BYTES", (1,))
 ENCODED_RESULT = TensorSpec("RESULT_BYTES", "BYTES", (1,))
 
-# Geometry handed from the pre step to the post step: original h, w and the padded h, w the network saw.
-GEOMETRY = TensorSpec("GEOMETRY", "INT32", (4,))
+
+@dataclass(frozen=True)
+class RequestOption:
+    """A per-request option of the image ensembles, accepted two ways: as a Triton request parameter ``name`` (what
+    the SDK sends) or as the optional input ``tensor``. Only inputs are part of Triton's response-cache key (request
+    parameters are not: measured on 2.51), so clients that use the cache should send the tensor."""
+
+    name: str
+    tensor: TensorSpec
+
+
+OUTPUT_FORMAT = RequestOption("output_format", TensorSpec("OUTPUT_FORMAT", "BYTES", (1,)))  # PNG | JPEG | WEBP
+QUALITY = RequestOption("quality", TensorSpec("QUALITY", "INT32", (1,)))  # JPEG/WebP quality 1..100
+OUTSCALE = RequestOption("outscale", TensorSpec("OUTSCALE", "FP32", (1,)))  # output side / input side
+MAX_SIDE = RequestOption("max_side", TensorSpec("MAX_SIDE", "INT32", (1,)))  # longest side the network sees
+TILE_SIZE = RequestOption("tile_size", TensorSpec("TILE_SIZE", "INT32", (1,)))  # smaller tiles than configured
 
 # Raw frame contract of every network model (uint8 in, uint8 out; all arithmetic is inside the graph).
 FRAME_IN = TensorSpec("FRAME", "UINT8", (-1, -1, 3))
@@ -88,10 +102,22 @@ class ModelDescriptor:
     parity_atol: int = 1  # max abs error on the uint8 output (fp32 graph vs fp32 PyTorch)
     max_batch_size: int = 8
     warmup_size: int = 64
+    # Image ensembles: server-side tiling (input pixels; None: never tiled, e.g. global normalisation layers),
+    # tiles per request to the network model (<= max_batch_size), and the longest side the network sees (None: any).
+    tile_size: int | None = 256
+    tile_overlap: int = 16
+    tile_batch: int = 2
+    max_side: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"{self.id}: unknown task {self.task!r}")
+        if self.tile_size is not None and (self.tile_size % self.size_multiple or self.tile_size < self.min_size
+                                           or not 0 <= 2 * self.tile_overlap < self.tile_size):
+            raise ValueError(f"{self.id}: tile_size must be a multiple of size_multiple, >= min_size and more than "
+                             "twice tile_overlap")
+        if not 1 <= self.tile_batch <= self.max_batch_size:
+            raise ValueError(f"{self.id}: tile_batch must be within 1..max_batch_size")
         object.__setattr__(self, "arch_params", MappingProxyType(dict(self.arch_params)))
 
     # ---- derived names: the only place they are made --------------------------------------------------------
@@ -112,25 +138,33 @@ class ModelDescriptor:
 
     @property
     def int8_ensemble(self) -> str:
-        """Client-facing ensemble of the INT8 variant: the same pre/post steps around ``int8_model``."""
+        """Client-facing ensemble of the INT8 variant: the same image step around ``int8_model``."""
         return f"{self.id}_int8"
 
     @property
-    def pre_model(self) -> str:
-        """Python step before the network (decode, orientation, mode, padding)."""
-        return f"{self.id}_pre"
+    def image_model(self) -> str:
+        """Python step of the image ensemble: decode -> tiles through the network model (BLS) -> blend -> encode."""
+        return f"{self.id}_image"
 
     @property
-    def post_model(self) -> str:
-        """Python step after the network (crop, encode)."""
-        return f"{self.id}_post"
+    def int8_image_model(self) -> str:
+        """The same python step routed to ``int8_model`` (the step of ``int8_ensemble``)."""
+        return f"{self.id}_int8_image"
 
     @property
     def triton_models(self) -> tuple[str, ...]:
         """Every Triton model this descriptor produces on CPU, the ensemble last."""
         if self.window:
             return (self.net_model, self.id)
-        return (self.pre_model, self.net_model, self.post_model, self.id)
+        return (self.image_model, self.net_model, self.id)
+
+    @property
+    def options(self) -> tuple[RequestOption, ...]:
+        """Request options the image ensemble accepts (max_side only with a max_side, tile_size only if tiled)."""
+        if self.window:
+            return ()
+        return tuple(o for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE)
+                     if (o is not MAX_SIDE or self.max_side) and (o is not TILE_SIZE or self.tile_size))
 
     @property
     def is_video_window(self) -> bool:
@@ -180,6 +214,8 @@ MODELS: tuple[ModelDescriptor, ...] = (
         min_size=16,
         parity_size=128,
         warmup_size=128,
+        tile_size=None,  # GroupNorm(1 group) normalises over the whole image: tiles would not match each other
+        max_side=768,  # bounds memory instead of tiling (1024^2 peaked at 2.3 GB in ONNX Runtime); best near 512
     ),
     ModelDescriptor(
         id="esrgan_x4",
@@ -196,6 +232,7 @@ MODELS: tuple[ModelDescriptor, ...] = (
         parity_size=48,
         warmup_size=32,
         max_batch_size=4,
+        tile_size=128,  # measured: 128^2 x2 tiles peak at 0.7 GB and cost less per pixel than 192^2 (x4 layers)
     ),
     ModelDescriptor(
         id="esrgan_anime_x4",
@@ -211,6 +248,7 @@ MODELS: tuple[ModelDescriptor, ...] = (
         arch_license="Apache-2.0 (BasicSR RRDBNet)",
         parity_size=64,
         warmup_size=32,
+        tile_size=128,
     ),
     *(
         ModelDescriptor(
@@ -228,6 +266,7 @@ MODELS: tuple[ModelDescriptor, ...] = (
             arch_license="BSD-3-Clause (Real-ESRGAN SRVGGNetCompact)",
             output_resize=None if s == 4 else s / 4,
             parity_size=128,
+            tile_size=384,
         )
         for s in (2, 3, 4)
     ),
@@ -250,6 +289,8 @@ MODELS: tuple[ModelDescriptor, ...] = (
         parity_size=64,
         warmup_size=64,
         max_batch_size=1,
+        tile_size=None,
+        tile_batch=1,
     ),
 )
 
@@ -261,7 +302,7 @@ class Registry(Mapping[str, ModelDescriptor]):
         self._by_id: dict[str, ModelDescriptor] = {}
         names: set[str] = set()
         for m in models:
-            for n in (*m.triton_models, m.trt_model, m.int8_model, m.int8_ensemble):
+            for n in (*m.triton_models, m.trt_model, m.int8_model, m.int8_ensemble, m.int8_image_model):
                 if n in names:
                     raise ValueError(f"duplicate model name {n!r}")
                 names.add(n)
@@ -297,6 +338,7 @@ def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
 
 
 __all__ = [
-    "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT", "GEOMETRY",
+    "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT",
+    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE",
     "TensorSpec", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
 ]

@@ -5,6 +5,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY
+from stylize.server.steps.imaging import Limits
+from stylize.server.steps.pipeline import StepConfig
 from stylize_build import pbtxt
 
 pytestmark = pytest.mark.unit
@@ -38,16 +40,20 @@ def test_ensemble_wires_every_step(desc):
     cfg = parse(pbtxt.ensemble_config(desc, weights_status="untrained"))
     assert cfg.name == desc.id and cfg.platform == "ensemble"
     steps = [s.model_name for s in cfg.ensemble_scheduling.step]
-    assert tuple(steps) + (desc.id,) == desc.triton_models
+    assert steps == [desc.net_model if desc.window else desc.image_model]
+    assert set(steps) | {desc.id} <= set(desc.triton_models)
     assert cfg.input[0].name == desc.ensemble_input.name
     assert cfg.output[0].name == desc.ensemble_output.name
     # every internal tensor is produced before it is consumed, and the output is produced
-    produced = {cfg.input[0].name}
+    produced = {i.name for i in cfg.input}
     for s in cfg.ensemble_scheduling.step:
         assert set(s.input_map.values()) <= produced, s
         produced |= set(s.output_map.values())
     assert cfg.output[0].name in produced
     assert cfg.parameters["weights"].string_value == "untrained"
+    # the response cache on the client-facing image ensembles (the cache key is the inputs: options are inputs too)
+    assert cfg.response_cache.enable == (not desc.window)
+    assert [i.name for i in cfg.input if i.optional] == [o.tensor.name for o in desc.options]
 
 
 def test_image_ensembles_use_encoded_contract():
@@ -57,20 +63,37 @@ def test_image_ensembles_use_encoded_contract():
         assert desc.ensemble_input == ENCODED_IMAGE and desc.ensemble_output == ENCODED_RESULT
 
 
-def test_gpu_ensemble_routes_to_tensorrt_plan():
+def test_gpu_and_int8_route_through_their_image_step():
     desc = REGISTRY["esrgan_x4"]
-    cfg = parse(pbtxt.ensemble_config(desc, weights_status="real", net_model=desc.trt_model))
-    assert desc.trt_model in [s.model_name for s in cfg.ensemble_scheduling.step]
+    gpu = parse(pbtxt.image_config(desc, weights_status="real", net_model=desc.trt_model))
+    assert gpu.name == desc.image_model and gpu.parameters["net_model"].string_value == desc.trt_model
+    ens = parse(pbtxt.ensemble_config(desc, weights_status="real", name=desc.int8_ensemble,
+                                      net_model=desc.int8_model))
+    assert ens.name == desc.int8_ensemble
+    assert [s.model_name for s in ens.ensemble_scheduling.step] == [desc.int8_image_model]
+    step = parse(pbtxt.image_config(desc, weights_status="real", name=desc.int8_image_model,
+                                    net_model=desc.int8_model))
+    assert step.name == desc.int8_image_model and step.parameters["net_model"].string_value == desc.int8_model
+    vsr = REGISTRY["basicvsr_x4"]
+    cfg = parse(pbtxt.ensemble_config(vsr, weights_status="real", net_model=vsr.trt_model))
+    assert [s.model_name for s in cfg.ensemble_scheduling.step] == [vsr.trt_model]
 
 
-@pytest.mark.parametrize("desc", MODELS, ids=lambda d: d.id)
-def test_python_steps_parse(desc):
-    if desc.window:
-        pytest.skip("windowed video models have no python steps")
-    pre = parse(pbtxt.pre_config(desc, weights_status="real", max_pixels=100, max_bytes=200))
-    post = parse(pbtxt.post_config(desc, weights_status="real"))
-    assert pre.backend == post.backend == "python"
-    assert pre.parameters["size_multiple"].string_value == str(desc.size_multiple)
+@pytest.mark.parametrize("desc", [d for d in MODELS if not d.window], ids=lambda d: d.id)
+def test_image_step_config_round_trips_its_settings(desc):
+    limits = Limits(max_pixels=100, max_bytes=200, max_output_pixels=300)
+    cfg = parse(pbtxt.image_config(desc, weights_status="real", limits=limits))
+    assert cfg.name == desc.image_model and cfg.backend == "python"
+    assert cfg.max_batch_size == desc.max_batch_size
+    assert [i.name for i in cfg.input] == [ENCODED_IMAGE.name, *(o.tensor.name for o in desc.options)]
+    assert [i.optional for i in cfg.input] == [False] + [True] * len(desc.options)
+    assert [o.name for o in cfg.output] == [ENCODED_RESULT.name]
+    step = StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
+    assert step == StepConfig.from_descriptor(desc, limits=limits)
+    assert step.net_model == desc.net_model and step.tile_size == desc.tile_size and step.max_side == desc.max_side
+    # build options override the descriptor's tile defaults (tiled models only)
+    tuned = parse(pbtxt.image_config(desc, weights_status="real", tile_size=96, tile_overlap=8))
+    assert tuned.parameters["tile_size"].string_value == ("96" if desc.tile_size else "0")
 
 
 def test_registry_refuses_duplicates():

@@ -1,0 +1,116 @@
+"""Triton python step of an image ensemble: encoded image -> tiles through ``<id>_net`` (BLS) -> encoded result.
+
+Thin on purpose: the work is in stylize.server.steps.pipeline / imaging / tiling (unit-tested); names come from the
+descriptors and the step's config.pbtxt parameters. One response per request; a bad request gets INVALID_ARGUMENT
+with the reason and never fails the other requests of the same execute() call.
+"""
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT
+from stylize.server.steps.imaging import REASONS, InvalidImage
+from stylize.server.steps.pipeline import StepConfig, parse_options, process
+
+_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+_MEGAPIXELS = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+_TILES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+
+
+class NetworkError(Exception):
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+class StepMetrics:
+    """Custom metrics beside Triton's own on the metrics port (one series per model; instances share it)."""
+
+    def __init__(self, model: str):
+        H, C = pb_utils.MetricFamily.HISTOGRAM, pb_utils.MetricFamily.COUNTER
+        self.families = {
+            "decode": pb_utils.MetricFamily("stylize_image_decode_seconds", "Decode time per image (s)", H),
+            "network": pb_utils.MetricFamily("stylize_image_network_seconds",
+                                             "Time in the network model per image, all tiles (s)", H),
+            "encode": pb_utils.MetricFamily("stylize_image_encode_seconds",
+                                            "Resize, recompose and encode time per image (s)", H),
+            "megapixels": pb_utils.MetricFamily("stylize_image_input_megapixels", "Input size per image (MP)", H),
+            "tiles": pb_utils.MetricFamily("stylize_image_tiles", "Network tiles per image", H),
+            "refused": pb_utils.MetricFamily("stylize_image_refused_total", "Refused requests by reason", C),
+        }
+        labels = {"model": model}
+        self.decode = self.families["decode"].Metric(labels=labels, buckets=_SECONDS)
+        self.network = self.families["network"].Metric(labels=labels, buckets=_SECONDS)
+        self.encode = self.families["encode"].Metric(labels=labels, buckets=_SECONDS)
+        self.megapixels = self.families["megapixels"].Metric(labels=labels, buckets=_MEGAPIXELS)
+        self.tiles = self.families["tiles"].Metric(labels=labels, buckets=_TILES)
+        # every reason exists from the start (at 0), so rate() works before the first refusal
+        self.refused = {r: self.families["refused"].Metric(labels={**labels, "reason": r}) for r in REASONS}
+
+    def observe(self, report):
+        self.decode.observe(report.decode_seconds)
+        self.network.observe(report.network_seconds)
+        self.encode.observe(report.encode_seconds)
+        self.megapixels.observe(report.input_megapixels)
+        self.tiles.observe(report.tiles)
+
+    def close(self):
+        # Metric objects must go before their families (the python backend requires that order)
+        for name in ("decode", "network", "encode", "megapixels", "tiles", "refused"):
+            setattr(self, name, None)
+        self.families = None
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.config = StepConfig.from_parameters(params)
+        self.option_inputs = [o.tensor.name for o in self.config.options]
+        self.metrics = StepMetrics(config["name"])
+
+    def execute(self, requests):
+        return [self._respond(request) for request in requests]
+
+    def _respond(self, request):
+        try:
+            images = pb_utils.get_input_tensor_by_name(request, ENCODED_IMAGE.name).as_numpy().reshape(-1)
+            tensors = {}
+            for name in self.option_inputs:
+                t = pb_utils.get_input_tensor_by_name(request, name)
+                if t is not None:
+                    tensors[name] = t.as_numpy().reshape(len(images), -1)
+            results = []
+            for i, data in enumerate(images):
+                options = parse_options(self.config, parameters=request.parameters(),
+                                        tensors={k: v[i] for k, v in tensors.items()})
+                if not isinstance(data, bytes):
+                    raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
+                result, report = process(data, self.config, options, self._run)
+                self.metrics.observe(report)
+                results.append(result)
+        except InvalidImage as e:
+            self.metrics.refused[e.reason].increment(1)
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
+        except NetworkError as e:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), e.code))
+        out = np.array(results, dtype=np.object_).reshape(-1, 1)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
+
+    def _run(self, batch):
+        """uint8 NxHxWx3 -> uint8 network output, through the network model (its dynamic batcher sees every tile)."""
+        request = pb_utils.InferenceRequest(
+            model_name=self.config.net_model, requested_output_names=[FRAME_OUT.name],
+            inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))])
+        response = request.exec()
+        if response.has_error():
+            err = response.error()
+            code = err.code() if hasattr(err, "code") else pb_utils.TritonError.INTERNAL
+            raise NetworkError(f"network model {self.config.net_model} failed: {err.message()}", code)
+        # copied out of the response's shared memory, which goes with the response object
+        return pb_utils.get_output_tensor_by_name(response, FRAME_OUT.name).as_numpy().copy()
+
+    def finalize(self):
+        self.metrics.close()
