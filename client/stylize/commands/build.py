@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("STYLIZE_ORT_THREADS", "2")),
                    help="ONNX Runtime intra-op threads per model instance")
     p.add_argument("--trt", action="store_true", help="also build TensorRT FP16 plans (needs an NVIDIA GPU)")
+    p.add_argument("--int8", action="store_true",
+                   help="also build the INT8 variants (<id>_int8: static-quantized network, calibrated on real photos)")
     p.set_defaults(func=run)
 
 
@@ -64,10 +66,21 @@ def run(args: argparse.Namespace) -> int:
         from stylize_build.tensorrt import build_plans
 
         build_plans(descs, settings, log=lambda s: print(s, flush=True))
-    changed = sum(len(r.written) for r in results)
+    int8 = []
+    if args.int8:
+        from stylize_build.int8 import build_int8_repository
+
+        int8 = build_int8_repository(descs, settings, log=lambda s: print(s, flush=True))
+    changed = sum(len(r.written) for r in results) + sum(len(r.written) for r in int8)
     print(f"\n{'model':<18} {'version':>7}  {'weights':<10} {'parity':>6}  state")
     for r in results:
         state = "unchanged" if not r.written else ("reused" if r.reused else "new version")
         print(f"{r.id:<18} {r.net_version:>7}  {r.weights:<10} {str(r.parity_max_abs):>6}  {state}")
+    for r in int8:
+        q = r.quality or {}
+        loss = q.get("loss_db")
+        print(f"{REGISTRY[r.id].int8_ensemble:<18} {r.version:>7}  {r.weights:<10} {'':>6}  "
+              f"{'unchanged' if not r.written else ('reused' if r.reused else 'new version')}; "
+              f"fidelity {q.get('fidelity_psnr_db')} dB" + ("" if loss is None else f", PSNR loss {loss} dB"))
     print(f"\n{args.model_repository}: {changed} file(s) written")
     return 0

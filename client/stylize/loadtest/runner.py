@@ -1,0 +1,335 @@
+"""Run scenarios against a server with perf_analyzer and collect everything the report needs.
+
+The server is any Triton serving this repository's models (``stylize serve``, a test fixture, a cluster Service);
+nothing here starts one (the CLI's ``--serve`` does, and times its start-up for the capacity plan).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .perf import Level, find_perf_analyzer, perf_analyzer_version, run_level, write_input_data
+from .scenarios import Scenario, ScenarioSet
+
+RESULTS_FORMAT = "stylize-loadtest/1"
+CAPACITY_FORMAT = "stylize-capacity/1"  # read by k8s/capacity/simulate.py
+
+
+class ServerNotReady(RuntimeError):
+    """The server cannot be reached or is not ready."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Server and machine facts
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelLayout:
+    name: str
+    kind: str  # backend or platform
+    instances: int
+    intra_op_threads: int | None
+    steps: list[str] = field(default_factory=list)  # ensemble steps
+    max_batch_size: int = 0
+
+
+def _grpc_client(url: str):
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient.InferenceServerClient(url=url)
+
+
+def model_layout(client, name: str) -> ModelLayout:
+    cfg = client.get_model_config(name, as_json=True)["config"]
+    params = cfg.get("parameters", {})
+    threads = params.get("intra_op_thread_count", {}).get("string_value")
+    steps = [s["model_name"] for s in cfg.get("ensemble_scheduling", {}).get("step", [])]
+    instances = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", [])) or (0 if steps else 1)
+    return ModelLayout(name=name, kind=cfg.get("backend") or cfg.get("platform", ""), instances=instances,
+                       intra_op_threads=int(threads) if threads else None, steps=steps,
+                       max_batch_size=int(cfg.get("max_batch_size", 0)))
+
+
+def network_of(scenario: Scenario) -> str:
+    d = scenario.descriptor
+    return d.int8_model if scenario.variant in ("int8", "int8_net") else d.net_model
+
+
+def bls_callees(scenario: Scenario, layouts: Mapping[str, ModelLayout]) -> list[str]:
+    """Networks an ensemble reaches through a BLS call from its python step (not an ensemble step): perf_analyzer
+    only reports their statistics when told (--bls-composing-models)."""
+    if not scenario.is_ensemble:
+        return []
+    top = layouts.get(scenario.triton_model)
+    net = network_of(scenario)
+    if top is None or not top.steps or net in top.steps:
+        return []
+    return [net]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": mem_gib, "kernel": platform.release(), "os": platform.platform(terse=True),
+        "python": platform.python_version(), "hostname": platform.node(),
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    levels: list[Level] = field(default_factory=list)
+    error: str | None = None  # the scenario could not run at all (model not ready, no perf_analyzer, ...)
+    seconds: float = 0.0
+    bls_models: list[str] = field(default_factory=list)  # networks called from the python step (nested time)
+
+    def breakdown(self, lv: Level) -> dict[str, float]:
+        """Mean ms per request: client, transport (gRPC + (de)serialisation), queue (all models), the network's
+        compute, and the python steps' own work (decode/encode/tiling: their compute minus nested BLS calls)."""
+        net = network_of(self.scenario)
+        client = ((lv.client_send_us or 0) + (lv.client_recv_us or 0)) / 1000
+        transport = (lv.network_us or 0) / 1000
+        queue = (lv.queue_us or 0) / 1000
+        if not lv.composing:
+            compute = (lv.server.compute_us if lv.server else 0) / 1000
+            return {"client": client, "transport": transport, "queue": queue, "network": compute, "python steps": 0.0}
+        net_stats = lv.composing.get(net)
+        net_ms = net_stats.compute_us / 1000 if net_stats else 0.0
+        nested = sum(lv.composing[m].request_us for m in self.bls_models if m in lv.composing) / 1000
+        steps = sum(st.compute_us for name, st in lv.composing.items() if name != net) / 1000 - nested
+        return {"client": client, "transport": transport, "queue": queue, "network": net_ms,
+                "python steps": max(steps, 0.0)}
+
+    @property
+    def ok_levels(self) -> list[Level]:
+        return [lv for lv in self.levels if lv.ok]
+
+    @property
+    def errors(self) -> list[str]:
+        out = [self.error] if self.error else []
+        return out + [f"{self.scenario.mode} {lv.value:g}: {lv.message}" for lv in self.levels if lv.status == "error"]
+
+    def slo_verdict(self) -> str | None:
+        """pass (every measured level meets the p95 SLO), partial (up to ...), fail, or None without an SLO."""
+        slo = self.scenario.slo_p95_ms
+        if slo is None:
+            return None
+        ok = self.ok_levels
+        if not ok:
+            return "fail"
+        meets = [lv for lv in ok if lv.p95_ms is not None and lv.p95_ms <= slo]
+        if len(meets) == len(ok):
+            return "pass"
+        if not meets:
+            return "fail"
+        return f"partial (up to {self.scenario.mode} {max(lv.value for lv in meets):g})"
+
+    def to_dict(self) -> dict[str, Any]:
+        sc = asdict(self.scenario)
+        sc["triton_model"] = self.scenario.triton_model
+        sc["input_label"] = self.scenario.input_label
+        return {"scenario": sc, "levels": [lv.to_dict() for lv in self.levels], "error": self.error,
+                "seconds": self.seconds, "slo": self.slo_verdict(), "bls_models": self.bls_models,
+                "breakdown_ms": [self.breakdown(lv) for lv in self.ok_levels]}
+
+
+@dataclass
+class RunResult:
+    started: str
+    url: str
+    command: str
+    machine: dict[str, Any]
+    versions: dict[str, str]
+    layouts: dict[str, ModelLayout]
+    results: list[ScenarioResult]
+    load_average: dict[str, list[float]] = field(default_factory=dict)  # before/after: how noisy the machine was
+    startup_s: float | None = None  # server start -> ready, when this run started the server
+    finished: str = ""
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.scenario.name}: {e}" for r in self.results for e in r.errors]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULTS_FORMAT, "started": self.started, "finished": self.finished, "url": self.url,
+            "command": self.command, "machine": self.machine, "versions": self.versions,
+            "layouts": {k: asdict(v) for k, v in self.layouts.items()}, "load_average": self.load_average,
+            "startup_s": self.startup_s, "results": [r.to_dict() for r in self.results],
+        }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str = "",
+        startup_s: float | None = None, log: Callable[[str], None] = lambda s: None) -> RunResult:
+    """Run every level of every scenario (one perf_analyzer process per level), in order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw_dir = out_dir / "raw"
+    raw_dir.mkdir(exist_ok=True)
+    binary = find_perf_analyzer()
+    pa_version = perf_analyzer_version(binary)
+    client = _grpc_client(url)
+    try:
+        if not client.is_server_ready():
+            raise ServerNotReady(f"{url}: server is not ready")
+        meta = client.get_server_metadata(as_json=True)
+    except ServerNotReady:
+        raise
+    except Exception as e:  # tritonclient raises InferenceServerException for every transport failure
+        raise ServerNotReady(f"{url}: cannot reach the server ({e})") from None
+    import tritonclient
+
+    versions = {"triton": meta.get("version", "?"), "perf_analyzer": pa_version,
+                "tritonclient": getattr(tritonclient, "__version__", "2.51.0"), "stylize": git_commit()}
+    layouts: dict[str, ModelLayout] = {}
+    ready: dict[str, bool] = {}
+    for sc in scenarios:
+        names = {sc.triton_model, network_of(sc)}
+        for n in list(names):
+            if n in ready:
+                continue
+            try:
+                ready[n] = bool(client.is_model_ready(n))
+                if ready[n]:
+                    layouts[n] = model_layout(client, n)
+                    names.update(layouts[n].steps)
+            except Exception:  # noqa: BLE001 - an unknown model is "not ready", reported per scenario
+                ready[n] = False
+        for n in layouts.get(sc.triton_model, ModelLayout("", "", 0, None)).steps:
+            if n not in layouts:
+                try:
+                    layouts[n] = model_layout(client, n)
+                except Exception:  # noqa: BLE001
+                    pass
+    client.close()
+
+    result = RunResult(started=_now(), url=url, command=command, machine=machine(), versions=versions,
+                       layouts=layouts, results=[], startup_s=startup_s,
+                       load_average={"before": [round(x, 2) for x in os.getloadavg()]})
+    for sc in scenarios:
+        res = ScenarioResult(sc)
+        result.results.append(res)
+        if not ready.get(sc.triton_model):
+            hint = " (build it: stylize build --int8)" if sc.variant.startswith("int8") else ""
+            res.error = f"model {sc.triton_model} is not ready on {url}{hint}"
+            log(f"{sc.name}: SKIPPED, {res.error}")
+            continue
+        data_file = write_input_data(sc, raw_dir)
+        bls = bls_callees(sc, layouts)
+        res.bls_models = bls
+        t0 = time.perf_counter()
+        for level in sc.levels:
+            lvl, _ = run_level(binary, sc, level, url=url, data_file=data_file, work_dir=raw_dir, bls_models=bls)
+            res.levels.append(lvl)
+            if lvl.ok:
+                log(f"{sc.name}: {sc.mode} {level:g}: {lvl.infer_per_s:.2f} img/s, p50 {lvl.p50_ms:.0f} ms, "
+                    f"p95 {lvl.p95_ms:.0f} ms ({lvl.seconds:g} s)")
+            else:
+                log(f"{sc.name}: {sc.mode} {level:g}: {lvl.status.upper()}: {lvl.message}")
+        res.seconds = round(time.perf_counter() - t0, 1)
+    result.load_average["after"] = [round(x, 2) for x in os.getloadavg()]
+    result.finished = _now()
+    (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Capacity plan input (k8s/capacity/simulate.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class CapacityError(ValueError):
+    """The run does not have what the capacity file needs (ensemble concurrency sweeps, start-up time)."""
+
+
+def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[str, Any]:
+    """The ``stylize-capacity/1`` document from the results of a set that has a [capacity] table."""
+    if scenario_set.capacity is None:
+        raise CapacityError(f"set {scenario_set.name} has no [capacity] table")
+    models: dict[str, Any] = {}
+    for r in run_result.results:
+        sc = r.scenario
+        if sc.set != scenario_set.name:
+            continue
+        if sc.variant != "ensemble" or sc.mode != "concurrency":
+            raise CapacityError(f"{sc.name}: capacity scenarios are client-facing ensembles under a concurrency sweep")
+        if sc.model in models:
+            raise CapacityError(f"{sc.name}: a second capacity scenario for {sc.model}")
+        points = []
+        for lv in sorted(r.ok_levels, key=lambda lv: lv.value):
+            p = {"concurrency": int(lv.value), "throughput_rps": round(lv.requests_per_s, 4),
+                 "p50_ms": round(lv.p50_ms, 2), "p95_ms": round(lv.p95_ms, 2)}
+            if lv.queue_us is not None and lv.busy_us:
+                p["queue_us"] = round(lv.queue_us, 1)
+                p["compute_us"] = round(lv.busy_us, 1)
+            points.append(p)
+        if not points:
+            raise CapacityError(f"{sc.name}: no successful level to take capacity from ({'; '.join(r.errors)})")
+        models[sc.model] = {"input": sc.input_label, "points": points}
+    if not models:
+        raise CapacityError(f"no results of set {scenario_set.name} in this run")
+    if run_result.startup_s is None:
+        raise CapacityError("the capacity plan needs the measured server start-up time: run with --serve "
+                            "(the load test starts the server and times it)")
+    m = run_result.machine
+    return {
+        "format": CAPACITY_FORMAT,
+        "measured": run_result.started,
+        "source": (f"{run_result.versions['perf_analyzer']} against Triton {run_result.versions['triton']} over gRPC "
+                   f"({run_result.url}); real photo crops as encoded images (--input-data); one perf_analyzer run "
+                   f"per concurrency level; stylize {run_result.versions['stylize']}; "
+                   f"scenario set loadtest/scenarios/{scenario_set.path.name}; command: {run_result.command}"),
+        "pod": {"kind": "cpu", "cpu": str(m["cores"]), "memory": f"{m['memory_gib']}Gi",
+                "node": f"{m['cpu']} ({m['cores']} cores, shared with other work: load average "
+                        f"{run_result.load_average.get('before')} -> {run_result.load_average.get('after')})"},
+        "slo": {"latency_ms": scenario_set.capacity.slo_latency_ms, "percentile": scenario_set.capacity.percentile},
+        "startup_s": round(run_result.startup_s, 1),
+        "models": models,
+    }
+
+
+__all__ = [
+    "RESULTS_FORMAT", "CAPACITY_FORMAT", "ServerNotReady", "CapacityError", "ModelLayout", "ScenarioResult",
+    "RunResult", "run", "capacity_document", "machine", "bls_callees", "network_of",
+]
