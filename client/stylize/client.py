@@ -6,17 +6,21 @@
 
 What ``infer`` returns is decided by what it is given:
 
-    numpy array (HxW, HxWx1, HxWx3 or HxWx4 uint8)  -> numpy HxWx3 uint8 array
-    PIL image (any mode)                            -> PIL image in mode RGB
+    numpy array (HxW, HxWx1, HxWx3 or HxWx4 uint8)  -> numpy uint8 array of the same layout (gray stays gray,
+                                                       alpha is kept), sides times the model's scale
+    PIL image (any mode)                            -> PIL image: RGB, RGBA (alpha kept), L (gray) or I;16 (16-bit)
     path (str or os.PathLike, the file is read)     -> the encoded result as bytes (PNG unless output_format says)
     bytes (an encoded image file)                   -> the encoded result as bytes
 
 Paths and bytes are "encoded in, encoded out": the file goes to the server untouched (the server decodes it and applies
 the EXIF orientation) and the server's encoded answer comes back untouched; ``infer_file(src, dst)`` writes it to disk.
 
-Options (``infer(img, output_format="JPEG", quality=90, outscale=2.0, max_side=1024)``) are sent as Triton request
-parameters (``parameters=`` of the gRPC infer call) under the names of ``OPTION_PARAMETERS``; the ensembles read them
-(issue 3). A server that predates them ignores them: ask for ``output_format`` and check what came back (the CLI does).
+Options (``infer(img, output_format="JPEG", quality=90, outscale=2.0, max_side=1024, tile_size=128)``) are the
+ensembles' request options (stylize.descriptors: OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE). The SDK sends
+them as the ensembles' optional input tensors, not as Triton request parameters: the image ensembles enable Triton's
+response cache, whose key is the inputs only, so an option sent as a parameter could be answered from the cache entry
+of the same image with other options. The server accepts both ways (curl users may send parameters). An option a model
+does not take (max_side without a configured bound, tile_size on an untiled model) is refused before any request.
 
 Transport: message limits are raised to 2 GiB on both directions (the 4 MB gRPC default is the most reported Triton
 client error), optional gzip/deflate compression, a timeout per attempt, and retries with exponential backoff and jitter
@@ -47,7 +51,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, I
 import numpy as np
 
 from stylize.commands import default_url
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, ModelDescriptor
+from stylize.descriptors import (
+    ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE, ModelDescriptor,
+    RequestOption,
+)
 from stylize.errors import InvalidInput, ServerUnavailable, StylizeError, from_triton
 
 if TYPE_CHECKING:
@@ -59,8 +66,8 @@ if TYPE_CHECKING:
 MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC's hard ceiling (INT32_MAX); the server side uses the same
 DEFAULT_MODEL = "animeganv2"
 
-# Request parameters the ensembles read (issue 3), with their Python types. The server ignores unknown ones.
-OPTION_PARAMETERS: dict[str, type] = {"output_format": str, "quality": int, "outscale": float, "max_side": int}
+# Request options of the image ensembles, by keyword of infer(); names, tensors and dtypes come from the descriptors.
+OPTIONS: dict[str, RequestOption] = {o.name: o for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE)}
 OUTPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
 
 ImageLike = Union[np.ndarray, "PILImage.Image", str, os.PathLike, bytes, bytearray, memoryview]
@@ -135,15 +142,31 @@ def encode_input(img: ImageLike) -> tuple[bytes, str]:
     return data, kind
 
 
-def decode_output(data: bytes, kind: str) -> Any:
-    """The server's encoded result as the kind the caller gave (see the module docstring)."""
+_KEPT_MODES = ("RGB", "RGBA", "L", "I;16")  # what the server sends back for RGB, alpha, gray and 16-bit inputs
+
+
+def decode_output(data: bytes, kind: str, *, like: np.ndarray | None = None) -> Any:
+    """The server's encoded result as the kind the caller gave (see the module docstring).
+
+    The server answers in the input's layout (gray stays gray, alpha is kept); ``like`` (the input array) restores a
+    trailing channel axis of 1 that PNG cannot express.
+    """
     if kind in ("path", "bytes"):
         return data
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        rgb = im.convert("RGB")
-    return np.asarray(rgb) if kind == "array" else rgb
+        im.load()
+        if im.mode in _KEPT_MODES:
+            out = im.copy()
+        else:  # palette, LA, ...: what the server does not send today
+            out = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+    if kind == "pil":
+        return out
+    arr = np.asarray(out)
+    if like is not None and like.ndim == 3 and like.shape[2] == 1 and arr.ndim == 2:
+        arr = arr[:, :, np.newaxis]
+    return arr
 
 
 def image_format(data: bytes) -> str | None:
@@ -157,16 +180,20 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
-def build_parameters(options: dict[str, Any]) -> dict[str, Any]:
-    """Validate **options of infer and turn them into Triton request parameters."""
-    params: dict[str, Any] = {}
+def build_options(options: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """Validate the **options of infer: {option name: typed value}; None values mean "not set" and are dropped.
+
+    With a ``model`` known to the descriptors, options that model does not take are refused here (the server would
+    refuse them too, after the upload).
+    """
+    values: dict[str, Any] = {}
     for key, value in options.items():
-        if key not in OPTION_PARAMETERS:
-            raise TypeError(f"unknown option {key!r}; known: {', '.join(OPTION_PARAMETERS)}")
+        if key not in OPTIONS:
+            raise TypeError(f"unknown option {key!r}; known: {', '.join(OPTIONS)}")
         if value is None:
             continue  # "not set": the CLI passes every flag
         if key == "output_format":
-            fmt = OUTPUT_FORMATS.get(str(value).upper().lstrip("."))
+            fmt = OUTPUT_FORMATS.get(str(value).strip().upper().lstrip("."))
             if fmt is None:
                 raise InvalidInput(f"output_format {value!r}; expected PNG, JPEG or WEBP")
             value = fmt
@@ -178,12 +205,33 @@ def build_parameters(options: dict[str, Any]) -> dict[str, Any]:
             value = float(value)
             if not value > 0:
                 raise InvalidInput(f"outscale {value}; expected > 0")
-        elif key == "max_side":
+        else:  # max_side, tile_size: sides in pixels
             value = int(value)
             if value < 1:
-                raise InvalidInput(f"max_side {value}; expected >= 1")
-        params[key] = value
-    return params
+                raise InvalidInput(f"{key} {value}; expected >= 1")
+        values[key] = value
+    desc = _descriptor(model) if model else None
+    if desc is not None and values:
+        allowed = {o.name for o in desc.options}
+        for key in values:
+            if key not in allowed:
+                why = "it has no max_side" if key == MAX_SIDE.name else "it is not tiled"
+                raise InvalidInput(f"option {key} does not apply to {model} ({why})",
+                                   reason=f"option {key} does not apply to {model}", model=model)
+    return values
+
+
+def option_tensors(values: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
+    """(tensor name, Triton dtype, [1, 1] array) of each option: what goes on the wire as optional inputs."""
+    out = []
+    for key, value in values.items():
+        t = OPTIONS[key].tensor
+        if t.dtype == "BYTES":
+            arr = np.array([[str(value).encode()]], dtype=np.object_)
+        else:
+            arr = np.array([[value]], dtype=t.numpy_dtype)
+        out.append((t.name, t.dtype, arr.reshape(1, *t.dims)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -442,6 +490,22 @@ def _check_image_model(model: str) -> None:
                            model=model)
 
 
+def _image_request(grpc, model: str, data: bytes, options: dict[str, Any]) -> tuple[list, list]:
+    """Inputs and requested outputs of one image request (shared by the blocking and the asyncio client)."""
+    _check_image_model(model)
+    values = build_options(options, model)
+    if not data:
+        raise InvalidInput("empty input: no image bytes", model=model)
+    image = grpc.InferInput(ENCODED_IMAGE.name, [1, *ENCODED_IMAGE.dims], ENCODED_IMAGE.dtype)
+    image.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
+    inputs = [image]
+    for name, dtype, arr in option_tensors(values):
+        t = grpc.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        inputs.append(t)
+    return inputs, [grpc.InferRequestedOutput(ENCODED_RESULT.name)]
+
+
 def _frames_batch(frames: np.ndarray, raw: RawModel) -> tuple[np.ndarray, bool]:
     """Validate frames for a network; returns (batched array, whether a batch axis was added)."""
     arr = np.asarray(frames)
@@ -578,23 +642,18 @@ class StylizeClient:
               **options: Any) -> Any:
         """Run one image through a model; returns the same kind it was given (see the module docstring)."""
         data, kind = encode_input(img)
-        return decode_output(self.infer_bytes(data, model, version=version, **options), kind)
+        like = img if kind == "array" else None
+        return decode_output(self.infer_bytes(data, model, version=version, **options), kind, like=like)
 
     def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
                     **options: Any) -> bytes:
         """Encoded image in, encoded result out (PNG unless output_format says otherwise and the server supports it)."""
         model = model or self.model
-        _check_image_model(model)
-        params = build_parameters(options)
-        if not data:
-            raise InvalidInput("empty input: no image bytes", model=model)
-        inp = self._grpc.InferInput(ENCODED_IMAGE.name, [1, *ENCODED_IMAGE.dims], ENCODED_IMAGE.dtype)
-        inp.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
-        outputs = [self._grpc.InferRequestedOutput(ENCODED_RESULT.name)]
+        inputs, outputs = _image_request(self._grpc, model, data, options)
         v = _version(version if version is not None else self.version)
         result = self._call(model, lambda: self._client.infer(
-            model, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
-            compression_algorithm=self.compression, parameters=params or None))
+            model, inputs, model_version=v, outputs=outputs, client_timeout=self.timeout,
+            compression_algorithm=self.compression))
         return bytes(result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0])
 
     def infer_file(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, *,
@@ -618,7 +677,7 @@ class StylizeClient:
         """
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        build_parameters(options)  # fail before the first request on a bad option
+        build_options(options, model or self.model)  # fail before the first request on a bad option
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stylize-infer")
         pending: deque[Future] = deque()
         try:
@@ -830,23 +889,18 @@ class AsyncStylizeClient:
     async def infer(self, img: ImageLike, model: str | None = None, *, version: int | str | None = None,
                     **options: Any) -> Any:
         data, kind = encode_input(img)
-        return decode_output(await self.infer_bytes(data, model, version=version, **options), kind)
+        like = img if kind == "array" else None
+        return decode_output(await self.infer_bytes(data, model, version=version, **options), kind, like=like)
 
     async def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
                           **options: Any) -> bytes:
         model = model or self.model
-        _check_image_model(model)
-        params = build_parameters(options)
-        if not data:
-            raise InvalidInput("empty input: no image bytes", model=model)
-        inp = self._grpc.InferInput(ENCODED_IMAGE.name, [1, *ENCODED_IMAGE.dims], ENCODED_IMAGE.dtype)
-        inp.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
-        outputs = [self._grpc.InferRequestedOutput(ENCODED_RESULT.name)]
+        inputs, outputs = _image_request(self._grpc, model, data, options)
         v = _version(version if version is not None else self.version)
         client = self._aio()
         result = await self._call(model, lambda: client.infer(
-            model, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
-            compression_algorithm=self.compression, parameters=params or None))
+            model, inputs, model_version=v, outputs=outputs, client_timeout=self.timeout,
+            compression_algorithm=self.compression))
         return bytes(result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0])
 
     async def infer_file(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, *,
@@ -865,7 +919,7 @@ class AsyncStylizeClient:
         """Results in order, ``concurrency`` requests in flight, bounded memory (see StylizeClient.infer_many)."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
-        build_parameters(options)
+        build_options(options, model or self.model)
         pending: deque[asyncio.Task] = deque()
 
         async def resolve(task: asyncio.Task) -> Any:
@@ -975,6 +1029,6 @@ async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
 
 __all__ = [
     "StylizeClient", "AsyncStylizeClient", "RetryPolicy", "NO_RETRY", "ClientStats", "ModelInfo", "Health",
-    "RawModel", "OPTION_PARAMETERS", "MAX_MESSAGE_BYTES", "kind_of", "encode_input", "decode_output",
-    "build_parameters", "pad_frames", "crop_frames", "image_format", "write_atomic",
+    "RawModel", "OPTIONS", "MAX_MESSAGE_BYTES", "kind_of", "encode_input", "decode_output",
+    "build_options", "option_tensors", "pad_frames", "crop_frames", "image_format", "write_atomic",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import urllib.request
 import zlib
 
 import numpy as np
@@ -145,13 +146,56 @@ def test_timeout(server, served):
             c.infer(real_photo_crop(48, 48), "animevideo_x2")
 
 
-def test_options_travel_as_request_parameters(client, served):
+def test_options(client, served):
     _need(served, "animevideo_x2")
     src = real_photo_crop(16, 16)
-    data = client.infer(_png(src), "animevideo_x2", output_format="JPEG", quality=90,
-                        outscale=2.0, max_side=4096)
-    # until the ensembles read these parameters (issue 3) the server ignores them and answers PNG
-    assert image_format(data) in ("JPEG", "PNG")
+    data = client.infer(_png(src), "animevideo_x2", output_format="JPEG", quality=90)
+    assert image_format(data) == "JPEG"
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.size == (32, 32)
+    assert client.infer(src, "animevideo_x2", outscale=1.0).shape == (16, 16, 3)  # the server resizes
+    assert image_format(client.infer(_png(src), "animevideo_x2", output_format="webp")) == "WEBP"
+    with pytest.raises(InvalidInput, match="does not apply"):
+        client.infer(src, "animevideo_x2", max_side=8)
+    if "animeganv2" in served:  # a model with a configured max_side: the network sees at most 16 px
+        assert client.infer(real_photo_crop(48, 48), "animeganv2", max_side=16).shape == (48, 48, 3)
+
+
+def test_gray_and_alpha_come_back_in_the_layout_given(client, served):
+    _need(served, "animevideo_x2")
+    rgb = real_photo_crop(16, 20)
+    gray = rgb.mean(axis=2).astype(np.uint8)
+    assert client.infer(gray, "animevideo_x2").shape == (32, 40)
+    assert client.infer(gray[..., None], "animevideo_x2").shape == (32, 40, 1)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])
+    out = client.infer(rgba, "animevideo_x2")
+    assert out.shape == (32, 40, 4) and abs(int(out[..., 3].mean()) - 200) <= 2
+    assert client.infer(Image.fromarray(rgba), "animevideo_x2").mode == "RGBA"
+
+
+def test_options_are_right_with_the_response_cache_on(model_repository, tmp_path):
+    """The image ensembles enable Triton's response cache, keyed on inputs only: the SDK sends options as inputs,
+    so the same image with other options is not answered from the cache."""
+    from stylize.server.launcher import start_local
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in REGISTRY["animevideo_x2"].triton_models:
+        (repo / name).symlink_to((model_repository / name).resolve(), target_is_directory=True)
+    data = _png(real_photo_crop(16, 16))
+    with start_local(repo, cache_size=16 * 1024 * 1024) as server, StylizeClient(url=server.grpc_url) as c:
+        first = c.infer(data, "animevideo_x2", output_format="PNG")
+        assert c.infer(data, "animevideo_x2", output_format="PNG") == first
+        assert image_format(c.infer(data, "animevideo_x2", output_format="JPEG")) == "JPEG"
+        assert image_format(c.infer(data, "animevideo_x2", output_format="WEBP")) == "WEBP"
+        small = c.infer(data, "animevideo_x2", output_format="PNG", outscale=1.0)
+        with Image.open(io.BytesIO(small)) as im:
+            assert im.size == (16, 16)
+        with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+            metrics = r.read().decode()
+        hits = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                if line.startswith("nv_cache_num_hits_per_model{") and 'model="animevideo_x2"' in line]
+        assert hits and hits[0] >= 1  # the cache was on and answered the repeated request
 
 
 def test_compression(server, served):

@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from stylize.client import (
-    ClientStats, RetryPolicy, StylizeClient, _model_infos, build_parameters, crop_frames, decode_output,
-    encode_input, image_format, kind_of, pad_frames,
+    ClientStats, RetryPolicy, StylizeClient, _model_infos, build_options, crop_frames, decode_output, encode_input,
+    image_format, kind_of, option_tensors, pad_frames,
 )
+from stylize.descriptors import OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY
 from stylize.commands.infer import ensure_format, plan_jobs, side_by_side
 from stylize.errors import (
     InvalidInput, ModelNotFound, ServerError, ServerUnavailable, StylizeError, Timeout, from_status, from_triton,
@@ -101,6 +102,16 @@ def test_missing_file_and_empty_bytes_are_invalid_input(tmp_path):
         encode_input(b"")
 
 
+@pytest.mark.parametrize("mode, shape", [("L", (10, 14)), ("RGBA", (10, 14, 4)), ("RGB", (10, 14, 3))])
+def test_array_outputs_keep_the_servers_layout(mode, shape):
+    arr = np.random.default_rng(2).integers(0, 256, size=shape, dtype=np.uint8)
+    out = decode_output(_png(arr), "array")
+    np.testing.assert_array_equal(out, arr)
+    assert decode_output(_png(arr), "pil").mode == mode
+    if mode == "L":  # PNG has no HxWx1: the input's trailing axis comes back
+        assert decode_output(_png(arr), "array", like=arr[..., None]).shape == (10, 14, 1)
+
+
 def test_outputs_come_back_as_the_kind_given():
     arr = real_photo_crop(10, 14)
     data = _png(arr)
@@ -126,11 +137,15 @@ def test_image_format_magic():
 # ---- options ---------------------------------------------------------------------------------------------------
 
 
-def test_options_become_typed_request_parameters():
-    params = build_parameters({"output_format": "jpg", "quality": "90", "outscale": 2, "max_side": 1024.0})
-    assert params == {"output_format": "JPEG", "quality": 90, "outscale": 2.0, "max_side": 1024}
-    assert isinstance(params["outscale"], float) and isinstance(params["max_side"], int)
-    assert build_parameters({"output_format": None}) == {}
+def test_options_are_typed_and_travel_as_the_ensembles_optional_inputs():
+    values = build_options({"output_format": "jpg", "quality": "90", "outscale": 2, "max_side": 1024.0,
+                            "tile_size": None})
+    assert values == {"output_format": "JPEG", "quality": 90, "outscale": 2.0, "max_side": 1024}
+    assert isinstance(values["outscale"], float) and isinstance(values["max_side"], int)
+    wire = {name: (dtype, arr) for name, dtype, arr in option_tensors(values)}
+    assert wire[OUTPUT_FORMAT.tensor.name][0] == "BYTES" and wire[OUTPUT_FORMAT.tensor.name][1].tolist() == [[b"JPEG"]]
+    assert wire[QUALITY.tensor.name][1].dtype == np.int32 and wire[QUALITY.tensor.name][1].shape == (1, 1)
+    assert wire[OUTSCALE.tensor.name][1].dtype == np.float32 and wire[OUTSCALE.tensor.name][1].item() == 2.0
 
 
 @pytest.mark.parametrize("options, error", [
@@ -140,10 +155,23 @@ def test_options_become_typed_request_parameters():
     ({"outscale": 0}, InvalidInput),
     ({"max_side": 0}, InvalidInput),
     ({"colour": "red"}, TypeError),
+    ({"colour": None}, TypeError),
 ])
 def test_bad_options_are_refused(options, error):
     with pytest.raises(error):
-        build_parameters(options)
+        build_options(options)
+
+
+def test_options_a_model_does_not_take_are_refused_before_the_upload():
+    untiled = next(d for d in REGISTRY.values() if not d.is_video_window and "tile_size" not in
+                   {o.name for o in d.options})
+    with pytest.raises(InvalidInput, match="does not apply"):
+        build_options({"tile_size": 64}, untiled.id)
+    no_max_side = next(d for d in REGISTRY.values() if not d.is_video_window and "max_side" not in
+                       {o.name for o in d.options})
+    with pytest.raises(InvalidInput, match="does not apply"):
+        build_options({"max_side": 512}, no_max_side.id)
+    assert build_options({"output_format": "png"}, no_max_side.id) == {"output_format": "PNG"}
 
 
 # ---- errors ----------------------------------------------------------------------------------------------------

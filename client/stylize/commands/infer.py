@@ -137,7 +137,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     options = {"output_format": fmt, "quality": args.quality if fmt != "PNG" else None,
-               "outscale": args.outscale, "max_side": args.max_side}
+               "outscale": args.outscale, "max_side": args.max_side, "tile_size": args.tile_size}
+    from stylize.client import build_options
+
+    try:
+        build_options(options, args.model)
+    except StylizeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     written = seen = 0
     aborted: str | None = None
     t0 = time.monotonic()
@@ -195,8 +202,11 @@ def register(subparsers) -> None:
     p.add_argument("--ext", default="png", type=str.lower, choices=sorted(EXTENSIONS),
                    help="output format/extension (default %(default)s)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1..100 (default %(default)s)")
-    p.add_argument("--outscale", type=float, default=None, help="final scale factor (server side, issue 3)")
-    p.add_argument("--max-side", type=int, default=None, help="limit the longest output side (server side, issue 3)")
+    p.add_argument("--outscale", type=float, default=None,
+                   help="output side / input side (default: the model's scale; the server resizes)")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="longest side the network sees (models with a configured bound, e.g. animeganv2)")
+    p.add_argument("--tile-size", type=int, default=None, help="smaller tiles than configured (tiled models)")
     p.add_argument("--side-by-side", action="store_true", help="write input and output next to each other")
     p.add_argument("-j", "--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
