@@ -334,22 +334,33 @@ class RequestObserver(Protocol):
 
 @dataclass
 class ClientStats:
-    """What happened on this client, for summaries: attempts, successes, retries, errors by kind."""
+    """What happened on this client, for summaries: attempts, successes, retries, errors by kind, and outages (from
+    the first UNAVAILABLE to the next success)."""
 
     requests: int = 0  # attempts, retries included
     ok: int = 0
     retries: int = 0
-    retry_wait_seconds: float = 0.0
+    retry_wait_seconds: float = 0.0  # backoff summed over requests (concurrent waits add up)
     errors: Counter = field(default_factory=Counter)  # kind -> count, every failed attempt
+    outages: int = 0
+    outage_seconds: float = 0.0
+    _outage_start: float | None = field(default=None, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def observe_request(self, model: str, seconds: float, error: StylizeError | None) -> None:
+        now = time.monotonic()
         with self._lock:
             self.requests += 1
             if error is None:
                 self.ok += 1
+                if self._outage_start is not None:
+                    self.outage_seconds += now - self._outage_start
+                    self._outage_start = None
             else:
                 self.errors[error.kind] += 1
+                if isinstance(error, ServerUnavailable) and self._outage_start is None:
+                    self._outage_start = now - seconds
+                    self.outages += 1
 
     def observe_retry(self, model: str, error: StylizeError, delay: float) -> None:
         with self._lock:
@@ -359,11 +370,14 @@ class ClientStats:
     def summary(self) -> str:
         with self._lock:
             text = f"{self.ok} requests ok"
-            if self.retries:
-                text += (f", {self.retries} retried after the server was unavailable "
-                         f"({self.retry_wait_seconds:.1f} s waiting)")
+            if self.outages:
+                ongoing = " (still unavailable)" if self._outage_start is not None else ""
+                text += (f"; the server was unavailable {self.outages} time{'s' if self.outages > 1 else ''} for "
+                         f"{self.outage_seconds:.1f} s{ongoing}, {self.retries} attempts retried")
+            elif self.retries:
+                text += f", {self.retries} attempts retried"
             if self.errors:
-                text += ", failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
+                text += "; failed attempts: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
             return text
 
 

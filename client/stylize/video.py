@@ -159,7 +159,7 @@ class VideoReport:
             f"decode-to-encode p50 {self._pct(self.latency_ms, 50):.0f} ms; {self.requests} requests ({self.model})"
         )
         if self.retries:
-            text += f"; {self.retries} retried after the server was unavailable"
+            text += f"; {self.retries} attempts retried after the server was unavailable"
         return text
 
 

@@ -264,7 +264,7 @@ def test_client_retries_unavailable_then_raises_typed_error():
         assert e.value.__cause__ is None and e.value.__suppress_context__  # no tritonclient exception chained
         assert client.stats.requests == 3 and client.stats.retries == 2 and client.stats.ok == 0
         assert client.stats.errors["unavailable"] == 3
-        assert "2 retried" in client.stats.summary()
+        assert "2 attempts retried" in client.stats.summary() and client.stats.outages == 1
         h = client.health(timeout=1)
         assert not h.ok and h.error and not h.models
 
@@ -474,11 +474,17 @@ def test_client_metrics_record_latency_errors_and_retries():
 
 def test_stats_summary_says_what_happened():
     s = ClientStats()
+    s.observe_request("m", 0.1, None)
+    s.observe_request("m", 0.2, ServerUnavailable("down"))
+    s.observe_retry("m", ServerUnavailable("down"), 0.5)
     s.observe_request("m", 0.1, ServerUnavailable("down"))
     s.observe_retry("m", ServerUnavailable("down"), 0.5)
+    assert s.outages == 1 and "still unavailable" in s.summary()
     s.observe_request("m", 0.1, None)
-    assert s.summary() == ("1 requests ok, 1 retried after the server was unavailable (0.5 s waiting), "
-                           "failed attempts: unavailable 1")
+    assert s.outages == 1 and 0.2 <= s.outage_seconds < 5
+    text = s.summary()
+    assert text.startswith("2 requests ok; the server was unavailable 1 time for ")
+    assert text.endswith(" s, 2 attempts retried; failed attempts: unavailable 2")
 
 
 # ---- no torch ----------------------------------------------------------------------------------------------------
