@@ -24,16 +24,21 @@ def photo(h: int, w: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(Image.open(photo_path("astronaut.png")).convert("RGB"))[:h, :w])
 
 
-def test_plan_covers_the_image_with_equal_tiles():
-    plan = plan_tiles(300, 130, tile=128, overlap=16)
-    assert (plan.tile_h, plan.tile_w) == (128, 128)
-    assert plan.ys[0] == 0 and plan.ys[-1] == 300 - 128 and plan.xs == (0, 2)
-    assert all(b - a <= 128 - 16 for a, b in zip(plan.ys, plan.ys[1:]))  # neighbours overlap by >= 16
-    small = plan_tiles(40, 500, tile=128, overlap=16)
-    assert small.tile_h == 40 and small.ys == (0,)
+@pytest.mark.parametrize("length", [129, 200, 300, 512, 1000, 2048])
+def test_plan_covers_each_side_with_the_fewest_overlapping_tiles(length):
+    plan = plan_tiles(length, 77, tile=128, overlap=16)
+    assert plan.tile_h <= 128 and plan.tile_w == 77 and plan.xs == (0,)
+    assert plan.ys[0] == 0 and plan.ys[-1] + plan.tile_h == length
+    assert all(a + plan.tile_h - b >= 16 for a, b in zip(plan.ys, plan.ys[1:]))  # neighbours overlap by >= 16
+    assert len(plan.ys) == -(-(length - 16) // (128 - 16))  # no more tiles than needed
+    assert plan.tile_h * len(plan.ys) <= length + len(plan.ys) * 16 + len(plan.ys)  # each tile as small as allowed
+
+
+def test_plan_details():
     assert plan_tiles(100, 100, tile=128, overlap=16).count == 1
+    assert plan_tiles(512, 512, tile=384, overlap=16).tile_h == 264  # not two 384 tiles
     aligned = plan_tiles(301, 301, tile=128, overlap=16, multiple=4)
-    assert all(y % 4 == 0 for y in aligned.ys[:-1])
+    assert all(y % 4 == 0 for y in aligned.ys[:-1]) and aligned.tile_h % 4 == 0
     with pytest.raises(ValueError):
         plan_tiles(100, 100, tile=32, overlap=16)
 

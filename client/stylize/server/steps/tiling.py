@@ -46,22 +46,28 @@ class TilePlan:
                 yield y, x
 
 
-def _starts(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, ...]:
+def _axis(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, tuple[int, ...]]:
+    """(tile length, starts) along one axis: the fewest tiles of at most ``tile`` that cover ``length`` with
+    neighbours overlapping by >= ``overlap``, each as small as that allows (a 512 side with 384 tiles gets two 264
+    tiles, not two 384 ones: 1.03x the pixels instead of 1.5x)."""
     if length <= tile:
-        return (0,)
-    step = max(multiple, (tile - overlap) // multiple * multiple)
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)  # the last tile is flush with the edge (it overlaps its neighbour more)
-    return tuple(sorted(set(starts)))
+        return length, (0,)
+    n = -(-(length - overlap) // (tile - overlap))
+    size = -(-(length + (n - 1) * overlap) // n)
+    size = min(tile, -(-size // multiple) * multiple)
+    starts = [min(length - size, round(i * (length - size) / (n - 1)) // multiple * multiple) for i in range(n)]
+    starts[-1] = length - size  # flush with the edge
+    return size, tuple(sorted(set(starts)))
 
 
 def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: int = 1) -> TilePlan:
-    """Tiles of ``tile`` x ``tile`` (or the whole side when the image is smaller) overlapping by >= ``overlap``."""
+    """Equal tiles of at most ``tile`` x ``tile`` (the whole side when the image is smaller) overlapping by
+    >= ``overlap``."""
     if tile <= 2 * overlap:
         raise ValueError(f"tile {tile} must be more than twice the overlap {overlap}")
-    th, tw = min(tile, height), min(tile, width)
-    return TilePlan(height=height, width=width, tile_h=th, tile_w=tw, ys=_starts(height, th, overlap, multiple),
-                    xs=_starts(width, tw, overlap, multiple), overlap=overlap)
+    th, ys = _axis(height, tile, overlap, multiple)
+    tw, xs = _axis(width, tile, overlap, multiple)
+    return TilePlan(height=height, width=width, tile_h=th, tile_w=tw, ys=ys, xs=xs, overlap=overlap)
 
 
 def edge_weights(length: int, ramp: int, *, start_free: bool, end_free: bool) -> np.ndarray:

@@ -1,0 +1,381 @@
+"""Tiling benchmark of the image ensembles: quality (tiled vs untiled), memory (peak server RSS) and the python step's
+overhead. Writes ``docs/tiling.md`` (and a JSON beside it).
+
+    python -m loadtest.tiling_bench                      # everything (the 2048^2 esrgan_x4 run takes ~30-60 min on 2 cores)
+    python -m loadtest.tiling_bench --skip-large         # quality and overhead only (a few minutes)
+
+What is measured, each on a real server started here on a repository of symlinks to the built models (so the memory
+figure is the models under test, not the whole repository):
+
+* tiled vs untiled: the ensemble's output (server-side tiles, feathered blending) against the same network run on the
+  whole frame through its raw ``<id>_net`` path, on real photos; PSNR in dB (target >= 45);
+* ``esrgan_x4`` on a 2048x2048 input (a mosaic of scikit-image's real photos): wall time and the peak resident memory
+  of the server's whole process tree (tritonserver + python stubs), sampled every 0.2 s (target <= 3 GB);
+* the python step's cost per request on ``animevideo_x2`` at 128x128: the ensemble (PNG in, PNG out) against the raw
+  network path (uint8 frames in and out), one request at a time and two in flight.
+
+A standalone module with a ``main()``; ``stylize bench`` can call :func:`main` (the bench command is issue 6's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GB = 1024**3
+
+
+# ---- inputs -----------------------------------------------------------------------------------------------------
+
+
+def real_photo(name: str = "astronaut.png") -> np.ndarray:
+    from PIL import Image
+
+    from stylize.photos import photo_path
+
+    return np.asarray(Image.open(photo_path(name)).convert("RGB"))
+
+
+def mosaic(side: int = 2048, cell: int = 512) -> np.ndarray:
+    """A ``side``-square mosaic of real photos (scikit-image's data), each cropped/resized to ``cell``."""
+    from PIL import Image
+
+    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"]
+    cells = []
+    for n in names:
+        img = Image.fromarray(real_photo(n))
+        s = min(img.size)
+        cells.append(np.asarray(img.crop((0, 0, s, s)).resize((cell, cell), Image.Resampling.LANCZOS)))
+    k = side // cell
+    rows = [np.concatenate([cells[(r * k + c) % len(cells)] for c in range(k)], axis=1) for r in range(k)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0))
+
+
+def png(arr: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+# ---- server -----------------------------------------------------------------------------------------------------
+
+
+def subset_repository(repository: Path, model_ids: list[str], into: Path) -> Path:
+    """A repository of symlinks to the built models of ``model_ids`` (ensemble, image step, network)."""
+    from stylize.descriptors import REGISTRY
+
+    for mid in model_ids:
+        for name in REGISTRY[mid].triton_models:
+            (into / name).symlink_to((repository / name).resolve(), target_is_directory=True)
+    return into
+
+
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes over every process of the server's session (tritonserver + stubs)."""
+    rss = pss = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) != pid and int(entry) != pid:  # fields[3]: session id
+                continue
+            for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue  # a process that just ended
+    return rss, pss
+
+
+class PeakMemory:
+    """Samples :func:`tree_memory` in a thread; ``peak_rss``/``peak_pss`` after ``stop()``."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        self.pid, self.every = pid, every
+        self.peak_rss = self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = tree_memory(self.pid)
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---- calls ------------------------------------------------------------------------------------------------------
+
+
+def infer_image(client, model: str, data: bytes, **options) -> bytes:
+    import tritonclient.grpc as grpcclient
+
+    from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
+
+    inputs = [grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[data]], dtype=np.object_))
+    by_name = {o.name: o for o in REGISTRY[model].options}
+    for key, value in options.items():  # as optional inputs: part of the response-cache key
+        spec = by_name[key].tensor
+        t = grpcclient.InferInput(spec.name, [1, 1], spec.dtype)
+        t.set_data_from_numpy(np.array([[value]], dtype=spec.numpy_dtype))
+        inputs.append(t)
+    result = client.infer(model, inputs, client_timeout=7200)
+    return result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0]
+
+
+def infer_frame(client, model_id: str, frame: np.ndarray) -> np.ndarray:
+    import tritonclient.grpc as grpcclient
+
+    from stylize.descriptors import REGISTRY
+
+    d = REGISTRY[model_id]
+    t = grpcclient.InferInput(d.net_input.name, [1, *frame.shape], "UINT8")
+    t.set_data_from_numpy(frame[None])
+    return client.infer(d.net_model, [t], client_timeout=7200).as_numpy(d.net_output.name)[0]
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# ---- measurements -----------------------------------------------------------------------------------------------
+
+
+def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], int | None]], log) -> list[dict]:
+    """Ensemble (tiled) vs the raw network on the whole frame, per (model, photo, crop, tile_size)."""
+    rows = []
+    for model, photo, (y, x, side), tile in cases:
+        frame = np.ascontiguousarray(real_photo(photo)[y:y + side, x:x + side])
+        t0 = time.perf_counter()
+        whole = infer_frame(client, model, frame)
+        t1 = time.perf_counter()
+        tiled = decode_png(infer_image(client, model, png(frame), **({"tile_size": tile} if tile else {})))
+        t2 = time.perf_counter()
+        row = {"model": model, "photo": photo, "side": side, "tile_size": tile, "psnr_db": round(psnr(tiled, whole), 2),
+               "max_abs": int(np.abs(tiled.astype(int) - whole).max()), "untiled_s": round(t1 - t0, 2),
+               "tiled_s": round(t2 - t1, 2)}
+        log(f"quality {row}")
+        rows.append(row)
+    return rows
+
+
+def measure_overhead(client, model: str, side: int, *, repeats: int, log) -> dict:
+    """Python-step cost: ensemble (PNG in/out) vs raw frames, sequential and two in flight, interleaved runs."""
+    frame = np.ascontiguousarray(real_photo()[100:100 + side, 150:150 + side])
+    data = png(frame)
+    calls: dict[str, Callable[[], object]] = {
+        "raw frames": lambda: infer_frame(client, model, frame),
+        "ensemble PNG": lambda: infer_image(client, model, data),
+    }
+    for call in calls.values():  # warm both paths
+        call()
+    seq: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():  # interleaved: load from other processes hits both alike
+            t = time.perf_counter()
+            call()
+            seq[name].append(time.perf_counter() - t)
+    par: dict[str, float] = {}
+    with ThreadPoolExecutor(2) as pool:
+        for name, call in calls.items():
+            t = time.perf_counter()
+            list(pool.map(lambda _: call(), range(2 * repeats)))
+            par[name] = 2 * repeats / (time.perf_counter() - t)
+    out = {
+        "model": model, "side": side, "repeats": repeats,
+        "median_ms": {k: round(1000 * statistics.median(v), 2) for k, v in seq.items()},
+        "throughput_2_in_flight": {k: round(v, 2) for k, v in par.items()},
+    }
+    out["step_overhead_ms"] = round(out["median_ms"]["ensemble PNG"] - out["median_ms"]["raw frames"], 2)
+    out["throughput_ratio"] = round(par["ensemble PNG"] / par["raw frames"], 3)
+    log(f"overhead {out}")
+    return out
+
+
+def measure_large(client, server, model: str, side: int, log) -> dict:
+    data = png(mosaic(side))
+    idle_rss, idle_pss = tree_memory(server.pid)
+    with PeakMemory(server.pid) as peak:
+        t = time.perf_counter()
+        out = infer_image(client, model, data)
+        seconds = time.perf_counter() - t
+    from PIL import Image
+
+    size = Image.open(io.BytesIO(out)).size
+    row = {"model": model, "input": f"{side}x{side}", "output": f"{size[0]}x{size[1]}", "seconds": round(seconds, 1),
+           "idle_rss_gb": round(idle_rss / GB, 3), "idle_pss_gb": round(idle_pss / GB, 3),
+           "peak_rss_gb": round(peak.peak_rss / GB, 3), "peak_pss_gb": round(peak.peak_pss / GB, 3),
+           "output_bytes": len(out)}
+    log(f"large {row}")
+    return row
+
+
+def server_metrics(url: str, prefix: str = "stylize_image_") -> list[str]:
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return [ln for ln in text.splitlines() if ln.startswith(prefix) and ("_sum" in ln or "_count" in ln)]
+
+
+# ---- report -----------------------------------------------------------------------------------------------------
+
+
+def write_report(results: dict, path: Path) -> None:
+    from stylize.descriptors import REGISTRY
+
+    lines = [
+        "# Server-side tiling: quality, memory, python-step overhead",
+        "",
+        "Generated by `python -m loadtest.tiling_bench` (this file is its output; the raw numbers are in "
+        f"`{path.with_suffix('.json').name}`).",
+        f"Machine: {results['machine']}. Timings share the machine with other work: compare within a table.",
+        "",
+        "## Design",
+        "",
+        "Each image ensemble `<id>` has one step, the python model `<id>_image`: decode (EXIF orientation, modes, "
+        "16 bits, alpha kept aside) -> fixed-size tiles with overlap, sent to the network model `<id>_net` by BLS "
+        "`tile_batch` at a time (so dynamic batching sees them and memory stays bounded) -> feathered blending "
+        "(separable weights normalised to a partition of unity; the outer quarter of each overlap has ~0 weight, the "
+        "middle half cross-fades) into a one-tile-high float band that is rounded out as soon as it is final -> "
+        "resize (`outscale`), recompose (gray, alpha, 16 bits) -> encode.",
+        "",
+        "Defaults (descriptor fields, overridable at build time and lowered per request with `tile_size`):",
+        "",
+        "| model | tile | overlap | tiles per network call |",
+        "|---|---|---|---|",
+    ]
+    for d in REGISTRY.values():
+        if not d.window:
+            lines.append(f"| {d.id} | {d.tile_size or 'not tiled (max_side ' + str(d.max_side) + ')'} | "
+                         f"{d.tile_overlap if d.tile_size else '-'} | {d.tile_batch if d.tile_size else '-'} |")
+    lines += ["", "## Tiled vs untiled (target >= 45 dB)", "",
+              "Untiled = the same network on the whole frame through its raw `<id>_net` path; tiled = the ensemble.",
+              "", "| model | photo crop | tile | PSNR (dB) | max abs diff | untiled s | tiled s |", "|---|---|---|---|---|---|---|"]
+    for r in results.get("quality", []):
+        lines.append(f"| {r['model']} | {r['photo']} {r['side']}x{r['side']} | {r['tile_size'] or 'default'} | "
+                     f"{r['psnr_db']} | {r['max_abs']} | {r['untiled_s']} | {r['tiled_s']} |")
+    large = results.get("large")
+    lines += ["", "## Large input: esrgan_x4 at 2048x2048 (target: server peak RSS <= 3 GB)", ""]
+    if large:
+        lines += ["Server with only the esrgan_x4 models loaded; memory of the whole process tree (tritonserver and "
+                  "every python stub), sampled every 0.2 s. RSS counts shared pages once per process (an upper "
+                  "bound); PSS shares them out.", "",
+                  "| input | output | seconds | idle RSS GB | peak RSS GB | peak PSS GB |", "|---|---|---|---|---|---|",
+                  f"| {large['input']} | {large['output']} | {large['seconds']} | {large['idle_rss_gb']} | "
+                  f"{large['peak_rss_gb']} | {large['peak_pss_gb']} |"]
+    else:
+        lines.append("Not run (`--skip-large`).")
+    ov = results.get("overhead")
+    if ov:
+        lines += ["", f"## Python-step overhead: {ov['model']} at {ov['side']}x{ov['side']}", "",
+                  "Same network, same server: raw uint8 frames to `<id>_net` vs PNG bytes to the ensemble (decode, BLS "
+                  "call, encode PNG at zlib level 1). Runs interleaved.", "",
+                  "| path | median latency ms (1 in flight) | images/s (2 in flight) |", "|---|---|---|"]
+        for k in ov["median_ms"]:
+            lines.append(f"| {k} | {ov['median_ms'][k]} | {ov['throughput_2_in_flight'][k]} |")
+        lines += ["", f"Step overhead per request: {ov['step_overhead_ms']} ms; ensemble/raw throughput: "
+                  f"{ov['throughput_ratio']}."]
+    if results.get("metrics"):
+        lines += ["", "## The step's own metrics after the runs", "", "```", *results["metrics"], "```"]
+    lines += ["", "Reproduce: `python -m loadtest.tiling_bench` (needs the built repository: `stylize build`).", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stylize.server.launcher import start_local
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "tiling.md")
+    p.add_argument("--skip-large", action="store_true", help="skip the 2048x2048 esrgan_x4 run")
+    p.add_argument("--only-large", action="store_true", help="only the 2048x2048 run")
+    p.add_argument("--merge", action="store_true", help="keep the parts of an earlier JSON report not run now")
+    p.add_argument("--large-side", type=int, default=2048)
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    import tritonclient.grpc as grpcclient
+
+    results: dict = {}
+    if args.merge and args.out.with_suffix(".json").is_file():
+        results = json.loads(args.out.with_suffix(".json").read_text())
+    results.update({"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                    "date": time.strftime("%Y-%m-%d %H:%M")})
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only_large:
+            return _large(args, results, log)
+        repo = subset_repository(args.repository, ["animevideo_x2", "animevideo_x4", "esrgan_anime_x4", "esrgan_x4"],
+                                 Path(tmp))
+        with start_local(repo) as server:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            results["overhead"] = measure_overhead(client, "animevideo_x2", 128, repeats=args.repeats, log=log)
+            results["quality"] = measure_quality(client, [
+                ("animevideo_x4", "astronaut.png", (0, 0, 512), None),
+                ("animevideo_x4", "astronaut.png", (0, 0, 512), 96),
+                ("esrgan_anime_x4", "astronaut.png", (64, 96, 256), None),
+                ("esrgan_x4", "coffee.png", (100, 200, 256), None),
+            ], log)
+            results["metrics"] = server_metrics(server.metrics_url)
+    if args.skip_large:
+        write_report(results, args.out)
+        log(f"wrote {args.out}")
+        return 0
+    return _large(args, results, log)
+
+
+def _large(args, results: dict, log) -> int:
+    import tritonclient.grpc as grpcclient
+
+    from stylize.server.launcher import start_local
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = subset_repository(args.repository, ["esrgan_x4"], Path(tmp))
+        with start_local(repo) as server:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            results["large"] = measure_large(client, server, "esrgan_x4", args.large_side, log)
+    write_report(results, args.out)
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
