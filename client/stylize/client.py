@@ -272,6 +272,9 @@ class RawModel:
     size_multiple: int
     min_size: int
     scale: int
+    tile_size: int | None = None  # frames larger than this go through in overlapping tiles (as the image step does)
+    tile_overlap: int = 16
+    tile_batch: int = 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -494,7 +497,44 @@ def _raw_model_from_config(model: str, config: dict) -> RawModel:
         size_multiple=desc.size_multiple if desc else 1,
         min_size=desc.min_size if desc else 1,
         scale=desc.scale if desc else int(params.get("scale", "1") or 1),
+        tile_size=desc.tile_size if desc and not desc.window else None,
+        tile_overlap=desc.tile_overlap if desc else 16,
+        tile_batch=desc.tile_batch if desc else 1,
     )
+
+
+def _tile_for(raw: RawModel, tile: int | None) -> int | None:
+    """The tile size to use: the model's unless given; 0 means never tile."""
+    if raw.window:
+        return None
+    size = raw.tile_size if tile is None else tile
+    if not size:
+        return None
+    size -= size % raw.size_multiple
+    if size <= 2 * raw.tile_overlap:
+        raise InvalidInput(f"tile {tile} must be more than twice the overlap ({raw.tile_overlap})")
+    return size
+
+
+def _run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
+                run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Validate, pad, batch (or tile), run, crop: the raw-frame path shared by both clients."""
+    arr, added = _frames_batch(frames, raw)
+    h, w = arr.shape[-3:-1]
+    padded = pad_frames(arr, raw.size_multiple, raw.min_size)
+    ph, pw = padded.shape[-3:-1]
+    if tile and (ph > tile or pw > tile):
+        from stylize.server.steps.tiling import run_tiled
+
+        out = np.stack([run_tiled(f, run=run, scale=raw.scale, tile=tile, overlap=raw.tile_overlap,
+                                  batch=max(1, min(raw.tile_batch, raw.max_batch_size or 1)),
+                                  multiple=raw.size_multiple)[0] for f in padded])
+    else:
+        step = max(raw.max_batch_size, 1)
+        outs = [run(np.ascontiguousarray(padded[i:i + step])) for i in range(0, len(padded), step)]
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+    out = crop_frames(out, h, w, ph, pw)
+    return out[0] if added else out
 
 
 def _check_image_model(model: str) -> None:
@@ -718,27 +758,20 @@ class StylizeClient:
             self._raw[key] = _raw_model_from_config(model, config)
         return self._raw[key]
 
-    def infer_frames(self, frames: np.ndarray, model: str | None = None, *,
-                     version: int | str | None = None) -> np.ndarray:
+    def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
+                     tile: int | None = None) -> np.ndarray:
         """uint8 RGB frames through the network directly (no PNG round trip): the path video uses.
 
         ``frames``: HxWx3 or NxHxWx3 (a window TxHxWx3 or NxTxHxWx3 for windowed models); returns the same layout
         with sides multiplied by the model's scale. Sides are padded to the network's size rules and cropped back.
-        Batches larger than the model's max_batch_size are split.
+        Batches larger than the model's max_batch_size are split. Frames larger than the model's tile size (``tile``
+        overrides it, 0 disables) go through in overlapping tiles blended exactly as the image ensembles do, so a
+        1080p frame never asks the server for more memory than an image request does.
         """
         model = model or self.model
         raw = self.raw_model(model, version=version)
-        arr, added = _frames_batch(frames, raw)
-        h, w = arr.shape[-3:-1]
-        padded = pad_frames(arr, raw.size_multiple, raw.min_size)
-        step = max(raw.max_batch_size, 1)
         v = _version(version if version is not None else self.version)
-        outs = []
-        for i in range(0, len(padded), step):
-            outs.append(self._infer_raw(raw, np.ascontiguousarray(padded[i:i + step]), v))
-        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        out = crop_frames(out, h, w, padded.shape[-3], padded.shape[-2])
-        return out[0] if added else out
+        return _run_frames(frames, raw, _tile_for(raw, tile), lambda batch: self._infer_raw(raw, batch, v))
 
     def _infer_raw(self, raw: RawModel, batch: np.ndarray, version: str) -> np.ndarray:
         inp = self._grpc.InferInput(raw.input, list(batch.shape), "UINT8")
@@ -969,29 +1002,28 @@ class AsyncStylizeClient:
             self._raw[key] = _raw_model_from_config(model, config)
         return self._raw[key]
 
-    async def infer_frames(self, frames: np.ndarray, model: str | None = None, *,
-                           version: int | str | None = None) -> np.ndarray:
+    async def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
+                           tile: int | None = None) -> np.ndarray:
         model = model or self.model
         raw = await self.raw_model(model, version=version)
-        arr, added = _frames_batch(frames, raw)
-        h, w = arr.shape[-3:-1]
-        padded = pad_frames(arr, raw.size_multiple, raw.min_size)
-        step = max(raw.max_batch_size, 1)
         v = _version(version if version is not None else self.version)
         client = self._aio()
-        outs = []
-        for i in range(0, len(padded), step):
-            batch = np.ascontiguousarray(padded[i:i + step])
+        loop = asyncio.get_running_loop()
+
+        async def infer(batch: np.ndarray) -> np.ndarray:
             inp = self._grpc.InferInput(raw.input, list(batch.shape), "UINT8")
             inp.set_data_from_numpy(batch)
             outputs = [self._grpc.InferRequestedOutput(raw.output)]
             result = await self._call(raw.name, lambda: client.infer(
                 raw.name, [inp], model_version=v, outputs=outputs, client_timeout=self.timeout,
                 compression_algorithm=self.compression))
-            outs.append(result.as_numpy(raw.output))
-        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        out = crop_frames(out, h, w, padded.shape[-3], padded.shape[-2])
-        return out[0] if added else out
+            return result.as_numpy(raw.output)
+
+        # the tiling/blending code is synchronous: it runs in a worker thread and awaits each batch on this loop
+        def run(batch: np.ndarray) -> np.ndarray:
+            return asyncio.run_coroutine_threadsafe(infer(batch), loop).result()
+
+        return await asyncio.to_thread(_run_frames, frames, raw, _tile_for(raw, tile), run)
 
     async def models(self) -> list[ModelInfo]:
         client = self._aio()

@@ -248,6 +248,14 @@ def test_raw_frames_match_the_encoded_path(client, served):
         assert batch.shape == (2, *raw.shape)
 
 
+def test_raw_frames_tile_like_the_image_ensemble(client, served):
+    _need(served, "animevideo_x2")
+    src = np.ascontiguousarray(np.tile(real_photo_crop(48, 60), (2, 2, 1))[:90, :110])
+    tiled = client.infer_frames(src, "animevideo_x2", tile=64)
+    np.testing.assert_array_equal(tiled, client.infer(src, "animevideo_x2", tile_size=64))
+    assert tiled.shape == (180, 220, 3)
+
+
 def test_version_pinning_on_the_network(client, served):
     info = _need(served, "animevideo_x2")
     assert info.versions, "the network has at least one ready version"
@@ -284,15 +292,17 @@ def test_async_client_same_surface(server, served):
             one = await c.infer(crops[0])
             many = [r async for r in c.infer_many(crops, concurrency=4)]
             frames = await c.infer_frames(crops[1])
+            tiled = await c.infer_frames(np.tile(crops[2], (4, 4, 1)), tile=48)  # 64x80: tiles through the loop
             health = await c.health()
             models = await c.models()
             with pytest.raises(InvalidInput):
                 await c.infer(b"garbage")
-            return one, many, frames, health, models
+            return one, many, frames, tiled, health, models
 
-    one, many, frames, health, models = asyncio.run(main())
+    one, many, frames, tiled, health, models = asyncio.run(main())
     with StylizeClient(url=server.grpc_url, model="animevideo_x2") as sync:
         expected = [sync.infer(c) for c in crops]
+        np.testing.assert_array_equal(tiled, sync.infer_frames(np.tile(crops[2], (4, 4, 1)), tile=48))
     np.testing.assert_array_equal(one, expected[0])
     for got, want in zip(many, expected):
         np.testing.assert_array_equal(got, want)

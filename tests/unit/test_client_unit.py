@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from stylize.client import (
-    ClientStats, RetryPolicy, StylizeClient, _model_infos, build_options, crop_frames, decode_output, encode_input,
+    ClientStats, RawModel, RetryPolicy, StylizeClient, _model_infos, _run_frames, _tile_for, build_options, crop_frames, decode_output, encode_input,
     image_format, kind_of, option_tensors, pad_frames,
 )
 from stylize.descriptors import OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY
@@ -305,6 +305,28 @@ def test_pad_frames_matches_the_servers_pre_step(h, w, multiple, min_side):
     out = padded.repeat(scale, axis=1).repeat(scale, axis=2)  # what a nearest x3 network would return
     cropped = crop_frames(out, h, w, padded.shape[1], padded.shape[2])
     np.testing.assert_array_equal(cropped, frames.repeat(scale, axis=1).repeat(scale, axis=2))
+
+
+def test_large_frames_go_through_in_tiles_that_blend_back_exactly():
+    """A stand-in x2 network (nearest neighbour) is tile-invariant: tiling must give the untiled result exactly."""
+    raw = RawModel(name="x_net", input="FRAME", output="FRAME_OUT", max_batch_size=4, window=None, size_multiple=4,
+                   min_size=16, scale=2, tile_size=48, tile_overlap=8, tile_batch=2)
+    calls = []
+
+    def run(batch):
+        calls.append(batch.shape)
+        assert batch.shape[1] <= 48 and batch.shape[2] <= 48  # no request larger than a tile
+        return batch.repeat(2, axis=1).repeat(2, axis=2)
+
+    frames = np.random.default_rng(3).integers(0, 256, size=(2, 70, 101, 3), dtype=np.uint8)
+    out = _run_frames(frames, raw, _tile_for(raw, None), run)
+    np.testing.assert_array_equal(out, frames.repeat(2, axis=1).repeat(2, axis=2))
+    assert len(calls) > 2
+    calls.clear()
+    whole = _run_frames(frames[0], raw, _tile_for(raw, 0), lambda b: b.repeat(2, axis=1).repeat(2, axis=2))
+    np.testing.assert_array_equal(whole, out[0])
+    with pytest.raises(InvalidInput):
+        _tile_for(raw, 16)  # not more than twice the overlap
 
 
 # ---- model listing ---------------------------------------------------------------------------------------------
