@@ -10,7 +10,9 @@ Three stages overlap, joined by bounded queues so memory stays flat whatever the
 What comes out: the same number of frames with the same timestamps (so the same fps, constant or variable), sides
 multiplied by the model's scale (an odd side loses its last row/column: yuv420p needs even sides), the first audio
 stream copied bit for bit, or re-encoded (AAC) when the output container cannot hold its codec.
-Subtitle and data streams are not carried over.
+Subtitle and data streams are not carried over; rotation metadata is not applied. Frames larger than the model's
+tile size go through in overlapping tiles (StylizeClient.infer_frames), so HD frames cost the server no more memory
+than an image request.
 
 The output is written under a temporary name in the destination folder and renamed at the very end: an interrupted
 or failed run leaves nothing under the final name.
