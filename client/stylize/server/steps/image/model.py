@@ -6,6 +6,7 @@ with the reason and never fails the other requests of the same execute() call.
 """
 
 import json
+from functools import partial
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -82,13 +83,14 @@ class TritonPythonModel:
                 t = pb_utils.get_input_tensor_by_name(request, name)
                 if t is not None:
                     tensors[name] = t.as_numpy().reshape(len(images), -1)
+            parameters = request.parameters()
             results = []
             for i, data in enumerate(images):
-                options = parse_options(self.config, parameters=request.parameters(),
+                options = parse_options(self.config, parameters=parameters,
                                         tensors={k: v[i] for k, v in tensors.items()})
                 if not isinstance(data, bytes):
                     raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
-                result, report = process(data, self.config, options, self._run)
+                result, report = process(data, self.config, options, partial(self._run, request))
                 self.metrics.observe(report)
                 results.append(result)
         except InvalidImage as e:
@@ -99,12 +101,14 @@ class TritonPythonModel:
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
-    def _run(self, batch):
+    def _run(self, request, batch):
         """uint8 NxHxWx3 -> uint8 network output, through the network model (its dynamic batcher sees every tile)."""
-        request = pb_utils.InferenceRequest(
+        if request.is_cancelled():  # the client gave up: stop sending tiles of a large image
+            raise NetworkError("request cancelled", pb_utils.TritonError.CANCELLED)
+        net_request = pb_utils.InferenceRequest(
             model_name=self.config.net_model, requested_output_names=[FRAME_OUT.name],
             inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))])
-        response = request.exec()
+        response = net_request.exec()
         if response.has_error():
             err = response.error()
             code = err.code() if hasattr(err, "code") else pb_utils.TritonError.INTERNAL
