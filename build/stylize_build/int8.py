@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from stylize.descriptors import ModelDescriptor
 
 from . import pbtxt
-from .quantize import QuantizeError, QuantizeSettings, measure_quality, quantize_network, settings_fingerprint
+from .quantize import QuantizeError, QuantizeSettings, measure_quality, quantize_network, recipe, settings_fingerprint
 from .repository import (
     MANIFEST, ONNX_FILE, BuildSettings, _atomic_write, _git_commit, _step_source, _tool_versions, existing_versions,
     repository_lock,
@@ -58,9 +58,11 @@ def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str) -> d
     return files
 
 
-def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSettings = QuantizeSettings(), *,
+def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSettings | None = None, *,
                log: Callable[[str], None] = lambda s: None) -> Int8Result:
-    """Quantize the newest fp32 version of ``desc.net_model`` into a version of ``desc.int8_model`` (if new)."""
+    """Quantize the newest fp32 version of ``desc.net_model`` into a version of ``desc.int8_model`` (if new).
+    ``quant`` defaults to the architecture's recipe (quantize.recipe)."""
+    quant = quant or recipe(desc)
     repo = settings.repository
     sources = existing_versions(repo / desc.net_model)
     if not sources:
@@ -115,7 +117,7 @@ def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSe
 
 
 def build_int8_repository(descs: Iterable[ModelDescriptor], settings: BuildSettings,
-                          quant: QuantizeSettings = QuantizeSettings(), *,
+                          quant: QuantizeSettings | None = None, *,
                           log: Callable[[str], None] = lambda s: None) -> list[Int8Result]:
     """INT8 variants of every non-windowed descriptor (BasicVSR is skipped: see quantize.quantize_network)."""
     with repository_lock(settings.repository):

@@ -1,0 +1,554 @@
+"""`stylize bench`: the same network and input through every way of running it, side by side in one run.
+
+Per case (a network and an input side) the runners are:
+
+* ``torch``       PyTorch eager, in-process: the export's ServingWrapper (uint8 in/out, same arithmetic as the graph)
+* ``ort``         ONNX Runtime, in-process, on the repository's ONNX file (the CPU fp32 limit of that graph)
+* ``ort_prelu``   the same graph after the exact PRelu rewrite (quantize.rewrite_prelu), for graphs with PRelu
+* ``ort_int8``    ONNX Runtime, in-process, on the repository's INT8 file
+* ``served``      the client-facing ensemble over gRPC: PNG in, PNG out, ``in_flight`` requests in flight
+* ``served_net``  the network model over gRPC: raw uint8 frames in and out (no python step): isolates the steps' cost
+* ``served_int8`` the INT8 ensemble over gRPC, like ``served``
+
+This machine is shared and noisy, so measurements are interleaved: every round runs every runner once on the same
+number of images (rotating the order), and results are ratios taken within a round (median and range over rounds),
+never absolute times from different moments. Triton's statistics API gives, for the served runs, where a request's
+time goes (python step own work, network compute, queues). FLOPs are counted from the ONNX graph (flops.py) and the
+machine's GEMM peak is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, ModelDescriptor
+
+from .repository import ONNX_FILE, existing_versions
+
+DEFAULT_CASES: tuple[tuple[str, int], ...] = (
+    ("esrgan_x4", 128), ("esrgan_x4", 256),
+    ("esrgan_anime_x4", 128), ("esrgan_anime_x4", 256),
+    ("animevideo_x2", 128), ("animevideo_x2", 256),
+    ("animevideo_x3", 128), ("animevideo_x3", 256),
+    ("animevideo_x4", 128), ("animevideo_x4", 256),
+    ("animeganv2", 512),
+)
+QUICK_CASES: tuple[tuple[str, int], ...] = (
+    ("esrgan_anime_x4", 128), ("animevideo_x4", 128), ("animeganv2", 512),
+)
+
+# The issue's targets (docs/performance.md states them next to the measurements).
+TARGET_SERVED_VS_ORT = {"esrgan_x4": 0.95, "esrgan_anime_x4": 0.95, "animeganv2": 0.95,
+                        "animevideo_x2": 0.90, "animevideo_x3": 0.90, "animevideo_x4": 0.90}
+TARGET_SERVED_VS_TORCH = 1.5
+TARGET_INT8_SPEEDUP = 2.5
+TARGET_INT8_LOSS_DB = 0.5
+PUBLISHED_ANIMEGAN_512 = ("1.6 s", "4-thread Intel i5-8250U laptop CPU (published figure)")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchSettings:
+    repository: Path
+    url: str | None = None  # None: start a local server on the repository for the run
+    cases: tuple[tuple[str, int], ...] = DEFAULT_CASES
+    runners: tuple[str, ...] = ("torch", "ort", "ort_prelu", "ort_int8", "served", "served_net", "served_int8")
+    rounds: int = 3
+    seconds_per_round: float = 2.0  # images per runner-round: enough for the in-process fp32 ORT to take this long
+    max_images: int = 8
+    in_flight: int = 2  # requests in flight for the served runners
+    threads: int = 2  # intra-op threads of the in-process runtimes (the cores of this machine)
+    photo: str = "astronaut.png"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runners
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Runner:
+    name = ""
+    label = ""
+
+    def run(self, n: int) -> float:
+        """Process ``n`` images; returns wall seconds."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class TorchRunner(Runner):
+    name, label = "torch", "PyTorch eager (in-process)"
+
+    def __init__(self, desc: ModelDescriptor, frame: np.ndarray, threads: int):
+        import torch
+
+        from .export import ServingWrapper
+        from .weights.loaders import load_weights
+
+        torch.set_num_threads(threads)
+        net, _ = load_weights(desc, None)
+        self.torch = torch
+        self.model = ServingWrapper(net=net.eval(), desc=desc).eval()
+        self.x = torch.from_numpy(frame[None])
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        with self.torch.inference_mode():
+            for _ in range(n):
+                self.model(self.x)
+        return time.perf_counter() - t0
+
+
+class OrtRunner(Runner):
+    def __init__(self, name: str, label: str, model: Path | bytes, desc: ModelDescriptor, frame: np.ndarray,
+                 threads: int):
+        import onnxruntime as ort
+
+        self.name, self.label = name, label
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.feed = {desc.net_input.name: frame[None]}
+        self.out = [desc.net_output.name]
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.session.run(self.out, self.feed)
+        return time.perf_counter() - t0
+
+
+class ServedRunner(Runner):
+    """``in_flight`` worker threads, one gRPC connection each, each sending its next request when the last returns."""
+
+    def __init__(self, name: str, label: str, url: str, model: str, inputs: Callable[[], list], output: str,
+                 in_flight: int, check: Callable[[Any], None]):
+        import tritonclient.grpc as grpcclient
+
+        self.name, self.label, self.model, self.output = name, label, model, output
+        self.clients = [grpcclient.InferenceServerClient(url=url) for _ in range(in_flight)]
+        self.inputs = [inputs() for _ in range(in_flight)]
+        self.outputs = [[grpcclient.InferRequestedOutput(output)] for _ in range(in_flight)]
+        self.pool = cf.ThreadPoolExecutor(max_workers=in_flight)
+        self.check = check
+        self.checked = False
+
+    def _worker(self, i: int, count: int) -> None:
+        for _ in range(count):
+            result = self.clients[i].infer(self.model, self.inputs[i], outputs=self.outputs[i], client_timeout=600)
+            if not self.checked:
+                self.check(result.as_numpy(self.output))
+                self.checked = True
+
+    def run(self, n: int) -> float:
+        k = len(self.clients)
+        counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        t0 = time.perf_counter()
+        futures = [self.pool.submit(self._worker, i, c) for i, c in enumerate(counts) if c]
+        for f in futures:
+            f.result()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for c in self.clients:
+            c.close()
+
+
+def _png(frame: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _encoded_inputs(data: bytes) -> Callable[[], list]:
+    import tritonclient.grpc as grpcclient
+
+    def make() -> list:
+        t = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], "BYTES")
+        t.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+        return [t]
+
+    return make
+
+
+def _frame_inputs(desc: ModelDescriptor, frame: np.ndarray) -> Callable[[], list]:
+    import tritonclient.grpc as grpcclient
+
+    def make() -> list:
+        t = grpcclient.InferInput(desc.net_input.name, [1, *frame.shape], "UINT8")
+        t.set_data_from_numpy(frame[None])
+        return [t]
+
+    return make
+
+
+def _check_png(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]:
+    def check(out: Any) -> None:
+        from PIL import Image
+
+        data = out.reshape(-1)[0]
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (w * desc.scale, h * desc.scale):
+                raise BenchError(f"{desc.id}: served output is {im.size}, expected {(w * desc.scale, h * desc.scale)}")
+
+    return check
+
+
+def _check_frame(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]:
+    def check(out: Any) -> None:
+        if tuple(out.shape[1:3]) != (h * desc.scale, w * desc.scale):
+            raise BenchError(f"{desc.id}: served network output {out.shape}, expected {h * desc.scale}x{w * desc.scale}")
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Server statistics: where a served request's time goes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _stats(client, model: str) -> dict[str, float]:
+    s = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"]
+    tot = {"count": 0.0, "request_ns": 0.0, "queue_ns": 0.0, "compute_ns": 0.0}
+    for m in s:
+        inf = m.get("inference_stats", {})
+        tot["count"] += float(inf.get("success", {}).get("count", 0))
+        tot["request_ns"] += float(inf.get("success", {}).get("ns", 0))
+        tot["queue_ns"] += float(inf.get("queue", {}).get("ns", 0))
+        tot["compute_ns"] += sum(float(inf.get(k, {}).get("ns", 0))
+                                 for k in ("compute_input", "compute_infer", "compute_output"))
+    return tot
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}
+
+
+@dataclass
+class Breakdown:
+    """Mean ms per served request (2 in flight): from Triton's per-model statistics over the measured rounds."""
+
+    request_ms: float  # the ensemble's server-side time
+    step_ms: float  # python step's own work (decode, tiling, encode): its compute minus the network calls
+    network_ms: float  # network model compute
+    queue_ms: float  # queue time summed over the step and the network
+    step_model: str
+    network_model: str
+
+
+def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | None, net: str) -> Breakdown | None:
+    e = deltas.get(ensemble)
+    n = deltas.get(net)
+    if not e or not n or not e["count"]:
+        return None
+    count = e["count"]
+    s = deltas.get(step) if step else None
+    step_compute = s["compute_ns"] if s else 0.0
+    nested = n["request_ns"] if s and step else 0.0  # BLS: the step's compute contains the network's request time
+    return Breakdown(
+        request_ms=e["request_ns"] / count / 1e6,
+        step_ms=max(step_compute - nested, 0.0) / count / 1e6,
+        network_ms=n["compute_ns"] / count / 1e6,
+        queue_ms=((s["queue_ns"] if s else 0.0) + n["queue_ns"]) / count / 1e6,
+        step_model=step or "", network_model=net)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A case
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunnerResult:
+    name: str
+    label: str
+    seconds_per_image: list[float] = field(default_factory=list)  # one per round
+    error: str | None = None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return 1.0 / statistics.median(self.seconds_per_image) if self.seconds_per_image else None
+
+
+@dataclass
+class CaseResult:
+    model: str
+    side: int
+    weights: str
+    gflop_per_image: float
+    images_per_round: int
+    runners: dict[str, RunnerResult]
+    int8_quality: dict | None = None
+    breakdown: dict[str, Breakdown] = field(default_factory=dict)  # served runner -> breakdown
+    load_average: list[list[float]] = field(default_factory=list)  # per round
+    notes: list[str] = field(default_factory=list)
+
+    def ratio(self, a: str, b: str) -> tuple[float, float, float] | None:
+        """(median, min, max) over rounds of throughput(a) / throughput(b) measured in the same round."""
+        ra, rb = self.runners.get(a), self.runners.get(b)
+        if not ra or not rb or not ra.seconds_per_image or not rb.seconds_per_image:
+            return None
+        rs = [tb / ta for ta, tb in zip(ra.seconds_per_image, rb.seconds_per_image)]
+        return statistics.median(rs), min(rs), max(rs)
+
+    def gflops(self, runner: str) -> float | None:
+        r = self.runners.get(runner)
+        return None if not r or not r.images_per_s else self.gflop_per_image * r.images_per_s
+
+
+def _newest(repo: Path, model: str) -> tuple[Path, dict] | None:
+    versions = existing_versions(repo / model)
+    if not versions:
+        return None
+    v = max(versions)
+    return repo / model / str(v) / ONNX_FILE, versions[v]
+
+
+def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str | None, *,
+             log: Callable[[str], None]) -> CaseResult:
+    import onnx
+
+    from stylize.photos import real_photo_crop
+
+    from .flops import count_flops
+    from .quantize import rewrite_prelu
+
+    repo = settings.repository
+    fp32 = _newest(repo, desc.net_model)
+    if fp32 is None:
+        raise BenchError(f"{desc.id}: no {desc.net_model} in {repo} (run `stylize build`)")
+    int8 = _newest(repo, desc.int8_model)
+    side -= side % desc.size_multiple
+    frame = real_photo_crop(side, side, name=settings.photo)
+    gflop = count_flops(fp32[0], desc, side, side) / 1e9
+    result = CaseResult(model=desc.id, side=side, weights=fp32[1].get("weights", {}).get("status", "?"),
+                        gflop_per_image=gflop, images_per_round=0, runners={},
+                        int8_quality=int8[1].get("quality") if int8 else None)
+
+    runners: list[Runner] = []
+    wanted = settings.runners
+
+    def add(name: str, make: Callable[[], Runner]) -> None:
+        if name not in wanted:
+            return
+        try:
+            runners.append(make())
+        except Exception as e:  # noqa: BLE001 - a runner that cannot start is reported, the others still run
+            result.runners[name] = RunnerResult(name, name, error=f"{type(e).__name__}: {e}")
+            log(f"  {name}: not run ({e})")
+
+    add("torch", lambda: TorchRunner(desc, frame, settings.threads))
+    add("ort", lambda: OrtRunner("ort", "ONNX Runtime fp32 (in-process)", fp32[0], desc, frame, settings.threads))
+    graph = onnx.load(str(fp32[0]))
+    if "ort_prelu" in wanted and rewrite_prelu(graph):
+        add("ort_prelu", lambda: OrtRunner("ort_prelu", "ONNX Runtime fp32, PRelu rewritten (in-process)",
+                                           graph.SerializeToString(), desc, frame, settings.threads))
+    if int8:
+        add("ort_int8", lambda: OrtRunner("ort_int8", "ONNX Runtime INT8 (in-process)", int8[0], desc, frame,
+                                          settings.threads))
+    elif any(n in wanted for n in ("ort_int8", "served_int8")):
+        result.notes.append(f"no {desc.int8_model} in the repository: build it with `stylize build --int8`")
+    if url:
+        png = _png(frame)
+        add("served", lambda: ServedRunner(
+            "served", f"served ensemble {desc.id} (gRPC, PNG in/out, {settings.in_flight} in flight)", url, desc.id,
+            _encoded_inputs(png), ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side)))
+        add("served_net", lambda: ServedRunner(
+            "served_net", f"served network {desc.net_model} (gRPC, raw uint8, {settings.in_flight} in flight)", url,
+            desc.net_model, _frame_inputs(desc, frame), desc.net_output.name, settings.in_flight,
+            _check_frame(desc, side, side)))
+        if int8:
+            add("served_int8", lambda: ServedRunner(
+                "served_int8", f"served INT8 ensemble {desc.int8_ensemble} (gRPC, PNG in/out, {settings.in_flight} "
+                f"in flight)", url, desc.int8_ensemble, _encoded_inputs(png), ENCODED_RESULT.name,
+                settings.in_flight, _check_png(desc, side, side)))
+    try:
+        # warm-up (sessions, arenas, first-call costs, the server's first BLS call), and the size of a round
+        t_ref = None
+        for r in list(runners):
+            try:
+                t = r.run(settings.in_flight if isinstance(r, ServedRunner) else 1)
+            except Exception as e:  # noqa: BLE001 - e.g. a model the server has not loaded: report, go on
+                result.runners[r.name] = RunnerResult(r.name, r.label, error=f"{type(e).__name__}: {e}"[:500])
+                log(f"  {r.name}: failed in warm-up ({result.runners[r.name].error})")
+                runners.remove(r)
+                r.close()
+                continue
+            if r.name == "ort":
+                t_ref = t
+        t_ref = t_ref or 1.0
+        n = max(settings.in_flight, min(settings.max_images, math.ceil(settings.seconds_per_round / t_ref)))
+        n += (-n) % settings.in_flight  # whole waves of requests in flight
+        result.images_per_round = n
+        for r in runners:
+            result.runners[r.name] = RunnerResult(r.name, r.label)
+        stats_client = None
+        before: dict[str, dict[str, float]] = {}
+        step_names = {"served": desc.image_model, "served_int8": desc.int8_image_model}
+        ens_names = {"served": desc.id, "served_int8": desc.int8_ensemble}
+        net_names = {"served": desc.net_model, "served_int8": desc.int8_model}
+        deltas: dict[str, dict[str, dict[str, float]]] = {"served": {}, "served_int8": {}}
+        if url:
+            import tritonclient.grpc as grpcclient
+
+            stats_client = grpcclient.InferenceServerClient(url=url)
+        for rnd in range(settings.rounds):
+            order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
+            result.load_average.append([round(x, 2) for x in os.getloadavg()])
+            for r in order:
+                if stats_client and r.name in deltas:
+                    names = (ens_names[r.name], step_names[r.name], net_names[r.name])
+                    before = {m: _stats(stats_client, m) for m in names}
+                t = r.run(n)
+                if stats_client and r.name in deltas:
+                    for m in names:
+                        d = _delta(_stats(stats_client, m), before[m])
+                        acc = deltas[r.name].setdefault(m, {k: 0.0 for k in d})
+                        for k, v in d.items():
+                            acc[k] += v
+                result.runners[r.name].seconds_per_image.append(t / n)
+            log(f"  round {rnd + 1}/{settings.rounds}: " + ", ".join(
+                f"{r.name} {result.runners[r.name].seconds_per_image[-1]:.3f} s/img" for r in runners))
+        for name, d in deltas.items():
+            b = breakdown(d, ens_names[name], step_names[name], net_names[name])
+            if b:
+                result.breakdown[name] = b
+        if stats_client:
+            stats_client.close()
+    finally:
+        for r in runners:
+            r.close()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole benchmark
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchResult:
+    started: str
+    command: str
+    settings: dict
+    machine: dict
+    versions: dict
+    peak: dict
+    layout: dict  # model -> instances / threads as served
+    cases: list[CaseResult]
+    server: str
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _machine() -> dict:
+    from stylize.loadtest.runner import machine
+
+    return machine()
+
+
+def _versions() -> dict:
+    import onnxruntime
+    import torch
+
+    from stylize.loadtest.runner import git_commit
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "stylize": git_commit()}
+
+
+def _layout(url: str, descs: Sequence[ModelDescriptor]) -> dict:
+    import tritonclient.grpc as grpcclient
+
+    from stylize.loadtest.runner import model_layout
+
+    out = {}
+    client = grpcclient.InferenceServerClient(url=url)
+    try:
+        out["triton"] = client.get_server_metadata(as_json=True).get("version", "?")
+        for d in descs:
+            for name in (d.image_model, d.net_model, d.int8_image_model, d.int8_model):
+                try:
+                    lay = model_layout(client, name)
+                    out[name] = {"kind": lay.kind, "instances": lay.instances, "threads": lay.intra_op_threads}
+                except Exception:  # noqa: BLE001 - a model that is not loaded has no layout
+                    pass
+    finally:
+        client.close()
+    return out
+
+
+def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str], None] = lambda s: None
+              ) -> BenchResult:
+    from .flops import machine_peak
+
+    t0 = time.perf_counter()
+    descs = []
+    for model, _ in settings.cases:
+        if model not in REGISTRY:
+            raise BenchError(f"unknown model {model!r}")
+        if REGISTRY[model].window:
+            raise BenchError(f"{model}: windowed video models are not part of this benchmark")
+        descs.append(REGISTRY[model])
+    server = None
+    url = settings.url
+    started = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        if url is None and any(r.startswith("served") for r in settings.runners):
+            from stylize.server.launcher import start_local
+
+            log(f"starting a local server on {settings.repository} ...")
+            server = start_local(settings.repository)
+            url = server.grpc_url
+            log(f"server ready at {url}")
+        log("measuring the GEMM peak (numpy and ONNX Runtime, fp32 and int8) ...")
+        peak = asdict(machine_peak(threads=settings.threads))
+        layout = _layout(url, descs) if url else {}
+        cases = []
+        for model, side in settings.cases:
+            log(f"{model} at {side}x{side}:")
+            cases.append(run_case(REGISTRY[model], side, settings, url, log=log))
+        peak_after = asdict(machine_peak(threads=settings.threads))
+        peak = {k: max(peak[k], peak_after[k]) if isinstance(peak[k], float) else peak[k] for k in peak}
+    finally:
+        if server is not None:
+            server.stop()
+    return BenchResult(started=started, command=command,
+                       settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+                       machine=_machine(), versions=_versions(), peak=peak, layout=layout, cases=cases,
+                       server=f"local server started by the benchmark ({settings.repository})" if server else
+                       (url or "none"), seconds=round(time.perf_counter() - t0, 1))
+
+
+__all__ = [
+    "DEFAULT_CASES", "QUICK_CASES", "BenchSettings", "BenchResult", "CaseResult", "RunnerResult", "Breakdown",
+    "BenchError", "run_bench", "run_case", "breakdown",
+    "TARGET_SERVED_VS_ORT", "TARGET_SERVED_VS_TORCH", "TARGET_INT8_SPEEDUP", "TARGET_INT8_LOSS_DB",
+]

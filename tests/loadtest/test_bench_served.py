@@ -1,0 +1,41 @@
+"""The benchmark's runners side by side on a tiny case, including the served ones against the real server: the
+plumbing (interleaved rounds, ratios within a round, Triton statistics breakdown, FLOPs, the doc) -- not speed."""
+
+from __future__ import annotations
+
+import pytest
+
+from stylize.descriptors import REGISTRY
+from stylize_build.bench import BenchSettings, run_case
+from stylize_build.bench_report import load_json, markdown, save_json
+
+pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
+
+
+def test_runners_side_by_side(server, model_repository, tmp_path):
+    settings = BenchSettings(repository=model_repository, url=server.grpc_url, rounds=2, seconds_per_round=0.1,
+                             max_images=2, runners=("torch", "ort", "ort_prelu", "served", "served_net"))
+    case = run_case(REGISTRY["animevideo_x4"], 32, settings, server.grpc_url, log=lambda s: None)
+    assert case.images_per_round == 2
+    for name in ("torch", "ort", "ort_prelu", "served", "served_net"):
+        r = case.runners[name]
+        assert r.error is None and len(r.seconds_per_image) == 2 and r.images_per_s > 0
+    med, lo, hi = case.ratio("served", "ort")
+    assert lo <= med <= hi and med > 0
+    assert case.gflop_per_image == pytest.approx(1.24e6 * 32 * 32 / 1e9, rel=0.02)  # 1.24 MFLOP per input pixel
+    b = case.breakdown["served"]
+    assert b.network_model == REGISTRY["animevideo_x4"].net_model and b.network_ms > 0 and b.step_ms >= 0
+    assert b.request_ms >= b.network_ms
+
+    from stylize_build.bench import BenchResult
+
+    result = BenchResult(started="t", command="stylize bench --case animevideo_x4:32", settings={
+        "photo": "astronaut.png", "rounds": 2, "threads": 2, "in_flight": 2, "seconds_per_round": 0.1,
+        "max_images": 2}, machine={"cpu": "c", "cores": 2, "memory_gib": 1, "os": "o"},
+        versions={"torch": "t", "onnxruntime": "o", "numpy": "n", "python": "p", "stylize": "s"},
+        peak={"ort_fp32_gflops": 100.0, "numpy_fp32_gflops": 50.0, "ort_int8_gops": 400.0, "n": 64, "threads": 2},
+        layout={"triton": "2.51.0"}, cases=[case], server=server.grpc_url)
+    path = save_json(result, tmp_path / "bench.json")
+    again = load_json(path)
+    md = markdown(again, [], doc_dir=tmp_path, results_file=path)
+    assert "| animevideo_x4 32² |" in md and "served ensemble" in md and "## Where a served request's time goes" in md
