@@ -76,6 +76,7 @@ class BenchSettings:
     in_flight: int = 2  # requests in flight for the served runners
     threads: int = 2  # intra-op threads of the in-process runtimes (the cores of this machine)
     photo: str = "astronaut.png"
+    layout_cases: tuple[tuple[str, int], ...] = ()  # served network layouts compared (instances x threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,6 +448,96 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Instance / thread layouts of the served network
+# ---------------------------------------------------------------------------------------------------------------
+
+DEFAULT_LAYOUTS: tuple[tuple[int, int], ...] = ((1, 2), (2, 1))  # (instances, intra-op threads) of <id>_net
+LAYOUT_CASES: tuple[tuple[str, int], ...] = (("animevideo_x4", 128), ("esrgan_anime_x4", 128))
+
+
+@dataclass
+class LayoutResult:
+    model: str
+    side: int
+    images_per_round: int
+    layouts: dict[str, list[float]]  # "instances x threads" -> seconds per image, one per round
+
+    def ratio(self, a: str, b: str) -> tuple[float, float, float] | None:
+        ra, rb = self.layouts.get(a), self.layouts.get(b)
+        if not ra or not rb:
+            return None
+        rs = [tb / ta for ta, tb in zip(ra, rb)]
+        return statistics.median(rs), min(rs), max(rs)
+
+
+def layout_repository(source: Path, target: Path, desc: ModelDescriptor, *, instances: int, threads: int) -> Path:
+    """A repository with only ``desc``'s image ensemble, its network configured as ``instances`` x ``threads``
+    (versions symlinked, nothing copied), for measuring layouts side by side."""
+    from . import pbtxt
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (desc.id, desc.image_model):
+        (target / name).mkdir(exist_ok=True)
+        for item in (source / name).iterdir():
+            link = target / name / item.name
+            if not link.exists():
+                link.symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    net = target / desc.net_model
+    net.mkdir(exist_ok=True)
+    versions = existing_versions(source / desc.net_model)
+    if not versions:
+        raise BenchError(f"{desc.net_model}: no version in {source}")
+    for v in versions:
+        link = net / str(v)
+        if not link.exists():
+            link.symlink_to((source / desc.net_model / str(v)).resolve(), target_is_directory=True)
+    status = versions[max(versions)].get("weights", {}).get("status", "?")
+    (net / "config.pbtxt").write_text(pbtxt.net_config(desc, weights_status=status, threads=threads,
+                                                       instances=instances))
+    return target
+
+
+def run_layouts(desc: ModelDescriptor, side: int, settings: BenchSettings, *,
+                layouts: Sequence[tuple[int, int]] = DEFAULT_LAYOUTS, work_dir: Path,
+                log: Callable[[str], None]) -> LayoutResult:
+    """One server per layout (all started before measuring: an idle server costs no CPU), the served ensemble with
+    ``in_flight`` requests measured round-robin across them."""
+    from stylize.photos import real_photo_crop
+    from stylize.server.launcher import start_local
+
+    side -= side % desc.size_multiple
+    png = _png(real_photo_crop(side, side, name=settings.photo))
+    servers, runners = [], {}
+    try:
+        for inst, thr in layouts:
+            if inst * thr > settings.threads:
+                raise BenchError(f"layout {inst}x{thr} exceeds the {settings.threads} cores")
+            key = f"{inst} x {thr}"
+            repo = layout_repository(settings.repository, work_dir / f"{desc.id}-{inst}x{thr}", desc,
+                                     instances=inst, threads=thr)
+            server = start_local(repo)
+            servers.append(server)
+            runners[key] = ServedRunner("served", f"served {key}", server.grpc_url, desc.id, _encoded_inputs(png),
+                                        ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side))
+        t = min(r.run(settings.in_flight) for r in runners.values())  # warm-up, and the size of a round
+        n = max(settings.in_flight, min(settings.max_images,
+                                        math.ceil(settings.seconds_per_round * settings.in_flight / t)))
+        n += (-n) % settings.in_flight
+        result = LayoutResult(desc.id, side, n, {k: [] for k in runners})
+        keys = list(runners)
+        for rnd in range(settings.rounds):
+            for k in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
+                result.layouts[k].append(runners[k].run(n) / n)
+            log(f"  layouts round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s/img" for k, v in result.layouts.items()))
+        return result
+    finally:
+        for r in runners.values():
+            r.close()
+        for s in servers:
+            s.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The whole benchmark
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -463,6 +554,7 @@ class BenchResult:
     cases: list[CaseResult]
     server: str
     seconds: float = 0.0
+    layouts: list[LayoutResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -528,6 +620,7 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
             server = start_local(settings.repository)
             url = server.grpc_url
             log(f"server ready at {url}")
+        served_by = (f"local server started by the benchmark ({settings.repository})" if server else (url or "none"))
         log("measuring the GEMM peak (numpy and ONNX Runtime, fp32 and int8) ...")
         peak = asdict(machine_peak(threads=settings.threads))
         layout = _layout(url, descs) if url else {}
@@ -535,6 +628,17 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
         for model, side in settings.cases:
             log(f"{model} at {side}x{side}:")
             cases.append(run_case(REGISTRY[model], side, settings, url, log=log))
+        layouts = []
+        if settings.layout_cases:
+            import tempfile
+
+            if server is not None:  # the layout servers are measured alone
+                server.stop()
+                server = None
+            with tempfile.TemporaryDirectory(prefix="stylize-layouts-") as tmp:
+                for model, side in settings.layout_cases:
+                    log(f"{model} at {side}x{side}: served network layouts")
+                    layouts.append(run_layouts(REGISTRY[model], side, settings, work_dir=Path(tmp), log=log))
         peak_after = asdict(machine_peak(threads=settings.threads))
         peak = {k: max(peak[k], peak_after[k]) if isinstance(peak[k], float) else peak[k] for k in peak}
     finally:
@@ -543,12 +647,12 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
     return BenchResult(started=started, command=command,
                        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
                        machine=_machine(), versions=_versions(), peak=peak, layout=layout, cases=cases,
-                       server=f"local server started by the benchmark ({settings.repository})" if server else
-                       (url or "none"), seconds=round(time.perf_counter() - t0, 1))
+                       server=served_by, seconds=round(time.perf_counter() - t0, 1), layouts=layouts)
 
 
 __all__ = [
     "DEFAULT_CASES", "QUICK_CASES", "BenchSettings", "BenchResult", "CaseResult", "RunnerResult", "Breakdown",
-    "BenchError", "run_bench", "run_case", "breakdown",
+    "BenchError", "run_bench", "run_case", "breakdown", "LayoutResult", "run_layouts", "layout_repository",
+    "DEFAULT_LAYOUTS", "LAYOUT_CASES",
     "TARGET_SERVED_VS_ORT", "TARGET_SERVED_VS_TORCH", "TARGET_INT8_SPEEDUP", "TARGET_INT8_LOSS_DB",
 ]

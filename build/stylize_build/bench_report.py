@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,20 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
             add(f"| {k} | {lay['kind']} | {lay['instances']} | {lay['threads'] or '–'} |")
         add("")
 
+    if result.layouts:
+        add("Layouts of the served network compared in the same run (instances × intra-op threads of `<id>_net`, "
+            f"everything else as built; one server per layout, measured round-robin, {s['in_flight']} requests in "
+            "flight, PNG in/out):")
+        add("")
+        add("| case | " + " | ".join(f"{k} img/s" for k in result.layouts[0].layouts) + " | ratio (2nd / 1st) |")
+        add("|---|" + "---|" * (len(result.layouts[0].layouts) + 1))
+        for lay in result.layouts:
+            keys = list(lay.layouts)
+            cells = [f"{1 / statistics.median(v):.3g}" if v else "–" for v in lay.layouts.values()]
+            ratio = lay.ratio(keys[1], keys[0]) if len(keys) > 1 else None
+            add(f"| {lay.model} {lay.side}² | " + " | ".join(cells) + f" | {_r(ratio)} |")
+        add("")
+
     # ---- INT8 ---------------------------------------------------------------------------------------------
     add("## INT8")
     add("")
@@ -303,7 +318,10 @@ def load_json(path: Path) -> BenchResult:
     """A saved result back into objects (to re-render the doc without re-measuring)."""
     from .bench import Breakdown, RunnerResult
 
+    from .bench import LayoutResult
+
     raw = json.loads(Path(path).read_text())
+    raw["layouts"] = [LayoutResult(**x) for x in raw.get("layouts", [])]
     cases = []
     for c in raw.pop("cases"):
         c["runners"] = {k: RunnerResult(**r) for k, r in c["runners"].items()}

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="minimum in-process fp32 time per round")
     p.add_argument("--in-flight", type=int, default=2, help="requests in flight for the served runners")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads in-process (default: the cores)")
+    p.add_argument("--no-layouts", action="store_true",
+                   help="skip comparing served network layouts (instances x threads; default: on for the full set)")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown to write (default: %(default)s)")
     p.add_argument("--json", type=Path, default=None,
                    help="raw results (default: next to the plots, docs/performance/bench.json)")
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     settings = bench.BenchSettings(
         repository=args.model_repository, url=args.url, cases=cases,
         rounds=args.rounds or (2 if args.quick else 3), seconds_per_round=args.seconds, in_flight=args.in_flight,
-        threads=threads)
+        threads=threads,
+        layout_cases=() if (args.no_layouts or args.quick or args.cases) else bench.LAYOUT_CASES)
     argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else []
     command = "stylize bench " + " ".join(shlex.quote(a) for a in argv)
     try:
