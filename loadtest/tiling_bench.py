@@ -111,6 +111,31 @@ def tree_memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def session_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each process of the server's session, keyed by role: "server", or
+    the model name of a python stub (``<model>_<group>_<instance>`` on its command line; instances summed)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[3]) != pid and int(entry) != pid:
+                continue
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            role = "server"
+            if int(entry) != pid:
+                # python stub argv: binary, model file, shm region, shm sizes, parent pid, backend dir, ipc size,
+                # then the instance name "<model>_<group>_<instance>"
+                role = args[8].decode().rsplit("_", 2)[0] if len(args) > 8 else "stub"
+            out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 class PeakMemory:
     """Samples :func:`tree_memory` in a thread; ``peak_rss``/``peak_pss`` after ``stop()``."""
 
@@ -193,7 +218,7 @@ def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], in
     return rows
 
 
-def measure_overhead(client, model: str, side: int, *, repeats: int, log) -> dict:
+def measure_overhead(client, model: str, side: int, *, repeats: int, log, server_pid: int | None = None) -> dict:
     """Python-step cost: ensemble (PNG in/out) vs raw frames, sequential and two in flight, interleaved runs."""
     frame = np.ascontiguousarray(real_photo()[100:100 + side, 150:150 + side])
     data = png(frame)
@@ -203,6 +228,15 @@ def measure_overhead(client, model: str, side: int, *, repeats: int, log) -> dic
     }
     for call in calls.values():  # warm both paths
         call()
+    cpu: dict[str, dict[str, float]] = {}
+    if server_pid:  # CPU time per request and process: robust to other load on the machine, unlike wall time
+        for name, call in calls.items():
+            before = session_cpu(server_pid)
+            for _ in range(repeats):
+                call()
+            after = session_cpu(server_pid)
+            cpu[name] = {k: round(1000 * (after.get(k, 0) - before.get(k, 0)) / repeats, 2) for k in after
+                         if after.get(k, 0) - before.get(k, 0) > 0}
     seq: dict[str, list[float]] = {k: [] for k in calls}
     for _ in range(repeats):
         for name, call in calls.items():  # interleaved: load from other processes hits both alike
@@ -220,6 +254,7 @@ def measure_overhead(client, model: str, side: int, *, repeats: int, log) -> dic
         "median_ms": {k: round(1000 * statistics.median(v), 2) for k, v in seq.items()},
         "throughput_2_in_flight": {k: round(v, 2) for k, v in par.items()},
     }
+    out["cpu_ms_per_request"] = cpu
     out["step_overhead_ms"] = round(out["median_ms"]["ensemble PNG"] - out["median_ms"]["raw frames"], 2)
     out["throughput_ratio"] = round(par["ensemble PNG"] / par["raw frames"], 3)
     log(f"overhead {out}")
@@ -249,6 +284,21 @@ def server_metrics(url: str, prefix: str = "stylize_image_") -> list[str]:
 
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     return [ln for ln in text.splitlines() if ln.startswith(prefix) and ("_sum" in ln or "_count" in ln)]
+
+
+def step_means_ms(lines: list[str], model: str) -> dict[str, float]:
+    """Mean decode / network / encode time per image of one image step, from its histograms' _sum and _count."""
+    values: dict[str, float] = {}
+    for ln in lines:
+        if f'model="{model}"' in ln:
+            name, value = ln.split("{")[0], float(ln.rsplit(" ", 1)[1])
+            values[name] = value
+    out = {}
+    for part in ("decode", "network", "encode"):
+        n = values.get(f"stylize_image_{part}_seconds_count", 0)
+        if n:
+            out[part] = round(1000 * values[f"stylize_image_{part}_seconds_sum"] / n, 2)
+    return out
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
@@ -309,6 +359,19 @@ def write_report(results: dict, path: Path) -> None:
             lines.append(f"| {k} | {ov['median_ms'][k]} | {ov['throughput_2_in_flight'][k]} |")
         lines += ["", f"Step overhead per request: {ov['step_overhead_ms']} ms; ensemble/raw throughput: "
                   f"{ov['throughput_ratio']}."]
+        if ov.get("cpu_ms_per_request"):
+            lines += ["", "CPU time per request by process (ms; user + system, less sensitive to other load than "
+                      "wall time):", "", "| path | " + " | ".join(sorted({k for v in ov["cpu_ms_per_request"].values()
+                                                                         for k in v})) + " |"]
+            roles = sorted({k for v in ov["cpu_ms_per_request"].values() for k in v})
+            lines.append("|---" * (len(roles) + 1) + "|")
+            for path_name, by_role in ov["cpu_ms_per_request"].items():
+                lines.append(f"| {path_name} | " + " | ".join(str(by_role.get(r, 0)) for r in roles) + " |")
+        if ov.get("step_means_ms"):
+            m = ov["step_means_ms"]
+            lines += ["", "Inside the step, mean per image (its own histograms): "
+                      + ", ".join(f"{k} {v} ms" for k, v in m.items())
+                      + " (network = the BLS call, including the network model's queue and compute)."]
     if results.get("metrics"):
         lines += ["", "## The step's own metrics after the runs", "", "```", *results["metrics"], "```"]
     lines += ["", "Reproduce: `python -m loadtest.tiling_bench` (needs the built repository: `stylize build`).", ""]
@@ -347,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
                                  Path(tmp))
         with start_local(repo) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
-            results["overhead"] = measure_overhead(client, "animevideo_x2", 128, repeats=args.repeats, log=log)
+            results["overhead"] = measure_overhead(client, "animevideo_x2", 128, repeats=args.repeats, log=log,
+                                                   server_pid=server.pid)
+            results["overhead"]["step_means_ms"] = step_means_ms(server_metrics(server.metrics_url),
+                                                                 "animevideo_x2_image")
             results["quality"] = measure_quality(client, [
                 ("animevideo_x4", "astronaut.png", (0, 0, 512), None),
                 ("animevideo_x4", "astronaut.png", (0, 0, 512), 96),
