@@ -211,6 +211,9 @@ def test_png_roundtrip_is_lossless_and_formats_have_their_magic():
         assert encode(photo[:16, :16], fmt=fmt).startswith(magic)
     with pytest.raises(InvalidImage, match="unsupported output format"):
         encode(photo[:8, :8], fmt="GIF")
+    with pytest.raises(InvalidImage, match="WebP images are at most") as e:
+        encode(np.zeros((2, 16384, 3), np.uint8), fmt="WEBP")
+    assert e.value.reason == "output_too_large"
 
 
 def test_recompose_gray_alpha_and_sixteen_bits():

@@ -29,6 +29,7 @@ DEFAULT_MAX_OUTPUT_PIXELS = 67_108_864  # 8192 x 8192 output (a 2048^2 input ups
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OUTPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
+WEBP_MAX_SIDE = 16383  # the format's limit
 
 # Short reason codes of refused inputs: the label of the refusals metric (a fixed, small set).
 REASONS = (
@@ -379,6 +380,10 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
     if fmt is None:
         raise InvalidImage("unsupported output format (PNG, JPEG, WEBP)", reason="bad_option")
     gray = pixels.ndim == 2
+    if fmt == "WEBP" and max(pixels.shape[:2]) > WEBP_MAX_SIDE:
+        raise InvalidImage(f"WebP images are at most {WEBP_MAX_SIDE} pixels on a side; the output is "
+                           f"{pixels.shape[1]}x{pixels.shape[0]} (use PNG or a lower outscale)",
+                           reason="output_too_large")
     icc = icc_profile if _icc_matches(icc_profile, gray) else None
     if fmt == "PNG" and pixels.dtype == np.uint16:
         return _encode_png16(pixels, alpha, icc=icc, dpi=dpi)

@@ -98,6 +98,10 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
         except NetworkError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), e.code))
+        except Exception as e:  # a bug must fail this request only, not the others of the execute() call
+            pb_utils.Logger.log_error(f"{self.config.model_id}: unexpected {type(e).__name__}: {e}")
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                f"internal error in the image step: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL))
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
