@@ -70,7 +70,9 @@ class BenchSettings:
     url: str | None = None  # None: start a local server on the repository for the run
     cases: tuple[tuple[str, int], ...] = DEFAULT_CASES
     runners: tuple[str, ...] = ("torch", "ort", "ort_prelu", "ort_int8", "served", "served_net", "served_int8")
-    rounds: int = 3
+    rounds: int = 3  # at least this many interleaved rounds per case ...
+    max_rounds: int = 8  # ... and more, up to this many, while the case has used less than case_seconds
+    case_seconds: float = 150.0
     seconds_per_round: float = 2.0  # images per runner-round: enough for the in-process fp32 ORT to take this long
     max_images: int = 8
     in_flight: int = 2  # requests in flight for the served runners
@@ -418,7 +420,10 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
             import tritonclient.grpc as grpcclient
 
             stats_client = grpcclient.InferenceServerClient(url=url)
-        for rnd in range(settings.rounds):
+        t_case = time.perf_counter()
+        rnd = 0
+        while rnd < settings.rounds or (rnd < settings.max_rounds
+                                        and time.perf_counter() - t_case < settings.case_seconds):
             order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
             result.load_average.append([round(x, 2) for x in os.getloadavg()])
             for r in order:
@@ -433,8 +438,9 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                         for k, v in d.items():
                             acc[k] += v
                 result.runners[r.name].seconds_per_image.append(t / n)
-            log(f"  round {rnd + 1}/{settings.rounds}: " + ", ".join(
+            log(f"  round {rnd + 1}: " + ", ".join(
                 f"{r.name} {result.runners[r.name].seconds_per_image[-1]:.3f} s/img" for r in runners))
+            rnd += 1
         for name, d in deltas.items():
             b = breakdown(d, ens_names[name], step_names[name], net_names[name])
             if b:
@@ -628,6 +634,9 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
         for model, side in settings.cases:
             log(f"{model} at {side}x{side}:")
             cases.append(run_case(REGISTRY[model], side, settings, url, log=log))
+            # the peak again between cases: on a shared machine the quietest moment gives the best estimate
+            again = asdict(machine_peak(threads=settings.threads, reps=3))
+            peak = {k: max(peak[k], again[k]) if isinstance(peak[k], float) else peak[k] for k in peak}
         layouts = []
         if settings.layout_cases:
             import tempfile

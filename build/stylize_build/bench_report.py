@@ -31,6 +31,49 @@ def _case_name(c: CaseResult) -> str:
     return f"{c.model} {c.side}²"
 
 
+def _why(result: BenchResult) -> list[str]:
+    """One line per missed target, naming where the time goes with this run's numbers."""
+    out = []
+    for c in result.cases:
+        name = _case_name(c)
+        t = TARGET_SERVED_VS_ORT.get(c.model)
+        so = c.ratio("served", "ort")
+        if t and so and so[0] < t:
+            sn, no = c.ratio("served", "served_net"), c.ratio("served_net", "ort")
+            b = c.breakdown.get("served")
+            detail = []
+            if no:
+                detail.append(f"served network (raw frames, no python step) / ORT = {no[0]:.2f}")
+            if sn:
+                detail.append(f"served ensemble / served network = {sn[0]:.2f}")
+            if b:
+                detail.append(f"per request: python step own work {b.step_ms:.0f} ms, network {b.network_ms:.0f} ms, "
+                              f"queues {b.queue_ms:.0f} ms")
+            where = ("the python step (decode/encode)" if sn and no and sn[0] < no[0] else
+                     "the network path (backend, batching, transport)" if no else "unknown")
+            out.append(f"- {name}: served / ORT {so[0]:.2f} < {t}; " + "; ".join(detail)
+                       + f". The larger loss is in {where}.")
+        st = c.ratio("served", "torch")
+        ot = c.ratio("ort", "torch")
+        if st and st[0] < TARGET_SERVED_VS_TORCH and ot:
+            out.append(f"- {name}: served / PyTorch eager {st[0]:.2f} < {TARGET_SERVED_VS_TORCH}: ONNX Runtime "
+                       f"in-process is itself only {ot[0]:.2f}x PyTorch eager on this CPU (PyTorch's oneDNN "
+                       f"convolutions are as fast as ONNX Runtime's here), and serving cannot be faster than the "
+                       "runtime it serves with" + (
+                           f"; the PRelu-rewritten graph reaches {c.ratio('ort_prelu', 'torch')[0]:.2f}x"
+                           if c.ratio("ort_prelu", "torch") else "") + (
+                           f"; INT8 served reaches {c.ratio('served_int8', 'torch')[0]:.2f}x"
+                           if c.ratio("served_int8", "torch") else "") + ".")
+        i8 = c.ratio("served_int8", "served")
+        oi = c.ratio("ort_int8", "ort")
+        if i8 and i8[0] < TARGET_INT8_SPEEDUP and oi:
+            b = c.breakdown.get("served_int8")
+            share = f"; the python step is {100 * b.step_ms / b.request_ms:.0f} % of an INT8 request" if b else ""
+            out.append(f"- {name}: INT8 served / fp32 served {i8[0]:.2f} < {TARGET_INT8_SPEEDUP}: in-process the "
+                       f"INT8 graph is {oi[0]:.2f}x the fp32 graph" + share + ".")
+    return out
+
+
 def plot(result: BenchResult, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -102,7 +145,8 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
         "work (2 cores, load average per round in the JSON), so absolute times are noisy; the **results are the "
         "ratios**, measured within each round: every runner processes the same number of images of the same real "
         f"photo crop ({s['photo']}) in turn, the order rotates between rounds, and each ratio is the median over "
-        f"{s['rounds']} rounds (range in brackets).")
+        f"at least {s['rounds']} rounds (range in brackets; light cases get more rounds, up to "
+        f"{s.get('max_rounds', s['rounds'])}).")
     add("")
     add("## Machine")
     add("")
@@ -110,7 +154,8 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
     add(f"- Software: PyTorch {v['torch']}, ONNX Runtime {v['onnxruntime']}, Triton {result.layout.get('triton', '?')}"
         f" (the `tritonserver` of nvidia-pytriton; ONNX models run through the project's Python-based "
         f"`onnxruntime` backend), numpy {v['numpy']}, Python {v['python']}, stylize {v['stylize']}")
-    add(f"- Matrix-multiply peak, {peak['threads']} threads, {peak['n']}³ (best of 5, before and after the cases): "
+    add(f"- Matrix-multiply peak, {peak['threads']} threads, {peak['n']}³ (best over the run: measured before, "
+        "between and after the cases): "
         f"ONNX Runtime fp32 **{peak['ort_fp32_gflops']:.0f} GFLOP/s**, numpy fp32 {peak['numpy_fp32_gflops']:.0f} "
         f"GFLOP/s, ONNX Runtime int8 (MatMulInteger u8×s8) **{peak['ort_int8_gops']:.0f} GOP/s**")
     add(f"- Runners: in-process runtimes with {s['threads']} intra-op threads; served runners keep "
@@ -144,6 +189,13 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
         add(f"| {_case_name(c)} | {_r(so)} | ≥ {t} | {_verdict(so, t) if t else ''} | {_r(st)} | "
             f"{_verdict(st, TARGET_SERVED_VS_TORCH)} | {_r(i8)} {i8v} | {qtxt} | {qv} |")
     add("")
+
+    why = _why(result)
+    if why:
+        add("### Why the misses happen (from the same run's measurements)")
+        add("")
+        L.extend(why)
+        add("")
 
     # ---- all runners ---------------------------------------------------------------------------------------
     add("## Throughput, every runner")

@@ -275,3 +275,14 @@ def test_capacity_file_is_what_the_k8s_plan_reads(tmp_path):
     with pytest.raises(CapacityError, match="no successful level"):
         capacity_document(run, s)
     assert CapacitySpec(1000.0).percentile == 95
+
+
+def test_results_json_round_trip_re_renders_the_same_report(tmp_path):
+    from stylize.loadtest.runner import load_results
+
+    run, _ = _run_result(tmp_path)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(run.to_dict()))
+    again = load_results(path)
+    assert again.results[0].scenario == run.results[0].scenario
+    assert markdown(again, [], relative_to=tmp_path) == markdown(run, [], relative_to=tmp_path)

@@ -42,7 +42,17 @@ def register(subparsers) -> None:
     p.add_argument("--capacity-out", type=Path, default=None,
                    help="where the capacity file goes (default: loadtest/results/capacity.json)")
     p.add_argument("--measurement-ms", type=int, default=None, help="override every scenario's window")
+    p.add_argument("--from-results", type=Path, default=None, metavar="DIR",
+                   help="re-render report.md and the plots of a finished run (its results.json), no measuring")
     p.set_defaults(func=run)
+
+
+def _publish(report: Path, out: Path, report_dir: Path) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(report, report_dir / "report.md")
+    if (out / "plots").is_dir():
+        shutil.copytree(out / "plots", report_dir / "plots", dirs_exist_ok=True)
+    print(f"report copied to {report_dir}")
 
 
 def _command_line(argv: list[str]) -> str:
@@ -64,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
             for sc in s.scenarios:
                 levels = ",".join(f"{x:g}" for x in sc.levels)
                 print(f"  {sc.name:<36} {sc.triton_model:<24} {sc.input_label:<18} {sc.mode} {levels}")
+        return 0
+    if args.from_results:
+        from stylize.loadtest.runner import load_results
+
+        result = load_results(args.from_results / "results.json")
+        report = lt.write_report(result, args.from_results)
+        print(f"report: {report}")
+        if args.report_dir:
+            _publish(report, args.from_results, args.report_dir)
         return 0
     names = list(args.names) + ([lt.QUICK_SET] if args.quick else [])
     if not names:
@@ -116,11 +135,7 @@ def run(args: argparse.Namespace) -> int:
     report = lt.write_report(result, out)
     print(f"\nreport: {report}\nresults: {out / 'results.json'} (raw perf_analyzer CSV/logs in {out / 'raw'})")
     if args.report_dir:
-        args.report_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(report, args.report_dir / "report.md")
-        if (out / "plots").is_dir():
-            shutil.copytree(out / "plots", args.report_dir / "plots", dirs_exist_ok=True)
-        print(f"report copied to {args.report_dir}")
+        _publish(report, out, args.report_dir)
 
     status = 0
     for set_name in {sc.set for sc in scenarios}:
@@ -140,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps(doc, indent=2) + "\n"
         (out / "capacity.json").write_text(text)
         path.write_text(text)
+        if args.report_dir:  # versioned next to the committed report (loadtest/results/ is not in git)
+            (args.report_dir / "capacity.json").write_text(text)
         print(f"capacity input for k8s/capacity: {path}")
 
     errors = result.errors

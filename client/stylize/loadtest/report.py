@@ -138,7 +138,8 @@ def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path)
     lines += ["", "## Server layout (from the model configs)", "",
               "| model | kind | instances | intra-op threads | steps |", "|---|---|---|---|---|"]
     for name, lay in sorted(run_result.layouts.items()):
-        lines.append(f"| {name} | {lay.kind} | {lay.instances} | {lay.intra_op_threads or '–'} | "
+        lines.append(f"| {name} | {lay.kind} | {lay.instances if not lay.steps else '–'} | "
+                     f"{lay.intra_op_threads or '–'} | "
                      f"{' → '.join(lay.steps) or '–'} |")
 
     lines += ["", "## Summary", "", "| scenario | model | input | levels | best img/s | p95 at lowest load (ms) "

@@ -197,6 +197,32 @@ class RunResult:
         }
 
 
+def load_results(path: Path) -> RunResult:
+    """A saved results.json back into objects (re-render a report without re-measuring)."""
+    from .perf import Level
+    from .scenarios import InputSpec
+
+    raw = json.loads(Path(path).read_text())
+    if raw.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"{path}: not a {RESULTS_FORMAT} file")
+    results = []
+    for r in raw["results"]:
+        sc = dict(r["scenario"])
+        sc.pop("triton_model", None)
+        sc.pop("input_label", None)
+        inp = sc.pop("input")
+        sc["input"] = InputSpec(size=tuple(inp["size"]), format=inp["format"], photos=tuple(inp["photos"]),
+                                crops=inp["crops"])
+        for key in ("concurrency", "request_rate"):
+            sc[key] = tuple(sc.get(key, ()))
+        results.append(ScenarioResult(Scenario(**sc), [Level.from_dict(lv) for lv in r["levels"]], r.get("error"),
+                                      r.get("seconds", 0.0), r.get("bls_models", [])))
+    return RunResult(started=raw["started"], url=raw["url"], command=raw["command"], machine=raw["machine"],
+                     versions=raw["versions"], layouts={k: ModelLayout(**v) for k, v in raw["layouts"].items()},
+                     results=results, load_average=raw.get("load_average", {}), startup_s=raw.get("startup_s"),
+                     finished=raw.get("finished", ""))
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -331,5 +357,5 @@ def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[
 
 __all__ = [
     "RESULTS_FORMAT", "CAPACITY_FORMAT", "ServerNotReady", "CapacityError", "ModelLayout", "ScenarioResult",
-    "RunResult", "run", "capacity_document", "machine", "bls_callees", "network_of",
+    "RunResult", "run", "capacity_document", "machine", "bls_callees", "network_of", "load_results",
 ]
