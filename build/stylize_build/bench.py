@@ -237,8 +237,10 @@ def _check_frame(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]
 
 def _stats(client, model: str) -> dict[str, float]:
     s = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"]
-    tot = {"count": 0.0, "request_ns": 0.0, "queue_ns": 0.0, "compute_ns": 0.0}
+    tot = {"count": 0.0, "request_ns": 0.0, "queue_ns": 0.0, "compute_ns": 0.0, "inferences": 0.0, "executions": 0.0}
     for m in s:
+        tot["inferences"] += float(m.get("inference_count", 0))
+        tot["executions"] += float(m.get("execution_count", 0))
         inf = m.get("inference_stats", {})
         tot["count"] += float(inf.get("success", {}).get("count", 0))
         tot["request_ns"] += float(inf.get("success", {}).get("ns", 0))
@@ -262,6 +264,7 @@ class Breakdown:
     queue_ms: float  # queue time summed over the step and the network
     step_model: str
     network_model: str
+    network_batch: float = 1.0  # images per network execution (dynamic batching; compute is per execution)
 
 
 def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | None, net: str) -> Breakdown | None:
@@ -278,7 +281,8 @@ def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | No
         step_ms=max(step_compute - nested, 0.0) / count / 1e6,
         network_ms=n["compute_ns"] / count / 1e6,
         queue_ms=((s["queue_ns"] if s else 0.0) + n["queue_ns"]) / count / 1e6,
-        step_model=step or "", network_model=net)
+        step_model=step or "", network_model=net,
+        network_batch=n["inferences"] / n["executions"] if n.get("executions") else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,10 +416,11 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
             result.runners[r.name] = RunnerResult(r.name, r.label)
         stats_client = None
         before: dict[str, dict[str, float]] = {}
-        step_names = {"served": desc.image_model, "served_int8": desc.int8_image_model}
-        ens_names = {"served": desc.id, "served_int8": desc.int8_ensemble}
-        net_names = {"served": desc.net_model, "served_int8": desc.int8_model}
-        deltas: dict[str, dict[str, dict[str, float]]] = {"served": {}, "served_int8": {}}
+        # the raw network path too: its network compute per request, next to the ensemble's (same model)
+        step_names = {"served": desc.image_model, "served_int8": desc.int8_image_model, "served_net": None}
+        ens_names = {"served": desc.id, "served_int8": desc.int8_ensemble, "served_net": desc.net_model}
+        net_names = {"served": desc.net_model, "served_int8": desc.int8_model, "served_net": desc.net_model}
+        deltas: dict[str, dict[str, dict[str, float]]] = {"served": {}, "served_int8": {}, "served_net": {}}
         if url:
             import tritonclient.grpc as grpcclient
 
@@ -428,7 +433,8 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
             result.load_average.append([round(x, 2) for x in os.getloadavg()])
             for r in order:
                 if stats_client and r.name in deltas:
-                    names = (ens_names[r.name], step_names[r.name], net_names[r.name])
+                    names = tuple(dict.fromkeys(m for m in (ens_names[r.name], step_names[r.name], net_names[r.name])
+                                                if m))
                     before = {m: _stats(stats_client, m) for m in names}
                 t = r.run(n)
                 if stats_client and r.name in deltas:

@@ -236,14 +236,16 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
         "overhead without the python step (transport of raw frames, the backend); `served ensemble` vs "
         "`served network (raw)` shows what decode/encode cost.")
     add("")
-    add("| case | runner | server time / request | python step own work | network compute | queues | "
+    add("Network compute is per execution: with dynamic batching one execution serves `batch` requests.")
+    add("")
+    add("| case | runner | server time / request | python step own work | network compute | batch | queues | "
         "served net / ORT | served / served net |")
-    add("|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|")
     for c in result.cases:
         for name, b in c.breakdown.items():
             net_runner = "served_net" if name == "served" else None
             add(f"| {_case_name(c)} | {SHORT[name]} | {b.request_ms:.0f} ms | {b.step_ms:.0f} ms "
-                f"({100 * b.step_ms / b.request_ms:.0f} %) | {b.network_ms:.0f} ms | {b.queue_ms:.0f} ms | "
+                f"({100 * b.step_ms / b.request_ms:.0f} %) | {b.network_ms:.0f} ms | {b.network_batch:.2f} | {b.queue_ms:.0f} ms | "
                 f"{_r(c.ratio('served_net', 'ort')) if net_runner else '–'} | "
                 f"{_r(c.ratio('served', 'served_net')) if net_runner else '–'} |")
     add("")
