@@ -225,7 +225,8 @@ def _check_png(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]:
 def _check_frame(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]:
     def check(out: Any) -> None:
         if tuple(out.shape[1:3]) != (h * desc.scale, w * desc.scale):
-            raise BenchError(f"{desc.id}: served network output {out.shape}, expected {h * desc.scale}x{w * desc.scale}")
+            raise BenchError(f"{desc.id}: served network output {out.shape}, "
+                             f"expected {h * desc.scale}x{w * desc.scale}")
 
     return check
 

@@ -245,7 +245,8 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
         for name, b in c.breakdown.items():
             net_runner = "served_net" if name == "served" else None
             add(f"| {_case_name(c)} | {SHORT[name]} | {b.request_ms:.0f} ms | {b.step_ms:.0f} ms "
-                f"({100 * b.step_ms / b.request_ms:.0f} %) | {b.network_ms:.0f} ms | {b.network_batch:.2f} | {b.queue_ms:.0f} ms | "
+                f"({100 * b.step_ms / b.request_ms:.0f} %) | {b.network_ms:.0f} ms | {b.network_batch:.2f} | "
+                f"{b.queue_ms:.0f} ms | "
                 f"{_r(c.ratio('served_net', 'ort')) if net_runner else '–'} | "
                 f"{_r(c.ratio('served', 'served_net')) if net_runner else '–'} |")
     add("")

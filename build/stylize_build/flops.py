@@ -1,6 +1,7 @@
 """FLOPs of a served network, counted from its ONNX graph, and this machine's fp32/int8 matrix-multiply peak.
 
-Counted: every Conv (2 x MACs: output elements x input channels per group x kernel area), MatMul and Gemm; elementwise ops, resizes and normalisations are not counted (well under 1 % of the FLOPs of every network
+Counted: every Conv (2 x MACs: output elements x input channels per group x kernel area), MatMul and Gemm;
+elementwise ops, resizes and normalisations are not counted (well under 1 % of the FLOPs of every network
 here, and not what a GEMM peak measures). Shapes come from running the graph once in ONNX Runtime at a small probe
 size with every counted node's output exposed; the count is then scaled by pixel area, which is exact for these
 fully-convolutional networks (feature maps are proportional to the input side) and checked at two probe sizes.

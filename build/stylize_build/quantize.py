@@ -363,7 +363,8 @@ def quantize_network(desc: ModelDescriptor, src: Path, dst: Path, settings: Quan
     part.replace(dst)
     return QuantizeReport(
         source=str(src), quantized_convs=n_convs - len(keep), fp32_convs=keep, prelu_rewritten=rewritten,
-        min_folded=folded, calibration=[label for label, _ in crops], seconds=round(time.perf_counter() - t0, 2), onnx_bytes=len(data))
+        min_folded=folded, calibration=[label for label, _ in crops], seconds=round(time.perf_counter() - t0, 2),
+        onnx_bytes=len(data))
 
 
 def _check_servable(desc: ModelDescriptor, model: onnx.ModelProto) -> None:
@@ -477,7 +478,8 @@ def settings_fingerprint(source_fingerprint: str, settings: QuantizeSettings) ->
 
 
 __all__ = [
-    "QUANT_REVISION", "CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "QuantizeError", "QuantizeSettings", "RECIPES", "recipe",
-    "QuantizeReport", "QualityReport", "rewrite_prelu", "fold_min_zero", "body_nodes", "quantize_network", "measure_quality", "psnr",
+    "QUANT_REVISION", "CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "QuantizeError", "QuantizeSettings", "RECIPES",
+    "recipe", "QuantizeReport", "QualityReport", "rewrite_prelu", "fold_min_zero", "body_nodes", "quantize_network",
+    "measure_quality", "psnr",
     "photo_crops", "settings_fingerprint",
 ]

@@ -102,7 +102,8 @@ def test_select_by_set_or_name_and_refuse_unknown():
 
 
 def test_duplicate_names_across_sets_are_refused(tmp_path):
-    body = '[[scenario]]\nname = "same"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]\n'
+    body = ('[[scenario]]\nname = "same"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\n'
+            'concurrency = [1]\n')
     _write(tmp_path, body, "a.toml")
     _write(tmp_path, body, "b.toml")
     with pytest.raises(ScenarioError, match="both"):

@@ -1,5 +1,6 @@
-"""The INT8 quantizer: exact graph passes (on small graphs run in ONNX Runtime), what gets quantized, quality measurement,
-and the versioned INT8 models in a repository (on the real animevideo_x4 network of the built repository)."""
+"""The INT8 quantizer: exact graph passes (on small graphs run in ONNX Runtime), what gets quantized, quality
+measurement, and the versioned INT8 models in a repository (on the real animevideo_x4 network of the built
+repository)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def _serving_like_graph() -> onnx.ModelProto:
-    """uint8 NHWC -> Cast/Mul/Transpose -> Conv -> PRelu -> Conv -> Clip/Round/Cast -> uint8 NHWC (the export's shape)."""
+    """uint8 NHWC -> Cast/Mul/Transpose -> Conv -> PRelu -> Conv -> Clip/Round/Cast -> uint8 NHWC (the export's
+    shape)."""
     w1 = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
     w2 = RNG.standard_normal((3, 8, 3, 3)).astype(np.float32) * 0.3
     slope = RNG.uniform(-0.5, 1.6, (8, 1, 1)).astype(np.float32)  # slopes on both sides of 1, like animevideo
@@ -62,7 +64,8 @@ def test_rewrite_prelu_is_exact_and_removes_every_prelu():
     x = RNG.standard_normal((1, 8, 16, 16)).astype(np.float32)
     # run the PRelu alone on float data (the uint8 output would hide small differences)
     sub = helper.make_model(helper.make_graph(
-        [n for n in g.node if n.op_type == "PRelu"], "p", [helper.make_tensor_value_info("c1", TensorProto.FLOAT, None)],
+        [n for n in g.node if n.op_type == "PRelu"], "p",
+        [helper.make_tensor_value_info("c1", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("p1", TensorProto.FLOAT, None)],
         [i for i in g.initializer if i.name == "slope"]), opset_imports=[helper.make_opsetid("", 17)])
     before = _session(sub).run(None, {"c1": x})[0]
@@ -78,7 +81,8 @@ def test_body_nodes_are_between_the_first_and_last_conv():
     model = _serving_like_graph()
     assert body_nodes(model) == ["conv1", "prelu1", "conv2"]
     no_conv = helper.make_model(helper.make_graph(
-        [helper.make_node("Relu", ["a"], ["b"], name="r")], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+        [helper.make_node("Relu", ["a"], ["b"], name="r")], "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])]))
     with pytest.raises(QuantizeError, match="no Conv"):
         body_nodes(no_conv)

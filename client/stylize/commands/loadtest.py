@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                    help=f"scenario or set names (default: {' '.join(DEFAULT_SETS)}; see --list)")
     p.add_argument("--quick", action="store_true", help="the quick set CI runs (a few minutes at most)")
     p.add_argument("--list", action="store_true", help="list the sets and scenarios, then exit")
-    p.add_argument("--url", default=default_url(), help="gRPC endpoint host:port (default: $STYLIZE_URL, else %(default)s)")
+    p.add_argument("--url", default=default_url(),
+                   help="gRPC endpoint host:port (default: $STYLIZE_URL, else %(default)s)")
     p.add_argument("--serve", action="store_true",
                    help="start a local server on --model-repository for the run (its start-up time is measured: "
                         "the capacity plan needs it) and stop it afterwards")

@@ -29,7 +29,8 @@ def project_root() -> Path | None:
 
 
 def scenarios_dir() -> Path:
-    """``$STYLIZE_LOADTEST_SCENARIOS``, else ``loadtest/scenarios`` of the source checkout, else the current folder's."""
+    """``$STYLIZE_LOADTEST_SCENARIOS``, else ``loadtest/scenarios`` of the source checkout, else of the current
+    folder."""
     if os.environ.get(SCENARIOS_ENV):
         return Path(os.environ[SCENARIOS_ENV])
     root = project_root()

@@ -168,7 +168,8 @@ def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path)
         if r.error:
             lines += ["", f"**Not run:** {r.error}"]
             continue
-        lines += ["", f"| {sc.mode} | img/s | p50 ms | p90 ms | p95 ms | p99 ms | queue ms | server ms | SLO | status |",
+        lines += ["", f"| {sc.mode} | img/s | p50 ms | p90 ms | p95 ms | p99 ms | queue ms | server ms | SLO "
+                      "| status |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for lv in r.levels:
             if not lv.ok:

@@ -98,7 +98,8 @@ class Scenario:
         if self.is_ensemble:
             return f"{self.input.label} {self.input.format}"
         window = self.descriptor.window
-        return f"{'%dx' % window if window else ''}{self.input.label} uint8" + (f" x{self.batch}" if self.batch > 1 else "")
+        frames = f"{window}x" if window else ""
+        return f"{frames}{self.input.label} uint8" + (f" x{self.batch}" if self.batch > 1 else "")
 
 
 @dataclass(frozen=True)
