@@ -375,6 +375,11 @@ def write_report(results: dict, path: Path) -> None:
             lines.append("|---" * (len(roles) + 1) + "|")
             for path_name, by_role in ov["cpu_ms_per_request"].items():
                 lines.append(f"| {path_name} | " + " | ".join(str(by_role.get(r, 0)) for r in roles) + " |")
+            totals = {k: sum(v.values()) for k, v in ov["cpu_ms_per_request"].items()}
+            if totals.get("ensemble PNG") and totals.get("raw frames"):
+                lines += ["", f"CPU-bound throughput of the ensemble relative to the raw path (total CPU per "
+                          f"request, raw / ensemble): {totals['raw frames'] / totals['ensemble PNG']:.3f}. The "
+                          "wall-time ratio above moves with the other load on the machine; the CPU one does not."]
         if ov.get("step_means_ms"):
             m = ov["step_means_ms"]
             lines += ["", "Inside the step, mean per image (its own histograms): "
