@@ -248,7 +248,13 @@ def test_concurrent_requests_of_different_shapes_share_a_batch(server, rng):
     frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
     before = _stats(server, RAGGED)
     results = _infer_concurrently(server, RAGGED, frames)
-    after = _stats(server, RAGGED)
+    # the backend reports its statistics after it has sent the responses: wait for them (bounded)
+    deadline = time.monotonic() + 15
+    while True:
+        after = _stats(server, RAGGED)
+        if int(after["inference_count"]) - int(before["inference_count"]) >= 7 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     for frame, result in zip(frames[:5], results[:5]):
         assert isinstance(result, np.ndarray), result
         np.testing.assert_array_equal(result, 255 - frame)
