@@ -300,7 +300,9 @@ class RunnerResult:
 
     @property
     def images_per_s(self) -> float | None:
-        return 1.0 / statistics.median(self.seconds_per_image) if self.seconds_per_image else None
+        """Best round: on a shared machine interference only ever adds time, so the fastest round is the closest to
+        what the runner costs alone."""
+        return 1.0 / min(self.seconds_per_image) if self.seconds_per_image else None
 
 
 @dataclass
@@ -323,6 +325,13 @@ class CaseResult:
             return None
         rs = [tb / ta for ta, tb in zip(ra.seconds_per_image, rb.seconds_per_image)]
         return statistics.median(rs), min(rs), max(rs)
+
+    def best_ratio(self, a: str, b: str) -> float | None:
+        """throughput(a) / throughput(b) of each runner's fastest round (the headline: see RunnerResult)."""
+        ra, rb = self.runners.get(a), self.runners.get(b)
+        if not ra or not rb or not ra.seconds_per_image or not rb.seconds_per_image:
+            return None
+        return min(rb.seconds_per_image) / min(ra.seconds_per_image)
 
     def gflops(self, runner: str) -> float | None:
         r = self.runners.get(runner)
@@ -481,6 +490,10 @@ class LayoutResult:
             return None
         rs = [tb / ta for ta, tb in zip(ra, rb)]
         return statistics.median(rs), min(rs), max(rs)
+
+    def best_ratio(self, a: str, b: str) -> float | None:
+        ra, rb = self.layouts.get(a), self.layouts.get(b)
+        return min(rb) / min(ra) if ra and rb else None
 
 
 def layout_repository(source: Path, target: Path, desc: ModelDescriptor, *, instances: int, threads: int) -> Path:
