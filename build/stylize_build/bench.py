@@ -306,6 +306,48 @@ class RunnerResult:
 
 
 @dataclass
+class StepProfile:
+    """The image step's own work on this case's PNG, in-process and alone (no server, no other request): what the
+    served path adds to the network per request (ms, best of ``reps``)."""
+
+    decode_ms: float
+    network_ms: float  # the same graph through ONNX Runtime inside the step's pipeline
+    encode_ms: float  # resize to the output size, recompose, encode (PNG)
+    output_bytes: int
+    reps: int
+
+    @property
+    def step_ms(self) -> float:
+        return self.decode_ms + self.encode_ms
+
+
+def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: int, reps: int = 3) -> StepProfile:
+    """Run the image step's pipeline (stylize.server.steps.pipeline.process) with ONNX Runtime as its network."""
+    import onnxruntime as ort
+
+    from stylize.server.steps.pipeline import Options, StepConfig, process
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    def run(batch):
+        return sess.run([desc.net_output.name], {desc.net_input.name: batch})[0]
+
+    config = StepConfig.from_descriptor(desc)
+    best = None
+    out = b""
+    for _ in range(reps + 1):  # the first call warms the session up
+        out, rep = process(png, config, Options(), run)
+        times = (rep.decode_seconds, rep.network_seconds, rep.encode_seconds)
+        if best is None or sum(times) < sum(best):
+            best = times
+    return StepProfile(decode_ms=best[0] * 1e3, network_ms=best[1] * 1e3, encode_ms=best[2] * 1e3,
+                       output_bytes=len(out), reps=reps)
+
+
+@dataclass
 class CaseResult:
     model: str
     side: int
@@ -317,6 +359,7 @@ class CaseResult:
     breakdown: dict[str, Breakdown] = field(default_factory=dict)  # served runner -> breakdown
     load_average: list[list[float]] = field(default_factory=list)  # per round
     notes: list[str] = field(default_factory=list)
+    step: StepProfile | None = None
 
     def ratio(self, a: str, b: str) -> tuple[float, float, float] | None:
         """(median, min, max) over rounds of throughput(a) / throughput(b) measured in the same round."""
@@ -461,6 +504,11 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
             b = breakdown(d, ens_names[name], step_names[name], net_names[name])
             if b:
                 result.breakdown[name] = b
+        if "served" in result.runners:
+            try:
+                result.step = step_profile(desc, _png(frame), fp32[0], settings.threads)
+            except Exception as e:  # noqa: BLE001 - the profile is extra information, never a reason to fail
+                result.notes.append(f"step profile failed: {type(e).__name__}: {e}")
         if stats_client:
             stats_client.close()
     finally:
@@ -681,7 +729,7 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
 
 __all__ = [
     "DEFAULT_CASES", "QUICK_CASES", "BenchSettings", "BenchResult", "CaseResult", "RunnerResult", "Breakdown",
-    "BenchError", "run_bench", "run_case", "breakdown", "LayoutResult", "run_layouts", "layout_repository",
+    "BenchError", "run_bench", "run_case", "breakdown", "StepProfile", "step_profile", "LayoutResult", "run_layouts", "layout_repository",
     "DEFAULT_LAYOUTS", "LAYOUT_CASES",
     "TARGET_SERVED_VS_ORT", "TARGET_SERVED_VS_TORCH", "TARGET_INT8_SPEEDUP", "TARGET_INT8_LOSS_DB",
 ]

@@ -265,6 +265,20 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
                 f"{_br(c, 'served_net', 'ort') if net_runner else '–'} | "
                 f"{_br(c, 'served', 'served_net') if net_runner else '–'} |")
     add("")
+    steps = [c for c in result.cases if c.step]
+    if steps:
+        add("The image step's own work measured alone, in-process (its pipeline with ONNX Runtime as the network, one "
+            "request, best of 3): on 2 cores the network already uses both, so every millisecond of decode/encode "
+            "is a millisecond the network does not run, and served / ORT is at best network / (network + step).")
+        add("")
+        add("| case | decode | network | resize + encode (PNG) | output | step / network | bound on served / ORT |")
+        add("|---|---|---|---|---|---|---|")
+        for c in steps:
+            st = c.step
+            add(f"| {_case_name(c)} | {st.decode_ms:.1f} ms | {st.network_ms:.0f} ms | {st.encode_ms:.1f} ms | "
+                f"{st.output_bytes / 1e6:.2f} MB | {100 * st.step_ms / st.network_ms:.1f} % | "
+                f"{st.network_ms / (st.network_ms + st.step_ms):.2f} |")
+        add("")
     add("Served layout measured (from the model configs; instances × intra-op threads of each ONNX model ≤ "
         f"{m['cores']} cores):")
     add("")
@@ -390,7 +404,7 @@ def load_json(path: Path) -> BenchResult:
     """A saved result back into objects (to re-render the doc without re-measuring)."""
     from .bench import Breakdown, RunnerResult
 
-    from .bench import LayoutResult
+    from .bench import LayoutResult, StepProfile
 
     raw = json.loads(Path(path).read_text())
     raw["layouts"] = [LayoutResult(**x) for x in raw.get("layouts", [])]
@@ -398,5 +412,6 @@ def load_json(path: Path) -> BenchResult:
     for c in raw.pop("cases"):
         c["runners"] = {k: RunnerResult(**r) for k, r in c["runners"].items()}
         c["breakdown"] = {k: Breakdown(**b) for k, b in c.get("breakdown", {}).items()}
+        c["step"] = StepProfile(**c["step"]) if c.get("step") else None
         cases.append(CaseResult(**c))
     return BenchResult(**raw, cases=cases)
