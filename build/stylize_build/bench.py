@@ -4,7 +4,7 @@ Per case (a network and an input side) the runners are:
 
 * ``torch``       PyTorch eager, in-process: the export's ServingWrapper (uint8 in/out, same arithmetic as the graph)
 * ``ort``         ONNX Runtime, in-process, on the repository's ONNX file (the CPU fp32 limit of that graph)
-* ``ort_prelu``   the same graph after the exact PRelu rewrite (quantize.rewrite_prelu), for graphs with PRelu
+* ``ort_prelu``   the same graph after the exact PRelu rewrite (graph_passes.rewrite_prelu), for graphs exported before it was part of the export
 * ``ort_int8``    ONNX Runtime, in-process, on the repository's INT8 file
 * ``served``      the client-facing ensemble over gRPC: PNG in, PNG out, ``in_flight`` requests in flight
 * ``served_net``  the network model over gRPC: raw uint8 frames in and out (no python step): isolates the steps' cost
@@ -396,7 +396,7 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
     from stylize.photos import real_photo_crop
 
     from .flops import count_flops
-    from .quantize import rewrite_prelu
+    from .graph_passes import rewrite_prelu
 
     repo = settings.repository
     fp32 = _newest(repo, desc.net_model)

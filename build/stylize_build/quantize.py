@@ -11,11 +11,10 @@ What is quantized and why:
 * Weights: signed 8-bit, symmetric, per output channel. Activations: unsigned 8-bit, asymmetric, per tensor, ranges
   from MinMax calibration over crops of real photos (scikit-image's data folder, read as files).
 
-Before quantization an exact graph pass replaces ``PRelu(x, a)`` by ``x + (a - 1) * min(x, 0)``
-(:func:`rewrite_prelu`): ONNX Runtime 1.31 runs a per-channel PRelu through its generic broadcasting path, 5-8x slower
-than the three elementwise ops (measured on [1, 64, 128, 128]), and in a QDQ graph it kept every PRelu layer in a
-slow fp32 detour. The pass is exact (|diff| < 1e-6) and is as useful for the fp32 graph; the benchmark reports the
-fp32 graph with the same pass so the speed-up of quantization itself is never overstated. After quantization,
+The exported fp32 graph already has ``PRelu(x, a)`` replaced by ``x + (a - 1) * min(x, 0)``
+(:func:`stylize_build.graph_passes.rewrite_prelu`, part of the export: the fp32 graph served is as fast as it can be,
+so the speed-up of quantization itself is never overstated); the pass runs here again for graphs exported before
+it existed. In a QDQ graph ONNX Runtime kept every PRelu layer in a slow fp32 detour. After quantization,
 :func:`fold_min_zero` moves the rewrite's ``Min(x, 0)`` onto the uint8 tensor (exact), so every PRelu layer runs
 in int8 (QLinearMul/QLinearAdd) rather than dequantize -> float ops -> quantize.
 
@@ -44,6 +43,8 @@ from onnx import helper, numpy_helper
 
 from stylize.descriptors import ModelDescriptor
 from stylize.photos import load_rgb
+
+from .graph_passes import constant_values as _constant_values, network_convs, rewrite_prelu
 
 QUANT_REVISION = 2  # bump when the quantization recipe changes for the same settings
 
@@ -88,50 +89,6 @@ def recipe(desc: ModelDescriptor) -> QuantizeSettings:
 # ---------------------------------------------------------------------------------------------------------------
 # Graph passes
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return values
-
-
-def rewrite_prelu(model: onnx.ModelProto) -> int:
-    """Replace every ``PRelu(x, a)`` with constant slopes by ``x + (a - 1) * min(x, 0)`` in place; returns the count.
-
-    Exact: for x >= 0 the second term is 0; for x < 0 it is x + a*x - x = a*x.
-    """
-    graph = model.graph
-    consts = _constant_values(graph)
-    nodes: list[onnx.NodeProto] = []
-    count = 0
-    zero = "stylize_prelu_zero"
-    for n in graph.node:
-        if n.op_type != "PRelu" or n.input[1] not in consts:
-            nodes.append(n)
-            continue
-        if count == 0:
-            graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
-        count += 1
-        x, y = n.input[0], n.output[0]
-        base = n.name or f"prelu_{count}"
-        slope_m1 = f"{base}_slope_minus_1"
-        graph.initializer.append(numpy_helper.from_array((consts[n.input[1]] - 1).astype(np.float32), slope_m1))
-        nodes += [
-            helper.make_node("Min", [x, zero], [f"{y}_neg"], name=f"{base}_min"),
-            helper.make_node("Mul", [f"{y}_neg", slope_m1], [f"{y}_scaled"], name=f"{base}_mul"),
-            helper.make_node("Add", [x, f"{y}_scaled"], [y], name=f"{base}_add"),
-        ]
-    if count:
-        del graph.node[:]
-        graph.node.extend(nodes)
-        used = {i for nd in graph.node for i in nd.input}
-        keep = [i for i in graph.initializer if i.name in used]  # the PRelu slopes are gone
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-    return count
 
 
 def fold_min_zero(model: onnx.ModelProto) -> int:
@@ -181,8 +138,9 @@ def fold_min_zero(model: onnx.ModelProto) -> int:
 
 
 def body_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes between the first and the last convolution: a descendant of a Conv (or a Conv) that is
-    also an ancestor of a Conv. Everything else is the serving head/tail (uint8 <-> float arithmetic)."""
+    """Names of the nodes between the first and the last convolution of the network: a descendant of a Conv (or a
+    Conv) that is also an ancestor of a Conv. Everything else is the serving head/tail (uint8 <-> float arithmetic,
+    the x2/x3 downscale), kept in fp32."""
     graph = model.graph
     producers = {o: n.name for n in graph.node for o in n.output}
     children: dict[str, list[str]] = {n.name: [] for n in graph.node}
@@ -192,7 +150,7 @@ def body_nodes(model: onnx.ModelProto) -> list[str]:
             if i in producers:
                 parents[n.name].append(producers[i])
                 children[producers[i]].append(n.name)
-    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    convs = network_convs(graph)
     if not convs:
         raise QuantizeError("the graph has no Conv node: nothing to quantize")
 
@@ -221,7 +179,7 @@ def _ensure_node_names(model: onnx.ModelProto) -> None:
 
 
 def fp32_conv_names(model: onnx.ModelProto, keep: Sequence[str]) -> list[str]:
-    convs = [n.name for n in model.graph.node if n.op_type == "Conv"]  # graph order is topological
+    convs = network_convs(model.graph)
     names = []
     for k in keep:
         if k == "first":

@@ -36,7 +36,9 @@ from stylize.server.steps.imaging import Limits
 from . import pbtxt
 from .export import OPSET
 
-EXPORT_REVISION = 1  # bump when the exported graph changes for the same weights (wrapper, opset, ...)
+EXPORT_REVISION = 2  # bump when the exported graph changes for the same weights (wrapper, opset, passes...)
+# 2: PRelu rewritten as x + (a - 1) * min(x, 0) (graph_passes.rewrite_prelu); the x2/x3 bicubic downscale as a
+#    polyphase convolution (export.BicubicDownscale)
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
 LOCK_FILE = ".build.lock"  # hidden: Triton ignores it

@@ -216,6 +216,26 @@ def test_png_roundtrip_is_lossless_and_formats_have_their_magic():
     assert e.value.reason == "output_too_large"
 
 
+def test_eight_bit_png_writer_is_read_back_exactly_by_pillow_and_opencv():
+    import cv2
+
+    photo = decode(photo_path("astronaut.png").read_bytes()).color[:97, :131]  # odd sides: no row alignment luck
+    alpha = np.random.default_rng(5).integers(0, 256, photo.shape[:2], dtype=np.uint8)
+    gray = photo[..., 1]
+    for pixels, a, mode in ((photo, None, "RGB"), (photo, alpha, "RGBA"), (gray, None, "L"), (gray, alpha, "LA")):
+        data = encode(pixels, a)
+        assert data[24:26] == bytes([8, {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}[mode]])  # IHDR depth, colour type
+        im = Image.open(io.BytesIO(data))
+        assert im.mode == mode
+        want = pixels if a is None else np.dstack([pixels, a])
+        assert np.array_equal(np.asarray(im).reshape(want.shape), want)
+    cv = cv2.imdecode(np.frombuffer(encode(photo), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(cv[..., ::-1], photo)
+    # 16-bit colour with 8-bit alpha: the alpha is scaled to 16 bits, not stored as a near-zero value
+    out = read16(encode(photo.astype(np.uint16) * 257, alpha))
+    assert np.array_equal(out[..., 3], alpha.astype(np.uint16) * 257)
+
+
 def test_recompose_gray_alpha_and_sixteen_bits():
     rng = np.random.default_rng(3)
     arr = rng.integers(0, 65536, (8, 8, 4), dtype=np.uint16)

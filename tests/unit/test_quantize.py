@@ -139,7 +139,8 @@ def test_quantize_the_real_animevideo_network(model_repository, tmp_path):
     src = next(model_repository.glob(f"{desc.net_model}/*/model.onnx"))
     dst = tmp_path / "int8.onnx"
     report = quantize_network(desc, src, dst, SMALL)
-    assert report.prelu_rewritten == 17 and report.min_folded == 17
+    # the served fp32 graph arrives with its 17 PRelu already rewritten by the export; all 17 Min go to uint8
+    assert report.prelu_rewritten == 0 and report.min_folded == 17
     assert report.fp32_convs == ["/net/body.0/Conv", "/net/body.34/Conv"] and report.quantized_convs == 16
     model = onnx.load(str(dst))
     ops = {n.op_type for n in model.graph.node}

@@ -60,6 +60,10 @@ def test_first_build_writes_every_model(built):
     assert 'key: "weights" value: { string_value: "untrained" }' in cfg
     manifest = json.loads((repo / "animevideo_x4_net" / "1" / "manifest.json").read_text())
     assert manifest["weights"]["kind"] == "ncnn"
+    # the served graph carries the exact PRelu rewrite (graph_passes): no PRelu left, one Min per former PRelu,
+    # and the parity above (<= 1 uint8 level vs PyTorch's nn.PReLU) still holds
+    ops = [n.op_type for n in onnx.load(str(repo / "animevideo_x4_net" / "1" / "model.onnx")).graph.node]
+    assert "PRelu" not in ops and ops.count("Min") == 17
     assert manifest["weights"]["files"][0]["path"].endswith(".param")
 
 

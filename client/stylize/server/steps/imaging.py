@@ -341,29 +341,34 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def _encode_png16(pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None,
-                  dpi: tuple[float, float] | None) -> bytes:
-    """16-bit PNG written here (Pillow cannot write 16-bit colour): every row "Sub"-filtered (vectorised), zlib 1."""
+def _encode_png(pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None,
+                dpi: tuple[float, float] | None) -> bytes:
+    """PNG written here, 8 or 16 bits per channel (Pillow cannot write 16-bit colour, and its 8-bit writer is slow).
+
+    Every row uses the "Up" filter (byte minus the byte above, vectorised in numpy), then zlib level 1 with the
+    run-length strategy. Measured on a 1024² RGB network output (astronaut.png upscaled): 39 ms and 1.40 MB, where
+    Pillow (adaptive filters, level 1, RLE) took 89 ms for 1.22 MB and no filter 35 ms for 2.6 MB. The server is CPU
+    bound, and for the light x4 models the encode of the large output is a tenth of a request's CPU time.
+    """
     arr = pixels[..., None] if pixels.ndim == 2 else pixels
     if alpha is not None:
-        arr = np.dstack([arr, alpha])
+        arr = np.dstack([arr, alpha.astype(arr.dtype, copy=False)])
     h, w, c = arr.shape
+    depth = 16 if arr.dtype == np.uint16 else 8
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    raw = np.ascontiguousarray(arr, dtype=">u2").view(np.uint8).reshape(h, w * c * 2)
-    bpp = c * 2
-    filtered = raw.copy()
-    filtered[:, bpp:] -= raw[:, :-bpp]  # Sub filter: byte minus the same byte of the previous pixel (mod 256)
-    rows = np.empty((h, 1 + w * bpp), np.uint8)
-    rows[:, 0] = 1
-    rows[:, 1:] = filtered
-    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
+    raw = np.ascontiguousarray(arr, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, -1)
+    rows = np.empty((h, 1 + raw.shape[1]), np.uint8)
+    rows[:, 0] = 2  # Up; the first row's "above" is zeros by definition, so it is stored as is
+    rows[0, 1:] = raw[0]
+    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])  # mod 256, as the filter is defined
+    chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))]
     if icc:
         chunks.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if dpi:
         ppm = [max(1, round(v / 0.0254)) for v in dpi]
         chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    chunks.append(_png_chunk(b"IDAT", packer.compress(rows.tobytes()) + packer.flush()))
+    chunks.append(_png_chunk(b"IDAT", packer.compress(rows) + packer.flush()))
     chunks.append(_png_chunk(b"IEND", b""))
     return _PNG_MAGIC + b"".join(chunks)
 
@@ -372,9 +377,8 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
            icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None) -> bytes:
     """HxW (gray) or HxWx3 (RGB), uint8 or uint16, plus optional alpha -> encoded bytes.
 
-    16 bits survive in PNG only (JPEG and WebP are 8-bit formats). JPEG has no alpha: composited over white. PNG uses
-    zlib level 1 with the run-length strategy: the server is CPU bound; measured on a 256^2 network output, it took
-    about 0.7x the time of level 1 with the default strategy and made 10% smaller files (level 6: 4x the time).
+    16 bits survive in PNG only (JPEG and WebP are 8-bit formats). JPEG has no alpha: composited over white. PNG is
+    written by :func:`_encode_png` (Up filter, zlib level 1, run-length strategy): the server is CPU bound.
     """
     fmt = OUTPUT_FORMATS.get(fmt.upper().lstrip("."))
     if fmt is None:
@@ -385,8 +389,10 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
                            f"{pixels.shape[1]}x{pixels.shape[0]} (use PNG or a lower outscale)",
                            reason="output_too_large")
     icc = icc_profile if _icc_matches(icc_profile, gray) else None
-    if fmt == "PNG" and pixels.dtype == np.uint16:
-        return _encode_png16(pixels, alpha, icc=icc, dpi=dpi)
+    if fmt == "PNG":
+        if alpha is not None and alpha.dtype != pixels.dtype:
+            alpha = _to8(alpha) if pixels.dtype == np.uint8 else alpha.astype(np.uint16) * 257
+        return _encode_png(pixels, alpha, icc=icc, dpi=dpi)
     pixels = _to8(pixels)
     alpha = None if alpha is None else _to8(alpha)
     if fmt == "JPEG" and alpha is not None:
@@ -402,9 +408,7 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
     if icc:
         kwargs["icc_profile"] = icc
     out = io.BytesIO()
-    if fmt == "PNG":
-        img.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE, **kwargs, **({"dpi": dpi} if dpi else {}))
-    elif fmt == "JPEG":
+    if fmt == "JPEG":
         img.save(out, "JPEG", quality=quality, **kwargs, **({"dpi": tuple(round(v) for v in dpi)} if dpi else {}))
     else:
         # method 3 of 0..6: most of method 4's (the default) compression at about 2/3 of its time
