@@ -46,9 +46,12 @@ def _tiling(c: CaseResult) -> tuple[str, float]:
     from stylize.server.steps.tiling import plan_tiles
 
     d = REGISTRY[c.model]
-    if not d.tile_size or c.side <= d.tile_size:
+    if not d.tile_size:
         return "1 (untiled)", 1.0
-    p = plan_tiles(c.side, c.side, tile=d.tile_size, overlap=d.tile_overlap, multiple=d.size_multiple)
+    p = plan_tiles(c.side, c.side, tile=d.tile_size, overlap=d.tile_overlap, multiple=d.size_multiple,
+                   batch=d.tile_batch)
+    if p.count == 1:
+        return "1 (untiled)", 1.0
     return (f"{p.count} x {p.tile_h}x{p.tile_w} (tile {d.tile_size}, overlap {d.tile_overlap})",
             p.count * p.tile_h * p.tile_w / (c.side * c.side))
 

@@ -233,7 +233,8 @@ MODELS: tuple[ModelDescriptor, ...] = (
         warmup_size=32,
         max_batch_size=4,
         # RRDB's border effects reach ~16 px into a tile: 32 px of overlap keeps tiled vs untiled above 50 dB
-        # (16 px gave 45-47 dB, docs/tiling.md); 192^2 tiles, two per call, peak at 1.2 GB in ONNX Runtime
+        # (16 px gave 45-47 dB, docs/tiling.md); 192^2 tiles, two per call, peak at 1.2 GB in ONNX Runtime; images
+        # up to 2 x 192^2 pixels (e.g. 256^2) go whole in one call (tiling.plan_tiles)
         tile_size=192,
         tile_overlap=32,
     ),

@@ -26,7 +26,8 @@ def photo(h: int, w: int) -> np.ndarray:
 
 @pytest.mark.parametrize("length", [129, 200, 300, 512, 1000, 2048])
 def test_plan_covers_each_side_with_the_fewest_overlapping_tiles(length):
-    plan = plan_tiles(length, 77, tile=128, overlap=16)
+    # the layout along one axis (batch=0: by sides only; 129 x 77 px would otherwise fit one 128² call)
+    plan = plan_tiles(length, 77, tile=128, overlap=16, batch=0)
     assert plan.tile_h <= 128 and plan.tile_w == 77 and plan.xs == (0,)
     assert plan.ys[0] == 0 and plan.ys[-1] + plan.tile_h == length
     assert all(a + plan.tile_h - b >= 16 for a, b in zip(plan.ys, plan.ys[1:]))  # neighbours overlap by >= 16
@@ -83,3 +84,20 @@ def test_one_tile_is_one_call_without_blending():
 def test_a_network_returning_the_wrong_shape_is_an_error():
     with pytest.raises(RuntimeError, match="returned"):
         run_tiled(photo(100, 100), run=lambda b: local_sr(b, 2), scale=4, tile=48, overlap=8, batch=2)
+
+
+def test_an_image_within_one_calls_pixel_budget_is_not_tiled():
+    # 256² is larger than a 192 tile but has fewer pixels than the two 192² tiles one call may carry
+    assert plan_tiles(256, 256, tile=192, overlap=32, batch=2).count == 1
+    assert plan_tiles(256, 256, tile=192, overlap=32, batch=1).count == 4  # one tile per call: 4 x 144²
+    assert plan_tiles(32, 2000, tile=192, overlap=32, batch=2).count == 1  # the budget is pixels, not a side
+    assert plan_tiles(272, 272, tile=192, overlap=32, batch=2).count > 1  # 73 984 > 2 x 192²
+    frame = photo(120, 150)
+    calls = []
+
+    def run(b):
+        calls.append(b.shape)
+        return local_sr(b, 2)
+
+    out, tiles = run_tiled(frame, run=run, scale=2, tile=100, overlap=16, batch=2)
+    assert tiles == 1 and calls == [(1, 120, 150, 3)] and np.array_equal(out, local_sr(frame[None], 2)[0])

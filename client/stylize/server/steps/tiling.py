@@ -60,11 +60,19 @@ def _axis(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, tup
     return size, tuple(sorted(set(starts)))
 
 
-def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: int = 1) -> TilePlan:
+def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: int = 1, batch: int = 1) -> TilePlan:
     """Equal tiles of at most ``tile`` x ``tile`` (the whole side when the image is smaller) overlapping by
-    >= ``overlap``."""
+    >= ``overlap``.
+
+    ``batch`` is the number of tiles per network call, so one call's budget is ``batch * tile**2`` pixels, which is
+    what bounds the network's memory (a convolutional network's activations grow with the pixel count, not with
+    the shape). An image within that budget is one tile, whatever its sides (``batch=0``: tile by sides only): tiling it would only add the overlap's
+    work (esrgan_x4 at 256² with 192 tiles and 32 overlap: four 144² tiles, 1.27x the pixels; docs/performance.md).
+    """
     if tile <= 2 * overlap:
         raise ValueError(f"tile {tile} must be more than twice the overlap {overlap}")
+    if height * width <= batch * tile * tile:
+        return TilePlan(height=height, width=width, tile_h=height, tile_w=width, ys=(0,), xs=(0,), overlap=overlap)
     th, ys = _axis(height, tile, overlap, multiple)
     tw, xs = _axis(width, tile, overlap, multiple)
     return TilePlan(height=height, width=width, tile_h=th, tile_w=tw, ys=ys, xs=xs, overlap=overlap)
@@ -104,10 +112,11 @@ def run_tiled(frame: np.ndarray, *, run: RunBatch, scale: int, tile: int, overla
               multiple: int = 1) -> tuple[np.ndarray, int]:
     """uint8 HxWx3 (sides already valid for the network) -> (uint8 (H*s)x(W*s)x3, number of tiles).
 
-    An image that fits in one tile is one network call and no blending.
+    An image within one call's pixel budget (``batch`` tiles of ``tile``², :func:`plan_tiles`) is one network call
+    and no blending.
     """
     h, w = frame.shape[:2]
-    plan = plan_tiles(h, w, tile=tile, overlap=overlap, multiple=multiple)
+    plan = plan_tiles(h, w, tile=tile, overlap=overlap, multiple=multiple, batch=batch)
     if plan.count == 1:
         return np.ascontiguousarray(run(frame[None])[0]), 1
     s = scale
