@@ -33,7 +33,10 @@ def _verdict(v: float | tuple[float, float, float] | None, target: float) -> str
     if v is None:
         return "not measured"
     x = v if isinstance(v, float) else v[0]
-    return "**meets**" if x >= target else f"**misses** by {100 * (1 - x / target):.0f} %"
+    if x >= target:
+        return "**meets**"
+    short = 100 * (1 - x / target)
+    return f"**misses** by {short:.0f} %" if short >= 0.95 else f"**misses** by {short:.1f} % ({x:.3f})"
 
 
 def _case_name(c: CaseResult) -> str:
@@ -88,10 +91,18 @@ def _why(result: BenchResult) -> list[str]:
         st = c.best_ratio("served", "torch")
         ot = c.best_ratio("ort", "torch")
         if st and st < TARGET_SERVED_VS_TORCH and ot:
+            peak = result.peak.get("ort_fp32_gflops")
+            tg = c.gflops("torch")
+            bound = ""
+            if peak and tg:
+                need = TARGET_SERVED_VS_TORCH * tg / peak
+                bound = (f"; PyTorch eager already runs at {tg:.0f} GFLOP/s, {100 * tg / peak:.0f} % of this run's "
+                         f"fp32 GEMM peak, so {TARGET_SERVED_VS_TORCH}x it would need {100 * need:.0f} % of the "
+                         "peak in fp32" + (" (beyond the machine)" if need > 1 else ""))
             out.append(f"- {name}: served / PyTorch eager {st:.2f} < {TARGET_SERVED_VS_TORCH}: ONNX Runtime "
                        f"in-process is itself only {ot:.2f}x PyTorch eager on this CPU (PyTorch's oneDNN "
                        f"convolutions are as fast as ONNX Runtime's here), and serving cannot be faster than the "
-                       "runtime it serves with" + (
+                       "runtime it serves with" + bound + (
                            f"; the PRelu-rewritten graph reaches {c.best_ratio('ort_prelu', 'torch'):.2f}x"
                            if c.best_ratio("ort_prelu", "torch") else "") + (
                            f"; INT8 served reaches {c.best_ratio('served_int8', 'torch'):.2f}x"

@@ -229,6 +229,9 @@ def test_eight_bit_png_writer_is_read_back_exactly_by_pillow_and_opencv():
         assert im.mode == mode
         want = pixels if a is None else np.dstack([pixels, a])
         assert np.array_equal(np.asarray(im).reshape(want.shape), want)
+    from stylize.server.steps import imaging
+
+    assert imaging._fast_zlib is not None  # the server extra installs ISA-L's deflate; without it PNG is 4-5x slower
     cv = cv2.imdecode(np.frombuffer(encode(photo), np.uint8), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(cv[..., ::-1], photo)
     # 16-bit colour with 8-bit alpha: the alpha is scaled to 16 bits, not stored as a near-zero value
