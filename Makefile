@@ -46,8 +46,9 @@ serve: build
 loadtest: build
 	$(STYLIZE) loadtest --quick
 
-bench: build
-	$(STYLIZE) bench
+bench: build  ## side-by-side benchmark -> docs/performance.md (builds the INT8 variants it compares first)
+	$(STYLIZE) build --int8 --model-repository $(REPO)
+	$(STYLIZE) bench --model-repository $(REPO)
 
 clean:
 	rm -rf $(REPO)/*/ .cache outputs
