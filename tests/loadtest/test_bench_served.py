@@ -17,9 +17,11 @@ def test_runners_side_by_side(server, model_repository, tmp_path):
                              seconds_per_round=0.1, max_images=2, runners=("torch", "ort", "ort_prelu", "served", "served_net"))
     case = run_case(REGISTRY["animevideo_x4"], 32, settings, server.grpc_url, log=lambda s: None)
     assert case.images_per_round == 2
-    for name in ("torch", "ort", "ort_prelu", "served", "served_net"):
+    for name in ("torch", "ort", "served", "served_net"):
         r = case.runners[name]
         assert r.error is None and len(r.seconds_per_image) == 2 and r.images_per_s > 0
+    # the served graph is exported with its PRelu already rewritten: the "rewritten" runner has nothing to compare
+    assert "ort_prelu" not in case.runners
     med, lo, hi = case.ratio("served", "ort")
     assert lo <= med <= hi and med > 0
     assert case.gflop_per_image == pytest.approx(1.24e6 * 32 * 32 / 1e9, rel=0.02)  # 1.24 MFLOP per input pixel
