@@ -212,7 +212,8 @@ def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], in
         plan = plan_tiles(side, side, tile=tile or d.tile_size, overlap=d.tile_overlap, multiple=d.size_multiple,
                           batch=d.tile_batch)
         if plan.count == 1:
-            raise ValueError(f"{model} {side}² with tile {tile or d.tile_size} is one network call: nothing to compare")
+            raise ValueError(f"{model} {side}² with tile {tile or d.tile_size} is one network call: "
+                             "nothing to compare")
         t0 = time.perf_counter()
         whole = infer_frame(client, model, frame)
         t1 = time.perf_counter()

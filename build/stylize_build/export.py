@@ -5,8 +5,8 @@ scaling to the network's value range, the layout change, an optional final resiz
 inside ONNX Runtime / TensorRT, so the Python steps around the network only decode and encode.
 
 One exact graph pass runs on the exported graph (:mod:`.graph_passes`: PRelu as ``x + (a - 1) * min(x, 0)``, which
-ONNX Runtime's CPU provider runs much faster). Every export is checked: ``onnx.checker`` full check, graph I/O names and dtypes against the descriptor, and ONNX
-Runtime vs PyTorch parity on a crop of a real photo (the build fails above the descriptor's tolerance).
+ONNX Runtime's CPU provider runs much faster). Every export is checked: ``onnx.checker`` full check, graph I/O names
+and dtypes against the descriptor, and ONNX Runtime vs PyTorch parity on a crop of a real photo (the build fails above the descriptor's tolerance).
 """
 
 from __future__ import annotations

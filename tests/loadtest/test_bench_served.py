@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
 
 def test_runners_side_by_side(server, model_repository, tmp_path):
     settings = BenchSettings(repository=model_repository, url=server.grpc_url, rounds=2, max_rounds=2,
-                             seconds_per_round=0.1, max_images=2, runners=("torch", "ort", "ort_prelu", "served", "served_net"))
+                             seconds_per_round=0.1, max_images=2,
+                             runners=("torch", "ort", "ort_prelu", "served", "served_net"))
     case = run_case(REGISTRY["animevideo_x4"], 32, settings, server.grpc_url, log=lambda s: None)
     assert case.images_per_round == 2
     for name in ("torch", "ort", "served", "served_net"):

@@ -368,7 +368,7 @@ def _encode_png(pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | No
     """
     arr = pixels[..., None] if pixels.ndim == 2 else pixels
     if alpha is not None:
-        arr = np.dstack([arr, alpha.astype(arr.dtype, copy=False)])
+        arr = np.dstack([arr, alpha])  # encode() gave alpha the pixels' dtype
     h, w, c = arr.shape
     depth = 16 if arr.dtype == np.uint16 else 8
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]

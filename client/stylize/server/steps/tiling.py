@@ -66,8 +66,9 @@ def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: in
 
     ``batch`` is the number of tiles per network call, so one call's budget is ``batch * tile**2`` pixels, which is
     what bounds the network's memory (a convolutional network's activations grow with the pixel count, not with
-    the shape). An image within that budget is one tile, whatever its sides (``batch=0``: tile by sides only): tiling it would only add the overlap's
-    work (esrgan_x4 at 256² with 192 tiles and 32 overlap: four 144² tiles, 1.27x the pixels; docs/performance.md).
+    the shape). An image within that budget is one tile, whatever its sides (``batch=0``: tile by sides only):
+    tiling it would only add the overlap's work (esrgan_x4 at 256² with 192 tiles and 32 overlap: four 144² tiles,
+    1.27x the pixels; docs/performance.md).
     """
     if tile <= 2 * overlap:
         raise ValueError(f"tile {tile} must be more than twice the overlap {overlap}")
