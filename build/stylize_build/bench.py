@@ -251,6 +251,35 @@ def _stats(client, model: str) -> dict[str, float]:
     return tot
 
 
+def _settled_stats(client, names: tuple[str, ...], before: dict[str, dict[str, float]],
+                   per_request: tuple[str | None, ...], sent: int, timeout: float = 5.0) -> dict[str, dict[str, float]]:
+    """Statistics after ``sent`` requests, once Triton has booked them all.
+
+    Triton books a request's statistics when it completes, which can be just after the client has its response: read
+    too early, the ensemble's count misses the last request while the network it called already has it, and per-request
+    means come out wrong. Poll (briefly) until every model in ``per_request`` has counted all ``sent`` requests."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        after = {m: _stats(client, m) for m in names}
+        if all(after[m]["count"] - before[m]["count"] >= sent for m in per_request if m) \
+                or time.perf_counter() > deadline:
+            return after
+        time.sleep(0.01)
+
+
+def _quiet_stats(client, names: tuple[str, ...], timeout: float = 2.0) -> dict[str, dict[str, float]]:
+    """Statistics once nothing more is being booked (a warm-up's last request can be booked after it returned)."""
+    deadline = time.perf_counter() + timeout
+    last = {m: _stats(client, m) for m in names}
+    while time.perf_counter() < deadline:
+        time.sleep(0.05)
+        now = {m: _stats(client, m) for m in names}
+        if all(now[m]["count"] == last[m]["count"] for m in names):
+            return now
+        last = now
+    return last
+
+
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before[k] for k in after}
 
@@ -488,11 +517,12 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                 if stats_client and r.name in deltas:
                     names = tuple(dict.fromkeys(m for m in (ens_names[r.name], step_names[r.name], net_names[r.name])
                                                 if m))
-                    before = {m: _stats(stats_client, m) for m in names}
+                    before = _quiet_stats(stats_client, names)
                 t = r.run(n)
                 if stats_client and r.name in deltas:
+                    after = _settled_stats(stats_client, names, before, (ens_names[r.name], step_names[r.name]), n)
                     for m in names:
-                        d = _delta(_stats(stats_client, m), before[m])
+                        d = _delta(after[m], before[m])
                         acc = deltas[r.name].setdefault(m, {k: 0.0 for k in d})
                         for k, v in d.items():
                             acc[k] += v
