@@ -185,8 +185,7 @@ def test_server_is_ready_with_every_model(server):
     assert server.ready_models() == sorted([ECHO, INVERT, RAGGED, ENSEMBLE])
     assert server.model_failures() == {}
     assert server.stub_info["numpy"].startswith("1.")
-    print(f"startup {server.startup_seconds:.1f} s")  # shown with -s; the report quotes it
-    assert server.startup_seconds < 60
+    print(f"startup {server.startup_seconds:.1f} s")  # shown with -s; timing is the benchmark's job, not a test's
 
 
 def test_onnxruntime_backend_is_the_python_based_one(server):
