@@ -332,7 +332,7 @@ def write_report(results: dict, path: Path) -> None:
         "",
         "Each image ensemble `<id>` has one step, the python model `<id>_image`: decode (EXIF orientation, modes, "
         "16 bits, alpha kept aside) -> fixed-size tiles with overlap, sent to the network model `<id>_net` by BLS "
-        "`tile_batch` at a time (so dynamic batching sees them and memory stays bounded) -> feathered blending "
+        "`tile_batch` at a time (memory stays bounded) -> feathered blending "
         "(separable weights normalised to a partition of unity; the outer quarter of each overlap has ~0 weight, the "
         "middle half cross-fades) into a one-tile-high float band that is rounded out as soon as it is final -> "
         "resize (`outscale`), recompose (gray, alpha, 16 bits) -> encode.",
