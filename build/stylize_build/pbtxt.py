@@ -50,8 +50,10 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     No dynamic batcher on CPU: measured on this 2-core CPU, a batch of 2 costs 2-15 % more per image than two
     batches of 1 for every network (in-process ONNX Runtime, 128-512 px), and served side by side with 2 requests in
     flight the unbatched model was faster (animevideo_x4 128²: served / ONNX Runtime 0.98 vs 0.91 with the
-    batcher). Requests still carry batches of their own (``max_batch_size``): tiles, frames. The GPU (TensorRT)
-    config keeps its batcher: there batching is what fills the device.
+    batcher). Requests still carry batches of their own (``max_batch_size``): tiles, frames. The config says so
+    explicitly with a preferred batch size of 1 (every execution takes one request) rather than by leaving the
+    scheduler out: NVIDIA's native ONNX Runtime backend auto-completes a batching model without a scheduler with a
+    default dynamic batcher. The GPU (TensorRT) config keeps a real batcher: there batching is what fills the device.
     """
     warm = desc.warmup_size
     warm_dims = ([desc.window] if desc.window else []) + [warm, warm, 3]
@@ -66,6 +68,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
         + _tensors("input", [desc.net_input])
         + _tensors("output", [desc.net_output])
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
+        "dynamic_batching { preferred_batch_size: [ 1 ] }\n"
         f"version_policy: {{ latest: {{ num_versions: {NUM_VERSIONS} }} }}\n"
         + _parameters(params)
         + "model_warmup [\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import io
+import time
 
 import numpy as np
 import pytest
@@ -85,6 +87,34 @@ def test_raw_frame_path_is_batchable_and_matches_pytorch(server):
         ref = ServingWrapper(net=net.eval(), desc=desc)(torch.from_numpy(frames)).numpy()
     assert served.shape == (3, 80, 96, 3)
     assert np.abs(served.astype(int) - ref.astype(int)).max() <= desc.parity_atol
+
+
+def test_cpu_network_runs_one_request_per_execution(server):
+    """Concurrent requests are not merged by the scheduler (a batch of 2 is slower per image on CPU, see
+    pbtxt.net_config); a request's own batch still runs as one execution."""
+    desc = REGISTRY["animevideo_x4"]
+    frame = real_photo_crop(24, 24)[None]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+
+    def counts() -> tuple[int, int]:
+        s = client.get_inference_statistics(desc.net_model, as_json=True)["model_stats"]
+        return (sum(int(m.get("inference_count", 0)) for m in s), sum(int(m.get("execution_count", 0)) for m in s))
+
+    def call(batch: np.ndarray) -> None:
+        c = grpcclient.InferenceServerClient(server.grpc_url)
+        inp = grpcclient.InferInput(desc.net_input.name, list(batch.shape), desc.net_input.dtype)
+        inp.set_data_from_numpy(batch)
+        assert c.infer(desc.net_model, [inp]).as_numpy(desc.net_output.name).shape[0] == len(batch)
+
+    inf0, exe0 = counts()
+    with cf.ThreadPoolExecutor(6) as pool:  # 12 requests, up to 6 waiting at once behind the one running
+        list(pool.map(call, [frame] * 12))
+    call(np.concatenate([frame] * 3))  # one request carrying 3 frames
+    deadline = time.monotonic() + 5
+    while counts()[0] < inf0 + 15 and time.monotonic() < deadline:  # a request is booked just after its response
+        time.sleep(0.05)
+    inf1, exe1 = counts()
+    assert (inf1 - inf0, exe1 - exe0) == (15, 13)
 
 
 def test_basicvsr_window(server):

@@ -26,7 +26,7 @@ def test_net_config_matches_descriptor(desc):
     assert [(o.name, list(o.dims)) for o in cfg.output] == [(desc.net_output.name, list(desc.net_output.dims))]
     assert cfg.input[0].data_type == mc.TYPE_UINT8
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    assert not cfg.HasField("dynamic_batching")  # measured slower per image on CPU (net_config)
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [1]  # one request per execution (net_config)
     assert cfg.version_policy.latest.num_versions == pbtxt.NUM_VERSIONS
     assert cfg.parameters["weights"].string_value == "real"
     warm = cfg.model_warmup[0].inputs[desc.net_input.name]
