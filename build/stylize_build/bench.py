@@ -37,6 +37,7 @@ import numpy as np
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, ModelDescriptor
 
+from .pbtxt import CPU_TILES_PER_CALL
 from .repository import ONNX_FILE, existing_versions
 
 DEFAULT_CASES: tuple[tuple[str, int], ...] = (
@@ -364,7 +365,7 @@ def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: in
     def run(batch):
         return sess.run([desc.net_output.name], {desc.net_input.name: batch})[0]
 
-    config = StepConfig.from_descriptor(desc)
+    config = StepConfig.from_descriptor(desc, tiles_per_call=CPU_TILES_PER_CALL)  # as the CPU repository's step
     best = None
     out = b""
     for _ in range(reps + 1):  # the first call warms the session up

@@ -74,6 +74,12 @@ def test_gpu_and_int8_route_through_their_image_step():
     step = parse(pbtxt.image_config(desc, weights_status="real", name=desc.int8_image_model,
                                     net_model=desc.int8_model))
     assert step.name == desc.int8_image_model and step.parameters["net_model"].string_value == desc.int8_model
+    # tiles of a tiled image: one per call on CPU (fp32 and INT8), tile_batch per call on the GPU
+    assert step.parameters["tiles_per_call"].string_value == str(pbtxt.CPU_TILES_PER_CALL) == "1"
+    cpu = parse(pbtxt.image_config(desc, weights_status="real"))
+    assert cpu.parameters["tiles_per_call"].string_value == "1"
+    assert cpu.parameters["tile_batch"].string_value == str(desc.tile_batch)  # the pixel budget is unchanged
+    assert gpu.parameters["tiles_per_call"].string_value == "0"  # 0: tile_batch
     vsr = REGISTRY["basicvsr_x4"]
     cfg = parse(pbtxt.ensemble_config(vsr, weights_status="real", net_model=vsr.trt_model))
     assert [s.model_name for s in cfg.ensemble_scheduling.step] == [vsr.trt_model]
@@ -89,7 +95,7 @@ def test_image_step_config_round_trips_its_settings(desc):
     assert [i.optional for i in cfg.input] == [False] + [True] * len(desc.options)
     assert [o.name for o in cfg.output] == [ENCODED_RESULT.name]
     step = StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
-    assert step == StepConfig.from_descriptor(desc, limits=limits)
+    assert step == StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=pbtxt.CPU_TILES_PER_CALL)
     assert step.net_model == desc.net_model and step.tile_size == desc.tile_size and step.max_side == desc.max_side
     # build options override the descriptor's tile defaults (tiled models only)
     tuned = parse(pbtxt.image_config(desc, weights_status="real", tile_size=96, tile_overlap=8))

@@ -101,3 +101,20 @@ def test_an_image_within_one_calls_pixel_budget_is_not_tiled():
 
     out, tiles = run_tiled(frame, run=run, scale=2, tile=100, overlap=16, batch=2)
     assert tiles == 1 and calls == [(1, 120, 150, 3)] and np.array_equal(out, local_sr(frame[None], 2)[0])
+
+
+def test_tiles_per_call_keeps_the_budget_and_the_result():
+    """per_call=1 (CPU): same plan (the budget is still batch tiles' pixels), one tile per call, same output."""
+    frame = photo(150, 131)
+    calls = []
+
+    def run(b):
+        calls.append(b.shape[0])
+        return local_sr(b, 2)
+
+    batched, n = run_tiled(frame, run=lambda b: local_sr(b, 2), scale=2, tile=64, overlap=12, batch=3)
+    single, m = run_tiled(frame, run=run, scale=2, tile=64, overlap=12, batch=3, per_call=1)
+    assert n == m > 1 and calls == [1] * n and np.array_equal(batched, single)
+    calls.clear()
+    run_tiled(photo(80, 90), run=run, scale=2, tile=64, overlap=12, batch=2, per_call=1)
+    assert calls == [1]  # 80 x 90 is within 2 x 64² pixels: one call, untiled, whatever per_call says

@@ -37,7 +37,8 @@ class StepConfig:
     min_size: int = 1
     tile_size: int | None = None
     tile_overlap: int = 16
-    tile_batch: int = 1
+    tile_batch: int = 1  # one call's pixel budget, in tiles (plan_tiles)
+    tiles_per_call: int | None = None  # tiles of a tiled image per network call (None: tile_batch)
     max_side: int | None = None
     output_format: str = "PNG"
     limits: Limits = field(default_factory=Limits)
@@ -58,7 +59,8 @@ class StepConfig:
             "stylize_id": self.model_id, "net_model": self.net_model, "scale": str(self.scale),
             "size_multiple": str(self.size_multiple), "min_size": str(self.min_size),
             "tile_size": str(self.tile_size or 0), "tile_overlap": str(self.tile_overlap),
-            "tile_batch": str(self.tile_batch), "max_side": str(self.max_side or 0),
+            "tile_batch": str(self.tile_batch), "tiles_per_call": str(self.tiles_per_call or 0),
+            "max_side": str(self.max_side or 0),
             "output_format": self.output_format, "max_pixels": str(self.limits.max_pixels),
             "max_bytes": str(self.limits.max_bytes), "max_output_pixels": str(self.limits.max_output_pixels),
         }
@@ -73,7 +75,8 @@ class StepConfig:
             model_id=params["stylize_id"], net_model=params["net_model"], scale=num("scale", 1),
             size_multiple=num("size_multiple", 1), min_size=num("min_size", 1),
             tile_size=num("tile_size", 0) or None, tile_overlap=num("tile_overlap", 16),
-            tile_batch=num("tile_batch", 1), max_side=num("max_side", 0) or None,
+            tile_batch=num("tile_batch", 1), tiles_per_call=num("tiles_per_call", 0) or None,
+            max_side=num("max_side", 0) or None,
             output_format=str(params.get("output_format", "PNG")),
             limits=Limits(max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
                           max_bytes=num("max_bytes", DEFAULT_MAX_BYTES),
@@ -82,14 +85,15 @@ class StepConfig:
 
     @classmethod
     def from_descriptor(cls, desc: ModelDescriptor, *, net_model: str | None = None, limits: Limits = Limits(),
-                        tile_size: int | None = None, tile_overlap: int | None = None) -> "StepConfig":
-        """Descriptor defaults; ``tile_size``/``tile_overlap`` override them (build options)."""
+                        tile_size: int | None = None, tile_overlap: int | None = None,
+                        tiles_per_call: int | None = None) -> "StepConfig":
+        """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options)."""
         return cls(
             model_id=desc.id, net_model=net_model or desc.net_model, scale=desc.scale,
             size_multiple=desc.size_multiple, min_size=desc.min_size,
             tile_size=(tile_size or desc.tile_size) if desc.tile_size else None,
             tile_overlap=desc.tile_overlap if tile_overlap is None else tile_overlap,
-            tile_batch=desc.tile_batch, max_side=desc.max_side, limits=limits,
+            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, max_side=desc.max_side, limits=limits,
         )
 
 
@@ -232,6 +236,7 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) ->
     if tile:
         net_out, report.tiles = run_tiled(padded, run=run, scale=config.scale, tile=tile,
                                           overlap=config.tile_overlap, batch=config.tile_batch,
+                                          per_call=config.tiles_per_call,
                                           multiple=config.size_multiple)
     else:
         net_out, report.tiles = np.ascontiguousarray(run(padded[None])[0]), 1
