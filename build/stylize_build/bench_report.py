@@ -85,7 +85,7 @@ def _why(result: BenchResult) -> list[str]:
                 detail.append(f"decode + resize/encode in the step, measured alone: {c.step.step_ms:.0f} ms per "
                               f"image vs {c.step.network_ms:.0f} ms of network")
             where = ("the python step path (tiling overhead, decode/encode)" if sn and no and sn < no else
-                     "the network path (backend, batching, transport)" if no else "unknown")
+                     "the network path (backend, transport, the cores shared with the server and the client)" if no else "unknown")
             out.append(f"- {name}: served / ORT {so:.2f} < {t}; " + "; ".join(detail)
                        + f". The larger loss is in {where}.")
         st = c.best_ratio("served", "torch")
@@ -285,7 +285,8 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
         "overhead without the python step (transport of raw frames, the backend); `served ensemble` vs "
         "`served network (raw)` shows what decode/encode cost.")
     add("")
-    add("Network compute is per execution: with dynamic batching one execution serves `batch` requests.")
+    add("Network compute is per execution; `batch` is requests per execution (the CPU configs run one request "
+        "per execution: a batch of 2 measured slower per image than two of 1 on this CPU).")
     add("")
     add("| case | runner | server time / request | python step own work | network compute | batch | queues | "
         "served net / ORT | served / served net |")
