@@ -47,7 +47,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
                model_name: str | None = None) -> str:
     """The network model (ONNX Runtime backend); ``model_name`` defaults to ``desc.net_model`` (INT8: int8_model).
 
-    No dynamic batcher on CPU: measured on this 2-core CPU, a batch of 2 costs 2-15 % more per image than two
+    One request per execution on CPU: measured on this 2-core CPU, a batch of 2 costs 2-15 % more per image than two
     batches of 1 for every network (in-process ONNX Runtime, 128-512 px), and served side by side with 2 requests in
     flight the unbatched model was faster (animevideo_x4 128²: served / ONNX Runtime 0.98 vs 0.91 with the
     batcher). Requests still carry batches of their own (``max_batch_size``): tiles, frames. The config says so

@@ -106,7 +106,7 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
     def _run(self, request, batch):
-        """uint8 NxHxWx3 -> uint8 network output, through the network model (its dynamic batcher sees every tile)."""
+        """uint8 NxHxWx3 -> uint8 network output: one BLS request to the network model (its config decides batching)."""
         if request.is_cancelled():  # the client gave up: stop sending tiles of a large image
             raise NetworkError("request cancelled", pb_utils.TritonError.CANCELLED)
         net_request = pb_utils.InferenceRequest(
