@@ -85,7 +85,8 @@ def _why(result: BenchResult) -> list[str]:
                 detail.append(f"decode + resize/encode in the step, measured alone: {c.step.step_ms:.0f} ms per "
                               f"image vs {c.step.network_ms:.0f} ms of network")
             where = ("the python step path (tiling overhead, decode/encode)" if sn and no and sn < no else
-                     "the network path (backend, transport, the cores shared with the server and the client)" if no else "unknown")
+                     "the network path (backend, transport, the cores shared with the server and the client)"
+                     if no else "unknown")
             out.append(f"- {name}: served / ORT {so:.2f} < {t}; " + "; ".join(detail)
                        + f". The larger loss is in {where}.")
         st = c.best_ratio("served", "torch")

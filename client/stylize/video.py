@@ -236,7 +236,8 @@ def upscale_video(
     ``crf``: x264 quality (0 lossless .. 51 worst; 18 is visually lossless), ``preset``: x264 speed/size trade-off.
     ``concurrency``: requests in flight; ``batch``: frames per request (on CPU the network runs one request per
     execution: merged batches measured slower per frame there; a GPU repository's batcher merges them).
-    ``window_margin`` (windowed models): context frames dropped on each side of a window, default window // 3. ``progress``: tqdm bar on stderr (None: only when stderr is a terminal).
+    ``window_margin`` (windowed models): context frames dropped on each side of a window, default window // 3.
+    ``progress``: tqdm bar on stderr (None: only when stderr is a terminal).
     """
     av = _import_av()
     src, dst = Path(src), Path(dst)

@@ -7,8 +7,9 @@ Why this shape:
 * tiles are blended with separable feathering weights normalised to a partition of unity: in an overlap the
   outermost quarter of each tile (where zero padding inside the network hurts most) gets almost no weight, the middle
   half cross-fades linearly. No hard seams (Real-ESRGAN crops tiles hard, and its users see the seams);
-* memory stays bounded: one call carries at most ``batch`` tiles' worth of pixels and only one band of output rows (a tile high) is kept in
-  float32; finished rows are rounded into the uint8 output as soon as no later tile can touch them.
+* memory stays bounded: one call carries at most ``batch`` tiles' worth of pixels and only one band of output rows
+  (a tile high) is kept in float32; finished rows are rounded into the uint8 output as soon as no later tile can
+  touch them.
 
 Pure numpy; ``run`` is the network (the python step passes a BLS call, tests pass ONNX Runtime or a stand-in).
 """
