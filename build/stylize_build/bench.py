@@ -79,7 +79,7 @@ class BenchSettings:
     in_flight: int = 2  # requests in flight for the served runners
     threads: int = 2  # intra-op threads of the in-process runtimes (the cores of this machine)
     photo: str = "astronaut.png"
-    layout_cases: tuple[tuple[str, int], ...] = ()  # served network layouts compared (instances x threads)
+    layout_cases: tuple[tuple[str, int], ...] = ()  # served image step layouts compared (instances x threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,6 +281,24 @@ def _quiet_stats(client, names: tuple[str, ...], timeout: float = 2.0) -> dict[s
     return last
 
 
+def _step_network_seconds(metrics_url: str | None, step: str) -> float | None:
+    """Seconds the image step ``step`` spent in its network so far (its stylize_image_network_seconds histogram):
+    where the step runs the network in its own process, Triton's statistics cannot separate the two."""
+    if not metrics_url:
+        return None
+    import re
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r'^stylize_image_network_seconds_sum\{[^}]*model="' + re.escape(step) + r'"[^}]*\} (\S+)$', text,
+                  re.MULTILINE)
+    return float(m.group(1)) if m else None
+
+
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before[k] for k in after}
 
@@ -298,14 +316,27 @@ class Breakdown:
     network_batch: float = 1.0  # images per network execution (dynamic batching; compute is per execution)
 
 
-def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | None, net: str) -> Breakdown | None:
+def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | None, net: str, *,
+              step_network_s: float | None = None) -> Breakdown | None:
+    """Per-request means. ``step_network_s``: the step's own network seconds over the same requests (from its metrics)
+    when it runs the network in its process; the network model then sees none of these requests."""
     e = deltas.get(ensemble)
     n = deltas.get(net)
-    if not e or not n or not e["count"]:
+    if not e or not e["count"]:
         return None
     count = e["count"]
     s = deltas.get(step) if step else None
     step_compute = s["compute_ns"] if s else 0.0
+    if s and step_network_s is not None and (not n or not n["count"]):
+        network_ns = step_network_s * 1e9
+        return Breakdown(
+            request_ms=e["request_ns"] / count / 1e6,
+            step_ms=max(step_compute - network_ns, 0.0) / count / 1e6,
+            network_ms=network_ns / count / 1e6,
+            queue_ms=s["queue_ns"] / count / 1e6,
+            step_model=step or "", network_model=f"{net} (in the step's process)", network_batch=1.0)
+    if not n:
+        return None
     nested = n["request_ns"] if s and step else 0.0  # BLS: the step's compute contains the network's request time
     return Breakdown(
         request_ms=e["request_ns"] / count / 1e6,
@@ -420,7 +451,7 @@ def _newest(repo: Path, model: str) -> tuple[Path, dict] | None:
 
 
 def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str | None, *,
-             log: Callable[[str], None]) -> CaseResult:
+             log: Callable[[str], None], metrics_url: str | None = None) -> CaseResult:
     import onnx
 
     from stylize.photos import real_photo_crop
@@ -504,6 +535,7 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
         ens_names = {"served": desc.id, "served_int8": desc.int8_ensemble, "served_net": desc.net_model}
         net_names = {"served": desc.net_model, "served_int8": desc.int8_model, "served_net": desc.net_model}
         deltas: dict[str, dict[str, dict[str, float]]] = {"served": {}, "served_int8": {}, "served_net": {}}
+        step_network: dict[str, float | None] = {"served": 0.0, "served_int8": 0.0, "served_net": None}
         if url:
             import tritonclient.grpc as grpcclient
 
@@ -519,9 +551,14 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                     names = tuple(dict.fromkeys(m for m in (ens_names[r.name], step_names[r.name], net_names[r.name])
                                                 if m))
                     before = _quiet_stats(stats_client, names)
+                    net_s0 = _step_network_seconds(metrics_url, step_names[r.name]) if step_names[r.name] else None
                 t = r.run(n)
                 if stats_client and r.name in deltas:
                     after = _settled_stats(stats_client, names, before, (ens_names[r.name], step_names[r.name]), n)
+                    if step_network[r.name] is not None:
+                        net_s1 = _step_network_seconds(metrics_url, step_names[r.name])
+                        step_network[r.name] = (None if net_s0 is None or net_s1 is None
+                                                else step_network[r.name] + net_s1 - net_s0)
                     for m in names:
                         d = _delta(after[m], before[m])
                         acc = deltas[r.name].setdefault(m, {k: 0.0 for k in d})
@@ -532,7 +569,7 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                 f"{r.name} {result.runners[r.name].seconds_per_image[-1]:.3f} s/img" for r in runners))
             rnd += 1
         for name, d in deltas.items():
-            b = breakdown(d, ens_names[name], step_names[name], net_names[name])
+            b = breakdown(d, ens_names[name], step_names[name], net_names[name], step_network_s=step_network[name])
             if b:
                 result.breakdown[name] = b
         if "served" in result.runners:
@@ -552,7 +589,7 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
 # Instance / thread layouts of the served network
 # ---------------------------------------------------------------------------------------------------------------
 
-DEFAULT_LAYOUTS: tuple[tuple[int, int], ...] = ((1, 2), (2, 1))  # (instances, intra-op threads) of <id>_net
+DEFAULT_LAYOUTS: tuple[tuple[int, int], ...] = ((1, 2), (2, 1))  # (instances, intra-op threads) of the image step
 LAYOUT_CASES: tuple[tuple[str, int], ...] = (("animevideo_x4", 128), ("esrgan_anime_x4", 128))
 
 
@@ -576,29 +613,29 @@ class LayoutResult:
 
 
 def layout_repository(source: Path, target: Path, desc: ModelDescriptor, *, instances: int, threads: int) -> Path:
-    """A repository with only ``desc``'s image ensemble, its network configured as ``instances`` x ``threads``
-    (versions symlinked, nothing copied), for measuring layouts side by side."""
+    """A repository with only ``desc``'s image ensemble, its image step configured as ``instances`` x ``threads``
+    (the step runs the network in its process on CPU; versions symlinked, nothing copied), for measuring layouts
+    side by side."""
+    import shutil
+
     from . import pbtxt
 
     target.mkdir(parents=True, exist_ok=True)
-    for name in (desc.id, desc.image_model):
+    for name in (desc.id, desc.net_model):
         (target / name).mkdir(exist_ok=True)
         for item in (source / name).iterdir():
             link = target / name / item.name
             if not link.exists():
                 link.symlink_to(item.resolve(), target_is_directory=item.is_dir())
-    net = target / desc.net_model
-    net.mkdir(exist_ok=True)
     versions = existing_versions(source / desc.net_model)
     if not versions:
         raise BenchError(f"{desc.net_model}: no version in {source}")
-    for v in versions:
-        link = net / str(v)
-        if not link.exists():
-            link.symlink_to((source / desc.net_model / str(v)).resolve(), target_is_directory=True)
     status = versions[max(versions)].get("weights", {}).get("status", "?")
-    (net / "config.pbtxt").write_text(pbtxt.net_config(desc, weights_status=status, threads=threads,
-                                                       instances=instances))
+    step = target / desc.image_model
+    (step / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / desc.image_model / "1" / "model.py", step / "1" / "model.py")
+    (step / "config.pbtxt").write_text(pbtxt.image_config(desc, weights_status=status, instances=instances,
+                                                          threads=instances * threads))
     return target
 
 
@@ -725,6 +762,8 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
             server = start_local(settings.repository)
             url = server.grpc_url
             log(f"server ready at {url}")
+        # the image steps' own metrics (network time when they run the network in their process)
+        metrics_url = server.metrics_url if server else (f"http://{url.rsplit(':', 1)[0]}:8002/metrics" if url else None)
         served_by = (f"local server started by the benchmark ({settings.repository})" if server else (url or "none"))
         log("measuring the GEMM peak (numpy and ONNX Runtime, fp32 and int8) ...")
         peak = asdict(machine_peak(threads=settings.threads))
@@ -732,7 +771,7 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
         cases = []
         for model, side in settings.cases:
             log(f"{model} at {side}x{side}:")
-            cases.append(run_case(REGISTRY[model], side, settings, url, log=log))
+            cases.append(run_case(REGISTRY[model], side, settings, url, log=log, metrics_url=metrics_url))
             # the peak again between cases: on a shared machine the quietest moment gives the best estimate
             again = asdict(machine_peak(threads=settings.threads, reps=3))
             peak = {k: max(peak[k], again[k]) if isinstance(peak[k], float) else peak[k] for k in peak}
@@ -745,7 +784,7 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
                 server = None
             with tempfile.TemporaryDirectory(prefix="stylize-layouts-") as tmp:
                 for model, side in settings.layout_cases:
-                    log(f"{model} at {side}x{side}: served network layouts")
+                    log(f"{model} at {side}x{side}: served image step layouts")
                     layouts.append(run_layouts(REGISTRY[model], side, settings, work_dir=Path(tmp), log=log))
         peak_after = asdict(machine_peak(threads=settings.threads))
         peak = {k: max(peak[k], peak_after[k]) if isinstance(peak[k], float) else peak[k] for k in peak}

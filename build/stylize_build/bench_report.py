@@ -335,8 +335,8 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
         add("")
 
     if result.layouts:
-        add("Layouts of the served network compared in the same run (instances × intra-op threads of `<id>_net`, "
-            f"everything else as built; one server per layout, measured round-robin, {s['in_flight']} requests in "
+        add("Layouts of the served image step compared in the same run (instances × intra-op threads of the "
+            "network each `<id>_image` instance runs in its own process; everything else as built; one server per layout, measured round-robin, {s['in_flight']} requests in "
             "flight, PNG in/out):")
         add("")
         add("| case | " + " | ".join(f"{k} img/s" for k in result.layouts[0].layouts) + " | ratio (2nd / 1st) |")

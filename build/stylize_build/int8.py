@@ -53,7 +53,7 @@ def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str) -> d
                         max_output_pixels=settings.max_output_pixels)
         files[f"{desc.int8_image_model}/config.pbtxt"] = pbtxt.image_config(
             desc, weights_status=status, net_model=desc.int8_model, name=desc.int8_image_model, limits=limits,
-            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
+            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap, threads=settings.threads)
         files[f"{desc.int8_image_model}/1/model.py"] = _step_source("image")
     return files
 

@@ -86,21 +86,33 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
 # all); a GPU repository sends tile_batch tiles per call.
 CPU_TILES_PER_CALL = 1
 
-IMAGE_STEP_INSTANCES = 2  # two images in flight per model: one decodes/encodes while the other is in the network
+# Image steps: two instances, so one image decodes/encodes while another is in the network. On CPU each runs the
+# network in its own process (steps/network.py) with threads // instances intra-op threads, so instances x threads
+# stays within the cores the build was told about. Measured on this 2-core machine, served side by side in one run
+# (PNG in/out, 2 in flight; served / in-process ONNX Runtime at 2 threads): animevideo_x4 128² 2 x 1 thread 0.95
+# (INT8 0.99), 1 x 2 threads 0.92 (INT8 0.78); esrgan_anime_x4 128² 2 x 1 1.02 (INT8 1.57), 1 x 2 1.00 (INT8 1.07).
+IMAGE_STEP_INSTANCES = 2
 
 
 def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
                  name: str | None = None, limits: Limits = Limits(), tile_size: int | None = None,
-                 tile_overlap: int | None = None, instances: int = IMAGE_STEP_INSTANCES) -> str:
-    """The python step of an image ensemble (decode -> tiles through ``net_model`` by BLS -> encode).
+                 tile_overlap: int | None = None, instances: int = IMAGE_STEP_INSTANCES, threads: int = 2) -> str:
+    """The python step of an image ensemble (decode -> tiles through the network -> encode).
 
     ``net_model`` defaults to ``desc.net_model`` (GPU: ``desc.trt_model``, INT8: ``desc.int8_model``); ``name`` to
     ``desc.image_model`` (INT8: ``desc.int8_image_model``). Tile size/overlap override the descriptor's defaults.
+    On CPU the step runs the network's ONNX file itself with ``threads // instances`` intra-op threads per instance
+    (``threads``: the cores a model may use, the build's --threads; one instance if that is 1); the GPU step calls
+    the TensorRT plan by BLS.
     """
     on_gpu = (net_model or desc.net_model) == desc.trt_model
+    if not on_gpu:
+        instances = max(1, min(instances, threads))  # one core: one instance
     step = StepConfig.from_descriptor(desc, net_model=net_model, limits=limits, tile_size=tile_size,
                                       tile_overlap=tile_overlap,
-                                      tiles_per_call=None if on_gpu else CPU_TILES_PER_CALL)
+                                      tiles_per_call=None if on_gpu else CPU_TILES_PER_CALL,
+                                      net_runtime="triton" if on_gpu else "onnxruntime",
+                                      net_threads=max(1, threads // instances))
     params = describe(desc, weights_status) | step.parameters()
     return (
         f'name: "{name or desc.image_model}"\n'

@@ -183,7 +183,7 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
                         max_output_pixels=settings.max_output_pixels)
         files[f"{desc.image_model}/config.pbtxt"] = pbtxt.image_config(
             desc, weights_status=status, net_model=desc.trt_model if settings.gpu else None, limits=limits,
-            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
+            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap, threads=settings.threads)
         files[f"{desc.image_model}/1/model.py"] = _step_source("image")
         written += _remove_legacy_steps(repo, desc)
     for rel, data in files.items():

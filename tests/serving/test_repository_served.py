@@ -155,3 +155,36 @@ def test_two_versions_are_served(tmp_path):
         latest = client.infer(desc.net_model, [inp]).as_numpy(desc.net_output.name)
     assert not np.array_equal(outs["1"], outs["2"])
     assert np.array_equal(latest, outs["2"])
+
+
+def test_cpu_image_step_runs_the_network_in_its_own_process(server, model_repository):
+    """On CPU the image step runs the network's ONNX file itself (no BLS hop through <id>_net): the network model
+    counts no inference for an image request, the step's network histogram does, and the picture is exactly what
+    the network model returns for the same frame."""
+    from stylize.server.steps.network import newest_model_file
+
+    desc = REGISTRY["animevideo_x4"]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    cfg = client.get_model_config(desc.image_model, as_json=True)["config"]["parameters"]
+    assert cfg["net_runtime"]["string_value"] == "onnxruntime"
+    assert int(cfg["net_threads"]["string_value"]) * int(
+        client.get_model_config(desc.image_model, as_json=True)["config"]["instance_group"][0]["count"]) <= 2
+
+    def net_inferences() -> int:
+        s = client.get_inference_statistics(desc.net_model, as_json=True)["model_stats"]
+        return sum(int(m.get("inference_count", 0)) for m in s)
+
+    photo = real_photo_crop(40, 48)
+    before = net_inferences()
+    inp = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], ENCODED_IMAGE.dtype)
+    inp.set_data_from_numpy(np.array([[png(photo)]], dtype=object))
+    served = np.asarray(Image.open(io.BytesIO(client.infer(desc.id, [inp]).as_numpy(ENCODED_RESULT.name)[0, 0])))
+    time.sleep(0.2)  # statistics are booked just after a response
+    assert net_inferences() == before
+    raw = grpcclient.InferInput(desc.net_input.name, [1, *photo.shape], desc.net_input.dtype)
+    raw.set_data_from_numpy(photo[None])
+    direct = client.infer(desc.net_model, [raw]).as_numpy(desc.net_output.name)[0]
+    assert net_inferences() == before + 1  # the counter works: the raw call is counted
+    np.testing.assert_array_equal(served, direct)  # same file, same arithmetic (the step's version is the newest)
+    path, version = newest_model_file(model_repository, desc.net_model)
+    assert client.is_model_ready(desc.net_model, str(version)) and path.is_file()

@@ -177,6 +177,29 @@ def test_parse_an_ensemble_level_with_its_bls_network():
     assert 0 < lv.busy_us <= lv.server.request_us
 
 
+def test_in_step_network_is_neither_a_bls_callee_nor_split_from_its_step(tmp_path):
+    """A CPU image step runs the network in its own process: perf_analyzer is not told about a BLS network, and the
+    breakdown reports the step and its network as one compute (they cannot be separated from outside)."""
+    import copy
+
+    from stylize.loadtest.runner import IN_STEP_NETWORK, bls_callees
+
+    run, _ = _run_result(tmp_path)
+    res = run.results[0]
+    sc = res.scenario
+    d = sc.descriptor
+    ens = ModelLayout(sc.triton_model, "ensemble", 0, None, steps=[d.image_model])
+    bls_step = ModelLayout(d.image_model, "python", 2, 1, net_runtime="triton")
+    in_step = ModelLayout(d.image_model, "python", 2, 1, net_runtime="onnxruntime")
+    assert bls_callees(sc, {sc.triton_model: ens, d.image_model: bls_step}) == [d.net_model]
+    assert bls_callees(sc, {sc.triton_model: ens, d.image_model: in_step}) == []
+    lv = copy.deepcopy(res.levels[0])
+    step_compute = lv.composing[d.image_model].compute_us / 1000
+    del lv.composing[d.net_model]
+    b = ScenarioResult(sc, [lv]).breakdown(lv)
+    assert b[IN_STEP_NETWORK] == pytest.approx(step_compute) and "network" not in b and "python steps" not in b
+
+
 def test_parse_a_batched_network_level():
     lv = _level("quick_animevideo_x4_net64_b2_c1", batch=2)
     assert lv.ok and lv.requests_per_s == pytest.approx(lv.infer_per_s / 2)

@@ -80,6 +80,8 @@ def test_gpu_and_int8_route_through_their_image_step():
     assert cpu.parameters["tiles_per_call"].string_value == "1"
     assert cpu.parameters["tile_batch"].string_value == str(desc.tile_batch)  # the pixel budget is unchanged
     assert gpu.parameters["tiles_per_call"].string_value == "0"  # 0: tile_batch
+    # the network: in the step's process on CPU (fp32 and INT8), by BLS to the TensorRT plan on the GPU
+    assert [c.parameters["net_runtime"].string_value for c in (cpu, step, gpu)] == ["onnxruntime"] * 2 + ["triton"]
     vsr = REGISTRY["basicvsr_x4"]
     cfg = parse(pbtxt.ensemble_config(vsr, weights_status="real", net_model=vsr.trt_model))
     assert [s.model_name for s in cfg.ensemble_scheduling.step] == [vsr.trt_model]
@@ -95,7 +97,8 @@ def test_image_step_config_round_trips_its_settings(desc):
     assert [i.optional for i in cfg.input] == [False] + [True] * len(desc.options)
     assert [o.name for o in cfg.output] == [ENCODED_RESULT.name]
     step = StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
-    assert step == StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=pbtxt.CPU_TILES_PER_CALL)
+    assert step == StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=pbtxt.CPU_TILES_PER_CALL,
+                                              net_runtime="onnxruntime", net_threads=1)
     assert step.net_model == desc.net_model and step.tile_size == desc.tile_size and step.max_side == desc.max_side
     # build options override the descriptor's tile defaults (tiled models only)
     tuned = parse(pbtxt.image_config(desc, weights_status="real", tile_size=96, tile_overlap=8))
@@ -107,3 +110,19 @@ def test_registry_refuses_duplicates():
 
     with pytest.raises(ValueError, match="duplicate"):
         Registry((MODELS[0], MODELS[0]))
+
+
+@pytest.mark.parametrize(("threads", "instances", "per_instance"), [(2, 2, 1), (4, 2, 2), (1, 1, 1), (8, 4, 2)])
+def test_cpu_image_step_splits_the_cores_over_its_instances(threads, instances, per_instance):
+    """Instances x intra-op threads never exceed the cores the build was given (one thread at least)."""
+    desc = REGISTRY["animevideo_x4"]
+    cfg = parse(pbtxt.image_config(desc, weights_status="real", threads=threads,
+                                   instances=max(instances, pbtxt.IMAGE_STEP_INSTANCES)))
+    assert cfg.instance_group[0].count == instances
+    assert cfg.parameters["net_threads"].string_value == str(per_instance)
+    assert instances * per_instance <= threads
+
+
+def test_step_config_refuses_an_unknown_network_runtime():
+    with pytest.raises(ValueError, match="net_runtime"):
+        StepConfig(model_id="m", net_model="m_net", scale=2, net_runtime="tensorflow")

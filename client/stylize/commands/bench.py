@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--in-flight", type=int, default=2, help="requests in flight for the served runners")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads in-process (default: the cores)")
     p.add_argument("--no-layouts", action="store_true",
-                   help="skip comparing served network layouts (instances x threads; default: on for the full set)")
+                   help="skip comparing served image step layouts (instances x threads; default: on for the full set)")
     p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown to write (default: %(default)s)")
     p.add_argument("--json", type=Path, default=None,
                    help="raw results (default: next to the plots, docs/performance/bench.json)")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .perf import Level
-from .runner import RunResult, ScenarioResult
+from .runner import IN_STEP_NETWORK, RunResult, ScenarioResult
 
 
 def _f(v: float | None, digits: int = 0) -> str:
@@ -98,8 +98,9 @@ def plot(run_result: RunResult, plots_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(names)))
         parts = [r.breakdown(lv) for r, lv in zip(measured, lows)]
         left = np.zeros(len(names))
-        for key in ("network", "python steps", "queue", "transport", "client"):
-            values = np.array([p[key] for p in parts])
+        keys = ("network", IN_STEP_NETWORK, "python steps", "queue", "transport", "client")
+        for key in (k for k in keys if any(k in p for p in parts)):
+            values = np.array([p.get(key, 0.0) for p in parts])
             ax.barh(y, values, left=left, label=key)
             left += values
         ax.set_yticks(y, names, fontsize=7)

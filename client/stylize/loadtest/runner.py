@@ -32,6 +32,9 @@ class ServerNotReady(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+IN_STEP_NETWORK = "python step with its network"  # breakdown key where the two share a process
+
+
 @dataclass
 class ModelLayout:
     name: str
@@ -40,6 +43,7 @@ class ModelLayout:
     intra_op_threads: int | None
     steps: list[str] = field(default_factory=list)  # ensemble steps
     max_batch_size: int = 0
+    net_runtime: str | None = None  # image steps: "onnxruntime" (network in the step's process) or "triton" (BLS)
 
 
 def _grpc_client(url: str):
@@ -51,12 +55,16 @@ def _grpc_client(url: str):
 def model_layout(client, name: str) -> ModelLayout:
     cfg = client.get_model_config(name, as_json=True)["config"]
     params = cfg.get("parameters", {})
-    threads = params.get("intra_op_thread_count", {}).get("string_value")
+    # ONNX models: intra_op_thread_count; image steps running the network in their process: net_threads
+    threads = (params.get("intra_op_thread_count", {}).get("string_value")
+               or (params.get("net_threads", {}).get("string_value")
+                   if params.get("net_runtime", {}).get("string_value") == "onnxruntime" else None))
     steps = [s["model_name"] for s in cfg.get("ensemble_scheduling", {}).get("step", [])]
     instances = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", [])) or (0 if steps else 1)
     return ModelLayout(name=name, kind=cfg.get("backend") or cfg.get("platform", ""), instances=instances,
                        intra_op_threads=int(threads) if threads else None, steps=steps,
-                       max_batch_size=int(cfg.get("max_batch_size", 0)))
+                       max_batch_size=int(cfg.get("max_batch_size", 0)),
+                       net_runtime=params.get("net_runtime", {}).get("string_value"))
 
 
 def network_of(scenario: Scenario) -> str:
@@ -73,6 +81,8 @@ def bls_callees(scenario: Scenario, layouts: Mapping[str, ModelLayout]) -> list[
     net = network_of(scenario)
     if top is None or not top.steps or net in top.steps:
         return []
+    if any(layouts[s].net_runtime == "onnxruntime" for s in top.steps if s in layouts):
+        return []  # the step runs the network in its own process: the network model sees none of these requests
     return [net]
 
 
@@ -132,7 +142,10 @@ class ScenarioResult:
             compute = (lv.server.compute_us if lv.server else 0) / 1000
             return {"client": client, "transport": transport, "queue": queue, "network": compute, "python steps": 0.0}
         net_stats = lv.composing.get(net)
-        net_ms = net_stats.compute_us / 1000 if net_stats else 0.0
+        if net_stats is None:  # a CPU image step runs the network in its own process: one compute for both
+            both = sum(st.compute_us for st in lv.composing.values()) / 1000
+            return {"client": client, "transport": transport, "queue": queue, IN_STEP_NETWORK: both}
+        net_ms = net_stats.compute_us / 1000
         nested = sum(lv.composing[m].request_us for m in self.bls_models if m in lv.composing) / 1000
         steps = sum(st.compute_us for name, st in lv.composing.items() if name != net) / 1000 - nested
         return {"client": client, "transport": transport, "queue": queue, "network": net_ms,
@@ -357,5 +370,5 @@ def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[
 
 __all__ = [
     "RESULTS_FORMAT", "CAPACITY_FORMAT", "ServerNotReady", "CapacityError", "ModelLayout", "ScenarioResult",
-    "RunResult", "run", "capacity_document", "machine", "bls_callees", "network_of", "load_results",
+    "RunResult", "run", "capacity_document", "IN_STEP_NETWORK", "machine", "bls_callees", "network_of", "load_results",
 ]

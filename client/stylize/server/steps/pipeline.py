@@ -24,6 +24,7 @@ from .tiling import RunBatch, run_tiled
 MAX_OUTSCALE = 16.0
 DEFAULT_QUALITY = 95
 ALL_OPTIONS = (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE)
+NET_RUNTIMES = ("triton", "onnxruntime")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +40,10 @@ class StepConfig:
     tile_overlap: int = 16
     tile_batch: int = 1  # one call's pixel budget, in tiles (plan_tiles)
     tiles_per_call: int | None = None  # tiles of a tiled image per network call (None: tile_batch)
+    # How the step runs the network: "triton" calls ``net_model`` by BLS (any backend: TensorRT on GPU); "onnxruntime"
+    # runs ``net_model``'s newest ONNX file in the step's own process with ``net_threads`` intra-op threads (CPU)
+    net_runtime: str = "triton"
+    net_threads: int = 1
     max_side: int | None = None
     output_format: str = "PNG"
     limits: Limits = field(default_factory=Limits)
@@ -53,6 +58,10 @@ class StepConfig:
         m = self.size_multiple
         return -(-max(self.min_size, 2 * self.tile_overlap + 16) // m) * m
 
+    def __post_init__(self) -> None:
+        if self.net_runtime not in NET_RUNTIMES:
+            raise ValueError(f"net_runtime {self.net_runtime!r}; expected one of {', '.join(NET_RUNTIMES)}")
+
     def parameters(self) -> dict[str, str]:
         """As config.pbtxt parameters (string values); :meth:`from_parameters` reads them back."""
         return {
@@ -60,6 +69,7 @@ class StepConfig:
             "size_multiple": str(self.size_multiple), "min_size": str(self.min_size),
             "tile_size": str(self.tile_size or 0), "tile_overlap": str(self.tile_overlap),
             "tile_batch": str(self.tile_batch), "tiles_per_call": str(self.tiles_per_call or 0),
+            "net_runtime": self.net_runtime, "net_threads": str(self.net_threads),
             "max_side": str(self.max_side or 0),
             "output_format": self.output_format, "max_pixels": str(self.limits.max_pixels),
             "max_bytes": str(self.limits.max_bytes), "max_output_pixels": str(self.limits.max_output_pixels),
@@ -76,6 +86,8 @@ class StepConfig:
             size_multiple=num("size_multiple", 1), min_size=num("min_size", 1),
             tile_size=num("tile_size", 0) or None, tile_overlap=num("tile_overlap", 16),
             tile_batch=num("tile_batch", 1), tiles_per_call=num("tiles_per_call", 0) or None,
+            net_runtime=str(params.get("net_runtime", "triton")).strip() or "triton",
+            net_threads=max(1, num("net_threads", 1)),
             max_side=num("max_side", 0) or None,
             output_format=str(params.get("output_format", "PNG")),
             limits=Limits(max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
@@ -86,14 +98,16 @@ class StepConfig:
     @classmethod
     def from_descriptor(cls, desc: ModelDescriptor, *, net_model: str | None = None, limits: Limits = Limits(),
                         tile_size: int | None = None, tile_overlap: int | None = None,
-                        tiles_per_call: int | None = None) -> "StepConfig":
+                        tiles_per_call: int | None = None, net_runtime: str = "triton",
+                        net_threads: int = 1) -> "StepConfig":
         """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options)."""
         return cls(
             model_id=desc.id, net_model=net_model or desc.net_model, scale=desc.scale,
             size_multiple=desc.size_multiple, min_size=desc.min_size,
             tile_size=(tile_size or desc.tile_size) if desc.tile_size else None,
             tile_overlap=desc.tile_overlap if tile_overlap is None else tile_overlap,
-            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, max_side=desc.max_side, limits=limits,
+            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, net_runtime=net_runtime,
+            net_threads=net_threads, max_side=desc.max_side, limits=limits,
         )
 
 
@@ -254,5 +268,5 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) ->
     return result, report
 
 
-__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "Options", "Report", "StepConfig", "output_size", "parse_options",
+__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "NET_RUNTIMES", "Options", "Report", "StepConfig", "output_size", "parse_options",
            "process"]

@@ -1,4 +1,8 @@
-"""Triton python step of an image ensemble: encoded image -> tiles through ``<id>_net`` (BLS) -> encoded result.
+"""Triton python step of an image ensemble: encoded image -> tiles through the network -> encoded result.
+
+The network runs in this process with ONNX Runtime on CPU repositories (``net_runtime: onnxruntime``, see
+stylize.server.steps.network for why), or is called by BLS (``net_runtime: triton``: the GPU's TensorRT plan, or a
+repository Triton reads from object storage, where the network's file is not on this machine's disk).
 
 Thin on purpose: the work is in stylize.server.steps.pipeline / imaging / tiling (unit-tested); names come from the
 descriptors and the step's config.pbtxt parameters. One response per request; a bad request gets INVALID_ARGUMENT
@@ -7,12 +11,15 @@ with the reason and never fails the other requests of the same execute() call.
 
 import json
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT
+from stylize.server.ort_runner import threads_from_env
 from stylize.server.steps.imaging import REASONS, InvalidImage
+from stylize.server.steps.network import InProcessNetwork, newest_model_file
 from stylize.server.steps.pipeline import StepConfig, parse_options, process
 
 _SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -71,6 +78,20 @@ class TritonPythonModel:
         self.config = StepConfig.from_parameters(params)
         self.option_inputs = [o.tensor.name for o in self.config.options]
         self.metrics = StepMetrics(config["name"])
+        self.network = None
+        if self.config.net_runtime == "onnxruntime":
+            found = newest_model_file(Path(args["model_repository"]).parent, self.config.net_model)
+            if found is None:
+                pb_utils.Logger.log_warn(
+                    f"{config['name']}: no ONNX file of {self.config.net_model} next to this model (a repository "
+                    "Triton copied from remote storage?): calling the network model by BLS instead")
+            else:
+                path, version = found
+                threads = threads_from_env() or self.config.net_threads
+                self.network = InProcessNetwork(path, input_name=FRAME_IN.name, output_name=FRAME_OUT.name,
+                                                threads=threads)
+                pb_utils.Logger.log_info(f"{config['name']}: network {self.config.net_model} version {version} runs "
+                                         f"in this process (ONNX Runtime, {threads} intra-op thread(s))")
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -106,9 +127,15 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
     def _run(self, request, batch):
-        """uint8 NxHxWx3 -> uint8 network output: one BLS request to the network model (its config decides batching)."""
+        """uint8 NxHxWx3 -> uint8 network output: in this process, or one BLS request to the network model."""
         if request.is_cancelled():  # the client gave up: stop sending tiles of a large image
             raise NetworkError("request cancelled", pb_utils.TritonError.CANCELLED)
+        if self.network is not None:
+            try:
+                return self.network(batch)
+            except Exception as e:  # ONNX Runtime's own errors: this request fails, the step stays up
+                raise NetworkError(f"network {self.config.net_model} failed: {e}", pb_utils.TritonError.INTERNAL) \
+                    from e
         net_request = pb_utils.InferenceRequest(
             model_name=self.config.net_model, requested_output_names=[FRAME_OUT.name],
             inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))])
