@@ -4,6 +4,7 @@ Per case (a network and an input side) the runners are:
 
 * ``torch``       PyTorch eager, in-process: the export's ServingWrapper (uint8 in/out, same arithmetic as the graph)
 * ``ort``         ONNX Runtime, in-process, on the repository's ONNX file (the CPU fp32 limit of that graph)
+* ``ort_streams`` the same file in-process as the served CPU layout runs it: one 1-thread session per core, in parallel
 * ``ort_prelu``   the same graph after the exact PRelu rewrite (graph_passes.rewrite_prelu), for graphs exported before it was part of the export
 * ``ort_int8``    ONNX Runtime, in-process, on the repository's INT8 file
 * ``served``      the client-facing ensemble over gRPC: PNG in, PNG out, ``in_flight`` requests in flight
@@ -70,7 +71,8 @@ class BenchSettings:
     repository: Path
     url: str | None = None  # None: start a local server on the repository for the run
     cases: tuple[tuple[str, int], ...] = DEFAULT_CASES
-    runners: tuple[str, ...] = ("torch", "ort", "ort_prelu", "ort_int8", "served", "served_net", "served_int8")
+    runners: tuple[str, ...] = ("torch", "ort", "ort_streams", "ort_prelu", "ort_int8", "served", "served_net",
+                                "served_int8")
     rounds: int = 3  # at least this many interleaved rounds per case ...
     max_rounds: int = 8  # ... and more, up to this many, while the case has used less than case_seconds
     case_seconds: float = 150.0
@@ -142,6 +144,28 @@ class OrtRunner(Runner):
         for _ in range(n):
             self.session.run(self.out, self.feed)
         return time.perf_counter() - t0
+
+
+class ParallelOrtRunner(Runner):
+    """``streams`` ONNX Runtime sessions of ``threads`` intra-op threads each, one Python thread per session (ONNX
+    Runtime releases the GIL): the in-process counterpart of the served layout (image step instances x threads)."""
+
+    def __init__(self, name: str, label: str, model: Path, desc: ModelDescriptor, frame: np.ndarray, *,
+                 streams: int, threads: int):
+        self.name, self.label = name, label
+        self.runners = [OrtRunner(name, label, model, desc, frame, threads) for _ in range(streams)]
+        self.pool = cf.ThreadPoolExecutor(max_workers=streams)
+
+    def run(self, n: int) -> float:
+        k = len(self.runners)
+        counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        t0 = time.perf_counter()
+        for f in [self.pool.submit(r.run, c) for r, c in zip(self.runners, counts) if c]:
+            f.result()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 class ServedRunner(Runner):
@@ -485,6 +509,10 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
 
     add("torch", lambda: TorchRunner(desc, frame, settings.threads))
     add("ort", lambda: OrtRunner("ort", "ONNX Runtime fp32 (in-process)", fp32[0], desc, frame, settings.threads))
+    if settings.threads > 1:  # the served CPU layout: the step's instances, one thread each
+        add("ort_streams", lambda: ParallelOrtRunner(
+            "ort_streams", f"ONNX Runtime fp32 (in-process, {settings.threads} sessions x 1 thread)", fp32[0], desc,
+            frame, streams=settings.threads, threads=1))
     graph = onnx.load(str(fp32[0]))
     if "ort_prelu" in wanted and rewrite_prelu(graph):
         add("ort_prelu", lambda: OrtRunner("ort_prelu", "ONNX Runtime fp32, PRelu rewritten (in-process)",

@@ -12,8 +12,9 @@ from .bench import (
     BenchResult, CaseResult,
 )
 
-RUNNER_ORDER = ("torch", "ort", "ort_prelu", "ort_int8", "served_net", "served", "served_int8")
-SHORT = {"torch": "PyTorch eager", "ort": "ORT fp32", "ort_prelu": "ORT fp32 PRelu-rewritten", "ort_int8": "ORT INT8",
+RUNNER_ORDER = ("torch", "ort", "ort_streams", "ort_prelu", "ort_int8", "served_net", "served", "served_int8")
+SHORT = {"torch": "PyTorch eager", "ort": "ORT fp32", "ort_streams": "ORT fp32, 1-thread sessions in parallel",
+         "ort_prelu": "ORT fp32 PRelu-rewritten", "ort_int8": "ORT INT8",
          "served_net": "served network (raw)", "served": "served ensemble", "served_int8": "served INT8 ensemble"}
 
 
@@ -90,7 +91,8 @@ def _why(result: BenchResult) -> list[str]:
             out.append(f"- {name}: served / ORT {so:.2f} < {t}; " + "; ".join(detail)
                        + f". The larger loss is in {where}.")
         st = c.best_ratio("served", "torch")
-        ot = c.best_ratio("ort", "torch")
+        ot = max((r for r in (c.best_ratio("ort", "torch"), c.best_ratio("ort_streams", "torch")) if r),
+                 default=None)
         if st and st < TARGET_SERVED_VS_TORCH and ot:
             peak = result.peak.get("ort_fp32_gflops")
             tg = c.gflops("torch")
@@ -101,9 +103,9 @@ def _why(result: BenchResult) -> list[str]:
                          f"fp32 GEMM peak, so {TARGET_SERVED_VS_TORCH}x it would need {100 * need:.0f} % of the "
                          "peak in fp32" + (" (beyond the machine)" if need > 1 else ""))
             out.append(f"- {name}: served / PyTorch eager {st:.2f} < {TARGET_SERVED_VS_TORCH}: ONNX Runtime "
-                       f"in-process is itself only {ot:.2f}x PyTorch eager on this CPU (PyTorch's oneDNN "
-                       f"convolutions are as fast as ONNX Runtime's here), and serving cannot be faster than the "
-                       "runtime it serves with" + bound + (
+                       f"in-process (its faster layout) is itself only {ot:.2f}x PyTorch eager on this CPU (PyTorch's "
+                       f"oneDNN convolutions are as fast as ONNX Runtime's here), and serving cannot be faster than "
+                       "the runtime it serves with" + bound + (
                            f"; the PRelu-rewritten graph reaches {c.best_ratio('ort_prelu', 'torch'):.2f}x"
                            if c.best_ratio("ort_prelu", "torch") else "") + (
                            f"; INT8 served reaches {c.best_ratio('served_int8', 'torch'):.2f}x"
@@ -239,6 +241,14 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
             f"{_br(c, 'served', 'torch')} | {_verdict(st, TARGET_SERVED_VS_TORCH)} | "
             f"{_br(c, 'served_int8', 'served')} {i8v} | {qtxt} | {qv} |")
     add("")
+    streams = [(c, c.best_ratio("served", "ort_streams"), c.ratio("served", "ort_streams")) for c in result.cases
+               if c.best_ratio("served", "ort_streams")]
+    if streams:
+        add(f"The target's reference, ORT in-process, is one session with {s['threads']} intra-op threads. The served "
+            "CPU step runs the same file as one 1-thread session per instance, in parallel; the same layout "
+            "in-process (`ort_streams`) is the stricter reference for what serving costs: served / that = "
+            + ", ".join(f"{_case_name(c)} **{b:.2f}** (rounds {_r(r)})" for c, b, r in streams) + ".")
+        add("")
 
     why = _why(result)
     if why:

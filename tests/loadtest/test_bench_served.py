@@ -15,11 +15,11 @@ pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
 def test_runners_side_by_side(server, model_repository, tmp_path):
     settings = BenchSettings(repository=model_repository, url=server.grpc_url, rounds=2, max_rounds=2,
                              seconds_per_round=0.1, max_images=2,
-                             runners=("torch", "ort", "ort_prelu", "served", "served_net"))
+                             runners=("torch", "ort", "ort_streams", "ort_prelu", "served", "served_net"))
     case = run_case(REGISTRY["animevideo_x4"], 32, settings, server.grpc_url, log=lambda s: None,
                     metrics_url=server.metrics_url)
     assert case.images_per_round == 2
-    for name in ("torch", "ort", "served", "served_net"):
+    for name in ("torch", "ort", "ort_streams", "served", "served_net"):
         r = case.runners[name]
         assert r.error is None and len(r.seconds_per_image) == 2 and r.images_per_s > 0
     # the served graph is exported with its PRelu already rewritten: the "rewritten" runner has nothing to compare
@@ -46,4 +46,5 @@ def test_runners_side_by_side(server, model_repository, tmp_path):
     path = save_json(result, tmp_path / "bench.json")
     again = load_json(path)
     md = markdown(again, [], doc_dir=tmp_path, results_file=path)
+    assert "1-thread sessions in parallel" in md  # the served layout's in-process reference is reported
     assert "| animevideo_x4 32² |" in md and "served ensemble" in md and "## Where a served request's time goes" in md
