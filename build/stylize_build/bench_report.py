@@ -292,9 +292,12 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
     add("From Triton's statistics over the measured served rounds (per request, with "
         f"{s['in_flight']} in flight, so times include waiting for the cores the other request uses): the python "
         "step's own work (decode, tiling, blend, encode: its compute minus the network calls it makes), the "
-        "network's compute, and queueing in both. `served network (raw)` vs `ORT fp32` shows the serving "
-        "overhead without the python step (transport of raw frames, the backend); `served ensemble` vs "
-        "`served network (raw)` shows what decode/encode cost.")
+        "network's compute, and queueing. Where the CPU step runs the network in its own process, the network's "
+        "share is the step's own histogram (`stylize_image_network_seconds` on the metrics port) and the only "
+        "queue is the step's: its instances take the requests directly. `served network (raw)` vs `ORT fp32` "
+        "shows the serving overhead without the python step (transport of raw frames, the backend, one instance "
+        "of 2 threads, so the second request waits in its queue); `served ensemble` vs `served network (raw)` "
+        "shows what the step adds or saves.")
     add("")
     add("Network compute is per execution; `batch` is requests per execution (the CPU configs run one request "
         "per execution: a batch of 2 measured slower per image than two of 1 on this CPU).")
@@ -346,7 +349,8 @@ def markdown(result: BenchResult, plots: list[Path], *, doc_dir: Path, results_f
 
     if result.layouts:
         add("Layouts of the served image step compared in the same run (instances × intra-op threads of the "
-            "network each `<id>_image` instance runs in its own process; everything else as built; one server per layout, measured round-robin, {s['in_flight']} requests in "
+            "network each `<id>_image` instance runs in its own process; everything else as built; one server per "
+            f"layout, measured round-robin, {s['in_flight']} requests in "
             "flight, PNG in/out):")
         add("")
         add("| case | " + " | ".join(f"{k} img/s" for k in result.layouts[0].layouts) + " | ratio (2nd / 1st) |")
