@@ -122,7 +122,10 @@ def test_interrupt_leaves_nothing_under_the_final_name(server, served, tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "stylize.cli", "video", str(src), "-o", str(dst), "-m", "animevideo_x2",
          "--url", server.grpc_url, "--concurrency", "1", "--preset", "ultrafast", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as in a terminal: a shell running this suite in the background (`make test &`, nohup) starts its
+        # children with SIGINT ignored, Python then keeps it ignored, and the run would rightly not stop
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir()):
