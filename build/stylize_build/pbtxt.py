@@ -7,6 +7,7 @@ idempotent rebuilds).
 from __future__ import annotations
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, ModelDescriptor, TensorSpec
+from stylize.server.steps import tiling
 from stylize.server.steps.imaging import Limits
 from stylize.server.steps.pipeline import StepConfig
 
@@ -79,12 +80,9 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     )
 
 
-# Tiles of a tiled image per network call on CPU: one, for the reason the CPU network has no batcher (net_config).
-# Measured in-process (the step's pipeline with ONNX Runtime, same plan, identical output), network time 1 vs 2
-# tiles per call: animevideo_x2/x4 736x500 (4 tiles) 6 % faster, esrgan_anime_x4 512² and esrgan_x4 400² (9 tiles)
-# 1 % faster. The descriptor's tile_batch still sets one call's pixel budget (an image within it is not tiled at
-# all); a GPU repository sends tile_batch tiles per call.
-CPU_TILES_PER_CALL = 1
+# Tiles of a tiled image per network call on CPU (the measurements are at the constant, in the tiling module, which
+# the client's raw-frame path uses too); a GPU repository sends tile_batch tiles per call.
+CPU_TILES_PER_CALL = tiling.CPU_TILES_PER_CALL
 
 # Image steps: two instances, so one image decodes/encodes while another is in the network. On CPU each runs the
 # network in its own process (steps/network.py) with threads // instances intra-op threads, so instances x threads

@@ -275,6 +275,7 @@ class RawModel:
     tile_size: int | None = None  # frames larger than this go through in overlapping tiles (as the image step does)
     tile_overlap: int = 16
     tile_batch: int = 1
+    tiles_per_call: int | None = None  # tiles of a tiled frame per request (None: tile_batch; CPU networks: 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -483,6 +484,8 @@ def _raw_name(model: str) -> str:
 
 
 def _raw_model_from_config(model: str, config: dict) -> RawModel:
+    from stylize.server.steps.tiling import CPU_TILES_PER_CALL
+
     desc = _descriptor(model)
     inp, out = config["input"][0], config["output"][0]
     dims = [int(d) for d in inp.get("dims", [])]
@@ -500,7 +503,14 @@ def _raw_model_from_config(model: str, config: dict) -> RawModel:
         tile_size=desc.tile_size if desc and not desc.window else None,
         tile_overlap=desc.tile_overlap if desc else 16,
         tile_batch=desc.tile_batch if desc else 1,
+        tiles_per_call=CPU_TILES_PER_CALL if _runs_on_cpu(config) else None,
     )
+
+
+def _runs_on_cpu(config: dict) -> bool:
+    """An ONNX model served on CPU instances (one request per execution: tiles go one per call, see tiling)."""
+    kinds = {str(g.get("kind", "KIND_AUTO")) for g in config.get("instance_group", [])}
+    return config.get("backend") == "onnxruntime" and bool(kinds) and kinds <= {"KIND_CPU"}
 
 
 def _tile_for(raw: RawModel, tile: int | None) -> int | None:
@@ -528,7 +538,7 @@ def _run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
 
         out = np.stack([run_tiled(f, run=run, scale=raw.scale, tile=tile, overlap=raw.tile_overlap,
                                   batch=max(1, min(raw.tile_batch, raw.max_batch_size or 1)),
-                                  multiple=raw.size_multiple)[0] for f in padded])
+                                  per_call=raw.tiles_per_call, multiple=raw.size_multiple)[0] for f in padded])
     else:
         step = max(raw.max_batch_size, 1)
         outs = [run(np.ascontiguousarray(padded[i:i + step])) for i in range(0, len(padded), step)]

@@ -254,6 +254,8 @@ def test_raw_frames_tile_like_the_image_ensemble(client, served):
     tiled = client.infer_frames(src, "animevideo_x2", tile=64)
     np.testing.assert_array_equal(tiled, client.infer(src, "animevideo_x2", tile_size=64))
     assert tiled.shape == (180, 220, 3)
+    # the served network runs on CPU instances: the client sends one tile per request, as the image step does
+    assert client.raw_model("animevideo_x2").tiles_per_call == 1
 
 
 def test_version_pinning_on_the_network(client, served):

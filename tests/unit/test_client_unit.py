@@ -329,6 +329,32 @@ def test_large_frames_go_through_in_tiles_that_blend_back_exactly():
         _tile_for(raw, 16)  # not more than twice the overlap
 
 
+def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one():
+    """Read from the network's config: an ONNX model on CPU instances runs one request per execution, so a tiled
+    frame is sent one tile per request (measured faster, see tiling.CPU_TILES_PER_CALL); a TensorRT plan batches."""
+    from stylize.client import _raw_model_from_config
+
+    def config(name, **extra):
+        return {"name": name, "max_batch_size": 4, "input": [{"name": "FRAME", "dims": ["-1", "-1", "3"]}],
+                "output": [{"name": "FRAME_OUT", "dims": ["-1", "-1", "3"]}], **extra}
+
+    cpu = _raw_model_from_config("esrgan_x4", config("esrgan_x4_net", backend="onnxruntime",
+                                                     instance_group=[{"kind": "KIND_CPU", "count": 1}]))
+    gpu = _raw_model_from_config("esrgan_x4", config("esrgan_x4_trt", platform="tensorrt_plan",
+                                                     instance_group=[{"kind": "KIND_GPU", "count": 1}]))
+    assert cpu.tiles_per_call == 1 and gpu.tiles_per_call is None and cpu.tile_batch == gpu.tile_batch > 1
+    frames = np.random.default_rng(5).integers(0, 256, size=(1, 900, 900, 3), dtype=np.uint8)
+    for raw, most in ((cpu, 1), (gpu, cpu.tile_batch)):
+        sizes = []
+
+        def run(batch):
+            sizes.append(len(batch))
+            return np.zeros((len(batch), batch.shape[1] * 4, batch.shape[2] * 4, 3), np.uint8)
+
+        _run_frames(frames, raw, _tile_for(raw, None), run)
+        assert len(sizes) > 1 and max(sizes) == most
+
+
 # ---- model listing ---------------------------------------------------------------------------------------------
 
 
