@@ -89,6 +89,7 @@ CPU_TILES_PER_CALL = tiling.CPU_TILES_PER_CALL
 # stays within the cores the build was told about. Measured on this 2-core machine, served side by side in one run
 # (PNG in/out, 2 in flight; served / in-process ONNX Runtime at 2 threads): animevideo_x4 128² 2 x 1 thread 0.95
 # (INT8 0.99), 1 x 2 threads 0.92 (INT8 0.78); esrgan_anime_x4 128² 2 x 1 1.02 (INT8 1.57), 1 x 2 1.00 (INT8 1.07).
+# Reproduce: python -m loadtest.step_runtime_ab [model side].
 IMAGE_STEP_INSTANCES = 2
 
 

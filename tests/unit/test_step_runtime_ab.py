@@ -1,0 +1,37 @@
+"""The side-by-side experiment behind the CPU step's net_runtime: its variant repositories say what they claim."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from stylize.descriptors import REGISTRY
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: loadtest/ is not installed
+from loadtest.step_runtime_ab import VARIANTS, variant_repository  # noqa: E402
+
+
+def _config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_repository, tmp_path):
+    desc = REGISTRY["animevideo_x4"]
+    for name, (runtime, inst, thr, net_layout) in VARIANTS.items():
+        repo = variant_repository(model_repository, tmp_path / name.replace(" ", "_"), desc, int8=False,
+                                  runtime=runtime, instances=inst, threads=thr, net_layout=net_layout)
+        step = _config(repo / desc.image_model / "config.pbtxt")
+        assert step.parameters["net_runtime"].string_value == runtime
+        assert (step.instance_group[0].count, int(step.parameters["net_threads"].string_value)) == (inst, thr)
+        net = _config(repo / desc.net_model / "config.pbtxt")
+        if net_layout:
+            assert (net.instance_group[0].count, int(net.parameters["intra_op_thread_count"].string_value)) \
+                == net_layout
+        else:  # untouched: the built config, a symlink to the repository's file
+            assert (repo / desc.net_model / "config.pbtxt").resolve() \
+                == (model_repository / desc.net_model / "config.pbtxt").resolve()
+        assert (repo / desc.id / "config.pbtxt").resolve() == (model_repository / desc.id / "config.pbtxt").resolve()
+        assert (repo / desc.net_model / "1" / "model.onnx").is_file()
