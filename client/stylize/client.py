@@ -339,7 +339,8 @@ class RequestObserver(Protocol):
 @dataclass
 class ClientStats:
     """What happened on this client, for summaries: attempts, successes, retries, errors by kind, and outages (from
-    the first UNAVAILABLE to the next success)."""
+    the first UNAVAILABLE to the next success of a request sent after it: with requests in flight, one sent before
+    the server went away can still succeed after another has failed, and does not end the outage)."""
 
     requests: int = 0  # attempts, retries included
     ok: int = 0
@@ -349,6 +350,7 @@ class ClientStats:
     outages: int = 0
     outage_seconds: float = 0.0
     _outage_start: float | None = field(default=None, repr=False, compare=False)
+    _outage_seen: float = field(default=0.0, repr=False, compare=False)  # when the outage's first failure came back
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def observe_request(self, model: str, seconds: float, error: StylizeError | None) -> None:
@@ -357,13 +359,13 @@ class ClientStats:
             self.requests += 1
             if error is None:
                 self.ok += 1
-                if self._outage_start is not None:
+                if self._outage_start is not None and now - seconds >= self._outage_seen:
                     self.outage_seconds += now - self._outage_start
                     self._outage_start = None
             else:
                 self.errors[error.kind] += 1
                 if isinstance(error, ServerUnavailable) and self._outage_start is None:
-                    self._outage_start = now - seconds
+                    self._outage_start, self._outage_seen = now - seconds, now
                     self.outages += 1
 
     def observe_retry(self, model: str, error: StylizeError, delay: float) -> None:

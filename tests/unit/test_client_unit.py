@@ -528,11 +528,27 @@ def test_stats_summary_says_what_happened():
     s.observe_request("m", 0.1, ServerUnavailable("down"))
     s.observe_retry("m", ServerUnavailable("down"), 0.5)
     assert s.outages == 1 and "still unavailable" in s.summary()
-    s.observe_request("m", 0.1, None)
+    s.observe_request("m", 0.0, None)  # sent after the failures came back
     assert s.outages == 1 and 0.2 <= s.outage_seconds < 5
     text = s.summary()
     assert text.startswith("2 requests ok; the server was unavailable 1 time for ")
     assert text.endswith(" s, 2 attempts retried; failed attempts: unavailable 2")
+
+
+def test_a_request_sent_before_an_outage_does_not_end_it(monkeypatch):
+    """Two requests in flight when the server dies: one fails, the other (sent earlier, answered just before the
+    kill) is observed after it. That success says nothing about the server now: still one outage, not two."""
+    import stylize.client as client_module
+
+    clock = iter([10.0, 10.05, 10.5, 13.0])
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: next(clock))
+    s = ClientStats()
+    s.observe_request("m", 0.5, ServerUnavailable("down"))  # at 10.0: failed (sent at 9.5)
+    s.observe_request("m", 1.0, None)  # at 10.05: ok, but sent at 9.05, before the failure came back
+    assert s.outages == 1 and s.outage_seconds == 0.0  # still down as far as anyone knows
+    s.observe_request("m", 0.1, ServerUnavailable("down"))  # at 10.5: the same outage, not a second one
+    s.observe_request("m", 0.2, None)  # at 13.0: sent at 12.8, after the failure: the server is back
+    assert s.outages == 1 and s.outage_seconds == pytest.approx(13.0 - 9.5)
 
 
 # ---- no torch ----------------------------------------------------------------------------------------------------

@@ -35,3 +35,15 @@ def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_re
                 == (model_repository / desc.net_model / "config.pbtxt").resolve()
         assert (repo / desc.id / "config.pbtxt").resolve() == (model_repository / desc.id / "config.pbtxt").resolve()
         assert (repo / desc.net_model / "1" / "model.onnx").is_file()
+
+
+def test_memory_mirror_rewrites_only_the_image_steps_for_bls(model_repository, tmp_path):
+    from loadtest.server_memory import mirror
+
+    repo = mirror(model_repository, tmp_path / "bls", bls=True)
+    desc = REGISTRY["animevideo_x2"]
+    assert not any("_int8" in p.name for p in repo.iterdir())
+    assert _config(repo / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value == "triton"
+    assert (repo / desc.net_model).is_symlink() and (repo / desc.id).is_symlink()
+    built = mirror(model_repository, tmp_path / "built", bls=False)
+    assert _config(built / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value == "onnxruntime"

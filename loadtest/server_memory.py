@@ -1,0 +1,86 @@
+"""Resident memory of a local server (tritonserver + its python stubs): idle, then after every image ensemble has
+run one large photo on both of its step instances. The number behind the CPU pod's memory (k8s/overlays/cpu).
+
+    python -m loadtest.server_memory                 # the repository as built (CPU steps run the network themselves)
+    python -m loadtest.server_memory --bls           # the same, with the image steps calling the network by BLS
+
+INT8 variants are left out unless ``--int8`` (the image a pod runs is built with `stylize build`, which makes none).
+
+The server runs on a temporary repository of symlinks to the built models (image step configs rewritten for
+``--bls``). Prints one line per step; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import io
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from stylize.descriptors import ENCODED_IMAGE, MODELS
+from stylize.photos import real_photo_crop
+from stylize.server.launcher import start_local
+
+SIDES = {"esrgan_x4": 400}  # the rest at 512²: a large input within every model's limits, tiled where it is tiled
+
+
+def server_rss_mb() -> float:
+    """Sum of the resident memory of every tritonserver and python-stub process on this machine (MB)."""
+    out = subprocess.run(["ps", "-eo", "rss,args"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines()[1:]
+               if "tritonserver" in line or "triton_python_backend_stub" in line) / 1024
+
+
+def mirror(source: Path, target: Path, *, bls: bool, int8: bool = False) -> Path:
+    """Symlinks to ``source``'s models (INT8 variants only with ``int8``: `stylize build` alone makes none)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for model in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if "_int8" in model.name and not int8:
+            continue
+        if bls and model.name.endswith("_image"):
+            shutil.copytree(model, target / model.name)
+            config = target / model.name / "config.pbtxt"
+            config.write_text(re.sub(r'(key: "net_runtime" value: \{ string_value: )"\w+"', r'\1"triton"',
+                                     config.read_text()))
+        else:
+            (target / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tritonclient.grpc as grpcclient
+    from PIL import Image
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    p.add_argument("--bls", action="store_true", help="image steps call the network by BLS")
+    p.add_argument("--int8", action="store_true", help="load the INT8 variants too (not run)")
+    args = p.parse_args(argv)
+    if server_rss_mb() > 0:
+        raise SystemExit("another tritonserver is running on this machine: its memory would be counted too")
+    with tempfile.TemporaryDirectory(prefix="stylize-memory-") as tmp:
+        repo = mirror(args.model_repository, Path(tmp), bls=args.bls, int8=args.int8)
+        with start_local(repo) as server:
+            print(f"idle: {server_rss_mb():.0f} MB", flush=True)
+            with grpcclient.InferenceServerClient(server.grpc_url) as client:
+                for desc in MODELS:
+                    if desc.window or not (repo / desc.id).exists():
+                        continue
+                    side = SIDES.get(desc.id, 512)
+                    buf = io.BytesIO()
+                    Image.fromarray(real_photo_crop(side, side)).save(buf, "PNG")
+                    t = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], "BYTES")
+                    t.set_data_from_numpy(np.array([[buf.getvalue()]], dtype=object))
+                    with cf.ThreadPoolExecutor(2) as pool:  # two in flight: both step instances
+                        list(pool.map(lambda _: client.infer(desc.id, [t], client_timeout=1800), range(2)))
+                    print(f"after {desc.id} {side}² x 2: {server_rss_mb():.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
