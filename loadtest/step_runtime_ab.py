@@ -5,7 +5,8 @@ runs the network in its own process) and the 2 x 1-thread step layout (build/sty
     python -m loadtest.step_runtime_ab esrgan_anime_x4 128 --rounds 4
 
 One local server per variant, all started first (an idle server costs no CPU), each on a repository of symlinks to
-the built models with only the image step's config (and, for BLS, the network's layout) rewritten. Every round
+the built models with only the image step's config (and, for BLS, the network's layout) rewritten
+(``stylize_build.bench.layout_repository``). Every round
 sends the same PNG to every variant in turn (2 requests in flight, order rotating) and runs in-process ONNX Runtime
 (one session, 2 threads) on the same frame; the ratios are taken within a round. Variants:
 
@@ -20,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
-import shutil
 import tempfile
 from pathlib import Path
 
-from stylize.descriptors import ENCODED_RESULT, REGISTRY, ModelDescriptor
+from stylize.descriptors import ENCODED_RESULT, REGISTRY
 from stylize.photos import real_photo_crop
 from stylize.server.launcher import start_local
-from stylize_build import bench, pbtxt
+from stylize_build import bench
 
 VARIANTS = {  # name: (net_runtime, step instances, threads per step instance, network (instances, threads))
     "bls net 1x2": ("triton", 2, 1, (1, 2)),
@@ -36,33 +35,6 @@ VARIANTS = {  # name: (net_runtime, step instances, threads per step instance, n
     "in step 1x2": ("onnxruntime", 1, 2, None),
     "in step 2x1": ("onnxruntime", 2, 1, None),
 }
-
-
-def _link(source: Path, target: Path, name: str, *, skip_config: bool = False) -> None:
-    (target / name).mkdir(parents=True, exist_ok=True)
-    for item in (source / name).iterdir():
-        if not (skip_config and item.name == "config.pbtxt"):
-            (target / name / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
-
-
-def variant_repository(source: Path, target: Path, desc: ModelDescriptor, *, int8: bool, runtime: str,
-                       instances: int, threads: int, net_layout: tuple[int, int] | None) -> Path:
-    ens, step, net = ((desc.int8_ensemble, desc.int8_image_model, desc.int8_model) if int8
-                      else (desc.id, desc.image_model, desc.net_model))
-    status = bench.existing_versions(source / net)
-    status = status[max(status)].get("weights", {}).get("status", "?")
-    _link(source, target, ens)
-    _link(source, target, net, skip_config=net_layout is not None)
-    if net_layout is not None:
-        (target / net / "config.pbtxt").write_text(pbtxt.net_config(
-            desc, weights_status=status, threads=net_layout[1], instances=net_layout[0], model_name=net))
-    (target / step / "1").mkdir(parents=True)
-    shutil.copy(source / step / "1" / "model.py", target / step / "1" / "model.py")
-    config = pbtxt.image_config(desc, weights_status=status, net_model=net, name=step, instances=instances,
-                                threads=instances * threads)
-    config = re.sub(r'(key: "net_runtime" value: \{ string_value: )"\w+"', rf'\1"{runtime}"', config)
-    (target / step / "config.pbtxt").write_text(config)
-    return target
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
             for prec in precisions:
                 for name, (runtime, inst, thr, net_layout) in VARIANTS.items():
                     key = f"{prec} {name}"
-                    target = variant_repository(repo, Path(tmp) / key.replace(" ", "_"), desc, int8=prec == "int8",
-                                                runtime=runtime, instances=inst, threads=thr, net_layout=net_layout)
+                    target = bench.layout_repository(
+                        repo, Path(tmp) / key.replace(" ", "_"), desc, instances=inst, threads=thr,
+                        int8=prec == "int8", net_runtime=runtime, net_layout=net_layout)
                     server = start_local(target)
                     servers.append(server)
                     model = desc.int8_ensemble if prec == "int8" else desc.id

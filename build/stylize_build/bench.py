@@ -37,8 +37,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, ModelDescriptor
+from stylize.server.steps.tiling import CPU_TILES_PER_CALL
 
-from .pbtxt import CPU_TILES_PER_CALL
 from .repository import ONNX_FILE, existing_versions
 
 DEFAULT_CASES: tuple[tuple[str, int], ...] = (
@@ -146,6 +146,11 @@ class OrtRunner(Runner):
         return time.perf_counter() - t0
 
 
+def _split(n: int, k: int) -> list[int]:
+    """``n`` images over ``k`` workers, as evenly as possible."""
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
 class ParallelOrtRunner(Runner):
     """``streams`` ONNX Runtime sessions of ``threads`` intra-op threads each, one Python thread per session (ONNX
     Runtime releases the GIL): the in-process counterpart of the served layout (image step instances x threads)."""
@@ -157,10 +162,8 @@ class ParallelOrtRunner(Runner):
         self.pool = cf.ThreadPoolExecutor(max_workers=streams)
 
     def run(self, n: int) -> float:
-        k = len(self.runners)
-        counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
         t0 = time.perf_counter()
-        for f in [self.pool.submit(r.run, c) for r, c in zip(self.runners, counts) if c]:
+        for f in [self.pool.submit(r.run, c) for r, c in zip(self.runners, _split(n, len(self.runners))) if c]:
             f.result()
         return time.perf_counter() - t0
 
@@ -191,10 +194,8 @@ class ServedRunner(Runner):
                 self.checked = True
 
     def run(self, n: int) -> float:
-        k = len(self.clients)
-        counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
         t0 = time.perf_counter()
-        futures = [self.pool.submit(self._worker, i, c) for i, c in enumerate(counts) if c]
+        futures = [self.pool.submit(self._worker, i, c) for i, c in enumerate(_split(n, len(self.clients))) if c]
         for f in futures:
             f.result()
         return time.perf_counter() - t0
@@ -640,30 +641,37 @@ class LayoutResult:
         return min(rb) / min(ra) if ra and rb else None
 
 
-def layout_repository(source: Path, target: Path, desc: ModelDescriptor, *, instances: int, threads: int) -> Path:
-    """A repository with only ``desc``'s image ensemble, its image step configured as ``instances`` x ``threads``
-    (the step runs the network in its process on CPU; versions symlinked, nothing copied), for measuring layouts
-    side by side."""
+def layout_repository(source: Path, target: Path, desc: ModelDescriptor, *, instances: int, threads: int,
+                      int8: bool = False, net_runtime: str | None = None,
+                      net_layout: tuple[int, int] | None = None) -> Path:
+    """A repository with only ``desc``'s image ensemble (``int8``: its INT8 variant), its image step configured as
+    ``instances`` x ``threads`` (the step runs the network in its process on CPU unless ``net_runtime`` says
+    "triton"), the network as built or as ``net_layout`` (instances, threads); versions symlinked, nothing copied but
+    the step's model.py. For measuring layouts side by side."""
     import shutil
 
     from . import pbtxt
 
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (desc.id, desc.net_model):
-        (target / name).mkdir(exist_ok=True)
+    ens, step, net = ((desc.int8_ensemble, desc.int8_image_model, desc.int8_model) if int8
+                      else (desc.id, desc.image_model, desc.net_model))
+    versions = existing_versions(source / net)
+    if not versions:
+        raise BenchError(f"{net}: no version in {source}")
+    status = versions[max(versions)].get("weights", {}).get("status", "?")
+    for name in (ens, net):
+        (target / name).mkdir(parents=True, exist_ok=True)
         for item in (source / name).iterdir():
             link = target / name / item.name
-            if not link.exists():
+            if not link.exists() and not (net_layout and name == net and item.name == "config.pbtxt"):
                 link.symlink_to(item.resolve(), target_is_directory=item.is_dir())
-    versions = existing_versions(source / desc.net_model)
-    if not versions:
-        raise BenchError(f"{desc.net_model}: no version in {source}")
-    status = versions[max(versions)].get("weights", {}).get("status", "?")
-    step = target / desc.image_model
-    (step / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / desc.image_model / "1" / "model.py", step / "1" / "model.py")
-    (step / "config.pbtxt").write_text(pbtxt.image_config(desc, weights_status=status, instances=instances,
-                                                          threads=instances * threads))
+    if net_layout:
+        (target / net / "config.pbtxt").write_text(pbtxt.net_config(
+            desc, weights_status=status, instances=net_layout[0], threads=net_layout[1], model_name=net))
+    (target / step / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / step / "1" / "model.py", target / step / "1" / "model.py")
+    (target / step / "config.pbtxt").write_text(pbtxt.image_config(
+        desc, weights_status=status, net_model=net, name=step, instances=instances, threads=instances * threads,
+        net_runtime=net_runtime))
     return target
 
 

@@ -80,10 +80,6 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     )
 
 
-# Tiles of a tiled image per network call on CPU (the measurements are at the constant, in the tiling module, which
-# the client's raw-frame path uses too); a GPU repository sends tile_batch tiles per call.
-CPU_TILES_PER_CALL = tiling.CPU_TILES_PER_CALL
-
 # Image steps: two instances, so one image decodes/encodes while another is in the network. On CPU each runs the
 # network in its own process (steps/network.py) with threads // instances intra-op threads, so instances x threads
 # stays within the cores the build was told about. Measured on this 2-core machine, served side by side in one run
@@ -95,22 +91,23 @@ IMAGE_STEP_INSTANCES = 2
 
 def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
                  name: str | None = None, limits: Limits = Limits(), tile_size: int | None = None,
-                 tile_overlap: int | None = None, instances: int = IMAGE_STEP_INSTANCES, threads: int = 2) -> str:
+                 tile_overlap: int | None = None, instances: int = IMAGE_STEP_INSTANCES, threads: int = 2,
+                 net_runtime: str | None = None) -> str:
     """The python step of an image ensemble (decode -> tiles through the network -> encode).
 
     ``net_model`` defaults to ``desc.net_model`` (GPU: ``desc.trt_model``, INT8: ``desc.int8_model``); ``name`` to
     ``desc.image_model`` (INT8: ``desc.int8_image_model``). Tile size/overlap override the descriptor's defaults.
     On CPU the step runs the network's ONNX file itself with ``threads // instances`` intra-op threads per instance
     (``threads``: the cores a model may use, the build's --threads; one instance if that is 1); the GPU step calls
-    the TensorRT plan by BLS.
+    the TensorRT plan by BLS. ``net_runtime`` overrides that choice (side-by-side experiments: loadtest/).
     """
     on_gpu = (net_model or desc.net_model) == desc.trt_model
     if not on_gpu:
         instances = max(1, min(instances, threads))  # one core: one instance
     step = StepConfig.from_descriptor(desc, net_model=net_model, limits=limits, tile_size=tile_size,
                                       tile_overlap=tile_overlap,
-                                      tiles_per_call=None if on_gpu else CPU_TILES_PER_CALL,
-                                      net_runtime="triton" if on_gpu else "onnxruntime",
+                                      tiles_per_call=None if on_gpu else tiling.CPU_TILES_PER_CALL,
+                                      net_runtime=net_runtime or ("triton" if on_gpu else "onnxruntime"),
                                       net_threads=max(1, threads // instances))
     params = describe(desc, weights_status) | step.parameters()
     return (

@@ -7,6 +7,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY
 from stylize.server.steps.imaging import Limits
 from stylize.server.steps.pipeline import StepConfig
+from stylize.server.steps.tiling import CPU_TILES_PER_CALL
 from stylize_build import pbtxt
 
 pytestmark = pytest.mark.unit
@@ -75,7 +76,7 @@ def test_gpu_and_int8_route_through_their_image_step():
                                     net_model=desc.int8_model))
     assert step.name == desc.int8_image_model and step.parameters["net_model"].string_value == desc.int8_model
     # tiles of a tiled image: one per call on CPU (fp32 and INT8), tile_batch per call on the GPU
-    assert step.parameters["tiles_per_call"].string_value == str(pbtxt.CPU_TILES_PER_CALL) == "1"
+    assert step.parameters["tiles_per_call"].string_value == str(CPU_TILES_PER_CALL) == "1"
     cpu = parse(pbtxt.image_config(desc, weights_status="real"))
     assert cpu.parameters["tiles_per_call"].string_value == "1"
     assert cpu.parameters["tile_batch"].string_value == str(desc.tile_batch)  # the pixel budget is unchanged
@@ -97,7 +98,7 @@ def test_image_step_config_round_trips_its_settings(desc):
     assert [i.optional for i in cfg.input] == [False] + [True] * len(desc.options)
     assert [o.name for o in cfg.output] == [ENCODED_RESULT.name]
     step = StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
-    assert step == StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=pbtxt.CPU_TILES_PER_CALL,
+    assert step == StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=CPU_TILES_PER_CALL,
                                               net_runtime="onnxruntime", net_threads=1)
     assert step.net_model == desc.net_model and step.tile_size == desc.tile_size and step.max_side == desc.max_side
     # build options override the descriptor's tile defaults (tiled models only)

@@ -7,7 +7,8 @@ import onnxruntime as ort
 
 from stylize.descriptors import REGISTRY
 from stylize.photos import real_photo_crop
-from stylize.server.steps.network import MODEL_FILE, InProcessNetwork, newest_model_file
+from stylize.server.ort_runner import DEFAULT_MODEL_FILENAME as MODEL_FILE
+from stylize.server.steps.network import InProcessNetwork, newest_model_file
 
 
 def test_newest_version_with_the_file_wins(tmp_path):

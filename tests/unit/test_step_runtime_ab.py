@@ -11,7 +11,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from stylize.descriptors import REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: loadtest/ is not installed
-from loadtest.step_runtime_ab import VARIANTS, variant_repository  # noqa: E402
+from loadtest.step_runtime_ab import VARIANTS  # noqa: E402
+from stylize_build.bench import layout_repository  # noqa: E402
 
 
 def _config(path: Path) -> mc.ModelConfig:
@@ -21,8 +22,8 @@ def _config(path: Path) -> mc.ModelConfig:
 def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_repository, tmp_path):
     desc = REGISTRY["animevideo_x4"]
     for name, (runtime, inst, thr, net_layout) in VARIANTS.items():
-        repo = variant_repository(model_repository, tmp_path / name.replace(" ", "_"), desc, int8=False,
-                                  runtime=runtime, instances=inst, threads=thr, net_layout=net_layout)
+        repo = layout_repository(model_repository, tmp_path / name.replace(" ", "_"), desc, instances=inst,
+                                 threads=thr, net_runtime=runtime, net_layout=net_layout)
         step = _config(repo / desc.image_model / "config.pbtxt")
         assert step.parameters["net_runtime"].string_value == runtime
         assert (step.instance_group[0].count, int(step.parameters["net_threads"].string_value)) == (inst, thr)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_FILE = "model.onnx"  # the file name the ONNX Runtime backend serves (no default_model_filename in our configs)
+from stylize.server.ort_runner import DEFAULT_MODEL_FILENAME
 
 
-def newest_model_file(repository: Path, model: str, filename: str = MODEL_FILE) -> tuple[Path, int] | None:
+def newest_model_file(repository: Path, model: str, filename: str = DEFAULT_MODEL_FILENAME) -> tuple[Path, int] | None:
     """``<repository>/<model>/<v>/<filename>`` for the highest numbered version ``v`` that has the file, or None.
 
     Triton serves the same version by default (the version policy keeps the newest ones; a call without a version
@@ -53,4 +53,4 @@ class InProcessNetwork:
         return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch)})[0]
 
 
-__all__ = ["InProcessNetwork", "MODEL_FILE", "newest_model_file"]
+__all__ = ["InProcessNetwork", "newest_model_file"]
