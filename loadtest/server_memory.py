@@ -30,11 +30,20 @@ from stylize.server.launcher import start_local
 SIDES = {"esrgan_x4": 400}  # the rest at 512²: a large input within every model's limits, tiled where it is tiled
 
 
-def server_rss_mb() -> float:
-    """Sum of the resident memory of every tritonserver and python-stub process on this machine (MB)."""
-    out = subprocess.run(["ps", "-eo", "rss,args"], capture_output=True, text=True, check=True).stdout
-    return sum(int(line.split()[0]) for line in out.splitlines()[1:]
-               if "tritonserver" in line or "triton_python_backend_stub" in line) / 1024
+def server_rss_mb(pid: int | None = None) -> float:
+    """Resident memory (MB) of the server ``pid`` and every process under it (its python stubs); without a pid, of
+    every tritonserver and python-stub process on this machine."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,rss,args"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 3) for line in out.splitlines()[1:]]
+    if pid is None:
+        return sum(int(r[2]) for r in rows
+                   if len(r) > 3 and ("tritonserver" in r[3] or "triton_python_backend_stub" in r[3])) / 1024
+    tree, grew = {pid}, True
+    while grew:  # the stubs are the server's children (and may start their own)
+        before = len(tree)
+        tree |= {int(r[0]) for r in rows if int(r[1]) in tree}
+        grew = len(tree) > before
+    return sum(int(r[2]) for r in rows if int(r[0]) in tree) / 1024
 
 
 def mirror(source: Path, target: Path, *, bls: bool, int8: bool = False) -> Path:
@@ -62,12 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bls", action="store_true", help="image steps call the network by BLS")
     p.add_argument("--int8", action="store_true", help="load the INT8 variants too (not run)")
     args = p.parse_args(argv)
-    if server_rss_mb() > 0:
-        raise SystemExit("another tritonserver is running on this machine: its memory would be counted too")
     with tempfile.TemporaryDirectory(prefix="stylize-memory-") as tmp:
         repo = mirror(args.model_repository, Path(tmp), bls=args.bls, int8=args.int8)
         with start_local(repo) as server:
-            print(f"idle: {server_rss_mb():.0f} MB", flush=True)
+            rss = lambda: server_rss_mb(server.pid)  # noqa: E731 - this server's process tree only
+            print(f"idle: {rss():.0f} MB", flush=True)
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 for desc in MODELS:
                     if desc.window or not (repo / desc.id).exists():
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                     t.set_data_from_numpy(np.array([[buf.getvalue()]], dtype=object))
                     with cf.ThreadPoolExecutor(2) as pool:  # two in flight: both step instances
                         list(pool.map(lambda _: client.infer(desc.id, [t], client_timeout=1800), range(2)))
-                    print(f"after {desc.id} {side}² x 2: {server_rss_mb():.0f} MB", flush=True)
+                    print(f"after {desc.id} {side}² x 2: {rss():.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ def model_repository() -> Path:
     repo = Path(os.environ.get("STYLIZE_TEST_REPOSITORY", ROOT / "model_repository"))
     if not _is_built(repo):
         from stylize_build.repository import BuildSettings, build_repository
+        from stylize_build.weights.sources import default_weights_dir
 
-        build_repository(MODELS, BuildSettings(repository=repo))
+        build_repository(MODELS, BuildSettings(repository=repo, weights_dir=default_weights_dir()))
     return repo
 
 

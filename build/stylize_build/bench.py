@@ -7,9 +7,15 @@ Per case (a network and an input side) the runners are:
 * ``ort_streams`` the same file in-process as the served CPU layout runs it: one 1-thread session per core, in parallel
 * ``ort_prelu``   the same graph after the exact PRelu rewrite (graph_passes.rewrite_prelu), for graphs exported before it was part of the export
 * ``ort_int8``    ONNX Runtime, in-process, on the repository's INT8 file
+* ``ov``          OpenVINO f32, in-process, on the same file, compiled as the server compiles it (ov_runner)
+* ``ov_bf16``     the same in bf16 (not run where the CPU has no native bf16: OpenVINO would run f32)
+* ``ov_streams``  OpenVINO in the served precision and layout: one stream of one thread per image step instance
+* ``ov_int8``     OpenVINO on the INT8 file (its float parts in the served precision)
 * ``served``      the client-facing ensemble over gRPC: PNG in, PNG out, ``in_flight`` requests in flight
 * ``served_net``  the network model over gRPC: raw uint8 frames in and out (no python step): isolates the steps' cost
 * ``served_int8`` the INT8 ensemble over gRPC, like ``served``
+* ``served_ort``  the same image ensemble with ONNX Runtime fp32 in its step, a variant the benchmark adds next to the
+                  repository's models on the same server (what `stylize build --cpu-runtime onnxruntime` serves)
 
 This machine is shared and noisy, so measurements are interleaved: every round runs every runner once on the same
 number of images (rotating the order), and results are ratios taken within a round (median and range over rounds),
@@ -36,7 +42,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, ModelDescriptor
+from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, REQUEST_CHECK_MODEL, ModelDescriptor
 from stylize.server.steps.tiling import CPU_TILES_PER_CALL
 
 from .repository import ONNX_FILE, existing_versions
@@ -59,6 +65,13 @@ TARGET_SERVED_VS_ORT = {"esrgan_x4": 0.95, "esrgan_anime_x4": 0.95, "animeganv2"
 TARGET_SERVED_VS_TORCH = 1.5
 TARGET_INT8_SPEEDUP = 2.5
 TARGET_INT8_LOSS_DB = 0.5
+# OpenVINO as the CPU runtime (issue 15): the served default against the same image ensemble served with ONNX
+# Runtime fp32 in the step (real weights), against in-process OpenVINO in the same precision and layout, and the
+# served INT8 variant against served ONNX Runtime fp32 on two networks
+TARGET_SERVED_VS_SERVED_ORT = 2.2
+TARGET_SERVED_VS_INPROCESS = 0.95
+TARGET_OV_INT8_VS_SERVED_ORT = 3.5
+TARGET_OV_INT8_CASES = ("animevideo_x4", "esrgan_anime_x4")
 PUBLISHED_ANIMEGAN_512 = ("1.6 s", "4-thread Intel i5-8250U laptop CPU (published figure)")
 
 
@@ -71,8 +84,8 @@ class BenchSettings:
     repository: Path
     url: str | None = None  # None: start a local server on the repository for the run
     cases: tuple[tuple[str, int], ...] = DEFAULT_CASES
-    runners: tuple[str, ...] = ("torch", "ort", "ort_streams", "ort_prelu", "ort_int8", "served", "served_net",
-                                "served_int8")
+    runners: tuple[str, ...] = ("torch", "ort", "ort_streams", "ort_prelu", "ort_int8", "ov", "ov_bf16", "ov_streams",
+                                "ov_int8", "served", "served_net", "served_int8", "served_ort")
     rounds: int = 3  # at least this many interleaved rounds per case ...
     max_rounds: int = 8  # ... and more, up to this many, while the case has used less than case_seconds
     case_seconds: float = 150.0
@@ -169,6 +182,44 @@ class ParallelOrtRunner(Runner):
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+class OvRunner(Runner):
+    """OpenVINO in-process, compiled as the server compiles it (stylize.server.ov_runner.compile_network): ``streams``
+    streams sharing ``threads`` threads, one infer request per stream, each run from its own Python thread (OpenVINO
+    releases the GIL). ``streams`` x 1 thread is the in-process counterpart of the served CPU layout (the image
+    step's instances, one thread each). Refuses a precision this CPU would not run (OpenVINO turns bf16 into f32)."""
+
+    def __init__(self, name: str, label: str, model: Path, desc: ModelDescriptor, frame: np.ndarray, *,
+                 precision: str, threads: int, streams: int = 1):
+        from stylize.server.ov_runner import CompileSettings, compile_network
+
+        self.name, self.label = name, label
+        self.built = compile_network(model, CompileSettings(
+            precision=precision, threads=threads, streams=streams, hint="LATENCY" if streams == 1 else "THROUGHPUT"))
+        if self.built.precision != precision:
+            raise BenchError(f"OpenVINO runs {self.built.precision} on this CPU when asked for {precision}")
+        self.requests = [self.built.compiled.create_infer_request() for _ in range(streams)]
+        self.feed = {desc.net_input.name: frame[None]}
+        self.pool = cf.ThreadPoolExecutor(max_workers=streams) if streams > 1 else None
+
+    def _loop(self, request, count: int) -> None:
+        for _ in range(count):
+            request.infer(self.feed, share_inputs=True)
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        if self.pool is None:
+            self._loop(self.requests[0], n)
+        else:
+            for f in [self.pool.submit(self._loop, r, c) for r, c in zip(self.requests, _split(n, len(self.requests)))
+                      if c]:
+                f.result()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 class ServedRunner(Runner):
@@ -407,19 +458,15 @@ class StepProfile:
         return self.decode_ms + self.encode_ms
 
 
-def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: int, reps: int = 3) -> StepProfile:
-    """Run the image step's pipeline (stylize.server.steps.pipeline.process) with ONNX Runtime as its network."""
-    import onnxruntime as ort
-
+def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: int, reps: int = 3, *,
+                 runtime: str = "onnxruntime", precision: str = "fp32") -> StepProfile:
+    """Run the image step's pipeline (stylize.server.steps.pipeline.process) with its network on ``runtime`` (the
+    step's own code: steps/network.open_network)."""
+    from stylize.server.steps.network import open_network
     from stylize.server.steps.pipeline import Options, StepConfig, process
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-    def run(batch):
-        return sess.run([desc.net_output.name], {desc.net_input.name: batch})[0]
+    run = open_network(onnx_path, runtime=runtime, precision=precision, threads=threads,
+                       input_name=desc.net_input.name, output_name=desc.net_output.name)
 
     config = StepConfig.from_descriptor(desc, tiles_per_call=CPU_TILES_PER_CALL)  # as the CPU repository's step
     best = None
@@ -446,6 +493,8 @@ class CaseResult:
     load_average: list[list[float]] = field(default_factory=list)  # per round
     notes: list[str] = field(default_factory=list)
     step: StepProfile | None = None
+    served_layout: dict = field(default_factory=dict)  # the repository's image step: runtime, precision, layout
+    int8_served_quality: dict | None = None  # the INT8 quality measured in the served runtime (manifest)
 
     def ratio(self, a: str, b: str) -> tuple[float, float, float] | None:
         """(median, min, max) over rounds of throughput(a) / throughput(b) measured in the same round."""
@@ -476,7 +525,10 @@ def _newest(repo: Path, model: str) -> tuple[Path, dict] | None:
 
 
 def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str | None, *,
-             log: Callable[[str], None], metrics_url: str | None = None) -> CaseResult:
+             log: Callable[[str], None], metrics_url: str | None = None,
+             served_ort: str | None = None) -> CaseResult:
+    """``served_ort``: the name of this case's image ensemble served with ONNX Runtime in the step (a variant the
+    benchmark added next to the repository's models), or None."""
     import onnx
 
     from stylize.photos import real_photo_crop
@@ -495,6 +547,9 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
     result = CaseResult(model=desc.id, side=side, weights=fp32[1].get("weights", {}).get("status", "?"),
                         gflop_per_image=gflop, images_per_round=0, runners={},
                         int8_quality=int8[1].get("quality") if int8 else None)
+    if int8:  # measured by the build in the runtime it serves with (int8.served_quality); newest first
+        served_quality = int8[1].get("served_quality", {})
+        result.int8_served_quality = next(iter(sorted(served_quality.items(), reverse=True)), (None, None))[1]
 
     runners: list[Runner] = []
     wanted = settings.runners
@@ -523,6 +578,26 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                                           settings.threads))
     elif any(n in wanted for n in ("ort_int8", "served_int8")):
         result.notes.append(f"no {desc.int8_model} in the repository: build it with `stylize build --int8`")
+    # OpenVINO in-process: fp32, bf16, and the served precision in the served layout (the step's instances as streams
+    # of its threads) and on the INT8 file
+    served = served_step(repo, desc)
+    step, step_instances = served if served else (None, settings.threads)
+    precision = step.net_precision if step is not None and step.net_runtime == "openvino" else "fp32"
+    per = step.net_threads if step is not None else 1
+    result.served_layout = {"runtime": step.net_runtime if step else "?", "precision": precision,
+                            "instances": step_instances, "threads": per}
+    ov = f"OpenVINO {{}} (in-process, {settings.threads} threads)"
+    add("ov", lambda: OvRunner("ov", ov.format("fp32"), fp32[0], desc, frame, precision="fp32",
+                               threads=settings.threads))
+    add("ov_bf16", lambda: OvRunner("ov_bf16", ov.format("bf16"), fp32[0], desc, frame, precision="bf16",
+                                    threads=settings.threads))
+    if step_instances > 1:
+        add("ov_streams", lambda: OvRunner(
+            "ov_streams", f"OpenVINO {precision} (in-process, served layout: {step_instances} streams x {per} thread)",
+            fp32[0], desc, frame, precision=precision, threads=step_instances * per, streams=step_instances))
+    if int8:
+        add("ov_int8", lambda: OvRunner("ov_int8", f"OpenVINO INT8 ({precision} float parts, in-process)", int8[0],
+                                        desc, frame, precision=precision, threads=settings.threads))
     if url:
         png = _png(frame)
         add("served", lambda: ServedRunner(
@@ -537,6 +612,13 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                 "served_int8", f"served INT8 ensemble {desc.int8_ensemble} (gRPC, PNG in/out, {settings.in_flight} "
                 f"in flight)", url, desc.int8_ensemble, _encoded_inputs(png), ENCODED_RESULT.name,
                 settings.in_flight, _check_png(desc, side, side)))
+        if served_ort:
+            add("served_ort", lambda: ServedRunner(
+                "served_ort", f"served ensemble with ONNX Runtime fp32 in the step ({served_ort}, same server, "
+                f"PNG in/out, {settings.in_flight} in flight)", url, served_ort, _encoded_inputs(png),
+                ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side)))
+        elif "served_ort" in wanted:
+            result.notes.append("served_ort: only when the benchmark starts its own server (it adds the variant)")
     try:
         # warm-up (sessions, arenas, first-call costs, the server's first BLS call), and the size of a round
         t_ref = None
@@ -603,7 +685,10 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                 result.breakdown[name] = b
         if "served" in result.runners:
             try:
-                result.step = step_profile(desc, _png(frame), fp32[0], settings.threads)
+                in_step = result.served_layout.get("runtime") in ("openvino", "onnxruntime")
+                result.step = step_profile(desc, _png(frame), fp32[0], settings.threads,
+                                           runtime=result.served_layout["runtime"] if in_step else "onnxruntime",
+                                           precision=result.served_layout.get("precision", "fp32"))
             except Exception as e:  # noqa: BLE001 - the profile is extra information, never a reason to fail
                 result.notes.append(f"step profile failed: {type(e).__name__}: {e}")
         if stats_client:
@@ -641,61 +726,112 @@ class LayoutResult:
         return min(rb) / min(ra) if ra and rb else None
 
 
-def layout_repository(source: Path, target: Path, desc: ModelDescriptor, *, instances: int, threads: int,
-                      int8: bool = False, net_runtime: str | None = None,
-                      net_layout: tuple[int, int] | None = None) -> Path:
-    """A repository with only ``desc``'s image ensemble (``int8``: its INT8 variant), its image step configured as
-    ``instances`` x ``threads`` (the step runs the network in its process on CPU unless ``net_runtime`` says
-    "triton"), the network as built or as ``net_layout`` (instances, threads); versions symlinked, nothing copied but
-    the step's model.py. For measuring layouts side by side."""
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One way of serving ``desc``'s image ensemble, next to others in the same repository (one server measures them
+    all, side by side): its image step's instances x threads and runtime (``net_runtime`` "triton": BLS to the
+    network, which ``net_layout`` (instances, threads) gives a model of its own), in ``precision``."""
+
+    instances: int
+    threads: int
+    net_runtime: str  # openvino | onnxruntime (in the step's process) | triton (BLS)
+    precision: str = "fp32"
+    net_layout: tuple[int, int] | None = None
+    net_backend: str = "openvino"  # the network model's backend when net_layout gives it one
+    int8: bool = False
+
+
+def add_variant(source: Path, target: Path, desc: ModelDescriptor, name: str, variant: Variant) -> str:
+    """Write the models of one variant into ``target``: ensemble ``name`` -> request_check -> ``name``_cached ->
+    ``name``_image (the step, configured as ``variant``) -> the network (``source``'s, or ``name``_net with ``net_layout``: its version
+    folders symlinked). Returns the ensemble's name. Everything else comes from ``source`` by symlink."""
     import shutil
 
     from . import pbtxt
 
-    ens, step, net = ((desc.int8_ensemble, desc.int8_image_model, desc.int8_model) if int8
-                      else (desc.id, desc.image_model, desc.net_model))
+    net = desc.int8_model if variant.int8 else desc.net_model
     versions = existing_versions(source / net)
     if not versions:
         raise BenchError(f"{net}: no version in {source}")
     status = versions[max(versions)].get("weights", {}).get("status", "?")
-    for name in (ens, net):
-        (target / name).mkdir(parents=True, exist_ok=True)
-        for item in (source / name).iterdir():
-            link = target / name / item.name
-            if not link.exists() and not (net_layout and name == net and item.name == "config.pbtxt"):
-                link.symlink_to(item.resolve(), target_is_directory=item.is_dir())
-    if net_layout:
-        (target / net / "config.pbtxt").write_text(pbtxt.net_config(
-            desc, weights_status=status, instances=net_layout[0], threads=net_layout[1], model_name=net))
+    for model in (REQUEST_CHECK_MODEL, net):
+        if not (target / model).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            (target / model).symlink_to((source / model).resolve(), target_is_directory=True)
+    step, step_net = f"{name}_image", net
+    if variant.net_layout:
+        step_net = f"{name}_net"
+        (target / step_net).mkdir(parents=True, exist_ok=True)
+        for v in versions:
+            link = target / step_net / str(v)
+            if not link.exists():
+                link.symlink_to((source / net / str(v)).resolve(), target_is_directory=True)
+        (target / step_net / "config.pbtxt").write_text(pbtxt.net_config(
+            desc, weights_status=status, instances=variant.net_layout[0], threads=variant.net_layout[1],
+            model_name=step_net, runtime=variant.net_backend, precision=variant.precision))
     (target / step / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / step / "1" / "model.py", target / step / "1" / "model.py")
+    shutil.copy(source / desc.image_model / "1" / "model.py", target / step / "1" / "model.py")
     (target / step / "config.pbtxt").write_text(pbtxt.image_config(
-        desc, weights_status=status, net_model=net, name=step, instances=instances, threads=instances * threads,
-        net_runtime=net_runtime))
+        desc, weights_status=status, net_model=step_net, name=step, instances=variant.instances,
+        threads=variant.instances * variant.threads, net_runtime=variant.net_runtime, precision=variant.precision))
+    cached = f"{name}_cached"
+    for model, config in ((cached, pbtxt.cached_config(desc, name=cached, image_model=step, weights_status=status)),
+                          (name, pbtxt.ensemble_config(desc, weights_status=status, name=name, cached_model=cached,
+                                                       net_model=step_net))):
+        (target / model / "1").mkdir(parents=True, exist_ok=True)
+        (target / model / "config.pbtxt").write_text(config)
+    return name
+
+
+def mirror_repository(source: Path, target: Path) -> Path:
+    """``target`` with a symlink to every model of ``source``: variants can then be added next to them."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_dir() and not item.name.startswith(".") and not (target / item.name).exists():
+            (target / item.name).symlink_to(item.resolve(), target_is_directory=True)
     return target
+
+
+def served_step(repository: Path, desc: ModelDescriptor, *, int8: bool = False):
+    """The image step's settings as the repository serves them (its config.pbtxt), or None without one."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from stylize.server.steps.pipeline import StepConfig
+
+    path = repository / (desc.int8_image_model if int8 else desc.image_model) / "config.pbtxt"
+    if not path.is_file():
+        return None
+    cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+    step = StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
+    return step, sum(g.count or 1 for g in cfg.instance_group) or 1
 
 
 def run_layouts(desc: ModelDescriptor, side: int, settings: BenchSettings, *,
                 layouts: Sequence[tuple[int, int]] = DEFAULT_LAYOUTS, work_dir: Path,
                 log: Callable[[str], None]) -> LayoutResult:
-    """One server per layout (all started before measuring: an idle server costs no CPU), the served ensemble with
-    ``in_flight`` requests measured round-robin across them."""
+    """One server with one variant of the image ensemble per layout (:func:`add_variant`: the step's instances x
+    threads, the runtime and precision the repository serves), measured round-robin with ``in_flight`` requests."""
     from stylize.photos import real_photo_crop
     from stylize.server.launcher import start_local
 
     side -= side % desc.size_multiple
     png = _png(real_photo_crop(side, side, name=settings.photo))
-    servers, runners = [], {}
+    served = served_step(settings.repository, desc)
+    runtime = served[0].net_runtime if served and served[0].net_runtime != "triton" else "openvino"
+    precision = served[0].net_precision if served else "fp32"
+    repo = work_dir / f"{desc.id}-layouts"
+    names = {}
+    for inst, thr in layouts:
+        if inst * thr > settings.threads:
+            raise BenchError(f"layout {inst}x{thr} exceeds the {settings.threads} cores")
+        names[f"{inst} x {thr}"] = add_variant(settings.repository, repo, desc, f"{desc.id}_{inst}x{thr}", Variant(
+            instances=inst, threads=thr, net_runtime=runtime, precision=precision))
+    runners: dict[str, ServedRunner] = {}
+    server = start_local(repo)
     try:
-        for inst, thr in layouts:
-            if inst * thr > settings.threads:
-                raise BenchError(f"layout {inst}x{thr} exceeds the {settings.threads} cores")
-            key = f"{inst} x {thr}"
-            repo = layout_repository(settings.repository, work_dir / f"{desc.id}-{inst}x{thr}", desc,
-                                     instances=inst, threads=thr)
-            server = start_local(repo)
-            servers.append(server)
-            runners[key] = ServedRunner("served", f"served {key}", server.grpc_url, desc.id, _encoded_inputs(png),
+        for key, model in names.items():
+            runners[key] = ServedRunner("served", f"served {key}", server.grpc_url, model, _encoded_inputs(png),
                                         ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side))
         t = min(r.run(settings.in_flight) for r in runners.values())  # warm-up, and the size of a round
         n = max(settings.in_flight, min(settings.max_images,
@@ -711,8 +847,7 @@ def run_layouts(desc: ModelDescriptor, side: int, settings: BenchSettings, *,
     finally:
         for r in runners.values():
             r.close()
-        for s in servers:
-            s.stop()
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -746,17 +881,22 @@ def _machine() -> dict:
 
 def _versions() -> dict:
     import onnxruntime
+    import openvino
     import torch
 
     from stylize.loadtest.runner import git_commit
+    from stylize.server.ov_runner import cpu_capabilities
 
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "stylize": git_commit()}
+            "python": platform.python_version(), "stylize": git_commit(), "openvino": openvino.__version__.split("-")[0],
+            "openvino_capabilities": list(cpu_capabilities())}
 
 
-def _layout(url: str, descs: Sequence[ModelDescriptor]) -> dict:
+def _layout(url: str, descs: Sequence[ModelDescriptor], admin_key: str | None) -> dict:
+    """Instances and threads from the model configs (an admin API: ``admin_key``, stylize.access)."""
     import tritonclient.grpc as grpcclient
 
+    from stylize.access import grpc_headers
     from stylize.loadtest.runner import model_layout
 
     out = {}
@@ -766,7 +906,7 @@ def _layout(url: str, descs: Sequence[ModelDescriptor]) -> dict:
         for d in descs:
             for name in (d.image_model, d.net_model, d.int8_image_model, d.int8_model):
                 try:
-                    lay = model_layout(client, name)
+                    lay = model_layout(client, name, grpc_headers(admin_key))
                     out[name] = {"kind": lay.kind, "instances": lay.instances, "threads": lay.intra_op_threads}
                 except Exception:  # noqa: BLE001 - a model that is not loaded has no layout
                     pass
@@ -790,12 +930,28 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
     server = None
     url = settings.url
     started = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    import tempfile
+
+    variants_dir = None
+    served_ort: dict[str, str] = {}
     try:
         if url is None and any(r.startswith("served") for r in settings.runners):
             from stylize.server.launcher import start_local
 
+            serve = settings.repository
+            if "served_ort" in settings.runners:
+                # one server for both runtimes: the repository's models, and next to them each case's image
+                # ensemble with ONNX Runtime in the step (the layout an --cpu-runtime onnxruntime build serves)
+                from .pbtxt import IMAGE_STEP_INSTANCES
+
+                variants_dir = Path(tempfile.mkdtemp(prefix="stylize-bench-"))
+                serve = mirror_repository(settings.repository, variants_dir / "repository")
+                inst = max(1, min(IMAGE_STEP_INSTANCES, settings.threads))
+                for d in {d.id: d for d in descs}.values():
+                    served_ort[d.id] = add_variant(settings.repository, serve, d, f"{d.id}_ort", Variant(
+                        instances=inst, threads=max(1, settings.threads // inst), net_runtime="onnxruntime"))
             log(f"starting a local server on {settings.repository} ...")
-            server = start_local(settings.repository)
+            server = start_local(serve)
             url = server.grpc_url
             log(f"server ready at {url}")
         # the image steps' own metrics (network time when they run the network in their process)
@@ -803,18 +959,22 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
         served_by = (f"local server started by the benchmark ({settings.repository})" if server else (url or "none"))
         log("measuring the GEMM peak (numpy and ONNX Runtime, fp32 and int8) ...")
         peak = asdict(machine_peak(threads=settings.threads))
-        layout = _layout(url, descs) if url else {}
+        if url:
+            from stylize.commands import default_admin_key
+
+            layout = _layout(url, descs, server.admin_key if server else default_admin_key())
+        else:
+            layout = {}
         cases = []
         for model, side in settings.cases:
             log(f"{model} at {side}x{side}:")
-            cases.append(run_case(REGISTRY[model], side, settings, url, log=log, metrics_url=metrics_url))
+            cases.append(run_case(REGISTRY[model], side, settings, url, log=log, metrics_url=metrics_url,
+                                  served_ort=served_ort.get(model)))
             # the peak again between cases: on a shared machine the quietest moment gives the best estimate
             again = asdict(machine_peak(threads=settings.threads, reps=3))
             peak = {k: max(peak[k], again[k]) if isinstance(peak[k], float) else peak[k] for k in peak}
         layouts = []
         if settings.layout_cases:
-            import tempfile
-
             if server is not None:  # the layout servers are measured alone
                 server.stop()
                 server = None
@@ -827,6 +987,10 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
     finally:
         if server is not None:
             server.stop()
+        if variants_dir is not None:
+            import shutil
+
+            shutil.rmtree(variants_dir, ignore_errors=True)
     return BenchResult(started=started, command=command,
                        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
                        machine=_machine(), versions=_versions(), peak=peak, layout=layout, cases=cases,
@@ -835,7 +999,8 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
 
 __all__ = [
     "DEFAULT_CASES", "QUICK_CASES", "BenchSettings", "BenchResult", "CaseResult", "RunnerResult", "Breakdown",
-    "BenchError", "run_bench", "run_case", "breakdown", "StepProfile", "step_profile", "LayoutResult", "run_layouts", "layout_repository",
-    "DEFAULT_LAYOUTS", "LAYOUT_CASES",
+    "BenchError", "run_bench", "run_case", "breakdown", "StepProfile", "step_profile", "LayoutResult", "run_layouts",
+    "DEFAULT_LAYOUTS", "LAYOUT_CASES", "OvRunner", "Variant", "add_variant", "mirror_repository", "served_step",
     "TARGET_SERVED_VS_ORT", "TARGET_SERVED_VS_TORCH", "TARGET_INT8_SPEEDUP", "TARGET_INT8_LOSS_DB",
+    "TARGET_SERVED_VS_SERVED_ORT", "TARGET_SERVED_VS_INPROCESS", "TARGET_OV_INT8_VS_SERVED_ORT", "TARGET_OV_INT8_CASES",
 ]

@@ -119,10 +119,10 @@ class ServingWrapper(nn.Module):
         y = self.net(x)
         if self.downscale is not None:
             y = self.downscale(y)
-        y = ((y - self.lo) * (255.0 / self.span)).clamp(0.0, 255.0).round().to(torch.uint8)
-        if self.windowed:
-            return y.permute(0, 1, 3, 4, 2)
-        return y.permute(0, 2, 3, 1)
+        y = ((y - self.lo) * (255.0 / self.span)).clamp(0.0, 255.0).round()
+        # permute in float and cast last: TensorRT takes UINT8 only as a network input or output, never in between
+        y = y.permute(0, 1, 3, 4, 2) if self.windowed else y.permute(0, 2, 3, 1)
+        return y.to(torch.uint8)
 
 
 @dataclass(frozen=True)

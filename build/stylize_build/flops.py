@@ -101,6 +101,11 @@ class Peak:
     ort_int8_gops: float  # ONNX Runtime MatMulInteger u8 x s8 (MLAS QGEMM: VNNI / AMX where the CPU has them)
     n: int
     threads: int
+    # OpenVINO's (oneDNN) matrix multiply in each precision it serves: fp32, bf16 (None: this CPU has no native bf16,
+    # OpenVINO would run f32), int8 (a QDQ MatMul: u8 x s8 -> jit_gemm_I8, the activation quantized in the graph)
+    ov_fp32_gflops: float | None = None
+    ov_bf16_gflops: float | None = None
+    ov_int8_gops: float | None = None
 
 
 def _best(fn, reps: int) -> float:
@@ -147,8 +152,44 @@ def machine_peak(*, n: int = 2048, threads: int = 2, reps: int = 5) -> Peak:
         opset_imports=[helper.make_opsetid("", 17)])
     s_q = session(q)
     t_q = _best(lambda: s_q.run(None, {"A": qa}), reps)
+    ov = openvino_peak(fp, a, b, threads=threads, reps=reps)
     return Peak(numpy_fp32_gflops=ops / t_np / 1e9, ort_fp32_gflops=ops / t_fp / 1e9, ort_int8_gops=ops / t_q / 1e9,
-                n=n, threads=threads)
+                n=n, threads=threads, **ov)
 
 
-__all__ = ["COUNTED", "FlopsError", "count_flops", "Peak", "machine_peak"]
+def openvino_peak(fp: onnx.ModelProto, a: np.ndarray, b: np.ndarray, *, threads: int, reps: int) -> dict:
+    """OpenVINO's GEMM throughput on the same product: ``fp`` (A x B, B a constant) in f32 and bf16, and its QDQ
+    form (A quantized to u8 in the graph, B s8) for int8."""
+    import openvino as ov
+
+    from stylize.server.ov_runner import cpu_supports_bf16
+
+    n = a.shape[0]
+    ops = 2.0 * n ** 3
+    scale = np.array(float(np.abs(a).max()) / 127, np.float32)
+    qdq = helper.make_model(helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["A", "sa", "za"], ["qa"]),
+         helper.make_node("DequantizeLinear", ["qa", "sa", "za"], ["da"]),
+         helper.make_node("DequantizeLinear", ["qb", "sb", "zb"], ["db"]),
+         helper.make_node("MatMul", ["da", "db"], ["Y"])], "qdq_gemm",
+        [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(scale, "sa"), numpy_helper.from_array(np.array(128, np.uint8), "za"),
+         numpy_helper.from_array(np.clip(np.round(b * 32), -127, 127).astype(np.int8), "qb"),
+         numpy_helper.from_array(np.array(1 / 32, np.float32), "sb"),
+         numpy_helper.from_array(np.array(0, np.int8), "zb")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    core = ov.Core()
+
+    def gops(model: onnx.ModelProto, precision) -> float:
+        compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision})
+        request = compiled.create_infer_request()
+        return ops / _best(lambda: request.infer({0: a}, share_inputs=True), reps) / 1e9
+
+    return {"ov_fp32_gflops": gops(fp, ov.Type.f32),
+            "ov_bf16_gflops": gops(fp, ov.Type.bf16) if cpu_supports_bf16() else None,
+            "ov_int8_gops": gops(qdq, ov.Type.f32)}
+
+
+__all__ = ["COUNTED", "FlopsError", "count_flops", "Peak", "machine_peak", "openvino_peak"]

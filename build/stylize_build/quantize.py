@@ -47,6 +47,7 @@ from stylize.photos import load_rgb
 from .graph_passes import constant_values as _constant_values, network_convs, rewrite_prelu
 
 QUANT_REVISION = 2  # bump when the quantization recipe changes for the same settings
+MAX_LOSS_DB = 0.5  # the build refuses an INT8 variant that loses more (PSNR vs ground truth, real photos, served)
 
 CALIBRATION_PHOTOS = ("astronaut.png", "chelsea.png", "rocket.jpg")
 EVALUATION_PHOTOS = ("coffee.png", "motorcycle_left.png")  # held out: never seen by the calibration
@@ -367,20 +368,13 @@ class QualityReport:
     weights: str  # real | untrained
     meaningful: bool  # False: untrained weights, the numbers say nothing about a real model
     note: str = ""
+    runtime: str = "onnxruntime"  # what ran the INT8 graph (the fp32 reference is always ONNX Runtime fp32)
+    precision: str = "fp32"  # what that runtime reported for the graph's float parts
 
     def meets(self, max_loss_db: float) -> bool | None:
         if not self.meaningful or self.loss_db is None:
             return None
         return self.loss_db <= max_loss_db
-
-
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _downscale(hr: np.ndarray, factor: int) -> np.ndarray:
@@ -392,21 +386,27 @@ def _downscale(hr: np.ndarray, factor: int) -> np.ndarray:
 
 def measure_quality(desc: ModelDescriptor, fp32: Path, int8: Path, *, weights: str, side: int = 64,
                     photos: Sequence[str] = EVALUATION_PHOTOS, crops_per_photo: int = 3, seed: int = 1,
-                    threads: int = 2) -> QualityReport:
+                    threads: int = 2, runtime: str = "onnxruntime", precision: str = "fp32") -> QualityReport:
     """INT8 vs fp32 on held-out real photos. Super-resolution: the network sees the bicubic downscale of an
-    (input side x scale) crop, and both outputs are scored against that crop (the ground truth)."""
+    (input side x scale) crop, and both outputs are scored against that crop (the ground truth). The INT8 graph runs
+    the way it will be served (``runtime``, ``precision`` of its float parts: the image step's own code); the fp32
+    reference is ONNX Runtime fp32."""
+    from stylize.server.steps.network import open_network
+
     side -= side % desc.size_multiple
     sr = desc.task == "sr"
     gt_side = side * desc.scale if sr else side
     crops = photo_crops(photos, gt_side, crops_per_photo, seed)
-    f, q = _session(fp32, threads), _session(int8, threads)
-    name_in, name_out = desc.net_input.name, desc.net_output.name
+    names = {"input_name": desc.net_input.name, "output_name": desc.net_output.name, "threads": threads}
+    f = open_network(fp32, runtime="onnxruntime", **names)
+    q = open_network(int8, runtime=runtime, precision=precision, **names)
+    built = getattr(getattr(q, "network", None), "built", None)
     mse_fid = mse_fp32 = mse_int8 = 0.0
     max_abs = 0
     for _, gt in crops:
         x = _downscale(gt, desc.scale) if sr else gt
-        a = f.run([name_out], {name_in: x[None]})[0][0]
-        b = q.run([name_out], {name_in: x[None]})[0][0]
+        a = f(x[None])[0]
+        b = q(x[None])[0]
         mse_fid += float(np.mean((a.astype(np.float64) - b) ** 2))
         max_abs = max(max_abs, int(np.abs(a.astype(np.int16) - b).max()))
         if sr:
@@ -425,7 +425,8 @@ def measure_quality(desc: ModelDescriptor, fp32: Path, int8: Path, *, weights: s
         fp32_psnr_db=None if fp32_db is None else round(fp32_db, 3),
         int8_psnr_db=None if int8_db is None else round(int8_db, 3),
         loss_db=None if fp32_db is None else round(fp32_db - int8_db, 3),
-        max_abs_diff=max_abs, weights=weights, meaningful=meaningful, note=note)
+        max_abs_diff=max_abs, weights=weights, meaningful=meaningful, note=note, runtime=runtime,
+        precision=built.precision if built is not None else "fp32")
 
 
 def settings_fingerprint(source_fingerprint: str, settings: QuantizeSettings) -> str:
@@ -436,7 +437,7 @@ def settings_fingerprint(source_fingerprint: str, settings: QuantizeSettings) ->
 
 
 __all__ = [
-    "QUANT_REVISION", "CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "QuantizeError", "QuantizeSettings", "RECIPES",
+    "QUANT_REVISION", "MAX_LOSS_DB", "CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "QuantizeError", "QuantizeSettings", "RECIPES",
     "recipe", "QuantizeReport", "QualityReport", "rewrite_prelu", "fold_min_zero", "body_nodes", "quantize_network",
     "measure_quality", "psnr",
     "photo_crops", "settings_fingerprint",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,30 +23,75 @@ import numpy as np
 from stylize.descriptors import ModelDescriptor
 
 from . import pbtxt
-from .repository import MANIFEST, ONNX_FILE, BuildSettings, _atomic_write, existing_versions
+from .repository import MANIFEST, ONNX_FILE, BuildSettings, _atomic_write, _publish, _repair_modes, existing_versions
 
-PLAN_FILE = "model.plan"
 FP16_PARITY_ATOL = 3  # uint8 levels: FP16 math against the fp32 ONNX Runtime output
 WORKSPACE_BYTES = 4 << 30
-MAX_SIDE = 1024  # largest input side in the optimization profile (bigger inputs are tiled by the pre/post steps)
-OPT_SIDE = 256
+OPT_SIDE = 256  # opt side of untiled networks (tiled ones: their tile)
+# The TensorRT of nvcr.io/nvidia/tritonserver:24.10-py3, the serving container: a plan runs only on the TensorRT
+# version (and GPU architecture) that built it, so the build environment must match it (k8s/image/Dockerfile's
+# plan-builder stage installs exactly this wheel)
+SERVING_TENSORRT = "10.5.0"
 
 
 class GPUUnavailable(RuntimeError):
     """No NVIDIA GPU with a working CUDA driver, or no TensorRT Python package."""
 
 
-def _cuda_device_count() -> int:
+def _libcuda():
     for name in ("libcuda.so.1", "libcuda.so"):
         try:
-            lib = ctypes.CDLL(name)
+            return ctypes.CDLL(name)
         except OSError:
             continue
-        if lib.cuInit(0) != 0:
-            return 0
-        count = ctypes.c_int(0)
-        return count.value if lib.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
-    return 0
+    return None
+
+
+def _cuda_device_count() -> int:
+    lib = _libcuda()
+    if lib is None or lib.cuInit(0) != 0:
+        return 0
+    count = ctypes.c_int(0)
+    return count.value if lib.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """What a plan is bound to: the TensorRT version that built it and the GPU architecture it was built on."""
+
+    tensorrt: str
+    compute_capability: tuple[int, int]
+    name: str = ""
+
+    @property
+    def cc(self) -> str:  # Triton's cc_model_filenames key
+        return f"{self.compute_capability[0]}.{self.compute_capability[1]}"
+
+    @property
+    def plan_file(self) -> str:
+        major, minor = self.compute_capability
+        return f"model.trt{self.tensorrt}.sm{major}{minor}.plan"
+
+    @property
+    def timing_cache_file(self) -> str:
+        major, minor = self.compute_capability
+        return f"timing.trt{self.tensorrt}.sm{major}{minor}.cache"
+
+
+def current_target(trt, device: int = 0) -> GpuTarget:
+    """The TensorRT version and the compute capability (and name) of GPU ``device``, read from the CUDA driver."""
+    lib = _libcuda()
+    if lib is None or lib.cuInit(0) != 0:
+        raise GPUUnavailable("the CUDA driver is not available")
+    dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+    name = ctypes.create_string_buffer(256)
+    ok = (lib.cuDeviceGet(ctypes.byref(dev), device) == 0
+          and lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev) == 0  # COMPUTE_CAPABILITY_MAJOR
+          and lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev) == 0  # COMPUTE_CAPABILITY_MINOR
+          and lib.cuDeviceGetName(name, 256, dev) == 0)
+    if not ok:
+        raise GPUUnavailable(f"could not read GPU {device}'s compute capability from the CUDA driver")
+    return GpuTarget(str(trt.__version__), (major.value, minor.value), name.value.decode(errors="replace"))
 
 
 def require_tensorrt():
@@ -55,13 +99,17 @@ def require_tensorrt():
     if _cuda_device_count() == 0:
         raise GPUUnavailable(
             "no NVIDIA GPU found (libcuda could not be loaded or reports no device). TensorRT plans are built on the "
-            "GPU that will serve them: run `stylize build --trt` inside nvcr.io/nvidia/tritonserver:24.10-py3 on a "
-            "GPU node. Nothing was written.")
+            "GPU that will serve them, with the serving container's TensorRT: run k8s/image/Dockerfile's "
+            "plan-builder stage on a GPU node (see its header). Nothing was written.")
     try:
         import tensorrt as trt  # noqa: PLC0415
     except ImportError:
-        raise GPUUnavailable("the TensorRT Python package is not installed (pip install tensorrt-cu12==10.5.0, the "
-                             "version of the 24.10 container). Nothing was written.") from None
+        raise GPUUnavailable(f"the TensorRT Python package is not installed (pip install "
+                             f"tensorrt-cu12=={SERVING_TENSORRT}, the version of the 24.10 container; or build in "
+                             "k8s/image/Dockerfile's plan-builder stage). Nothing was written.") from None
+    if not str(trt.__version__).startswith(SERVING_TENSORRT.rsplit(".", 1)[0] + "."):
+        raise GPUUnavailable(f"TensorRT {trt.__version__} is installed, but the serving container runs "
+                             f"{SERVING_TENSORRT}: a plan runs only on the TensorRT that built it. Nothing was written.")
     return trt
 
 
@@ -73,35 +121,54 @@ class Profile:
 
 
 def profile_for(desc: ModelDescriptor) -> Profile:
-    """Min/opt/max input shapes from the descriptor (batch, [window,] height, width, channels)."""
-    lo = max(desc.min_size, desc.size_multiple)
+    """Min/opt/max input shapes from the descriptor (batch, [window,] height, width, channels).
+
+    Max: ``desc.gpu_max_side`` (the image step splits any longer side, tiling.plan_tiles). Opt: what the step
+    really sends most: ``tile_batch`` tiles of ``tile_size`` for tiled networks, a batch of 1 otherwise.
+    """
+    m = desc.size_multiple
+    lo = -(-max(desc.min_size, m) // m) * m
+    hi = desc.gpu_max_side - desc.gpu_max_side % m
     window = (desc.window,) if desc.window else ()
-    # the heaviest networks get a smaller maximum so the engine's activation memory stays bounded
-    heavy = desc.arch in ("RRDBNet", "BasicVSR")
-    hi = 512 if heavy else MAX_SIDE
-    opt = min(OPT_SIDE, hi)
+    if desc.tile_size:
+        opt_batch, opt = desc.tile_batch, desc.tile_size
+    else:
+        opt_batch, opt = 1, min(desc.max_side or OPT_SIDE, OPT_SIDE if desc.window else hi)
+    opt = max(lo, min(hi, opt - opt % m))
     return Profile(
         min=(1, *window, lo, lo, 3),
-        opt=(max(1, desc.max_batch_size // 2), *window, opt, opt, 3),
+        opt=(opt_batch, *window, opt, opt, 3),
         max=(desc.max_batch_size, *window, hi, hi, 3),
     )
 
 
-def trt_config(desc: ModelDescriptor, *, weights_status: str) -> str:
+def trt_config(desc: ModelDescriptor, *, weights_status: str, weights_license: str | None = None,
+               targets: Iterable[GpuTarget] = ()) -> str:
+    """``cc_model_filenames`` maps each GPU architecture a plan was built for to its file; there is no default
+    file, so a GPU of another architecture fails to load the model, with Triton saying so, instead of running a
+    plan built for another GPU."""
+    plans = "".join(f'cc_model_filenames {{ key: "{t.cc}" value: "{t.plan_file}" }}\n'
+                    for t in sorted(set(targets), key=lambda t: t.compute_capability))
     return (
         f'name: "{desc.trt_model}"\n'
         'platform: "tensorrt_plan"\n'
         f"max_batch_size: {desc.max_batch_size}\n"
+        + plans
         + pbtxt._tensors("input", [desc.net_input])
         + pbtxt._tensors("output", [desc.net_output])
         + "instance_group [ { count: 1 kind: KIND_GPU } ]\n"
         "dynamic_batching { max_queue_delay_microseconds: 1000 }\n"
         f"version_policy: {{ latest: {{ num_versions: {pbtxt.NUM_VERSIONS} }} }}\n"
-        + pbtxt._parameters(pbtxt.describe(desc, weights_status) | {"precision": "fp16"})
+        + pbtxt._parameters(pbtxt.describe(desc, weights_status, weights_license) | {"precision": "fp16"})
     )
 
 
 def build_engine(trt, desc: ModelDescriptor, onnx_path: Path, timing_cache: Path) -> bytes:
+    import onnx
+
+    from .trt_rules import require_trt_compatible
+
+    require_trt_compatible(onnx.load(str(onnx_path)), str(onnx_path))  # refuse before TensorRT's own parse
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
@@ -113,7 +180,9 @@ def build_engine(trt, desc: ModelDescriptor, onnx_path: Path, timing_cache: Path
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     config.set_flag(trt.BuilderFlag.FP16)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RuntimeError(f"{desc.id}: TensorRT refused the timing cache {timing_cache} (another TensorRT or GPU "
+                           "made it?): delete it to start a new one")
     prof = builder.create_optimization_profile()
     p = profile_for(desc)
     prof.set_shape(desc.net_input.name, p.min, p.opt, p.max)
@@ -126,13 +195,16 @@ def build_engine(trt, desc: ModelDescriptor, onnx_path: Path, timing_cache: Path
 
 
 def parity_vs_ort(trt, desc: ModelDescriptor, plan: bytes, onnx_path: Path) -> int:
-    """Max abs uint8 difference between the engine and ONNX Runtime (CUDA provider if present) on a real photo."""
+    """Max abs uint8 difference between the engine and ONNX Runtime (CUDA provider if present) on a real photo, at
+    batch 2 where the model batches (the photo and its mirror image: batching must not mix items)."""
     import onnxruntime as ort
     import torch  # the GPU build environment has a CUDA torch; used only for device buffers
 
     from .export import sample_input
 
     x = sample_input(desc)
+    if desc.max_batch_size >= 2:
+        x = np.ascontiguousarray(np.concatenate([x, x[..., ::-1, :]]))
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     ref = ort.InferenceSession(str(onnx_path), providers=providers).run(None, {desc.net_input.name: x})[0]
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -150,40 +222,79 @@ def parity_vs_ort(trt, desc: ModelDescriptor, plan: bytes, onnx_path: Path) -> i
     return int(np.abs(out.cpu().numpy().astype(np.int16) - ref.astype(np.int16)).max())
 
 
+@dataclass
+class PlanResults:
+    built: list[tuple[str, int]]  # (model, version) with a plan for this GPU, new or up to date
+    failed: dict[str, str]  # model id -> why its plan could not be built
+
+
+def _targets(manifest: dict) -> list[GpuTarget]:
+    return [GpuTarget(p["tensorrt"], tuple(p["compute_capability"]), p.get("gpu", ""))
+            for p in manifest.get("plans", {}).values()]
+
+
 def build_plans(descs: Iterable[ModelDescriptor], settings: BuildSettings, *,
-                log: Callable[[str], None] = lambda s: None) -> list[tuple[str, int]]:
-    """Build ``<id>_trt/<N>/model.plan`` for the newest ONNX version N of each descriptor (idempotent)."""
+                log: Callable[[str], None] = lambda s: None) -> PlanResults:
+    """Build ``<id>_trt/<N>/model.trt<version>.sm<cc>.plan`` for the newest ONNX version N of each descriptor, for
+    this machine's TensorRT and GPU (idempotent: a plan for another TensorRT or GPU is never reused, it sits beside).
+
+    A model whose plan fails is reported in ``failed`` and left as it was; the others are built.
+    """
     trt = require_tensorrt()
+    gpu = current_target(trt)
     repo = settings.repository
-    cache = repo.parent / ".cache" / "tensorrt" / "timing.cache"
+    cache = repo.parent / ".cache" / "tensorrt" / gpu.timing_cache_file
     cache.parent.mkdir(parents=True, exist_ok=True)
-    built = []
+    results = PlanResults([], {})
     for desc in descs:
-        versions = existing_versions(repo / desc.net_model)
-        if not versions:
-            raise RuntimeError(f"{desc.id}: build the ONNX model first")
-        n = max(versions)
-        manifest = versions[n]
-        target = repo / desc.trt_model / str(n)
-        if (target / PLAN_FILE).is_file():
-            log(f"{desc.trt_model}: version {n} is up to date")
-            built.append((desc.trt_model, n))
+        try:
+            n = _build_plan(trt, gpu, desc, repo, cache, log)
+        except Exception as e:  # noqa: BLE001 - one model's failure is reported, the others still build
+            results.failed[desc.id] = f"{type(e).__name__}: {e}"
+            log(f"{desc.trt_model}: FAILED: {e}")
             continue
-        log(f"{desc.trt_model}: building FP16 engine for version {n}")
+        results.built.append((desc.trt_model, n))
+    return results
+
+
+def _build_plan(trt, gpu: GpuTarget, desc: ModelDescriptor, repo: Path, cache: Path,
+                log: Callable[[str], None]) -> int:
+    versions = existing_versions(repo / desc.net_model)
+    if not versions:
+        raise RuntimeError(f"{desc.id}: build the ONNX model first")
+    n = max(versions)
+    manifest = versions[n]
+    target = repo / desc.trt_model / str(n)
+    trt_manifest_path = target / MANIFEST
+    trt_manifest = json.loads(trt_manifest_path.read_text()) if trt_manifest_path.is_file() else {}
+    if (target / gpu.plan_file).is_file() and gpu.plan_file in trt_manifest.get("plans", {}):
+        log(f"{desc.trt_model}: version {n} has a plan for TensorRT {gpu.tensorrt} on sm{gpu.cc}")
+    else:
+        log(f"{desc.trt_model}: building an FP16 engine of version {n} for TensorRT {gpu.tensorrt} on {gpu.name} "
+            f"(sm{gpu.cc})")
         onnx_path = repo / desc.net_model / str(n) / ONNX_FILE
         plan = build_engine(trt, desc, onnx_path, cache)
         err = parity_vs_ort(trt, desc, plan, onnx_path)
         if err > FP16_PARITY_ATOL:
             raise RuntimeError(f"{desc.trt_model}: TensorRT differs from ONNX Runtime by {err} levels "
                                f"(tolerance {FP16_PARITY_ATOL}); nothing written")
-        staging = Path(tempfile.mkdtemp(dir=repo, prefix=f".{desc.trt_model}."))
-        (staging / PLAN_FILE).write_bytes(plan)
-        trt_manifest = manifest | {"model": desc.trt_model, "precision": "fp16", "trt_parity_max_abs": err,
-                                   "tensorrt": trt.__version__, "profile": profile_for(desc).__dict__}
-        (staging / MANIFEST).write_text(json.dumps(trt_manifest, indent=2, sort_keys=True, default=list) + "\n")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
-        status = manifest.get("weights", {}).get("status", "untrained")
-        _atomic_write(repo / desc.trt_model / "config.pbtxt", trt_config(desc, weights_status=status).encode())
-        built.append((desc.trt_model, n))
-    return built
+        plans = dict(trt_manifest.get("plans", {}))
+        plans[gpu.plan_file] = {"tensorrt": gpu.tensorrt, "compute_capability": list(gpu.compute_capability),
+                                "gpu": gpu.name, "trt_parity_max_abs": err}
+        trt_manifest = manifest | {"model": desc.trt_model, "precision": "fp16", "plans": plans,
+                                   "profile": profile_for(desc).__dict__}
+        manifest_bytes = (json.dumps(trt_manifest, indent=2, sort_keys=True, default=list) + "\n").encode()
+        if target.is_dir():  # a plan for another GPU is there already: add this one beside it
+            _atomic_write(target / gpu.plan_file, plan)
+            _atomic_write(trt_manifest_path, manifest_bytes)
+        else:
+            staging = Path(tempfile.mkdtemp(dir=repo, prefix=f".{desc.trt_model}."))
+            (staging / gpu.plan_file).write_bytes(plan)
+            (staging / MANIFEST).write_bytes(manifest_bytes)
+            _publish(staging, target)
+    status = manifest.get("weights", {}).get("status", "untrained")
+    _atomic_write(repo / desc.trt_model / "config.pbtxt",
+                  trt_config(desc, weights_status=status, weights_license=manifest.get("weights_license"),
+                             targets=_targets(trt_manifest)).encode())
+    _repair_modes(repo, (desc.trt_model,))
+    return n

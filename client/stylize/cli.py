@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("build", "serve", "demo", "models", "health", "infer", "video", "bench", "loadtest")
+COMMANDS = ("build", "serve", "demo", "models", "health", "infer", "video", "bench", "loadtest", "web")
 
 
 def make_parser() -> argparse.ArgumentParser:

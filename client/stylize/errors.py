@@ -5,6 +5,7 @@
     ├── ModelNotFound       unknown model or model version (gRPC NOT_FOUND)
     ├── InvalidInput        the request was refused; ``reason`` is the server's (or the SDK's) explanation
     ├── Timeout             the deadline passed (gRPC DEADLINE_EXCEEDED)
+    ├── AccessDenied        an admin API refused the call: no or a wrong admin key (stylize.access); not retried
     └── ServerError         anything else the server reported (INTERNAL, ...)
 """
 
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import re
 
-# "in ensemble 'animeganv2', not a recognised image": Triton prefixes a composing step's error with its ensemble.
-_ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
+from stylize import access
+
+# "in ensemble 'animeganv2', not a recognised image": Triton prefixes a composing step's error with its ensemble,
+# once per level (the image step sits in a nested ensemble: "in ensemble 'x', in ensemble 'x_cached', ...").
+_ENSEMBLE_PREFIX = re.compile(r"^(?:in ensemble '[^']*', )+")
 
 
 class StylizeError(Exception):
@@ -55,6 +59,13 @@ class ServerError(StylizeError):
     kind = "server_error"
 
 
+class AccessDenied(StylizeError, PermissionError):
+    """Triton answers a restricted API without the admin key with gRPC UNAVAILABLE: it must not look like (and be
+    retried as) a server that is down."""
+
+    kind = "access_denied"
+
+
 _BY_STATUS: dict[str, type[StylizeError]] = {
     "UNAVAILABLE": ServerUnavailable,
     "NOT_FOUND": ModelNotFound,
@@ -80,6 +91,9 @@ def from_status(status: object, message: str, *, model: str | None = None, url: 
     cls = _BY_STATUS.get(name or "", ServerError)
     text = message or (name or "unknown error")
     where = f" (model {model!r})" if model else ""
+    if access.is_refusal(text):
+        return AccessDenied(f"{text}{where}: this API needs the admin key ({access.ADMIN_KEY_ENV})", model=model,
+                            status=name, url=url)
     if cls is InvalidInput:
         reason = _ENSEMBLE_PREFIX.sub("", text)
         return InvalidInput(f"invalid input{where}: {reason}", reason=reason, model=model, status=name, url=url)
@@ -105,4 +119,5 @@ def from_triton(exc: BaseException, *, model: str | None = None, url: str | None
 
 
 __all__ = ["StylizeError", "ServerUnavailable", "ModelNotFound", "InvalidInput", "Timeout", "ServerError",
+           "AccessDenied",
            "from_status", "from_triton", "status_name"]

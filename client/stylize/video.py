@@ -1,21 +1,24 @@
-"""Video through the raw-frame path: decode (PyAV) -> `<id>_net` with several requests in flight -> H.264.
+"""Video through the raw-frame path: decode (PyAV) -> `<id>_net` with several requests in flight -> encode.
 
 Three stages overlap, joined by bounded queues so memory stays flat whatever the length of the video:
 
-    decode thread        demux + decode video frames (RGB arrays), pass audio packets through in demux order
+    decode thread        demux + decode video frames (upright RGB arrays)
     main thread          group frames into requests (single frames or batches; overlapping windows for BasicVSR),
                          submit them to a pool of `concurrency` workers
-    writer thread        take the results in order, encode H.264 (libx264, crf/preset), mux video and audio
+    writer thread        take the results in order, encode them (H.264 by default; H.265, VP9, AV1; 8 or 10 bits)
+                         in resumable segments
 
 What comes out: the same number of frames with the same timestamps (so the same fps, constant or variable), sides
-multiplied by the model's scale (an odd side loses its last row/column: yuv420p needs even sides), the first audio
-stream copied bit for bit, or re-encoded (AAC) when the output container cannot hold its codec.
-Subtitle and data streams are not carried over; rotation metadata is not applied. Frames larger than the model's
-tile size go through in overlapping tiles (StylizeClient.infer_frames), so HD frames cost the server no more memory
-than an image request.
+multiplied by the model's scale (an odd side loses its last row/column: 4:2:0 needs even sides), upright, with the
+source's colour tags, and every other stream of the source (audio tracks, subtitles, chapters, metadata): see
+stylize.video_container for how the container, rotation, colour, 10-bit input and resume are handled. Frames
+larger than the model's tile size go through in overlapping tiles (StylizeClient.infer_frames), so HD frames cost
+the server no more memory than an image request; windows of a video network are cut alike, every frame at the same
+places (tile_window).
 
 The output is written under a temporary name in the destination folder and renamed at the very end: an interrupted
-or failed run leaves nothing under the final name.
+or failed run leaves nothing under the final name. Its finished segments stay in a hidden work folder next to it
+(`.<name>.stylize-work`), and the same command run again continues from there (``resume=False`` starts over).
 
 Windowed models (basicvsr_x4, window T): windows of T frames overlap by 2*margin frames; each window contributes only
 its centre frames [margin, T - margin) (the first window from frame 0, the last to the end), so every frame is
@@ -34,28 +37,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from stylize.errors import InvalidInput, StylizeError
+from stylize.errors import InvalidInput
+from stylize.video_container import (CODECS, MUX_OPTIONS, PRESETS, Job, SegmentStore, VideoError, join_segments,
+                                     output_codec, plan_streams, probe_picture, remux)
 
 if TYPE_CHECKING:
     from stylize.client import StylizeClient
 
-# Audio codecs each output container takes as they are (anything else is re-encoded).
-_COPYABLE_AUDIO = {
-    "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
-    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_f32le"},
-    "matroska": None,  # Matroska takes every audio codec
-}
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 (the default codec)
 
 _QUEUE_TIMEOUT = 0.1  # seconds between checks of the stop flag while a stage waits
-
-
-class VideoError(StylizeError):
-    kind = "video"
+SEGMENT_SECONDS = 4  # default segment length: what a resumed run may redo; each segment starts on a keyframe
+# Windows of a video network (BasicVSR) larger than WINDOW_TILE² input pixels per frame go in overlapping tiles. The
+# overlap is wider than an image tile's: the network estimates motion (SPyNet) and needs context past the border.
+WINDOW_TILE = 256
+WINDOW_TILE_OVERLAP = 32
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,16 @@ class VideoReport:
     fps: float  # frame rate of the clip (same in and out)
     size_in: tuple[int, int]  # width, height
     size_out: tuple[int, int]
-    audio: str  # "copied (aac)", "re-encoded (pcm_s16le -> aac)" or "none"
+    audio: str  # per track: "copied (aac)", "re-encoded (pcm_s16le -> aac)"; "none"
     seconds: float  # wall time, open to rename
     requests: int
+    codec: str = "h264"
+    pix_fmt: str = "yuv420p"
+    subtitles: str = "none"  # per track: "copied (subrip)", "converted (subrip -> mov_text)", "dropped (...)"
+    chapters: int = 0
+    rotation: int = 0  # degrees counterclockwise the source asked for, applied to the pixels
+    segments: int = 0
+    resumed_frames: int = 0  # frames taken from the segments of an interrupted run
     infer_ms: list[float] = field(default_factory=list, repr=False)  # per frame: duration of its request
     latency_ms: list[float] = field(default_factory=list, repr=False)  # per frame: decoded -> encoded
     retries: int = 0
@@ -156,10 +163,13 @@ class VideoReport:
         w, h = self.size_out
         text = (
             f"{self.dst}: {self.frames} frames {self.size_in[0]}x{self.size_in[1]} -> {w}x{h} at {self.fps:g} fps, "
-            f"audio {self.audio}; {self.seconds:.1f} s, {self.fps_end_to_end:.2f} frames/s end to end; "
+            f"audio {self.audio}; subtitles {self.subtitles}; {self.chapters} chapters; {self.codec} {self.pix_fmt}; "
+            f"{self.seconds:.1f} s, {self.fps_end_to_end:.2f} frames/s end to end; "
             f"per-frame request latency p50 {self._pct(self.infer_ms, 50):.0f} ms p95 {self._pct(self.infer_ms, 95):.0f} ms, "
             f"decode-to-encode p50 {self._pct(self.latency_ms, 50):.0f} ms; {self.requests} requests ({self.model})"
         )
+        if self.resumed_frames:
+            text += f"; resumed: {self.resumed_frames} frames from an interrupted run"
         if self.retries:
             text += f"; {self.retries} attempts retried after the server was unavailable"
         return text
@@ -168,15 +178,11 @@ class VideoReport:
 @dataclass
 class _Frame:
     index: int
-    array: np.ndarray
+    array: np.ndarray  # upright uint8 RGB: what the network sees
+    source16: np.ndarray | None  # high-bit-depth input: the upright 16-bit RGB (see stylize.video_container)
     pts: int | None
     time_base: Fraction | None
     decoded_at: float
-
-
-@dataclass
-class _Audio:
-    payload: Any  # a packet to copy or a decoded frame to re-encode
 
 
 class _Stop(Exception):
@@ -224,20 +230,36 @@ def upscale_video(
     *,
     model: str = "animevideo_x2",
     version: int | str | None = None,
-    crf: int = 18,
+    codec: str = "h264",
+    bit_depth: int | None = None,
+    crf: int | None = None,
     preset: str = "medium",
     concurrency: int = 4,
     batch: int = 1,
     window_margin: int | None = None,
+    segment_frames: int | None = None,
+    resume: bool = True,
+    tile: int | None = None,
     progress: bool | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> VideoReport:
-    """Run every frame of ``src`` through ``model``'s network and write ``dst`` (H.264, audio kept).
+    """Run every frame of ``src`` through ``model``'s network and write ``dst``, keeping every other stream.
 
-    ``crf``: x264 quality (0 lossless .. 51 worst; 18 is visually lossless), ``preset``: x264 speed/size trade-off.
+    ``codec``: h264 (libx264), h265 (libx265), vp9 (libvpx-vp9) or av1 (libsvtav1); ``bit_depth`` 8 or 10 (None:
+    10 for input with more than 8 bits per sample, else 8). ``crf``: constant quality (None: the codec's default,
+    18 for H.264; 0..51 for H.264/H.265, 0..63 for VP9/AV1), ``preset``: x264 preset names, mapped onto each
+    encoder's speed setting.
     ``concurrency``: requests in flight; ``batch``: frames per request (on CPU the network runs one request per
     execution: merged batches measured slower per frame there; a GPU repository's batcher merges them).
     ``window_margin`` (windowed models): context frames dropped on each side of a window, default window // 3.
+    ``segment_frames``: frames per resumable segment (None: SEGMENT_SECONDS of the clip); ``resume``: continue from
+    the finished segments an interrupted run of the same job left (False: start over, keep nothing on failure).
+    ``tile`` (windowed models): frames larger than ``tile`` x ``tile`` go through in overlapping tiles, every frame
+    of a window cut alike (None: WINDOW_TILE; 0: never), so the server's memory is bounded whatever the frame size.
     ``progress``: tqdm bar on stderr (None: only when stderr is a terminal).
+    ``on_progress(frames_written, total)``: called from the encoding thread after each frame is written (``total``
+    is the container's frame count, None when it does not say); an exception it raises stops the run and is raised
+    here (how a caller cancels).
     """
     av = _import_av()
     src, dst = Path(src), Path(dst)
@@ -245,60 +267,73 @@ def upscale_video(
         raise InvalidInput(f"no such video: {src}")
     if dst.exists() and dst.resolve() == src.resolve():
         raise InvalidInput(f"refusing to overwrite the input {src}")
-    if dst.suffix.lower() not in VIDEO_SUFFIXES:
-        raise InvalidInput(f"cannot write H.264 into {dst.suffix or 'a file without extension'}; "
-                           f"use one of {', '.join(VIDEO_SUFFIXES)}")
-    if not 0 <= crf <= 51:
-        raise InvalidInput(f"crf {crf}; expected 0..51")
-    if concurrency < 1 or batch < 1:
-        raise ValueError("concurrency and batch must be >= 1")
+    if codec not in CODECS:
+        raise InvalidInput(f"codec {codec!r}; expected one of {', '.join(CODECS)}")
+    spec = CODECS[codec]
+    if dst.suffix.lower() not in spec.containers:
+        raise InvalidInput(f"cannot write {spec.title} into {dst.suffix or 'a file without extension'}; "
+                           f"use one of {', '.join(sorted(spec.containers))}")
+    crf = spec.crf_default if crf is None else crf
+    if not 0 <= crf <= spec.crf_max:
+        raise InvalidInput(f"crf {crf}; expected 0..{spec.crf_max} for {spec.title}")
+    if preset not in PRESETS:
+        raise InvalidInput(f"preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if concurrency < 1 or batch < 1 or (segment_frames is not None and segment_frames < 1):
+        raise ValueError("concurrency, batch and segment_frames must be >= 1")
 
     raw = client.raw_model(model, version=version)  # fails fast on an unknown model or an unreachable server
     margin = None
+    window_tile = 0
     if raw.window:
         margin = raw.window // 3 if window_margin is None else window_margin
         WindowPlanner(raw.window, margin)  # validates the margin
         batch = 1
+        window_tile = WINDOW_TILE if tile is None else tile
+        if window_tile and window_tile <= 2 * WINDOW_TILE_OVERLAP:
+            raise InvalidInput(f"tile {window_tile} must be more than twice the overlap ({WINDOW_TILE_OVERLAP})")
 
     t_start = time.monotonic()
     retries_before = client.stats.retries
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(dst)
     try:
+        picture = probe_picture(av, src)
         inp = av.open(str(src))
-    except (av.error.FFmpegError, OSError) as e:
+    except (av.error.FFmpegError, OSError, IndexError) as e:
         raise InvalidInput(f"cannot open {src} as a video: {e}") from None
-    out = None
+    depth = bit_depth if bit_depth is not None else (10 if picture.bit_depth > 8 else 8)
+    store: SegmentStore | None = None
+    seg: dict[str, Any] = {}  # the segment being written: k, container, stream
     stop = threading.Event()
     errors: list[BaseException] = []
     threads: list[threading.Thread] = []
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stylize-video")
+    tmp = temp_path(dst)
+    finished = False
     try:
-        if not inp.streams.video:
-            raise InvalidInput(f"{src} has no video stream")
+        spec, pix_fmt = output_codec(av, codec, depth, dst.suffix)
         vs = inp.streams.video[0]
         vs.thread_type = "AUTO"  # frame-threaded decoding: the decode thread must keep up with the pool
-        audio_in = inp.streams.audio[0] if inp.streams.audio else None
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
-        w, h = vs.codec_context.width, vs.codec_context.height
+        time_base = vs.time_base or 1 / Fraction(rate)
+        w, h = picture.upright_size
         out_w, out_h = w * raw.scale, h * raw.scale
         out_w, out_h = out_w - out_w % 2, out_h - out_h % 2
-
-        try:
-            out = av.open(str(tmp), "w")
-        except (av.error.FFmpegError, ValueError) as e:
-            raise InvalidInput(f"cannot write {dst.suffix or 'this'} files: {e}") from None
-        ov = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
-        ov.width, ov.height, ov.pix_fmt = out_w, out_h, "yuv420p"
-        ov.time_base = vs.time_base
-        audio_mode, oa = _add_audio(out, audio_in, av)
+        plan = plan_streams(inp, dst.suffix, spec)
+        n_seg = segment_frames or max(1, round(float(rate) * SEGMENT_SECONDS))
+        st = src.stat()
+        store = SegmentStore(dst, Job(str(src.resolve()), st.st_size, st.st_mtime_ns, model, str(version or ""),
+                                      spec.name, pix_fmt, crf, preset, n_seg, batch, margin, window_tile))
+        resume_from = store.open(resume) * n_seg
+        high_depth = depth > 8
 
         decoded: queue.Queue = queue.Queue(maxsize=2 * concurrency * max(batch, raw.window or 1))
         jobs: queue.Queue = queue.Queue(maxsize=concurrency)
         total = vs.frames or None
         bar = _progress_bar(total, progress, src.name)
         report = VideoReport(src=src, dst=dst, model=model, frames=0, fps=float(rate), size_in=(w, h),
-                             size_out=(out_w, out_h), audio=audio_mode, seconds=0.0, requests=0)
+                             size_out=(out_w, out_h), audio=", ".join(plan.audio) or "none", seconds=0.0,
+                             requests=0, codec=spec.name, pix_fmt=pix_fmt,
+                             subtitles=", ".join(plan.subtitles) or "none", chapters=len(inp.chapters()),
+                             rotation=picture.rotation)
 
         def guarded(fn):
             def run():
@@ -311,31 +346,43 @@ def upscale_video(
                     stop.set()
             return run
 
+        last_duration: list[Fraction | None] = [None]  # of the last frame (the joined stream ends with it)
+
         def decode() -> None:
             index = 0
-            streams = [vs] + ([audio_in] if audio_in is not None else [])
-            for packet in inp.demux(*streams):
-                if packet.stream.index == vs.index:
-                    for frame in packet.decode():
-                        arr = frame.to_ndarray(format="rgb24")
-                        _put(decoded, _Frame(index, arr, frame.pts, frame.time_base, time.monotonic()), stop)
-                        index += 1
-                elif audio_mode.startswith("copied"):
-                    if packet.dts is not None:  # the demuxer's flush packet carries no data
-                        _put(decoded, _Audio(packet), stop)
-                elif audio_mode.startswith("re-encoded"):
-                    for aframe in packet.decode():
-                        _put(decoded, _Audio(aframe), stop)
+            for packet in inp.demux(vs):
+                for frame in packet.decode():
+                    last_duration[0] = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+                    arr, source16 = picture.to_rgb(frame)
+                    _put(decoded, _Frame(index, arr, source16 if high_depth else None, frame.pts,
+                                         frame.time_base, time.monotonic()), stop)
+                    index += 1
             _put(decoded, None, stop)
 
+        def open_segment(k: int) -> None:
+            o = av.open(str(store.part(k)), "w", format="nut", container_options=MUX_OPTIONS)
+            s = o.add_stream(spec.encoder, rate=rate, options=spec.options(crf, preset))
+            s.width, s.height, s.pix_fmt = out_w, out_h, pix_fmt
+            s.time_base = time_base
+            s.codec_context.time_base = time_base  # frames keep their own timestamps (variable frame rate)
+            picture.tag(s.codec_context)
+            seg.update(k=k, out=o, stream=s)
+
+        def close_segment() -> None:
+            o, s = seg["out"], seg["stream"]
+            for p in s.encode(None):
+                o.mux(p)
+            o.close()
+            store.finish(seg["k"])
+            seg.clear()
+            report.segments += 1
+
         def write() -> None:
+            report.frames = report.resumed_frames = 0
             while True:
                 item = _get(jobs, stop)
                 if item is None:
                     break
-                if isinstance(item, _Audio):
-                    _write_audio(out, oa, item.payload, audio_mode)
-                    continue
                 future, frames, keep = item
                 seconds, result = future.result()
                 report.requests += 1
@@ -343,27 +390,41 @@ def upscale_video(
                 if len(outs) != len(frames):
                     raise VideoError(f"{model} returned {len(outs)} frames for {len(frames)}")
                 for f, arr in zip(frames, outs):
+                    if f.index < resume_from:  # in a finished segment (a window reaching back into it)
+                        continue
+                    if not report.frames and resume_from:
+                        report.frames = report.resumed_frames = resume_from
+                        if bar is not None:
+                            bar.update(resume_from)
                     if arr.shape[0] < out_h or arr.shape[1] < out_w:
                         raise VideoError(f"{model} returned {arr.shape[1]}x{arr.shape[0]}, expected {out_w}x{out_h}")
-                    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:out_h, :out_w]), format="rgb24")
-                    vf.pts = f.pts if f.pts is not None else f.index
-                    vf.time_base = f.time_base if f.time_base is not None else vs.time_base
-                    for p in ov.encode(vf):
-                        out.mux(p)
+                    k = f.index // n_seg
+                    if seg and seg["k"] != k:
+                        close_segment()
+                    if not seg:
+                        open_segment(k)
+                    vf = picture.frame_from(av, arr[:out_h, :out_w], f.source16, raw.scale, pix_fmt)
+                    vf.time_base = f.time_base if f.time_base is not None else time_base
+                    vf.pts = f.pts if f.pts is not None else round(f.index / rate / vf.time_base)
+                    for p in seg["stream"].encode(vf):
+                        seg["out"].mux(p)
                     report.frames += 1
                     report.infer_ms.append(seconds * 1000)
                     report.latency_ms.append((time.monotonic() - f.decoded_at) * 1000)
                     if bar is not None:
                         bar.update(1)
-            for p in ov.encode(None):
-                out.mux(p)
-            if audio_mode.startswith("re-encoded"):
-                for p in oa.encode(None):
-                    out.mux(p)
+                    if on_progress is not None:
+                        on_progress(report.frames, total)
+            if seg:
+                close_segment()
 
         def timed_infer(frames: np.ndarray) -> tuple[float, np.ndarray]:
             t0 = time.monotonic()
-            result = client.infer_frames(frames, model, version=version)
+            if window_tile:
+                result = tile_window(client, frames, model, version=version, scale=raw.scale,
+                                     multiple=raw.size_multiple, tile=window_tile)
+            else:
+                result = client.infer_frames(frames, model, version=version)
             return time.monotonic() - t0, result
 
         for fn, name in ((decode, "stylize-decode"), (write, "stylize-encode")):
@@ -372,7 +433,7 @@ def upscale_video(
             threads.append(t)
 
         try:
-            _schedule(decoded, jobs, stop, pool, timed_infer, raw.window, margin, batch)
+            _schedule(decoded, jobs, stop, pool, timed_infer, raw.window, margin, batch, resume_from)
         except _Stop:
             pass
         for t in threads:
@@ -384,9 +445,14 @@ def upscale_video(
             if isinstance(errors[0], av.error.FFmpegError):  # a corrupt stream mid-file, an encoder refusing a frame
                 raise VideoError(f"{src}: {errors[0]}") from None
             raise errors[0]
-        out.close()
-        out = None
+        if not report.frames and resume_from:  # every segment was already there
+            report.frames = report.resumed_frames = resume_from
+        inp.close()
+        joined = store.dir / "video.mp4"
+        join_segments(av, store.segments(), joined, last_duration[0])
+        remux(joined, src, tmp, plan)
         os.replace(tmp, dst)
+        finished = True
         report.seconds = time.monotonic() - t_start
         report.retries = client.stats.retries - retries_before
         return report
@@ -397,18 +463,37 @@ def upscale_video(
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        if out is not None:
+        if seg:  # a half-written segment: never kept
             try:
-                out.close()
+                seg["out"].close()
             except Exception:  # noqa: BLE001 - best effort on an already failed run; the file is deleted anyway
                 pass
+            store.part(seg["k"]).unlink(missing_ok=True)
         inp.close()
         tmp.unlink(missing_ok=True)
+        if store is not None and (finished or not resume or not store.segments()):
+            store.discard()
+
+
+def tile_window(client: "StylizeClient", window: np.ndarray, model: str, *, version, scale: int, multiple: int,
+                tile: int, overlap: int = WINDOW_TILE_OVERLAP) -> np.ndarray:
+    """One TxHxWx3 window through a windowed network in overlapping spatial tiles (feathered seams; one tile per
+    request), or whole when a frame is within tile x tile pixels."""
+    from stylize.server.steps.tiling import run_tiled
+
+    def run(tiles: np.ndarray) -> np.ndarray:
+        return np.stack([client.infer_frames(t, model, version=version) for t in tiles])
+
+    return run_tiled(window, run=run, scale=scale, tile=tile, overlap=overlap, batch=1, multiple=multiple)[0]
 
 
 def _schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, pool: ThreadPoolExecutor,
-              infer, window: int | None, margin: int | None, batch: int) -> None:
-    """Main-thread stage: frames -> requests in flight, in output order."""
+              infer, window: int | None, margin: int | None, batch: int, resume_from: int = 0) -> None:
+    """Main-thread stage: frames -> requests in flight, in output order.
+
+    Requests are grouped exactly as in a run from the start, and those whose kept frames all lie before
+    ``resume_from`` (in finished segments) are not sent: a resumed run computes the remaining frames identically.
+    """
     if window:
         planner = WindowPlanner(window, margin or 0)
         buf: dict[int, _Frame] = {}
@@ -418,13 +503,12 @@ def _schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, po
             item = _get(decoded, stop)
             if item is None:
                 eof = True
-            elif isinstance(item, _Audio):
-                _put(jobs, item, stop)
-                continue
             else:
                 buf[item.index] = item
                 seen += 1
             for win in planner.feed(seen, eof=eof):
+                if win.keep_to <= resume_from:
+                    continue
                 idx = window_indices(win.start, window, seen)
                 stack = np.stack([buf[i].array for i in idx])
                 kept = [buf[i] for i in range(win.keep_from, win.keep_to)]
@@ -438,44 +522,16 @@ def _schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, po
         group: list[_Frame] = []
         while True:
             item = _get(decoded, stop)
-            if isinstance(item, _Audio):
-                _put(jobs, item, stop)
-                continue
             if item is not None:
                 group.append(item)
             if group and (item is None or len(group) >= batch):
-                stack = np.stack([f.array for f in group])
-                _put(jobs, (pool.submit(infer, stack), group, None), stop)
+                if group[-1].index >= resume_from:
+                    stack = np.stack([f.array for f in group])
+                    _put(jobs, (pool.submit(infer, stack), group, None), stop)
                 group = []
             if item is None:
                 break
     _put(jobs, None, stop)
-
-
-def _add_audio(out, audio_in, av) -> tuple[str, Any]:
-    if audio_in is None:
-        return "none", None
-    codec = audio_in.codec_context.name
-    fmt = out.format.name.split(",")[0]
-    allowed = _COPYABLE_AUDIO.get(fmt, set())
-    if allowed is None or codec in allowed:
-        return f"copied ({codec})", out.add_stream_from_template(audio_in)
-    target = "aac"
-    channels = len(audio_in.codec_context.layout.channels)
-    # unnamed layouts ("1 channels", seen on PCM in Matroska) make the AAC encoder refuse to open
-    layout = {1: "mono", 2: "stereo"}.get(channels, audio_in.codec_context.layout.name)
-    oa = out.add_stream(target, rate=audio_in.codec_context.sample_rate, layout=layout)
-    return f"re-encoded ({codec} -> {oa.codec_context.name})", oa
-
-
-def _write_audio(out, oa, payload, mode: str) -> None:
-    if mode.startswith("copied"):
-        payload.stream = oa
-        out.mux(payload)
-    else:
-        payload.pts = None  # let the encoder count samples: decoded frames may carry gaps the encoder rejects
-        for p in oa.encode(payload):
-            out.mux(p)
 
 
 def _progress_bar(total: int | None, progress: bool | None, name: str):
@@ -486,5 +542,5 @@ def _progress_bar(total: int | None, progress: bool | None, name: str):
     return tqdm(total=total, unit="frame", desc=name, disable=None if progress is None else False, leave=True)
 
 
-__all__ = ["VIDEO_SUFFIXES", "upscale_video", "VideoReport", "VideoError", "Window", "WindowPlanner", "plan_windows", "window_indices",
-           "temp_path"]
+__all__ = ["VIDEO_SUFFIXES", "SEGMENT_SECONDS", "WINDOW_TILE", "WINDOW_TILE_OVERLAP", "tile_window", "upscale_video",
+           "VideoReport", "VideoError", "Window", "WindowPlanner", "plan_windows", "window_indices", "temp_path"]

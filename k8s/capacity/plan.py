@@ -17,6 +17,11 @@ numbers and a per-model speed-up that a person states, with the reason, in a fil
 
 Assumption applied: a GPU pod behaves like the measured CPU pod with every time divided by the speed-up (throughput
 times it, latencies divided by it). Without either, the GPU section states the method only.
+
+The pod: per-pod numbers only transfer to pods of the size they were measured on. A results file whose ``pod`` (CPU
+count, memory) differs from the overlay's server container (its limits) is refused, unless
+``--scale-to-overlay-pod`` says to scale it: throughput times the CPU ratio, latencies as measured (an assumption,
+stated in the plan with both pods).
 """
 
 from __future__ import annotations
@@ -116,6 +121,80 @@ def load_gpu_assumptions(path: Path) -> tuple[dict, dict[str, float]]:
     return raw, speedups
 
 
+# ---- the pod the numbers are per ----------------------------------------------------------------------------------
+
+SCALE_FLAG = "--scale-to-overlay-pod"
+
+
+def cpu_count(q: object) -> float:
+    """A Kubernetes CPU quantity ("4", "4000m", 2) as cores."""
+    text = str(q).strip()
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def memory_bytes(q: object) -> float:
+    """A Kubernetes memory quantity ("12Gi", "23.5Gi", "8G", bytes) in bytes."""
+    text = str(q).strip()
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)
+
+
+def overlay_pod(overlay: str) -> dict[str, str]:
+    """The server container's CPU and memory limits in a kustomize overlay, as deployed (needs kubectl)."""
+    import subprocess
+
+    import yaml
+
+    out = subprocess.run(["kubectl", "kustomize", str(sim.K8S / "overlays" / overlay)], capture_output=True,
+                         text=True, check=True, timeout=120)
+    (dep,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"]
+    (server,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "triton"]
+    limits = server["resources"]["limits"]
+    return {"overlay": overlay, "cpu": str(limits["cpu"]), "memory": str(limits["memory"])}
+
+
+def fit_to_pod(results: sim.CapacityResults, deployed: Mapping[str, str] | None, *,
+               scale: bool) -> tuple[sim.CapacityResults, str]:
+    """The results for the deployed pod, and the sentence that says which pod they describe.
+
+    Same CPU count and memory: as measured. Different: refused (PlanInputError) unless ``scale``; scaled, every
+    throughput is multiplied by deployed CPUs / measured CPUs and latencies stay as measured."""
+    measured = f"cpu {results.pod.get('cpu', '?')}, memory {results.pod.get('memory', '?')}"
+    if deployed is None:
+        return results, f"Pod (as measured): {measured}."
+    where = f"overlays/{deployed['overlay']}"
+    target = f"cpu {deployed['cpu']}, memory {deployed['memory']}"
+    try:
+        same_cpu = cpu_count(results.pod["cpu"]) == cpu_count(deployed["cpu"])
+        same_memory = memory_bytes(results.pod["memory"]) == memory_bytes(deployed["memory"])
+    except (KeyError, ValueError):
+        raise PlanInputError(f"the results' pod ({measured}) must state its cpu and memory to be compared with "
+                             f"{where} ({target})") from None
+    if same_cpu and same_memory:
+        return results, f"Pod: {target}, as deployed ({where}) and as measured."
+    if not scale:
+        raise PlanInputError(
+            f"measured on a pod with {measured}; the deployed pod ({where}) has {target}. Per-pod numbers do not "
+            f"transfer between pod sizes: measure on a pod of the overlay's size, or pass {SCALE_FLAG} to scale "
+            "throughput by the CPU ratio (an assumption the plan then states)")
+    factor = cpu_count(deployed["cpu"]) / cpu_count(results.pod["cpu"])
+    models = {name: dataclasses.replace(m, points=tuple(dataclasses.replace(p, throughput_rps=p.throughput_rps * factor)
+                                                        for p in m.points))
+              for name, m in results.models.items()}
+    scaled_results = dataclasses.replace(results, models=models, pod=dict(results.pod, cpu=deployed["cpu"]))
+    note = (f"Pod: **SCALED, not measured at this size** ({SCALE_FLAG}): measured on a pod with {measured}; the "
+            f"deployed pod ({where}) has {target}. Every throughput below is the measured one x {factor:g} (the CPU "
+            "ratio), latencies are as measured"
+            + ("" if same_memory else "; memory does not scale anything (the deployed limit must hold the measured "
+                                      "server memory, docs/k8s.md)")
+            + ". Assumption: throughput grows with the pod's CPUs, which holds for a mix of models that keeps every "
+              "CPU busy, not for one model alone (its step instances bound its parallelism).")
+    return scaled_results, note
+
+
 # ---- markdown -------------------------------------------------------------------------------------------------
 
 
@@ -204,10 +283,12 @@ def simulations(results: sim.CapacityResults, hpa: sim.HpaSpec, *, figures: Path
     rec = recommended_target(results, hpa)
     specs = [("", hpa)] + ([("-recommended", dataclasses.replace(hpa, target=rec))]
                            if rec is not None and rec > 0 and rec != hpa.target else [])
+    missed: dict[tuple[str, str], float] = {}  # (suffix, shape) -> fraction of requests over the SLO
     for suffix, spec in specs:
         for shape, duration in durations.items():
             s = sim.Simulation(mix, spec, timing, slo_s=results.slo_latency_ms / 1000)
             tl, summary = s.run(sim.shape(shape, peak, duration), duration)
+            missed[(suffix, shape)] = summary.slo_violation_fraction
             fig = figures / f"{prefix}-{shape}{suffix}.png"
             if write_figures:
                 sim.plot(tl, summary, title=f"{prefix} {shape} (peak {peak:g} req/s, target {spec.target:g})",
@@ -217,7 +298,23 @@ def simulations(results: sim.CapacityResults, hpa: sim.HpaSpec, *, figures: Path
                          f"{_f(summary.max_wait_s, 1)} | {summary.max_replicas} | {summary.mean_replicas:.1f} | "
                          f"{summary.pod_hours:.1f} | {summary.replica_changes_per_hour:.1f} | "
                          f"[{fig.name}]({figures.name}/{fig.name}) |")
+    if len(specs) == 2:
+        lines += ["", target_decision(hpa.target, rec, {shape: (missed[("", shape)], missed[("-recommended", shape)])
+                                                         for shape in durations})]
     return lines, paths
+
+
+def target_decision(deployed: float, recommended: float, missed: Mapping[str, tuple[float, float]]) -> str:
+    """Whether the simulations support moving the HPA target to the recommendation (a steady-state bound of the
+    queueing model): only if it misses the SLO no more often than the deployed target in every shape."""
+    worse = [shape for shape, (d, r) in missed.items() if r > d]
+    numbers = ", ".join(f"{shape} {d:.2%} -> {r:.2%}" for shape, (d, r) in missed.items())
+    head = f"Deployed target {deployed:g} against the recommended {recommended:g}, requests over the SLO: {numbers}."
+    if not worse:
+        return f"{head} **Apply the recommendation** to the overlay's HPA: no shape does worse."
+    return (f"{head} **Keep the deployed target**: the recommendation does worse in {', '.join(worse)} (it bounds the "
+            "steady state of the queueing model; the simulated HPA, with its delays and its proportional formula, "
+            "is what the deployment gets).")
 
 
 def section(title: str, results: sim.CapacityResults, hpa: sim.HpaSpec, *, rps: Sequence[float], figures: Path,
@@ -245,11 +342,14 @@ def section(title: str, results: sim.CapacityResults, hpa: sim.HpaSpec, *, rps: 
 def render(results_path: Path, *, figures: Path, rps: Sequence[float], cpu_hpa: sim.HpaSpec,
            gpu_hpa: sim.HpaSpec, gpu_results: Path | None = None, gpu_assumptions: Path | None = None,
            schedule_s: float = 30.0, mix: Mapping[str, float] | None = None, write: bool = True,
-           durations: Mapping[str, int] = DURATIONS) -> str:
+           durations: Mapping[str, int] = DURATIONS, cpu_pod: Mapping[str, str] | None = None,
+           gpu_pod: Mapping[str, str] | None = None, scale_to_pod: bool = False) -> str:
     """The markdown. With ``write`` the figures and copies of the inputs go to ``figures`` (the doc's
-    ``capacity/`` folder); without, nothing is written (``--check``)."""
+    ``capacity/`` folder); without, nothing is written (``--check``). ``cpu_pod``/``gpu_pod``: the overlays' pods
+    (:func:`overlay_pod`) the results must match, or be scaled to with ``scale_to_pod`` (:func:`fit_to_pod`)."""
     known = known_models()
-    results = sim.load_results(results_path, known_models=known)
+    measured = sim.load_results(results_path, known_models=known)
+    results, pod_note = fit_to_pod(measured, cpu_pod, scale=scale_to_pod)
     inputs = figures / "capacity-input.json"
 
     def keep(src: Path, name: str) -> None:
@@ -258,24 +358,27 @@ def render(results_path: Path, *, figures: Path, rps: Sequence[float], cpu_hpa: 
             shutil.copyfile(src, figures / name)
 
     keep(results_path, inputs.name)
-    cmd = f"python k8s/capacity/plan.py --results {_rel(inputs)}"
+    cmd = f"python k8s/capacity/plan.py --results {_rel(inputs)}" + (f" {SCALE_FLAG}" if scale_to_pod else "")
     lines = [
         f"{MARKER} from {_rel(inputs)}: do not edit, re-run it -->",
         "# Capacity plan", "",
         f"Measured {results.measured}; {results.source}.",
-        f"Pod: {', '.join(f'{k} {v}' for k, v in results.pod.items())}. "
+        f"Measured on: {', '.join(f'{k} {v}' for k, v in measured.pod.items())}. "
         f"SLO: p{results.slo_percentile} latency <= {results.slo_latency_ms:g} ms. "
         f"Pod start-up (model load + warm-up, measured): {_f(results.startup_s, 0)} s.", "",
+        pod_note, "",
         f"Regenerate: `{cmd}`"
         + (f" `--gpu-results {_rel(figures / 'capacity-gpu-input.json')}`" if gpu_results else "")
         + (f" `--gpu-assumptions {_rel(figures / 'gpu-assumptions.json')}`" if gpu_assumptions else "")
         + ". The method is at the end.", "",
     ]
-    lines += section("CPU pods (measured)", results, cpu_hpa, rps=rps, figures=figures, prefix="cpu",
+    cpu_title = "CPU pods (measured)" if results is measured else "CPU pods (measured on another pod, scaled: see Pod)"
+    lines += section(cpu_title, results, cpu_hpa, rps=rps, figures=figures, prefix="cpu",
                      schedule_s=schedule_s, mix=mix, write=write, durations=durations)
     if gpu_results is not None:
-        g = sim.load_results(gpu_results, known_models=known)
+        g, gpu_note = fit_to_pod(sim.load_results(gpu_results, known_models=known), gpu_pod, scale=scale_to_pod)
         keep(gpu_results, "capacity-gpu-input.json")
+        lines += [gpu_note, ""]
         lines += section("GPU pods (measured)", g, gpu_hpa, rps=rps, figures=figures, prefix="gpu",
                          schedule_s=schedule_s, mix=mix, write=write, durations=durations)
     elif gpu_assumptions is not None:
@@ -312,7 +415,9 @@ METHOD = """## Method
 1. **Measure one pod** (load-test tooling, `perf_analyzer`, one pod of the overlay's size, HPA pinned to one
    replica): per model, throughput and p50/p95 latency at increasing concurrency, server-side queue and compute
    time per request, and the pod's start-up time (start to ready: model load + warm-up). It writes
-   `loadtest/results/capacity.json` (format: `k8s/capacity/simulate.py` docstring).
+   `loadtest/results/capacity.json` (format: `k8s/capacity/simulate.py` docstring). A file measured on a pod of
+   another CPU count or memory than the overlay's is refused, or scaled with `--scale-to-overlay-pod` (throughput
+   x the CPU ratio: an assumption, stated at the top).
 2. **Per pod, per model**: *alone* = p50/p95 at the lowest concurrency; *saturation* = highest throughput;
    *at SLO* = highest throughput whose p95 meets the latency target; *parallelism* c = saturation x alone-p50
    (Little's law).
@@ -322,8 +427,9 @@ METHOD = """## Method
    see docs/k8s.md) is Wq/(Wq+S). The target that keeps the modelled p95 (own p95 + queue-wait p95) within the SLO
    is reported next to the deployed one.
 5. **Simulations** (`k8s/capacity/simulate.py`): the Kubernetes HPA algorithm (tolerance 0.1, sync 15 s, pending
-   pods ignored, pods without metrics as 0 on scale-up / as the target on scale-down, stabilization windows and
-   rate policies of the overlay's HPA), pods Pending for a stated time then loading for the measured start-up, the
+   pods ignored, pods without metrics as 0 on scale-up / as the target on scale-down / left out at exactly the
+   target, an empty recommendation history at the start, stabilization windows and rate policies of the overlay's
+   HPA), pods Pending for a stated time then loading for the measured start-up, the
    adapter's 1 m rate window seen one scrape late, a fluid backlog when traffic exceeds the ready pods. Shapes:
    steady, a 24 h diurnal cycle (trough 1/5 of the peak), a 4x burst lasting a quarter of 2 h.
 6. **GPU**: the same computation on numbers measured on a GPU pod, or on the CPU numbers divided by stated per-model
@@ -343,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rps", default=",".join(map(str, DEFAULT_RPS)), help="N values of the pods table")
     ap.add_argument("--mix", help="model=share,... of the simulations (default: equal shares)")
     ap.add_argument("--schedule-s", type=float, default=30.0, help="Pending time of a new pod (assumption)")
+    ap.add_argument(SCALE_FLAG, action="store_true",
+                    help="accept results measured on a pod of another size than the overlay's: throughput is scaled "
+                         "by the CPU ratio (an assumption, stated in the plan)")
     ap.add_argument("--check", action="store_true", help="exit 1 if --out differs from what would be written")
     args = ap.parse_args(argv)
     if args.results is None or not args.results.is_file():
@@ -355,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       cpu_hpa=sim.render_hpa("cpu"), gpu_hpa=sim.render_hpa("gpu"), gpu_results=args.gpu_results,
                       gpu_assumptions=args.gpu_assumptions, schedule_s=args.schedule_s,
                       mix=sim.parse_mix(args.mix, sim.load_results(args.results)) if args.mix else None,
-                      write=not args.check)
+                      write=not args.check, cpu_pod=overlay_pod("cpu"),
+                      gpu_pod=overlay_pod("gpu") if args.gpu_results else None, scale_to_pod=args.scale_to_overlay_pod)
     except sim.CapacityInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -35,7 +35,8 @@ computes from queue and compute time over the last ``rate_window_s`` (the share 
 HPA's metric name), seen ``metric_lag_s`` late. The HPA is the
 Kubernetes algorithm (pkg/controller/podautoscaler: replica_calculator.go calcPlainMetricReplicas, horizontal.go
 stabilization and scaling policies): tolerance 0.1, sync every 15 s, pending pods ignored, pods without metrics
-counted as 0 on scale-up and as the target on scale-down. A new pod is Pending for ``schedule_s`` (scheduling, image
+counted as 0 on scale-up and as the target on scale-down (left out at exactly the target), no recommendation history
+when the simulation starts. A new pod is Pending for ``schedule_s`` (scheduling, image
 pull: an assumption of the cluster), then loads its models for ``startup_s`` (measured), becomes ready on the next
 startup-probe period, and has metrics ``metrics_delay_s`` later (scrape + rate window).
 """
@@ -364,8 +365,9 @@ def replica_count(*, current: int, metrics: Mapping[str, float], missing: int, u
         if abs(1.0 - usage_ratio) <= tolerance:
             return current
         return math.ceil(usage_ratio * ready)
-    if missing:
-        # scale-down: missing pods count as using exactly the target; scale-up: as using nothing
+    if missing and usage_ratio != 1.0:
+        # scale-down: missing pods count as using exactly the target; scale-up: as using nothing; at exactly the
+        # target neither (`else if usageRatio > 1.0` upstream), so the ratio stays 1.0 and the count stays
         values += [target_m if usage_ratio < 1.0 else 0] * missing
     if rebalance_unready:
         values += [0] * unready
@@ -556,11 +558,11 @@ class Simulation:
         mix, hpa_spec, timing = self.mix, self.hpa, self.timing
         hpa = HorizontalPodAutoscaler(hpa_spec)
         start = self.initial_replicas or self.steady_state_replicas(traffic(0.0))
-        # initial pods are long ready (created far in the past); the HPA starts with its scale-down window
-        # holding the current count, as the controller initialises it
+        # initial pods are long ready (created far in the past); the HPA starts with no recommendation history, as
+        # the controller does for a new HPA or after a restart (horizontal.go keeps none across restarts, and
+        # maybeInitScaleDownStabilizationWindow only defaults the window's length)
         pods = [_Pod(-1e9, timing) for _ in range(start)]
         replicas = start
-        hpa.recommendations.append((0.0, start))
         backlog = 0.0  # pod-seconds of queued work beyond the steady-state queue
         # per second: queue seconds and compute seconds of all requests; the history before t = 0 is the steady
         # state of traffic(0) on the initial pods, so the first rate windows are full

@@ -1,8 +1,10 @@
 """Capture two real /metrics scrapes of a Triton server whose models have very different traffic.
 
 The repository mirrors the real one's structure, generated from the descriptors: for every model an ensemble
-``<id>`` over its steps (``desc.triton_models``). An image step (``desc.image_model``) calls the network model
-through BLS, as the real one does; otherwise the steps are chained (video: the network only). Every model is a tiny
+``<id>`` over its steps (``desc.triton_models``). An image ensemble runs the shared request check, then its image
+step (``desc.image_model``), which calls the network model through BLS, as the GPU step does (the deployed CPU
+step runs the network in its own process; docs/k8s.md says what BLS does to the HPA metric); otherwise the steps
+are chained (video: the network only). Every model is a tiny
 python model that sleeps for a fixed time (cheap stand-ins for decode / network / encode, so that the capture runs
 in seconds on 2 cores). Traffic, for ``--seconds`` seconds:
 
@@ -124,10 +126,12 @@ def build_repository(repo: Path, model_ids: list[str] | None = None) -> None:
         steps = [n for n in d.triton_models if n != d.id]
         net_ms = NET_MS.get(d.id, 20.0)
         image = getattr(d, "image_model", None)
-        if image in steps:  # the image step calls the network through BLS: the ensemble has one step
+        if image in steps:  # request_check (shared), then the image step, which calls the network through BLS
+            if not (repo / descriptors.REQUEST_CHECK_MODEL).exists():
+                _python_model(repo, descriptors.REQUEST_CHECK_MODEL, 0.0)
             _python_model(repo, d.net_model, net_ms)
             _python_model(repo, image, STEP_MS["pre"] + STEP_MS["post"], bls_net=d.net_model)
-            _ensemble(repo, d.id, [image])
+            _ensemble(repo, d.id, [descriptors.REQUEST_CHECK_MODEL, image])
             continue
         for n in steps:
             kind = "net" if n == d.net_model else ("pre" if n == steps[0] else "post")

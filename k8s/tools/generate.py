@@ -55,6 +55,8 @@ def composing_models() -> list[str]:
     Ensembles are left out of the queue sums: their series repeat their steps' times.
     """
     ensembles = set(client_models())
+    for d in descriptors.MODELS:  # the nested ensembles that hold the response cache
+        ensembles.update(_attr_names(d, "cached_model", "int8_cached_model"))
     names: set[str] = set()
     for d in descriptors.MODELS:
         names.update(n for n in d.triton_models if n not in ensembles)
@@ -62,12 +64,39 @@ def composing_models() -> list[str]:
     return sorted(names)
 
 
+def raw_frame_models() -> list[str]:
+    """The networks clients call directly with raw frames (video and ``infer_frames``: ``stylize.client._raw_name``
+    maps a model id to ``<id>_net`` and an INT8 id to ``<id>_int8_net``).
+
+    Their requests are client requests too, so the HPA metric counts their time. Nothing else calls them on the pods
+    that load them: the CPU image steps run the network inside their own process (an in-process ``net_runtime``), and
+    a window model's ensemble only passes its frames through to the network (that ensemble is left out of
+    :func:`entry_models` instead). The GPU steps' BLS callee is ``<id>_trt``, which is not here: its time is already
+    inside its ensemble's.
+    """
+    out: list[str] = []
+    for d in descriptors.MODELS:
+        out += [d.net_model] + _attr_names(d, "int8_model")
+    return out
+
+
+def entry_models() -> list[str]:
+    """The models a client request enters a pod through, each request counted once: the image ensembles and the
+    raw-frame networks (a window model's ensemble is a pass-through to its network, counted there)."""
+    out: list[str] = []
+    for d in descriptors.MODELS:
+        if not d.window:
+            out += [d.id] + _attr_names(d, "int8_ensemble")
+    return out + raw_frame_models()
+
+
 def gpu_models() -> list[str]:
-    """What a GPU pod loads: per descriptor its steps, its TensorRT plan and the ensemble (no ONNX network)."""
+    """What a GPU pod loads: per descriptor its steps, its TensorRT plan and the ensemble (no ONNX network); a step
+    the image ensembles share (request_check) once."""
     out: list[str] = []
     for d in descriptors.MODELS:
         out += [d.trt_model if n == d.net_model else n for n in d.triton_models]
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _alternation(names: list[str]) -> str:
@@ -96,15 +125,20 @@ def _queued(matchers: str, group_by: str) -> str:
 
 
 def _end_to_end(matchers: str, group_by: str) -> str:
-    """Per group, microseconds per second of client request time (the ensembles' end-to-end durations)."""
-    return f"sum by ({group_by}) (rate({DURATION}{_sel(matchers, client_models())}[{RATE_WINDOW}]))"
+    """Per group, microseconds per second of client request time: the end-to-end durations of the models client
+    requests enter through (image ensembles and raw-frame networks, :func:`entry_models`)."""
+    return f"sum by ({group_by}) (rate({DURATION}{_sel(matchers, entry_models())}[{RATE_WINDOW}]))"
 
 
 def queue_share(matchers: str, group_by: str) -> str:
     """The HPA metric, per group: the share of client request time spent queued, summed over all models.
 
     Queue time of every model a request went through (python step, network; also a network called from the
-    python step through BLS) over the end-to-end time of the client requests (the ensembles' request durations).
+    python step through BLS) over the end-to-end time of the client requests: the ensembles' request durations and
+    those of the raw-frame networks clients call directly (video, ``infer_frames``). Without the latter, raw-frame
+    traffic had queue time over no request time at all: 20 req/s of raw frames at 47 us of queue read 940 against a
+    target of 0.5. Bounded at 1: a request's queue time is part of its own end-to-end time, so only queue time whose
+    request is not counted (a direct call to a GPU pod's ``<id>_trt``, rate windows that do not line up) could pass 1.
     Compute-time sums would be wrong here: a python step that calls the network through BLS counts the network's
     queue and compute time as its own compute, and an ensemble repeats its steps' compute.
     share = ratio / (1 + ratio) with ratio = queue / compute; 0.5 <=> requests wait as long as they compute.
@@ -112,7 +146,7 @@ def queue_share(matchers: str, group_by: str) -> str:
     pod running one request at a time, M/M/1), as the HPA's desired = ceil(pods x metric / target) assumes; the
     ratio grows like u / (1 - u) and made the simulated HPA over-correct and oscillate (docs/k8s.md). Idle -> 0.
     """
-    return f"{_queued(matchers, group_by)} / clamp_min({_end_to_end(matchers, group_by)}, 1)"
+    return f"clamp_max({_queued(matchers, group_by)} / clamp_min({_end_to_end(matchers, group_by)}, 1), 1)"
 
 
 def queue_compute_ratio(matchers: str, group_by: str) -> str:
@@ -124,7 +158,7 @@ def queue_compute_ratio(matchers: str, group_by: str) -> str:
 def queue_us_per_request(matchers: str, group_by: str) -> str:
     """Per group: mean time a client request spent queued (in all its steps), microseconds."""
     return (f"{_queued(matchers, group_by)}"
-            f" / clamp_min(sum by ({group_by}) (rate({SUCCESS}{_sel(matchers, client_models())}[{RATE_WINDOW}])),"
+            f" / clamp_min(sum by ({group_by}) (rate({SUCCESS}{_sel(matchers, entry_models())}[{RATE_WINDOW}])),"
             " 0.001)")
 
 
@@ -168,7 +202,31 @@ def adapter_values_text() -> str:
             + yaml.safe_dump(values, sort_keys=False, width=10_000))
 
 
+BASE_DEPLOYMENT = K8S / "base/deployment.yaml"
+
+
+def admin_restriction_args() -> list[str]:
+    """The server's flags that restrict the admin APIs (stylize.access), the key from the Secret through the
+    container's environment (``$(STYLIZE_ADMIN_KEY)``, expanded by the kubelet)."""
+    from stylize import access
+
+    return access.restriction_args(f"$({access.ADMIN_KEY_ENV})")
+
+
+def base_server_args() -> list[str]:
+    deployment = yaml.safe_load(BASE_DEPLOYMENT.read_text())
+    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")
+    return list(container.get("args", []))
+
+
 def gpu_patch_text() -> str:
+    """Explicit model control loads only the TensorRT side of the repository, but it also enables the load API,
+    which runs the model.py a load request may carry: refused unless the base Deployment restricts the
+    model-repository API (and the other admin APIs) on both endpoints."""
+    missing = [a for a in admin_restriction_args() if a not in base_server_args()]
+    if missing:
+        raise SystemExit(f"{BASE_DEPLOYMENT} lacks {', '.join(missing)}: explicit model control would let any "
+                         "client load code into the server")
     ops = [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--model-control-mode=explicit"}]
     ops += [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": f"--load-model={n}"}
             for n in gpu_models()]

@@ -12,11 +12,13 @@ time of its composing models (but not their queue time), so summing them double-
 
 Ours (``k8s/monitoring/prometheus-adapter/rules.yaml``), per pod::
 
-    sum(rate(nv_inference_queue_duration_us{model=~<composing models>}[1m]))
-      / sum(rate(nv_inference_request_duration_us{model=~<client ensembles>}[1m]))
+    clamp_max(sum(rate(nv_inference_queue_duration_us{model=~<composing models>}[1m]))
+      / sum(rate(nv_inference_request_duration_us{model=~<entry models>}[1m])), 1)
 
 the share of the clients' request time spent queued, in any model (python step, network, a network called from the
-python step through BLS), i.e. weighted by each request's real time. Compute-time sums cannot be used as the
+python step through BLS), i.e. weighted by each request's real time. The entry models are those a client request
+enters through: the image ensembles and the networks clients call with raw frames (generate.entry_models); the
+formulas below take them as ``clients``. Compute-time sums cannot be used as the
 denominator: an ensemble repeats its steps' compute, and a BLS caller counts its callee's queue and compute as its
 own compute. queue/compute = share / (1 - share). Same idea in
 time units: queue time summed over the composing models / requests of the client-facing ensembles = the mean time a
@@ -138,9 +140,9 @@ def _sum(models: Mapping[str, ModelRates], names: Iterable[str], attr: str) -> f
 
 
 def queue_share(models: Mapping[str, ModelRates], composing: Iterable[str], clients: Iterable[str]) -> float:
-    """The HPA metric: queue time of the composing models / end-to-end time of the client requests (ensembles).
-    Same clamp as the PromQL (denominator >= 1 us/s)."""
-    return _sum(models, composing, "queue_us") / max(_sum(models, clients, "duration_us"), 1.0)
+    """The HPA metric: queue time of the composing models / end-to-end time of the client requests (the entry
+    models). Same clamps as the PromQL (denominator >= 1 us/s, result <= 1)."""
+    return min(_sum(models, composing, "queue_us") / max(_sum(models, clients, "duration_us"), 1.0), 1.0)
 
 
 def queue_compute_ratio(models: Mapping[str, ModelRates], composing: Iterable[str], clients: Iterable[str]) -> float:

@@ -41,3 +41,68 @@ def probe(path: Path) -> dict:
         info["audio_packets"] = ([bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
                                  if c.streams.audio else [])
     return info
+
+
+def photo_clip(path: Path, *, size: str = "64x48", rate: int = 10, seconds: float = 0.5, vf: str = "",
+               extra: list[str] | None = None) -> Path:
+    """A clip of a real photo (skimage's astronaut) panning slowly, H.264, no sound; ``vf`` appends filters."""
+    from stylize.photos import photo_path
+
+    w, h = (int(x) for x in size.split("x"))
+    chain = f"scale={2 * w}:{2 * h},crop={w}:{h}:x='t*40':y=0" + (f",{vf}" if vf else "")
+    subprocess.run([
+        ffmpeg(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate), "-i", str(photo_path("astronaut.png")),
+        "-t", str(seconds), "-vf", chain, "-c:v", "libx264", "-pix_fmt", "yuv420p", *(extra or []), str(path),
+    ], check=True, timeout=120)
+    return path
+
+
+def with_display_rotation(src: Path, dst: Path, degrees: int) -> Path:
+    """``src`` remuxed (packets copied) with a display matrix: players turn it ``degrees`` counterclockwise.
+
+    PyAV writes it: Debian's ffmpeg 5.1 has no -display_rotation, and its `rotate` tag no longer sets the matrix.
+    """
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        s = o.add_stream_from_template(i.streams.video[0])
+        s.set_display_rotation(degrees)
+        for p in i.demux(i.streams.video[0]):
+            if p.dts is not None:
+                p.stream = s
+                o.mux(p)
+    return dst
+
+
+def decode_upright(path: Path, pix_fmt: str = "rgb24") -> list:
+    """Frames as the ffmpeg binary shows them (rotation applied, colour tags honoured): an independent reference."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        w, h = v.codec_context.width, v.codec_context.height
+        rot = next(c.decode(video=0)).rotation
+    if rot in (90, -90, 270):
+        w, h = h, w
+    raw = subprocess.run([ffmpeg(), "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"],
+                         check=True, capture_output=True, timeout=120).stdout
+    arr = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+    return list(arr)
+
+
+def frame_times(path: Path) -> list:
+    """Presentation time of each decoded frame, exact (Fraction seconds)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+def ffprobe_json(path: Path, *args: str) -> dict:
+    import json
+
+    exe = shutil.which("ffprobe")
+    out = subprocess.run([exe, "-v", "error", "-of", "json", *args, str(path)], check=True, capture_output=True,
+                         text=True, timeout=60).stdout
+    return json.loads(out)

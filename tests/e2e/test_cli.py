@@ -82,23 +82,38 @@ def test_infer_never_overwrites_an_input(url, tmp_path, capsys):
     assert rc == 0 and (src / f"{a.stem}_x2.png").is_file() and a.read_bytes() == original
 
 
-def test_infer_single_file_side_by_side(url, tmp_path, capsys):
+def test_infer_single_file_side_by_side_writes_the_result_and_the_composite(url, tmp_path, capsys):
     src = tmp_path / "in.png"
     arr = real_photo_crop(24, 32)
     Image.fromarray(arr).save(src)
-    dst = tmp_path / "pair.png"
+    dst = tmp_path / "result.png"
     rc = main(["infer", str(src), "-m", MODEL, "-o", str(dst), "--side-by-side", "--url", url, "--no-progress"])
     assert rc == 0, capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "result.png", "result_side_by_side.png"]
     with Image.open(dst) as im:
+        result = np.asarray(im.convert("RGB"))
+    with Image.open(tmp_path / "result_side_by_side.png") as im:
         pair = np.asarray(im.convert("RGB"))
+    assert result.shape == (48, 64, 3)  # the plain x2 result, as without --side-by-side
     assert pair.shape == (48, 128, 3)  # input resized to 48x64 on the left, the x2 result on the right
     from stylize.client import StylizeClient
 
     with StylizeClient(url=url) as c:
-        np.testing.assert_array_equal(pair[:, 64:], c.infer(arr, MODEL))
+        expected = c.infer(arr, MODEL)
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(pair[:, 64:], expected)
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in (dst, tmp_path / "result_side_by_side.png"):  # an output gets the mode of any file the user writes
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
 
 
-def test_models_and_health(url, capsys):
+def test_models_and_health(server, url, capsys, monkeypatch):
+    # without the admin key the listing comes from the open APIs: no weights status (it is in the model configs)
+    monkeypatch.delenv("STYLIZE_ADMIN_KEY", raising=False)
+    assert main(["models", "--url", url, "--json"]) == 0
+    assert {m["weights"] for m in json.loads(capsys.readouterr().out)} == {"?"}
+    monkeypatch.setenv("STYLIZE_ADMIN_KEY", server.admin_key)
     assert main(["models", "--url", url]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:6] == ["MODEL", "TASK", "SCALE", "VERSIONS", "WEIGHTS", "READY"]

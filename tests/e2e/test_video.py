@@ -114,31 +114,60 @@ def test_refusals(client, served, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.mp4"]
 
 
-def test_interrupt_leaves_nothing_under_the_final_name(server, served, tmp_path):
-    _need(served, "animevideo_x2")
-    src = make_clip(tmp_path / "long.mp4", size="96x64", seconds=20)
-    dst = tmp_path / "out.mp4"
+def _cli_video(server, src: Path, dst: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "stylize.cli", "video", str(src), "-o", str(dst), "-m", "animevideo_x2",
-         "--url", server.grpc_url, "--concurrency", "1", "--preset", "ultrafast", "--no-progress"],
+         "--url", server.grpc_url, "--preset", "ultrafast", "--segment-frames", "10", "--no-progress", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # Ctrl-C as in a terminal: a shell running this suite in the background (`make test &`, nohup) starts its
         # children with SIGINT ignored, Python then keeps it ignored, and the run would rightly not stop
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _interrupt_once(proc: subprocess.Popen, started) -> tuple[str, str]:
+    """SIGINT once ``started()`` is true (mid-run); the CLI's output."""
     try:
         deadline = time.monotonic() + 60
-        while not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir()):
+        while not started():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never started writing"
+            assert time.monotonic() < deadline, "the run never got going"
             time.sleep(0.02)
-        time.sleep(0.3)  # mid-run
         assert proc.poll() is None, "the clip finished before the interrupt: make it longer"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        return proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_interrupt_leaves_nothing_under_the_final_name_and_the_rerun_resumes(server, served, tmp_path):
+    _need(served, "animevideo_x2")
+    src = make_clip(tmp_path / "long.mp4", size="96x64", seconds=20)  # 200 frames: segments of 10
+    dst = tmp_path / "out.mp4"
+    work = tmp_path / ".out.mp4.stylize-work"
+    proc = _cli_video(server, src, dst, "--concurrency", "1")
+    out, err = _interrupt_once(proc, lambda: (work / "seg-000001.nut").exists())
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and "the same command continues" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.mp4.stylize-work", "long.mp4"]  # no output
+    kept = len(list(work.glob("seg-*.nut")))
+    assert 2 <= kept < 20 and not list(work.glob("*.part.nut"))  # finished segments only
+
+    proc = _cli_video(server, src, dst, "--concurrency", "4")  # the same job (concurrency is not part of it)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, err)
+    assert f"resumed: {kept * 10} frames" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4", "out.mp4"]
+    assert len(probe(dst)["frames"]) == 200
+
+
+def test_interrupt_without_resume_leaves_nothing_at_all(server, served, tmp_path):
+    _need(served, "animevideo_x2")
+    src = make_clip(tmp_path / "long.mp4", size="96x64", seconds=20)
+    work = tmp_path / ".out.mp4.stylize-work"
+    proc = _cli_video(server, src, tmp_path / "out.mp4", "--concurrency", "1", "--no-resume")
+    out, err = _interrupt_once(proc, lambda: (work / "seg-000000.nut").exists())
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]  # no output, no temporary file

@@ -26,20 +26,25 @@ needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"needs an NVIDIA GPU 
 @needs_gpu
 @pytest.mark.parametrize("model_id", ["animevideo_x4", "esrgan_anime_x4"])
 def test_plan_builds_and_matches_onnxruntime(tmp_path, model_id):
-    from stylize_build.repository import BuildSettings, build_repository
-    from stylize_build.tensorrt import FP16_PARITY_ATOL, build_plans
-
-    desc = REGISTRY[model_id]
-    settings = BuildSettings(repository=tmp_path / "repo", gpu=True)
-    build_repository([desc], settings)
-    built = build_plans([desc], settings)
-    assert built == [(desc.trt_model, 1)]
-    plan = settings.repository / desc.trt_model / "1" / "model.plan"
-    assert plan.stat().st_size > 0
     import json
 
+    import tensorrt as trt
+
+    from stylize_build.repository import BuildSettings, build_repository
+    from stylize_build.tensorrt import FP16_PARITY_ATOL, build_plans, current_target
+
+    desc = REGISTRY[model_id]
+    settings = BuildSettings(repository=tmp_path / "repo")
+    build_repository([desc], settings)
+    results = build_plans([desc], settings)
+    assert results.built == [(desc.trt_model, 1)] and not results.failed
+    gpu = current_target(trt)
+    plan = settings.repository / desc.trt_model / "1" / gpu.plan_file
+    assert plan.stat().st_size > 0
     manifest = json.loads((plan.parent / "manifest.json").read_text())
-    assert manifest["trt_parity_max_abs"] <= FP16_PARITY_ATOL
+    assert manifest["plans"][gpu.plan_file]["trt_parity_max_abs"] <= FP16_PARITY_ATOL  # at batch 2
+    assert f'key: "{gpu.cc}"' in (settings.repository / desc.trt_model / "config.pbtxt").read_text()
+    assert build_plans([desc], settings).built == [(desc.trt_model, 1)]  # up to date: not rebuilt
 
 
 def test_profiles_cover_the_descriptor_sizes():

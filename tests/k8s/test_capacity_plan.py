@@ -87,6 +87,40 @@ def test_gpu_assumptions_are_labelled_and_used(results_file, tmp_path, hpas):
                     gpu_assumptions=assumptions, durations=tiny, write=False)
 
 
+def test_refuses_results_of_a_pod_unlike_the_overlays_unless_scaled(tmp_path, hpas, capsys):
+    """Per-pod numbers hold for the pod size they were measured on: a 2-CPU measurement is not a plan for the
+    overlay's 4-CPU pod, unless the plan is told to scale it, and then it says so and scales throughput only."""
+    cpu, gpu = hpas
+    deployed = plan.overlay_pod("cpu")
+    assert (plan.cpu_count(deployed["cpu"]), plan.memory_bytes(deployed["memory"])) == (4, 12 * 2**30)
+    small = json.loads(json.dumps(TEST_RESULTS))
+    small["pod"] = {"kind": "cpu", "cpu": "2", "memory": "23.5Gi"}
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(small))
+    tiny = {"steady": 600}
+    with pytest.raises(plan.PlanInputError, match="cpu 2, memory 23.5Gi.*cpu 4, memory 12Gi"):
+        plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny, write=False,
+                    cpu_pod=deployed)
+    out = tmp_path / "capacity.md"
+    assert plan.main(["--results", str(path), "--out", str(out)]) == 2  # the command line refuses too
+    assert not out.exists() and plan.SCALE_FLAG in capsys.readouterr().err
+    text = plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny,
+                       write=False, cpu_pod=deployed, scale_to_pod=True)
+    assert "**SCALED, not measured at this size**" in text and plan.SCALE_FLAG in text
+    assert "cpu 2, memory 23.5Gi" in text and "cpu 4, memory 12Gi" in text
+    assert _row(text, "esrgan_x4", "### Per pod")[3:6] == ["16.00", "15.00", "4"]  # 2x throughput, same latency
+    # the measured pod size itself needs no flag
+    same = plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny,
+                       write=False, cpu_pod={"overlay": "cpu", "cpu": "2000m", "memory": "23.5Gi"})
+    assert "as deployed (overlays/cpu) and as measured" in same and "SCALED" not in same
+
+
+def test_target_decision_follows_the_simulations():
+    keep = plan.target_decision(0.5, 0.6, {"steady": (0.0, 0.0), "burst": (0.083, 0.097)})
+    assert "Keep the deployed target" in keep and "burst 8.30% -> 9.70%" in keep
+    assert "Apply the recommendation" in plan.target_decision(0.5, 0.6, {"steady": (0.01, 0.0), "burst": (0.1, 0.1)})
+
+
 def test_committed_doc_is_method_only_or_generated_and_current(hpas):
     doc = ROOT / "docs" / "capacity.md"
     text = doc.read_text()
@@ -103,6 +137,12 @@ def test_committed_doc_is_method_only_or_generated_and_current(hpas):
         kwargs["gpu_assumptions"] = ROOT / "docs/capacity/gpu-assumptions.json"
     if (ROOT / "docs/capacity/capacity-gpu-input.json").is_file():
         kwargs["gpu_results"] = ROOT / "docs/capacity/capacity-gpu-input.json"
+    regenerate = next(line for line in text.splitlines() if line.startswith("Regenerate:"))
     regenerated = plan.render(inputs, figures=ROOT / "docs" / "capacity", rps=list(plan.DEFAULT_RPS), cpu_hpa=cpu,
-                              gpu_hpa=gpu, write=False, **kwargs)
+                              gpu_hpa=gpu, write=False, cpu_pod=plan.overlay_pod("cpu"),
+                              scale_to_pod=plan.SCALE_FLAG in regenerate, **kwargs)
     assert regenerated == text, "docs/capacity.md is stale: re-run k8s/capacity/plan.py"
+    # ... and it describes the deployed pod: as measured, or scaled to it in so many words
+    deployed = plan.overlay_pod("cpu")
+    assert (f"Pod: cpu {deployed['cpu']}, memory {deployed['memory']}, as deployed" in text
+            or f"the deployed pod (overlays/cpu) has cpu {deployed['cpu']}, memory {deployed['memory']}" in text)

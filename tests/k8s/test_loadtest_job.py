@@ -48,7 +48,10 @@ def test_job_command_runs_against_a_real_server(tmp_path):
     exe, env = _perf_analyzer()
     job = one(render("loadtest"), "Job")
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    job_env = {e["name"]: e["value"] for e in container["env"]}
+    job_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    # the admin key from the server's Secret: perf_analyzer reads the model config, an admin API (over HTTP)
+    (key_ref,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "STYLIZE_ADMIN_KEY"]
+    assert key_ref == {"name": "triton-admin-key", "key": "key"}
     model = descriptors.get(job_env["MODEL"])  # the Job targets a real client-facing model
     assert model.ensemble_input == descriptors.ENCODED_IMAGE
 
@@ -78,8 +81,9 @@ def test_job_command_runs_against_a_real_server(tmp_path):
     except launcher.TritonNotFoundError as e:  # pragma: no cover
         pytest.skip(f"no tritonserver binary: {e}")
     with server:
-        run_env = dict(env, MODEL=model.id, TARGET=server.grpc_url, CONCURRENCY="1:2:1",
-                       PERCENTILE=job_env["PERCENTILE"])
+        assert job_env["TARGET"].endswith(":8000")  # the Service's HTTP port
+        run_env = dict(env, MODEL=model.id, TARGET=server.http_url, CONCURRENCY="1:2:1",
+                       PERCENTILE=job_env["PERCENTILE"], STYLIZE_ADMIN_KEY=server.admin_key)
         out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=run_env, timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for flag_ in ("--measurement-interval 2000", "--stability-percentage 1000", "--max-trials 3"):

@@ -118,6 +118,33 @@ def test_selectors_and_ports_connect(kustomization):
     assert sa["automountServiceAccountToken"] is False
 
 
+def _hard_spread_capacity(nodes: dict[str, int], max_skew: int = 1) -> int:
+    """Pods the scheduler places one after another under a DoNotSchedule hostname spread: each goes to a node with
+    room where count + 1 - min(counts over every domain) <= maxSkew; every selectable node is a domain, with room or
+    not (pod topology spread: the global minimum counts all eligible domains)."""
+    counts = dict.fromkeys(nodes, 0)
+    placed = 0
+    while True:
+        low = min(counts.values())
+        fits = [n for n in nodes if counts[n] < nodes[n] and counts[n] + 1 - low <= max_skew]
+        if not fits:
+            return placed
+        counts[min(fits, key=counts.get)] += 1
+        placed += 1
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_topology_spread_never_leaves_pods_pending(kustomization):
+    """A hard (DoNotSchedule) hostname spread lets a node too small for the pod cap every other node at one pod:
+    three nodes with room for 4 pods each and one with room for none place 3 pods, not 12. The spread is a
+    preference (ScheduleAnyway) on every overlay; the scheduler still scores spread placements first."""
+    assert _hard_spread_capacity({"big-a": 4, "big-b": 4, "big-c": 4, "small": 0}) == 3
+    assert _hard_spread_capacity({"big-a": 4, "big-b": 4, "big-c": 4}) == 12
+    spec = one(render(kustomization), "Deployment", "triton")["spec"]["template"]["spec"]
+    for tsc in spec["topologySpreadConstraints"]:
+        assert tsc["whenUnsatisfiable"] == "ScheduleAnyway", tsc["topologyKey"]
+
+
 @pytest.mark.parametrize("kustomization", OVERLAYS)
 def test_network_policy(kustomization):
     objs = render(kustomization)
@@ -269,7 +296,12 @@ def test_overlays_cpu_and_gpu_differ_where_they_must():
 
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     spec = gpu_dep["spec"]["template"]["spec"]
-    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # the GPU model the TensorRT plans were built on, by its GPU feature discovery label; a full GPU (MIG slices
+    # are another resource, docs/k8s.md)
+    assert set(spec["nodeSelector"]) == {"nvidia.com/gpu.present", "nvidia.com/gpu.product"}
+    assert spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    assert re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]{0,61}[A-Za-z0-9]", spec["nodeSelector"]["nvidia.com/gpu.product"])
+    assert not any(k.startswith("nvidia.com/mig") for k in gpu["resources"]["limits"])
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert flag(gpu["args"], "allow-gpu-metrics") == ["true"]
     assert flag(gpu["args"], "model-control-mode") == ["explicit"]
@@ -277,6 +309,35 @@ def test_overlays_cpu_and_gpu_differ_where_they_must():
     assert loaded == generate.gpu_models()
     for d in descriptors.MODELS:  # every TensorRT plan and ensemble, never the ONNX network
         assert d.trt_model in loaded and d.id in loaded and d.net_model not in loaded
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_admin_apis_are_restricted_with_the_key_from_a_secret(kustomization):
+    """Issue 13, defect 1: the model-repository (load/unload), model-config, shared-memory, logging and trace APIs
+    need the admin key on both endpoints, in every overlay (the GPU one runs explicit model control); the pod
+    still listens on all interfaces (no --*-address: Triton's default 0.0.0.0)."""
+    from stylize import access
+
+    c = server_container(one(render(kustomization), "Deployment", "triton"))
+    restrictions = [a for a in c["args"] if "restricted" in a]
+    assert restrictions == access.restriction_args(f"$({access.ADMIN_KEY_ENV})")
+    apis = {a.split("=", 1)[1].split(":", 1)[0] for a in restrictions}
+    assert apis == {",".join(access.RESTRICTED_APIS)} and "inference" not in access.RESTRICTED_APIS
+    (env,) = [e for e in c["env"] if e["name"] == access.ADMIN_KEY_ENV]
+    ref = env["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "triton-admin-key" and ref["key"] == "key" and not ref.get("optional", False)
+    # the kubelet expands $(STYLIZE_ADMIN_KEY) only for a variable defined in the container's env (it is)
+    assert not any(flag(c["args"], f"{p}-address") for p in ("http", "grpc", "metrics"))
+
+
+def test_the_generator_refuses_explicit_model_control_without_the_restriction(tmp_path, monkeypatch):
+    generate = load_tool("tools/generate.py")
+    text = (K8S / "base" / "deployment.yaml").read_text()
+    open_base = tmp_path / "deployment.yaml"
+    open_base.write_text("\n".join(line for line in text.splitlines() if "restricted" not in line) + "\n")
+    monkeypatch.setattr(generate, "BASE_DEPLOYMENT", open_base)
+    with pytest.raises(SystemExit, match="explicit model control would let any client load code"):
+        generate.gpu_patch_text()
 
 
 def test_hpa_replicas_and_behaviour_per_overlay():
@@ -298,7 +359,8 @@ def test_dockerfile_builds_from_the_pinned_release():
     text = (K8S / "image" / "Dockerfile").read_text()
     assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.10-py3$", text, re.M)
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
-    assert stages == [("${TRITON_IMAGE}", "server-base"), ("server-base", "server")]
+    # the server is the last stage (what a plain `docker build` makes); plan-builder is for `--target` only
+    assert stages == [("${TRITON_IMAGE}", "server-base"), ("server-base", "plan-builder"), ("server-base", "server")]
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert '"/src[server]"' in text
@@ -313,3 +375,27 @@ def test_dockerfile_builds_from_the_pinned_release():
     assert (site_packages / stub_rel).is_file()
     # the pip pin of nvidia-pytriton in pyproject is the 24.10 line (Triton 2.51)
     assert '"nvidia-pytriton==0.7.0"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_your_registry_goes_in_an_overlay_of_your_own_with_the_installed_kubectl(tmp_path):
+    """README step 3: no `kustomize edit` (kubectl kustomize cannot edit): a two-line overlay of the CPU overlay
+    sets the image, with the kubectl the project installs."""
+    import os
+    import subprocess
+
+    from k8s_helpers import kubectl
+
+    mine = tmp_path / "stylize-mine"
+    mine.mkdir()
+    cpu = os.path.relpath(K8S / "overlays" / "cpu", mine)
+    image = "registry.example.com/team/stylize-triton"
+    (mine / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{cpu}]\n"
+        f"images: [{{name: localhost:5000/stylize-triton, newName: {image}, newTag: 0.1.0-triton24.10-cpu}}]\n")
+    out = subprocess.run([kubectl(), "kustomize", str(mine)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    images = set(re.findall(r"^\s+image: (\S+)$", out.stdout, re.M))
+    assert images == {f"{image}:0.1.0-triton24.10-cpu"}
+    cpu_images = (K8S / "overlays" / "cpu" / "kustomization.yaml").read_text()
+    assert "newName: localhost:5000/stylize-triton" in cpu_images  # the name the README's overlay replaces

@@ -88,6 +88,14 @@ def test_missing_and_unready_pods():
     assert _rc([1.05, 1.05], 1.0, missing=1) == 3
 
 
+def test_missing_pods_at_exactly_the_target_are_left_out():
+    """calcPlainMetricReplicas fills in pods without metrics only when the ratio is below (as the target) or above
+    (as 0) 1.0. At exactly the target the ratio stays 1.0: no change, where filling them with 0 would halve the
+    ratio and scale 4 pods (2 of them still loading) down to 2."""
+    assert _rc([1.0, 1.0], 1.0, missing=2) == 4
+    assert _rc([0.5, 0.5, 0.5], 0.5, missing=1) == 4
+
+
 # ---- behaviour: stabilization windows and rate policies ----------------------------------------------------
 
 
@@ -118,6 +126,16 @@ def test_scale_down_waits_for_the_stabilization_window_then_25_percent_per_2_min
     assert drops[0][1] == 12  # int(16 * 0.75)
     assert all(b[0] - a[0] >= 120 for a, b in zip(drops, drops[1:]))  # one step per policy period
     assert history[-1][1] == 2  # the metric is held at 0.25 per pod here, so it goes down to minReplicas
+
+
+def test_the_scale_down_window_starts_empty(results):
+    """A new HPA (or a restarted controller) has no recommendation history: its first sync may already scale down
+    (rate-limited by the policies), not only after the 600 s window."""
+    mix = sim.Mix({"esrgan_x4": 1}, results.models)
+    s = sim.Simulation(mix, _spec(), sim.PodTiming(60), slo_s=1.0, initial_replicas=8)
+    tl, _ = s.run(sim.steady(0.5 * mix.pod_rps), 600)  # load for 1 pod: the HPA wants fewer than 8 at once
+    assert tl.replicas[0] == 8
+    assert tl.replicas[15] == 6  # the first sync (t = 15 s): 25 % of 8 pods per 2 minutes
 
 
 def test_scale_up_stabilization_takes_the_minimum():

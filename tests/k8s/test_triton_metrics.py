@@ -21,7 +21,7 @@ httpclient = pytest.importorskip("tritonclient.http")
 
 # Flags the launcher sets from its settings (checked against the Deployment's values below, not passed twice).
 OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
-         "log-verbose", "cache-config")
+         "log-verbose", "cache-config", "http-restricted-api", "grpc-restricted-protocol")
 IMAGE_MODEL, VIDEO_MODEL = "esrgan_x4", "basicvsr_x4"
 
 
@@ -36,6 +36,10 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
     qm = load_tool("tools/queue_metric.py")
     args = server_container(one(render("overlays/cpu"), "Deployment", "triton"))["args"]
     extra = [a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)]
+    # the launcher restricts the admin APIs as the Deployment does, with its own key instead of the Secret's
+    from stylize import access
+
+    assert [a for a in args if "restricted" in a] == access.restriction_args(f"$({access.ADMIN_KEY_ENV})")
     (cache,) = flag(args, "cache-config")
     repo = tmp_path / "repo"
     capture.build_repository(repo, [IMAGE_MODEL, VIDEO_MODEL])
@@ -68,7 +72,8 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
             assert t1.types.get(name) == "counter", name
     # ... labelled with the composing model names the adapter's regex selects
     labelled = set(t1.per_model(generate.QUEUE))
-    expected = {n for m in (IMAGE_MODEL, VIDEO_MODEL) for n in descriptors.get(m).triton_models if n != m}
+    expected = {n for m in (IMAGE_MODEL, VIDEO_MODEL) for n in descriptors.get(m).triton_models
+                if n not in (m, descriptors.get(m).cached_model)}
     assert expected <= labelled and expected <= set(generate.composing_models())
     assert {IMAGE_MODEL, VIDEO_MODEL} <= labelled  # the ensembles export series too (excluded by the regex)
     # the families the dashboard reads, with --metrics-config=summary_latencies=true from the Deployment

@@ -15,13 +15,20 @@ pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
 def test_runners_side_by_side(server, model_repository, tmp_path):
     settings = BenchSettings(repository=model_repository, url=server.grpc_url, rounds=2, max_rounds=2,
                              seconds_per_round=0.1, max_images=2,
-                             runners=("torch", "ort", "ort_streams", "ort_prelu", "served", "served_net"))
+                             runners=("torch", "ort", "ort_streams", "ort_prelu", "ov", "ov_bf16", "ov_streams",
+                                      "served", "served_net"))
     case = run_case(REGISTRY["animevideo_x4"], 32, settings, server.grpc_url, log=lambda s: None,
                     metrics_url=server.metrics_url)
     assert case.images_per_round == 2
-    for name in ("torch", "ort", "ort_streams", "served", "served_net"):
+    for name in ("torch", "ort", "ort_streams", "ov", "ov_streams", "served", "served_net"):
         r = case.runners[name]
         assert r.error is None and len(r.seconds_per_image) == 2 and r.images_per_s > 0
+    # bf16 runs where the CPU has it; elsewhere it is reported as not run, never measured as f32 under its name
+    from stylize.server.ov_runner import cpu_supports_bf16
+
+    bf16 = case.runners["ov_bf16"]
+    assert (bf16.error is None) == cpu_supports_bf16() and (bf16.error is None or "runs fp32" in bf16.error)
+    assert case.served_layout["runtime"] in ("openvino", "onnxruntime")
     # the served graph is exported with its PRelu already rewritten: the "rewritten" runner has nothing to compare
     assert "ort_prelu" not in case.runners
     med, lo, hi = case.ratio("served", "ort")

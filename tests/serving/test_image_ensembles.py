@@ -1,21 +1,22 @@
 """The image ensembles through a real tritonserver, called with a generic tritonclient (not the SDK).
 
-Most tests use the session's server on the full built repository. The cache and byte-limit tests start a small server
-of their own: the image step of animevideo_x2 written by the config writer with small limits, next to symlinks of the
-built network, with Triton's response cache on.
+Most tests use the session's server on the full built repository. The cache, parameter and byte-limit tests start a
+small server of their own: the animevideo_x2 and animeganv2 ensembles as the build writes them now (request_check,
+then the cached image step, with small limits), next to symlinks of the built networks, with Triton's response cache
+on.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import queue
 import re
-import shutil
 import struct
+import urllib.error
 import urllib.request
 import zlib
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +24,13 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY, TensorSpec
+from stylize.descriptors import (
+    ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, MODELS, REGISTRY, TensorSpec,
+)
 from stylize.photos import photo_path
 from stylize.server.steps.imaging import Limits
+
+from small_repository import small_repository
 
 pytestmark = pytest.mark.triton
 
@@ -157,17 +162,18 @@ def test_exif_orientation_icc_and_dpi(client):
     assert out.info.get("icc_profile") == icc and out.info.get("dpi") == pytest.approx((300, 300), abs=0.01)
 
 
-def test_options_as_parameters_and_as_inputs(client):
+def test_options_as_inputs(client):
     data = INPUTS["rgb"]()
-    by_param = opened(infer(client, "animevideo_x2", data,
-                            parameters={"output_format": "JPEG", "quality": 80, "outscale": 1.5}))
     by_input = opened(infer(client, "animevideo_x2", data, output_format="JPEG", quality=80, outscale=1.5))
-    assert by_param.format == by_input.format == "JPEG" and by_param.size == by_input.size == (60, 48)
+    assert by_input.format == "JPEG" and by_input.size == (60, 48)
     webp = opened(infer(client, "animevideo_x2", INPUTS["rgba"](), output_format="WEBP"))
     assert webp.format == "WEBP" and webp.mode == "RGBA"
-    style = opened(infer(client, "animeganv2", encoded(photo("astronaut.png", (0, 0, 300, 200))),
-                         parameters={"max_side": 64}))
+    style = opened(infer(client, "animeganv2", encoded(photo("astronaut.png", (0, 0, 300, 200))), max_side=64))
     assert style.size == (300, 200)  # the network saw 64x44; the output keeps the input size (outscale 1)
+    # the same options as request parameters are refused: the response cache does not key on parameters
+    with pytest.raises(InferenceServerException, match="send OUTSCALE as an input tensor") as e:
+        infer(client, "animevideo_x2", data, parameters={"outscale": 1.5})
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
 def test_a_batch_of_two_images_in_one_request(client):
@@ -245,11 +251,17 @@ BAD_REQUESTS = {
     "output too large": (lambda: image_inputs(encoded(Image.new("RGB", (1100, 1100))), outscale=8.0), None,
                          "output would be"),
     "unknown output format": (lambda: image_inputs(INPUTS["rgb"](), output_format="GIF"), None, "output_format"),
-    "quality out of range": (lambda: image_inputs(INPUTS["rgb"]()), {"quality": 0}, "quality 0"),
+    "quality out of range": (lambda: image_inputs(INPUTS["rgb"](), quality=0), None, "quality 0"),
     "negative outscale": (lambda: image_inputs(INPUTS["rgb"](), outscale=-2.0), None, "outscale"),
-    "max_side on an SR model": (lambda: image_inputs(INPUTS["rgb"]()), {"max_side": 64}, "does not apply"),
+    "max_side on an SR model": (lambda: image_inputs(INPUTS["rgb"]())
+                                + [option_input(MAX_SIDE.tensor, 64)], None,
+                                "unexpected inference input 'MAX_SIDE'|MAX_SIDE"),
     "tile larger than configured": (lambda: image_inputs(INPUTS["rgb"](), tile_size=100000), None, "tile_size"),
-    "option conflict": (lambda: image_inputs(INPUTS["rgb"](), quality=70), {"quality": 71}, "different values"),
+    "option as a parameter": (lambda: image_inputs(INPUTS["rgb"]()), {"quality": 71},
+                              "send QUALITY as an input tensor: request parameters are not part of the "
+                              "response-cache key"),
+    "misspelled parameter": (lambda: image_inputs(INPUTS["rgb"]()), {"output_fromat": "PNG"},
+                             r"unknown request parameter 'output_fromat' \(did you mean OUTPUT_FORMAT\?\)"),
     # refused by Triton itself, before the step runs
     "wrong dtype": (lambda: [_raw(ENCODED_IMAGE.name, "UINT8", [1, 4], np.zeros((1, 4), np.uint8))], None,
                     "data-type|datatype|expected"),
@@ -303,36 +315,136 @@ def test_server_stays_ready_and_good_requests_in_flight_with_bad_ones_succeed(se
 @pytest.fixture(scope="module")
 def cached_server(model_repository, tmp_path_factory):
     from stylize.server.launcher import start_local
-    from stylize_build import pbtxt
 
-    desc = REGISTRY["animevideo_x2"]
-    repo = tmp_path_factory.mktemp("cached_repository")
-    (repo / desc.net_model).symlink_to((model_repository / desc.net_model).resolve(), target_is_directory=True)
-    (repo / desc.id / "1").mkdir(parents=True)
-    (repo / desc.id / "config.pbtxt").write_text(pbtxt.ensemble_config(desc, weights_status="real"))
-    (repo / desc.image_model / "1").mkdir(parents=True)
-    (repo / desc.image_model / "config.pbtxt").write_text(
-        pbtxt.image_config(desc, weights_status="real", limits=Limits(max_bytes=200_000)))
-    shutil.copy(model_repository / desc.image_model / "1" / "model.py", repo / desc.image_model / "1" / "model.py")
+    repo = small_repository(model_repository, tmp_path_factory.mktemp("cached_repository"),
+                            ["animevideo_x2", "animeganv2"], limits=Limits(max_bytes=200_000))
     with start_local(repo, cache_size=64 * 1024 * 1024) as s:
         yield s
 
 
+def _counts(server, model_id: str) -> tuple[float, float, float]:
+    """(cache hits, cache misses, images the step decoded) of an image model, from the metrics port: the cache is
+    the nested ensemble's (``cached_model``), the decoding its image step's."""
+    text = scrape(server.metrics_url)
+    desc = REGISTRY[model_id]
+    return (metric(text, "nv_cache_num_hits_per_model", model=desc.cached_model),
+            metric(text, "nv_cache_num_misses_per_model", model=desc.cached_model),
+            metric(text, "stylize_image_decode_seconds_count", model=desc.image_model))
+
+
 def test_repeated_image_is_served_from_the_response_cache(cached_server):
+    step = "animevideo_x2"
     with grpcclient.InferenceServerClient(cached_server.grpc_url) as c:
-        data = INPUTS["rgb"]()
+        data = encoded(photo("coffee.png", (100, 100, 140, 130)))
+        hits, misses, decoded = _counts(cached_server, step)
         first = infer(c, "animevideo_x2", data)
-        hits = metric(scrape(cached_server.metrics_url), "nv_cache_num_hits_per_model", model="animevideo_x2")
         again = infer(c, "animevideo_x2", data)
-        text = scrape(cached_server.metrics_url)
         assert again == first
-        assert metric(text, "nv_cache_num_hits_per_model", model="animevideo_x2") == hits + 1
-        # the step ran once for the two requests
-        assert metric(text, "stylize_image_decode_seconds_count", model="animevideo_x2_image") == 1
-        # options sent as inputs are part of the cache key ...
+        # one miss, then one hit: the step decoded the image once for the two requests
+        assert _counts(cached_server, step) == (hits + 1, misses + 1, decoded + 1)
+        # an option sent as an input is part of the cache key
         assert opened(infer(c, "animevideo_x2", data, output_format="JPEG")).format == "JPEG"
-        # ... request parameters are not (Triton 2.51): the cached PNG comes back. Why the options are inputs too.
-        assert opened(infer(c, "animevideo_x2", data, parameters={"output_format": "WEBP"})).format == "PNG"
+        assert _counts(cached_server, step) == (hits + 1, misses + 2, decoded + 2)
+
+
+def test_a_refused_image_is_refused_again_with_the_cache_on(cached_server):
+    """A backend model's cache stores error responses and replays them as successes without outputs (seen on
+    2.51, with the cache on the image step): the cache is on a nested ensemble, which keeps successes only."""
+    bad = photo_path("astronaut.png").read_bytes()[:4000]  # a truncated PNG
+    with grpcclient.InferenceServerClient(cached_server.grpc_url) as c:
+        hits, misses, _ = _counts(cached_server, "animevideo_x2")
+        for _ in range(3):
+            with pytest.raises(InferenceServerException, match="truncated") as e:
+                infer(c, "animevideo_x2", bad)
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert _counts(cached_server, "animevideo_x2")[0] == hits  # never answered from the cache
+
+
+OPTION_PAIRS = [  # (model, option, two values that must not share a cache entry)
+    ("animevideo_x2", "quality", (50, 90)),
+    ("animevideo_x2", "tile_size", (64, 96)),
+    ("animeganv2", "max_side", (32, 48)),
+]
+
+
+@pytest.mark.parametrize("model, option, values", OPTION_PAIRS, ids=[o for _, o, _ in OPTION_PAIRS])
+def test_options_sent_as_inputs_do_not_share_cache_entries(cached_server, model, option, values):
+    step = model
+    extra = {"output_format": "JPEG"} if option == "quality" else {}
+    data = encoded(photo("astronaut.png", (180, 60, 300, 140)))  # 120x80: two 64-px tiles or more
+    with grpcclient.InferenceServerClient(cached_server.grpc_url) as c:
+        hits, misses, decoded = _counts(cached_server, step)
+        a = infer(c, model, data, **{option: values[0]}, **extra)
+        b = infer(c, model, data, **{option: values[1]}, **extra)
+        # each value computed its own answer ...
+        assert _counts(cached_server, step) == (hits, misses + 2, decoded + 2)
+        assert a != b  # (JPEG quality, other tile seams, the network saw another size)
+        # ... and each is then answered from its own entry
+        assert infer(c, model, data, **{option: values[1]}, **extra) == b
+        assert infer(c, model, data, **{option: values[0]}, **extra) == a
+        assert _counts(cached_server, step) == (hits + 2, misses + 2, decoded + 2)
+
+
+# A parameter is refused even when the same image is in the cache: before, the cached answer of the plain request
+# came back (a PNG at 2x for output_format=WEBP, outscale=1, or an invalid quality=abc)
+PARAMETERS = [
+    ({"output_format": "WEBP"}, "send OUTPUT_FORMAT as an input tensor: request parameters are not part of the "
+                                "response-cache key"),
+    ({"outscale": 1.0}, "send OUTSCALE as an input tensor"),
+    ({"outscale": True}, "send OUTSCALE as an input tensor"),
+    ({"quality": "abc"}, "send QUALITY as an input tensor"),
+    ({"qualty": 80}, r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, "
+                     "OUTSCALE, MAX_SIDE, TILE_SIZE"),
+]
+
+
+@pytest.mark.parametrize("parameters, words", PARAMETERS, ids=[next(iter(p)) + "=" + str(next(iter(p.values())))
+                                                               for p, _ in PARAMETERS])
+def test_a_parameter_is_refused_even_for_a_cached_image(cached_server, parameters, words):
+    step = "animevideo_x2"
+    data = encoded(photo("chelsea.png", (150, 60, 190, 90)))
+    with grpcclient.InferenceServerClient(cached_server.grpc_url) as c:
+        plain = infer(c, "animevideo_x2", data)
+        assert infer(c, "animevideo_x2", data) == plain  # in the cache now
+        hits = _counts(cached_server, step)[0]
+        with pytest.raises(InferenceServerException) as e:
+            infer(c, "animevideo_x2", data, parameters=parameters)
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT", e.value
+        assert re.search(words, e.value.message()), e.value.message()
+        assert _counts(cached_server, step)[0] == hits  # the cached step was not reached
+
+
+def _http_infer(server, model: str, data: bytes, parameters_json: bytes) -> tuple[int, bytes]:
+    """A binary HTTP inference request with a hand-written JSON header (bytes that a JSON library would not write)."""
+    header = (b'{"parameters":' + parameters_json + b',"inputs":[{"name":"' + ENCODED_IMAGE.name.encode()
+              + b'","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":'
+              + str(len(data) + 4).encode() + b'}}],"outputs":[{"name":"' + ENCODED_RESULT.name.encode()
+              + b'","parameters":{"binary_data":true}}]}')
+    body = header + struct.pack("<I", len(data)) + data
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/infer", data=body, method="POST",
+                                     headers={"Inference-Header-Content-Length": str(len(header)),
+                                              "Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.parametrize("parameters_json, words", [
+    (b'{"output_format": "\xff\xfePNG"}', "not valid UTF-8"),  # was INTERNAL, HTTP 500
+    (b'{"\xff": 1}', "not valid UTF-8"),
+    (b'{"outscale": true}', "send OUTSCALE as an input tensor"),  # was taken as 1.0
+    (b'{"tilesize": 64}', r"unknown request parameter 'tilesize' \(did you mean TILE_SIZE\?\)"),  # was ignored
+], ids=["non-utf8 value", "non-utf8 name", "outscale=true", "misspelled"])
+def test_bad_parameters_over_http_are_refused_with_400(cached_server, parameters_json, words):
+    data = encoded(photo("rocket.jpg", (200, 100, 232, 124)).convert("RGB"))
+    status, body = _http_infer(cached_server, "animevideo_x2", data, b"{}")
+    assert status == 200  # the same request without parameters works
+    status, body = _http_infer(cached_server, "animevideo_x2", data, parameters_json)
+    assert status == 400, body  # INVALID_ARGUMENT over HTTP
+    assert re.search(words, json.loads(body)["error"]), body
+    assert urllib.request.urlopen(f"http://{cached_server.http_url}/v2/health/ready").status == 200
 
 
 def test_byte_limit_is_configurable(cached_server):

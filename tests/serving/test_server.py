@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
+from stylize import access
 from stylize.descriptors import FRAME_IN, FRAME_OUT
 from stylize.server.launcher import ModelRepositoryError, PortInUseError, ServerSettings, TritonServer, start_local
 
@@ -189,12 +191,47 @@ def test_server_is_ready_with_every_model(server):
 
 
 def test_onnxruntime_backend_is_the_python_based_one(server):
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{INVERT}/config") as r:
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{INVERT}/config",
+                                     headers=access.http_headers(server.admin_key))  # an admin API
+    with urllib.request.urlopen(request) as r:
         config = json.load(r)
     assert config["backend"] == "onnxruntime"
     assert config["runtime"] == "model.py"  # the python-based backend, not a native libtriton_onnxruntime.so
     assert config["parameters"]["intra_op_thread_count"]["string_value"] == "1"
     assert config["optimization"]["graph"]["level"] == 1
+
+
+def _status(url: str, *, method: str = "GET", body: bytes | None = None, headers=None) -> int:
+    request = urllib.request.Request(url, method=method, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_launcher_restricts_the_admin_apis_to_its_own_key(server, grpc):
+    """A launcher-started server (`stylize serve`, the tests) refuses the admin APIs without the key, a random one
+    here (STYLIZE_ADMIN_KEY unset), which the process that started it holds and which is written nowhere."""
+    base = f"http://{server.http_url}/v2"
+    admin = access.http_headers(server.admin_key)
+    calls = [("POST", "/repository/index", b""), ("GET", f"/models/{INVERT}/config", None),
+             ("POST", "/logging", b'{"log_verbose_level": 1}'), ("GET", "/trace/setting", None),
+             ("GET", "/systemsharedmemory/status", None)]
+    for method, path, body in calls:
+        assert _status(base + path, method=method, body=body) == 403, path
+        assert _status(base + path, method=method, body=body, headers=admin) == 200, path
+    assert _status(base + "/logging", method="POST", body=b'{"log_verbose_level": 0}', headers=admin) == 200
+    with pytest.raises(InferenceServerException, match="restricted") as e:
+        grpc.get_model_repository_index()
+    assert e.value.status() == "StatusCode.UNAVAILABLE"  # Triton's code for it, sic
+    assert grpc.get_model_repository_index(headers=access.grpc_headers(server.admin_key), as_json=True)["models"]
+    # inference, health, metadata and statistics stay open
+    assert _status(base + f"/models/{INVERT}") == _status(base + "/health/ready") == 200
+    assert _status(base + f"/models/{INVERT}/stats") == 200
+    # the key is on tritonserver's command line only: not in the log, the command written there is redacted
+    log = server.log_path.read_text()
+    assert server.admin_key not in log and "stylize-admin-key=<admin key>" in log.splitlines()[0]
 
 
 def test_python_backend_keeps_every_byte_of_an_odd_sized_tensor(server, grpc, rng):
@@ -374,7 +411,28 @@ def test_models_that_fail_to_load_are_named_with_the_reason(tmp_path):
     assert not server.is_running()
 
 
+def _other_address() -> str | None:
+    """An address of this machine that is not loopback (where a server bound to 0.0.0.0 is reachable), if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def test_serve_cli_drains_on_sigint(tmp_path):
+    """`stylize serve` with no --host: bound to loopback only, and it says so; SIGINT drains it."""
+    other = _other_address()
     repo = tmp_path / "repo"
     add_echo(repo)
     settings = settings_for(repo, tmp_path)
@@ -384,7 +442,7 @@ def test_serve_cli_drains_on_sigint(tmp_path):
         parser = add_serve_arguments(argparse.ArgumentParser())
         sys.exit(run_serve(parser.parse_args(sys.argv[1:])))
     """)
-    args = ["--model-repository", str(repo), "--address", "127.0.0.1", "--grpc-port", str(settings.grpc_port),
+    args = ["--model-repository", str(repo), "--grpc-port", str(settings.grpc_port),
             "--http-port", str(settings.http_port), "--metrics-port", str(settings.metrics_port),
             "--exit-timeout", "5", "--ort-threads", "1"]
     env = dict(os.environ, STYLIZE_CACHE=str(tmp_path / "cache"))
@@ -403,6 +461,11 @@ def test_serve_cli_drains_on_sigint(tmp_path):
                 break
         assert any(ECHO in line for line in lines), "".join(lines) + (tmp_path / "serve.stderr").read_text()
         assert any(f"127.0.0.1:{settings.grpc_port}" in line for line in lines)
+        assert any("bound to 127.0.0.1 (this machine only)" in line for line in lines), "".join(lines)
+        assert _accepts("127.0.0.1", settings.grpc_port) and _accepts("127.0.0.1", settings.http_port)
+        if other is not None:  # not listening on the machine's other interfaces (it did on 0.0.0.0 before)
+            for port in (settings.grpc_port, settings.http_port, settings.metrics_port):
+                assert not _accepts(other, port), (other, port)
         with grpcclient.InferenceServerClient(url=f"127.0.0.1:{settings.grpc_port}") as client:
             data = np.arange(5, dtype=np.uint8)
             np.testing.assert_array_equal(client.infer(ECHO, [grpc_input("IN", data)]).as_numpy("OUT"), data)

@@ -83,6 +83,7 @@ def test_gemm_peak_small():
 
     p = machine_peak(n=128, threads=1, reps=1)
     assert p.ort_fp32_gflops > 0 and p.ort_int8_gops > 0 and p.numpy_fp32_gflops > 0
+    assert p.ov_fp32_gflops > 0 and p.ov_int8_gops > 0  # bf16: only where the CPU has it (None otherwise)
 
 
 def test_a_missed_eager_target_is_explained_against_the_gemm_peak(tmp_path):
@@ -92,3 +93,70 @@ def test_a_missed_eager_target_is_explained_against_the_gemm_peak(tmp_path):
     line = next(x for x in md.splitlines() if "served / PyTorch eager 1.00 < 1.5" in x)
     # 80 GFLOP/s of a 100 GFLOP/s peak: 1.5x would be 120 % of the peak
     assert "80 GFLOP/s, 80 % of this run's fp32 GEMM peak" in line and "120 % of the peak in fp32 (beyond" in line
+
+
+def _bench_args(*argv):
+    import argparse
+
+    from stylize.commands import bench as bench_command
+
+    parser = argparse.ArgumentParser()
+    bench_command.register(parser.add_subparsers())
+    return parser.parse_args(["bench", *argv])
+
+
+def test_quick_means_exactly_two_rounds_and_the_tracked_doc_is_written_only_when_asked():
+    from pathlib import Path
+
+    from stylize.commands.bench import DEFAULT_DOC, doc_path, settings_from_args
+
+    quick = settings_from_args(_bench_args("--quick"))
+    assert quick.rounds == quick.max_rounds == 2
+    assert settings_from_args(_bench_args("--rounds", "4")).max_rounds == 4
+    full = settings_from_args(_bench_args())
+    assert full.rounds == 3 and full.max_rounds > full.rounds  # the full run adds rounds while time is left
+    report = doc_path(_bench_args("--quick"))
+    assert report.parts[:2] == ("loadtest", "results") and report.name == "performance.md"
+    assert doc_path(_bench_args("--update-docs")) == DEFAULT_DOC == Path("docs/performance.md")
+
+
+def test_openvino_section_states_its_targets_and_replaces_only_itself(tmp_path):
+    """The OpenVINO targets against served ONNX Runtime fp32 and in-process OpenVINO in the served layout, % of the
+    fp32 / bf16 / int8 peaks, the reason for a miss from the run's own numbers; a reduced run rewrites only its
+    section of a doc that holds a full run's tables."""
+    from stylize_build.bench_report import OV_SECTION, openvino_section, write_section
+
+    c = _case("animevideo_x4", served=[0.4] * 2, ort=[1.0] * 2, int8=[0.25] * 2)
+    c.runners |= {"served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
+                  "ov": RunnerResult("ov", "ov", [0.9] * 2), "ov_streams": RunnerResult("ov_streams", "ov", [0.45] * 2),
+                  "ov_bf16": RunnerResult("ov_bf16", "bf16", [], error="BenchError: runs fp32 on this CPU")}
+    c.served_layout = {"runtime": "openvino", "precision": "fp32", "instances": 2, "threads": 1}
+    c.int8_served_quality = {"loss_db": 0.11, "fidelity_psnr_db": 38.3, "runtime": "openvino", "precision": "fp32",
+                             "meaningful": True}
+    r = _result([c])
+    r.peak |= {"ov_fp32_gflops": 120.0, "ov_bf16_gflops": None, "ov_int8_gops": 300.0}
+    r.versions |= {"openvino": "2026.4.1", "openvino_capabilities": ["FP32", "INT8"]}
+    text = "\n".join(openvino_section(r))
+    row = next(line for line in text.splitlines() if line.startswith("| animevideo_x4 128²") and "meets" in line)
+    cells = [x.strip() for x in row.split("|")]
+    assert cells[2].startswith("**2.50**") and cells[3] == "**meets**"  # served / served ORT: 1.0 / 0.4
+    assert cells[4].startswith("**1.12**") and cells[5] == "**meets**"  # served / in-process served layout
+    assert cells[6].startswith("**4.00**") and cells[7] == "**meets**" and "0.11 dB" in cells[8]
+    assert "bf16 **none**" in text and "fp32 **120 GFLOP/s**" in text and "int8 **500 GOP/s**" in text
+    assert "% fp32" in text and "% int8" in text and "% bf16" not in text  # no bf16 peak on this CPU
+    assert "ov_bf16: BenchError" in text
+    slow = _case("animevideo_x4", served=[0.8] * 2, ort=[1.0] * 2)
+    slow.runners |= {"served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
+                     "ov": RunnerResult("ov", "ov", [0.85] * 2)}
+    slow.served_layout = c.served_layout
+    miss = _result([slow])
+    miss.versions |= {"openvino_capabilities": ["FP32", "INT8"]}
+    why = "\n".join(openvino_section(miss))
+    assert "**misses**" in why and "no native bf16" in why and "OpenVINO f32 / ONNX Runtime fp32 is 1.18" in why
+    doc = tmp_path / "performance.md"
+    doc.write_text("# full run\n\nthe ONNX Runtime tables\n")
+    write_section(r, doc)
+    write_section(miss, doc)  # again: replaced, not appended twice
+    body = doc.read_text()
+    assert body.startswith("# full run\n\nthe ONNX Runtime tables\n") and body.count(OV_SECTION[0]) == 1
+    assert "no native bf16" in body

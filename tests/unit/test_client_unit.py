@@ -221,6 +221,17 @@ def test_retry_only_on_unavailable():
     assert not policy.should_retry(unavailable, attempt=5, elapsed=0)  # attempts used up
 
 
+def test_a_restricted_admin_api_is_access_denied_not_a_server_down():
+    """Triton refuses a restricted gRPC protocol with UNAVAILABLE (and HTTP with 403): not retried."""
+    from stylize.errors import AccessDenied
+
+    err = from_status("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header "
+                      "'triton-grpc-protocol-stylize-admin-key'", url="u:1")
+    assert isinstance(err, AccessDenied) and isinstance(err, PermissionError) and "STYLIZE_ADMIN_KEY" in str(err)
+    assert not RetryPolicy(attempts=5, deadline=None).should_retry(err, attempt=1, elapsed=0)
+    assert isinstance(from_status("UNAVAILABLE", "Socket closed"), ServerUnavailable)
+
+
 def test_retry_deadline():
     policy = RetryPolicy(attempts=None, deadline=10.0)
     assert policy.should_retry(ServerUnavailable("down"), attempt=100, elapsed=9.9)
@@ -330,19 +341,23 @@ def test_large_frames_go_through_in_tiles_that_blend_back_exactly():
 
 
 def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one():
-    """Read from the network's config: an ONNX model on CPU instances runs one request per execution, so a tiled
-    frame is sent one tile per request (measured faster, see tiling.CPU_TILES_PER_CALL); a TensorRT plan batches."""
-    from stylize.client import _raw_model_from_config
+    """Read from the network's metadata (the config is an admin API): an ONNX model (CPU instances) runs one request
+    per execution, so a tiled frame is sent one tile per request (measured faster, see tiling.CPU_TILES_PER_CALL);
+    a TensorRT plan batches."""
+    from stylize.client import _raw_model_from_metadata
 
-    def config(name, **extra):
-        return {"name": name, "max_batch_size": 4, "input": [{"name": "FRAME", "dims": ["-1", "-1", "3"]}],
-                "output": [{"name": "FRAME_OUT", "dims": ["-1", "-1", "3"]}], **extra}
+    def metadata(name, platform):
+        return {"name": name, "versions": ["1"], "platform": platform,
+                "inputs": [{"name": "FRAME", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}],
+                "outputs": [{"name": "FRAME_OUT", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}]}
 
-    cpu = _raw_model_from_config("esrgan_x4", config("esrgan_x4_net", backend="onnxruntime",
-                                                     instance_group=[{"kind": "KIND_CPU", "count": 1}]))
-    gpu = _raw_model_from_config("esrgan_x4", config("esrgan_x4_trt", platform="tensorrt_plan",
-                                                     instance_group=[{"kind": "KIND_GPU", "count": 1}]))
+    cpu = _raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "onnxruntime_onnx"))
+    gpu = _raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_trt", "tensorrt_plan"))
+    # an OpenVINO network (max_batch_size 0, the batch first of its dims: the same metadata shape) is a CPU one too
+    openvino = _raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "openvino"))
+    assert (openvino.tiles_per_call, openvino.max_batch_size) == (1, cpu.max_batch_size)
     assert cpu.tiles_per_call == 1 and gpu.tiles_per_call is None and cpu.tile_batch == gpu.tile_batch > 1
+    assert cpu.max_batch_size == gpu.max_batch_size == REGISTRY["esrgan_x4"].max_batch_size and cpu.window is None
     frames = np.random.default_rng(5).integers(0, 256, size=(1, 900, 900, 3), dtype=np.uint8)
     for raw, most in ((cpu, 1), (gpu, cpu.tile_batch)):
         sizes = []
@@ -400,9 +415,23 @@ def test_folders_keep_their_layout_with_suffix_and_ext(tmp_path):
     _tree(src, ["a.jpg", "sub/b.PNG", "sub/deeper/c.webp", "notes.txt", ".hidden.png", ".cache/d.png"])
     out = tmp_path / "out"
     jobs, problems = plan_jobs([src], out, suffix="_anime", ext="JPG")
-    assert problems == []
+    # a file that is not an image is listed as skipped (not silently dropped, not an error); hidden ones are not
+    assert [(p.path.name, p.skipped) for p in problems] == [("notes.txt", True)]
+    assert problems[0].reason.startswith("skipped: not an image file")
     assert [(j.src.relative_to(src).as_posix(), j.dst.relative_to(out).as_posix()) for j in jobs] == [
         ("a.jpg", "a_anime.jpg"), ("sub/b.PNG", "sub/b_anime.jpg"), ("sub/deeper/c.webp", "sub/deeper/c_anime.jpg")]
+
+
+def test_models_that_take_no_image_files_say_what_to_use():
+    from stylize.commands.infer import model_problem
+
+    assert model_problem("esrgan_x4") is None and model_problem("animevideo_x2_int8") is None
+    assert "video model" in model_problem("basicvsr_x4") and "stylize video" in model_problem("basicvsr_x4")
+    assert "raw-frame network model" in model_problem("esrgan_x4_net") and "-m esrgan_x4`" in model_problem(
+        "esrgan_x4_net")
+    assert "-m esrgan_x4_int8`" in model_problem("esrgan_x4_int8_net")
+    assert "-m esrgan_x4`" in model_problem("esrgan_x4_image")
+    assert model_problem("someone_elses_model") is None  # the server answers for names we do not know
 
 
 def test_explicit_files_and_missing_paths(tmp_path):
@@ -438,6 +467,22 @@ def test_colliding_output_names_are_reported(tmp_path):
     _tree(tmp_path / "p", ["a.jpg", "a.png"])
     jobs, problems = plan_jobs([tmp_path / "p"], tmp_path / "out")
     assert len(jobs) == 1 and len(problems) == 1 and "same output name" in problems[0].reason
+
+
+def test_side_by_side_is_an_extra_output_checked_like_the_result(tmp_path):
+    _tree(tmp_path / "p", ["a.png", "sub/b.jpg", "c.png", "c_side_by_side.png"])
+    out = tmp_path / "out"
+    jobs, problems = plan_jobs([tmp_path / "p"], out, suffix="_x2", ext="jpg", side_by_side=True)
+    assert [(j.dst.relative_to(out).as_posix(), j.side_by_side.relative_to(out).as_posix()) for j in jobs] == [
+        ("a_x2.jpg", "a_x2_side_by_side.jpg"), ("c_x2.jpg", "c_x2_side_by_side.jpg"),
+        ("c_side_by_side_x2.jpg", "c_side_by_side_x2_side_by_side.jpg"), ("sub/b_x2.jpg", "sub/b_x2_side_by_side.jpg")]
+    assert problems == []
+    # without a suffix, c.png's composite would take the name of c_side_by_side.png's result
+    jobs, problems = plan_jobs([tmp_path / "p"], out, side_by_side=True)
+    assert [p.path.name for p in problems] == ["c_side_by_side.png"] and "same output name" in problems[0].reason
+    [single] = plan_jobs([tmp_path / "p" / "a.png"], tmp_path / "pair.png", side_by_side=True)[0]
+    assert (single.dst, single.side_by_side) == (tmp_path / "pair.png", tmp_path / "pair_side_by_side.png")
+    assert plan_jobs([tmp_path / "p" / "a.png"], tmp_path / "r.png")[0][0].side_by_side is None
 
 
 def test_ensure_format_reencodes_only_when_needed():

@@ -147,6 +147,8 @@ def _animated_png() -> bytes:
 BAD = [
     (b"", "empty", "empty"),
     (b"hello, not an image", "not_an_image", "not a recognised image"),
+    # a TIFF header Pillow cannot identify is still named a TIFF (not "not an image ... supported: TIFF")
+    (b"II*\x00" + bytes(60), "not_an_image", "a TIFF the decoder cannot read"),
     (save(Image.new("RGB", (64, 64), "red"))[:60], "corrupt", "corrupt"),
     (save(Image.new("RGB", (8, 8)), "GIF"), "unsupported_format", "GIF"),
     (_zero_width_png(), "zero_size", "zero-sized side"),

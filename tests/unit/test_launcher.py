@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stylize import access
 from stylize.server import launcher
 from stylize.server.launcher import (
     ModelRepositoryError, ServerSettings, StubEnvironmentError, add_serve_arguments, check_repository,
@@ -17,6 +18,7 @@ from stylize.server.launcher import (
     prepare_backend_directory, server_environment,
 )
 from stylize.server.ort_runner import ORT_THREADS_ENV
+from stylize.server.ov_runner import OV_CACHE_ENV
 
 pytestmark = pytest.mark.unit
 
@@ -92,6 +94,43 @@ def test_serve_arguments_map_onto_settings(tmp_path):
     assert s.extra_args == ("--log-info=false",)
 
 
+def test_serve_binds_loopback_unless_told_and_says_where_it_is_bound():
+    parser = add_serve_arguments(argparse.ArgumentParser())
+
+    def settings(*argv):
+        args = parser.parse_args(list(argv))
+        return ServerSettings.from_env({}, **{k: getattr(args, k) for k in launcher._SERVE_ARGS})
+
+    assert settings().address == "127.0.0.1"
+    assert settings("--host", "0.0.0.0").address == settings("--address", "0.0.0.0").address == "0.0.0.0"
+    assert ServerSettings.from_env({"STYLIZE_ADDRESS": "0.0.0.0"}).address == "0.0.0.0"
+    text = launcher.banner(settings(), ["m"], pid=1, log_path=Path("x.log"))
+    assert "bound to 127.0.0.1 (this machine only)" in text and "gRPC     127.0.0.1:8001" in text
+    text = launcher.banner(settings("--host", "0.0.0.0"), ["m"], pid=1, log_path=Path("x.log"))
+    assert "bound to 0.0.0.0 (all interfaces)" in text and "gRPC     0.0.0.0:8001" in text
+    assert "http://0.0.0.0:8000" in text and "127.0.0.1" not in text
+
+
+def test_admin_key_setting_is_checked_and_never_shown(install):
+    key = "k" * 8 + "-secret-" + "9" * 8
+    s = ServerSettings.from_env({"STYLIZE_ADMIN_KEY": key})
+    assert s.admin_key == key and key not in repr(s)
+    with pytest.raises(ValueError, match="at least 16") as e:
+        ServerSettings.from_env({"STYLIZE_ADMIN_KEY": "short"})
+    assert "short" not in str(e.value)
+    server = launcher.TritonServer(s)
+    assert server.admin_key == key
+    assert [a for a in server.command() if "restricted" in a] == access.restriction_args(key)
+    assert "model-repository,model-config,shared-memory,logging,trace:stylize-admin-key=" + key in " ".join(
+        server.command())
+    assert key not in launcher.banner(s, [], pid=1, log_path=Path("x.log"))
+    # without a key: a random one per server, different each time
+    a, b = launcher.TritonServer(ServerSettings.from_env({})), launcher.TritonServer(ServerSettings.from_env({}))
+    assert a.admin_key != b.admin_key and len(a.admin_key) >= 32
+    # the python stubs do not inherit it
+    assert access.ADMIN_KEY_ENV not in server_environment(install, base={access.ADMIN_KEY_ENV: key, "PATH": "/bin"})
+
+
 # ---- ports and repository -------------------------------------------------------------------------------------
 
 
@@ -143,6 +182,14 @@ def test_model_failures_from_triton_log_lines():
     }
 
 
+def test_unreadable_model_directories_are_named_with_the_reason():
+    # what Triton 2.51 run as uid 1000 logged for a repository whose files were 0600 (issue 18)
+    lines = ["E1201 09:25:08.808834 19319 model_repository_manager.cc:1460] \"Poll failed for model directory "
+             "'animevideo_x2': failed to open text file for read /r/animevideo_x2/config.pbtxt: Permission denied\"\n"]
+    assert model_failures_from_log(lines) == {
+        "animevideo_x2": "failed to open text file for read /r/animevideo_x2/config.pbtxt: Permission denied"}
+
+
 # ---- backend directory and stub environment -------------------------------------------------------------------
 
 
@@ -156,6 +203,10 @@ def test_backend_directory_is_assembled_once_and_repaired(install, tmp_path):
     assert lib.is_file() and not lib.is_symlink()
     assert stub.is_symlink() and os.access(stub.resolve(), os.X_OK)
     assert model.resolve() == launcher.ORT_BACKEND_MODEL
+    # every Python-based backend the package ships, by the name configs use: backend "onnxruntime" / "openvino"
+    assert set(launcher.python_based_backends()) == {"onnxruntime", "openvino"}
+    for name, source in launcher.python_based_backends().items():
+        assert (first / name / "model.py").resolve() == source
     inode = lib.stat().st_ino
     assert prepare_backend_directory(install, tmp_path) == first
     assert lib.stat().st_ino == inode  # reused, not rebuilt
@@ -174,12 +225,16 @@ def test_server_environment_points_the_stub_at_this_venv(install):
     assert str(launcher._stylize_search_path()) == pythonpath[0] and pythonpath[-1] == "/somewhere"
     assert str(install.libs) in env["LD_LIBRARY_PATH"].split(os.pathsep)
     assert env[ORT_THREADS_ENV] == "3"
+    cached = server_environment(install, ov_cache=Path("/cache/openvino"), base={"PATH": "/usr/bin"})
+    assert cached[OV_CACHE_ENV] == "/cache/openvino"
+    mine = server_environment(install, ov_cache=Path("/cache/openvino"), base={OV_CACHE_ENV: "off"})
+    assert mine[OV_CACHE_ENV] == "off"  # the caller's own setting wins
 
 
 def test_stub_environment_check_sees_numpy_1(install):
     info = check_stub_environment(server_environment(install))
     assert info["numpy"].startswith("1.")
-    assert info["stylize"] and info["onnxruntime"]
+    assert info["stylize"] and info["onnxruntime"] and info["openvino"]
 
 
 def test_stub_environment_check_refuses_numpy_2(install, tmp_path):
@@ -190,3 +245,45 @@ def test_stub_environment_check_refuses_numpy_2(install, tmp_path):
     env["PYTHONPATH"] = f"{shadow.parent}{os.pathsep}{env['PYTHONPATH']}"
     with pytest.raises(StubEnvironmentError, match="numpy 2.1.3.*numpy<2"):
         check_stub_environment(env)
+
+
+def test_a_tensorrt_repository_is_refused_with_where_it_runs(tmp_path):
+    """The embedded server has only the python backend: a --trt repository would fail obscurely at load."""
+    from stylize.descriptors import REGISTRY
+    from stylize_build.tensorrt import trt_config
+
+    desc = REGISTRY["animevideo_x4"]
+    repo = tmp_path / "repo"
+    (repo / desc.trt_model / "1").mkdir(parents=True)
+    (repo / desc.trt_model / "config.pbtxt").write_text(trt_config(desc, weights_status="real"))
+    (repo / desc.id / "1").mkdir(parents=True)
+    (repo / desc.id / "config.pbtxt").write_text('platform: "ensemble"')
+    with pytest.raises(ModelRepositoryError, match=rf"TensorRT plans \({desc.trt_model}\).*NVIDIA's container"):
+        check_repository(repo)
+
+
+def test_the_terminal_shows_real_errors_not_the_cpu_only_noise_of_a_healthy_start():
+    from stylize.server.launcher import worth_echoing
+
+    noise = ['E1201 10:07:22.2 1 server.cc:241] "CudaDriverHelper has not been initialized."\n',
+             'E1201 10:07:22.2 1 ensemble_scheduler.cc:1468] "unable to create stream for esrgan_x4: CUDA driver '
+             'version is insufficient for CUDA runtime version"\n',
+             'I1201 10:07:22.2 1 server.cc:674] "model esrgan_x4 READY"\n',
+             'W1201 10:07:29.3 1 pinned_memory_manager.cc:170] "failed to allocate pinned system memory"\n', "\n"]
+    real = ['E1201 10:07:22.2 1 model_repository_manager.cc:703] "Invalid argument: ensemble animevideo_x2 '
+            'contains models that are not available or ambiguous: animevideo_x2_cached"\n',
+            "Traceback (most recent call last):\n"]
+    assert [worth_echoing(x) for x in noise] == [False] * len(noise)
+    assert [worth_echoing(x) for x in real] == [True] * len(real)
+
+
+def test_stylize_serve_turns_a_bounded_response_cache_on_unless_told(monkeypatch):
+    from stylize.server.launcher import DEFAULT_SERVE_CACHE, ServerSettings, serve_cache_size
+
+    monkeypatch.delenv("STYLIZE_CACHE_SIZE", raising=False)
+    assert serve_cache_size(None) == DEFAULT_SERVE_CACHE == 256 * 1024 * 1024
+    assert serve_cache_size(0) == 0  # --cache-size 0 disables it
+    monkeypatch.setenv("STYLIZE_CACHE_SIZE", "1G")
+    assert serve_cache_size(None) is None  # the environment's value, read by from_env
+    assert ServerSettings.from_env(model_repository="r", cache_size=serve_cache_size(None)).cache_size == 1 << 30
+    assert ServerSettings(model_repository="r").cache_size == 0  # tests and benchmarks: no cache unless asked

@@ -156,6 +156,17 @@ def test_command_line(tmp_path):
     assert cmd[:5] == ["/pa", "-m", sc.triton_model, "-u", "h:1"]
     assert "--concurrency-range" in cmd and cmd[cmd.index("--concurrency-range") + 1] == "2:2"
     assert cmd[cmd.index("--bls-composing-models") + 1] == "x_net"
+    assert cmd[cmd.index("-i") + 1] == "grpc" and "-H" not in cmd
+    # a server whose model config needs the admin key: over HTTP with the header (perf_analyzer sends -H on HTTP
+    # only), and the key stays out of the logs
+    from stylize import access
+    from stylize.loadtest.perf import _shown
+
+    key = "k" * 32
+    cmd = command(Path("/pa"), sc, 2, url="h:2", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv",
+                  headers=access.http_headers(key))
+    assert cmd[cmd.index("-i") + 1] == "http" and cmd[cmd.index("-H") + 1] == f"{access.ADMIN_HEADER}:{key}"
+    assert key not in _shown(cmd, access.http_headers(key))
 
 
 # ---- perf_analyzer output (real, captured) -----------------------------------------------------------------------

@@ -218,6 +218,15 @@ def test_mixed_shapes_and_bad_requests_each_get_their_own_outcome(invert_runner,
     assert "batch size 5" in messages[8]
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 0, 3), (1, 0, 8, 3), (1, 8, 0, 3)])
+def test_an_empty_frame_is_refused_before_onnx_runtime(invert_runner, rng, shape):
+    good = rng.integers(0, 256, (1, 4, 4, 3), dtype=np.uint8)
+    empty, ok = invert_runner.run([{FRAME_IN.name: np.zeros(shape, np.uint8)}, {FRAME_IN.name: good}])
+    assert isinstance(empty, InvalidInputError) and "empty axis" in str(empty)
+    np.testing.assert_array_equal(ok[FRAME_OUT.name], 255 - good)
+    assert invert_runner.session.calls == [(1, 4, 4, 3)]  # the empty one never reached the session
+
+
 def test_groups_are_split_at_max_batch_size(invert_runner, rng):
     frames = [rng.integers(0, 256, (n, 3, 3, 3), dtype=np.uint8) for n in (3, 2, 1, 4)]
     out = invert_runner.run([{FRAME_IN.name: f} for f in frames])

@@ -1,4 +1,4 @@
-"""The image step's pipeline without Triton: options from parameters and inputs, sizes, modes, limits."""
+"""The image step's pipeline without Triton: options from inputs (parameters refused), sizes, modes, limits."""
 
 import io
 import json
@@ -10,7 +10,7 @@ from PIL import Image
 from stylize.descriptors import MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE
 from stylize.photos import photo_path
 from stylize.server.steps.imaging import InvalidImage, Limits
-from stylize.server.steps.pipeline import Options, StepConfig, parse_options, process
+from stylize.server.steps.pipeline import Options, StepConfig, _parse_one, parse_options, process, request_parameters
 
 from test_tiling import local_sr
 
@@ -41,40 +41,69 @@ def crop(name: str, box=(100, 100, 164, 148)) -> Image.Image:
 # ---- options ----------------------------------------------------------------------------------------------------
 
 
-def test_options_from_parameters_and_from_inputs_agree():
-    from_params = parse_options(SR, parameters=json.dumps(
-        {"output_format": "jpg", "quality": 80, "outscale": 1.5, "tile_size": 100, "someone_elses": 1}))
+def test_options_come_from_inputs():
     from_inputs = parse_options(SR, tensors={
         OUTPUT_FORMAT.tensor.name: one(b"JPEG", object), QUALITY.tensor.name: one(80, np.int32),
         OUTSCALE.tensor.name: one(1.5, np.float32), TILE_SIZE.tensor.name: one(100, np.int32)})
-    assert from_params == from_inputs == Options(output_format="JPEG", quality=80, outscale=1.5, tile_size=100)
+    assert from_inputs == Options(output_format="JPEG", quality=80, outscale=1.5, tile_size=100)
     assert parse_options(SR) == Options() and parse_options(SR, parameters="") == Options()
-    both = parse_options(SR, parameters={"quality": 70}, tensors={QUALITY.tensor.name: one(70, np.int32)})
-    assert both.quality == 70
+    assert parse_options(SR, parameters={"triton_enable_empty_final_response": True}) == Options()  # Triton's
 
 
-@pytest.mark.parametrize("config, params, words", [
-    (SR, {"output_format": "GIF"}, "output_format"),
-    (SR, {"quality": 0}, "quality 0"),
-    (SR, {"quality": "high"}, "integer"),
-    (SR, {"outscale": -1.0}, "outscale"),
-    (SR, {"outscale": 100.0}, "outscale"),
-    (SR, {"outscale": "nan"}, "outscale"),
-    (SR, {"max_side": 512}, "does not apply"),
-    (SR, {"tile_size": 100000}, "tile_size"),
-    (SR, {"tile_size": 8}, "tile_size"),
-    (STYLE, {"tile_size": 64}, "not tiled"),
-    (STYLE, {"max_side": 4}, "max_side"),
+@pytest.mark.parametrize("params, words", [
+    # an option as a parameter: refused, naming the input (the response cache does not key on parameters)
+    ({"outscale": 1.0}, "send OUTSCALE as an input tensor: request parameters are not part of the response-cache key"),
+    ({"output_format": "PNG"}, "send OUTPUT_FORMAT as an input tensor"),
+    ({"QUALITY": 80}, "send QUALITY as an input tensor"),
+    ({"outscale": True}, "send OUTSCALE as an input tensor"),
+    # misspelled or unknown: refused, listing the option inputs, with the closest one
+    ({"qualty": 80},
+     r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, OUTSCALE, TILE_SIZE"),
+    ({"colour": "red"}, r"unknown request parameter 'colour': no request parameters"),
 ])
-def test_bad_options_are_refused(config, params, words):
+def test_request_parameters_are_refused(params, words):
     with pytest.raises(InvalidImage, match=words) as e:
-        parse_options(config, parameters=params)
+        parse_options(SR, parameters=params)
+    assert e.value.reason == "bad_option"
+    with pytest.raises(InvalidImage, match=words):
+        parse_options(SR, parameters=json.dumps(params))  # the JSON text the python backend hands over
+
+
+def test_unreadable_parameters_are_the_request_s_fault():
+    def not_utf8():
+        return b'{"output_format": "\xff\xfe"}'.decode("utf-8")  # what the stub does with such a request
+
+    with pytest.raises(InvalidImage, match="not valid UTF-8") as e:
+        request_parameters(not_utf8)
+    assert e.value.reason == "bad_option"
+    with pytest.raises(InvalidImage, match="not a JSON object"):
+        request_parameters(lambda: "[1, 2]")
+    assert request_parameters(lambda: "{}") == {} and request_parameters(lambda: '{"a": 1}') == {"a": 1}
+
+
+@pytest.mark.parametrize("config, tensors, words", [
+    (SR, {OUTPUT_FORMAT.tensor.name: one(b"GIF", object)}, "output_format"),
+    (SR, {QUALITY.tensor.name: one(0, np.int32)}, "quality 0"),
+    (SR, {OUTSCALE.tensor.name: one(-1.0, np.float32)}, "outscale"),
+    (SR, {OUTSCALE.tensor.name: one(100.0, np.float32)}, "outscale"),
+    (SR, {OUTSCALE.tensor.name: one(np.nan, np.float32)}, "outscale"),
+    (SR, {MAX_SIDE.tensor.name: one(512, np.int32)}, "does not apply"),
+    (SR, {TILE_SIZE.tensor.name: one(100000, np.int32)}, "tile_size"),
+    (SR, {TILE_SIZE.tensor.name: one(8, np.int32)}, "tile_size"),
+    (STYLE, {TILE_SIZE.tensor.name: one(64, np.int32)}, "not tiled"),
+    (STYLE, {MAX_SIDE.tensor.name: one(4, np.int32)}, "max_side"),
+])
+def test_bad_options_are_refused(config, tensors, words):
+    with pytest.raises(InvalidImage, match=words) as e:
+        parse_options(config, tensors=tensors)
     assert e.value.reason == "bad_option"
 
 
-def test_conflicting_and_malformed_option_inputs():
-    with pytest.raises(InvalidImage, match="different values"):
-        parse_options(SR, parameters={"quality": 70}, tensors={QUALITY.tensor.name: one(71, np.int32)})
+def test_option_values_are_typed():
+    with pytest.raises(InvalidImage, match="outscale must be a number"):
+        _parse_one(SR, "outscale", True)  # JSON true is not 1.0
+    with pytest.raises(InvalidImage, match="integer"):
+        _parse_one(SR, "quality", "high")
     with pytest.raises(InvalidImage, match="one value") as e:
         parse_options(SR, tensors={QUALITY.tensor.name: np.array([1, 2], np.int32)})
     assert e.value.reason == "bad_tensor"
@@ -82,7 +111,7 @@ def test_conflicting_and_malformed_option_inputs():
 
 def test_max_side_never_exceeds_the_configured_bound():
     assert parse_options(STYLE, tensors={MAX_SIDE.tensor.name: one(100000, np.int32)}).max_side == STYLE.max_side
-    assert parse_options(STYLE, parameters={"max_side": 512}).max_side == 512
+    assert parse_options(STYLE, tensors={MAX_SIDE.tensor.name: one(512, np.int32)}).max_side == 512
 
 
 # ---- process ----------------------------------------------------------------------------------------------------
@@ -168,6 +197,16 @@ def test_tile_size_option_tiles_and_matches_untiled():
     assert len(calls) == 1
     tiled = np.asarray(result(png(img), run=run, tile_size=64))
     assert len(calls) > 2 and np.abs(whole.astype(int) - tiled).max() <= 1
+
+
+def test_descriptor_caps_the_input_pixels():
+    """A descriptor's max_pixels caps the build's limit (the longest request a pod drains), never raises it."""
+    esr = REGISTRY["esrgan_x4"]
+    config = StepConfig.from_descriptor(esr)
+    assert config.limits.max_pixels == esr.max_pixels < Limits().max_pixels
+    assert StepConfig.from_descriptor(esr, limits=Limits(max_pixels=100)).limits.max_pixels == 100
+    assert StepConfig.from_parameters(config.parameters()).limits.max_pixels == esr.max_pixels
+    assert SR.limits.max_pixels == Limits().max_pixels  # no cap: the build's limit
 
 
 def test_output_limit():

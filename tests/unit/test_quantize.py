@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stylize.descriptors import REGISTRY
 from stylize_build.quantize import (
-    QuantizeError, QuantizeSettings, body_nodes, fold_min_zero, measure_quality, photo_crops, psnr, quantize_network,
+    MAX_LOSS_DB, QuantizeError, QuantizeSettings, body_nodes, fold_min_zero, measure_quality, photo_crops, psnr, quantize_network,
     recipe, rewrite_prelu,
 )
 
@@ -183,15 +183,39 @@ def test_int8_variants_in_a_repository_are_versioned_and_idempotent(model_reposi
         assert (repo / name).is_file(), name
     manifest = json.loads((repo / desc.int8_model / "1" / "manifest.json").read_text())
     assert manifest["source"]["model"] == desc.net_model and manifest["quality"]["meaningful"]
+    # measured again the way it is served (OpenVINO runs the QDQ graph's int8 kernels its own way), within the gate
+    served = manifest["served_quality"][f"openvino/{settings.precision}"]
+    assert served["runtime"] == "openvino" and served["meaningful"] and served["loss_db"] <= MAX_LOSS_DB
+    assert first.quality == served
+    assert 'backend: "openvino"' in (repo / desc.int8_model / "config.pbtxt").read_text()
     assert f'name: "{desc.int8_model}"' in (repo / desc.int8_model / "config.pbtxt").read_text()
     ensemble = (repo / desc.int8_ensemble / "config.pbtxt").read_text()
-    assert f'name: "{desc.int8_ensemble}"' in ensemble and desc.int8_image_model in ensemble
+    assert f'name: "{desc.int8_ensemble}"' in ensemble and desc.int8_cached_model in ensemble
+    assert desc.int8_image_model in (repo / desc.int8_cached_model / "config.pbtxt").read_text()
     assert desc.int8_model in (repo / desc.int8_image_model / "config.pbtxt").read_text()
+    for name in (desc.int8_model, desc.int8_image_model, desc.int8_cached_model, desc.int8_ensemble):  # server's uid
+        for path in [repo / name, *(repo / name).rglob("*")]:
+            assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
 
     again = build_int8(desc, settings, SMALL)
     assert again.reused and again.written == [] and again.version == 1
     other = build_int8(desc, settings, QuantizeSettings(crops_per_photo=1, crop_side=32, method="minmax"))
     assert not other.reused and other.version == 2  # new settings: a new version, the old one stays
+
+
+def test_an_int8_variant_that_loses_more_than_the_gate_is_refused(model_repository, tmp_path, monkeypatch):
+    """The PSNR-loss gate, on the served runtime: a real measured loss above the limit writes no version and no
+    config (the limit lowered below the measured loss, so the real measurement trips it)."""
+    from stylize_build import int8
+    from stylize_build.repository import BuildSettings
+
+    desc = REGISTRY["animevideo_x4"]
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repository / desc.net_model, repo / desc.net_model)
+    monkeypatch.setattr(int8, "MAX_LOSS_DB", -10.0)
+    with pytest.raises(QuantizeError, match="refused"):
+        int8.build_int8(desc, BuildSettings(repository=repo), SMALL)
+    assert not (repo / desc.int8_model).exists() and not (repo / desc.int8_ensemble).exists()
 
 
 def test_int8_needs_an_fp32_version(tmp_path):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from stylize.descriptors import REGISTRY
+from stylize.descriptors import REQUEST_CHECK_MODEL, REGISTRY
 from stylize_build.archs import build_network
 from stylize_build.export import OPSET
 from stylize_build.repository import BuildSettings, build_repository, existing_versions
@@ -65,6 +65,54 @@ def test_first_build_writes_every_model(built):
     ops = [n.op_type for n in onnx.load(str(repo / "animevideo_x4_net" / "1" / "model.onnx")).graph.node]
     assert "PRelu" not in ops and ops.count("Min") == 17
     assert manifest["weights"]["files"][0]["path"].endswith(".param")
+
+
+def test_the_networks_are_served_by_openvino_in_the_precision_the_build_checked(built):
+    """The default CPU runtime: each version's manifest records its check in the served precision (on real photos,
+    against ONNX Runtime fp32, within that precision's tolerance), the configs say the same precision."""
+    from stylize.server.ov_runner import default_precision
+    from stylize_build.precision import TOLERANCE_DB
+
+    repo, results = built
+    precision = default_precision()
+    for desc, result in zip(LIGHT, results):
+        manifest = json.loads((repo / desc.net_model / "1" / "manifest.json").read_text())
+        check = manifest["served_checks"][f"openvino/{precision}"]
+        assert check["precision"] == precision and len(check["per_photo_db"]) == 3
+        assert check["psnr_db"] is None or check["psnr_db"] >= TOLERANCE_DB[precision]
+        assert result.served_check == check
+        net = _config_parameters(repo / desc.net_model / "config.pbtxt")
+        assert net["precision"] == precision and ("HINT_BF16" in net) == (precision == "bf16")
+        assert 'backend: "openvino"' in (repo / desc.net_model / "config.pbtxt").read_text()
+        step = _config_parameters(repo / desc.image_model / "config.pbtxt")
+        assert (step["net_runtime"], step["net_precision"]) == ("openvino", precision)
+
+
+def test_the_build_refuses_a_network_above_its_precision_tolerance(built, tmp_path, monkeypatch):
+    """A version whose check in the served precision misses the tolerance is refused: no config is written for it
+    (the tolerance is raised above what any runtime can reach, 97 dB measured here, so the real check fails)."""
+    import shutil
+
+    from stylize.server.ov_runner import default_precision
+    from stylize_build import precision as precision_check
+
+    repo, _ = built
+    desc = REGISTRY["animevideo_x4"]
+    target = tmp_path / "repo"
+    shutil.copytree(repo / desc.net_model / "1", target / desc.net_model / "1")
+    manifest = target / desc.net_model / "1" / "manifest.json"
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items()
+                                    if k != "served_checks"}))  # checked before this build's tolerance
+    monkeypatch.setitem(precision_check.TOLERANCE_DB, default_precision(), 500.0)
+    with pytest.raises(precision_check.PrecisionError, match="refused"):
+        build_repository([desc], BuildSettings(repository=target))
+    assert not (target / desc.net_model / "config.pbtxt").exists() and not (target / desc.id).exists()
+    # ONNX Runtime is the fp32 reference itself: an --cpu-runtime onnxruntime build writes its configs
+    build_repository([desc], BuildSettings(repository=target, cpu_runtime="onnxruntime"))
+    assert 'backend: "onnxruntime"' in (target / desc.net_model / "config.pbtxt").read_text()
+    assert _config_parameters(target / desc.image_model / "config.pbtxt")["net_runtime"] == "onnxruntime"
+    with pytest.raises(ValueError, match="fp32"):
+        BuildSettings(repository=target, cpu_runtime="onnxruntime", precision="bf16")
 
 
 def test_rebuild_rewrites_nothing(built):
@@ -128,3 +176,67 @@ def test_parity_uses_a_real_photo():
 
     x = sample_input(REGISTRY["animevideo_x4"])
     assert x.dtype == np.uint8 and x.std() > 20  # a photo, not a constant or noise-free tensor
+
+
+def _modes(repo: Path) -> dict[str, int]:
+    """Mode of every entry a server reads (the hidden build lock is the builder's own)."""
+    return {str(p.relative_to(repo)): p.stat().st_mode & 0o777 for p in [repo, *repo.rglob("*")]
+            if p.name != ".build.lock"}
+
+
+def test_the_repository_is_readable_by_another_user_whatever_the_umask(tmp_path):
+    """The image runs tritonserver as uid 1000 on files owned by root: 0644 files in 0755 folders, even when the
+    builder's umask is private; a repository left with the old writer's 0600/0700 is repaired by a plain rebuild."""
+    import os
+
+    desc = REGISTRY["animevideo_x4"]
+    repo = tmp_path / "model_repository"
+    old = os.umask(0o077)
+    try:
+        build_repository([desc], BuildSettings(repository=repo))
+    finally:
+        os.umask(old)
+    modes = _modes(repo)
+    assert f"{desc.net_model}/1/model.onnx" in modes and f"{desc.image_model}/1/model.py" in modes
+    assert {k: m for k, m in modes.items() if m != (0o755 if (repo / k).is_dir() else 0o644)} == {}
+
+    for p in repo.rglob("*"):  # what mkstemp / mkdtemp made before
+        p.chmod(0o700 if p.is_dir() else 0o600)
+    [again] = build_repository([desc], BuildSettings(repository=repo))
+    assert again.reused and not again.written
+    assert _modes(repo) == modes
+
+
+def _config_parameters(path: Path) -> dict[str, str]:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = text_format.Parse(path.read_text(), mc.ModelConfig())
+    return {k: v.string_value for k, v in cfg.parameters.items()}
+
+
+def test_labels_describe_the_version_that_is_served(tmp_path):
+    """A plain build after a --weights build matches version 1, but the step runs version 2 (model_version -1):
+    every config, the build's result and weights_status_of say what version 2 holds."""
+    from stylize_build.repository import weights_status_of
+
+    desc = REGISTRY["animeganv2"]
+    repo = tmp_path / "model_repository"
+    ckpt = write_animegan_checkpoint(tmp_path / "face_paint_512_v2.pt", seed=3)
+    [first] = build_repository([desc], BuildSettings(repository=repo))  # no weights: the seeded network
+    [trained] = build_repository([desc], BuildSettings(repository=repo, weights={desc.id: ckpt}))
+    [plain] = build_repository([desc], BuildSettings(repository=repo))  # what `make run` does afterwards
+    versions = existing_versions(repo / desc.net_model)
+    assert (first.net_version, first.weights, trained.net_version, trained.weights) == (1, "untrained", 2, "real")
+    assert versions[1]["weights"]["status"] == "untrained" and versions[2]["weights"]["status"] == "real"
+
+    assert plain.reused and (plain.net_version, plain.weights) == (1, "untrained")  # its inputs match version 1
+    assert (plain.served_version, plain.served_weights) == (2, "real")  # but version 2 runs
+    assert weights_status_of(repo, desc) == "real"
+    for name in desc.triton_models:
+        if name == REQUEST_CHECK_MODEL:
+            continue  # shared by every image ensemble: it describes no network
+        params = _config_parameters(repo / name / "config.pbtxt")
+        assert params["weights"] == "real", name
+        assert params["license"] == (versions[2].get("weights_license") or desc.weights.license), name
+    assert (first.served_version, trained.served_version) == (1, 2)  # each build reports what runs after it

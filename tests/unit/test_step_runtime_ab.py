@@ -9,10 +9,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from stylize.descriptors import REGISTRY
+from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: loadtest/ is not installed
 from loadtest.step_runtime_ab import VARIANTS  # noqa: E402
-from stylize_build.bench import layout_repository  # noqa: E402
 
 
 def _config(path: Path) -> mc.ModelConfig:
@@ -20,21 +20,32 @@ def _config(path: Path) -> mc.ModelConfig:
 
 
 def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_repository, tmp_path):
+    """Each variant of the experiment is an ensemble of its own in one repository: its step says the runtime and
+    layout it claims, a BLS variant has its own network model (versions linked, not copied) in that layout."""
+    from loadtest.step_runtime_ab import variants
+    from stylize_build.bench import add_variant
+
     desc = REGISTRY["animevideo_x4"]
-    for name, (runtime, inst, thr, net_layout) in VARIANTS.items():
-        repo = layout_repository(model_repository, tmp_path / name.replace(" ", "_"), desc, instances=inst,
-                                 threads=thr, net_runtime=runtime, net_layout=net_layout)
-        step = _config(repo / desc.image_model / "config.pbtxt")
-        assert step.parameters["net_runtime"].string_value == runtime
-        assert (step.instance_group[0].count, int(step.parameters["net_threads"].string_value)) == (inst, thr)
-        net = _config(repo / desc.net_model / "config.pbtxt")
-        if net_layout:
-            assert (net.instance_group[0].count, int(net.parameters["intra_op_thread_count"].string_value)) \
-                == net_layout
-        else:  # untouched: the built config, a symlink to the repository's file
-            assert (repo / desc.net_model / "config.pbtxt").resolve() \
-                == (model_repository / desc.net_model / "config.pbtxt").resolve()
-        assert (repo / desc.id / "config.pbtxt").resolve() == (model_repository / desc.id / "config.pbtxt").resolve()
+    for runtime in VARIANTS:
+        repo = tmp_path / runtime
+        for i, (name, variant) in enumerate(variants(runtime, "fp32", int8=False).items()):
+            ensemble = add_variant(model_repository, repo, desc, f"v{i}", variant)
+            step = _config(repo / f"{ensemble}_image" / "config.pbtxt")
+            assert step.parameters["net_runtime"].string_value == variant.net_runtime
+            assert (step.instance_group[0].count, int(step.parameters["net_threads"].string_value)) == \
+                (variant.instances, variant.threads)
+            ens = _config(repo / ensemble / "config.pbtxt")
+            assert [s.model_name for s in ens.ensemble_scheduling.step][-1] == f"{ensemble}_cached"
+            cached = _config(repo / f"{ensemble}_cached" / "config.pbtxt")  # the nested, cached ensemble
+            assert [s.model_name for s in cached.ensemble_scheduling.step] == [f"{ensemble}_image"]
+            if variant.net_layout:
+                net = _config(repo / f"{ensemble}_net" / "config.pbtxt")
+                assert net.backend == runtime and net.instance_group[0].count == variant.net_layout[0]
+                assert step.parameters["net_model"].string_value == f"{ensemble}_net"
+                assert (repo / f"{ensemble}_net" / "1").is_symlink()
+            else:  # the built network, linked
+                assert step.parameters["net_model"].string_value == desc.net_model
+        assert (repo / desc.net_model).resolve() == (model_repository / desc.net_model).resolve()
         assert (repo / desc.net_model / "1" / "model.onnx").is_file()
 
 
@@ -47,4 +58,5 @@ def test_memory_mirror_rewrites_only_the_image_steps_for_bls(model_repository, t
     assert _config(repo / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value == "triton"
     assert (repo / desc.net_model).is_symlink() and (repo / desc.id).is_symlink()
     built = mirror(model_repository, tmp_path / "built", bls=False)
-    assert _config(built / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value == "onnxruntime"
+    assert _config(built / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value in \
+        IN_PROCESS_RUNTIMES

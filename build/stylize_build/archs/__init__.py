@@ -97,7 +97,9 @@ def _is_animegan(state: StateDict) -> bool:
 
 def _animegan_params(state: StateDict) -> dict[str, Any]:
     _require(state, "block_a.0.1.weight", "out_layer.0.weight")
-    return {}  # fixed architecture
+    # Fixed layers. ``upsample`` has no tensor, so a state_dict cannot show it: a plain checkpoint gets the
+    # descriptor's (the port's align_corners); the TFLite importer reads it from the file's resize ops.
+    return {}
 
 
 def _is_rrdbnet(state: StateDict) -> bool:

@@ -3,17 +3,47 @@
 Module names and nesting follow the port so that its published plain state_dicts (``face_paint_512_v2.pt``,
 ``celeba_distill.pt``, ``paprika.pt``, ...) load with ``strict=True``: keys such as ``block_a.0.1.weight`` (block a,
 first ConvNormLReLU, its Conv2d). 2,143,552 parameters. Input and output are RGB in [-1, 1], NCHW.
+
+The two bilinear upsamplings are an architecture parameter, since the weights were trained with one of two
+coordinate rules and the state_dict cannot tell which: ``"align_corners"`` (the port's, for the PyTorch-trained
+checkpoints) or ``"tf_legacy"`` (TensorFlow's legacy ``ResizeBilinear``, which the original TensorFlow generator and
+its TFLite conversions were trained with; see ``weights/tflite.py`` and docs/weights.md).
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AnimeGANv2Generator", "ConvNormLReLU", "InvertedResBlock", "PARAMETER_COUNT"]
+__all__ = [
+    "AnimeGANv2Generator", "ConvNormLReLU", "InvertedResBlock", "PARAMETER_COUNT", "UPSAMPLE_MODES", "UpsampleMode",
+    "resize_bilinear_tf_legacy",
+]
 
 PARAMETER_COUNT = 2_143_552
+
+UpsampleMode = Literal["align_corners", "tf_legacy"]
+UPSAMPLE_MODES: tuple[str, ...] = get_args(UpsampleMode)
+
+
+def resize_bilinear_tf_legacy(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize of an NCHW tensor to ``size`` as TensorFlow's legacy ``ResizeBilinear`` does it
+    (``align_corners=False, half_pixel_centers=False``; ONNX Resize's ``asymmetric`` coordinates): output index
+    ``i`` reads input coordinate ``i * in / out``, the upper neighbour clamped to the last row/column.
+
+    PyTorch has no such mode (its ``align_corners=False`` is half-pixel), but an identity gives it exactly:
+    ``align_corners=True`` from ``in + 1`` to ``out + 1`` maps ``i`` to ``i * in / out``; the extra input row and
+    column, replicated edge pixels, are TF's clamp; the extra output row and column are cropped. Why this form:
+    it exports as Pad (edge) + the same Resize as the ``align_corners`` mode + Slice, which ONNX Runtime and
+    TensorRT run natively; the same rule written as index arithmetic + Gathers ran 7x slower in ONNX Runtime.
+    """
+    h, w = size[0], size[1]
+    padded = F.pad(x, (0, 1, 0, 1), mode="replicate")
+    out = F.interpolate(padded, size=(h + 1, w + 1), mode="bilinear", align_corners=True)
+    return out[:, :, :h, :w]
 
 
 class ConvNormLReLU(nn.Sequential):
@@ -64,12 +94,17 @@ class InvertedResBlock(nn.Module):
 class AnimeGANv2Generator(nn.Module):
     """Encoder (two stride-2 stages), inverted residual trunk, two bilinear upsamplings, 1x1 conv + tanh.
 
-    The upsamplings go to the *saved* sizes (half size after block_a, then the input size) with
-    ``align_corners=True``, the port's default; so any input side works, odd ones included.
+    The upsamplings go to the *saved* sizes (half size after block_a, then the input size), so any input side
+    works, odd ones included. ``upsample`` picks their coordinate rule: ``"align_corners"`` (default: the port's,
+    ``F.interpolate(..., align_corners=True)``) or ``"tf_legacy"`` (:func:`resize_bilinear_tf_legacy`). It has no
+    parameters: the state_dict is the same for both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, upsample: UpsampleMode = "align_corners") -> None:
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = upsample
         self.block_a = nn.Sequential(
             ConvNormLReLU(3, 32, kernel_size=7, padding=3),
             ConvNormLReLU(32, 64, stride=2, padding=(0, 1, 0, 1)),
@@ -101,13 +136,21 @@ class AnimeGANv2Generator(nn.Module):
             nn.Tanh(),
         )
 
+    def extra_repr(self) -> str:
+        return f"upsample={self.upsample!r}"
+
+    def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if self.upsample == "tf_legacy":
+            return resize_bilinear_tf_legacy(x, size)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block_a(x)
         half_size = out.shape[-2:]
         out = self.block_b(out)
         out = self.block_c(out)
-        out = F.interpolate(out, size=half_size, mode="bilinear", align_corners=True)
+        out = self._resize(out, half_size)
         out = self.block_d(out)
-        out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        out = self._resize(out, x.shape[-2:])
         out = self.block_e(out)
         return self.out_layer(out)

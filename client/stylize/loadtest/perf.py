@@ -239,8 +239,15 @@ _ERROR = re.compile(r"(Thread \[\d+\] had error: .*|error: .*|Failed to .*)", re
 
 
 def command(binary: Path, scenario: Scenario, level: float, *, url: str, data_file: Path, csv_file: Path,
-            bls_models: Sequence[str] = ()) -> list[str]:
-    cmd = [str(binary), "-m", scenario.triton_model, "-u", url, "-i", "grpc", "--input-data", str(data_file),
+            bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None) -> list[str]:
+    """perf_analyzer's command line: over gRPC, or over HTTP with ``headers`` (``url`` is then the HTTP endpoint).
+
+    perf_analyzer reads the model config first, an admin API of our servers (stylize.access); its -H headers go on
+    HTTP requests only (2.51: "ignored for GRPC requests", and its gRPC config read was refused), so a server that
+    restricts the config is load-tested over HTTP with the admin header.
+    """
+    cmd = [str(binary), "-m", scenario.triton_model, "-u", url, "-i", "http" if headers else "grpc",
+           "--input-data", str(data_file),
            "-b", str(scenario.batch), "--percentile", str(scenario.percentile),
            "-s", str(scenario.stability_percent), "-r", str(scenario.max_trials),
            "-f", str(csv_file), "--verbose-csv", "-v"]  # -v: every pass goes into the log (why unstable)
@@ -255,7 +262,17 @@ def command(binary: Path, scenario: Scenario, level: float, *, url: str, data_fi
         cmd += ["--measurement-mode", "time_windows", "-p", str(scenario.measurement_ms)]
     if bls_models:
         cmd += ["--bls-composing-models", ",".join(bls_models)]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}:{value}"]
     return cmd
+
+
+def _shown(cmd: Sequence[str], headers: Mapping[str, str] | None) -> str:
+    """The command for the logs, header values (the admin key) left out."""
+    text = " ".join(cmd)
+    for value in (headers or {}).values():
+        text = text.replace(value, "<redacted>")
+    return text
 
 
 def _num(row: Mapping[str, str], key: str) -> float | None:
@@ -336,12 +353,13 @@ def _ms(v: float | None) -> float | None:
 
 
 def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_file: Path, work_dir: Path,
-              bls_models: Sequence[str] = ()) -> tuple[Level, str]:
+              bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None) -> tuple[Level, str]:
     """Run perf_analyzer for one level; returns the parsed level and perf_analyzer's full output."""
     tag = f"{scenario.name}_{scenario.mode[0]}{level:g}"
     csv_file = work_dir / f"{tag}.csv"
     csv_file.unlink(missing_ok=True)
-    cmd = command(binary, scenario, level, url=url, data_file=data_file, csv_file=csv_file, bls_models=bls_models)
+    cmd = command(binary, scenario, level, url=url, data_file=data_file, csv_file=csv_file, bls_models=bls_models,
+                  headers=headers)
     t0 = time.perf_counter()
     logs = []
     for attempt in range(1 + scenario.unstable_retries):
@@ -352,7 +370,7 @@ def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_
         except subprocess.TimeoutExpired as e:
             text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
             logs.append(text)
-            (work_dir / f"{tag}.log").write_text(" ".join(cmd) + "\n\n" + "\n".join(logs))
+            (work_dir / f"{tag}.log").write_text(_shown(cmd, headers) + "\n\n" + "\n".join(logs))
             lvl = Level(level, "error", f"perf_analyzer did not finish within {scenario.timeout_s:g} s")
             lvl.seconds = round(time.perf_counter() - t0, 1)
             return lvl, text
@@ -360,7 +378,7 @@ def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_
         lvl = parse_level(level, scenario.batch, rc, text, csv_file)
         if lvl.status != "unstable":
             break
-    (work_dir / f"{tag}.log").write_text(" ".join(cmd) + "\n\n" + "\n".join(logs))
+    (work_dir / f"{tag}.log").write_text(_shown(cmd, headers) + "\n\n" + "\n".join(logs))
     if lvl.ok and attempt:
         lvl.message = f"stable on attempt {attempt + 1}"
     lvl.seconds = round(time.perf_counter() - t0, 1)

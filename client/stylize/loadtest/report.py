@@ -115,6 +115,12 @@ def plot(run_result: RunResult, plots_dir: Path) -> list[Path]:
     return written
 
 
+def _protocol(run_result: RunResult) -> str:
+    if run_result.protocol == "http":
+        return "HTTP (the model config is an admin API: perf_analyzer sends the admin key over HTTP only)"
+    return "gRPC"
+
+
 def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path) -> str:
     m, v = run_result.machine, run_result.versions
     lines = [
@@ -131,7 +137,8 @@ def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path)
         f"| Load average (1, 5, 15 min) | before {run_result.load_average.get('before')}, "
         f"after {run_result.load_average.get('after')} (the machine is shared: numbers are noisy) |",
         f"| Triton | {v['triton']} at {run_result.url} (gRPC) |",
-        f"| Load generator | {v['perf_analyzer']} (tritonclient {v['tritonclient']}), one run per level |",
+        f"| Load generator | {v['perf_analyzer']} (tritonclient {v['tritonclient']}) over {_protocol(run_result)}, "
+        "one run per level |",
         f"| stylize | {v['stylize']} |",
     ]
     if run_result.startup_s is not None:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES
+
 from .perf import Level, find_perf_analyzer, perf_analyzer_version, run_level, write_input_data
 from .scenarios import Scenario, ScenarioSet
 
@@ -43,7 +45,7 @@ class ModelLayout:
     intra_op_threads: int | None
     steps: list[str] = field(default_factory=list)  # ensemble steps
     max_batch_size: int = 0
-    net_runtime: str | None = None  # image steps: "onnxruntime" (network in the step's process) or "triton" (BLS)
+    net_runtime: str | None = None  # image steps: "openvino"/"onnxruntime" (network in the step's process), "triton"
 
 
 def _grpc_client(url: str):
@@ -52,13 +54,18 @@ def _grpc_client(url: str):
     return grpcclient.InferenceServerClient(url=url)
 
 
-def model_layout(client, name: str) -> ModelLayout:
-    cfg = client.get_model_config(name, as_json=True)["config"]
+def model_layout(client, name: str, headers: Mapping[str, str] | None = None) -> ModelLayout:
+    """From the model config, an admin API (``headers``: the admin key's, stylize.access)."""
+    cfg = client.get_model_config(name, as_json=True, headers=headers)["config"]
     params = cfg.get("parameters", {})
-    # ONNX models: intra_op_thread_count; image steps running the network in their process: net_threads
+    # ONNX Runtime models: intra_op_thread_count; OpenVINO: INFERENCE_NUM_THREADS over all instances; image steps
+    # running the network in their process: net_threads
+    ov_threads = params.get("INFERENCE_NUM_THREADS", {}).get("string_value")
+    instance_count = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", [])) or 1
     threads = (params.get("intra_op_thread_count", {}).get("string_value")
+               or (str(max(1, int(ov_threads) // instance_count)) if ov_threads else None)
                or (params.get("net_threads", {}).get("string_value")
-                   if params.get("net_runtime", {}).get("string_value") == "onnxruntime" else None))
+                   if params.get("net_runtime", {}).get("string_value") in IN_PROCESS_RUNTIMES else None))
     steps = [s["model_name"] for s in cfg.get("ensemble_scheduling", {}).get("step", [])]
     instances = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", [])) or (0 if steps else 1)
     return ModelLayout(name=name, kind=cfg.get("backend") or cfg.get("platform", ""), instances=instances,
@@ -79,11 +86,22 @@ def bls_callees(scenario: Scenario, layouts: Mapping[str, ModelLayout]) -> list[
         return []
     top = layouts.get(scenario.triton_model)
     net = network_of(scenario)
-    if top is None or not top.steps or net in top.steps:
+    steps = flat_steps(scenario.triton_model, layouts)
+    if top is None or not steps or net in steps:
         return []
-    if any(layouts[s].net_runtime == "onnxruntime" for s in top.steps if s in layouts):
+    if any(layouts[s].net_runtime in IN_PROCESS_RUNTIMES for s in steps if s in layouts):
         return []  # the step runs the network in its own process: the network model sees none of these requests
     return [net]
+
+
+def flat_steps(name: str, layouts: Mapping[str, ModelLayout]) -> list[str]:
+    """The models an ensemble runs, nested ensembles opened (an image ensemble: the request check, then the cached
+    ensemble's image step)."""
+    out: list[str] = []
+    for step in layouts[name].steps if name in layouts else ():
+        nested = layouts.get(step)
+        out += flat_steps(step, layouts) if nested is not None and nested.steps else [step]
+    return out
 
 
 def machine() -> dict[str, Any]:
@@ -196,6 +214,7 @@ class RunResult:
     load_average: dict[str, list[float]] = field(default_factory=dict)  # before/after: how noisy the machine was
     startup_s: float | None = None  # server start -> ready, when this run started the server
     finished: str = ""
+    protocol: str = "grpc"  # perf_analyzer's: "http" against a server whose model config needs the admin key
 
     @property
     def errors(self) -> list[str]:
@@ -206,7 +225,7 @@ class RunResult:
             "format": RESULTS_FORMAT, "started": self.started, "finished": self.finished, "url": self.url,
             "command": self.command, "machine": self.machine, "versions": self.versions,
             "layouts": {k: asdict(v) for k, v in self.layouts.items()}, "load_average": self.load_average,
-            "startup_s": self.startup_s, "results": [r.to_dict() for r in self.results],
+            "startup_s": self.startup_s, "results": [r.to_dict() for r in self.results], "protocol": self.protocol,
         }
 
 
@@ -233,7 +252,7 @@ def load_results(path: Path) -> RunResult:
     return RunResult(started=raw["started"], url=raw["url"], command=raw["command"], machine=raw["machine"],
                      versions=raw["versions"], layouts={k: ModelLayout(**v) for k, v in raw["layouts"].items()},
                      results=results, load_average=raw.get("load_average", {}), startup_s=raw.get("startup_s"),
-                     finished=raw.get("finished", ""))
+                     finished=raw.get("finished", ""), protocol=raw.get("protocol", "grpc"))
 
 
 def _now() -> str:
@@ -241,8 +260,20 @@ def _now() -> str:
 
 
 def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str = "",
-        startup_s: float | None = None, log: Callable[[str], None] = lambda s: None) -> RunResult:
-    """Run every level of every scenario (one perf_analyzer process per level), in order."""
+        startup_s: float | None = None, log: Callable[[str], None] = lambda s: None,
+        admin_key: str | None = None, http_url: str | None = None) -> RunResult:
+    """Run every level of every scenario (one perf_analyzer process per level), in order.
+
+    ``url`` is the gRPC endpoint. With ``admin_key`` (a server that restricts its admin APIs, stylize.access) the
+    model configs are read with it, and perf_analyzer, which cannot send it over gRPC, measures over HTTP at
+    ``http_url`` with the admin header.
+    """
+    if admin_key and not http_url:
+        raise ValueError("with an admin key perf_analyzer runs over HTTP: give the server's http_url")
+    from stylize import access
+
+    grpc_headers = access.grpc_headers(admin_key)
+    pa_url, pa_headers = (http_url, access.http_headers(admin_key)) if admin_key else (url, None)
     out_dir.mkdir(parents=True, exist_ok=True)
     raw_dir = out_dir / "raw"
     raw_dir.mkdir(exist_ok=True)
@@ -271,20 +302,23 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
             try:
                 ready[n] = bool(client.is_model_ready(n))
                 if ready[n]:
-                    layouts[n] = model_layout(client, n)
+                    layouts[n] = model_layout(client, n, grpc_headers)
                     names.update(layouts[n].steps)
             except Exception:  # noqa: BLE001 - an unknown model is "not ready", reported per scenario
                 ready[n] = False
-        for n in layouts.get(sc.triton_model, ModelLayout("", "", 0, None)).steps:
+        pending = list(layouts.get(sc.triton_model, ModelLayout("", "", 0, None)).steps)
+        while pending:  # the steps of nested ensembles too (the one holding the response cache)
+            n = pending.pop()
             if n not in layouts:
                 try:
-                    layouts[n] = model_layout(client, n)
+                    layouts[n] = model_layout(client, n, grpc_headers)
+                    pending += layouts[n].steps
                 except Exception:  # noqa: BLE001
                     pass
     client.close()
 
     result = RunResult(started=_now(), url=url, command=command, machine=machine(), versions=versions,
-                       layouts=layouts, results=[], startup_s=startup_s,
+                       layouts=layouts, results=[], startup_s=startup_s, protocol="http" if admin_key else "grpc",
                        load_average={"before": [round(x, 2) for x in os.getloadavg()]})
     for sc in scenarios:
         res = ScenarioResult(sc)
@@ -299,7 +333,8 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
         res.bls_models = bls
         t0 = time.perf_counter()
         for level in sc.levels:
-            lvl, _ = run_level(binary, sc, level, url=url, data_file=data_file, work_dir=raw_dir, bls_models=bls)
+            lvl, _ = run_level(binary, sc, level, url=pa_url, data_file=data_file, work_dir=raw_dir, bls_models=bls,
+                               headers=pa_headers)
             res.levels.append(lvl)
             if lvl.ok:
                 log(f"{sc.name}: {sc.mode} {level:g}: {lvl.infer_per_s:.2f} img/s, p50 {lvl.p50_ms:.0f} ms, "
@@ -355,7 +390,8 @@ def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[
     return {
         "format": CAPACITY_FORMAT,
         "measured": run_result.started,
-        "source": (f"{run_result.versions['perf_analyzer']} against Triton {run_result.versions['triton']} over gRPC "
+        "source": (f"{run_result.versions['perf_analyzer']} against Triton {run_result.versions['triton']} over "
+                   f"{'HTTP' if run_result.protocol == 'http' else 'gRPC'} "
                    f"({run_result.url}); real photo crops as encoded images (--input-data); one perf_analyzer run "
                    f"per concurrency level; stylize {run_result.versions['stylize']}; "
                    f"scenario set loadtest/scenarios/{scenario_set.path.name}; command: {run_result.command}"),

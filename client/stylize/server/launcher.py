@@ -7,7 +7,8 @@ For the wheel's binary the launcher assembles a backend directory (idempotent, i
                                                               library resolves outside the backend directory
     <cache>/backends/<key>/python/triton_python_backend_stub  symlink to the stub of this interpreter's version
     <cache>/backends/<key>/python/triton_python_backend_utils.py   symlink
-    <cache>/backends/<key>/onnxruntime/model.py              symlink to stylize/server/backends/onnxruntime/model.py
+    <cache>/backends/<key>/<runtime>/model.py                symlink to stylize/server/backends/<runtime>/model.py,
+                                                              one per Python-based backend (onnxruntime, openvino)
 
 and sets the environment the python stub needs (see :func:`server_environment`): the stub embeds libpython and its
 interpreter looks for ``python3`` on PATH to find its prefix, so the venv's ``bin`` goes first on PATH (the venv's
@@ -15,6 +16,10 @@ interpreter looks for ``python3`` on PATH to find its prefix, so the venv's ``bi
 ``stylize``; LD_LIBRARY_PATH gets the wheel's bundled libraries (the copied library's $ORIGIN RPATH no longer reaches
 them) and this interpreter's libpython. Before starting, the same interpreter is asked which numpy it imports:
 numpy 2 in the stub silently corrupts tensors.
+
+Every server it starts binds 127.0.0.1 unless told otherwise (``--host``/``STYLIZE_ADDRESS``) and restricts the
+admin APIs (stylize.access) to the key of ``STYLIZE_ADMIN_KEY``, or to a random key per server held in
+:attr:`TritonServer.admin_key` (never printed; the command line written to the log shows ``<admin key>``).
 """
 
 from __future__ import annotations
@@ -48,11 +53,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
+from stylize import access
 from stylize.server.ort_runner import ORT_THREADS_ENV
+from stylize.server.ov_runner import OV_CACHE_ENV
 
 ENV_PREFIX = "STYLIZE_"
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../stylize
-ORT_BACKEND_MODEL = Path(__file__).resolve().parent / "backends" / "onnxruntime" / "model.py"
+PYTHON_BASED_BACKENDS = Path(__file__).resolve().parent / "backends"  # <runtime>/model.py: backend "<runtime>"
+ORT_BACKEND_MODEL = PYTHON_BASED_BACKENDS / "onnxruntime" / "model.py"
+
+
+def python_based_backends() -> dict[str, Path]:
+    """Backend name -> its model.py, for every Python-based backend this package ships."""
+    return {d.name: d / "model.py" for d in sorted(PYTHON_BASED_BACKENDS.iterdir()) if (d / "model.py").is_file()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,6 +183,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cache_dir": ("CACHE", Path),
     "log_file": ("LOG_FILE", _optional_path),
     "extra_args": ("TRITON_ARGS", lambda s: tuple(shlex.split(s))),
+    "admin_key": ("ADMIN_KEY", str),
 }
 
 
@@ -179,7 +193,7 @@ class ServerSettings:
     :meth:`from_env`; ``cache_dir`` is ``STYLIZE_CACHE``, ``extra_args`` is ``STYLIZE_TRITON_ARGS``)."""
 
     model_repository: Path = Path("model_repository")
-    address: str = "0.0.0.0"  # bind address of all three endpoints
+    address: str = "127.0.0.1"  # bind address of all three endpoints: loopback unless asked (--host 0.0.0.0)
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
@@ -194,8 +208,12 @@ class ServerSettings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     log_file: Path | None = None  # default: <cache_dir>/logs/tritonserver-<http_port>.log
     extra_args: tuple[str, ...] = ()
+    # Key of the restricted admin APIs (stylize.access); None: a random one per server, never printed
+    admin_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.admin_key is not None:
+            access.check_key(self.admin_key)
         ports = (self.grpc_port, self.http_port, self.metrics_port)
         for p in ports:
             if not 1 <= p <= 65535:
@@ -347,6 +365,82 @@ def _same_copy(copy: Path, source: Path) -> bool:
     return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
 
+_SHM_REGION = "triton_python_backend_shm_region_"
+_STUB_NAME = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    killed_stubs: tuple[int, ...]
+    removed_regions: tuple[str, ...]
+
+
+def _proc_cmdline(pid: str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _proc_ppid(pid: str) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces: fields follow its ")"
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm")) -> Cleanup:
+    """What a server killed with SIGKILL leaves behind, removed before the next start: python-backend stubs of our
+    backend directory whose tritonserver is gone (re-parented to init, with the processes they started; they held
+    their memory for good), and shared-memory regions of the python backend that no living process maps or names (a
+    memory-backed /dev/shm counts against the machine's, or the pod's, memory). Stubs of a live server keep their
+    parent and their regions are mapped: both are left alone."""
+    backends = str(Path(cache_dir).resolve() / "backends")
+    proc = Path("/proc")
+    cmds = {int(p.name): _proc_cmdline(p.name) for p in proc.iterdir() if p.name.isdigit()} if proc.is_dir() else {}
+    parents = {pid: _proc_ppid(str(pid)) for pid in cmds}
+
+    def ours(pid: int) -> bool:
+        cmd = cmds.get(pid) or [""]
+        return cmd[0].endswith(_STUB_NAME) and cmd[0].startswith(backends)
+
+    def orphaned(pid: int) -> bool:  # a stub of ours whose chain of stub parents ends at init
+        seen = set()
+        while ours(pid) and pid not in seen:
+            seen.add(pid)
+            pid = parents.get(pid) or 0
+        return pid == 1
+
+    killed = [pid for pid in cmds if ours(pid) and orphaned(pid)]
+    for pid in killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 5
+    while killed and time.monotonic() < deadline and any(Path(f"/proc/{pid}/maps").exists() and
+                                                         _proc_ppid(str(pid)) is not None for pid in killed):
+        time.sleep(0.05)  # their mappings go when they are gone
+    in_use: set[str] = set()
+    for pid in [p.name for p in proc.iterdir() if p.name.isdigit()] if proc.is_dir() else []:
+        in_use.update(a for a in _proc_cmdline(pid) if a.startswith(_SHM_REGION))
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
+        except OSError:
+            continue
+        in_use.update(line.rsplit("/", 1)[-1].split()[0] for line in maps.splitlines() if _SHM_REGION in line)
+    removed: list[str] = []
+    for region in shm_dir.glob(_SHM_REGION + "*") if shm_dir.is_dir() else ():
+        try:
+            if region.name not in in_use and region.stat().st_uid == os.geteuid():
+                region.unlink()
+                removed.append(region.name)
+        except OSError:
+            pass
+    return Cleanup(tuple(killed), tuple(removed))
+
+
 def prepare_backend_directory(install: TritonInstallation, cache_dir: Path) -> Path:
     """Assemble (or reuse) the backend directory for the wheel's server; safe to call concurrently."""
     if not install.embedded or install.root is None:
@@ -359,11 +453,11 @@ def prepare_backend_directory(install: TritonInstallation, cache_dir: Path) -> P
     links = {
         Path("python/triton_python_backend_stub"): stub,
         Path("python/triton_python_backend_utils.py"): python_dir / "triton_python_backend_utils.py",
-        Path("onnxruntime/model.py"): ORT_BACKEND_MODEL,
+        **{Path(name, "model.py"): model for name, model in python_based_backends().items()},
     }
     copies = {Path("python/libtriton_python.so"): python_dir / "libtriton_python.so"}
 
-    key = hashlib.sha256("\n".join(str(p) for p in (install.root, stub, ORT_BACKEND_MODEL)).encode()).hexdigest()[:12]
+    key = hashlib.sha256("\n".join(str(p) for p in (install.root, stub, *links.values())).encode()).hexdigest()[:12]
     base = Path(cache_dir) / "backends"
     target = base / key
 
@@ -407,9 +501,11 @@ def _stylize_search_path() -> Path:
 
 
 def server_environment(install: TritonInstallation, *, ort_threads: int | None = None,
-                       base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment of the tritonserver process (the python stubs inherit it)."""
+                       ov_cache: Path | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of the tritonserver process (the python stubs inherit it). ``ov_cache``: OpenVINO's model
+    cache folder, unless the environment already names one (``STYLIZE_OV_CACHE``)."""
     env = dict(os.environ if base is None else base)
+    env.pop(access.ADMIN_KEY_ENV, None)  # it is on the command line; the python stubs have no use for it
 
     def prepend(key: str, entries: Iterable[str]) -> None:
         parts = [e for e in entries if e]
@@ -432,6 +528,8 @@ def server_environment(install: TritonInstallation, *, ort_threads: int | None =
         prepend("LD_LIBRARY_PATH", libdirs)
     if ort_threads is not None:
         env[ORT_THREADS_ENV] = str(ort_threads)
+    if ov_cache is not None:
+        env.setdefault(OV_CACHE_ENV, str(ov_cache))
     return env
 
 
@@ -444,7 +542,7 @@ try:
     info["numpy_file"] = numpy.__file__
 except Exception as e:
     info["numpy_error"] = repr(e)
-for name in ("onnxruntime", "stylize", "PIL"):
+for name in ("onnxruntime", "openvino", "stylize", "PIL"):
     spec = importlib.util.find_spec(name)
     info[name] = spec.origin if spec else None
 print(json.dumps(info))
@@ -499,10 +597,29 @@ def check_repository(path: Path) -> list[str]:
     models = repository_models(path)
     if not models:
         raise ModelRepositoryError(f"model repository {path} holds no models (build it with `stylize build`)")
+    plans = [m for m in models if _TENSORRT_PLATFORM.search(_read_config(path / m))]
+    if plans:
+        raise ModelRepositoryError(
+            f"model repository {path} holds TensorRT plans ({', '.join(plans)}): the embedded tritonserver has only "
+            "the python backend, so a --trt repository is served by NVIDIA's container "
+            "(nvcr.io/nvidia/tritonserver:24.10-py3 on a GPU node, k8s/overlays/gpu); serve a CPU repository here "
+            "(`stylize build` without --trt, into another folder)")
     return models
 
 
+_TENSORRT_PLATFORM = re.compile(r'^\s*(platform:\s*"tensorrt_plan"|backend:\s*"tensorrt")', re.M)
+
+
+def _read_config(model_dir: Path) -> str:
+    try:
+        return (model_dir / "config.pbtxt").read_text(errors="replace")
+    except OSError:
+        return ""  # unreadable or absent: Triton's own error says which
+
+
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version (\d+): (.*?)\"?\s*$")
+# a model directory Triton cannot even read (e.g. a private file for a server running as another user)
+_POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?\s*$")
 _SERVICE_FAILURE = re.compile(r"failed to start (\w+) service: (.*)")
 _SOCKET = re.compile(r"Socket '[^']*:(\d+)' already in use")
 
@@ -512,13 +629,16 @@ def _unescape(text: str) -> str:
 
 
 def model_failures_from_log(lines: Iterable[str]) -> dict[str, str]:
-    """``{model: reason}`` from Triton's "failed to load 'm' version v: reason" lines."""
+    """``{model: reason}`` from Triton's "failed to load 'm' version v: reason" and "Poll failed for model
+    directory 'm': reason" lines."""
     failures: dict[str, str] = {}
     for line in lines:
         m = _LOAD_FAILURE.search(line)
         if m:
             reason = _unescape(m.group(3))
             failures[m.group(1)] = reason.split("\n\nAt:")[0].strip()  # keep the message, drop the traceback
+        elif m := _POLL_FAILURE.search(line):
+            failures[m.group(1)] = _unescape(m.group(2))
     return failures
 
 
@@ -543,11 +663,16 @@ class TritonServer:
     """One tritonserver process. ``with TritonServer(settings) as server:`` starts it and waits until ready.
 
     ``grpc_url`` and ``http_url`` are ``host:port`` (what tritonclient expects); ``metrics_url`` is a full URL.
+    ``run_as`` (uid, gid): the server process runs as that user with no supplementary groups (the launcher must be
+    root), as the image runs it (uid 1000, the repository owned by root): tests on a root machine start it so.
     """
 
-    def __init__(self, settings: ServerSettings | None = None, *, echo: TextIO | None = None):
+    def __init__(self, settings: ServerSettings | None = None, *, echo: TextIO | None = None,
+                 run_as: tuple[int, int] | None = None):
         self.settings = settings or ServerSettings.from_env()
         self._echo = echo
+        self.cleanup = Cleanup((), ())  # what start() removed of a crashed server's leftovers
+        self.run_as = run_as
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=400)
@@ -555,6 +680,8 @@ class TritonServer:
         self._log_file: TextIO | None = None
         self._metrics_event = threading.Event()  # the metrics service is the last one Triton starts
         self._server_id = f"stylize-{uuid.uuid4().hex[:12]}"
+        # the admin APIs (stylize.access.RESTRICTED_APIS) answer only requests with this key; never printed
+        self.admin_key = self.settings.admin_key or access.new_key()
         self.install: TritonInstallation | None = None
         self.log_path: Path = Path(self.settings.log_file) if self.settings.log_file else (
             self.settings.cache_dir / "logs" / f"tritonserver-{self.settings.http_port}.log")
@@ -599,6 +726,7 @@ class TritonServer:
             f"--strict-readiness={'true' if s.strict_readiness else 'false'}",
             f"--exit-timeout-secs={s.exit_timeout}",
             f"--log-verbose={s.log_verbose}",
+            *access.restriction_args(self.admin_key),
         ]
         if s.backend_directory is not None:
             cmd.append(f"--backend-directory={Path(s.backend_directory).resolve()}")
@@ -627,15 +755,22 @@ class TritonServer:
             if check_ports and not port_is_free(port, s.address or "0.0.0.0"):
                 raise PortInUseError(f"{name} port {port} is already in use on {s.address}; pick another with "
                                      f"--{name.lower()}-port or {ENV_PREFIX}{name.upper()}_PORT", port=port)
+        if self.run_as is not None and os.geteuid() != 0:
+            raise ServerError(f"running tritonserver as uid {self.run_as[0]} needs root (this is uid {os.geteuid()})")
         self.install = find_tritonserver(s.tritonserver)
+        self.cleanup = clean_up_after_crashes(s.cache_dir)
         cmd = self.command()
-        env = server_environment(self.install, ort_threads=s.ort_threads)
+        # OpenVINO's compiled models persist next to the backend directory: a restart does not recompile
+        env = server_environment(self.install, ort_threads=s.ort_threads, ov_cache=s.cache_dir / "openvino")
         if check_stub:
             self.stub_info = check_stub_environment(env)
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "w", encoding="utf-8")
-        self._log_file.write("# " + shlex.join(cmd) + "\n")
+        self._log_file.write("# " + access.redact(shlex.join(cmd), self.admin_key) + "\n")
+        if self.cleanup.killed_stubs or self.cleanup.removed_regions:
+            self._log_file.write(f"# after a crash: killed {len(self.cleanup.killed_stubs)} orphaned python stub(s), "
+                                 f"removed {len(self.cleanup.removed_regions)} shared-memory region(s)\n")
         self._tail.clear()
         self._log_lines.clear()
         self._metrics_event.clear()
@@ -643,7 +778,9 @@ class TritonServer:
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             cwd=str(s.cache_dir if s.cache_dir.is_dir() else Path.cwd()),
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we drain the server on purpose
-            preexec_fn=_parent_death_signal if threading.current_thread() is threading.main_thread() else None)
+            # after the uid change (which clears a parent-death signal): Popen switches user before preexec_fn
+            preexec_fn=_parent_death_signal if threading.current_thread() is threading.main_thread() else None,
+            **({} if self.run_as is None else {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}))
         self._reader = threading.Thread(target=self._pump, name=f"tritonserver-log-{self._proc.pid}", daemon=True)
         self._reader.start()
         _RUNNING.add(self)
@@ -654,14 +791,15 @@ class TritonServer:
         for raw in self._proc.stdout:
             line = raw.decode("utf-8", errors="replace")
             self._tail.append(line)
-            if "failed to load" in line or "failed to start" in line or "error: creating server" in line:
+            if ("failed to load" in line or "failed to start" in line or "error: creating server" in line
+                    or "Poll failed for model directory" in line):
                 self._log_lines.append(line)
             if "Started Metrics Service" in line or "failed to start" in line:
                 self._metrics_event.set()
             if self._log_file:
                 self._log_file.write(line)
                 self._log_file.flush()
-            if self._echo is not None:
+            if self._echo is not None and worth_echoing(line):
                 try:
                     self._echo.write(line)
                     self._echo.flush()
@@ -671,9 +809,11 @@ class TritonServer:
     def log_tail(self, lines: int = 40) -> str:
         return "".join(list(self._tail)[-lines:])
 
-    def _get(self, path: str, *, port: int | None = None, timeout: float = 2.0, method: str = "GET") -> tuple[int, bytes]:
+    def _get(self, path: str, *, port: int | None = None, timeout: float = 2.0, method: str = "GET",
+             admin: bool = False) -> tuple[int, bytes]:
         url = f"http://{self.settings.client_host}:{port or self.settings.http_port}{path}"
-        req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+        req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
+                                     headers=access.http_headers(self.admin_key) if admin else {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
@@ -757,7 +897,7 @@ class TritonServer:
                                log_tail=tail)
 
     def repository_index(self) -> list[dict[str, Any]]:
-        status, body = self._get("/v2/repository/index", method="POST")
+        status, body = self._get("/v2/repository/index", method="POST", admin=True)
         if status != 200:
             raise ServerError(f"repository index failed with HTTP {status}: {body[:200]!r}")
         return json.loads(body)
@@ -811,13 +951,14 @@ class TritonServer:
         self.stop()
 
 
-def start_local(model_repository: Path | str, *, attempts: int = 3, **overrides: Any) -> TritonServer:
+def start_local(model_repository: Path | str, *, attempts: int = 3, run_as: tuple[int, int] | None = None,
+                **overrides: Any) -> TritonServer:
     """Start a loopback server on free ports and wait until it is ready (``with start_local(repo) as server:``).
 
     Other processes pick ports too: a port lost between choosing and binding is retried on a fresh set.
     """
     for attempt in range(attempts):
-        server = TritonServer(ServerSettings.local(model_repository, **overrides))
+        server = TritonServer(ServerSettings.local(model_repository, **overrides), run_as=run_as)
         try:
             server.start()
             server.wait_ready()
@@ -861,6 +1002,43 @@ def _parent_death_signal() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_WILDCARDS = ("0.0.0.0", "", "::", "[::]")
+
+
+# Errors Triton logs on every healthy CPU start (no GPU, no CUDA driver): not a problem of the server, so not shown
+_CPU_ONLY_NOISE = re.compile(r"CudaDriverHelper has not been initialized|CUDA driver version is insufficient|"
+                             r"no CUDA-capable device|Unable to get number of GPUs|NVML")
+_TRITON_LINE = re.compile(r"^([IWE])\d{4} ")
+
+
+def worth_echoing(line: str) -> bool:
+    """Whether a line of Triton's log is shown on the terminal: its errors, except the CPU-only noise above, and
+    any line that is not a Triton log record (a stub's traceback, a crash). Everything goes to the log file."""
+    m = _TRITON_LINE.match(line)
+    if m is None:
+        return bool(line.strip())
+    return m.group(1) == "E" and not _CPU_ONLY_NOISE.search(line)
+
+
+def banner(settings: ServerSettings, models: Sequence[str], *, pid: int | None, log_path: Path) -> str:
+    """What `stylize serve` prints once ready: the addresses the endpoints are bound to (not where a local client
+    would connect: a wildcard bind is said to be one), and how the admin APIs are guarded (never the key)."""
+    s = settings
+    host = s.address or "0.0.0.0"
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    loopback = host in ("127.0.0.1", "::1", "localhost")
+    scope = "all interfaces" if host in _WILDCARDS else ("this machine only" if loopback else "this address only")
+    key_from = (f"the key in {access.ADMIN_KEY_ENV}" if s.admin_key
+                else f"a random key of this process (set {access.ADMIN_KEY_ENV} to choose one)")
+    return (f"tritonserver ready (pid {pid}, log {log_path})\n"
+            f"  bound to {host} ({scope})\n"
+            f"  gRPC     {shown}:{s.grpc_port}\n"
+            f"  HTTP     http://{shown}:{s.http_port}\n"
+            f"  metrics  http://{shown}:{s.metrics_port}/metrics\n"
+            f"  admin    {', '.join(access.RESTRICTED_APIS)}: only with header {access.ADMIN_HEADER}, {key_from}\n"
+            f"  models   {', '.join(models) if models else '(none)'}")
+
+
 def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = None,
           echo_log: bool = True) -> "int | TritonServer":
     """Start, wait until ready, print the endpoints and ready models; with ``block`` run until SIGINT/SIGTERM and
@@ -876,11 +1054,7 @@ def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = 
             raise
         return _report_start_failure(e, echo_log)
     models = server.ready_models()
-    print(f"tritonserver ready (pid {server.pid}, log {server.log_path})\n"
-          f"  gRPC     {server.grpc_url}\n"
-          f"  HTTP     http://{server.http_url}\n"
-          f"  metrics  {server.metrics_url}\n"
-          f"  models   {', '.join(models) if models else '(none)'}", file=out, flush=True)
+    print(banner(settings, models, pid=server.pid, log_path=server.log_path), file=out, flush=True)
     if not block:
         return server
 
@@ -920,13 +1094,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """The `stylize serve` flags; each defaults to its STYLIZE_* variable, then to ServerSettings' default."""
     parser.add_argument("--model-repository", type=Path, default=None,
                         help="Triton model repository (env STYLIZE_MODEL_REPOSITORY, default ./model_repository)")
-    parser.add_argument("--address", default=None, help="bind address (env STYLIZE_ADDRESS, default 0.0.0.0)")
+    parser.add_argument("--host", "--address", dest="address", default=None, metavar="ADDRESS",
+                        help="bind address of all endpoints (env STYLIZE_ADDRESS); default 127.0.0.1, this machine "
+                             "only: --host 0.0.0.0 serves other machines too")
     parser.add_argument("--grpc-port", type=int, default=None, help="gRPC port (env STYLIZE_GRPC_PORT, default 8001)")
     parser.add_argument("--http-port", type=int, default=None, help="HTTP port (env STYLIZE_HTTP_PORT, default 8000)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="Prometheus metrics port (env STYLIZE_METRICS_PORT, default 8002)")
     parser.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
-                        help="local response cache size, e.g. 256M; 0 disables (env STYLIZE_CACHE_SIZE)")
+                        help="local response cache size, e.g. 1G; 0 disables (env STYLIZE_CACHE_SIZE; default 256M)")
     parser.add_argument("--ort-threads", type=int, default=None,
                         help="intra-op threads per ONNX Runtime session, overriding the model configs "
                              "(env STYLIZE_ORT_THREADS)")
@@ -947,10 +1123,25 @@ _SERVE_ARGS = ("model_repository", "address", "grpc_port", "http_port", "metrics
                "log_verbose", "exit_timeout", "startup_timeout", "tritonserver", "extra_args")
 
 
+# What `stylize serve` and `stylize web --serve` give Triton's response cache when neither --cache-size nor
+# STYLIZE_CACHE_SIZE says: bounded, and on, so that an identical request is answered from it (the tests' and the
+# bench's servers keep ServerSettings' 0: a measurement must not be a cache hit)
+DEFAULT_SERVE_CACHE = 256 * 1024 * 1024
+
+
+def serve_cache_size(flag: int | None) -> int | None:
+    """The cache size to pass to :meth:`ServerSettings.from_env`: the flag, else the env's (None), else the default."""
+    if flag is not None or os.environ.get(ENV_PREFIX + "CACHE_SIZE"):
+        return flag
+    return DEFAULT_SERVE_CACHE
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Entry point for `stylize serve` (blocks until stopped)."""
     try:
-        settings = ServerSettings.from_env(**{k: getattr(args, k, None) for k in _SERVE_ARGS})
+        values = {k: getattr(args, k, None) for k in _SERVE_ARGS}
+        values["cache_size"] = serve_cache_size(values["cache_size"])
+        settings = ServerSettings.from_env(**values)
     except (TypeError, ValueError) as e:
         print(f"stylize serve: {e}", file=sys.stderr)
         return 2
@@ -964,5 +1155,6 @@ __all__ = [
     "ServerStartError", "ServerTimeoutError",
     "find_tritonserver", "prepare_backend_directory", "server_environment", "check_stub_environment",
     "check_repository", "repository_models", "model_failures_from_log", "port_is_free", "find_free_ports",
-    "parse_size", "parse_bool", "default_cache_dir", "start_local", "serve", "add_serve_arguments", "run_serve",
+    "parse_size", "parse_bool", "default_cache_dir", "start_local", "banner", "serve", "add_serve_arguments",
+    "run_serve", "DEFAULT_SERVE_CACHE", "serve_cache_size",
 ]

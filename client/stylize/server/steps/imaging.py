@@ -205,6 +205,16 @@ def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+def _unidentified(data: bytes) -> str:
+    """Why Pillow could not identify ``data``: a TIFF it cannot read is still a TIFF, and is told so."""
+    if data.startswith(_TIFF_MAGIC):
+        return "a TIFF the decoder cannot read (its compression or layout is not supported): convert it to PNG"
+    return "not a recognised image (supported: PNG, JPEG, WebP, BMP, TIFF)"
+
+
 def decode(data: bytes, *, limits: Limits = Limits()) -> Picture:
     """Encoded bytes -> :class:`Picture`. Raises :class:`InvalidImage` with the reason."""
     if not data:
@@ -217,8 +227,7 @@ def decode(data: bytes, *, limits: Limits = Limits()) -> Picture:
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise InvalidImage("not a recognised image (supported: PNG, JPEG, WebP, BMP, TIFF)",
-                           reason="not_an_image") from None
+        raise InvalidImage(_unidentified(data), reason="not_an_image") from None
     except Image.DecompressionBombError as e:
         raise InvalidImage(f"image is too large: {e}", reason="too_many_pixels") from None
     except (OSError, ValueError, SyntaxError, struct.error, EOFError) as e:

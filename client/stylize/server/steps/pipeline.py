@@ -5,15 +5,18 @@ with ONNX Runtime in-process and served with a BLS call to ``<id>_net``.
 
 from __future__ import annotations
 
+import difflib
+import dataclasses
 import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from stylize.descriptors import MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, TILE_SIZE, ModelDescriptor, RequestOption
+from stylize.server.ov_runner import PRECISIONS
 
 from .imaging import (
     DEFAULT_MAX_BYTES, DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, InvalidImage, Limits, decode,
@@ -24,7 +27,8 @@ from .tiling import RunBatch, run_tiled
 MAX_OUTSCALE = 16.0
 DEFAULT_QUALITY = 95
 ALL_OPTIONS = (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE)
-NET_RUNTIMES = ("triton", "onnxruntime")
+IN_PROCESS_RUNTIMES = ("openvino", "onnxruntime")  # the step opens the network's file itself (steps/network.py)
+NET_RUNTIMES = ("triton", *IN_PROCESS_RUNTIMES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,10 +44,13 @@ class StepConfig:
     tile_overlap: int = 16
     tile_batch: int = 1  # one call's pixel budget, in tiles (plan_tiles)
     tiles_per_call: int | None = None  # tiles of a tiled image per network call (None: tile_batch)
-    # How the step runs the network: "triton" calls ``net_model`` by BLS (any backend: TensorRT on GPU); "onnxruntime"
-    # runs ``net_model``'s newest ONNX file in the step's own process with ``net_threads`` intra-op threads (CPU)
+    max_tile_side: int | None = None  # no side sent to the network is longer (GPU: the TensorRT profile's maximum)
+    # How the step runs the network: "triton" calls ``net_model`` by BLS (any backend: TensorRT on GPU); "openvino"
+    # or "onnxruntime" runs ``net_model``'s newest ONNX file in the step's own process with ``net_threads`` threads
+    # (CPU), in ``net_precision`` (OpenVINO: fp32 or bf16; ONNX Runtime runs fp32)
     net_runtime: str = "triton"
     net_threads: int = 1
+    net_precision: str = "fp32"
     max_side: int | None = None
     output_format: str = "PNG"
     limits: Limits = field(default_factory=Limits)
@@ -61,6 +68,8 @@ class StepConfig:
     def __post_init__(self) -> None:
         if self.net_runtime not in NET_RUNTIMES:
             raise ValueError(f"net_runtime {self.net_runtime!r}; expected one of {', '.join(NET_RUNTIMES)}")
+        if self.net_precision not in PRECISIONS:
+            raise ValueError(f"net_precision {self.net_precision!r}; expected one of {', '.join(PRECISIONS)}")
 
     def parameters(self) -> dict[str, str]:
         """As config.pbtxt parameters (string values); :meth:`from_parameters` reads them back."""
@@ -69,8 +78,9 @@ class StepConfig:
             "size_multiple": str(self.size_multiple), "min_size": str(self.min_size),
             "tile_size": str(self.tile_size or 0), "tile_overlap": str(self.tile_overlap),
             "tile_batch": str(self.tile_batch), "tiles_per_call": str(self.tiles_per_call or 0),
+            "max_tile_side": str(self.max_tile_side or 0),
             "net_runtime": self.net_runtime, "net_threads": str(self.net_threads),
-            "max_side": str(self.max_side or 0),
+            "net_precision": self.net_precision, "max_side": str(self.max_side or 0),
             "output_format": self.output_format, "max_pixels": str(self.limits.max_pixels),
             "max_bytes": str(self.limits.max_bytes), "max_output_pixels": str(self.limits.max_output_pixels),
         }
@@ -86,8 +96,10 @@ class StepConfig:
             size_multiple=num("size_multiple", 1), min_size=num("min_size", 1),
             tile_size=num("tile_size", 0) or None, tile_overlap=num("tile_overlap", 16),
             tile_batch=num("tile_batch", 1), tiles_per_call=num("tiles_per_call", 0) or None,
+            max_tile_side=num("max_tile_side", 0) or None,
             net_runtime=str(params.get("net_runtime", "triton")).strip() or "triton",
             net_threads=max(1, num("net_threads", 1)),
+            net_precision=str(params.get("net_precision", "fp32")).strip() or "fp32",
             max_side=num("max_side", 0) or None,
             output_format=str(params.get("output_format", "PNG")),
             limits=Limits(max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
@@ -99,15 +111,20 @@ class StepConfig:
     def from_descriptor(cls, desc: ModelDescriptor, *, net_model: str | None = None, limits: Limits = Limits(),
                         tile_size: int | None = None, tile_overlap: int | None = None,
                         tiles_per_call: int | None = None, net_runtime: str = "triton",
-                        net_threads: int = 1) -> "StepConfig":
-        """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options)."""
+                        net_threads: int = 1, max_tile_side: int | None = None,
+                        net_precision: str = "fp32") -> "StepConfig":
+        """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options).
+        The descriptor's ``max_pixels`` caps ``limits.max_pixels`` (the longest request a pod has to drain)."""
+        if desc.max_pixels is not None and desc.max_pixels < limits.max_pixels:
+            limits = dataclasses.replace(limits, max_pixels=desc.max_pixels)
         return cls(
             model_id=desc.id, net_model=net_model or desc.net_model, scale=desc.scale,
             size_multiple=desc.size_multiple, min_size=desc.min_size,
             tile_size=(tile_size or desc.tile_size) if desc.tile_size else None,
             tile_overlap=desc.tile_overlap if tile_overlap is None else tile_overlap,
-            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, net_runtime=net_runtime,
-            net_threads=net_threads, max_side=desc.max_side, limits=limits,
+            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, max_tile_side=max_tile_side,
+            net_runtime=net_runtime, net_threads=net_threads, net_precision=net_precision, max_side=desc.max_side,
+            limits=limits,
         )
 
 
@@ -144,34 +161,72 @@ def _as_int(value: Any, name: str) -> int:
         raise InvalidImage(f"{name} must be an integer, got {value!r}", reason="bad_option") from None
 
 
+# Names Triton reserves for its own request parameters ("triton_" prefix, parameters extension docs): not ours
+_TRITON_PARAMETER_PREFIX = "triton_"
+
+
+def request_parameters(read: Callable[[], str]) -> dict[str, Any]:
+    """A request's parameters from ``read`` (``request.parameters`` in the step: a JSON string). A parameter that is
+    not valid UTF-8 makes the stub's decoding fail: that is the request's fault (INVALID_ARGUMENT), not the step's."""
+    try:
+        text = read()
+    except UnicodeDecodeError as e:
+        raise InvalidImage(f"request parameters are not valid UTF-8 ({e.reason} at byte {e.start})",
+                           reason="bad_option") from None
+    try:
+        parameters = json.loads(text) if text and text.strip() else {}
+    except ValueError:
+        raise InvalidImage("request parameters are not a JSON object", reason="bad_option") from None
+    if not isinstance(parameters, dict):
+        raise InvalidImage("request parameters are not a JSON object", reason="bad_option")
+    return parameters
+
+
+def check_parameters(parameters: Mapping[str, Any], *, options: Sequence[RequestOption] = ALL_OPTIONS,
+                     model: str = "the image ensembles") -> None:
+    """Refuse every request parameter: options are optional input tensors only.
+
+    Triton's response cache (on the image step of every image ensemble) keys on the inputs alone, so an option sent
+    as a request parameter would be answered from the cache entry of the same image sent with other options (seen
+    on 2.51: a PNG request's cached answer came back for output_format=WEBP). The ensembles' first step
+    (steps/request_check) calls this before the cached step is reached; the image step calls it again for direct
+    callers. A misspelled option is refused too, rather than silently ignored; parameters Triton reserves
+    (``triton_`` prefix) are left alone.
+    """
+    inputs = ", ".join(o.tensor.name for o in options)
+    by_name = {o.name: o for o in ALL_OPTIONS}
+    for name in parameters:
+        if name.startswith(_TRITON_PARAMETER_PREFIX):
+            continue
+        option = by_name.get(name.lower())
+        if option is not None:
+            raise InvalidImage(f"send {option.tensor.name} as an input tensor: request parameters are not part of "
+                               f"the response-cache key (option inputs of {model}: {inputs})", reason="bad_option")
+        close = difflib.get_close_matches(name.lower(), [o.name for o in options], n=1, cutoff=0.6)
+        hint = f" (did you mean {by_name[close[0]].tensor.name}?)" if close else ""
+        raise InvalidImage(f"unknown request parameter {name!r}{hint}: no request parameters are accepted; the "
+                           f"options of {model} are the optional inputs {inputs}", reason="bad_option")
+
+
 def parse_options(config: StepConfig, *, parameters: Mapping[str, Any] | str | None = None,
                   tensors: Mapping[str, np.ndarray | None] | None = None) -> Options:
-    """Options of one request, from request parameters and/or optional inputs (the same option given both ways
-    must agree). Unknown request parameters are ignored (clients and proxies add their own)."""
+    """Options of one request, from its optional inputs; any request parameter is refused (:func:`check_parameters`).
+    """
     if isinstance(parameters, str):
-        parameters = json.loads(parameters) if parameters.strip() else {}
-    parameters = parameters or {}
+        parameters = request_parameters(lambda: parameters)
+    check_parameters(parameters or {}, options=config.options, model=config.model_id)
     tensors = tensors or {}
     allowed = config.options
-    raw: dict[str, Any] = {}
+    opts: dict[str, Any] = {"output_format": config.output_format}
     for option in ALL_OPTIONS:
-        from_param = parameters.get(option.name)
-        from_tensor = tensors.get(option.tensor.name)
-        values = [_scalar(v, option) for v in (from_param, from_tensor) if v is not None]
-        if not values:
+        value = tensors.get(option.tensor.name)
+        if value is None:
             continue
         if option not in allowed:
             why = "it has no max_side" if option is MAX_SIDE else "it is not tiled"
             raise InvalidImage(f"option {option.name} does not apply to {config.model_id} ({why})",
                                reason="bad_option")
-        raw[option.name] = values
-    opts: dict[str, Any] = {"output_format": config.output_format}
-    for name, values in raw.items():
-        parsed = [_parse_one(config, name, v) for v in values]
-        if len(parsed) == 2 and parsed[0] != parsed[1]:
-            raise InvalidImage(f"option {name} given twice with different values ({parsed[0]!r} as a request "
-                               f"parameter, {parsed[1]!r} as an input)", reason="bad_option")
-        opts[name] = parsed[0]
+        opts[option.name] = _parse_one(config, option.name, _scalar(value, option))
     return Options(**opts)
 
 
@@ -187,6 +242,8 @@ def _parse_one(config: StepConfig, name: str, value: Any) -> Any:
             raise InvalidImage(f"quality {q}; expected 1..100", reason="bad_option")
         return q
     if name == "outscale":
+        if isinstance(value, bool):  # JSON true is not 1.0
+            raise InvalidImage(f"outscale must be a number, got {value!r}", reason="bad_option")
         try:
             f = float(value)
         except (TypeError, ValueError):
@@ -250,7 +307,7 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) ->
     if tile:
         net_out, report.tiles = run_tiled(padded, run=run, scale=config.scale, tile=tile,
                                           overlap=config.tile_overlap, batch=config.tile_batch,
-                                          per_call=config.tiles_per_call,
+                                          per_call=config.tiles_per_call, max_side=config.max_tile_side,
                                           multiple=config.size_multiple)
     else:
         net_out, report.tiles = np.ascontiguousarray(run(padded[None])[0]), 1
@@ -268,5 +325,5 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) ->
     return result, report
 
 
-__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "NET_RUNTIMES", "Options", "Report", "StepConfig", "output_size", "parse_options",
-           "process"]
+__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "IN_PROCESS_RUNTIMES", "NET_RUNTIMES", "Options", "Report", "StepConfig", "check_parameters",
+           "output_size", "parse_options", "process", "request_parameters"]

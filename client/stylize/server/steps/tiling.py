@@ -61,7 +61,8 @@ def _axis(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, tup
     return size, tuple(sorted(set(starts)))
 
 
-def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: int = 1, batch: int = 1) -> TilePlan:
+def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: int = 1, batch: int = 1,
+               max_side: int | None = None) -> TilePlan:
     """Equal tiles of at most ``tile`` x ``tile`` (the whole side when the image is smaller) overlapping by
     >= ``overlap``.
 
@@ -69,12 +70,21 @@ def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: in
     what bounds the network's memory (a convolutional network's activations grow with the pixel count, not with
     the shape). An image within that budget is one tile, whatever its sides (``batch=0``: tile by sides only):
     tiling it would only add the overlap's work (esrgan_x4 at 256² with 192 tiles and 32 overlap: four 144² tiles,
-    1.27x the pixels; docs/performance.md).
+    1.27x the pixels; docs/performance.md) -- unless a side exceeds ``max_side`` (a TensorRT plan's optimization
+    profile accepts no longer side): then only what is too long is split, into pieces of at most ``max_side``.
     """
     if tile <= 2 * overlap:
         raise ValueError(f"tile {tile} must be more than twice the overlap {overlap}")
+    if max_side is not None and tile > max_side:
+        raise ValueError(f"tile {tile} is longer than the network's largest side {max_side}")
     if height * width <= batch * tile * tile:
-        return TilePlan(height=height, width=width, tile_h=height, tile_w=width, ys=(0,), xs=(0,), overlap=overlap)
+        if max_side is None or (height <= max_side and width <= max_side):
+            return TilePlan(height=height, width=width, tile_h=height, tile_w=width, ys=(0,), xs=(0,),
+                            overlap=overlap)
+        limit = max_side - max_side % multiple
+        th, ys = _axis(height, limit, overlap, multiple)
+        tw, xs = _axis(width, limit, overlap, multiple)
+        return TilePlan(height=height, width=width, tile_h=th, tile_w=tw, ys=ys, xs=xs, overlap=overlap)
     th, ys = _axis(height, tile, overlap, multiple)
     tw, xs = _axis(width, tile, overlap, multiple)
     return TilePlan(height=height, width=width, tile_h=th, tile_w=tw, ys=ys, xs=xs, overlap=overlap)
@@ -119,15 +129,20 @@ CPU_TILES_PER_CALL = 1
 
 
 def run_tiled(frame: np.ndarray, *, run: RunBatch, scale: int, tile: int, overlap: int, batch: int,
-              multiple: int = 1, per_call: int | None = None) -> tuple[np.ndarray, int]:
+              multiple: int = 1, per_call: int | None = None, max_side: int | None = None
+              ) -> tuple[np.ndarray, int]:
     """uint8 HxWx3 (sides already valid for the network) -> (uint8 (H*s)x(W*s)x3, number of tiles).
+
+    A window of a video network (TxHxWx3) is tiled the same way: every frame is cut at the same places, a tile is a
+    TxhxWx3 window (``run`` gets NxTxhxwx3) and each frame is blended with the same weights.
 
     An image within one call's pixel budget (``batch`` tiles of ``tile``², :func:`plan_tiles`) is one network call
     and no blending. A tiled image goes ``per_call`` tiles per call (default ``batch``; at most ``batch``).
     """
     per_call = batch if per_call is None else max(1, min(per_call, batch))
-    h, w = frame.shape[:2]
-    plan = plan_tiles(h, w, tile=tile, overlap=overlap, multiple=multiple, batch=batch)
+    h, w = frame.shape[-3:-1]
+    lead = frame.shape[:-3]  # () for a frame, (T,) for a window
+    plan = plan_tiles(h, w, tile=tile, overlap=overlap, multiple=multiple, batch=batch, max_side=max_side)
     if plan.count == 1:
         return np.ascontiguousarray(run(frame[None])[0]), 1
     s = scale
@@ -135,9 +150,9 @@ def run_tiled(frame: np.ndarray, *, run: RunBatch, scale: int, tile: int, overla
     wx, _ = _axis_weights(plan.xs, plan.tile_w, w, overlap, s)
     row_of = {y: i for i, y in enumerate(plan.ys)}
     col_of = {x: j for j, x in enumerate(plan.xs)}
-    out = np.empty((h * s, w * s, 3), np.uint8)
+    out = np.empty((*lead, h * s, w * s, 3), np.uint8)
     band_h = plan.tile_h * s
-    band = np.zeros((band_h, w * s, 3), np.float32)
+    band = np.zeros((*lead, band_h, w * s, 3), np.float32)
     band_top = 0  # output row of band[0]
 
     def flush(upto: int) -> None:
@@ -146,23 +161,23 @@ def run_tiled(frame: np.ndarray, *, run: RunBatch, scale: int, tile: int, overla
         n = upto - band_top
         if n <= 0:
             return
-        np.rint(band[:n], out=band[:n])
-        out[band_top:upto] = band[:n]
-        band[:band_h - n] = band[n:].copy()
-        band[band_h - n:] = 0.0
+        np.rint(band[..., :n, :, :], out=band[..., :n, :, :])
+        out[..., band_top:upto, :, :] = band[..., :n, :, :]
+        band[..., :band_h - n, :, :] = band[..., n:, :, :].copy()
+        band[..., band_h - n:, :, :] = 0.0
         band_top = upto
 
     coords = list(plan.tiles())
     for first in range(0, len(coords), per_call):
         chunk = coords[first:first + per_call]
-        tiles = np.stack([frame[y:y + plan.tile_h, x:x + plan.tile_w] for y, x in chunk])
+        tiles = np.stack([frame[..., y:y + plan.tile_h, x:x + plan.tile_w, :] for y, x in chunk])
         results = run(tiles)
-        if results.shape != (len(chunk), band_h, plan.tile_w * s, 3):
+        if results.shape != (len(chunk), *lead, band_h, plan.tile_w * s, 3):
             raise RuntimeError(f"the network returned {results.shape} for tiles {tiles.shape} (scale {s})")
         for (y, x), res in zip(chunk, results):
             flush(y * s)
             weight = wy[row_of[y]][:, None] * wx[col_of[x]][None, :]
-            region = band[y * s - band_top:y * s - band_top + band_h, x * s:(x + plan.tile_w) * s]
+            region = band[..., y * s - band_top:y * s - band_top + band_h, x * s:(x + plan.tile_w) * s, :]
             region += res.astype(np.float32) * weight[..., None]
     flush(h * s)
     return out, plan.count

@@ -1,6 +1,6 @@
 """Triton python step of an image ensemble: encoded image -> tiles through the network -> encoded result.
 
-The network runs in this process with ONNX Runtime on CPU repositories (``net_runtime: onnxruntime``, see
+The network runs in this process on CPU repositories (``net_runtime: openvino`` or ``onnxruntime``, see
 stylize.server.steps.network for why), or is called by BLS (``net_runtime: triton``: the GPU's TensorRT plan, or a
 repository Triton reads from object storage, where the network's file is not on this machine's disk).
 
@@ -18,9 +18,10 @@ import triton_python_backend_utils as pb_utils
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT
 from stylize.server.ort_runner import threads_from_env
+from stylize.server.ov_runner import cache_dir_from_env
 from stylize.server.steps.imaging import REASONS, InvalidImage
-from stylize.server.steps.network import InProcessNetwork, newest_model_file
-from stylize.server.steps.pipeline import StepConfig, parse_options, process
+from stylize.server.steps.network import newest_model_file, open_network
+from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES, StepConfig, parse_options, process, request_parameters
 
 _SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 _MEGAPIXELS = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
@@ -79,7 +80,7 @@ class TritonPythonModel:
         self.option_inputs = [o.tensor.name for o in self.config.options]
         self.metrics = StepMetrics(config["name"])
         self.network = None
-        if self.config.net_runtime == "onnxruntime":
+        if self.config.net_runtime in IN_PROCESS_RUNTIMES:
             found = newest_model_file(Path(args["model_repository"]).parent, self.config.net_model)
             if found is None:
                 pb_utils.Logger.log_warn(
@@ -87,11 +88,13 @@ class TritonPythonModel:
                     "Triton copied from remote storage?): calling the network model by BLS instead")
             else:
                 path, version = found
-                threads = threads_from_env() or self.config.net_threads
-                self.network = InProcessNetwork(path, input_name=FRAME_IN.name, output_name=FRAME_OUT.name,
-                                                threads=threads)
+                instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", ())) or 1
+                self.network = open_network(
+                    path, runtime=self.config.net_runtime, input_name=FRAME_IN.name, output_name=FRAME_OUT.name,
+                    threads=threads_from_env() or self.config.net_threads, precision=self.config.net_precision,
+                    instances=instances, cache_dir=cache_dir_from_env())
                 pb_utils.Logger.log_info(f"{config['name']}: network {self.config.net_model} version {version} runs "
-                                         f"in this process (ONNX Runtime, {threads} intra-op thread(s))")
+                                         f"in this process ({self.network.describe()})")
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -104,7 +107,7 @@ class TritonPythonModel:
                 t = pb_utils.get_input_tensor_by_name(request, name)
                 if t is not None:
                     tensors[name] = t.as_numpy().reshape(len(images), -1)
-            parameters = request.parameters()
+            parameters = request_parameters(request.parameters)  # refused by parse_options: inputs only
             results = []
             for i, data in enumerate(images):
                 options = parse_options(self.config, parameters=parameters,
@@ -133,12 +136,14 @@ class TritonPythonModel:
         if self.network is not None:
             try:
                 return self.network(batch)
-            except Exception as e:  # ONNX Runtime's own errors: this request fails, the step stays up
+            except Exception as e:  # the runtime's own errors: this request fails, the step stays up
                 raise NetworkError(f"network {self.config.net_model} failed: {e}", pb_utils.TritonError.INTERNAL) \
                     from e
+        # a TensorRT plan's output is in GPU memory, where as_numpy() cannot read it: ask Triton for host memory
         net_request = pb_utils.InferenceRequest(
             model_name=self.config.net_model, requested_output_names=[FRAME_OUT.name],
-            inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))])
+            inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))],
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
         response = net_request.exec()
         if response.has_error():
             err = response.error()
