@@ -284,6 +284,7 @@ class RawModel:
     tile_overlap: int = 16
     tile_batch: int = 1
     tiles_per_call: int | None = None  # tiles of a tiled frame per request (None: tile_batch; CPU networks: 1)
+    max_side: int | None = None  # no side sent is longer (a TensorRT plan: its optimization profile's maximum)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,6 +494,25 @@ def _raw_name(model: str) -> str:
     return desc.net_model if model == desc.id else desc.int8_model
 
 
+def _draining(err: "ModelNotFound", ready: "bool | Callable[[], bool]") -> StylizeError:
+    """NOT_FOUND from a server that is not ready is a drain, not a missing model: while tritonserver stops, it
+    unloads the models first and answers NOT_FOUND for seconds. Retried like UNAVAILABLE (the next try reaches
+    another pod, or the restarted server); from a ready server it stays ModelNotFound."""
+    if (ready() if callable(ready) else ready):
+        return err
+    return ServerUnavailable(f"{err.message} (the server is not ready: draining or starting)", model=err.model,
+                             status=err.status, url=err.url)
+
+
+def _raw_candidates(model: str) -> tuple[str, ...]:
+    """The network models that can serve ``model``'s raw frames, in order: a CPU pod loads ``<id>_net``, a GPU pod
+    ``<id>_trt`` only (k8s/overlays/gpu). The client takes the first one the server says is ready (an open API)."""
+    desc = _descriptor(model)
+    if desc is None or model != desc.id:
+        return (_raw_name(model),)
+    return (desc.net_model, desc.trt_model)
+
+
 _CPU_PLATFORMS = ("onnxruntime_onnx", "openvino")  # what Triton's metadata says for the CPU network backends
 
 
@@ -525,6 +545,7 @@ def _raw_model_from_metadata(model: str, metadata: dict) -> RawModel:
         tile_overlap=desc.tile_overlap if desc else 16,
         tile_batch=desc.tile_batch if desc else 1,
         tiles_per_call=CPU_TILES_PER_CALL if metadata.get("platform") in _CPU_PLATFORMS else None,
+        max_side=desc.gpu_max_side if desc and metadata.get("platform") == "tensorrt_plan" else None,
     )
 
 
@@ -581,7 +602,8 @@ def _run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
 
         out = np.stack([run_tiled(f, run=run, scale=raw.scale, tile=tile, overlap=raw.tile_overlap,
                                   batch=max(1, min(raw.tile_batch, raw.max_batch_size or 1)),
-                                  per_call=raw.tiles_per_call, multiple=raw.size_multiple)[0] for f in padded])
+                                  per_call=raw.tiles_per_call, multiple=raw.size_multiple,
+                                  max_side=raw.max_side)[0] for f in padded])
     else:
         step = max(raw.max_batch_size, 1)
         outs = [run(np.ascontiguousarray(padded[i:i + step])) for i in range(0, len(padded), step)]
@@ -630,6 +652,9 @@ def _frames_batch(frames: np.ndarray, raw: RawModel) -> tuple[np.ndarray, bool]:
         raise InvalidInput(f"frames shape {arr.shape}; expected 3 channels (RGB)")
     if raw.window and arr.shape[1] != raw.window:
         raise InvalidInput(f"{raw.name} takes windows of {raw.window} frames, got {arr.shape[1]}")
+    if raw.window and raw.max_side and max(arr.shape[-3:-1]) > raw.max_side:
+        raise InvalidInput(f"{raw.name} takes frames of at most {raw.max_side} pixels a side (its TensorRT profile; "
+                           f"windows are not tiled in space), got {arr.shape[-2]}x{arr.shape[-3]}")
     return arr, added
 
 
@@ -734,6 +759,8 @@ class StylizeClient:
                 raise
             except self._errors as e:
                 err = from_triton(e, model=model, url=self.url)
+                if isinstance(err, ModelNotFound) and retry:
+                    err = _draining(err, self._server_ready)
                 self._observers.request(model, time.monotonic() - t0, err)
                 elapsed = time.monotonic() - start
                 if policy.should_retry(err, attempt, elapsed):
@@ -808,7 +835,9 @@ class StylizeClient:
         v = _version(version if version is not None else self.version)
         key = (model, v)
         if key not in self._raw:
-            name = _raw_name(model)
+            candidates = _raw_candidates(model)
+            name = next((c for c in candidates[:-1] if self._call(c, lambda c=c: self._client.is_model_ready(
+                c, model_version=v, client_timeout=self.timeout))), candidates[-1])
             metadata = self._call(name, lambda: self._client.get_model_metadata(
                 name, model_version=v, as_json=True, client_timeout=self.timeout))
             self._raw[key] = _raw_model_from_metadata(model, metadata)
@@ -877,6 +906,13 @@ class StylizeClient:
                 if not isinstance(from_triton(e), ModelNotFound):
                     raise
         return metadata, ready
+
+    def _server_ready(self) -> bool:
+        """Whether the server says it is ready (False when it cannot be asked): tells a drain from a missing model."""
+        try:
+            return bool(self._client.is_server_ready(client_timeout=min(self.timeout or 5.0, 5.0)))
+        except self._errors:
+            return False
 
     def health(self, *, timeout: float = 5.0) -> Health:
         """Liveness, readiness, server version and model states. Never raises for an unreachable server.
@@ -992,6 +1028,8 @@ class AsyncStylizeClient:
                 result = await op()
             except self._errors as e:
                 err = from_triton(e, model=model, url=self.url)
+                if isinstance(err, ModelNotFound) and retry:
+                    err = _draining(err, await self._server_ready())
                 self._observers.request(model, time.monotonic() - t0, err)
                 elapsed = time.monotonic() - start
                 if policy.should_retry(err, attempt, elapsed):
@@ -1066,8 +1104,14 @@ class AsyncStylizeClient:
         v = _version(version if version is not None else self.version)
         key = (model, v)
         if key not in self._raw:
-            name = _raw_name(model)
             client = self._aio()
+            candidates = _raw_candidates(model)
+            name = candidates[-1]
+            for c in candidates[:-1]:
+                if await self._call(c, lambda c=c: client.is_model_ready(c, model_version=v,
+                                                                         client_timeout=self.timeout)):
+                    name = c
+                    break
             metadata = await self._call(name, lambda: client.get_model_metadata(
                 name, model_version=v, as_json=True, client_timeout=self.timeout))
             self._raw[key] = _raw_model_from_metadata(model, metadata)
@@ -1123,6 +1167,12 @@ class AsyncStylizeClient:
                 if not isinstance(from_triton(e), ModelNotFound):
                     raise
         return metadata, ready
+
+    async def _server_ready(self) -> bool:
+        try:
+            return bool(await self._aio().is_server_ready(client_timeout=min(self.timeout or 5.0, 5.0)))
+        except self._errors:
+            return False
 
     async def health(self, *, timeout: float = 5.0) -> Health:
         t0 = time.monotonic()

@@ -631,3 +631,43 @@ def test_close_ends_retry_waits_at_once():
     t.join(timeout=10)
     assert not t.is_alive() and time.monotonic() - t0 < 3
     assert errors and client.stats.retries >= 1
+
+
+def test_raw_frames_go_to_the_network_model_the_server_loads():
+    """A CPU pod loads <id>_net, a GPU pod <id>_trt only: the client asks which is ready, in that order; a plan's
+    metadata brings its profile's largest side (tiles stay within it; BasicVSR windows larger are refused)."""
+    from stylize.client import _frames_batch, _raw_candidates, _raw_model_from_metadata
+
+    esr, vsr = REGISTRY["esrgan_x4"], REGISTRY["basicvsr_x4"]
+    assert _raw_candidates("esrgan_x4") == (esr.net_model, esr.trt_model)
+    assert _raw_candidates("esrgan_x4_int8") == (esr.int8_model,)
+    assert _raw_candidates("someone_elses") == ("someone_elses",)
+
+    def meta(desc, platform):
+        dims = [-1, *desc.net_input.dims]
+        return {"name": desc.trt_model, "platform": platform,
+                "inputs": [{"name": desc.net_input.name, "shape": dims}],
+                "outputs": [{"name": desc.net_output.name, "shape": dims}]}
+
+    plan = _raw_model_from_metadata("esrgan_x4", meta(esr, "tensorrt_plan"))
+    assert plan.max_side == esr.gpu_max_side and plan.tiles_per_call is None  # tile_batch tiles per call
+    assert _raw_model_from_metadata("esrgan_x4", meta(esr, "openvino")).max_side is None
+    window = _raw_model_from_metadata("basicvsr_x4", meta(vsr, "tensorrt_plan"))
+    ok = np.zeros((vsr.window, 64, vsr.gpu_max_side, 3), np.uint8)
+    assert _frames_batch(ok, window)[0].shape == (1, *ok.shape)
+    with pytest.raises(InvalidInput, match="at most 512 pixels a side"):
+        _frames_batch(np.zeros((vsr.window, 64, vsr.gpu_max_side + 4, 3), np.uint8), window)
+
+
+def test_not_found_from_a_server_that_is_not_ready_is_a_drain_and_is_retried():
+    """tritonserver unloads its models first when it stops and answers NOT_FOUND for seconds: from a server that is
+    not ready that is a drain (retried like UNAVAILABLE), from a ready one a missing model."""
+    from stylize.client import RetryPolicy, _draining
+    from stylize.errors import ModelNotFound, ServerUnavailable
+
+    err = ModelNotFound("Request for unknown model: 'esrgan_x4' is not found", model="esrgan_x4",
+                        status="NOT_FOUND", url="h:1")
+    assert _draining(err, True) is err and not RetryPolicy().should_retry(err, 1, 0.0)
+    drain = _draining(err, lambda: False)
+    assert isinstance(drain, ServerUnavailable) and "not ready" in drain.message and drain.model == "esrgan_x4"
+    assert RetryPolicy().should_retry(drain, 1, 0.0)

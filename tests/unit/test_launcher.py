@@ -269,7 +269,8 @@ def test_the_terminal_shows_real_errors_not_the_cpu_only_noise_of_a_healthy_star
              'E1201 10:07:22.2 1 ensemble_scheduler.cc:1468] "unable to create stream for esrgan_x4: CUDA driver '
              'version is insufficient for CUDA runtime version"\n',
              'I1201 10:07:22.2 1 server.cc:674] "model esrgan_x4 READY"\n',
-             'W1201 10:07:29.3 1 pinned_memory_manager.cc:170] "failed to allocate pinned system memory"\n', "\n"]
+             'W1201 10:07:29.3 1 pinned_memory_manager.cc:170] "failed to allocate pinned system memory"\n', "\n",
+             "+------------------+------+\n", "| animevideo_x2        | 1       | READY  |\n"]
     real = ['E1201 10:07:22.2 1 model_repository_manager.cc:703] "Invalid argument: ensemble animevideo_x2 '
             'contains models that are not available or ambiguous: animevideo_x2_cached"\n',
             "Traceback (most recent call last):\n"]

@@ -1015,8 +1015,8 @@ def worth_echoing(line: str) -> bool:
     """Whether a line of Triton's log is shown on the terminal: its errors, except the CPU-only noise above, and
     any line that is not a Triton log record (a stub's traceback, a crash). Everything goes to the log file."""
     m = _TRITON_LINE.match(line)
-    if m is None:
-        return bool(line.strip())
+    if m is None:  # Triton's start-up tables (+---+ / | ... |) are in the log file; the banner lists the models
+        return bool(line.strip()) and not line.startswith(("+", "|"))
     return m.group(1) == "E" and not _CPU_ONLY_NOISE.search(line)
 
 
