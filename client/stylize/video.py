@@ -347,6 +347,7 @@ def upscale_video(
             return run
 
         last_duration: list[Fraction | None] = [None]  # of the last frame (the joined stream ends with it)
+        decoded_frames = [0]
 
         def decode() -> None:
             index = 0
@@ -357,6 +358,7 @@ def upscale_video(
                     _put(decoded, _Frame(index, arr, source16 if high_depth else None, frame.pts,
                                          frame.time_base, time.monotonic()), stop)
                     index += 1
+            decoded_frames[0] = index
             _put(decoded, None, stop)
 
         def open_segment(k: int) -> None:
@@ -446,7 +448,7 @@ def upscale_video(
                 raise VideoError(f"{src}: {errors[0]}") from None
             raise errors[0]
         if not report.frames and resume_from:  # every segment was already there
-            report.frames = report.resumed_frames = resume_from
+            report.frames = report.resumed_frames = decoded_frames[0]
         inp.close()
         joined = store.dir / "video.mp4"
         join_segments(av, store.segments(), joined, last_duration[0])

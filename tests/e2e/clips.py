@@ -51,7 +51,8 @@ def photo_clip(path: Path, *, size: str = "64x48", rate: int = 10, seconds: floa
     w, h = (int(x) for x in size.split("x"))
     chain = f"scale={2 * w}:{2 * h},crop={w}:{h}:x='t*40':y=0" + (f",{vf}" if vf else "")
     subprocess.run([
-        ffmpeg(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate), "-i", str(photo_path("astronaut.png")),
+        ffmpeg(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate),
+        "-i", str(photo_path("astronaut.png")),
         "-t", str(seconds), "-vf", chain, "-c:v", "libx264", "-pix_fmt", "yuv420p", *(extra or []), str(path),
     ], check=True, timeout=120)
     return path

@@ -186,7 +186,7 @@ def _luma10(path: Path) -> np.ndarray:
 
 
 def _banding(path: Path) -> dict:
-    """Along the gradient (mean of the middle rows): distinct levels, largest step, RMS distance from a straight line."""
+    """Along the gradient (mean of the middle rows): distinct levels, largest step, RMS distance from a line."""
     y = _luma10(path)
     profile = y[:, y.shape[1] // 4: 3 * y.shape[1] // 4, 8:-8].mean(axis=(0, 1))
     x = np.arange(profile.size)
@@ -249,7 +249,7 @@ class _Interrupt(KeyboardInterrupt):
     pass
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(client, tmp_path):
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(client, tmp_path, monkeypatch):
     src = make_clip(tmp_path / "clip.mp4", seconds=3)  # 30 frames with sound
     opts = dict(preset="ultrafast", segment_frames=8, progress=False)
     whole = tmp_path / "whole.mp4"
@@ -281,6 +281,22 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(client, tmp_pa
     assert frame_times(dst) == frame_times(whole) == frame_times(src)
     assert _packets(dst, "video") == _packets(whole, "video")  # the same bitstream, packet for packet
     assert _packets(dst, "audio") == _packets(src, "audio")
+
+    # a crash after the last segment, before the container is written: the rerun only muxes
+    import stylize.video
+
+    def crash(*args, **kwargs):
+        raise _Interrupt
+
+    again = tmp_path / "again.mp4"
+    with monkeypatch.context() as m:
+        m.setattr(stylize.video, "remux", crash)
+        with pytest.raises(_Interrupt):
+            client.upscale_video(src, again, MODEL, **opts)
+    report = client.upscale_video(src, again, MODEL, **opts)
+    assert report.resumed_frames == 30 and report.frames == 30 and report.requests == 0
+    assert _packets(again, "video") == _packets(whole, "video")
+    again.unlink()
 
     # another job (here: another quality) never reuses the segments
     with pytest.raises(_Interrupt):

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
             report = client.upscale_video(src, dst, args.model, version=args.model_version, codec=args.codec,
                                           bit_depth=args.bit_depth, crf=args.crf, preset=args.preset,
                                           concurrency=args.concurrency, batch=args.batch,
-                                          window_margin=args.window_margin, segment_frames=args.segment_frames, tile=args.tile,
+                                          window_margin=args.window_margin, segment_frames=args.segment_frames,
+                                          tile=args.tile,
                                           resume=not args.no_resume, progress=False if args.no_progress else None)
         except StylizeError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -55,7 +56,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("video", help="upscale or stylize a video (every stream, timestamp and tag kept)",
                               description=__doc__.splitlines()[0])
     p.add_argument("src", metavar="SRC", help="input video (anything FFmpeg reads)")
-    p.add_argument("-o", "--output", required=True, metavar="DST", help="output .mp4/.mkv/.mov/.m4v (.webm: vp9, av1), or a folder")
+    p.add_argument("-o", "--output", required=True, metavar="DST",
+                   help="output .mp4/.mkv/.mov/.m4v (.webm: vp9, av1), or a folder")
     p.add_argument("-m", "--model", default="animevideo_x2", help="model id (default %(default)s)")
     from stylize.video_container import CODECS, PRESETS
 
@@ -78,7 +80,8 @@ def register(subparsers) -> None:
     p.add_argument("--window-margin", type=int, default=None,
                    help="windowed models: context frames dropped on each side of a window (default window//3)")
     p.add_argument("--tile", type=int, default=None,
-                   help="windowed models: frames larger than TILE x TILE go in overlapping tiles (default 256; 0: never)")
+                   help="windowed models: frames larger than TILE x TILE go in overlapping tiles "
+                   "(default 256; 0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_connection_args(p)
     p.set_defaults(func=run)
