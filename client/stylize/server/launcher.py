@@ -366,6 +366,7 @@ def _same_copy(copy: Path, source: Path) -> bool:
 
 
 _SHM_REGION = "triton_python_backend_shm_region_"
+_SHM_MIN_AGE_S = 120.0  # a leftover is older than this; a region of a server being started or growing is not
 _STUB_NAME = "triton_python_backend_stub"
 
 
@@ -431,9 +432,13 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"))
             continue
         in_use.update(line.rsplit("/", 1)[-1].split()[0] for line in maps.splitlines() if _SHM_REGION in line)
     removed: list[str] = []
+    now = time.time()
     for region in shm_dir.glob(_SHM_REGION + "*") if shm_dir.is_dir() else ():
         try:
-            if region.name not in in_use and region.stat().st_uid == os.geteuid():
+            st = region.stat()
+            # young regions are never touched: another live server may have just made one (at a stub's start, or
+            # when its shared memory grows) and not mapped it yet when /proc was read above
+            if region.name not in in_use and st.st_uid == os.geteuid() and now - st.st_mtime > _SHM_MIN_AGE_S:
                 region.unlink()
                 removed.append(region.name)
         except OSError:
