@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import time
 import urllib.request
 import zlib
 
@@ -192,11 +193,16 @@ def test_options_are_right_with_the_response_cache_on(model_repository, tmp_path
         small = c.infer(data, "animevideo_x2", output_format="PNG", outscale=1.0)
         with Image.open(io.BytesIO(small)) as im:
             assert im.size == (16, 16)
-        with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
-            metrics = r.read().decode()
         step = REGISTRY["animevideo_x2"].cached_model  # the cache is on the nested ensemble, behind request_check
-        hits = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                if line.startswith("nv_cache_num_hits_per_model{") and f'model="{step}"' in line]
+        deadline = time.monotonic() + 15  # Triton refreshes its metrics every couple of seconds, not per request
+        while True:
+            with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+                metrics = r.read().decode()
+            hits = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith("nv_cache_num_hits_per_model{") and f'model="{step}"' in line]
+            if (hits and hits[0] >= 1) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert hits and hits[0] >= 1  # the cache was on and answered the repeated request
 
 

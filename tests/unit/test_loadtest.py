@@ -149,6 +149,30 @@ concurrency = [1]
     assert frames.std() > 10  # a real photo, not zeros
 
 
+def test_a_batch_to_a_network_that_does_not_batch_is_stacked_and_sent_as_one(tmp_path):
+    """OpenVINO networks have max_batch_size 0 (their first dim is the batch): a batch-2 scenario sends 2 stacked
+    crops per request with -b 1 and still reports images per second."""
+    s = load_set(_write(tmp_path, """
+[[scenario]]
+name = "b2"
+model = "animevideo_x4"
+variant = "net"
+batch = 2
+input = { size = 24, photos = ["chelsea.png", "coffee.png"], crops = 2 }
+concurrency = [1]
+"""))
+    sc = s.scenarios[0]
+    plain, stacked = input_data(sc)["data"], input_data(sc, stacked=True)["data"]
+    assert [e["FRAME"]["shape"] for e in plain] == [[24, 24, 3]] * 4
+    assert [e["FRAME"]["shape"] for e in stacked] == [[2, 24, 24, 3]] * 4
+    first = np.frombuffer(base64.b64decode(stacked[0]["FRAME"]["b64"]), np.uint8).reshape(2, 24, 24, 3)
+    assert np.array_equal(first[1], np.frombuffer(base64.b64decode(plain[1]["FRAME"]["b64"]), np.uint8)
+                          .reshape(24, 24, 3))  # the next crop, not a copy of the first
+    cmd = command(Path("/pa"), sc, 1, url="h:1", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv",
+                  stacked=True)
+    assert cmd[cmd.index("-b") + 1] == "1"
+
+
 def test_command_line(tmp_path):
     sc = select(load_all(scenarios_dir()), ["quick"])[0]
     cmd = command(Path("/pa"), sc, 2, url="h:1", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv",

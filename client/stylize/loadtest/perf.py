@@ -140,8 +140,11 @@ def bytes_element(data: bytes) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
-def input_data(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
-    """perf_analyzer's --input-data document for a scenario: one entry per crop (it cycles through them)."""
+def input_data(scenario: Scenario, *, seed: int = 0, stacked: bool = False) -> dict[str, Any]:
+    """perf_analyzer's --input-data document for a scenario: one entry per crop (it cycles through them).
+
+    ``stacked``: the network does not batch in Triton's sense (max_batch_size 0: the OpenVINO networks), its first
+    dim is the batch; each entry then carries ``scenario.batch`` crops stacked, sent with ``-b 1``."""
     d = scenario.descriptor
     h, w = scenario.input.size
     rng = np.random.default_rng(seed)
@@ -157,8 +160,13 @@ def input_data(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
                     frames = np.stack([big[2 * t:2 * t + h, 3 * t:3 * t + w] for t in range(d.window)])
                 else:
                     frames = photo_crop(photo, h, w, rng)
-                entries.append({d.net_input.name: {"b64": base64.b64encode(frames.tobytes()).decode(),
-                                                   "shape": list(frames.shape)}})
+                entries.append(frames)
+    if not scenario.is_ensemble:
+        if stacked:  # a batch's crops in one entry: the 1st with the next batch - 1 (cycling)
+            entries = [np.stack([entries[(i + k) % len(entries)] for k in range(scenario.batch)])
+                       for i in range(len(entries))]
+        entries = [{d.net_input.name: {"b64": base64.b64encode(np.ascontiguousarray(f).tobytes()).decode(),
+                                       "shape": list(f.shape)}} for f in entries]
     return {"data": entries}
 
 
@@ -239,7 +247,8 @@ _ERROR = re.compile(r"(Thread \[\d+\] had error: .*|error: .*|Failed to .*)", re
 
 
 def command(binary: Path, scenario: Scenario, level: float, *, url: str, data_file: Path, csv_file: Path,
-            bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None) -> list[str]:
+            bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None,
+            stacked: bool = False) -> list[str]:
     """perf_analyzer's command line: over gRPC, or over HTTP with ``headers`` (``url`` is then the HTTP endpoint).
 
     perf_analyzer reads the model config first, an admin API of our servers (stylize.access); its -H headers go on
@@ -248,7 +257,7 @@ def command(binary: Path, scenario: Scenario, level: float, *, url: str, data_fi
     """
     cmd = [str(binary), "-m", scenario.triton_model, "-u", url, "-i", "http" if headers else "grpc",
            "--input-data", str(data_file),
-           "-b", str(scenario.batch), "--percentile", str(scenario.percentile),
+           "-b", str(1 if stacked else scenario.batch), "--percentile", str(scenario.percentile),
            "-s", str(scenario.stability_percent), "-r", str(scenario.max_trials),
            "-f", str(csv_file), "--verbose-csv", "-v"]  # -v: every pass goes into the log (why unstable)
     if scenario.mode == "concurrency":
@@ -318,7 +327,9 @@ def parse_stdout(text: str) -> tuple[ModelStats | None, dict[str, ModelStats], i
     return top, composing, int(hits.group(1)) if hits else 0
 
 
-def parse_level(value: float, batch: int, returncode: int, stdout: str, csv_path: Path) -> Level:
+def parse_level(value: float, batch: int, returncode: int, stdout: str, csv_path: Path, *,
+                stacked: bool = False) -> Level:
+    """``stacked``: perf_analyzer counted requests of ``batch`` stacked images as one inference each."""
     rows = []
     if csv_path.is_file():
         with csv_path.open(newline="") as f:
@@ -333,6 +344,8 @@ def parse_level(value: float, batch: int, returncode: int, stdout: str, csv_path
     row = rows[-1]
     us = lambda k: _num(row, k)  # noqa: E731
     infer = _num(row, "Inferences/Second")
+    if stacked and infer is not None:
+        infer *= batch  # images per second, as for a batching model
     top, composing, hits = parse_stdout(stdout)
     if top is None:  # fall back to the CSV's aggregate server columns
         compute = sum(v or 0.0 for v in (us("Server Compute Input"), us("Server Compute Infer"),
@@ -353,13 +366,14 @@ def _ms(v: float | None) -> float | None:
 
 
 def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_file: Path, work_dir: Path,
-              bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None) -> tuple[Level, str]:
+              bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None,
+              stacked: bool = False) -> tuple[Level, str]:
     """Run perf_analyzer for one level; returns the parsed level and perf_analyzer's full output."""
     tag = f"{scenario.name}_{scenario.mode[0]}{level:g}"
     csv_file = work_dir / f"{tag}.csv"
     csv_file.unlink(missing_ok=True)
     cmd = command(binary, scenario, level, url=url, data_file=data_file, csv_file=csv_file, bls_models=bls_models,
-                  headers=headers)
+                  headers=headers, stacked=stacked)
     t0 = time.perf_counter()
     logs = []
     for attempt in range(1 + scenario.unstable_retries):
@@ -375,7 +389,7 @@ def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_
             lvl.seconds = round(time.perf_counter() - t0, 1)
             return lvl, text
         logs.append(f"--- attempt {attempt + 1} (exit {rc}) ---\n{text}")
-        lvl = parse_level(level, scenario.batch, rc, text, csv_file)
+        lvl = parse_level(level, scenario.batch, rc, text, csv_file, stacked=stacked)
         if lvl.status != "unstable":
             break
     (work_dir / f"{tag}.log").write_text(_shown(cmd, headers) + "\n\n" + "\n".join(logs))
@@ -385,9 +399,9 @@ def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_
     return lvl, text
 
 
-def write_input_data(scenario: Scenario, directory: Path) -> Path:
+def write_input_data(scenario: Scenario, directory: Path, *, stacked: bool = False) -> Path:
     path = directory / f"{scenario.name}.input.json"
-    path.write_text(json.dumps(input_data(scenario)))
+    path.write_text(json.dumps(input_data(scenario, stacked=stacked)))
     return path
 
 

@@ -328,13 +328,15 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
             res.error = f"model {sc.triton_model} is not ready on {url}{hint}"
             log(f"{sc.name}: SKIPPED, {res.error}")
             continue
-        data_file = write_input_data(sc, raw_dir)
+        # a network with max_batch_size 0 (OpenVINO) takes a batch as its first dim: stacked, one per request
+        stacked = not sc.is_ensemble and sc.batch > 1 and layouts[sc.triton_model].max_batch_size == 0
+        data_file = write_input_data(sc, raw_dir, stacked=stacked)
         bls = bls_callees(sc, layouts)
         res.bls_models = bls
         t0 = time.perf_counter()
         for level in sc.levels:
             lvl, _ = run_level(binary, sc, level, url=pa_url, data_file=data_file, work_dir=raw_dir, bls_models=bls,
-                               headers=pa_headers)
+                               headers=pa_headers, stacked=stacked)
             res.levels.append(lvl)
             if lvl.ok:
                 log(f"{sc.name}: {sc.mode} {level:g}: {lvl.infer_per_s:.2f} img/s, p50 {lvl.p50_ms:.0f} ms, "

@@ -960,7 +960,9 @@ def start_local(model_repository: Path | str, *, attempts: int = 3, run_as: tupl
                 **overrides: Any) -> TritonServer:
     """Start a loopback server on free ports and wait until it is ready (``with start_local(repo) as server:``).
 
-    Other processes pick ports too: a port lost between choosing and binding is retried on a fresh set.
+    Other processes pick ports too: a port lost between choosing and binding is retried on a fresh set. A server
+    killed by a signal while starting (seen once in a suite on a loaded machine: SIGABRT from gRPC's poller, "epoll_wait
+    error: Bad file descriptor") is started again; a start that fails on its own terms (a model, the repository) is not.
     """
     for attempt in range(attempts):
         server = TritonServer(ServerSettings.local(model_repository, **overrides), run_as=run_as)
@@ -971,6 +973,11 @@ def start_local(model_repository: Path | str, *, attempts: int = 3, run_as: tupl
         except PortInUseError:
             server.stop()
             if attempt == attempts - 1:
+                raise
+        except ServerStartError:
+            code = server._proc.poll() if server._proc is not None else None
+            server.stop()
+            if code is None or code >= 0 or attempt == attempts - 1:
                 raise
         except BaseException:
             server.stop()
