@@ -23,7 +23,7 @@ def _orphan_stubs(backends: Path) -> set[int]:
 
 
 def _regions() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("triton_python_backend_shm_region_*")}
+    return {p.name for p in Path("/dev/shm").glob("triton_*_backend_shm_region_*")}
 
 
 def test_the_next_start_removes_what_a_killed_server_left(model_repository, tmp_path):

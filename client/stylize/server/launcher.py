@@ -365,7 +365,8 @@ def _same_copy(copy: Path, source: Path) -> bool:
     return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
 
-_SHM_REGION = "triton_python_backend_shm_region_"
+# the python backend's regions, and those of Python-based backends (ours: triton_openvino_backend_shm_region_...)
+_SHM_REGION = re.compile(r"^triton_\w+?_backend_shm_region_")
 _SHM_MIN_AGE_S = 120.0  # a leftover is older than this; a region of a server being started or growing is not
 _STUB_NAME = "triton_python_backend_stub"
 
@@ -425,15 +426,16 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"))
         time.sleep(0.05)  # their mappings go when they are gone
     in_use: set[str] = set()
     for pid in [p.name for p in proc.iterdir() if p.name.isdigit()] if proc.is_dir() else []:
-        in_use.update(a for a in _proc_cmdline(pid) if a.startswith(_SHM_REGION))
+        in_use.update(a for a in _proc_cmdline(pid) if _SHM_REGION.match(a))
         try:
             maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
         except OSError:
             continue
-        in_use.update(line.rsplit("/", 1)[-1].split()[0] for line in maps.splitlines() if _SHM_REGION in line)
+        in_use.update(name for line in maps.splitlines() if "_backend_shm_region_" in line
+                      and _SHM_REGION.match(name := line.rsplit("/", 1)[-1].split()[0]))
     removed: list[str] = []
     now = time.time()
-    for region in shm_dir.glob(_SHM_REGION + "*") if shm_dir.is_dir() else ():
+    for region in shm_dir.glob("triton_*_backend_shm_region_*") if shm_dir.is_dir() else ():
         try:
             st = region.stat()
             # young regions are never touched: another live server may have just made one (at a stub's start, or
