@@ -30,6 +30,30 @@ from stylize.server.launcher import start_local
 SIDES = {"esrgan_x4": 400}  # the rest at 512²: a large input within every model's limits, tiled where it is tiled
 
 
+def _tree(pid: int, rows: list[list[str]]) -> set[int]:
+    tree, grew = {pid}, True
+    while grew:  # the stubs are the server's children (and may start their own)
+        before = len(tree)
+        tree |= {int(r[0]) for r in rows if int(r[1]) in tree}
+        grew = len(tree) > before
+    return tree
+
+
+def server_pss_mb(pid: int) -> float:
+    """Proportional set size (MB) of the server ``pid`` and its stubs: each shared page (OpenVINO's and ONNX
+    Runtime's libraries, mapped by every stub) counted once over the processes that map it, as a cgroup, and so a
+    pod's memory limit, charges it once; the RSS sum counts it in every process."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True, check=True).stdout
+    total = 0
+    for p in _tree(pid, [line.split() for line in out.splitlines()[1:]]):
+        try:
+            total += sum(int(line.split()[1]) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+                         if line.startswith("Pss:"))
+        except OSError:
+            pass  # a process gone meanwhile
+    return total / 1024
+
+
 def server_rss_mb(pid: int | None = None) -> float:
     """Resident memory (MB) of the server ``pid`` and every process under it (its python stubs); without a pid, of
     every tritonserver and python-stub process on this machine."""
@@ -38,11 +62,7 @@ def server_rss_mb(pid: int | None = None) -> float:
     if pid is None:
         return sum(int(r[2]) for r in rows
                    if len(r) > 3 and ("tritonserver" in r[3] or "triton_python_backend_stub" in r[3])) / 1024
-    tree, grew = {pid}, True
-    while grew:  # the stubs are the server's children (and may start their own)
-        before = len(tree)
-        tree |= {int(r[0]) for r in rows if int(r[1]) in tree}
-        grew = len(tree) > before
+    tree = _tree(pid, rows)
     return sum(int(r[2]) for r in rows if int(r[0]) in tree) / 1024
 
 
@@ -74,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="stylize-memory-") as tmp:
         repo = mirror(args.model_repository, Path(tmp), bls=args.bls, int8=args.int8)
         with start_local(repo) as server:
-            rss = lambda: server_rss_mb(server.pid)  # noqa: E731 - this server's process tree only
-            print(f"idle: {rss():.0f} MB", flush=True)
+            def rss() -> str:  # this server's process tree only
+                return f"RSS {server_rss_mb(server.pid):.0f} MB, PSS {server_pss_mb(server.pid):.0f}"
+            print(f"idle: {rss()} MB", flush=True)
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 for desc in MODELS:
                     if desc.window or not (repo / desc.id).exists():
@@ -87,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                     t.set_data_from_numpy(np.array([[buf.getvalue()]], dtype=object))
                     with cf.ThreadPoolExecutor(2) as pool:  # two in flight: both step instances
                         list(pool.map(lambda _: client.infer(desc.id, [t], client_timeout=1800), range(2)))
-                    print(f"after {desc.id} {side}² x 2: {rss():.0f} MB", flush=True)
+                    print(f"after {desc.id} {side}² x 2: {rss()} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -889,7 +889,20 @@ def _versions() -> dict:
 
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "stylize": git_commit(), "openvino": openvino.__version__.split("-")[0],
-            "openvino_capabilities": list(cpu_capabilities())}
+            "openvino_capabilities": list(cpu_capabilities()), "cpu_isa": _cpu_isa()}
+
+
+_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpu_isa() -> list[str] | None:
+    """Which of the matrix-multiply extensions that decide int8 and bf16 speed this CPU has (None: unknown)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    have = set(flags.split(":", 1)[1].split())
+    return [f for f in _ISA if f in have]
 
 
 def _layout(url: str, descs: Sequence[ModelDescriptor], admin_key: str | None) -> dict:

@@ -160,3 +160,14 @@ def test_openvino_section_states_its_targets_and_replaces_only_itself(tmp_path):
     body = doc.read_text()
     assert body.startswith("# full run\n\nthe ONNX Runtime tables\n") and body.count(OV_SECTION[0]) == 1
     assert "no native bf16" in body
+
+
+def test_a_full_regeneration_keeps_the_hand_kept_part(tmp_path):
+    from stylize_build.bench_report import KEPT, write
+
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# old tables\n\n{KEPT[0]}\nstart-up: 38.9 s cold\n{KEPT[1]}\n")
+    r = _result([_case("esrgan_x4", served=[1.0] * 3, ort=[0.96] * 3)])
+    write(r, doc)
+    body = doc.read_text()
+    assert "# old tables" not in body and body.count("start-up: 38.9 s cold") == 1 and "## Targets" in body

@@ -31,11 +31,12 @@ def test_native_parameters_and_this_backends_share_of_the_layout():
                                     | {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]})
     assert (cfg.num_streams, cfg.inference_threads, cfg.performance_hint, cfg.hint_bf16) == (2, 4, "THROUGHPUT", True)
     assert cfg.instances == 2 and cfg.parameters["stylize_id"] == "animevideo_x4"
-    # two processes here where the native backend has one compiled model: each takes half, and pins nothing
+    # two processes here where the native backend has one compiled model: each takes half (unpinned, as all here)
     assert cfg.compile_settings() == CompileSettings(precision="bf16", threads=2, streams=1, hint="THROUGHPUT",
                                                      pinning=False)
     alone = OvModelConfig.from_triton(ov_config(NUM_STREAMS="AUTO", precision="fp32"))
     assert alone.compile_settings() == CompileSettings(precision="fp32", threads=None, streams="AUTO", hint=None)
+    assert CompileSettings().properties()["ENABLE_CPU_PINNING"] is False
     # no HINT_BF16 and no recorded precision: OpenVINO's own default, as natively
     assert OvModelConfig.from_triton(ov_config()).compile_settings().precision is None
 

@@ -17,8 +17,11 @@ Two differences that follow from this backend being Python-based, both about wha
 * Each instance of a Python-based backend is its own process with its own compiled model, where the native backend
   compiles once and gives each instance an infer request on the shared streams. Here each process takes its share:
   ``NUM_STREAMS // instances`` streams and ``INFERENCE_NUM_THREADS // instances`` threads (at least 1), so a request
-  gets the same threads in both; and with several processes CPU pinning is off (every process would pin to the same
-  first cores: measured, two pinned 1-thread processes ran 3.7x slower each than one alone, unpinned 1.7x).
+  gets the same threads in both.
+* CPU pinning is off (:data:`PINNING`): several processes would each pin to the same first cores (measured: two
+  pinned 1-thread processes ran 3.7x slower each than one alone, unpinned 1.7x), and on cores shared with other work
+  a pinned thread cannot move off a busy core (one process, 2 threads, interleaved with ONNX Runtime on this shared
+  machine: unpinned 1.34x / 0.71x ONNX Runtime, pinned 1.05x / 0.52x, animevideo_x4 / esrgan_anime_x4 128²).
 * The native backend has no fp32 hint (HINT_BF16 takes only YES): without it OpenVINO's CPU default applies, which
   is bf16 on CPUs with AVX512_BF16/AMX. The build writes the precision it checked as the parameter ``precision``; this
   backend runs ``fp32`` strictly in f32, the native one cannot (docs/performance.md, OpenVINO).
@@ -58,6 +61,7 @@ _OV_TO_TRITON = {
     "i16": "INT16", "i32": "INT32", "i64": "INT64", "f16": "FP16", "f32": "FP32", "f64": "FP64", "string": "STRING",
 }
 _OFF = ("", "0", "off", "none", "false", "no")
+PINNING = False  # ENABLE_CPU_PINNING of every model compiled here (module docstring: measured)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,7 +110,7 @@ class CompileSettings:
     streams: int | str | None = 1  # an int, "AUTO" or "NUMA"
     hint: str | None = "LATENCY"
     compile_threads: int | None = None
-    pinning: bool | None = None  # None: OpenVINO's default (on); off when several processes share the cores
+    pinning: bool | None = PINNING  # None: OpenVINO's default (on)
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -276,8 +280,7 @@ class OvModelConfig(ModelConfig):
         threads = max(1, self.inference_threads // n) if self.inference_threads else None
         precision = "bf16" if self.hint_bf16 else ("fp32" if self.precision == "fp32" else None)
         return CompileSettings(precision=precision, threads=threads, streams=streams, hint=self.performance_hint,
-                               compile_threads=self.compilation_threads, pinning=False if n > 1 else None,
-                               cache_dir=cache_dir)
+                               compile_threads=self.compilation_threads, cache_dir=cache_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------

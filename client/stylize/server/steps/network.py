@@ -63,20 +63,20 @@ class InProcessNetwork:
 
 
 class OpenVinoNetwork:
-    """One compiled OpenVINO model (one stream, latency hint): the same contract as :class:`InProcessNetwork`.
-    ``pinning`` False when several step instances (processes) share the cores: each would pin to the same ones."""
+    """One compiled OpenVINO model (one stream, latency hint, unpinned: ov_runner.PINNING): the same contract as
+    :class:`InProcessNetwork`."""
 
     runtime = "openvino"
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, threads: int, precision: str = "fp32",
-                 pinning: bool | None = None, cache_dir: Path | None = None):
+                 cache_dir: Path | None = None):
         from stylize.server.ov_runner import CompileSettings, Network
 
         self.path = Path(path)
         self.threads = max(1, threads)
         self.input_name, self.output_name = input_name, output_name
         self.network = Network(self.path, CompileSettings(precision=precision, threads=self.threads, streams=1,
-                                                          hint="LATENCY", pinning=pinning, cache_dir=cache_dir),
+                                                          hint="LATENCY", cache_dir=cache_dir),
                                output_names=[output_name])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -87,12 +87,11 @@ class OpenVinoNetwork:
 
 
 def open_network(path: Path, *, runtime: str, input_name: str, output_name: str, threads: int,
-                 precision: str = "fp32", instances: int = 1, cache_dir: Path | None = None):
-    """The step's network on ``runtime`` (one of :data:`IN_PROCESS_RUNTIMES`); ``instances``: how many step processes
-    share the cores (OpenVINO pins its threads only when alone)."""
+                 precision: str = "fp32", cache_dir: Path | None = None):
+    """The step's network on ``runtime`` (one of :data:`IN_PROCESS_RUNTIMES`)."""
     if runtime == "openvino":
         return OpenVinoNetwork(path, input_name=input_name, output_name=output_name, threads=threads,
-                               precision=precision, pinning=False if instances > 1 else None, cache_dir=cache_dir)
+                               precision=precision, cache_dir=cache_dir)
     if runtime == "onnxruntime":
         if precision != "fp32":
             raise ValueError(f"ONNX Runtime runs these networks in fp32 on CPU, not {precision}")

@@ -88,11 +88,10 @@ class TritonPythonModel:
                     "Triton copied from remote storage?): calling the network model by BLS instead")
             else:
                 path, version = found
-                instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", ())) or 1
                 self.network = open_network(
                     path, runtime=self.config.net_runtime, input_name=FRAME_IN.name, output_name=FRAME_OUT.name,
                     threads=threads_from_env() or self.config.net_threads, precision=self.config.net_precision,
-                    instances=instances, cache_dir=cache_dir_from_env())
+                    cache_dir=cache_dir_from_env())
                 pb_utils.Logger.log_info(f"{config['name']}: network {self.config.net_model} version {version} runs "
                                          f"in this process ({self.network.describe()})")
 
