@@ -74,3 +74,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def centre_square(name: str, side: int) -> np.ndarray:
+    """The centre square of a real photo resized (bicubic) to ``side`` x ``side``, uint8 HxWx3 (e.g. the 256x256 an
+    AnimeGANv2 TFLite file was converted for)."""
+    from PIL import Image
+
+    with Image.open(photo_path(name)) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+        return np.asarray(im.crop(box).resize((side, side), Image.BICUBIC))

@@ -18,7 +18,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
-from stylize.photos import bicubic_resize, pan_sequence, photo_path, psnr
+from stylize.photos import bicubic_resize, centre_square, pan_sequence, psnr
 from stylize_build.weights.sources import default_weights_dir, resolve
 
 pytestmark = pytest.mark.triton
@@ -85,14 +85,7 @@ STYLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png")
 
 
 def _photo256(name: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(photo_path(name)) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        side = min(w, h)
-        box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-        return np.asarray(im.crop(box).resize((256, 256), Image.BICUBIC))
+    return centre_square(name, 256)  # the 256x256 the TFLite file was converted for
 
 
 def _to_uint8(y: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from stylize import descriptors
-from stylize.photos import photo_path
+from stylize.photos import centre_square
 from stylize_build.archs import AnimeGANv2Generator
 from stylize_build.archs.animegan import PARAMETER_COUNT, resize_bilinear_tf_legacy
 from stylize_build.weights import WeightImportError
@@ -38,15 +38,7 @@ needs_weights = pytest.mark.skipif(not WEIGHTS_DIR.is_dir(), reason=f"no weights
 
 
 def _photo256(name: str) -> np.ndarray:
-    """Centre square of a real photo, resized to the 256x256 the file was converted for (uint8 HWC)."""
-    from PIL import Image
-
-    with Image.open(photo_path(name)) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        s = min(w, h)
-        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-        return np.asarray(im.crop(box).resize((256, 256), Image.BICUBIC))
+    return centre_square(name, 256)  # the 256x256 the TFLite file was converted for
 
 
 def _to_uint8(y: np.ndarray) -> np.ndarray:
