@@ -103,12 +103,17 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
         "dynamic_batching { preferred_batch_size: [ 1 ] }\n"
         f"version_policy: {{ latest: {{ num_versions: {NUM_VERSIONS} }} }}\n"
         + _parameters(params)
-        + "model_warmup [\n"
-        f'  {{ name: "zeros_{warm}" batch_size: 1 inputs {{ key: "{desc.net_input.name}" value: '
-        f'{{ data_type: {_triton_type(desc.net_input.dtype)} dims: [ {", ".join(map(str, warm_dims))} ] '
-        "zero_data: true } } }\n"
-        "]\n"
+        + _warmup(desc, warm, warm_dims)
     )
+
+
+def _warmup(desc: ModelDescriptor, warm: int, dims: list[int]) -> str:
+    """One zero-filled warm-up request of the network's input (``dims`` as the config's input has them)."""
+    return ("model_warmup [\n"
+            f'  {{ name: "zeros_{warm}" batch_size: 1 inputs {{ key: "{desc.net_input.name}" value: '
+            f'{{ data_type: {_triton_type(desc.net_input.dtype)} dims: [ {", ".join(map(str, dims))} ] '
+            "zero_data: true } } }\n"
+            "]\n")
 
 
 def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, instances: int,
@@ -131,11 +136,7 @@ def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads:
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         f"version_policy: {{ latest: {{ num_versions: {NUM_VERSIONS} }} }}\n"
         + _parameters(params)
-        + "model_warmup [\n"
-        f'  {{ name: "zeros_{warm}" batch_size: 1 inputs {{ key: "{desc.net_input.name}" value: '
-        f'{{ data_type: {_triton_type(desc.net_input.dtype)} dims: [ {", ".join(map(str, warm_dims))} ] '
-        "zero_data: true } } }\n"
-        "]\n"
+        + _warmup(desc, warm, warm_dims)
     )
 
 
