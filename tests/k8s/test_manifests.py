@@ -273,7 +273,10 @@ def test_requests_and_limits(kustomization):
 def test_server_args_and_images():
     for kustomization in OVERLAYS:
         c = server_container(one(render(kustomization), "Deployment", "triton"))
-        assert c["command"] == ["/opt/tritonserver/bin/tritonserver"]
+        # the entrypoint cleans /dev/shm of a crashed server's regions, then execs tritonserver with the args
+        # (tests/k8s/test_pod_entrypoint.py runs it as the pod does)
+        assert c["command"] == ["/opt/stylize/venv/bin/python", "-m", "stylize.server.entrypoint",
+                                "/opt/tritonserver/bin/tritonserver"]
         assert flag(c["args"], "model-repository") == ["/models"]
         (cache,) = flag(c["args"], "cache-config")
         assert re.fullmatch(r"local,size=\d+", cache)

@@ -392,12 +392,17 @@ def _proc_ppid(pid: str) -> int | None:
         return None
 
 
-def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm")) -> Cleanup:
+def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
+                           min_age_s: float = _SHM_MIN_AGE_S) -> Cleanup:
     """What a server killed with SIGKILL leaves behind, removed before the next start: python-backend stubs of our
     backend directory whose tritonserver is gone (re-parented to init, with the processes they started; they held
     their memory for good), and shared-memory regions of the python backend that no living process maps or names (a
     memory-backed /dev/shm counts against the machine's, or the pod's, memory). Stubs of a live server keep their
-    parent and their regions are mapped: both are left alone."""
+    parent and their regions are mapped: both are left alone.
+
+    ``min_age_s``: regions younger than this are never removed (another server on the machine may have just made
+    one); 0 only where no other server can use ``shm_dir``, as the pod's entrypoint does on its own emptyDir before
+    tritonserver starts (stylize.server.entrypoint)."""
     backends = str(Path(cache_dir).resolve() / "backends")
     proc = Path("/proc")
     cmds = {int(p.name): _proc_cmdline(p.name) for p in proc.iterdir() if p.name.isdigit()} if proc.is_dir() else {}
@@ -440,7 +445,8 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"))
             st = region.stat()
             # young regions are never touched: another live server may have just made one (at a stub's start, or
             # when its shared memory grows) and not mapped it yet when /proc was read above
-            if region.name not in in_use and st.st_uid == os.geteuid() and now - st.st_mtime > _SHM_MIN_AGE_S:
+            old = min_age_s <= 0 or now - st.st_mtime > min_age_s
+            if region.name not in in_use and st.st_uid == os.geteuid() and old:
                 region.unlink()
                 removed.append(region.name)
         except OSError:
