@@ -59,8 +59,8 @@ import numpy as np
 from stylize import access
 from stylize.commands import default_admin_key, default_url
 from stylize.descriptors import (
-    ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE, ModelDescriptor,
-    RequestOption,
+    ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, NET_VERSION, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE,
+    ModelDescriptor, RequestOption,
 )
 from stylize.errors import InvalidInput, ModelNotFound, ServerUnavailable, StylizeError, from_triton
 from stylize.fileio import write_atomic  # outputs: atomic, with the umask's mode like any open()
@@ -619,20 +619,46 @@ def _check_image_model(model: str) -> None:
                            model=model)
 
 
-def _image_request(grpc, model: str, data: bytes, options: dict[str, Any]) -> tuple[list, list]:
-    """Inputs and requested outputs of one image request (shared by the blocking and the asyncio client)."""
+def _net_version(model: str, version: int | str | None) -> int | None:
+    """The network version a pinned image call asks for with NET_VERSION (None: not pinned, or a model the
+    descriptors do not know, whose own version is pinned instead). Refused here unless a positive integer."""
+    desc = _descriptor(model)
+    if version is None or version == "" or desc is None or desc.window:
+        return None
+    try:
+        v = int(str(version).strip())
+    except ValueError:
+        raise InvalidInput(f"model version {version!r}: expected a version number (see `stylize models`)",
+                           model=model) from None
+    if v < 1:
+        raise InvalidInput(f"model version {v}: versions are numbered from 1", model=model)
+    return v
+
+
+def _image_request(grpc, model: str, data: bytes, options: dict[str, Any],
+                   version: int | str | None = None) -> tuple[list, list, str]:
+    """Inputs, requested outputs and the model version of one image request (shared by the blocking and the asyncio
+    client). A client-facing ensemble has one version; a pinned ``version`` is the network's, sent as NET_VERSION
+    (the image step runs that version: stylize.server.steps.network.NetworkVersions). A model the descriptors do not
+    know gets ``version`` as its own Triton version."""
     _check_image_model(model)
     values = build_options(options, model)
+    net_version = _net_version(model, version)
     if not data:
         raise InvalidInput("empty input: no image bytes", model=model)
     image = grpc.InferInput(ENCODED_IMAGE.name, [1, *ENCODED_IMAGE.dims], ENCODED_IMAGE.dtype)
     image.set_data_from_numpy(np.array([[bytes(data)]], dtype=np.object_))
     inputs = [image]
-    for name, dtype, arr in option_tensors(values):
+    tensors = option_tensors(values)
+    if net_version is not None:
+        tensors.append((NET_VERSION.tensor.name, NET_VERSION.tensor.dtype,
+                        np.array([[net_version]], dtype=NET_VERSION.tensor.numpy_dtype)))
+    for name, dtype, arr in tensors:
         t = grpc.InferInput(name, list(arr.shape), dtype)
         t.set_data_from_numpy(arr)
         inputs.append(t)
-    return inputs, [grpc.InferRequestedOutput(ENCODED_RESULT.name)]
+    model_version = "" if net_version is not None else _version(version)
+    return inputs, [grpc.InferRequestedOutput(ENCODED_RESULT.name)], model_version
 
 
 def _frames_batch(frames: np.ndarray, raw: RawModel) -> tuple[np.ndarray, bool]:
@@ -686,9 +712,10 @@ def _triton_errors() -> tuple[type[BaseException], ...]:
 class StylizeClient:
     """Blocking client; thread-safe (one gRPC channel, any number of threads may call it).
 
-    ``version`` pins the model version for every call (None: the newest ready one). For image calls this is the
-    version of the client-facing ensemble; for raw frames and video, the version of the network (``<id>_net``), which
-    keeps the newest two builds servable.
+    ``version`` pins the network's version for every call (None: the newest one served): the version of
+    ``<id>_net``, which keeps the newest two builds servable. Raw frames and video call that version of the network;
+    image calls go to the client-facing ensemble with the version as its NET_VERSION input, and its image step runs
+    that version (a version the server does not serve is refused with INVALID_ARGUMENT naming the served ones).
     """
 
     def __init__(
@@ -786,8 +813,8 @@ class StylizeClient:
                     **options: Any) -> bytes:
         """Encoded image in, encoded result out (PNG unless output_format says otherwise and the server supports it)."""
         model = model or self.model
-        inputs, outputs = _image_request(self._grpc, model, data, options)
-        v = _version(version if version is not None else self.version)
+        inputs, outputs, v = _image_request(self._grpc, model, data, options,
+                                            version if version is not None else self.version)
         result = self._call(model, lambda: self._client.infer(
             model, inputs, model_version=v, outputs=outputs, client_timeout=self.timeout,
             compression_algorithm=self.compression))
@@ -815,6 +842,7 @@ class StylizeClient:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         build_options(options, model or self.model)  # fail before the first request on a bad option
+        _net_version(model or self.model, version if version is not None else self.version)
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stylize-infer")
         pending: deque[Future] = deque()
         try:
@@ -1051,8 +1079,8 @@ class AsyncStylizeClient:
     async def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
                           **options: Any) -> bytes:
         model = model or self.model
-        inputs, outputs = _image_request(self._grpc, model, data, options)
-        v = _version(version if version is not None else self.version)
+        inputs, outputs, v = _image_request(self._grpc, model, data, options,
+                                            version if version is not None else self.version)
         client = self._aio()
         result = await self._call(model, lambda: client.infer(
             model, inputs, model_version=v, outputs=outputs, client_timeout=self.timeout,
@@ -1076,6 +1104,7 @@ class AsyncStylizeClient:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         build_options(options, model or self.model)
+        _net_version(model or self.model, version if version is not None else self.version)
         pending: deque[asyncio.Task] = deque()
 
         async def resolve(task: asyncio.Task) -> Any:

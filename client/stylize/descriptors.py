@@ -28,8 +28,8 @@ class TensorSpec:
         return _NUMPY_DTYPES[self.dtype]
 
 
-_NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32": "int32", "BYTES": "object",
-                 "BOOL": "bool"}
+_NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32": "int32", "INT64": "int64",
+                 "BYTES": "object", "BOOL": "bool"}
 
 # Encoded-image contract of every image ensemble (the client-facing models).
 ENCODED_IMAGE = TensorSpec("IMAGE_BYTES", "BYTES", (1,))
@@ -53,6 +53,10 @@ QUALITY = RequestOption("quality", TensorSpec("QUALITY", "INT32", (1,)))  # JPEG
 OUTSCALE = RequestOption("outscale", TensorSpec("OUTSCALE", "FP32", (1,)))  # output side / input side
 MAX_SIDE = RequestOption("max_side", TensorSpec("MAX_SIDE", "INT32", (1,)))  # longest side the network sees
 TILE_SIZE = RequestOption("tile_size", TensorSpec("TILE_SIZE", "INT32", (1,)))  # smaller tiles than configured
+# The version of the network (``<id>_net``) the image step runs: an ensemble has one config for all its versions and
+# cannot pass a version to its steps, so the version a client pins travels as this input (the SDK's ``version=``,
+# ``--model-version``). Absent: the newest version Triton serves. Being an input, it is part of the cache key.
+NET_VERSION = RequestOption("net_version", TensorSpec("NET_VERSION", "INT64", (1,)))
 
 # First step of every image ensemble, one model shared by all: it refuses request parameters (see RequestOption)
 # and answers REQUEST_CHECKED, an input of the image step, so the cached step runs only after the check.
@@ -214,7 +218,7 @@ class ModelDescriptor:
         """Request options the image ensemble accepts (max_side only with a max_side, tile_size only if tiled)."""
         if self.window:
             return ()
-        return tuple(o for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE)
+        return tuple(o for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
                      if (o is not MAX_SIDE or self.max_side) and (o is not TILE_SIZE or self.tile_size))
 
     @property
@@ -438,7 +442,7 @@ def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
 
 __all__ = [
     "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT",
-    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "REQUEST_CHECK_MODEL",
+    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "NET_VERSION", "REQUEST_CHECK_MODEL",
     "REQUEST_CHECKED",
     "TensorSpec", "KnownWeights", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
 ]

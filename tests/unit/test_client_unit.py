@@ -148,6 +148,27 @@ def test_options_are_typed_and_travel_as_the_ensembles_optional_inputs():
     assert wire[OUTSCALE.tensor.name][1].dtype == np.float32 and wire[OUTSCALE.tensor.name][1].item() == 2.0
 
 
+def test_a_pinned_version_of_an_image_model_travels_as_net_version():
+    """An ensemble has one version: the network's version goes as the NET_VERSION input (the image step runs it);
+    a model the descriptors do not know keeps its own Triton version."""
+    import tritonclient.grpc as grpcclient
+
+    from stylize.client import _image_request
+    from stylize.descriptors import NET_VERSION
+
+    inputs, _, model_version = _image_request(grpcclient, "animevideo_x4", b"png", {}, "2")
+    assert model_version == "" and [i.name() for i in inputs] == ["IMAGE_BYTES", NET_VERSION.tensor.name]
+    assert inputs[1].datatype() == "INT64" and inputs[1].shape() == [1, 1]
+    assert _image_request(grpcclient, "esrgan_x4_int8", b"png", {}, 3)[2] == ""  # the INT8 network's version
+    inputs, _, model_version = _image_request(grpcclient, "animevideo_x4", b"png", {})
+    assert model_version == "" and [i.name() for i in inputs] == ["IMAGE_BYTES"]
+    inputs, _, model_version = _image_request(grpcclient, "someone_elses_model", b"png", {}, 4)
+    assert model_version == "4" and len(inputs) == 1
+    for bad in ("latest", 0, "-1"):
+        with pytest.raises(InvalidInput, match="model version"):
+            _image_request(grpcclient, "animevideo_x4", b"png", {}, bad)
+
+
 @pytest.mark.parametrize("options, error", [
     ({"output_format": "gif"}, InvalidInput),
     ({"quality": 0}, InvalidInput),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylize.descriptors import MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE
+from stylize.descriptors import MAX_SIDE, NET_VERSION, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE
 from stylize.photos import photo_path
 from stylize.server.steps.imaging import InvalidImage, Limits
 from stylize.server.steps.pipeline import Options, StepConfig, _parse_one, parse_options, process, request_parameters
@@ -48,6 +48,9 @@ def test_options_come_from_inputs():
     assert from_inputs == Options(output_format="JPEG", quality=80, outscale=1.5, tile_size=100)
     assert parse_options(SR) == Options() and parse_options(SR, parameters="") == Options()
     assert parse_options(SR, parameters={"triton_enable_empty_final_response": True}) == Options()  # Triton's
+    # the network version a client pins (INT64), for every image model
+    for config in (SR, STYLE):
+        assert parse_options(config, tensors={NET_VERSION.tensor.name: one(2, np.int64)}) == Options(net_version=2)
 
 
 @pytest.mark.parametrize("params, words", [
@@ -60,6 +63,7 @@ def test_options_come_from_inputs():
     ({"qualty": 80},
      r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, OUTSCALE, TILE_SIZE"),
     ({"colour": "red"}, r"unknown request parameter 'colour': no request parameters"),
+    ({"net_version": 2}, "send NET_VERSION as an input tensor"),
 ])
 def test_request_parameters_are_refused(params, words):
     with pytest.raises(InvalidImage, match=words) as e:
@@ -92,6 +96,8 @@ def test_unreadable_parameters_are_the_request_s_fault():
     (SR, {TILE_SIZE.tensor.name: one(8, np.int32)}, "tile_size"),
     (STYLE, {TILE_SIZE.tensor.name: one(64, np.int32)}, "not tiled"),
     (STYLE, {MAX_SIDE.tensor.name: one(4, np.int32)}, "max_side"),
+    (SR, {NET_VERSION.tensor.name: one(0, np.int64)}, "net_version 0; model versions are numbered from 1"),
+    (SR, {NET_VERSION.tensor.name: one(-1, np.int64)}, "net_version -1"),
 ])
 def test_bad_options_are_refused(config, tensors, words):
     with pytest.raises(InvalidImage, match=words) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from stylize.descriptors import REGISTRY
 from stylize.photos import real_photo_crop
@@ -35,3 +36,54 @@ def test_in_process_network_matches_onnx_runtime_on_the_repository_file(model_re
         [desc.net_output.name], {desc.net_input.name: frame})[0]
     assert out.dtype == np.uint8 and out.shape == (1, 48, 64, 3)
     np.testing.assert_array_equal(out, reference)
+
+
+def _versions_on_disk(root, versions, filename=MODEL_FILE):
+    for v in versions:
+        (root / "m_net" / str(v)).mkdir(parents=True)
+        if filename:
+            (root / "m_net" / str(v) / filename).write_bytes(b"x")
+
+
+def test_network_versions_follow_what_triton_serves(tmp_path):
+    """The step's versions: the newest served by default, a pinned served one, a refusal naming the served ones for
+    any other (on disk or not), a network let go once Triton stops serving its version, new ones picked up."""
+    from stylize.server.steps.network import NetworkVersions, VersionNotServed
+
+    _versions_on_disk(tmp_path, (1, 2, 3))
+    served, opened = {2, 3}, []
+    versions = NetworkVersions(tmp_path, "m_net", ready=lambda v: v in served,
+                               open=lambda path: opened.append(path) or f"net:{path.parent.name}")
+    assert versions.preload() == 3 and opened == [tmp_path / "m_net" / "3" / MODEL_FILE]
+    assert versions.resolve(None) == (3, "net:3")
+    assert versions.resolve(2) == (2, "net:2") and versions.resolve(2) == (2, "net:2")
+    assert len(opened) == 2  # each version opened once
+    for v in (1, 4):
+        with pytest.raises(VersionNotServed, match=rf"version {v} of m_net is not served \(served versions: 2, 3\)") \
+                as e:
+            versions.resolve(v)
+        assert e.value.invalid
+    _versions_on_disk(tmp_path, (4,))
+    served = {3, 4}  # Triton loaded 4 and unloaded 2 (latest 2)
+    assert versions.resolve(None) == (4, "net:4") and sorted(versions.networks) == [3, 4]
+    served = set()  # the network model is not loaded at all: not the client's fault
+    with pytest.raises(VersionNotServed, match="no version of m_net is served") as e:
+        versions.resolve(None)
+    assert not e.value.invalid and versions.networks == {}
+
+
+def test_network_versions_over_bls(tmp_path):
+    """BLS (no network in the step): versions resolved the same way from the folders, whatever file they hold; a
+    repository not on this disk leaves the newest to Triton (-1) and checks a pinned version with Triton alone."""
+    from stylize.server.steps.network import NetworkVersions, VersionNotServed
+
+    _versions_on_disk(tmp_path, (1, 2), filename="model.plan")
+    versions = NetworkVersions(tmp_path, "m_net", ready=lambda v: v == 2)
+    assert versions.preload() is None
+    assert versions.resolve(None) == (2, None)
+    with pytest.raises(VersionNotServed, match=r"served versions: 2\)"):
+        versions.resolve(1)
+    remote = NetworkVersions(tmp_path / "elsewhere", "m_net", ready=lambda v: v == 5)
+    assert remote.resolve(None) == (-1, None) and remote.resolve(5) == (5, None)
+    with pytest.raises(VersionNotServed, match="version 6 of m_net is not served"):
+        remote.resolve(6)

@@ -19,7 +19,8 @@ def add_connection_args(parser: argparse.ArgumentParser, *, retries: bool = True
         g.add_argument("--compression", choices=("gzip", "deflate"), default=None,
                        help="gRPC message compression (helps raw frames on slow links; PNG does not compress)")
         g.add_argument("--model-version", default=None, metavar="N",
-                       help="pin a model version (default: the newest ready one)")
+                       help="run this version of the model's network (`stylize models` lists the served ones; "
+                            "default: the newest)")
 
 
 def make_client(args: argparse.Namespace, *, model: str | None = None):

@@ -1,5 +1,6 @@
 """The image step's network run inside the step's own process (CPU repositories): OpenVINO (the default) or ONNX
-Runtime on the newest version of the network model, read from the same model repository. :func:`open_network` is
+Runtime on the version of the network model that Triton serves (the newest, or the one the request's NET_VERSION
+pins: :class:`NetworkVersions`), read from the same model repository. :func:`open_network` is
 the one place either is opened.
 
 Why not a BLS call to ``<id>_net``: every call crosses two process boundaries (step -> Triton -> network -> Triton ->
@@ -17,6 +18,7 @@ TensorRT plan by BLS.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,6 +37,92 @@ def newest_model_file(repository: Path, model: str, filename: str = DEFAULT_MODE
     versions = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / filename).is_file()),
                       reverse=True)
     return (folder / str(versions[0]) / filename, versions[0]) if versions else None
+
+
+def model_versions(repository: Path, model: str, filename: str | None = DEFAULT_MODEL_FILENAME) -> list[int]:
+    """The version folders of ``<repository>/<model>`` (holding ``filename`` unless it is None), newest first."""
+    folder = repository / model
+    if not folder.is_dir():
+        return []
+    return sorted((int(p.name) for p in folder.iterdir()
+                   if p.name.isdigit() and p.is_dir() and (filename is None or (p / filename).is_file())),
+                  reverse=True)
+
+
+class VersionNotServed(Exception):
+    """The version asked for is not one Triton serves (``invalid``: the client's fault, INVALID_ARGUMENT), or the
+    network model serves no version at all right now (not ``invalid``: UNAVAILABLE, worth a retry)."""
+
+    def __init__(self, message: str, *, invalid: bool):
+        super().__init__(message)
+        self.invalid = invalid
+
+
+class NetworkVersions:
+    """The image step's networks, one per version of the network model that Triton serves, opened on demand.
+
+    An ensemble has one config for all its versions and cannot pass a version to its steps, so the version a client
+    pins arrives as the NET_VERSION input, and the step runs that version of ``<model>`` itself. Which versions
+    exist is Triton's decision (the network model's version_policy, a version that failed to load, a repository
+    changed while serving): ``ready(v)`` asks Triton (``pb_utils.is_model_ready`` in the step) for each version
+    folder on disk at every request, so the step follows what Triton serves and never runs a version Triton does
+    not: without NET_VERSION the newest served version, a version that is not served is refused naming the served
+    ones, and a network whose version stopped being served is let go (memory stays bounded by the policy).
+
+    ``open(path)``: the in-process network of a version's file (None: the step calls the network model by BLS and
+    only the version is resolved; the folder may then be absent, as for a repository in object storage, and a
+    pinned version is checked with ``ready`` alone).
+    """
+
+    def __init__(self, repository: Path, model: str, *, ready: Callable[[int], bool],
+                 open: Callable[[Path], Any] | None = None, filename: str = DEFAULT_MODEL_FILENAME):
+        self.repository, self.model, self.filename = Path(repository), model, filename
+        self.ready, self.open = ready, open
+        self.networks: dict[int, Any] = {}
+
+    def path(self, version: int) -> Path:
+        return self.repository / self.model / str(version) / self.filename
+
+    def served(self) -> list[int]:
+        """Versions Triton serves now, newest first (of those on disk)."""
+        on_disk = model_versions(self.repository, self.model, self.filename if self.open else None)
+        return [v for v in on_disk if self.ready(v)]
+
+    def preload(self) -> int | None:
+        """Open the newest version on disk before the first request (initialize: the network model may not be
+        loaded yet, so this is a guess, checked at the first request); returns it, or None without a file."""
+        on_disk = model_versions(self.repository, self.model, self.filename)
+        if self.open is None or not on_disk:
+            return None
+        self.networks[on_disk[0]] = self.open(self.path(on_disk[0]))
+        return on_disk[0]
+
+    def resolve(self, requested: int | None) -> tuple[int, Any]:
+        """(version, its network) for a request: ``requested`` (NET_VERSION) or the newest served version. The
+        network is None when calling by BLS; the version is then -1 (Triton's newest) when none was asked for and
+        the repository is not on this disk."""
+        if self.open is None and not (self.repository / self.model).is_dir():
+            if requested is not None and not self.ready(requested):
+                raise VersionNotServed(f"version {requested} of {self.model} is not served", invalid=True)
+            return (-1 if requested is None else requested), None
+        served = self.served()
+        for v in [v for v in self.networks if v not in served]:
+            del self.networks[v]  # Triton no longer serves it: neither does the step
+        if requested is None:
+            if not served:
+                raise VersionNotServed(f"no version of {self.model} is served right now", invalid=False)
+            version = served[0]
+        elif requested in served:
+            version = requested
+        else:
+            listed = ", ".join(map(str, sorted(served))) or "none"
+            raise VersionNotServed(f"version {requested} of {self.model} is not served (served versions: {listed})",
+                                   invalid=True)
+        if self.open is None:
+            return version, None
+        if version not in self.networks:
+            self.networks[version] = self.open(self.path(version))
+        return version, self.networks[version]
 
 
 class InProcessNetwork:
@@ -99,4 +187,5 @@ def open_network(path: Path, *, runtime: str, input_name: str, output_name: str,
     raise ValueError(f"in-process runtime {runtime!r}; expected one of {', '.join(IN_PROCESS_RUNTIMES)}")
 
 
-__all__ = ["InProcessNetwork", "OpenVinoNetwork", "open_network", "newest_model_file"]
+__all__ = ["InProcessNetwork", "NetworkVersions", "OpenVinoNetwork", "VersionNotServed", "model_versions",
+           "newest_model_file", "open_network"]

@@ -15,7 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from stylize.descriptors import MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, TILE_SIZE, ModelDescriptor, RequestOption
+from stylize.descriptors import (
+    MAX_SIDE, NET_VERSION, OUTPUT_FORMAT, OUTSCALE, QUALITY, TILE_SIZE, ModelDescriptor, RequestOption,
+)
 from stylize.server.ov_runner import PRECISIONS
 
 from .imaging import (
@@ -26,7 +28,7 @@ from .tiling import RunBatch, run_tiled
 
 MAX_OUTSCALE = 16.0
 DEFAULT_QUALITY = 95
-ALL_OPTIONS = (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE)
+ALL_OPTIONS = (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
 IN_PROCESS_RUNTIMES = ("openvino", "onnxruntime")  # the step opens the network's file itself (steps/network.py)
 NET_RUNTIMES = ("triton", *IN_PROCESS_RUNTIMES)
 
@@ -135,6 +137,7 @@ class Options:
     outscale: float | None = None  # None: the network's scale
     max_side: int | None = None
     tile_size: int | None = None
+    net_version: int | None = None  # None: the newest version of the network Triton serves (steps/network.py)
 
 
 def _scalar(value: Any, option: RequestOption) -> Any:
@@ -262,6 +265,11 @@ def _parse_one(config: StepConfig, name: str, value: Any) -> Any:
             raise InvalidImage(f"tile_size {t}; expected {config.min_tile}..{config.tile_size} (the configured "
                                "tile size bounds memory)", reason="bad_option")
         return t - t % config.size_multiple
+    if name == "net_version":
+        v = _as_int(value, name)
+        if v < 1:
+            raise InvalidImage(f"net_version {v}; model versions are numbered from 1", reason="bad_option")
+        return v
     raise AssertionError(name)
 
 

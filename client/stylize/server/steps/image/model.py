@@ -4,6 +4,11 @@ The network runs in this process on CPU repositories (``net_runtime: openvino`` 
 stylize.server.steps.network for why), or is called by BLS (``net_runtime: triton``: the GPU's TensorRT plan, or a
 repository Triton reads from object storage, where the network's file is not on this machine's disk).
 
+The version of the network that runs is the request's NET_VERSION input, or the newest version Triton serves of
+the network model (steps/network.py: NetworkVersions asks Triton at each request, so a version loaded or unloaded
+while serving is followed, and a version Triton does not serve is refused with INVALID_ARGUMENT naming the served
+ones). In this process each served version that requests ask for is opened once and kept while it is served.
+
 Thin on purpose: the work is in stylize.server.steps.pipeline / imaging / tiling (unit-tested); names come from the
 descriptors and the step's config.pbtxt parameters. One response per request; a bad request gets INVALID_ARGUMENT
 with the reason and never fails the other requests of the same execute() call.
@@ -20,7 +25,9 @@ from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_O
 from stylize.server.ort_runner import threads_from_env
 from stylize.server.ov_runner import cache_dir_from_env
 from stylize.server.steps.imaging import REASONS, InvalidImage
-from stylize.server.steps.network import newest_model_file, open_network
+from stylize.server.steps.network import (
+    NetworkVersions, VersionNotServed, model_versions, newest_model_file, open_network,
+)
 from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES, StepConfig, parse_options, process, request_parameters
 
 _SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -72,6 +79,16 @@ class StepMetrics:
         self.families = None
 
 
+def _readiness(repository, model):
+    """Whether Triton serves ``model`` version v. A python backend without the model-loading API cannot be asked:
+    then only the newest version on disk counts as served (the step's behaviour before versions could be pinned)."""
+    if hasattr(pb_utils, "is_model_ready"):
+        return lambda v: bool(pb_utils.is_model_ready(model_name=model, model_version=str(v)))
+    pb_utils.Logger.log_warn(f"this python backend cannot tell which versions of {model} are served: the step runs "
+                             "the newest version on disk and refuses NET_VERSION for any other")
+    return lambda v: v == next(iter(model_versions(repository, model, None)), None)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -79,21 +96,26 @@ class TritonPythonModel:
         self.config = StepConfig.from_parameters(params)
         self.option_inputs = [o.tensor.name for o in self.config.options]
         self.metrics = StepMetrics(config["name"])
-        self.network = None
+        repository = Path(args["model_repository"]).parent
+        net = self.config.net_model
+        opener = None
         if self.config.net_runtime in IN_PROCESS_RUNTIMES:
-            found = newest_model_file(Path(args["model_repository"]).parent, self.config.net_model)
-            if found is None:
+            if newest_model_file(repository, net) is None:
                 pb_utils.Logger.log_warn(
-                    f"{config['name']}: no ONNX file of {self.config.net_model} next to this model (a repository "
-                    "Triton copied from remote storage?): calling the network model by BLS instead")
+                    f"{config['name']}: no ONNX file of {net} next to this model (a repository Triton copied from "
+                    "remote storage?): calling the network model by BLS instead")
             else:
-                path, version = found
-                self.network = open_network(
-                    path, runtime=self.config.net_runtime, input_name=FRAME_IN.name, output_name=FRAME_OUT.name,
-                    threads=threads_from_env() or self.config.net_threads, precision=self.config.net_precision,
-                    cache_dir=cache_dir_from_env())
-                pb_utils.Logger.log_info(f"{config['name']}: network {self.config.net_model} version {version} runs "
-                                         f"in this process ({self.network.describe()})")
+                opener = partial(
+                    open_network, runtime=self.config.net_runtime, input_name=FRAME_IN.name,
+                    output_name=FRAME_OUT.name, threads=threads_from_env() or self.config.net_threads,
+                    precision=self.config.net_precision, cache_dir=cache_dir_from_env())
+        # the versions of the network Triton serves, asked at each request (steps/network.py: NetworkVersions)
+        self.versions = NetworkVersions(repository, net, ready=_readiness(repository, net), open=opener)
+        version = self.versions.preload()
+        if version is not None:
+            pb_utils.Logger.log_info(f"{config['name']}: network {net} version {version} runs in this process "
+                                     f"({self.versions.networks[version].describe()}); other served versions open "
+                                     "when a request's NET_VERSION asks for them")
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -113,7 +135,13 @@ class TritonPythonModel:
                                         tensors={k: v[i] for k, v in tensors.items()})
                 if not isinstance(data, bytes):
                     raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
-                result, report = process(data, self.config, options, partial(self._run, request))
+                try:
+                    version, network = self.versions.resolve(options.net_version)
+                except VersionNotServed as e:
+                    if e.invalid:
+                        raise InvalidImage(str(e), reason="bad_option") from None
+                    raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
+                result, report = process(data, self.config, options, partial(self._run, request, version, network))
                 self.metrics.observe(report)
                 results.append(result)
         except InvalidImage as e:
@@ -128,19 +156,20 @@ class TritonPythonModel:
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
-    def _run(self, request, batch):
-        """uint8 NxHxWx3 -> uint8 network output: in this process, or one BLS request to the network model."""
+    def _run(self, request, version, network, batch):
+        """uint8 NxHxWx3 -> uint8 network output: ``version``'s network in this process, or one BLS request to
+        that version of the network model (-1: the newest Triton serves)."""
         if request.is_cancelled():  # the client gave up: stop sending tiles of a large image
             raise NetworkError("request cancelled", pb_utils.TritonError.CANCELLED)
-        if self.network is not None:
+        if network is not None:
             try:
-                return self.network(batch)
+                return network(batch)
             except Exception as e:  # the runtime's own errors: this request fails, the step stays up
-                raise NetworkError(f"network {self.config.net_model} failed: {e}", pb_utils.TritonError.INTERNAL) \
-                    from e
+                raise NetworkError(f"network {self.config.net_model} version {version} failed: {e}",
+                                   pb_utils.TritonError.INTERNAL) from e
         # a TensorRT plan's output is in GPU memory, where as_numpy() cannot read it: ask Triton for host memory
         net_request = pb_utils.InferenceRequest(
-            model_name=self.config.net_model, requested_output_names=[FRAME_OUT.name],
+            model_name=self.config.net_model, model_version=version, requested_output_names=[FRAME_OUT.name],
             inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))],
             preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
         response = net_request.exec()
