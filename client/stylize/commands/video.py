@@ -30,12 +30,14 @@ def work_folder(dst: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from stylize.errors import StylizeError
 
+    if args.live:
+        return _run_live(args)
     src = Path(args.src)
     dst = output_path(src, Path(args.output), args.model)
     with make_client(args) as client:
         try:
             report = client.upscale_video(src, dst, args.model, version=args.model_version, codec=args.codec,
-                                          bit_depth=args.bit_depth, crf=args.crf, preset=args.preset,
+                                          bit_depth=args.bit_depth, crf=args.crf, preset=args.preset or "medium",
                                           concurrency=args.concurrency, batch=args.batch,
                                           window_margin=args.window_margin, segment_frames=args.segment_frames,
                                           tile=args.tile,
@@ -49,6 +51,21 @@ def run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
             raise
     print(report.summary())
+    return 0
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    """`--live`: stylize.video_live; the summary goes to stderr (stdout may be the stream itself)."""
+    from stylize.errors import StylizeError
+    from stylize.video_live import run_live
+
+    with make_client(args) as client:
+        try:
+            report = run_live(args, client)
+        except StylizeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    print(report.summary(), file=sys.stderr if args.output == "-" else sys.stdout)
     return 0
 
 
@@ -69,8 +86,8 @@ def register(subparsers) -> None:
     p.add_argument("--crf", type=int, default=None,
                    help="constant quality, 0 (best) .. 51 (H.264/H.265) or 63 (VP9/AV1); default: "
                    + ", ".join(f"{c.name} {c.crf_default}" for c in CODECS.values()))
-    p.add_argument("--preset", default="medium", choices=PRESETS,
-                   help="x264-style speed/size trade-off, mapped onto each encoder (default %(default)s)")
+    p.add_argument("--preset", default=None, choices=PRESETS,
+                   help="x264-style speed/size trade-off, mapped onto each encoder (default medium; --live veryfast)")
     p.add_argument("--segment-frames", type=int, default=None,
                    help="frames per resumable segment (default: 4 seconds of the clip)")
     p.add_argument("--no-resume", action="store_true",
@@ -83,5 +100,8 @@ def register(subparsers) -> None:
                    help="windowed models: frames larger than TILE x TILE go in overlapping tiles "
                    "(default 256; 0: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from stylize.video_live import add_live_args
+
+    add_live_args(p)
     add_connection_args(p)
     p.set_defaults(func=run)
