@@ -362,8 +362,10 @@ def test_dockerfile_builds_from_the_pinned_release():
     text = (K8S / "image" / "Dockerfile").read_text()
     assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:24\.10-py3$", text, re.M)
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
-    # the server is the last stage (what a plain `docker build` makes); plan-builder is for `--target` only
-    assert stages == [("${TRITON_IMAGE}", "server-base"), ("server-base", "plan-builder"), ("server-base", "server")]
+    # the server is the last stage (what a plain `docker build` makes); plan-builder and server-cpu (FROM a
+    # CPU-only Triton, tests/k8s/test_image_pinning.py) are for `--target` only
+    assert stages == [("${TRITON_IMAGE}", "server-base"), ("server-base", "plan-builder"),
+                      ("server-base", "server-cpu"), ("server-base", "server")]
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert '"/src[server]"' in text
