@@ -70,6 +70,40 @@ def test_infer_folder_keeps_layout_and_reports_unreadable_files(url, tmp_path, c
     assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before  # inputs untouched
 
 
+def test_ext_auto_keeps_each_input_s_format(url, tmp_path, capsys):
+    """``--ext auto`` (Real-ESRGAN's option) over a folder and a single file: every output in its input's format
+    and extension. The same pixels sent as PNG, TIFF and BMP give the same result pixels (BMP and TIFF come back
+    from the server as PNG and are written losslessly); a 16-bit TIFF stays 16-bit."""
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    pixels = real_photo_crop(24, 32)
+    Image.fromarray(pixels).save(src / "a.png")
+    Image.fromarray(pixels).save(src / "b.tif")
+    Image.fromarray(pixels).save(src / "sub" / "c.bmp")
+    Image.fromarray(pixels).save(src / "d.JPG", quality=95)
+    Image.fromarray(pixels).save(src / "e.webp", lossless=True)
+    Image.fromarray(pixels[..., 0].astype(np.uint16) * 257).save(src / "f.tiff")
+    out = tmp_path / "out"
+    rc = main(["infer", str(src), "-m", MODEL, "-o", str(out), "--ext", "auto", "--url", url, "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    expected = {"a.png": ("PNG", "RGB"), "b.tif": ("TIFF", "RGB"), "sub/c.bmp": ("BMP", "RGB"),
+                "d.JPG": ("JPEG", "RGB"), "e.webp": ("WEBP", "RGB"), "f.tiff": ("TIFF", "I;16")}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(expected)
+    results = {}
+    for name, (fmt, mode) in expected.items():
+        with Image.open(out / name) as im:
+            assert (im.format, im.mode.replace("I;16B", "I;16"), im.size) == (fmt, mode, (64, 48)), name
+            results[name] = np.asarray(im)
+    np.testing.assert_array_equal(results["b.tif"], results["a.png"])
+    np.testing.assert_array_equal(results["sub/c.bmp"], results["a.png"])
+    # one file to a file name: that name's format
+    single = tmp_path / "single.tif"
+    assert main(["infer", str(src / "d.JPG"), "-m", MODEL, "-o", str(single), "--ext", "auto", "--url", url,
+                 "--no-progress"]) == 0
+    with Image.open(single) as im:
+        assert im.format == "TIFF" and im.size == (64, 48)
+
+
 def test_infer_never_overwrites_an_input(url, tmp_path, capsys):
     src = tmp_path / "photos"
     [a] = _photo_tree(src, n=1)

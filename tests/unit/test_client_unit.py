@@ -514,6 +514,61 @@ def test_ensure_format_reencodes_only_when_needed():
     assert image_format(ensure_format(png, "WEBP", 90)) == "WEBP"
 
 
+def test_ext_auto_keeps_each_input_s_extension(tmp_path):
+    src = tmp_path / "photos"
+    _tree(src, ["a.jpg", "b.PNG", "c.webp", "sub/d.bmp", "sub/e.tif", "f.tiff", "g.JPEG", "a.png"])
+    out = tmp_path / "out"
+    jobs, problems = plan_jobs([src], out, suffix="_x2", ext="auto")
+    assert problems == []  # a.jpg and a.png no longer collide
+    assert [j.dst.relative_to(out).as_posix() for j in jobs] == [
+        "a_x2.jpg", "a_x2.png", "b_x2.PNG", "c_x2.webp", "f_x2.tiff", "g_x2.JPEG", "sub/d_x2.bmp", "sub/e_x2.tif"]
+    # a BMP with alpha: PNG, as Real-ESRGAN writes RGBA results (a BMP result would not hold the alpha readably)
+    (src / "h.bmp").write_bytes(_bmp_with_alpha(np.full((4, 6, 4), 200, np.uint8)))
+    with Image.open(src / "h.bmp") as im:
+        assert im.mode == "RGBA"
+    assert [j.dst.name for j in plan_jobs([src / "h.bmp"], out, ext="auto")[0]] == ["h.png"]
+
+
+def _bmp_with_alpha(rgba: np.ndarray) -> bytes:
+    """A 32-bit BI_BITFIELDS BMP with an alpha mask (BITMAPV4HEADER), as image editors write them: Pillow reads it
+    as RGBA (and writes RGBA BMPs that read back as RGB)."""
+    import struct
+
+    h, w = rgba.shape[:2]
+    pixels = np.ascontiguousarray(rgba[::-1][..., [2, 1, 0, 3]]).tobytes()  # bottom-up BGRA
+    header = struct.pack("<IiiHHIIiiII4I4s36s3I", 108, w, h, 1, 32, 3, len(pixels), 2835, 2835, 0, 0,
+                         0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000, b"BGRs", bytes(36), 0, 0, 0)
+    return struct.pack("<2sIHHI", b"BM", 14 + len(header) + len(pixels), 0, 0, 14 + len(header)) + header + pixels
+    # one file to a file name: that name's format
+    [single] = plan_jobs([src / "a.jpg"], tmp_path / "r.tif", ext="auto")[0]
+    assert single.dst == tmp_path / "r.tif"
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "I;16"])
+def test_bmp_and_tiff_are_written_losslessly_from_the_server_s_png(fmt, mode):
+    from stylize.commands.infer import file_format, wire_format
+
+    assert wire_format(fmt) == "PNG" and file_format(Path("x.TIF")) == "TIFF"
+    rgb = real_photo_crop(12, 20)
+    arrays = {"RGB": rgb, "RGBA": np.dstack([rgb, rgb[..., :1]]), "L": rgb[..., 0],
+              "I;16": rgb[..., 0].astype(np.uint16) * 257 + 3}
+    buf = io.BytesIO()
+    Image.fromarray(arrays[mode]).save(buf, "PNG", dpi=(300, 300))
+    written = ensure_format(buf.getvalue(), fmt, 95)
+    with Image.open(io.BytesIO(written)) as im:
+        assert im.format == fmt
+        got = np.asarray(im)
+        if fmt == "TIFF":
+            assert round(im.info["dpi"][0]) == 300
+    if fmt == "BMP" and mode == "I;16":  # BMP holds 8 bits a channel: the high byte
+        np.testing.assert_array_equal(got, arrays[mode] >> 8)
+    elif fmt == "BMP" and mode == "RGBA":  # no readable alpha (--ext auto writes those as PNG)
+        np.testing.assert_array_equal(got, arrays[mode][..., :3])
+    else:
+        np.testing.assert_array_equal(got, arrays[mode])
+
+
 def test_side_by_side_puts_the_resized_input_left():
     small = real_photo_crop(10, 16)
     big = np.asarray(Image.fromarray(small).resize((32, 20), Image.Resampling.NEAREST))

@@ -1,7 +1,9 @@
 """`stylize infer PATH... -m MODEL -o OUT`: files and folders of images through a model.
 
 Folders are walked recursively and their sub-folder layout is kept under OUT; names become <stem><suffix>.<ext>
-(with --side-by-side also <stem><suffix>_side_by_side.<ext>: input and output next to each other).
+(with --side-by-side also <stem><suffix>_side_by_side.<ext>: input and output next to each other). ``--ext auto``
+keeps each input's format and extension, as Real-ESRGAN's option does (BMP and TIFF, which the server does not
+write, come back as PNG and are written losslessly in their own format here).
 Unreadable or refused files are reported at the end (exit status 1) without stopping the run; an input is never
 overwritten; every output is written atomically (a temporary name, then a rename).
 """
@@ -18,7 +20,22 @@ from pathlib import Path
 from stylize.commands._connection import add_connection_args, make_client
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
-EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # what the server writes
+AUTO = "auto"  # --ext auto: each output in its input's format (or, for one file, in the format of the -o name)
+# every format the inputs can have -> how it is written (BMP and TIFF: the server answers PNG, re-encoded here)
+FILE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                ".tiff": "TIFF"}
+LOCAL_FORMATS = frozenset({"BMP", "TIFF"})  # written from the server's PNG: lossless
+
+
+def file_format(path: Path) -> str:
+    """How an output path is written (from its extension; --ext auto)."""
+    return FILE_FORMATS[path.suffix.lower()]
+
+
+def wire_format(fmt: str) -> str:
+    """The format to ask the server for when writing ``fmt`` (the server writes PNG, JPEG and WebP)."""
+    return "PNG" if fmt in LOCAL_FORMATS else fmt
 SIDE_BY_SIDE_SUFFIX = "_side_by_side"  # the composite written next to the result (as `stylize demo` names it)
 
 
@@ -61,6 +78,21 @@ def model_problem(model: str) -> str | None:
     return None
 
 
+def _auto_suffix(src: Path) -> str:
+    """--ext auto: the input's extension, except for a BMP with an alpha channel, which gets .png (a BMP result
+    cannot hold the alpha readably; Real-ESRGAN writes its RGBA results as PNG too)."""
+    if src.suffix.lower() == ".bmp":
+        from PIL import Image
+
+        try:
+            with Image.open(src) as im:  # reads the header only
+                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                    return ".png"
+        except (OSError, ValueError):
+            pass  # unreadable: the server says why
+    return src.suffix
+
+
 def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
@@ -70,13 +102,18 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
     """Input paths -> (jobs in a stable order, problems found before any request).
 
     A file argument goes to OUT/<stem><suffix>.<ext> (or to OUT itself when OUT has an image extension and there is
-    exactly one input file); a folder argument keeps its layout under OUT. Hidden files and folders are skipped
+    exactly one input file); a folder argument keeps its layout under OUT. ``ext`` "auto": each output keeps its
+    input's extension as written (photo.JPG -> photo<suffix>.JPG; a BMP with alpha gets .png). Hidden files and folders are skipped
     (temporary files of interrupted runs are hidden), and so is OUT when it lies inside a walked folder.
     ``side_by_side``: each job also writes :func:`side_by_side_path` of its output (checked like the output).
     """
     ext = ext.lower().lstrip(".")
-    if ext not in EXTENSIONS:
-        raise ValueError(f"--ext {ext!r}; expected one of {', '.join(EXTENSIONS)}")
+    if ext not in EXTENSIONS and ext != AUTO:
+        raise ValueError(f"--ext {ext!r}; expected one of {', '.join([*EXTENSIONS, AUTO])}")
+
+    def named(f: Path, stem: str) -> str:
+        return f"{stem}{suffix}{_auto_suffix(f) if ext == AUTO else '.' + ext}"
+
     out_resolved = out.resolve()
     single_file_out = (len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_SUFFIXES
                        and not out.is_dir())
@@ -97,9 +134,9 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
                 if skip_out and (out_resolved == f.resolve() or out_resolved in f.resolve().parents):
                     continue
                 rel = f.relative_to(root)
-                pairs.append((f, out / rel.parent / f"{rel.stem}{suffix}.{ext}"))
+                pairs.append((f, out / rel.parent / named(f, rel.stem)))
         elif arg.is_file():
-            pairs.append((arg, out if single_file_out else out / f"{arg.stem}{suffix}.{ext}"))
+            pairs.append((arg, out if single_file_out else out / named(arg, arg.stem)))
         elif arg.exists():
             problems.append(Problem(arg, "not a regular file or folder"))
         else:
@@ -129,7 +166,9 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
 
 
 def ensure_format(data: bytes, fmt: str, quality: int) -> bytes:
-    """Re-encode locally when the server answered in another format (servers before issue 3 always send PNG)."""
+    """Re-encode locally when the server answered in another format: BMP and TIFF (``--ext auto``; the server's PNG
+    is written losslessly, gray, alpha, 16 bits, ICC profile and DPI kept where the format holds them), or a server
+    before issue 3, which always sends PNG."""
     from stylize.client import image_format
 
     if image_format(data) == fmt:
@@ -137,13 +176,33 @@ def ensure_format(data: bytes, fmt: str, quality: int) -> bytes:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if fmt in LOCAL_FORMATS:
+            return _encode_lossless(im, fmt)
         return _encode(im.convert("RGB"), fmt, quality)
+
+
+def _encode_lossless(im, fmt: str) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    info = {k: im.info[k] for k in ("icc_profile", "dpi") if im.info.get(k)}
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if fmt == "BMP" and im.mode not in ("1", "L", "RGB"):  # 8 bits a channel, no readable alpha
+        im = (Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+              if im.mode.startswith("I") else im.convert("RGB"))
+    out = io.BytesIO()
+    im.save(out, fmt, **info)
+    return out.getvalue()
 
 
 def _encode(image, fmt: str, quality: int) -> bytes:
     out = io.BytesIO()
     if fmt == "PNG":
         image.save(out, "PNG", compress_level=6)
+    elif fmt in LOCAL_FORMATS:
+        return _encode_lossless(image, fmt)
     else:
         image.save(out, fmt, quality=quality)
     return out.getvalue()
@@ -170,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     from stylize.errors import ServerUnavailable, StylizeError
     from stylize.fileio import write_atomic
 
-    fmt = EXTENSIONS[args.ext.lower()]
+    auto = args.ext.lower() == AUTO
     jobs, problems = plan_jobs([Path(p) for p in args.paths], Path(args.output), suffix=args.suffix, ext=args.ext,
                                side_by_side=args.side_by_side)
     unusable = model_problem(args.model)
@@ -187,12 +246,20 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to do: no image found", file=sys.stderr)
         return 1
 
-    options = {"output_format": fmt, "quality": args.quality if fmt != "PNG" else None,
-               "outscale": args.outscale, "max_side": args.max_side, "tile_size": args.tile_size}
+    # the format each output is written in; jobs go to the server in groups of the format they ask it for
+    formats = {job: file_format(job.dst) if auto else EXTENSIONS[args.ext.lower()] for job in jobs}
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(wire_format(formats[job]), []).append(job)
     from stylize.client import build_options
 
+    def options_for(wire: str) -> dict:
+        return {"output_format": wire, "quality": args.quality if wire != "PNG" else None,
+                "outscale": args.outscale, "max_side": args.max_side, "tile_size": args.tile_size}
+
     try:
-        build_options(options, args.model)
+        for wire in groups:
+            build_options(options_for(wire), args.model)
     except StylizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -203,31 +270,36 @@ def run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=len(jobs), unit="img", desc=args.model, disable=True if args.no_progress else None)
     with make_client(args) as client:
-        results = client.infer_many((job.src for job in jobs), args.model, concurrency=args.concurrency,
-                                    return_exceptions=True, **options)
         try:
-            for job, result in zip(jobs, results):
-                bar.update(1)
-                seen += 1
-                if isinstance(result, StylizeError):
-                    failed.append(Problem(job.src, getattr(result, "reason", None) or str(result)))
-                    if isinstance(result, ServerUnavailable):
-                        aborted = str(result)  # retries exhausted: every following file would fail the same way
-                        break
-                    bar.set_postfix(failed=len(failed))
-                    continue
-                target = job.dst
+            for wire, group in groups.items():
+                if aborted:
+                    break
+                results = client.infer_many((job.src for job in group), args.model, concurrency=args.concurrency,
+                                            return_exceptions=True, **options_for(wire))
                 try:
-                    data = ensure_format(result, fmt, args.quality)
-                    write_atomic(job.dst, data)
-                    if job.side_by_side is not None:
-                        target = job.side_by_side
-                        write_atomic(target, side_by_side(job.src.read_bytes(), data, fmt, args.quality))
-                    written += 1
-                except OSError as e:
-                    failed.append(Problem(job.src, f"cannot write {target}: {e.strerror or e}"))
+                    for job, result in zip(group, results):
+                        bar.update(1)
+                        seen += 1
+                        if isinstance(result, StylizeError):
+                            failed.append(Problem(job.src, getattr(result, "reason", None) or str(result)))
+                            if isinstance(result, ServerUnavailable):
+                                aborted = str(result)  # retries exhausted: every following file would fail too
+                                break
+                            bar.set_postfix(failed=len(failed))
+                            continue
+                        target, fmt = job.dst, formats[job]
+                        try:
+                            data = ensure_format(result, fmt, args.quality)
+                            write_atomic(job.dst, data)
+                            if job.side_by_side is not None:
+                                target = job.side_by_side
+                                write_atomic(target, side_by_side(job.src.read_bytes(), data, fmt, args.quality))
+                            written += 1
+                        except OSError as e:
+                            failed.append(Problem(job.src, f"cannot write {target}: {e.strerror or e}"))
+                finally:
+                    results.close()
         finally:
-            results.close()
             bar.close()
         stats = client.stats.summary()
 
@@ -252,8 +324,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (or an image file name when PATH is a single file)")
     p.add_argument("--suffix", default="", help="appended to each output stem, e.g. _anime")
-    p.add_argument("--ext", default="png", type=str.lower, choices=sorted(EXTENSIONS),
-                   help="output format/extension (default %(default)s)")
+    p.add_argument("--ext", default="png", type=str.lower, choices=[*sorted(EXTENSIONS), AUTO],
+                   help="output format/extension; auto keeps each input's (BMP/TIFF written losslessly from the "
+                        "server's PNG; default %(default)s)")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1..100 (default %(default)s)")
     p.add_argument("--outscale", type=float, default=None,
                    help="output side / input side (default: the model's scale; the server resizes)")
