@@ -56,6 +56,7 @@ SEGMENT_SECONDS = 4  # default segment length: what a resumed run may redo; each
 # overlap is wider than an image tile's: the network estimates motion (SPyNet) and needs context past the border.
 WINDOW_TILE = 256
 WINDOW_TILE_OVERLAP = 32
+MAX_FPS = 1000  # fps= bound (a typo such as 2400 for 24 is refused rather than encoded)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class VideoReport:
     dst: Path
     model: str
     frames: int
-    fps: float  # frame rate of the clip (same in and out)
+    fps: float  # frame rate of the output (the clip's, unless fps= set another)
     size_in: tuple[int, int]  # width, height
     size_out: tuple[int, int]
     audio: str  # per track: "copied (aac)", "re-encoded (pcm_s16le -> aac)"; "none"
@@ -242,6 +243,8 @@ def upscale_video(
     tile: int | None = None,
     progress: bool | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
+    outscale: float | None = None,
+    fps: float | None = None,
 ) -> VideoReport:
     """Run every frame of ``src`` through ``model``'s network and write ``dst``, keeping every other stream.
 
@@ -256,6 +259,10 @@ def upscale_video(
     the finished segments an interrupted run of the same job left (False: start over, keep nothing on failure).
     ``tile`` (windowed models): frames larger than ``tile`` x ``tile`` go through in overlapping tiles, every frame
     of a window cut alike (None: WINDOW_TILE; 0: never), so the server's memory is bounded whatever the frame size.
+    ``outscale`` (Real-ESRGAN's option): output sides = ``outscale`` x the input's; the network's picture is resized
+    to that (Lanczos, as the image ensembles' OUTSCALE; None: the network's own scale). ``fps`` (Real-ESRGAN's
+    option): the output's frame rate; every frame is kept and shown 1/fps apart, so the video then lasts frames /
+    fps (audio and subtitles keep their own timing, as Real-ESRGAN's script does; None: the source's timestamps).
     ``progress``: tqdm bar on stderr (None: only when stderr is a terminal).
     ``on_progress(frames_written, total)``: called from the encoding thread after each frame is written (``total``
     is the container's frame count, None when it does not say); an exception it raises stops the run and is raised
@@ -280,6 +287,13 @@ def upscale_video(
         raise InvalidInput(f"preset {preset!r}; expected one of {', '.join(PRESETS)}")
     if concurrency < 1 or batch < 1 or (segment_frames is not None and segment_frames < 1):
         raise ValueError("concurrency, batch and segment_frames must be >= 1")
+    from stylize.server.steps.pipeline import MAX_OUTSCALE
+
+    if outscale is not None and not (np.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
+        raise InvalidInput(f"outscale {outscale}; expected 0 < outscale <= {MAX_OUTSCALE:g}")
+    if fps is not None and not (np.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise InvalidInput(f"fps {fps}; expected 0 < fps <= {MAX_FPS}")
+    out_rate = Fraction(fps).limit_denominator(1001) if fps is not None else None  # 23.976 -> 2997/125
 
     raw = client.raw_model(model, version=version)  # fails fast on an unknown model or an unreachable server
     margin = None
@@ -315,13 +329,19 @@ def upscale_video(
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
         time_base = vs.time_base or 1 / Fraction(rate)
         w, h = picture.upright_size
-        out_w, out_h = w * raw.scale, h * raw.scale
+        net_w, net_h = w * raw.scale, h * raw.scale  # what the network returns (padding cropped)
+        out_w, out_h = (net_w, net_h) if outscale is None else (max(2, round(w * outscale)),
+                                                                max(2, round(h * outscale)))
         out_w, out_h = out_w - out_w % 2, out_h - out_h % 2
+        resized = (out_w, out_h) != (net_w - net_w % 2, net_h - net_h % 2)  # --outscale: resize each frame
         plan = plan_streams(inp, dst.suffix, spec)
         n_seg = segment_frames or max(1, round(float(rate) * SEGMENT_SECONDS))
+        if out_rate is not None:  # --fps: every frame, 1/fps apart
+            rate, time_base = out_rate, 1 / out_rate
         st = src.stat()
         store = SegmentStore(dst, Job(str(src.resolve()), st.st_size, st.st_mtime_ns, model, str(version or ""),
-                                      spec.name, pix_fmt, crf, preset, n_seg, batch, margin, window_tile))
+                                      spec.name, pix_fmt, crf, preset, n_seg, batch, margin, window_tile,
+                                      outscale=outscale, fps=str(out_rate or "")))
         resume_from = store.open(resume) * n_seg
         high_depth = depth > 8
 
@@ -354,6 +374,8 @@ def upscale_video(
             for packet in inp.demux(vs):
                 for frame in packet.decode():
                     last_duration[0] = frame.duration * frame.time_base if frame.duration and frame.time_base else None
+                    if out_rate is not None:
+                        last_duration[0] = 1 / out_rate
                     arr, source16 = picture.to_rgb(frame)
                     _put(decoded, _Frame(index, arr, source16 if high_depth else None, frame.pts,
                                          frame.time_base, time.monotonic()), stop)
@@ -398,16 +420,25 @@ def upscale_video(
                         report.frames = report.resumed_frames = resume_from
                         if bar is not None:
                             bar.update(resume_from)
-                    if arr.shape[0] < out_h or arr.shape[1] < out_w:
-                        raise VideoError(f"{model} returned {arr.shape[1]}x{arr.shape[0]}, expected {out_w}x{out_h}")
+                    want_h, want_w = (net_h, net_w) if resized else (out_h, out_w)
+                    if arr.shape[0] < want_h or arr.shape[1] < want_w:
+                        raise VideoError(f"{model} returned {arr.shape[1]}x{arr.shape[0]}, expected "
+                                         f"{want_w}x{want_h}")
                     k = f.index // n_seg
                     if seg and seg["k"] != k:
                         close_segment()
                     if not seg:
                         open_segment(k)
-                    vf = picture.frame_from(av, arr[:out_h, :out_w], f.source16, raw.scale, pix_fmt)
-                    vf.time_base = f.time_base if f.time_base is not None else time_base
-                    vf.pts = f.pts if f.pts is not None else round(f.index / rate / vf.time_base)
+                    if resized:
+                        vf = picture.frame_from(av, outscaled(arr[:net_h, :net_w], f.source16, raw.scale,
+                                                              (out_h, out_w)), None, raw.scale, pix_fmt)
+                    else:
+                        vf = picture.frame_from(av, arr[:out_h, :out_w], f.source16, raw.scale, pix_fmt)
+                    if out_rate is not None:
+                        vf.time_base, vf.pts = time_base, f.index
+                    else:
+                        vf.time_base = f.time_base if f.time_base is not None else time_base
+                        vf.pts = f.pts if f.pts is not None else round(f.index / rate / vf.time_base)
                     for p in seg["stream"].encode(vf):
                         seg["out"].mux(p)
                     report.frames += 1
@@ -475,6 +506,19 @@ def upscale_video(
         tmp.unlink(missing_ok=True)
         if store is not None and (finished or not resume or not store.segments()):
             store.discard()
+
+
+def outscaled(net: np.ndarray, source16: np.ndarray | None, scale: int, size: tuple[int, int]) -> np.ndarray:
+    """``outscale``: the network's picture resized to ``size`` (h, w) with the image ensembles' resize (Lanczos,
+    antialiased when shrinking). High-bit-depth input: the 16-bit picture (flat areas from the source, as without
+    outscale) is resized, and uint16 comes back."""
+    from stylize.server.steps.imaging import resize
+    from stylize.video_container import flat_areas_from_source
+
+    if source16 is None:
+        return resize(net, size)
+    pic = flat_areas_from_source(net, source16, scale) if scale > 1 else net.astype(np.uint16) * 257
+    return np.clip(np.rint(resize(pic, size)), 0, 65535).astype(np.uint16)
 
 
 def tile_window(client: "StylizeClient", window: np.ndarray, model: str, *, version, scale: int, multiple: int,

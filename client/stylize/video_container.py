@@ -150,9 +150,12 @@ class Picture:
     def frame_from(self, av, rgb: np.ndarray, source16: np.ndarray | None, scale: int, pix_fmt: str):
         """The output picture as a frame in the encoder's format, with the source's colour tags.
 
-        ``source16`` (high-bit-depth input, scale > 1): see flat_areas_from_source.
+        ``source16`` (high-bit-depth input, scale > 1): see flat_areas_from_source. A uint16 ``rgb`` is the final
+        16-bit picture already (video.outscaled).
         """
-        if source16 is not None and scale > 1:
+        if rgb.dtype == np.uint16:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le")
+        elif source16 is not None and scale > 1:
             vf = av.VideoFrame.from_ndarray(flat_areas_from_source(rgb, source16, scale), format="rgb48le")
         elif source16 is not None:
             vf = av.VideoFrame.from_ndarray(rgb.astype(np.uint16) * 257, format="rgb48le")
@@ -270,6 +273,8 @@ class Job:
     batch: int
     window_margin: int | None
     tile: int = 0  # windowed models: the spatial tile (0: untiled)
+    outscale: float | None = None  # output sides / input sides (None: the network's scale)
+    fps: str = ""  # the output frame rate as a fraction ("": the source's timestamps)
 
 
 # Timestamps as they are: by default a muxer shifts a stream whose first dts is negative (B-frame delay), which would

@@ -131,3 +131,24 @@ def test_a_window_is_tiled_like_a_frame_every_frame_cut_alike():
     assert count > 1 and all(shape[:2] == (1, 5) for shape in calls)  # whole windows of smaller frames
     assert np.array_equal(tiled, net(window[None])[0])  # a local network: no seam anywhere
 
+
+
+def test_outscale_of_a_high_bit_depth_frame_stays_16_bit():
+    """--outscale on 10-bit input: the 16-bit picture (flat areas from the source) is what is resized."""
+    import av
+
+    from stylize.photos import real_photo_crop
+    from stylize.server.steps.imaging import resize
+    from stylize.video import outscaled
+    from stylize.video_container import flat_areas_from_source
+
+    source8 = real_photo_crop(12, 16)
+    source16 = source8.astype(np.uint16) * 257
+    net = np.repeat(np.repeat(source8, 2, axis=0), 2, axis=1)  # a stand-in x2 picture
+    out = outscaled(net, source16, 2, (18, 24))
+    assert out.dtype == np.uint16 and out.shape == (18, 24, 3)
+    expected = np.clip(np.rint(resize(flat_areas_from_source(net, source16, 2), (18, 24))), 0, 65535)
+    np.testing.assert_array_equal(out, expected)
+    assert outscaled(net, None, 2, (18, 24)).dtype == np.uint8
+    frame = av.VideoFrame.from_ndarray(out, format="rgb48le")  # what Picture.frame_from makes of it
+    assert (frame.width, frame.height) == (24, 18)

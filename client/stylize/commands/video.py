@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from stylize.errors import StylizeError
 
     if args.live:
+        if args.outscale is not None or args.fps is not None:
+            print("error: --outscale and --fps apply to files, not to --live", file=sys.stderr)
+            return 2
         return _run_live(args)
     src = Path(args.src)
     dst = output_path(src, Path(args.output), args.model)
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                                           bit_depth=args.bit_depth, crf=args.crf, preset=args.preset or "medium",
                                           concurrency=args.concurrency, batch=args.batch,
                                           window_margin=args.window_margin, segment_frames=args.segment_frames,
-                                          tile=args.tile,
+                                          tile=args.tile, outscale=args.outscale, fps=args.fps,
                                           resume=not args.no_resume, progress=False if args.no_progress else None)
         except StylizeError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -99,6 +102,12 @@ def register(subparsers) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="windowed models: frames larger than TILE x TILE go in overlapping tiles "
                    "(default 256; 0: never)")
+    p.add_argument("--outscale", type=float, default=None, metavar="S",
+                   help="output sides = S x the input's: the network's frames are resized (Lanczos; default: the "
+                        "model's scale)")
+    p.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="output frame rate: every frame kept, 1/F apart (the video lasts frames/F; audio keeps its "
+                        "timing; default: the source's timestamps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from stylize.video_live import add_live_args
 
