@@ -2,6 +2,8 @@
 
     StylizeError            base of everything the SDK raises on purpose
     ├── ServerUnavailable   cannot reach the server, or it is shutting down (gRPC UNAVAILABLE); retried with backoff
+    │   └── InstanceFailed  a model instance's process died (INTERNAL "Stub process ... is not healthy"): the server
+    │                       reloads that model (stylize.server.healing), so it is retried like UNAVAILABLE
     ├── ModelNotFound       unknown model or model version (gRPC NOT_FOUND)
     ├── InvalidInput        the request was refused; ``reason`` is the server's (or the SDK's) explanation
     ├── Timeout             the deadline passed (gRPC DEADLINE_EXCEEDED)
@@ -35,6 +37,17 @@ class StylizeError(Exception):
 
 class ServerUnavailable(StylizeError, ConnectionError):
     kind = "unavailable"
+
+
+class InstanceFailed(ServerUnavailable):
+    """The python stub that held one instance of the model died; the request did not run to its end. Retrying is
+    safe (inference has no side effects) and the next try reaches another instance, or the reloaded one."""
+
+    kind = "instance_failed"
+
+
+# Triton 2.51's python backend, when the stub of the instance a request reached is dead
+_DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 
 
 class ModelNotFound(StylizeError, LookupError):
@@ -94,6 +107,9 @@ def from_status(status: object, message: str, *, model: str | None = None, url: 
     if access.is_refusal(text):
         return AccessDenied(f"{text}{where}: this API needs the admin key ({access.ADMIN_KEY_ENV})", model=model,
                             status=name, url=url)
+    if name == "INTERNAL" and _DEAD_STUB.search(text):
+        return InstanceFailed(f"{_ENSEMBLE_PREFIX.sub('', text)}{where}: a model instance died; the server reloads it",
+                              model=model, status=name, url=url)
     if cls is InvalidInput:
         reason = _ENSEMBLE_PREFIX.sub("", text)
         return InvalidInput(f"invalid input{where}: {reason}", reason=reason, model=model, status=name, url=url)
@@ -118,6 +134,6 @@ def from_triton(exc: BaseException, *, model: str | None = None, url: str | None
     return from_status(status, message, model=model, url=url)
 
 
-__all__ = ["StylizeError", "ServerUnavailable", "ModelNotFound", "InvalidInput", "Timeout", "ServerError",
+__all__ = ["StylizeError", "ServerUnavailable", "InstanceFailed", "ModelNotFound", "InvalidInput", "Timeout", "ServerError",
            "AccessDenied",
            "from_status", "from_triton", "status_name"]

@@ -182,8 +182,11 @@ def test_probes(kustomization):
     c = server_container(dep)
     startup, ready, live = c["startupProbe"], c["readinessProbe"], c["livenessProbe"]
     assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert ready["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert live["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    # readiness and liveness also fail on a dead python stub (tests/serving/test_healing.py runs this probe)
+    probe = ["/opt/stylize/venv/bin/python", "-m", "stylize.server.healing", "--check", "--ready-url"]
+    assert ready["exec"]["command"] == probe + ["http://127.0.0.1:8000/v2/health/ready"]
+    assert live["exec"]["command"] == probe + ["http://127.0.0.1:8000/v2/health/live"]
+    assert (flag(c["args"], "http-port") or ["8000"]) == ["8000"]
     # model loading gets at least 5 minutes before the kubelet gives up on the pod
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
     # a busy server is not killed faster than it is taken out of the endpoints

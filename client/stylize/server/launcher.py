@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
 from stylize import access
+from stylize.server import healing
 from stylize.server.ort_runner import ORT_THREADS_ENV
 from stylize.server.ov_runner import OV_CACHE_ENV
 
@@ -184,6 +185,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log_file": ("LOG_FILE", _optional_path),
     "extra_args": ("TRITON_ARGS", lambda s: tuple(shlex.split(s))),
     "admin_key": ("ADMIN_KEY", str),
+    "heal": ("HEAL", parse_bool),
 }
 
 
@@ -210,6 +212,9 @@ class ServerSettings:
     extra_args: tuple[str, ...] = ()
     # Key of the restricted admin APIs (stylize.access); None: a random one per server, never printed
     admin_key: str | None = field(default=None, repr=False)
+    # Reload a model whose python stub died (stylize.server.healing): explicit model-control mode, every model
+    # loaded at start. Off, or when extra_args choose a model-control mode, a dead stub stays dead.
+    heal: bool = True
 
     def __post_init__(self) -> None:
         if self.admin_key is not None:
@@ -692,6 +697,7 @@ class TritonServer:
         self._log_lines: list[str] = []  # failure lines only (load/service failures), for the reports
         self._log_file: TextIO | None = None
         self._metrics_event = threading.Event()  # the metrics service is the last one Triton starts
+        self._watchdog: healing.StubWatchdog | None = None
         self._server_id = f"stylize-{uuid.uuid4().hex[:12]}"
         # the admin APIs (stylize.access.RESTRICTED_APIS) answer only requests with this key; never printed
         self.admin_key = self.settings.admin_key or access.new_key()
@@ -741,6 +747,9 @@ class TritonServer:
             f"--log-verbose={s.log_verbose}",
             *access.restriction_args(self.admin_key),
         ]
+        if self.heals_stubs:
+            # the same models as the default mode loads, but reloadable (by the admin key only: stylize.access)
+            cmd += ["--model-control-mode=explicit", "--load-model=*"]
         if s.backend_directory is not None:
             cmd.append(f"--backend-directory={Path(s.backend_directory).resolve()}")
         elif install.embedded:
@@ -762,6 +771,7 @@ class TritonServer:
         :class:`PortInUseError`, from its log)."""
         if self.is_running():
             raise ServerError("this server is already running")
+        self._watchdog = None
         s = self.settings
         check_repository(s.model_repository)
         for name, port in (("gRPC", s.grpc_port), ("HTTP", s.http_port), ("metrics", s.metrics_port)):
@@ -833,6 +843,44 @@ class TritonServer:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
+    @property
+    def heals_stubs(self) -> bool:
+        """Whether this server reloads a model whose stub died (see :mod:`stylize.server.healing`)."""
+        return self.settings.heal and not any(a.startswith("--model-control-mode") for a in self.settings.extra_args)
+
+    @property
+    def heals(self) -> list[healing.Heal]:
+        """The repairs made so far (empty without a watchdog)."""
+        return list(self._watchdog.heals) if self._watchdog is not None else []
+
+    def reload_model(self, model: str, *, timeout: float = 600.0) -> None:
+        """Reload ``model`` (explicit model-control mode; the admin API): its instances are replaced."""
+        status, body = self._get(f"/v2/repository/models/{model}/load", method="POST", admin=True, timeout=timeout)
+        if status != 200:
+            raise ServerError(f"reloading {model} failed with HTTP {status}: "
+                              f"{access.redact(body[:300].decode(errors='replace'), self.admin_key)}")
+
+    def _note(self, message: str) -> None:
+        """A line of the launcher's own in the server log (and on the echo stream)."""
+        line = f"{message}\n"
+        self._tail.append(line)
+        if self._log_file:
+            try:
+                self._log_file.write(line)
+                self._log_file.flush()
+            except (OSError, ValueError):
+                pass
+        if self._echo is not None:
+            try:
+                self._echo.write(line)
+                self._echo.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _start_watchdog(self) -> None:
+        if self.heals_stubs and self._watchdog is None and self.pid is not None:
+            self._watchdog = healing.StubWatchdog(self.pid, self.reload_model, log=self._note).start()
+
     def _is_ours(self) -> bool:
         """The HTTP endpoint answers with our --id: not another server that happens to hold the port."""
         status, body = self._get("/v2")
@@ -851,6 +899,7 @@ class TritonServer:
                 status, _ = self._get("/v2/health/ready", timeout=1.0)
                 if status == 200 and self._is_ours():
                     self._settle(deadline)
+                    self._start_watchdog()
                     return self
                 if status != 200 and self._is_ours():
                     # Serving but not ready: with --exit-on-error=false a failed model keeps it that way for good.
@@ -928,6 +977,8 @@ class TritonServer:
         proc = self._proc
         if proc is None:
             return None
+        if self._watchdog is not None:
+            self._watchdog.stop()  # a draining server's stubs exit: not deaths to repair
         if proc.poll() is None:
             grace = timeout if timeout is not None else self.settings.exit_timeout + 10
             try:
@@ -1050,12 +1101,16 @@ def banner(settings: ServerSettings, models: Sequence[str], *, pid: int | None, 
     scope = "all interfaces" if host in _WILDCARDS else ("this machine only" if loopback else "this address only")
     key_from = (f"the key in {access.ADMIN_KEY_ENV}" if s.admin_key
                 else f"a random key of this process (set {access.ADMIN_KEY_ENV} to choose one)")
+    heals = s.heal and not any(a.startswith("--model-control-mode") for a in s.extra_args)
+    heal = ("a model whose python stub dies is reloaded (off: --no-heal)" if heals
+            else "off: a dead python stub stays dead")
     return (f"tritonserver ready (pid {pid}, log {log_path})\n"
             f"  bound to {host} ({scope})\n"
             f"  gRPC     {shown}:{s.grpc_port}\n"
             f"  HTTP     http://{shown}:{s.http_port}\n"
             f"  metrics  http://{shown}:{s.metrics_port}/metrics\n"
             f"  admin    {', '.join(access.RESTRICTED_APIS)}: only with header {access.ADMIN_HEADER}, {key_from}\n"
+            f"  healing  {heal}\n"
             f"  models   {', '.join(models) if models else '(none)'}")
 
 
@@ -1133,6 +1188,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="seconds to wait for readiness (env STYLIZE_STARTUP_TIMEOUT, default 180)")
     parser.add_argument("--tritonserver", type=Path, default=None,
                         help="tritonserver binary (env STYLIZE_TRITONSERVER; default: PATH, then nvidia-pytriton)")
+    parser.add_argument("--no-heal", dest="heal", action="store_const", const=False, default=None,
+                        help="do not reload a model whose python stub died (env STYLIZE_HEAL=0); by default the "
+                             "server runs in explicit model-control mode so that it can (stylize.server.healing)")
     parser.add_argument("--triton-arg", dest="extra_args", action="append", default=None, metavar="ARG",
                         help="extra tritonserver argument, repeatable; write it as --triton-arg=--flag=value "
                              "(env STYLIZE_TRITON_ARGS, shell-quoted)")
@@ -1140,7 +1198,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 _SERVE_ARGS = ("model_repository", "address", "grpc_port", "http_port", "metrics_port", "cache_size", "ort_threads",
-               "log_verbose", "exit_timeout", "startup_timeout", "tritonserver", "extra_args")
+               "log_verbose", "exit_timeout", "startup_timeout", "tritonserver", "extra_args", "heal")
 
 
 # What `stylize serve` and `stylize web --serve` give Triton's response cache when neither --cache-size nor

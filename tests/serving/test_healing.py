@@ -1,0 +1,143 @@
+"""A python stub killed under load (what the kernel's OOM killer does) heals: the launcher reloads its model, the SDK
+retries the requests that met the dead instance, and afterwards every instance answers. Where nothing heals (the
+pod runs tritonserver directly), the probe fails so that the pod leaves the endpoints and is restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from small_repository import small_repository
+
+pytestmark = pytest.mark.triton
+
+MODEL = "animevideo_x2"  # its image step runs two instances: one dies, the other keeps serving
+
+
+def _frame() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def _raw_requests(server, n: int) -> list[str]:
+    """``n`` requests with tritonclient and no retry: the errors, as strings (empty when every instance answers)."""
+    import tritonclient.grpc as grpcclient
+
+    from stylize.descriptors import REGISTRY
+
+    errors = []
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+        for _ in range(n):
+            errors.extend(_one(c, REGISTRY[MODEL]))
+    return errors
+
+
+def _one(c, desc) -> list[str]:
+    import io
+
+    import tritonclient.grpc as grpcclient
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_frame()).save(buf, format="PNG")
+    from stylize.descriptors import ENCODED_IMAGE
+
+    inp = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[buf.getvalue()]], dtype=np.object_))
+    try:
+        c.infer(desc.id, [inp])
+        return []
+    except Exception as e:  # noqa: BLE001 - the message is the result
+        return [str(e)]
+
+
+def _image_stubs(server) -> dict[int, object]:
+    from stylize.descriptors import REGISTRY
+    from stylize.server import healing
+
+    return {pid: s for pid, s in healing.live_stubs(server.pid).items() if s.model == REGISTRY[MODEL].image_model}
+
+
+def test_a_stub_killed_under_load_heals(model_repository, tmp_path):
+    from stylize import StylizeClient
+    from stylize.descriptors import REGISTRY
+    from stylize.server.launcher import start_local
+
+    repo = small_repository(model_repository, tmp_path / "repo", [MODEL])
+    image_model = REGISTRY[MODEL].image_model
+    with start_local(repo) as server:
+        assert server.heals_stubs
+        before = _image_stubs(server)
+        assert len(before) == 2, before  # the premise: two instances of the image step
+        done, failures, answered = threading.Event(), [], []
+
+        def load() -> None:
+            with StylizeClient(url=server.grpc_url) as client:
+                while not done.is_set():
+                    try:
+                        out = client.infer(_frame(), model=MODEL)
+                        answered.append(out.shape)
+                    except Exception as e:  # noqa: BLE001
+                        failures.append(repr(e))
+
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            while len(answered) < 4 and not failures:
+                time.sleep(0.05)
+            victim = sorted(before)[0]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while not server.heals and time.monotonic() < deadline:
+                time.sleep(0.1)
+            n = len(answered)
+            while len(answered) < n + 6 and time.monotonic() < deadline and not failures:
+                time.sleep(0.05)
+        finally:
+            done.set()
+            for t in threads:
+                t.join(timeout=120)
+        assert [h.model for h in server.heals] == [image_model], server.heals
+        heal = server.heals[0]
+        assert heal.ok and heal.pid == victim, heal
+        assert not failures, failures[:3]  # the SDK retried what met the dead instance
+        # the reload replaced both instances; the surviving old one exits once the old model is released
+        deadline = time.monotonic() + 60
+        while (after := _image_stubs(server)) and len(after) != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(after) == 2 and not set(before) & set(after), (before, after)
+        # no instance is dead any more: plain requests with no retry all answer (before the fix half of them
+        # failed with "Stub process ... is not healthy", for good)
+        assert _raw_requests(server, 8) == []
+        ready = server._get(f"/v2/models/{MODEL}/ready")[0]
+        assert ready == 200
+
+
+def test_without_healing_a_dead_stub_fails_the_probe(model_repository, tmp_path):
+    """The pod's case: tritonserver alone (no watchdog, no explicit mode). The model stays READY in Triton, requests
+    on the dead instance fail, and the probe the pod runs says so (exit 1), naming the dead stub."""
+    from stylize.server.launcher import start_local
+
+    repo = small_repository(model_repository, tmp_path / "repo", [MODEL])
+    with start_local(repo, heal=False) as server:
+        assert not server.heals_stubs and "--model-control-mode=explicit" not in server.command()
+        probe = [sys.executable, "-m", "stylize.server.healing", "--check", "--pid", str(server.pid),
+                 "--ready-url", f"http://{server.http_url}/v2/health/ready"]
+        ok = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stderr
+        victim = sorted(_image_stubs(server))[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.5)
+        errors = _raw_requests(server, 6)
+        assert any("is not healthy" in e for e in errors), errors  # the defect, as Triton 2.51 has it
+        assert server._get("/v2/health/ready")[0] == 200  # ... and Triton still calls itself ready
+        bad = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1
+        assert f"dead python stub(s) (pid {victim})" in bad.stderr, bad.stderr

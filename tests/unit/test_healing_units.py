@@ -1,0 +1,47 @@
+"""The SDK's reading of a dead stub's error, and the census's reading of /proc (on real processes of this machine)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from stylize.errors import InstanceFailed, ServerError, ServerUnavailable, from_status
+from stylize.server import healing
+
+
+def test_a_dead_stub_is_retryable_and_other_internal_errors_are_not():
+    err = from_status("StatusCode.INTERNAL", "in ensemble 'animevideo_x2', in ensemble 'animevideo_x2_cached', Stub "
+                      "process 'animevideo_x2_image_0_0' is not healthy.", model="animevideo_x2")
+    assert isinstance(err, InstanceFailed) and isinstance(err, ServerUnavailable)
+    assert err.message.startswith("Stub process 'animevideo_x2_image_0_0' is not healthy")
+    from stylize.client import RetryPolicy
+
+    assert RetryPolicy().retryable(err)
+    other = from_status("StatusCode.INTERNAL", "onnx runtime error 6: out of memory", model="esrgan_x4")
+    assert type(other) is ServerError and not RetryPolicy().retryable(other)
+
+
+def test_a_dead_child_is_a_zombie_until_reaped():
+    """The signal the probe reads, on a real child of this process: a killed child stays state Z until waited for.
+    (Its name is not the stub's, so it is counted only with ``comm`` matched; dead_stubs() itself must ignore it.)"""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        st = healing._stat(child.pid, healing.Path("/proc"))
+        assert st is not None and st.ppid == os.getpid() and st.state != "Z"
+        child.kill()
+        deadline = time.monotonic() + 10
+        while (st := healing._stat(child.pid, healing.Path("/proc"))) and st.state != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert st is not None and st.state == "Z"
+        assert healing.dead_stubs(os.getpid()) == []  # not a stub
+        assert healing.live_stubs(os.getpid()) == {}
+    finally:
+        child.kill()
+        child.wait()
+    assert healing._stat(child.pid, healing.Path("/proc")) is None  # reaped: gone
+
+
+def test_the_probe_without_a_server_fails():
+    assert healing.check([]) == ["no tritonserver process"]
