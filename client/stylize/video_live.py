@@ -28,6 +28,7 @@ decoded -> its packet muxed and flushed, with p50 / p95 / max; the output frame 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -310,31 +311,22 @@ def stream_video(
 
     def decode() -> None:
         index = 0
-        packets = inp.demux(vs)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as e:
-                if follow and isinstance(e, (av.error.TimeoutError, av.error.ExitError)):
-                    break  # the growing file stopped growing for `follow` seconds
-                if follow and "timed out" in str(e).lower():
-                    break
-                raise
-            a = now()
-            for frame in packet.decode():
+
+        def take(frames, a: float) -> float:
+            """Queue each decoded frame; the decode stage's busy periods exclude waiting for room."""
+            nonlocal index
+            for frame in frames:
                 at = time.monotonic()
                 if not picture_box:
                     picture_box.append(_picture_of(frame))
-                    w, h = picture_box[0].upright_size
-                    report.size_in = (w, h)
+                    report.size_in = picture_box[0].upright_size
                 picture = picture_box[0]
                 if (frame.width, frame.height) != (picture.width, picture.height):
                     raise VideoError(f"the input changed size mid-stream: {picture.width}x{picture.height} -> "
                                      f"{frame.width}x{frame.height}")
                 arr, _ = picture.to_rgb(frame)
                 report.frames_in += 1
+                report.intervals["decode"].append((a, now()))
                 item = _Frame(index, arr, None, frame.pts, frame.time_base, at)
                 ordinals.append(report.frames_in - 1)
                 if policy == "drop":
@@ -343,12 +335,29 @@ def stream_video(
                     except queue.Full:
                         report.dropped += 1
                         ordinals.pop()
+                        a = now()
                         continue
                 else:
                     _put(decoded, item, stop)
                 report.queue_high_water = max(report.queue_high_water, decoded.qsize())
                 index += 1
-            report.intervals["decode"].append((a, now()))
+                a = now()
+            return a
+
+        packets = inp.demux(vs)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                # a growing file that stopped growing for `follow` seconds: FFmpeg's file protocol gives up with EIO
+                if follow and (getattr(e, "errno", None) in (errno.EIO, errno.ETIMEDOUT)
+                               or isinstance(e, (av.error.TimeoutError, av.error.ExitError))):
+                    take(vs.codec_context.decode(None), now())  # the frames the decoder still holds
+                    break
+                raise
+            take(packet.decode(), now())
         report.input_end_s = now()
         _put(decoded, None, stop)
 
