@@ -9,7 +9,7 @@ Input: the load-test results (written by the load-test tooling; nothing here inv
       "format": "stylize-capacity/1",
       "measured": "2026-11-22T10:00:00Z",                 # when
       "source": "perf_analyzer 2.51.0, gRPC, ...",        # how: tool, protocol, input, anything needed to redo it
-      "pod": {"kind": "cpu", "cpu": "4", "memory": "12Gi", "node": "..."},   # the pod the numbers are per
+      "pod": {"kind": "cpu", "cpu": "4", "memory": "16Gi", "node": "..."},   # the pod the numbers are per
       "slo": {"latency_ms": 1000, "percentile": 95},      # the latency target the plan is for
       "startup_s": 62.0,                                  # pod start -> ready (model load + warm-up), measured
       "models": {

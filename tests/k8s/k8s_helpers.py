@@ -98,7 +98,7 @@ TEST_CAPACITY_RESULTS = {
     "format": "stylize-capacity/1",
     "measured": "test input",
     "source": "written by tests/k8s/test_simulator.py",
-    "pod": {"kind": "cpu", "cpu": "4", "memory": "12Gi"},
+    "pod": {"kind": "cpu", "cpu": "4", "memory": "16Gi"},
     "slo": {"latency_ms": 1000, "percentile": 95},
     "startup_s": 60,
     "models": {
