@@ -1,6 +1,6 @@
 """How much of the pod's /dev/shm the python steps use, measured; and the dshm emptyDir's sizeLimit derived from it.
 
-    python k8s/tools/shm_usage.py --measure   # start the server, drive it, write k8s/capacity/shm-usage.json (minutes)
+    python k8s/tools/shm_usage.py --measure   # start the server, drive it, write k8s/capacity/shm-usage.json (~15 min)
     python k8s/tools/shm_usage.py             # the derivation from that file, and the docs/k8s.md section
     python k8s/tools/shm_usage.py --write-doc # rewrite the section of docs/k8s.md between its markers
     python k8s/tools/shm_usage.py --check     # exit 1 if k8s/base/deployment.yaml or docs/k8s.md disagree
@@ -20,6 +20,9 @@ the pod does not have) every 0.2 s:
   PNG of exactly ``max_bytes`` (noise pixels, the rest a private ancillary chunk the decoder skips), at an
   ``outscale`` that makes the output exactly ``max_output_pixels`` (8192x8192 from 512x512, outscale 16), PNG out.
   The step's region holds the input and the encoded output at once; the request-check step's holds the input;
+* dense: two at once, animevideo_x2 at its largest admitted input (4096x4096 noise) and its own scale (x2 ->
+  8192x8192, the output cap): no interpolation after the network (measured: its PNG compressed no worse than the
+  peak drive's);
 * rgba16 (one request, one model): the same with a 16-bit RGBA input, so that the output PNG has 8 bytes a pixel,
   the largest output the limits admit; measured to say what the sizeLimit does not cover (see the report).
 
@@ -28,14 +31,16 @@ and the image steps only; a region never shrinks, so a pod that has served such 
 stub at its largest region at once, whatever the concurrency (a sequential drive measures it as well as a
 concurrent one). How large an image step's region grows depends on how well the output PNG compresses, which is
 the content's doing, not the model's: every image step admits the same bytes in and pixels out. So every image
-step counts at the largest region any image step reached (the noise drive reached, for animevideo_x4, the bound an
-8-bit 8192x8192 PNG gives: 64 MiB in + 192 MiB out, x 1.1 as the backend asks, in 64 MiB steps), and
-request_check at its own. sizeLimit = that sum x (1 + :data:`MARGIN`), rounded up to :data:`ROUND`.
+step counts at the largest region any image step reached, and request_check at its own. (python_backend r24.10
+shm_manager.cc: when a request does not fit, the region grows by ``shm-growth-byte-size`` x (request / growth +
+1), with boost's ``truncate``, which reserves the blocks: every measured size is 4 MiB + a multiple of 64 MiB.) An
+incompressible 8-bit output at the cap (a PNG of 192 MiB or more, which no drive produced) would take a region to
+:data:`INCOMPRESSIBLE_REGION` by that rule; the report says how far the sizeLimit is from 12 of those. sizeLimit = that sum x (1 + :data:`MARGIN`), rounded up to :data:`ROUND`.
 
 Not covered, and said in the report: 16-bit RGBA outputs (8 bytes a pixel; the rgba16 phase) and batches (the
 ensembles take up to 4 images a request, each within the limits). A request that does not fit in the emptyDir
 fails alone with INTERNAL "Failed to increase the shared memory pool size" and the server keeps serving (seen on
-2.51: the backend reserves with posix_fallocate, so a full tmpfs is an error, not a SIGBUS).
+2.51: the growth reserves the blocks, so a full tmpfs is an error, not a SIGBUS).
 """
 
 from __future__ import annotations
@@ -80,7 +85,10 @@ MIB = 1 << 20
 OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
          "log-verbose", "cache-config", "http-restricted-api", "grpc-restricted-protocol")
 REGION = re.compile(r"^triton_(\w+?)_backend_shm_region_")
-PHASES = ("idle", "warm", "peak", "rgba16")
+PHASES = ("idle", "warm", "peak", "dense", "rgba16")
+SIZED = ("idle", "warm", "peak", "dense")  # the phases the sizeLimit covers
+# by the growth rule above, not measured: 4 MiB + 128 MiB for a 64 MiB input + 256 MiB for a >= 192 MiB output
+INCOMPRESSIBLE_REGION = (4 + 128 + 256) * MIB
 
 
 # ---- the Deployment ---------------------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ def quantity(n: int) -> str:
 
 
 def _largest(stub: dict) -> int:
-    return max(stub["bytes"][p] for p in ("idle", "warm", "peak") if p in stub["bytes"])
+    return max(stub["bytes"][p] for p in SIZED if p in stub["bytes"])
 
 
 def derive(report: dict) -> dict:
@@ -128,7 +136,7 @@ def derive(report: dict) -> dict:
     images = [s for s in pod if s["model"] != descriptors.REQUEST_CHECK_MODEL]
     per_image = max(_largest(s) for s in images)
     worst = per_image * len(images) + sum(_largest(s) for s in pod if s not in images)
-    rgba = [s["bytes"]["rgba16"] - s["bytes"]["peak"] for s in pod if "rgba16" in s["bytes"]]
+    rgba = [s["bytes"]["rgba16"] - _largest(s) for s in pod if "rgba16" in s["bytes"]]
     size_limit = math.ceil(worst * (1 + MARGIN) / ROUND) * ROUND
     return {"python_stubs": len(pod), "image_stubs": len(images), "per_image_stub_bytes": per_image,
             "worst_bytes": worst, "margin": MARGIN, "size_limit_bytes": size_limit, "size_limit": quantity(size_limit),
@@ -166,8 +174,8 @@ def doc_section(report: dict) -> str:
         f"Measured {report['measured_at']} with `{report['command']}` (Triton {report['triton']}, the Deployment's "
         f"python backend flags: {report['flags']['shm-default-byte-size'] // MIB} MiB per stub, growing by "
         f"{report['flags']['shm-growth-byte-size'] // MIB} MiB; every model of the built repository; "
-        f"`k8s/capacity/shm-usage.json`). Sizes are the regions' file sizes (what the backend reserved with "
-        "`posix_fallocate`); they never shrink.",
+        f"`k8s/capacity/shm-usage.json`). Sizes are the regions' file sizes, all of it allocated (the growth "
+        "reserves the blocks: on a full tmpfs it fails with ENOSPC); they never shrink.",
         "",
         "| phase | python stubs (the pod's) | OpenVINO Python-based backend (this machine only) |",
         "|---|---|---|",
@@ -181,23 +189,28 @@ def doc_section(report: dict) -> str:
             per_model.setdefault(s["model"], []).append(_largest(s))
     lines += [
         "",
-        f"Warm: {req['warm']}. Peak: {req['peak']}. Largest region per stub: "
+        f"Warm: {req['warm']}. Peak: {req['peak']}. Dense: {req.get('dense', 'not run')}. Largest region per "
+        "stub: "
         + ", ".join(f"{m} {' + '.join(_mib(b) for b in sorted(v))}" for m, v in sorted(per_model.items())) + ".",
         "",
         f"**sizeLimit {d['size_limit']}** = {d['image_stubs']} image-step stubs x {_mib(d['per_image_stub_bytes'])} "
         f"(the largest region of any image step: how far a region grows is the output's compressibility, the "
-        f"content's doing, and every step admits the same bytes in and pixels out; the noise drive reached, for "
-        f"one model, the bound of an 8-bit PNG at the output cap) + request_check's, "
+        f"content's doing, and every step admits the same bytes in and pixels out) + request_check's, "
         f"{_mib(d['worst_bytes'])} in all, x {1 + d['margin']:.2f} (margin for fragmentation; an assumption), "
         f"rounded up to {ROUND // MIB} MiB.",
     ]
     if d["rgba16_extra_bytes"] is not None:
-        lines += ["", f"Not covered: {req['rgba16']} grew that step's region by a further "
+        bound = d["worst_bytes"] + d["image_stubs"] * (INCOMPRESSIBLE_REGION - d["per_image_stub_bytes"])
+        lines += ["", f"Not covered: an incompressible 8-bit output at the cap (a PNG of 192 MiB or more; the noise "
+                  f"drives' PNGs compressed below it) would take a step's region to {_mib(INCOMPRESSIBLE_REGION)} "
+                  f"by the backend's growth rule (computed, not measured): {_mib(bound)} for the pod, "
+                  f"{_mib(bound - d['size_limit_bytes'])} over the sizeLimit. {req['rgba16'][0].upper()}"
+                  f"{req['rgba16'][1:]} grew that step's region by a further "
                   f"{_mib(d['rgba16_extra_bytes'])} (8 bytes a pixel out); batches (up to 4 images a request) "
                   "multiply a step's need. Every step instance holding such requests at once would need more than "
                   "any pod's memory. A request that does not fit in the emptyDir fails alone (INTERNAL \"Failed to "
                   "increase the shared memory pool size ... No space left on device\": seen on 2.51 with a full "
-                  "tmpfs; the backend reserves with posix_fallocate) and the server keeps serving."]
+                  "tmpfs) and the server keeps serving."]
     return "\n".join(lines)
 
 
@@ -312,7 +325,8 @@ def _instance_model(instance: str) -> str:
     return re.sub(r"_\d+_\d+$", "", instance)
 
 
-def measure(repo: Path, *, rgba16_model: str | None, log: Path | None = None) -> dict:
+def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "animevideo_x2",
+            log: Path | None = None) -> dict:
     import numpy as np
     import tritonclient.grpc as grpcclient
 
@@ -397,6 +411,22 @@ def measure(repo: Path, *, rgba16_model: str | None, log: Path | None = None) ->
                 both(d.id, inputs)
                 print(f"peak: {d.id} {time.monotonic() - t0:.0f} s", flush=True)
             requests["peak"] = "two at once per image model: " + requests["peak"]
+            if dense_model:
+                sampler.set_phase("dense")
+                desc = descriptors.get(dense_model)
+                lim = _image_limits(repo, desc)
+                side = math.isqrt(lim["max_output_pixels"]) // desc.scale
+                assert side * side <= lim["max_pixels"], (dense_model, lim)
+                data = padded_png(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), lim["max_bytes"])
+                inputs = image_inputs(data, None)
+                f = grpcclient.InferInput("OUTPUT_FORMAT", [1, 1], "BYTES")
+                f.set_data_from_numpy(np.array([[b"PNG"]], dtype=object))
+                t0 = time.monotonic()
+                both(dense_model, inputs + [f])
+                requests["dense"] = (f"two at once: {dense_model}, {side}x{side} 8-bit RGB noise in a PNG of "
+                                     f"{lim['max_bytes'] // MIB} MiB, at its scale x{desc.scale} -> "
+                                     f"{side * desc.scale}x{side * desc.scale} PNG")
+                print(f"dense: {dense_model} {time.monotonic() - t0:.0f} s", flush=True)
             if rgba16_model:
                 sampler.set_phase("rgba16")
                 inputs, what = worst(descriptors.get(rgba16_model), rgba16=True)
@@ -449,13 +479,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
     ap.add_argument("--rgba16-model", default="animevideo_x2",
                     help="the model of the one 16-bit RGBA request ('' for none)")
+    ap.add_argument("--dense-model", default="animevideo_x2",
+                    help="the model of the dense phase, one that keeps noise ('' for none)")
     ap.add_argument("--report", type=Path, default=REPORT)
     ap.add_argument("--log", type=Path, help="the server's log file")
     ap.add_argument("--write-doc", action="store_true", help="rewrite the docs/k8s.md section from the report")
     ap.add_argument("--check", action="store_true", help="exit 1 if the manifests or the doc disagree")
     args = ap.parse_args(argv)
     if args.measure:
-        report = measure(args.model_repository, rgba16_model=args.rgba16_model or None, log=args.log)
+        report = measure(args.model_repository, rgba16_model=args.rgba16_model or None,
+                         dense_model=args.dense_model or None, log=args.log)
         args.report.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.report}")
     report = json.loads(args.report.read_text())
