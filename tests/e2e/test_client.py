@@ -137,7 +137,8 @@ def test_errors_are_typed(client, served):
     with pytest.raises(InvalidInput) as e:
         client.infer(b"\x89PNG\r\n\x1a\n truncated", "animevideo_x2")
     assert e.value.status == "INVALID_ARGUMENT" and e.value.reason
-    with pytest.raises(ModelNotFound):
+    # a version the server does not serve: the client's mistake, naming the versions it can pin
+    with pytest.raises(InvalidInput, match=r"version 999 of animevideo_x2_net is not served \(served versions: "):
         client.infer(real_photo_crop(16, 16), "animevideo_x2", version=999)
 
 

@@ -151,6 +151,7 @@ def test_cli_model_version(versioned, tmp_path, capsys):
         out = tmp_path / f"v{v}.png"
         assert main(["infer", str(src), "-m", DESC.id, "-o", str(out), "--model-version", str(v),
                      "--url", server.grpc_url, "--no-progress"]) == 0
+        assert f"1 of 1 images written to {out} (network version {v})" in capsys.readouterr().out
         np.testing.assert_array_equal(np.asarray(Image.open(out)), _net(c, PHOTO, v))
     capsys.readouterr()
     assert main(["infer", str(src), "-m", DESC.id, "-o", str(tmp_path / "v1.png"), "--model-version", "1",

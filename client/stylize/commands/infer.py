@@ -305,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
 
     seconds = time.monotonic() - t0
     not_done = len(jobs) - seen
-    print(f"{written} of {len(jobs)} images written to {args.output} in {seconds:.1f} s "
+    pinned = f" (network version {args.model_version})" if getattr(args, "model_version", None) else ""
+    print(f"{written} of {len(jobs)} images written to {args.output}{pinned} in {seconds:.1f} s "
           f"({written / seconds if seconds > 0 else 0:.2f} img/s); {stats}")
     if aborted:
         print(f"stopped: {aborted}; {not_done} images not processed", file=sys.stderr)
