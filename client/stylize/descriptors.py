@@ -442,7 +442,8 @@ def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
 
 __all__ = [
     "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT",
-    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "NET_VERSION", "REQUEST_CHECK_MODEL",
+    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "NET_VERSION",
+    "REQUEST_CHECK_MODEL",
     "REQUEST_CHECKED",
     "TensorSpec", "KnownWeights", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
 ]

@@ -102,9 +102,10 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
     """Input paths -> (jobs in a stable order, problems found before any request).
 
     A file argument goes to OUT/<stem><suffix>.<ext> (or to OUT itself when OUT has an image extension and there is
-    exactly one input file); a folder argument keeps its layout under OUT. ``ext`` "auto": each output keeps its
-    input's extension as written (photo.JPG -> photo<suffix>.JPG; a BMP with alpha gets .png). Hidden files and folders are skipped
-    (temporary files of interrupted runs are hidden), and so is OUT when it lies inside a walked folder.
+    exactly one input file); a folder argument keeps its layout under OUT. ``ext`` "auto": each output keeps
+    its input's extension as written (photo.JPG -> photo<suffix>.JPG; a BMP with alpha gets .png). Hidden files
+    and folders are skipped (temporary files of interrupted runs are hidden), and so is OUT when it lies inside a
+    walked folder.
     ``side_by_side``: each job also writes :func:`side_by_side_path` of its output (checked like the output).
     """
     ext = ext.lower().lstrip(".")
