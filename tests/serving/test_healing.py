@@ -141,3 +141,51 @@ def test_without_healing_a_dead_stub_fails_the_probe(model_repository, tmp_path)
         bad = subprocess.run(probe, capture_output=True, text=True, timeout=60)
         assert bad.returncode == 1
         assert f"dead python stub(s) (pid {victim})" in bad.stderr, bad.stderr
+
+
+def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_repository):
+    """`stylize serve` as users run it: tritonserver killed with SIGKILL is started again on the same ports, after
+    its stubs' shared-memory regions (which nobody maps any more) are removed."""
+    import urllib.request
+    from pathlib import Path
+
+    from stylize import StylizeClient
+    from stylize.server import healing
+    from stylize.server.launcher import find_free_ports
+
+    grpc, http, metrics = find_free_ports(3)
+    serve = subprocess.Popen([str(Path(sys.executable).with_name("stylize")), "serve", "--model-repository",
+                              str(model_repository), "--models", MODEL, "--grpc-port", str(grpc), "--http-port",
+                              str(http), "--metrics-port", str(metrics)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ready_server(not_pid: int | None = None) -> int:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert serve.poll() is None, serve.stdout.read()
+            pids = [st.pid for st in healing._children(serve.pid, Path("/proc")) if st.comm == "tritonserver"
+                    and st.state != "Z" and st.pid != not_pid]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200 and pids:
+                        return pids[0]
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("stylize serve was not ready in time")
+
+    try:
+        first = ready_server()
+        regions = {s.region for s in healing.live_stubs(first).values()}
+        assert regions and all((Path("/dev/shm") / r).exists() for r in regions)
+        os.kill(first, signal.SIGKILL)
+        second = ready_server(not_pid=first)
+        assert second != first
+        assert not [r for r in regions if (Path("/dev/shm") / r).exists()]  # the dead server's regions are gone
+        with StylizeClient(url=f"127.0.0.1:{grpc}") as client:
+            assert client.infer(_frame(), model=MODEL).shape == (96, 128, 3)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        out, _ = serve.communicate(timeout=120)
+    assert serve.returncode == 0, out[-3000:]
+    assert "restarting it on the same ports" in out and "tritonserver restarted" in out

@@ -45,3 +45,25 @@ def test_a_dead_child_is_a_zombie_until_reaped():
 
 def test_the_probe_without_a_server_fails():
     assert healing.check([]) == ["no tritonserver process"]
+
+
+def test_the_launcher_loads_what_it_can_reload(tmp_path):
+    """Explicit model control with every model (healing), or only the models asked for with what they need."""
+    import pytest
+
+    from stylize.descriptors import REGISTRY
+    from stylize.server.launcher import ModelRepositoryError, ServerSettings, TritonServer
+
+    everything = TritonServer(ServerSettings(model_repository=tmp_path)).command()
+    assert "--model-control-mode=explicit" in everything and "--load-model=*" in everything
+    assert not any(a.startswith("--model-control-mode") for a in TritonServer(ServerSettings(
+        model_repository=tmp_path, heal=False)).command())
+    some = TritonServer(ServerSettings(model_repository=tmp_path, models=("animevideo_x2",), heal=False)).command()
+    loads = [a.split("=", 1)[1] for a in some if a.startswith("--load-model=")]
+    assert loads == list(REGISTRY["animevideo_x2"].triton_models)  # the network too: the step runs it in process
+    with pytest.raises(ValueError, match="explicit model control"):
+        ServerSettings(models=("animeganv2",), extra_args=("--model-control-mode=poll",))
+    (tmp_path / "animeganv2" / "1").mkdir(parents=True)
+    (tmp_path / "animeganv2" / "config.pbtxt").write_text('name: "animeganv2"\n')
+    with pytest.raises(ModelRepositoryError, match="has no model .*animevideo_x2"):
+        TritonServer(ServerSettings(model_repository=tmp_path, models=("animevideo_x2",))).start()

@@ -51,6 +51,7 @@ class Stub:
     model: str
     version: str
     instance: str
+    region: str = ""  # its shared-memory region in /dev/shm
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def _stub_from_cmdline(pid: int, proc: Path) -> Stub | None:
     if len(argv) < 9 or not argv[0].endswith("_stub"):
         return None
     model_file = Path(argv[1])
-    return Stub(pid, model_file.parent.parent.name, model_file.parent.name, argv[8])
+    return Stub(pid, model_file.parent.parent.name, model_file.parent.name, argv[8], argv[2])
 
 
 def live_stubs(server_pid: int, *, proc: Path = Path("/proc")) -> dict[int, Stub]:
@@ -180,6 +181,10 @@ class StubWatchdog:
                 self.check()
             except Exception as e:  # the watchdog must outlive anything one census meets
                 self.log(f"stylize: stub watchdog: {type(e).__name__}: {e}")
+
+    def regions(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted({s.region for s in self._known.values() if s.region}))
 
     def census(self) -> dict[int, Stub]:
         live = live_stubs(self.server_pid, proc=self.proc)

@@ -186,6 +186,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "extra_args": ("TRITON_ARGS", lambda s: tuple(shlex.split(s))),
     "admin_key": ("ADMIN_KEY", str),
     "heal": ("HEAL", parse_bool),
+    "models": ("MODELS", lambda v: tuple(m.strip() for m in v.split(",") if m.strip())),
 }
 
 
@@ -215,6 +216,8 @@ class ServerSettings:
     # Reload a model whose python stub died (stylize.server.healing): explicit model-control mode, every model
     # loaded at start. Off, or when extra_args choose a model-control mode, a dead stub stays dead.
     heal: bool = True
+    # Triton models to load (client-facing ids: Triton loads what an ensemble is made of); empty: the whole repository
+    models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.admin_key is not None:
@@ -230,6 +233,9 @@ class ServerSettings:
         object.__setattr__(self, "model_repository", Path(self.model_repository))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
+        object.__setattr__(self, "models", tuple(self.models))
+        if self.models and any(a.startswith("--model-control-mode") for a in self.extra_args):
+            raise ValueError("models= chooses explicit model control: do not pass --model-control-mode as well")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "ServerSettings":
@@ -398,7 +404,7 @@ def _proc_ppid(pid: str) -> int | None:
 
 
 def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
-                           min_age_s: float = _SHM_MIN_AGE_S) -> Cleanup:
+                           min_age_s: float = _SHM_MIN_AGE_S, dead_regions: Iterable[str] = ()) -> Cleanup:
     """What a server killed with SIGKILL leaves behind, removed before the next start: python-backend stubs of our
     backend directory whose tritonserver is gone (re-parented to init, with the processes they started; they held
     their memory for good), and shared-memory regions of the python backend that no living process maps or names (a
@@ -425,6 +431,10 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
         return pid == 1
 
     killed = [pid for pid in cmds if ours(pid) and orphaned(pid)]
+    # each stub names its region on its command line: those of the orphans belong to their dead server, whatever
+    # their age (what lets a restart right after a crash start clean)
+    theirs = {a for pid in killed for a in cmds[pid] if _SHM_REGION.match(a)}
+    theirs.update(dead_regions)  # a restart knows the regions of the server that died (its stubs may be gone)
     for pid in killed:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -450,7 +460,7 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
             st = region.stat()
             # young regions are never touched: another live server may have just made one (at a stub's start, or
             # when its shared memory grows) and not mapped it yet when /proc was read above
-            old = min_age_s <= 0 or now - st.st_mtime > min_age_s
+            old = min_age_s <= 0 or now - st.st_mtime > min_age_s or region.name in theirs
             if region.name not in in_use and st.st_uid == os.geteuid() and old:
                 region.unlink()
                 removed.append(region.name)
@@ -673,6 +683,21 @@ def _stop_leftovers() -> None:  # a crashed test or script must not leave server
         server.stop()
 
 
+def _load_list(models: Sequence[str]) -> list[str]:
+    """What --load-model gets for ``models``: a client-facing id brings every Triton model it needs (its network is
+    not a composing model of the ensemble, the step runs it in process, so Triton would not load it by itself)."""
+    from stylize.descriptors import REGISTRY
+
+    if not models:
+        return ["*"]
+    out: list[str] = []
+    for m in models:
+        for name in (REGISTRY[m].triton_models if m in REGISTRY else (m,)):
+            if name not in out:
+                out.append(name)
+    return out
+
+
 def _no_gpu() -> bool:
     return not Path("/dev/nvidiactl").exists()
 
@@ -698,6 +723,7 @@ class TritonServer:
         self._log_file: TextIO | None = None
         self._metrics_event = threading.Event()  # the metrics service is the last one Triton starts
         self._watchdog: healing.StubWatchdog | None = None
+        self._dead_regions: tuple[str, ...] = ()  # shared memory of a server this one replaces (serve's restart)
         self._server_id = f"stylize-{uuid.uuid4().hex[:12]}"
         # the admin APIs (stylize.access.RESTRICTED_APIS) answer only requests with this key; never printed
         self.admin_key = self.settings.admin_key or access.new_key()
@@ -747,9 +773,10 @@ class TritonServer:
             f"--log-verbose={s.log_verbose}",
             *access.restriction_args(self.admin_key),
         ]
-        if self.heals_stubs:
-            # the same models as the default mode loads, but reloadable (by the admin key only: stylize.access)
-            cmd += ["--model-control-mode=explicit", "--load-model=*"]
+        if self.heals_stubs or s.models:
+            # the same models as the default mode loads (or those asked for), but reloadable (by the admin key
+            # only: stylize.access)
+            cmd += ["--model-control-mode=explicit", *[f"--load-model={m}" for m in _load_list(s.models)]]
         if s.backend_directory is not None:
             cmd.append(f"--backend-directory={Path(s.backend_directory).resolve()}")
         elif install.embedded:
@@ -773,7 +800,10 @@ class TritonServer:
             raise ServerError("this server is already running")
         self._watchdog = None
         s = self.settings
-        check_repository(s.model_repository)
+        present = check_repository(s.model_repository)
+        if missing := [m for m in _load_list(s.models) if s.models and m not in present]:
+            raise ModelRepositoryError(f"model repository {s.model_repository} has no model {', '.join(missing)} "
+                                       f"(it holds: {', '.join(present)})")
         for name, port in (("gRPC", s.grpc_port), ("HTTP", s.http_port), ("metrics", s.metrics_port)):
             if check_ports and not port_is_free(port, s.address or "0.0.0.0"):
                 raise PortInUseError(f"{name} port {port} is already in use on {s.address}; pick another with "
@@ -781,7 +811,7 @@ class TritonServer:
         if self.run_as is not None and os.geteuid() != 0:
             raise ServerError(f"running tritonserver as uid {self.run_as[0]} needs root (this is uid {os.geteuid()})")
         self.install = find_tritonserver(s.tritonserver)
-        self.cleanup = clean_up_after_crashes(s.cache_dir)
+        self.cleanup = clean_up_after_crashes(s.cache_dir, dead_regions=self._dead_regions)
         cmd = self.command()
         # OpenVINO's compiled models persist next to the backend directory: a restart does not recompile
         env = server_environment(self.install, ort_threads=s.ort_threads, ov_cache=s.cache_dir / "openvino")
@@ -847,6 +877,10 @@ class TritonServer:
     def heals_stubs(self) -> bool:
         """Whether this server reloads a model whose stub died (see :mod:`stylize.server.healing`)."""
         return self.settings.heal and not any(a.startswith("--model-control-mode") for a in self.settings.extra_args)
+
+    def stub_regions(self) -> tuple[str, ...]:
+        """The shared-memory regions of every stub the watchdog has seen (a restart removes them once unmapped)."""
+        return self._watchdog.regions() if self._watchdog is not None else ()
 
     @property
     def heals(self) -> list[healing.Heal]:
@@ -1114,6 +1148,11 @@ def banner(settings: ServerSettings, models: Sequence[str], *, pid: int | None, 
             f"  models   {', '.join(models) if models else '(none)'}")
 
 
+# `stylize serve` starts a tritonserver that died (a kill -9, the OOM killer) again, this many times in this window
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 600
+
+
 def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = None,
           echo_log: bool = True) -> "int | TritonServer":
     """Start, wait until ready, print the endpoints and ready models; with ``block`` run until SIGINT/SIGTERM and
@@ -1141,13 +1180,34 @@ def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = 
         stop_requested.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restarts: list[float] = []
     try:
         while not stop_requested.wait(0.5):
             if not server.is_running():
                 code = server.stop()
-                print(f"stylize serve: tritonserver exited unexpectedly with code {code}\n{server.log_tail()}",
-                      file=sys.stderr)
-                return code or 1
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW_S]
+                if len(restarts) >= MAX_RESTARTS:
+                    print(f"stylize serve: tritonserver exited unexpectedly with code {code}, the "
+                          f"{len(restarts) + 1}th time in {RESTART_WINDOW_S // 60} minutes: giving up\n"
+                          f"{server.log_tail()}", file=sys.stderr)
+                    return code or 1
+                print(f"stylize serve: tritonserver exited unexpectedly with code {code} (log {server.log_path}); "
+                      f"restarting it on the same ports", file=sys.stderr, flush=True)
+                restarts.append(now)
+                dead = server.stub_regions()
+                server = TritonServer(settings, echo=sys.stderr if echo_log else None)
+                server._dead_regions = dead
+                try:
+                    server.start()  # removes what the dead one left: its stubs and their shared memory
+                    server.wait_ready()
+                except ServerError as e:
+                    server.stop()
+                    return _report_start_failure(e, echo_log)
+                print(f"stylize serve: tritonserver restarted (pid {server.pid}); removed "
+                      f"{len(server.cleanup.killed_stubs)} orphaned stub(s) and "
+                      f"{len(server.cleanup.removed_regions)} shared-memory region(s) of the dead one",
+                      file=out, flush=True)
         print(f"stylize serve: {signal.Signals(received[0]).name} received, draining in-flight requests "
               f"(up to {settings.exit_timeout} s)", file=out, flush=True)
         code = server.stop()
@@ -1188,6 +1248,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="seconds to wait for readiness (env STYLIZE_STARTUP_TIMEOUT, default 180)")
     parser.add_argument("--tritonserver", type=Path, default=None,
                         help="tritonserver binary (env STYLIZE_TRITONSERVER; default: PATH, then nvidia-pytriton)")
+    parser.add_argument("--models", type=lambda v: tuple(m.strip() for m in v.split(",") if m.strip()),
+                        default=None, metavar="ID,ID",
+                        help="load only these models, e.g. animeganv2,esrgan_x4 (env STYLIZE_MODELS); default: all")
     parser.add_argument("--no-heal", dest="heal", action="store_const", const=False, default=None,
                         help="do not reload a model whose python stub died (env STYLIZE_HEAL=0); by default the "
                              "server runs in explicit model-control mode so that it can (stylize.server.healing)")
@@ -1198,7 +1261,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 _SERVE_ARGS = ("model_repository", "address", "grpc_port", "http_port", "metrics_port", "cache_size", "ort_threads",
-               "log_verbose", "exit_timeout", "startup_timeout", "tritonserver", "extra_args", "heal")
+               "log_verbose", "exit_timeout", "startup_timeout", "tritonserver", "extra_args", "heal", "models")
 
 
 # What `stylize serve` and `stylize web --serve` give Triton's response cache when neither --cache-size nor
