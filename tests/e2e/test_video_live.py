@@ -165,3 +165,51 @@ def test_live_refusals(client, tmp_path):
         stream_video(client, tmp_path / "missing.ts", tmp_path / "o.avi", model=MODEL)
     with pytest.raises(InvalidInput, match="policy"):
         stream_video(client, tmp_path / "missing.ts", tmp_path / "o.ts", model=MODEL, policy="grow")
+
+
+def _cli(server, *args: str) -> list[str]:
+    return [sys.executable, "-m", "stylize.cli", "video", "--live", *args, "-m", MODEL, "--url", server.grpc_url]
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_live_stdin_to_stdout(server, client, tmp_path):
+    clip = _pan_clip(tmp_path / "clip.mp4", seconds=2)
+    feed = subprocess.Popen([ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
+                             "-f", "mpegts", "-"], stdout=subprocess.PIPE)
+    try:
+        proc = subprocess.run(_cli(server, "-", "-o", "-"), stdin=feed.stdout, capture_output=True, env=_env(),
+                              timeout=120)
+    finally:
+        feed.stdout.close()
+        feed.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"frames/s out" in proc.stderr  # the summary goes to stderr: stdout is the stream
+    out = tmp_path / "stdout.ts"
+    out.write_bytes(proc.stdout)
+    src, got = probe(clip), probe(out)
+    assert len(got["frames"]) == len(src["frames"]) == 20 and got["size"] == (192, 128)
+    assert _matches(got["frames"], src["frames"], 2) == list(range(20))
+
+
+def test_live_follows_a_growing_file(server, client, tmp_path):
+    clip = _pan_clip(tmp_path / "clip.mp4", seconds=2)
+    growing = tmp_path / "growing.ts"
+    writer = subprocess.Popen([ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
+                               "-f", "mpegts", "-flush_packets", "1", "-y", str(growing)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (growing.exists() and growing.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc = subprocess.run(_cli(server, str(growing), "--follow", "2", "-o", str(tmp_path / "out.mkv")),
+                              capture_output=True, text=True, env=_env(), timeout=120)
+        assert writer.wait(timeout=60) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    src, got = probe(clip), probe(tmp_path / "out.mkv")
+    assert len(got["frames"]) == len(src["frames"]) == 20  # read past the end while it grew, to the last frame
+    assert _matches(got["frames"], src["frames"], 2) == list(range(20))
