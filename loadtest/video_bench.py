@@ -44,7 +44,8 @@ def machine() -> dict:
     import openvino
 
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "runtime": f"openvino {openvino.get_version()} fp32", "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "runtime": f"openvino {openvino.get_version()} fp32",
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def subset(names: dict[str, Path], into: Path) -> Path:
@@ -277,7 +278,8 @@ def plot_windows(data: dict, path: Path) -> None:
 def render(out: Path) -> str:
     parts = {p: json.loads((out / f"{p}.json").read_text()) for p in ("anime", "windows", "memory", "live")
              if (out / f"{p}.json").is_file()}
-    lines = [MARK_BEGIN, "", "Written by `python -m loadtest.video_bench doc` from `loadtest/results/video_bench/*.json`;"
+    lines = [MARK_BEGIN, "",
+             "Written by `python -m loadtest.video_bench doc` from `loadtest/results/video_bench/*.json`;"
              " each part measured by `python -m loadtest.video_bench PART` on real servers (OpenVINO fp32, this "
              "2-core AMD EPYC, shared with other work while it ran).", ""]
     if "anime" in parts:
@@ -325,7 +327,8 @@ def render(out: Path) -> str:
                   "the server's peak at 480p and 720p is at most this (measured on the tile, not on a 480p clip)."]
         grow = m["peak_rss_mib"] - m["idle_rss_mib"]
         lines.append(f"- untiled, **projection**: the window's memory grows with its pixels (+{grow} MiB here for "
-                     f"7x{m['side']}²; the 7x192² figure above, +1598 MiB, scales to +{1598 * m['side'] ** 2 / 192 ** 2:.0f}), so a whole 480p window "
+                     f"7x{m['side']}²; the 7x192² figure above, +1598 MiB, scales to "
+                     f"+{1598 * m['side'] ** 2 / 192 ** 2:.0f}), so a whole 480p window "
                      f"would need about +{grow * 854 * 480 / m['side'] ** 2 / 1024:.0f} GiB and 720p about "
                      f"+{grow * 1280 * 720 / m['side'] ** 2 / 1024:.0f} GiB: what the tiles avoid.")
         for name, p in m["projection"].items():
