@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -48,15 +49,30 @@ def test_the_next_start_removes_what_a_killed_server_left(model_repository, tmp_
     except BaseException:
         server.stop()  # (stop() would also take the orphans down with the server's process group)
         raise
-    # a leftover is old: regions younger than _SHM_MIN_AGE_S may belong to a server starting at that moment
-    young = sorted(ours)[0]
+    # Regions an orphan names on its command line are its dead server's: removed whatever their age (left young
+    # here). A region nobody names is removed only once older than _SHM_MIN_AGE_S: a young one may belong to a
+    # server starting at that moment.
+    from stylize.server.launcher import _proc_cmdline
+
+    named = {a for pid in orphans for a in _proc_cmdline(str(pid)) if "_backend_shm_region_" in a}
+    assert named and named <= ours
     aged = time.time() - 2 * launcher._SHM_MIN_AGE_S
-    for name in ours - {young}:
+    for name in ours - named:
         os.utime(Path("/dev/shm") / name, (aged, aged))
-    with start_local(repo, cache_dir=cache) as again:
-        assert set(again.cleanup.killed_stubs) >= orphans
-        assert not _orphan_stubs(backends)  # the new server's stubs have their parent
-        assert not orphans & {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
-        assert ours - {young} <= set(again.cleanup.removed_regions) and not (ours - {young}) & _regions()
-        assert young in _regions()  # too young to be judged a leftover: left alone (removed at a later start)
-    (Path("/dev/shm") / young).unlink(missing_ok=True)
+    stranger_young = Path("/dev/shm") / f"triton_python_backend_shm_region_{uuid.uuid4()}"
+    stranger_old = Path("/dev/shm") / f"triton_python_backend_shm_region_{uuid.uuid4()}"
+    for f in (stranger_young, stranger_old):
+        f.write_bytes(bytes(4096))
+    os.utime(stranger_old, (aged, aged))
+    try:
+        with start_local(repo, cache_dir=cache) as again:
+            assert set(again.cleanup.killed_stubs) >= orphans
+            assert not _orphan_stubs(backends)  # the new server's stubs have their parent
+            assert not orphans & {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+            removed = set(again.cleanup.removed_regions)
+            assert ours <= removed and not ours & _regions()
+            assert stranger_old.name in removed and not stranger_old.exists()
+            assert stranger_young.exists()  # too young to be judged a leftover: left alone (removed at a later start)
+    finally:
+        stranger_young.unlink(missing_ok=True)
+        stranger_old.unlink(missing_ok=True)

@@ -159,10 +159,19 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
                               str(http), "--metrics-port", str(metrics)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True)
+    reader.start()
+
     def ready_server(not_pid: int | None = None) -> int:
+        """Once `stylize serve` says so (Triton answers ready a moment before serve has finished its start)."""
         deadline = time.monotonic() + 240
+        marker = "tritonserver restarted" if not_pid else "tritonserver ready"
         while time.monotonic() < deadline:
-            assert serve.poll() is None, serve.stdout.read()
+            assert serve.poll() is None, "".join(lines)[-3000:]
+            if not any(marker in line for line in lines):
+                time.sleep(0.2)
+                continue
             pids = [st.pid for st in healing._children(serve.pid, Path("/proc")) if st.comm == "tritonserver"
                     and st.state != "Z" and st.pid != not_pid]
             try:
@@ -186,6 +195,8 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
             assert client.infer(_frame(), model=MODEL).shape == (96, 128, 3)
     finally:
         serve.send_signal(signal.SIGINT)
-        out, _ = serve.communicate(timeout=120)
+        serve.wait(timeout=120)
+        reader.join(timeout=10)
+    out = "".join(lines)
     assert serve.returncode == 0, out[-3000:]
     assert "restarting it on the same ports" in out and "tritonserver restarted" in out
