@@ -12,7 +12,7 @@ from stylize.cli import main
 from stylize.client import RetryPolicy, StylizeClient
 from stylize.errors import InvalidInput
 
-av = pytest.importorskip("av", reason="video needs PyAV: pip install '.[video]'")
+import av
 
 from clips import ffprobe_json, make_clip, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
 

@@ -91,7 +91,7 @@ def test_adapter_queries_select_the_models_from_the_descriptors():
 def test_cpu_image_steps_do_not_call_the_raw_frame_networks_through_bls():
     """The denominator counts <id>_net as client time because only raw-frame clients call it: the CPU image steps
     the build writes run the network in their own process (a BLS caller would count the callee's time twice)."""
-    pbtxt = pytest.importorskip("stylize_build.pbtxt", reason="the build package (stylize_build) is not installed")
+    from stylize_build import pbtxt
     for d in descriptors.MODELS:
         if d.window:
             continue

@@ -69,7 +69,7 @@ def test_without_the_descriptor_caps_no_drain_would_fit():
 
 def test_the_image_step_configs_carry_the_caps():
     """What the pod admits is what the build writes: config.pbtxt's max_pixels is the descriptor's cap."""
-    pbtxt = pytest.importorskip("stylize_build.pbtxt", reason="the build package (stylize_build) is not installed")
+    from stylize_build import pbtxt  # installed by `make test`: a broken install fails here, it is not skipped
     from stylize.server.steps.imaging import Limits
 
     for d in descriptors.MODELS:
@@ -199,8 +199,7 @@ def test_requests_in_flight_survive_sigterm_of_the_pods_server(tmp_path):
     Triton's HTTP stop (2.51 waits for HTTP connections first, counting against the exit timeout); the server then
     unloads and exits cleanly. Negative control, same flags but an exit timeout shorter than the request: the HTTP
     request in flight is cut off when the timeout ends (the drain test can fail)."""
-    launcher = pytest.importorskip("stylize.server.launcher")
-    pytest.importorskip("tritonclient.grpc")
+    from stylize.server import launcher
     dep = one(render("overlays/cpu"), "Deployment", "triton")
     grace_after_sigterm = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] - drain.PRESTOP_S
 

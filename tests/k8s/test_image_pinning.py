@@ -88,7 +88,7 @@ def test_the_cpu_target_refuses_a_base_with_cuda():
     2.51 binary of the nvidia-pytriton wheel, a CUDA build (it links libcudart), or at a binary without CUDA.
     This machine has a CUDA runtime (/usr/local/cuda-*, libcudart in the linker cache): the guard refuses it as it
     is; in a mount namespace that hides both, as a CPU-only base has neither, only the CUDA-linked server is refused."""
-    launcher = pytest.importorskip("stylize.server.launcher")
+    from stylize.server import launcher
     try:
         cuda_build = launcher.find_tritonserver().binary
     except launcher.TritonNotFoundError as e:

@@ -18,8 +18,7 @@ from stylize import descriptors
 
 pytestmark = [pytest.mark.k8s, pytest.mark.triton, pytest.mark.loadtest]
 
-launcher = pytest.importorskip(
-    "stylize.server.launcher", reason="stylize.server.launcher (the embedded server launcher) is not written yet")
+from stylize.server import launcher
 
 ECHO = '''import numpy as np
 import triton_python_backend_utils as pb_utils

@@ -15,9 +15,9 @@ from stylize import descriptors
 
 pytestmark = [pytest.mark.k8s, pytest.mark.triton]
 
-launcher = pytest.importorskip(
-    "stylize.server.launcher", reason="stylize.server.launcher (the embedded server launcher) is not written yet")
-httpclient = pytest.importorskip("tritonclient.http")
+import tritonclient.http as httpclient
+
+from stylize.server import launcher
 
 # Flags the launcher sets from its settings (checked against the Deployment's values below, not passed twice).
 OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",

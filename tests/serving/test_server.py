@@ -313,11 +313,21 @@ def test_ensemble_routes_through_the_onnxruntime_backend(server, grpc, rng):
     np.testing.assert_array_equal(out, frame)
 
 
-def test_same_shape_requests_are_batched_by_triton(server, rng):
+def _counts(grpc, model: str) -> tuple[int, int]:
+    s = grpc.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+
+def test_same_shape_requests_are_batched_by_triton(server, grpc, rng):
     frames = [rng.integers(0, 256, (1, 6, 10, 3), dtype=np.uint8) for _ in range(8)]
+    inferences, executions = _counts(grpc, INVERT)
     results = _infer_concurrently(server, INVERT, frames)
     for frame, result in zip(frames, results):
         np.testing.assert_array_equal(result, 255 - frame)
+    # Triton's own statistics: 8 inferences ran in fewer executions, so at least two requests shared a batch
+    after_inferences, after_executions = _counts(grpc, INVERT)
+    assert after_inferences - inferences == 8
+    assert after_executions - executions < 8, "no two of the 8 concurrent requests were batched together"
 
 
 def test_wrong_dtype_is_invalid_argument_and_server_stays_ready(server, grpc, rng):

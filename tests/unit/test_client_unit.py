@@ -626,7 +626,7 @@ def test_temporary_video_name_is_hidden_and_keeps_the_container(tmp_path):
 
 
 def test_client_metrics_record_latency_errors_and_retries():
-    prometheus_client = pytest.importorskip("prometheus_client")
+    import prometheus_client
     from stylize.metrics import ClientMetrics
 
     registry = prometheus_client.CollectorRegistry()
