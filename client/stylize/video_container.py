@@ -242,16 +242,21 @@ def flat_areas_from_source(net: np.ndarray, source16: np.ndarray, scale: int) ->
     return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
 
 
+def picture_of_frame(frame) -> Picture:
+    """The Picture of one decoded PyAV frame (rotation to the nearest quarter turn)."""
+    rotation = int(round((frame.rotation or 0) / 90.0)) * 90
+    depth = max(comp.bits for comp in frame.format.components)
+    return Picture(frame.width, frame.height, rotation, depth, int(frame.colorspace), int(frame.color_range),
+                   int(frame.color_primaries), int(frame.color_trc))
+
+
 def probe_picture(av, path: Path) -> Picture:
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
         frame = next(c.decode(vs), None)
         if frame is None:
             raise InvalidInput(f"{path} has no decodable video frame")
-        rotation = int(round((frame.rotation or 0) / 90.0)) * 90
-        depth = max(comp.bits for comp in frame.format.components)
-        return Picture(frame.width, frame.height, rotation, depth, int(frame.colorspace), int(frame.color_range),
-                       int(frame.color_primaries), int(frame.color_trc))
+        return picture_of_frame(frame)
 
 
 # ---- resume: the work folder ------------------------------------------------------------------------------------
@@ -500,5 +505,5 @@ def remux(video: Path, src: Path, out: Path, plan: StreamPlan) -> None:
         raise VideoError(f"ffmpeg could not mux {out.name}: {proc.stderr.strip()[-2000:]}")
 
 
-__all__ = ["MUX_OPTIONS", "CODECS", "PRESETS", "Codec", "Job", "Picture", "SegmentStore", "StreamPlan", "VideoError",
+__all__ = ["MUX_OPTIONS", "CODECS", "PRESETS", "Codec", "Job", "Picture", "picture_of_frame", "SegmentStore", "StreamPlan", "VideoError",
            "join_segments", "output_codec", "plan_streams", "probe_picture", "remux", "ffmpeg_exe"]

@@ -47,7 +47,7 @@ import numpy as np
 from stylize.errors import InvalidInput
 from stylize.video import (_QUEUE_TIMEOUT, WINDOW_TILE, WINDOW_TILE_OVERLAP, WindowPlanner, _Frame, _get,
                            _import_av, _put, _schedule, _Stop, tile_window)
-from stylize.video_container import CODECS, PRESETS, Picture, VideoError
+from stylize.video_container import CODECS, PRESETS, Picture, VideoError, picture_of_frame
 
 if TYPE_CHECKING:
     from stylize.client import StylizeClient
@@ -230,13 +230,6 @@ def _output_format(dst: str) -> tuple[str, dict[str, str]]:
     raise InvalidInput(f"live output {dst}: use .ts (MPEG-TS), .mp4/.mov (fragmented), .mkv, a FIFO or - (stdout)")
 
 
-def _picture_of(frame) -> Picture:
-    rotation = int(round((frame.rotation or 0) / 90.0)) * 90
-    depth = max(comp.bits for comp in frame.format.components)
-    return Picture(frame.width, frame.height, rotation, depth, int(frame.colorspace), int(frame.color_range),
-                   int(frame.color_primaries), int(frame.color_trc))
-
-
 def stream_video(
     client: "StylizeClient",
     src: str | os.PathLike,
@@ -343,7 +336,7 @@ def stream_video(
             for frame in frames:
                 at = time.monotonic()
                 if not picture_box:
-                    picture_box.append(_picture_of(frame))
+                    picture_box.append(picture_of_frame(frame))
                     report.size_in = picture_box[0].upright_size
                 picture = picture_box[0]
                 if (frame.width, frame.height) != (picture.width, picture.height):

@@ -107,3 +107,16 @@ def ffprobe_json(path: Path, *args: str) -> dict:
     out = subprocess.run([exe, "-v", "error", "-of", "json", *args, str(path)], check=True, capture_output=True,
                          text=True, timeout=60).stdout
     return json.loads(out)
+
+
+def matches(out_frames, in_frames, scale: int) -> list[int]:
+    """Index of the input frame each output frame resembles most (after shrinking it back)."""
+    import numpy as np
+    from PIL import Image
+
+    best = []
+    for o in out_frames:
+        small = np.asarray(Image.fromarray(o).resize((o.shape[1] // scale, o.shape[0] // scale),
+                                                     Image.Resampling.BOX)).astype(np.int16)
+        best.append(int(np.argmin([np.abs(small - i.astype(np.int16)).mean() for i in in_frames])))
+    return best

@@ -10,16 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from stylize.client import RetryPolicy, StylizeClient
 from stylize.errors import InvalidInput
 
 import av
 
-from clips import make_clip, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
+from clips import make_clip, matches, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +40,6 @@ def _need(served, model):
         pytest.fail(f"{model} is not in the test repository: every model must be (the suite does not skip one)")
 
 
-def _matches(out_frames, in_frames, scale):
-    """Index of the input frame each output frame resembles most (after shrinking it back)."""
-    best = []
-    for o in out_frames:
-        small = np.asarray(Image.fromarray(o).resize((o.shape[1] // scale, o.shape[0] // scale),
-                                                     Image.Resampling.BOX)).astype(np.int16)
-        best.append(int(np.argmin([np.abs(small - i.astype(np.int16)).mean() for i in in_frames])))
-    return best
-
-
 def test_clip_with_audio_comes_back_upscaled(client, served, tmp_path):
     _need(served, "animevideo_x2")
     src = make_clip(tmp_path / "clip.mp4")
@@ -64,7 +52,7 @@ def test_clip_with_audio_comes_back_upscaled(client, served, tmp_path):
     assert b["size"] == (128, 96) and b["codec"] == "h264"
     assert b["audio"] == ["aac"] and report.audio == "copied (aac)"
     assert b["audio_packets"] == a["audio_packets"]  # the sound is copied bit for bit
-    assert _matches(b["frames"], a["frames"], 2) == list(range(10))  # every frame, in order
+    assert matches(b["frames"], a["frames"], 2) == list(range(10))  # every frame, in order
     assert report.requests == 10 and report.fps_end_to_end > 0 and len(report.infer_ms) == 10
     assert "frames/s end to end" in report.summary() and "p95" in report.summary()
     assert sorted(p.name for p in dst.parent.iterdir()) == ["clip_x2.mp4"]  # no temporary file left

@@ -14,16 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from stylize.client import RetryPolicy, StylizeClient
 from stylize.errors import InvalidInput
 
 import av
 
-from clips import ffmpeg, frame_times, probe  # noqa: E402
+from clips import ffmpeg, frame_times, matches, probe  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -37,16 +35,6 @@ def client(server):
         if MODEL not in {m.id for m in c.models()}:
             pytest.fail(f"{MODEL} is not in the test repository: every model must be (the suite does not skip one)")
         yield c
-
-
-def _matches(out_frames, in_frames, scale):
-    """Index of the input frame each output frame resembles most (after shrinking it back)."""
-    best = []
-    for o in out_frames:
-        small = np.asarray(Image.fromarray(o).resize((o.shape[1] // scale, o.shape[0] // scale),
-                                                     Image.Resampling.BOX)).astype(np.int16)
-        best.append(int(np.argmin([np.abs(small - i.astype(np.int16)).mean() for i in in_frames])))
-    return best
 
 
 def _pan_clip(path: Path, *, seconds: float = 4, rate: int = 10) -> Path:
@@ -113,7 +101,7 @@ def test_live_fifo_frames_come_out_while_input_arrives(server, client, tmp_path)
     src, got = probe(clip), probe(out)
     assert len(got["frames"]) == len(src["frames"]) == 40
     assert got["size"] == (192, 128) and got["codec"] == "h264"
-    assert _matches(got["frames"], src["frames"], 2) == list(range(40))  # every frame once, in order
+    assert matches(got["frames"], src["frames"], 2) == list(range(40))  # every frame once, in order
     t_src, t_out = frame_times(clip), frame_times(out)
     assert [t - t_out[0] for t in t_out] == [t - t_src[0] for t in t_src]  # the source's timing, frame for frame
 
@@ -152,7 +140,7 @@ def test_live_drop_policy_keeps_order_and_counts_drops(client, tmp_path):
     got = probe(tmp_path / "live.mp4")  # fragmented MP4
     assert len(got["frames"]) == report.frames_out
     src = probe(clip)
-    assert _matches(got["frames"], src["frames"], 2) == report.frame_index  # the frames said kept, in order
+    assert matches(got["frames"], src["frames"], 2) == report.frame_index  # the frames said kept, in order
     assert report.frame_index == sorted(set(report.frame_index))
 
 
@@ -191,7 +179,7 @@ def test_live_stdin_to_stdout(server, client, tmp_path):
     out.write_bytes(proc.stdout)
     src, got = probe(clip), probe(out)
     assert len(got["frames"]) == len(src["frames"]) == 20 and got["size"] == (192, 128)
-    assert _matches(got["frames"], src["frames"], 2) == list(range(20))
+    assert matches(got["frames"], src["frames"], 2) == list(range(20))
 
 
 def test_live_follows_a_growing_file(server, client, tmp_path):
@@ -212,4 +200,4 @@ def test_live_follows_a_growing_file(server, client, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     src, got = probe(clip), probe(tmp_path / "out.mkv")
     assert len(got["frames"]) == len(src["frames"]) == 20  # read past the end while it grew, to the last frame
-    assert _matches(got["frames"], src["frames"], 2) == list(range(20))
+    assert matches(got["frames"], src["frames"], 2) == list(range(20))

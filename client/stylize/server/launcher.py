@@ -270,6 +270,11 @@ class ServerSettings:
         return cls(model_repository=Path(model_repository), **values)
 
     @property
+    def heals(self) -> bool:
+        """Whether the server reloads a model whose stub died: ``heal`` on and no model-control mode of the user's."""
+        return self.heal and not any(a.startswith("--model-control-mode") for a in self.extra_args)
+
+    @property
     def client_host(self) -> str:
         """Where a client on this machine reaches the server (wildcard binds are reached over loopback)."""
         return "127.0.0.1" if self.address in ("0.0.0.0", "", "::", "[::]") else self.address
@@ -876,7 +881,7 @@ class TritonServer:
     @property
     def heals_stubs(self) -> bool:
         """Whether this server reloads a model whose stub died (see :mod:`stylize.server.healing`)."""
-        return self.settings.heal and not any(a.startswith("--model-control-mode") for a in self.settings.extra_args)
+        return self.settings.heals
 
     def stub_regions(self) -> tuple[str, ...]:
         """The shared-memory regions of every stub the watchdog has seen (a restart removes them once unmapped)."""
@@ -1152,8 +1157,7 @@ def banner(settings: ServerSettings, models: Sequence[str], *, pid: int | None, 
     scope = "all interfaces" if host in _WILDCARDS else ("this machine only" if loopback else "this address only")
     key_from = (f"the key in {access.ADMIN_KEY_ENV}" if s.admin_key
                 else f"a random key of this process (set {access.ADMIN_KEY_ENV} to choose one)")
-    heals = s.heal and not any(a.startswith("--model-control-mode") for a in s.extra_args)
-    heal = ("a model whose python stub dies is reloaded (off: --no-heal)" if heals
+    heal = ("a model whose python stub dies is reloaded (off: --no-heal)" if s.heals
             else "off: a dead python stub stays dead")
     return (f"tritonserver ready (pid {pid}, log {log_path})\n"
             f"  bound to {host} ({scope})\n"
