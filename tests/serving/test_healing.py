@@ -200,3 +200,109 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
     out = "".join(lines)
     assert serve.returncode == 0, out[-3000:]
     assert "restarting it on the same ports" in out and "tritonserver restarted" in out
+
+
+SLOW_INIT_MODEL = '''\
+import json
+import os
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = json.loads(args["model_config"])["parameters"]
+        with open(params["marker"]["string_value"], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        if params["fail"]["string_value"] == "1":
+            raise ValueError("this model cannot load")
+        time.sleep(3)
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
+                for r in requests]
+'''
+
+
+def _slow_init_repository(root, *, fail: bool):
+    model = root / "repo" / "slow_init"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(SLOW_INIT_MODEL)
+    marker = root / "initialized"
+    (model / "config.pbtxt").write_text(f"""\
+name: "slow_init"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "IN" data_type: TYPE_UINT8 dims: [ -1 ] }} ]
+output [ {{ name: "OUT" data_type: TYPE_UINT8 dims: [ -1 ] }} ]
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+parameters {{ key: "marker" value: {{ string_value: "{marker}" }} }}
+parameters {{ key: "fail" value: {{ string_value: "{1 if fail else 0}" }} }}
+""")
+    return root / "repo", marker
+
+
+def _server_for(repo, tmp_path):
+    import dataclasses
+
+    from stylize.server.launcher import ServerSettings, TritonServer
+
+    settings = ServerSettings.local(repo, exit_timeout=5, startup_timeout=120)
+    return TritonServer(dataclasses.replace(settings, log_file=tmp_path / "tritonserver.log"))
+
+
+def test_a_stub_that_dies_while_its_model_loads_is_started_again(tmp_path):
+    """What failed a CI run: an image step's stub died (SIGBUS in OpenVINO) inside initialize(), Triton reported
+    "Stub process ... is not healthy" and exited, and the whole suite lost its server. Here the stub is killed for
+    real inside initialize(): the launcher starts tritonserver again, once, and the model serves."""
+    import tritonclient.http as httpclient
+
+    repo, marker = _slow_init_repository(tmp_path, fail=False)
+    server = _server_for(repo, tmp_path)
+    killed: list[int] = []
+
+    def kill_the_first_stub() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (marker.exists() and marker.read_text().strip()):
+            time.sleep(0.02)
+        pid = int(marker.read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_first_stub)
+    killer.start()
+    try:
+        server.start()
+        server.wait_ready()
+        killer.join(timeout=60)
+        assert killed, "the stub was never seen initializing"
+        assert len(server.load_retries) == 1, server.load_retries
+        assert "Stub process 'slow_init_0_0' is not healthy" in server.load_retries[0]["slow_init"]
+        pids = [int(p) for p in marker.read_text().split()]
+        assert len(pids) == 2 and pids[0] == killed[0] != pids[1], pids  # a second stub, in a second server
+        assert "slow_init" in server.ready_models()
+        c = httpclient.InferenceServerClient(server.http_url)
+        x = httpclient.InferInput("IN", [3], "UINT8")
+        x.set_data_from_numpy(np.array([1, 2, 3], dtype=np.uint8))
+        assert c.infer("slow_init", [x]).as_numpy("OUT").tolist() == [1, 2, 3]
+        assert "starting tritonserver again: a python stub died" in server.log_path.read_text()
+    finally:
+        killer.join(timeout=60)
+        server.stop()
+
+
+def test_a_model_that_cannot_load_is_not_started_again(tmp_path):
+    """An exception in initialize() is the model's fault: one start, the error, no retry."""
+    from stylize.server.launcher import ModelRepositoryError, is_transient_load_failure
+
+    repo, marker = _slow_init_repository(tmp_path, fail=True)
+    server = _server_for(repo, tmp_path)
+    try:
+        server.start()
+        with pytest.raises(ModelRepositoryError, match="this model cannot load") as e:
+            server.wait_ready()
+        assert not is_transient_load_failure(e.value.failures)
+        assert server.load_retries == [] and len(marker.read_text().split()) == 1
+    finally:
+        server.stop()

@@ -88,7 +88,19 @@ def test_the_model_cache_is_used_and_an_unusable_one_costs_only_the_cache(tmp_pa
     path = invert_graph(tmp_path / "model.onnx", channels=3)
     cache = tmp_path / "cache"
     first = compile_network(path, CompileSettings(threads=1, cache_dir=cache))
-    assert first.cache_dir == cache and any(cache.iterdir())  # the compiled blob is there for the next start
+    assert first.cache_dir == cache and not first.from_cache
+    (blob,) = cache.glob("*.blob")  # the compiled network is there for the next start
+    again = compile_network(path, CompileSettings(threads=1, cache_dir=cache))
+    assert again.from_cache and "from the cache" in again.describe()
+    other = compile_network(path, CompileSettings(threads=2, cache_dir=cache))
+    assert not other.from_cache and len(list(cache.glob("*.blob"))) == 2  # other properties, another blob
+    whole = blob.read_bytes()
+    blob.write_bytes(whole[:len(whole) // 2])  # what a process killed while writing would have left (OpenVINO's own)
+    mended = compile_network(path, CompileSettings(threads=1, cache_dir=cache))
+    assert not mended.from_cache and mended.cache_dir == cache and blob.stat().st_size == len(whole)
+    assert not list(cache.glob(".*.tmp"))
+    np.testing.assert_array_equal(mended.compiled.create_infer_request().infer({0: np.full((1, 2, 2, 3), 9, np.uint8)})[0],
+                                  np.full((1, 2, 2, 3), 246, np.uint8))
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the cache folder should be")
     fallback = compile_network(path, CompileSettings(threads=1, cache_dir=blocked / "openvino"))
@@ -102,3 +114,31 @@ def test_cache_folder_from_the_environment():
     assert cache_dir_from_env({"STYLIZE_OV_CACHE": "/var/cache/ov"}) == type(cache_dir_from_env({}))("/var/cache/ov")
     assert cache_dir_from_env({"STYLIZE_OV_CACHE": "off"}) is None
     assert str(cache_dir_from_env({})).endswith(os.path.join(".cache", "stylize", "openvino"))
+
+
+RACE = """
+import sys
+from pathlib import Path
+from stylize.server.ov_runner import CompileSettings, compile_network
+built = compile_network(Path(sys.argv[1]), CompileSettings(threads=1, cache_dir=Path(sys.argv[2])))
+print("from cache" if built.from_cache else "compiled")
+"""
+
+
+def test_processes_that_compile_one_network_on_a_cold_cache_all_get_it(model_repository, tmp_path):
+    """An image step's two instances (two processes) compile its network at once on a fresh machine. With OpenVINO's
+    own CACHE_DIR this killed a stub in CI (SIGBUS: a blob mapped while another process wrote it; reproduced here
+    twice in 36 starts with this network). Three processes, three rounds, each on a cold cache: every one gets the
+    network, one compiles it, the others import what it wrote, and one whole blob is left."""
+    import subprocess
+    import sys
+
+    net = model_repository / "animevideo_x3_net" / "1" / "model.onnx"
+    for round_ in range(3):
+        cache = tmp_path / f"cache{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", RACE, str(net), str(cache)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        results = [(p.wait(timeout=300), p.stdout.read().strip(), p.stderr.read()[-500:]) for p in procs]
+        assert all(code == 0 for code, _, _ in results), results
+        assert sorted(out for _, out, _ in results) == ["compiled", "from cache", "from cache"], results
+        assert len(list(cache.glob("*.blob"))) == 1 and not list(cache.glob(".*.tmp"))

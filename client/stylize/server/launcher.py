@@ -661,6 +661,20 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace('\\"', '"').strip()
 
 
+# "Stub process '<instance>' is not healthy" while a model loads: its python stub died in initialize() or warmup
+# (the python backend checks every second, python_backend r24.10 StubLauncher::ReceiveMessageFromStub). Seen in CI:
+# SIGBUS in OpenVINO while two stubs wrote one cache blob (fixed in ov_runner), and one killer can be the OOM killer
+# at the peak of a start. Worth another start; a failure in the model's own terms (a bad config, a missing file, an
+# exception in initialize) is not. (A stub that stalls there without dying hangs Triton 2.51's start for good:
+# measured, SIGSTOP for 2.5 s; wait_ready's startup_timeout ends that start.)
+_TRANSIENT_LOAD = re.compile(r"Stub process '[^']*' is not healthy|Failed to obtain the health mutex")
+
+
+def is_transient_load_failure(failures: Mapping[str, str]) -> bool:
+    """Every failed model failed because a python stub died while it loaded: worth one more start."""
+    return bool(failures) and all(_TRANSIENT_LOAD.search(reason) for reason in failures.values())
+
+
 def model_failures_from_log(lines: Iterable[str]) -> dict[str, str]:
     """``{model: reason}`` from Triton's "failed to load 'm' version v: reason" and "Poll failed for model
     directory 'm': reason" lines."""
@@ -736,6 +750,11 @@ class TritonServer:
         self.log_path: Path = Path(self.settings.log_file) if self.settings.log_file else (
             self.settings.cache_dir / "logs" / f"tritonserver-{self.settings.http_port}.log")
         self.stub_info: dict[str, Any] = {}
+        self._start_options: dict[str, bool] = {}
+        self.load_retries: list[dict[str, str]] = []  # failures of starts that wait_ready started again
+
+    # One more start (twice at most) when every failure was a python stub that died loading (is_transient_load_failure)
+    TRANSIENT_LOAD_RETRIES = 2
 
     # ---- endpoints -------------------------------------------------------------------------------------------
     @property
@@ -803,6 +822,7 @@ class TritonServer:
         :class:`PortInUseError`, from its log)."""
         if self.is_running():
             raise ServerError("this server is already running")
+        self._start_options = {"check_stub": check_stub, "check_ports": check_ports}
         self._watchdog = None
         s = self.settings
         present = check_repository(s.model_repository)
@@ -948,9 +968,21 @@ class TritonServer:
         if self._proc is None:
             raise ServerError("start() the server first")
         deadline = time.monotonic() + (timeout if timeout is not None else self.settings.startup_timeout)
+        retries = self.TRANSIENT_LOAD_RETRIES
         while True:
             if self._proc.poll() is not None:
-                self._raise_for_exit()
+                try:
+                    self._raise_for_exit()
+                except ModelRepositoryError as e:
+                    if retries <= 0 or not is_transient_load_failure(e.failures):
+                        raise
+                    retries -= 1
+                    self.load_retries.append(e.failures)
+                    self.start(**self._start_options)
+                    self._note(f"stylize: starting tritonserver again: a python stub died while its model loaded "
+                               f"({'; '.join(f'{m}: {r}' for m, r in e.failures.items())})")
+                    deadline = time.monotonic() + (timeout if timeout is not None else self.settings.startup_timeout)
+                    continue
             try:
                 status, _ = self._get("/v2/health/ready", timeout=1.0)
                 if status == 200 and self._is_ours():
@@ -1316,7 +1348,7 @@ __all__ = [
     "ServerError", "TritonNotFoundError", "StubEnvironmentError", "PortInUseError", "ModelRepositoryError",
     "ServerStartError", "ServerTimeoutError",
     "find_tritonserver", "prepare_backend_directory", "server_environment", "check_stub_environment",
-    "check_repository", "repository_models", "model_failures_from_log", "port_is_free", "find_free_ports",
+    "check_repository", "repository_models", "model_failures_from_log", "is_transient_load_failure", "port_is_free", "find_free_ports",
     "parse_size", "parse_bool", "default_cache_dir", "start_local", "banner", "serve", "add_serve_arguments",
     "run_serve", "DEFAULT_SERVE_CACHE", "serve_cache_size",
 ]
