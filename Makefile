@@ -16,7 +16,7 @@ TORCH_INDEX ?=
 STYLIZE_WEIGHTS_DIR ?= $(wildcard $(abspath ../shared/weights))
 export STYLIZE_WEIGHTS_DIR
 
-.PHONY: run demo test install system-deps build serve loadtest bench clean
+.PHONY: run demo test lint install system-deps build serve loadtest bench clean
 
 run: build  ## build the repository, serve the web page beside Triton on http://127.0.0.1:8080/ until Ctrl-C
 	$(STYLIZE) web --serve --model-repository $(REPO) $(WEB_ARGS)
@@ -24,8 +24,12 @@ run: build  ## build the repository, serve the web page beside Triton on http://
 demo: build  ## build the repository, start the server, stylize real photos with every model, stop
 	$(STYLIZE) demo --model-repository $(REPO) $(DEMO_ARGS)
 
-test: build  ## everything CI runs
+test: build lint  ## everything CI runs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff, and the layer contracts of pyproject.toml (import-linter)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/lint-imports
 
 install: $(STAMP)
 

@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
+from stylize.engine.ov_runner import OV_CACHE_ENV
+from stylize.engine.photos import real_photo_crop
 from stylize.server.launcher import start_local
-from stylize.server.ov_runner import OV_CACHE_ENV
 
 
 def mirror(source: Path, target: Path, models: list[str], *, runtime: str | None = None) -> Path:

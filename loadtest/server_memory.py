@@ -22,9 +22,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from stylize.descriptors import ENCODED_IMAGE, MODELS
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import ENCODED_IMAGE, MODELS
+from stylize.engine.photos import real_photo_crop
 from stylize.server.launcher import start_local
 
 SIDES = {"esrgan_x4": 400}  # the rest at 512²: a large input within every model's limits, tiled where it is tiled

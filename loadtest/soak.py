@@ -92,11 +92,12 @@ def _wait_ready(http: int, timeout: float) -> None:
 
 
 def run(minutes: float, concurrency: int, models: list[str], repository: Path) -> Result:
-    from loadtest.server_memory import server_pss_mb
     from stylize import StylizeClient
-    from stylize.photos import real_photo_crop
+    from stylize.engine.photos import real_photo_crop
     from stylize.server import healing
-    from stylize.server.launcher import find_free_ports
+    from stylize.server.settings import find_free_ports
+
+    from loadtest.server_memory import server_pss_mb
 
     grpc, http, metrics = find_free_ports(3)
     stylize = Path(sys.executable).with_name("stylize")
@@ -156,7 +157,7 @@ def run(minutes: float, concurrency: int, models: list[str], repository: Path) -
             regions.update(s.region for s in live.values() if s.region)
         if plan and now >= plan[0][0] * duration and pid is not None:
             _, what, model = plan.pop(0)
-            from stylize.descriptors import REGISTRY
+            from stylize.contract.descriptors import REGISTRY
 
             if what == "stub":
                 victim = min(p for p, s in live.items() if s.model == REGISTRY[model].image_model)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args.minutes, args.concurrency, [m.strip() for m in args.models.split(",")], args.model_repository)
     command = "python -m loadtest.soak" + (f" --minutes {args.minutes:g}" if args.minutes != 10 else "")
     text = markdown(res, command)
-    from stylize.fileio import write_atomic
+    from stylize.contract.fileio import write_atomic
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out / "soak.json", json.dumps(asdict(res), indent=1).encode())

@@ -7,7 +7,7 @@
     python -m loadtest.step_runtime_ab --runtime onnxruntime     # the ONNX Runtime experiment (BLS vs in the step)
 
 One local server for every variant: a repository of symlinks to the built networks with each variant added as an
-ensemble of its own (``stylize_build.bench.add_variant``: its image step, and for BLS its own network model, with
+ensemble of its own (``stylize.loadtest.bench.add_variant``: its image step, and for BLS its own network model, with
 the layout rewritten). Every round sends the same PNG to every variant in turn (2 requests in flight, order
 rotating) and runs the runtime in-process on the same frame (one compiled model / session with 2 threads, and for
 OpenVINO also 2 streams x 1 thread: the served layout's counterpart); ratios are taken within a round. Variants
@@ -30,10 +30,10 @@ import math
 import tempfile
 from pathlib import Path
 
-from stylize.descriptors import ENCODED_RESULT, REGISTRY
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import ENCODED_RESULT, REGISTRY
+from stylize.engine.photos import real_photo_crop
+from stylize.loadtest import bench
 from stylize.server.launcher import start_local
-from stylize_build import bench
 
 # name: (net_runtime, step instances, threads per step instance, network (instances, threads) for BLS)
 VARIANTS = {
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-int8", action="store_true", help="fp32 (or bf16) rows only")
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     args = p.parse_args(argv)
-    from stylize.server.ov_runner import default_precision
+    from stylize.engine.ov_runner import default_precision
 
     precision = "fp32" if args.runtime == "onnxruntime" else (args.precision or default_precision())
     desc = REGISTRY[args.model]

@@ -43,8 +43,7 @@ GB = 1024**3
 
 def real_photo(name: str = "astronaut.png") -> np.ndarray:
     from PIL import Image
-
-    from stylize.photos import photo_path
+    from stylize.engine.photos import photo_path
 
     return np.asarray(Image.open(photo_path(name)).convert("RGB"))
 
@@ -82,7 +81,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def subset_repository(repository: Path, model_ids: list[str], into: Path) -> Path:
     """A repository of symlinks to the built models of ``model_ids`` (ensemble, image step, network)."""
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     for mid in model_ids:
         for name in REGISTRY[mid].triton_models:
@@ -165,8 +164,7 @@ class PeakMemory:
 
 def infer_image(client, model: str, data: bytes, **options) -> bytes:
     import tritonclient.grpc as grpcclient
-
-    from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
+    from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
 
     inputs = [grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[data]], dtype=np.object_))
@@ -182,8 +180,7 @@ def infer_image(client, model: str, data: bytes, **options) -> bytes:
 
 def infer_frame(client, model_id: str, frame: np.ndarray) -> np.ndarray:
     import tritonclient.grpc as grpcclient
-
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     d = REGISTRY[model_id]
     t = grpcclient.InferInput(d.net_input.name, [1, *frame.shape], "UINT8")
@@ -202,8 +199,8 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], int | None]], log) -> list[dict]:
     """Ensemble (tiled) vs the raw network on the whole frame, per (model, photo, crop, tile_size)."""
-    from stylize.descriptors import REGISTRY
-    from stylize.server.steps.tiling import plan_tiles
+    from stylize.contract.descriptors import REGISTRY
+    from stylize.contract.tiling import plan_tiles
 
     rows = []
     for model, photo, (y, x, side), tile in cases:
@@ -281,7 +278,7 @@ def measure_large(client, server, model: str, side: int, log) -> dict:
     from PIL import Image
 
     size = Image.open(io.BytesIO(out)).size
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     d = REGISTRY[model]
     row = {"model": model, "tiles": f"{d.tile_size} / {d.tile_overlap}",
@@ -319,7 +316,7 @@ def step_means_ms(lines: list[str], model: str) -> dict[str, float]:
 
 
 def write_report(results: dict, path: Path) -> None:
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     lines = [
         "# Server-side tiling: quality, memory, python-step overhead",
@@ -466,7 +463,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _large(args, results: dict, log) -> int:
     import tritonclient.grpc as grpcclient
-
     from stylize.server.launcher import start_local
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """What the image step's per-request version check costs: ``pb_utils.is_model_ready`` timed inside a python model
 of a real tritonserver, against a network model of the built repository (the step asks once per version folder of
-``<id>_net`` at each request: stylize.server.steps.network.NetworkVersions).
+``<id>_net`` at each request: stylize.engine.network.NetworkVersions).
 
     python -m loadtest.version_check_cost [model_repository] [animevideo_x4]
 
@@ -42,8 +42,7 @@ class TritonPythonModel:
 
 def main(argv: list[str]) -> None:
     import tritonclient.grpc as grpcclient
-
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
     from stylize.server.launcher import start_local
 
     source = Path(argv[0] if argv else "model_repository").resolve()

@@ -14,7 +14,7 @@ markers in docs/video.md and the plots in docs/video/. Window variants of BasicV
 ``stylize build basicvsr_x4 --window T --fp32 -o loadtest/results/video_bench/repo_wT`` (the served w7 is the main
 repository's).
 
-Windows are used exactly as `stylize video` uses them (stylize.video.plan_windows, margin T // 3: each frame is
+Windows are used exactly as `stylize video` uses them (stylize.sdk.video.plan_windows, margin T // 3: each frame is
 kept from one window, with that many context frames on each side where the clip allows), one request at a time.
 """
 
@@ -58,7 +58,7 @@ def subset(names: dict[str, Path], into: Path) -> Path:
 
 def photo_clip(path: Path, width: int, height: int, frames: int, rate: int = 25) -> Path:
     """A real photo (skimage's astronaut) panning 2 px per frame, H.264, made by the ffmpeg binary."""
-    from stylize.photos import photo_path
+    from stylize.engine.photos import photo_path
 
     side = 2 * max(width, height)
     subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate),
@@ -76,7 +76,7 @@ def pct(values, q) -> float:
 
 
 def part_anime(frames: int) -> dict:
-    from stylize.client import StylizeClient
+    from stylize.sdk.client import StylizeClient
     from stylize.server.launcher import start_local
 
     repo = ROOT / "model_repository"
@@ -110,7 +110,7 @@ def part_anime(frames: int) -> dict:
 
 def window_repo(window: int, out: Path) -> Path:
     """The built basicvsr_x4_net folder for ``window`` frames (the main repository's for its own window)."""
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     if window == REGISTRY["basicvsr_x4"].window:
         return ROOT / "model_repository" / "basicvsr_x4_net"
@@ -122,10 +122,10 @@ def window_repo(window: int, out: Path) -> Path:
 
 
 def part_windows(n_frames: int, side: int, windows: tuple[int, ...], out: Path) -> dict:
-    from stylize.client import StylizeClient
-    from stylize.photos import bicubic_resize, pan_sequence, psnr
+    from stylize.engine.photos import bicubic_resize, pan_sequence, psnr
+    from stylize.sdk.client import StylizeClient
+    from stylize.sdk.video import plan_windows, window_indices
     from stylize.server.launcher import start_local
-    from stylize.video import plan_windows, window_indices
 
     hr = pan_sequence(n_frames, side)  # truth: crops of a real photo along a path
     lr = bicubic_resize(hr, 0.25)  # what the network sees
@@ -168,12 +168,13 @@ def part_windows(n_frames: int, side: int, windows: tuple[int, ...], out: Path) 
 
 
 def part_memory(side: int) -> dict:
-    from loadtest.tiling_bench import PeakMemory
-    from stylize.client import StylizeClient
-    from stylize.photos import bicubic_resize, pan_sequence
+    from stylize.contract.tiling import plan_tiles
+    from stylize.engine.photos import pan_sequence
+    from stylize.sdk.client import StylizeClient
+    from stylize.sdk.video import WINDOW_TILE, WINDOW_TILE_OVERLAP
     from stylize.server.launcher import start_local
-    from stylize.server.steps.tiling import plan_tiles
-    from stylize.video import WINDOW_TILE, WINDOW_TILE_OVERLAP
+
+    from loadtest.tiling_bench import PeakMemory
 
     T = 7
     lr = pan_sequence(T, side)  # the input itself: real-photo crops along a path (memory and time only)
@@ -206,9 +207,9 @@ def part_memory(side: int) -> dict:
 
 
 def part_live(seconds: float, rate: int, size: tuple[int, int], model: str) -> dict:
-    from stylize.client import StylizeClient
+    from stylize.sdk.client import StylizeClient
+    from stylize.sdk.video_live import stream_video
     from stylize.server.launcher import start_local
-    from stylize.video_live import stream_video
 
     repo = ROOT / "model_repository"
     PLOTS.mkdir(parents=True, exist_ok=True)

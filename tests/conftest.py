@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from stylize.descriptors import MODELS
+from stylize.contract.descriptors import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,11 +22,9 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
+from stylize.contract.descriptors import ModelDescriptor
+from stylize.engine.photos import real_photo_crop
 from torch import nn
-
-from stylize.descriptors import ModelDescriptor
-
-from stylize.photos import real_photo_crop
 
 from .graph_passes import rewrite_prelu
 

@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-
 SERVING_SCOPES = ("/downscale/",)  # export.ServingWrapper's modules that are serving arithmetic, not the network
 
 

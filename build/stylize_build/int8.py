@@ -16,16 +16,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from stylize.descriptors import ModelDescriptor
-from stylize.fileio import PUBLIC_DIR_MODE, make_dirs
+from stylize.contract.descriptors import ModelDescriptor
+from stylize.contract.fileio import PUBLIC_DIR_MODE, make_dirs
 
 from . import pbtxt
 from .quantize import (
-    MAX_LOSS_DB, QuantizeError, QuantizeSettings, measure_quality, quantize_network, recipe, settings_fingerprint,
+    MAX_LOSS_DB,
+    QuantizeError,
+    QuantizeSettings,
+    measure_quality,
+    quantize_network,
+    recipe,
+    settings_fingerprint,
 )
 from .repository import (
-    MANIFEST, ONNX_FILE, BuildSettings, _atomic_write, _git_commit, _publish, _repair_modes, _step_source,
-    _tool_versions, existing_versions, repository_lock,
+    MANIFEST,
+    ONNX_FILE,
+    BuildSettings,
+    _atomic_write,
+    _git_commit,
+    _publish,
+    _repair_modes,
+    _step_source,
+    _tool_versions,
+    existing_versions,
+    repository_lock,
 )
 
 
@@ -44,7 +59,7 @@ def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str,
                license: str | None = None) -> dict[str, bytes | str]:
     """config.pbtxt of the INT8 network, its image step (same step code, routed to the INT8 network) and ensemble;
     ``status`` / ``license``: those of the INT8 version served (the newest)."""
-    from stylize.server.steps.imaging import Limits
+    from stylize.engine.imaging import Limits
 
     label = {"weights_status": status, "weights_license": license}
     files: dict[str, bytes | str] = {

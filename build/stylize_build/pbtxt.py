@@ -6,14 +6,20 @@ idempotent rebuilds).
 
 from __future__ import annotations
 
-from stylize.descriptors import (
-    ENCODED_IMAGE, ENCODED_RESULT, MODELS, REQUEST_CHECK_MODEL, REQUEST_CHECKED, ModelDescriptor, TensorSpec,
+from stylize.contract import tiling
+from stylize.contract.descriptors import (
+    ENCODED_IMAGE,
+    ENCODED_RESULT,
+    MODELS,
+    REQUEST_CHECK_MODEL,
+    REQUEST_CHECKED,
+    ModelDescriptor,
+    TensorSpec,
 )
-from stylize.server.model_runner import DEFAULT_MODEL_FILENAME
-from stylize.server.ov_runner import PRECISION_PARAMETER, PRECISIONS
-from stylize.server.steps import tiling
-from stylize.server.steps.imaging import Limits
-from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES, StepConfig
+from stylize.engine.imaging import Limits
+from stylize.engine.model_runner import DEFAULT_MODEL_FILENAME
+from stylize.engine.ov_runner import PRECISION_PARAMETER, PRECISIONS
+from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, StepConfig
 
 NUM_VERSIONS = 2  # the newest two versions stay servable: a rebuild with new weights never breaks pinned clients
 # Backends of the CPU networks (the image step runs the same runtime in its own process): OpenVINO by default, ONNX
@@ -65,7 +71,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     OpenVINO backend's ``HINT_BF16``.
 
     OpenVINO: ``max_batch_size: 0`` with the batch as the first of the dims, ``default_model_filename: "model.onnx"``
-    and the native backend's parameter names (stylize.server.ov_runner): that backend fixes a batching model's batch
+    and the native backend's parameter names (stylize.engine.ov_runner): that backend fixes a batching model's batch
     at max_batch_size and fails or pads smaller ones, while this graph takes any batch (and the runs are one request
     per execution anyway, see below). ``instances`` instances share ``NUM_STREAMS = instances`` streams of
     ``INFERENCE_NUM_THREADS = instances x threads`` threads natively (one request per stream).

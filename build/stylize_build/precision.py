@@ -3,7 +3,7 @@
 The export's parity check (export.parity) holds the fp32 graph to PyTorch within the descriptor's ``parity_atol``
 (uint8 levels) on ONNX Runtime. Serving runs the same file on another runtime and possibly in another precision
 (OpenVINO, bf16 where the CPU has it), so the build also runs it the way the server will, through the image step's
-own code (stylize.server.steps.network.open_network), on crops of several real photos, and compares the output with
+own code (stylize.engine.network.open_network), on crops of several real photos, and compares the output with
 ONNX Runtime fp32 on the same file: PSNR of the uint8 outputs, the worst photo counts. A network below its
 precision's tolerance is refused (:class:`PrecisionError`): nothing is written for it.
 
@@ -18,9 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from stylize.descriptors import ModelDescriptor
-from stylize.photos import pan_sequence, psnr, real_photo_crop
+from stylize.contract.descriptors import ModelDescriptor
+from stylize.engine.photos import pan_sequence, psnr, real_photo_crop
 
 TOLERANCE_DB = {"fp32": 60.0, "bf16": 45.0}  # served output vs ONNX Runtime fp32, worst real photo
 CHECK_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png")
@@ -82,7 +81,7 @@ def check_precision(desc: ModelDescriptor, path, *, runtime: str, precision: str
     """Serve ``path`` on ``runtime`` in ``precision`` and compare with ONNX Runtime fp32; raises
     :class:`PrecisionError` below the tolerance, or when the runtime cannot run ``precision`` on this CPU (the
     check would then measure another precision than the one the config asks for)."""
-    from stylize.server.steps.network import open_network
+    from stylize.engine.network import open_network
 
     t0 = time.perf_counter()
     names = {"input_name": desc.net_input.name, "output_name": desc.net_output.name}

@@ -39,12 +39,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
+from stylize.contract.descriptors import ModelDescriptor
+from stylize.engine.photos import load_rgb
 
-from stylize.descriptors import ModelDescriptor
-from stylize.photos import load_rgb
-
-from .graph_passes import constant_values as _constant_values, network_convs, rewrite_prelu
+from .graph_passes import constant_values as _constant_values
+from .graph_passes import network_convs, rewrite_prelu
 
 QUANT_REVISION = 2  # bump when the quantization recipe changes for the same settings
 MAX_LOSS_DB = 0.5  # the build refuses an INT8 variant that loses more (PSNR vs ground truth, real photos, served)
@@ -391,7 +391,7 @@ def measure_quality(desc: ModelDescriptor, fp32: Path, int8: Path, *, weights: s
     (input side x scale) crop, and both outputs are scored against that crop (the ground truth). The INT8 graph runs
     the way it will be served (``runtime``, ``precision`` of its float parts: the image step's own code); the fp32
     reference is ONNX Runtime fp32."""
-    from stylize.server.steps.network import open_network
+    from stylize.engine.network import open_network
 
     side -= side % desc.size_multiple
     sr = desc.task == "sr"

@@ -32,10 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
 
-from stylize.descriptors import REQUEST_CHECK_MODEL, ModelDescriptor
-from stylize.fileio import PUBLIC_DIR_MODE, PUBLIC_FILE_MODE, chmod_tree, make_dirs, write_atomic
-from stylize.server.ov_runner import PRECISIONS
-from stylize.server.steps.imaging import Limits
+from stylize.contract.descriptors import REQUEST_CHECK_MODEL, ModelDescriptor
+from stylize.contract.fileio import PUBLIC_DIR_MODE, PUBLIC_FILE_MODE, chmod_tree, make_dirs, write_atomic
+from stylize.engine.imaging import Limits
+from stylize.engine.ov_runner import PRECISIONS
 
 from . import pbtxt
 from .export import OPSET
@@ -82,7 +82,7 @@ class BuildSettings:
         if self.cpu_runtime not in pbtxt.CPU_RUNTIMES:
             raise ValueError(f"cpu_runtime {self.cpu_runtime!r}; expected one of {', '.join(pbtxt.CPU_RUNTIMES)}")
         if self.precision is None:
-            from stylize.server.ov_runner import default_precision
+            from stylize.engine.ov_runner import default_precision
 
             self.precision = default_precision() if self.cpu_runtime == "openvino" else "fp32"
         if self.precision not in PRECISIONS:
@@ -128,9 +128,8 @@ def _git_commit() -> str:
 def _tool_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
-    import torch
-
     import openvino
+    import torch
 
     return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__}
@@ -166,7 +165,7 @@ def fingerprint(desc: ModelDescriptor, weights_sha256: str, arch_params: dict | 
 
 
 def _step_source(step: str) -> bytes:
-    return resources.files("stylize.server.steps").joinpath(step, "model.py").read_bytes()
+    return resources.files("stylize.server.triton_models").joinpath(step, "model.py").read_bytes()
 
 
 def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable[[str], None] = lambda s: None

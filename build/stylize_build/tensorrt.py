@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-
-from stylize.descriptors import ModelDescriptor
+from stylize.contract.descriptors import ModelDescriptor
 
 from . import pbtxt
 from .repository import MANIFEST, ONNX_FILE, BuildSettings, _atomic_write, _publish, _repair_modes, existing_versions

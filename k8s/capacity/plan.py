@@ -53,10 +53,10 @@ class PlanInputError(sim.CapacityInputError):
 
 def known_models() -> list[str]:
     try:
-        from stylize import descriptors
+        from stylize.contract import descriptors
     except ImportError:
         sys.path.insert(0, str(ROOT / "client"))
-        from stylize import descriptors
+        from stylize.contract import descriptors
     return [d.id for d in descriptors.MODELS]
 
 
@@ -276,7 +276,7 @@ def simulations(results: sim.CapacityResults, hpa: sim.HpaSpec, *, figures: Path
              f"{peak:g} req/s (half of what maxReplicas = {hpa.max_replicas} pods serve within the SLO). "
              f"New pods: {schedule_s:g} s Pending (assumption: image cached on the node) + {results.startup_s:g} s "
              "model load (measured).", "",
-             f"| shape | HPA target | requests over SLO | max queue wait (s) | max pods | mean pods | pod-hours | "
+             "| shape | HPA target | requests over SLO | max queue wait (s) | max pods | mean pods | pod-hours | "
              "replica changes / h | figure |",
              "|---|---|---|---|---|---|---|---|---|"]
     paths = []

@@ -13,7 +13,7 @@ Input: the load-test results (written by the load-test tooling; nothing here inv
       "slo": {"latency_ms": 1000, "percentile": 95},      # the latency target the plan is for
       "startup_s": 62.0,                                  # pod start -> ready (model load + warm-up), measured
       "models": {
-        "<model id from client/stylize/descriptors.py>": {
+        "<model id from client/stylize/contract/descriptors.py>": {
           "input": "64x64 PNG",
           "points": [                                     # one per perf_analyzer concurrency, ascending
             {"concurrency": 1, "throughput_rps": 3.1, "p50_ms": 320.0, "p95_ms": 335.0,

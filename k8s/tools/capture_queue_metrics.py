@@ -40,7 +40,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import descriptors  # noqa: E402  (source-tree import of stylize.descriptors)
+from generate import descriptors  # noqa: E402  (source-tree import of stylize.contract.descriptors)
 
 STEP_MS = {"pre": 1.0, "post": 1.0}
 NET_MS = {"animevideo_x4": 8.0, "esrgan_x4": 150.0, "esrgan_anime_x4": 40.0}  # others: 20 ms, never called

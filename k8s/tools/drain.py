@@ -46,10 +46,10 @@ BENCH = ROOT / "docs" / "performance" / "bench.json"
 DEPLOYMENT = K8S / "base" / "deployment.yaml"
 
 try:
-    from stylize import descriptors
+    from stylize.contract import descriptors
 except ImportError:  # not pip-installed: use the source tree
     sys.path.insert(0, str(ROOT / "client"))
-    from stylize import descriptors
+    from stylize.contract import descriptors
 
 # Assumption, not measured: the longest request shares its core with other work at shutdown (the benchmark ran two
 # requests on two cores; a pod at the HPA's target runs at 70-85 % of its CPUs, docs/capacity.md).
@@ -94,7 +94,7 @@ def _build_limits():
     except ImportError:
         sys.path.insert(0, str(ROOT / "build"))
         from stylize_build.repository import BuildSettings
-    from stylize.server.steps.imaging import Limits
+    from stylize.engine.imaging import Limits
 
     s = BuildSettings(repository=Path("unused"))
     return Limits(max_pixels=s.max_pixels, max_bytes=s.max_bytes, max_output_pixels=s.max_output_pixels)
@@ -114,8 +114,8 @@ def seconds_per_pixel(bench: dict) -> dict[str, tuple[int, float]]:
 
 
 def longest_request(desc, limits, measured: tuple[int, float]) -> LongestRequest:
-    from stylize.server.steps.pipeline import StepConfig
-    from stylize.server.steps.tiling import CPU_TILES_PER_CALL, plan_tiles
+    from stylize.contract.tiling import CPU_TILES_PER_CALL, plan_tiles
+    from stylize.engine.pipeline import StepConfig
 
     config = StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=CPU_TILES_PER_CALL)
     side = math.isqrt(config.limits.max_pixels)

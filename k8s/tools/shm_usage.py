@@ -70,10 +70,10 @@ DOC = ROOT / "docs" / "k8s.md"
 DOC_BEGIN, DOC_END = "<!-- shm-usage:begin (python k8s/tools/shm_usage.py --write-doc) -->", "<!-- shm-usage:end -->"
 
 try:
-    from stylize import descriptors
+    from stylize.contract import descriptors
 except ImportError:  # not pip-installed: use the source tree
     sys.path.insert(0, str(ROOT / "client"))
-    from stylize import descriptors
+    from stylize.contract import descriptors
 
 # Margin over the measured worst: the allocator's fragmentation when a stub has held requests of other sizes than
 # the measured ones (the content is already at its bound: every image step is counted at the largest region, which
@@ -329,9 +329,8 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
             log: Path | None = None) -> dict:
     import numpy as np
     import tritonclient.grpc as grpcclient
-
-    from stylize.descriptors import ENCODED_IMAGE
-    from stylize.photos import real_photo_crop
+    from stylize.contract.descriptors import ENCODED_IMAGE
+    from stylize.engine.photos import real_photo_crop
     from stylize.server.launcher import start_local
 
     _, c = deployment_container()
@@ -359,7 +358,7 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
     def worst(desc, rgba16: bool) -> tuple[list, str]:
         lim = _image_limits(repo, desc)
         out_side = math.isqrt(lim["max_output_pixels"])
-        side = math.ceil(out_side / 16)  # outscale <= 16 (stylize.server.steps.pipeline.MAX_OUTSCALE)
+        side = math.ceil(out_side / 16)  # outscale <= 16 (stylize.engine.pipeline.MAX_OUTSCALE)
         assert side * side <= lim["max_pixels"] and (not lim["max_side"] or side <= lim["max_side"]), (desc.id, lim)
         if rgba16:
             pixels = rng.integers(0, 1 << 16, (side, side, 4), dtype=np.uint16)

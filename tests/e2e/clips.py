@@ -46,7 +46,7 @@ def probe(path: Path) -> dict:
 def photo_clip(path: Path, *, size: str = "64x48", rate: int = 10, seconds: float = 0.5, vf: str = "",
                extra: list[str] | None = None) -> Path:
     """A clip of a real photo (skimage's astronaut) panning slowly, H.264, no sound; ``vf`` appends filters."""
-    from stylize.photos import photo_path
+    from stylize.engine.photos import photo_path
 
     w, h = (int(x) for x in size.split("x"))
     chain = f"scale={2 * w}:{2 * h},crop={w}:{h}:x='t*40':y=0" + (f",{vf}" if vf else "")

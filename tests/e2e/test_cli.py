@@ -3,7 +3,6 @@ overwriting inputs), models, health, video, and a folder run that survives a ser
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -15,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from stylize.cli import main
-from stylize.descriptors import REGISTRY
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import REGISTRY
+from stylize.engine.photos import real_photo_crop
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +128,7 @@ def test_infer_single_file_side_by_side_writes_the_result_and_the_composite(url,
         pair = np.asarray(im.convert("RGB"))
     assert result.shape == (48, 64, 3)  # the plain x2 result, as without --side-by-side
     assert pair.shape == (48, 128, 3)  # input resized to 48x64 on the left, the x2 result on the right
-    from stylize.client import StylizeClient
+    from stylize.sdk.client import StylizeClient
 
     with StylizeClient(url=url) as c:
         expected = c.infer(arr, MODEL)

@@ -13,11 +13,10 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.client import AsyncStylizeClient, RetryPolicy, StylizeClient, image_format
-from stylize.descriptors import MODELS, REGISTRY
-from stylize.errors import InvalidInput, ModelNotFound, StylizeError, Timeout
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import MODELS, REGISTRY
+from stylize.contract.errors import InvalidInput, ModelNotFound, StylizeError, Timeout
+from stylize.engine.photos import real_photo_crop
+from stylize.sdk.client import AsyncStylizeClient, RetryPolicy, StylizeClient, image_format
 
 pytestmark = pytest.mark.e2e
 
@@ -323,7 +322,7 @@ def test_async_client_same_surface(server, served):
 
 def test_metrics_observe_real_requests(server, served):
     import prometheus_client
-    from stylize.metrics import ClientMetrics
+    from stylize.sdk.metrics import ClientMetrics
 
     _need(served, "animevideo_x2")
     registry = prometheus_client.CollectorRegistry()

@@ -11,13 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from stylize.client import RetryPolicy, StylizeClient
-from stylize.errors import InvalidInput
-
-import av
-
 from clips import make_clip, matches, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
+from stylize.contract.errors import InvalidInput
+from stylize.sdk.client import RetryPolicy, StylizeClient
 
 pytestmark = pytest.mark.e2e
 

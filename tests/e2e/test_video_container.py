@@ -10,16 +10,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+from clips import decode_upright, ffmpeg, ffprobe_json, frame_times, make_clip, photo_clip, probe, with_display_rotation  # noqa: E402
 from PIL import Image
-
-from stylize.client import RetryPolicy, StylizeClient
-
-import av
-
-from clips import (decode_upright, ffmpeg, ffprobe_json, frame_times, make_clip, photo_clip,  # noqa: E402
-                   probe, with_display_rotation)
+from stylize.sdk.client import RetryPolicy, StylizeClient
 
 pytestmark = pytest.mark.e2e
 
@@ -283,14 +279,14 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(client, tmp_pa
     assert _packets(dst, "audio") == _packets(src, "audio")
 
     # a crash after the last segment, before the container is written: the rerun only muxes
-    import stylize.video
+    import stylize.sdk.video
 
     def crash(*args, **kwargs):
         raise _Interrupt
 
     again = tmp_path / "again.mp4"
     with monkeypatch.context() as m:
-        m.setattr(stylize.video, "remux", crash)
+        m.setattr(stylize.sdk.video, "remux", crash)
         with pytest.raises(_Interrupt):
             client.upscale_video(src, again, MODEL, **opts)
     report = client.upscale_video(src, again, MODEL, **opts)
@@ -349,8 +345,8 @@ def test_basicvsr_window_tiled_in_space_agrees_with_the_whole_window(client, rec
     """A window cut into 4 overlapping tiles (every frame alike, feathered seams) against the same window whole."""
     if "basicvsr_x4" not in {m.id for m in client.models()}:
         pytest.fail("basicvsr_x4 is not in the test repository: every model must be (the suite does not skip one)")
-    from stylize.photos import photo_path
-    from stylize.video import tile_window
+    from stylize.engine.photos import photo_path
+    from stylize.sdk.video import tile_window
 
     photo = np.asarray(Image.open(photo_path("astronaut.png")).convert("RGB"))[100:300, 100:300]
     small = np.asarray(Image.fromarray(photo).resize((76, 64), Image.Resampling.BICUBIC))

@@ -14,14 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from stylize.client import RetryPolicy, StylizeClient
-from stylize.errors import InvalidInput
-
 import av
-
+import pytest
 from clips import ffmpeg, frame_times, matches, probe  # noqa: E402
+from stylize.contract.errors import InvalidInput
+from stylize.sdk.client import RetryPolicy, StylizeClient
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +37,7 @@ def client(server):
 def _pan_clip(path: Path, *, seconds: float = 4, rate: int = 10) -> Path:
     """96x64 H.264 clip of a real photo (skimage's astronaut) panning 3 px per frame right and down: every frame
     differs from the others, for the whole clip."""
-    from stylize.photos import photo_path
+    from stylize.engine.photos import photo_path
 
     subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate),
                     "-i", str(photo_path("astronaut.png")), "-t", str(seconds),
@@ -121,7 +118,7 @@ def test_live_fifo_frames_come_out_while_input_arrives(server, client, tmp_path)
 
 
 def test_live_drop_policy_keeps_order_and_counts_drops(client, tmp_path):
-    from stylize.video_live import stream_video
+    from stylize.sdk.video_live import stream_video
 
     clip = _pan_clip(tmp_path / "clip.mp4")
     fifo = tmp_path / "in.fifo"
@@ -145,7 +142,7 @@ def test_live_drop_policy_keeps_order_and_counts_drops(client, tmp_path):
 
 
 def test_live_refusals(client, tmp_path):
-    from stylize.video_live import stream_video
+    from stylize.sdk.video_live import stream_video
 
     with pytest.raises(InvalidInput, match="no such input"):
         stream_video(client, tmp_path / "missing.ts", tmp_path / "o.ts", model=MODEL)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
-
-from stylize.cli import main
-from stylize.client import RetryPolicy, StylizeClient
-from stylize.errors import InvalidInput
-
-import av
-
 from clips import ffprobe_json, make_clip, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
+from stylize.cli import main
+from stylize.contract.errors import InvalidInput
+from stylize.sdk.client import RetryPolicy, StylizeClient
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +40,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_outscale_resizes_the_network_s_frames_to_s_times_the_input(server, client, tmp_path, capsys):
-    from stylize.server.steps.imaging import resize
+    from stylize.engine.imaging import resize
 
     src = make_clip(tmp_path / "clip.mp4")  # 64x48, 10 frames at 10 fps, AAC
     plain = tmp_path / "x2.mp4"

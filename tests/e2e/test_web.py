@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from stylize.client import StylizeClient
-from stylize.descriptors import REGISTRY
-from stylize.errors import InvalidInput
-from stylize.photos import photo_path, real_photo_crop
+from stylize.contract.descriptors import REGISTRY
+from stylize.contract.errors import InvalidInput
+from stylize.engine.photos import photo_path, real_photo_crop
+from stylize.sdk.client import StylizeClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton]
 
@@ -135,7 +134,7 @@ class Web:
 
 @pytest.fixture(scope="module")
 def web(triton, tmp_path_factory):
-    from stylize.server.launcher import find_free_ports
+    from stylize.server.settings import find_free_ports
 
     port = find_free_ports(1)[0]
     work = tmp_path_factory.mktemp("web_work")
@@ -314,7 +313,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 def test_serve_starts_triton_beside_the_page_and_ctrl_c_stops_both(model_repository, tmp_path, files):
     """Runs before this module's own server starts (file order): one tritonserver at a time."""
-    from stylize.server.launcher import find_free_ports, port_is_free
+    from stylize.server.settings import find_free_ports, port_is_free
 
     repo = small_repository(model_repository, tmp_path / "repo", (MODEL,))
     ports = find_free_ports(4)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from stylize.descriptors import REGISTRY
+from stylize.contract.descriptors import REGISTRY
 
 pytestmark = pytest.mark.gpu
 
@@ -29,7 +28,6 @@ def test_plan_builds_and_matches_onnxruntime(tmp_path, model_id):
     import json
 
     import tensorrt as trt
-
     from stylize_build.repository import BuildSettings, build_repository
     from stylize_build.tensorrt import FP16_PARITY_ATOL, build_plans, current_target
 

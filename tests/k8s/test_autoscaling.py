@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from k8s_helpers import K8S, OVERLAYS, load_tool, one, render
-from stylize import descriptors
+from stylize.contract import descriptors
 
 pytestmark = pytest.mark.k8s
 

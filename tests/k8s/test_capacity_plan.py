@@ -8,8 +8,8 @@ import math
 import re
 
 import pytest
-
-from k8s_helpers import ROOT, TEST_CAPACITY_RESULTS as TEST_RESULTS, load_tool, one, render
+from k8s_helpers import ROOT, load_tool, one, render
+from k8s_helpers import TEST_CAPACITY_RESULTS as TEST_RESULTS
 
 pytestmark = pytest.mark.k8s
 

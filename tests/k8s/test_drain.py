@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from k8s_helpers import OVERLAYS, flag, load_tool, one, render, server_container
-from stylize import descriptors
+from stylize.contract import descriptors
 
 pytestmark = pytest.mark.k8s
 
@@ -69,8 +68,8 @@ def test_without_the_descriptor_caps_no_drain_would_fit():
 
 def test_the_image_step_configs_carry_the_caps():
     """What the pod admits is what the build writes: config.pbtxt's max_pixels is the descriptor's cap."""
+    from stylize.engine.imaging import Limits
     from stylize_build import pbtxt  # installed by `make test`: a broken install fails here, it is not skipped
-    from stylize.server.steps.imaging import Limits
 
     for d in descriptors.MODELS:
         if d.window:
@@ -129,6 +128,9 @@ def _slow_repository(root: Path) -> tuple[Path, Path]:
 
 def _pod_server(launcher, repo: Path, log: Path, **overrides):
     """A TritonServer started the way the CPU overlay's pod starts tritonserver (its args, the launcher's ports)."""
+    from stylize.server.errors import TritonNotFoundError
+    from stylize.server.settings import ServerSettings
+
     args = server_container(one(render("overlays/cpu"), "Deployment", "triton"))["args"]
     (cache,) = flag(args, "cache-config")
     values = {"strict_readiness": flag(args, "strict-readiness") == ["true"],
@@ -136,8 +138,8 @@ def _pod_server(launcher, repo: Path, log: Path, **overrides):
               "extra_args": tuple(a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)),
               "log_file": log, "startup_timeout": 90} | overrides
     try:
-        return launcher.TritonServer(launcher.ServerSettings.local(repo, **values))
-    except launcher.TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
+        return launcher.TritonServer(ServerSettings.local(repo, **values))
+    except TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
         pytest.skip(f"no tritonserver binary: {e}")
 
 

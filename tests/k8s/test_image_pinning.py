@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from k8s_helpers import K8S, kubectl, load_tool
 
 pytestmark = pytest.mark.k8s
@@ -88,10 +87,11 @@ def test_the_cpu_target_refuses_a_base_with_cuda():
     2.51 binary of the nvidia-pytriton wheel, a CUDA build (it links libcudart), or at a binary without CUDA.
     This machine has a CUDA runtime (/usr/local/cuda-*, libcudart in the linker cache): the guard refuses it as it
     is; in a mount namespace that hides both, as a CPU-only base has neither, only the CUDA-linked server is refused."""
-    from stylize.server import launcher
+    from stylize.server.errors import TritonNotFoundError
+    from stylize.server.install import find_tritonserver
     try:
-        cuda_build = launcher.find_tritonserver().binary
-    except launcher.TritonNotFoundError as e:
+        cuda_build = find_tritonserver().binary
+    except TritonNotFoundError as e:
         pytest.skip(f"no tritonserver binary: {e}")
     guard = _cuda_guard()
     assert "/opt/tritonserver/bin/tritonserver" in guard

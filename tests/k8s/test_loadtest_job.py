@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from k8s_helpers import K8S, one, render
-from stylize import descriptors
+from k8s_helpers import one, render
+from stylize.contract import descriptors
 
 pytestmark = [pytest.mark.k8s, pytest.mark.triton, pytest.mark.loadtest]
 
 from stylize.server import launcher
+from stylize.server.errors import TritonNotFoundError
 
 ECHO = '''import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -77,7 +77,7 @@ def test_job_command_runs_against_a_real_server(tmp_path):
               .replace("perf_analyzer ", f"{shlex.quote(str(exe))} ", 1))
     try:
         server = launcher.start_local(repo)
-    except launcher.TritonNotFoundError as e:  # pragma: no cover
+    except TritonNotFoundError as e:  # pragma: no cover
         pytest.skip(f"no tritonserver binary: {e}")
     with server:
         assert job_env["TARGET"].endswith(":8000")  # the Service's HTTP port

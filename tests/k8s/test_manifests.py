@@ -8,10 +8,21 @@ import re
 import jsonschema
 import kubernetes_validate
 import pytest
-
-from k8s_helpers import (EXTRAS, K8S, KUBERNETES_VERSIONS, OVERLAYS, ROOT, flag, load_tool, one, quantity_bytes,
-                         render, server_container, strictify)
-from stylize import descriptors
+from k8s_helpers import (
+    EXTRAS,
+    K8S,
+    KUBERNETES_VERSIONS,
+    OVERLAYS,
+    ROOT,
+    flag,
+    load_tool,
+    one,
+    quantity_bytes,
+    render,
+    server_container,
+    strictify,
+)
+from stylize.contract import descriptors
 
 pytestmark = pytest.mark.k8s
 
@@ -322,7 +333,7 @@ def test_admin_apis_are_restricted_with_the_key_from_a_secret(kustomization):
     """Issue 13, defect 1: the model-repository (load/unload), model-config, shared-memory, logging and trace APIs
     need the admin key on both endpoints, in every overlay (the GPU one runs explicit model control); the pod
     still listens on all interfaces (no --*-address: Triton's default 0.0.0.0)."""
-    from stylize import access
+    from stylize.contract import access
 
     c = server_container(one(render(kustomization), "Deployment", "triton"))
     restrictions = [a for a in c["args"] if "restricted" in a]

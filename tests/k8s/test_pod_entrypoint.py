@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from k8s_helpers import flag, one, render, server_container
 
 pytestmark = [pytest.mark.k8s, pytest.mark.triton,
@@ -133,23 +132,26 @@ def _named_by_a_process(names: set[str]) -> set[str]:
 
 def test_the_entrypoint_removes_what_a_killed_server_left_in_the_pods_shm(tmp_path, dshm):
     from stylize.server import launcher
+    from stylize.server.errors import TritonNotFoundError
+    from stylize.server.install import find_tritonserver, server_environment
+    from stylize.server.settings import ServerSettings
 
     c = server_container(one(render("overlays/cpu"), "Deployment", "triton"))
     assert c["command"] == [POD_PYTHON, "-m", "stylize.server.entrypoint", POD_TRITON]
     assert "/dev/shm" in {m["mountPath"] for m in c["volumeMounts"]}
     try:
-        settings = launcher.ServerSettings.local(
+        settings = ServerSettings.local(
             _repository(tmp_path / "repo"), cache_dir=tmp_path / "cache",
             cache_size=int(flag(c["args"], "cache-config")[0].split("size=")[1]),
             extra_args=tuple(a for a in c["args"] if not any(a.startswith(f"--{o}=") for o in OWNED)))
         server = launcher.TritonServer(settings)
-        server.install = launcher.find_tritonserver()
-    except launcher.TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
+        server.install = find_tritonserver()
+    except TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
         pytest.skip(f"no tritonserver binary: {e}")
     # the Deployment's args (its python backend shm options among them), with this machine's binary and python
     triton = server.command()
     assert flag(triton, "backend-config") == flag(c["args"], "backend-config")
-    env = launcher.server_environment(server.install, ov_cache=tmp_path / "cache" / "openvino")
+    env = server_environment(server.install, ov_cache=tmp_path / "cache" / "openvino")
     pod = [sys.executable, "-m", "stylize.server.entrypoint", *triton]
 
     def start(command: list[str], n: int) -> Container:

@@ -9,7 +9,6 @@ import json
 import re
 
 import pytest
-
 from k8s_helpers import K8S, ROOT, flag, load_tool, one, render, server_container
 
 pytestmark = pytest.mark.k8s
@@ -25,7 +24,7 @@ def report():
 def test_the_measurement_covers_every_python_stub_of_the_pod(report):
     """Every python model instance the pod runs (request_check, both instances of each image step) was measured in
     every phase; the peak phase grew the image steps' regions beyond their start size."""
-    from stylize import descriptors
+    from stylize.contract import descriptors
 
     pod = {s["instance"] for s in report["stubs"] if s["backend"] == "python"}
     images = [d for d in descriptors.MODELS if not d.window]
@@ -81,9 +80,8 @@ def test_the_measured_worst_request_is_admitted_by_the_step():
     """The peak request: a PNG of exactly max_bytes (a private chunk the decoder skips) that the step decodes, at
     the outscale that makes the output exactly max_output_pixels."""
     import numpy as np
-
-    from stylize.server.steps.imaging import Limits, decode
-    from stylize.server.steps.pipeline import MAX_OUTSCALE
+    from stylize.engine.imaging import Limits, decode
+    from stylize.engine.pipeline import MAX_OUTSCALE
 
     lim = Limits()
     side = -(-int(lim.max_output_pixels ** 0.5) // int(MAX_OUTSCALE))

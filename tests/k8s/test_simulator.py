@@ -10,7 +10,6 @@ import math
 import random
 
 import pytest
-
 from k8s_helpers import TEST_CAPACITY_RESULTS, load_tool, one, render
 
 pytestmark = pytest.mark.k8s

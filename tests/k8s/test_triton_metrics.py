@@ -9,15 +9,15 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from k8s_helpers import flag, load_tool, one, render, server_container
-from stylize import descriptors
+from stylize.contract import descriptors
 
 pytestmark = [pytest.mark.k8s, pytest.mark.triton]
 
 import tritonclient.http as httpclient
-
 from stylize.server import launcher
+from stylize.server.errors import TritonNotFoundError
+from stylize.server.settings import ServerSettings
 
 # Flags the launcher sets from its settings (checked against the Deployment's values below, not passed twice).
 OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
@@ -37,7 +37,7 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
     args = server_container(one(render("overlays/cpu"), "Deployment", "triton"))["args"]
     extra = [a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)]
     # the launcher restricts the admin APIs as the Deployment does, with its own key instead of the Secret's
-    from stylize import access
+    from stylize.contract import access
 
     assert [a for a in args if "restricted" in a] == access.restriction_args(f"$({access.ADMIN_KEY_ENV})")
     (cache,) = flag(args, "cache-config")
@@ -45,12 +45,12 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
     capture.build_repository(repo, [IMAGE_MODEL, VIDEO_MODEL])
 
     try:
-        settings = launcher.ServerSettings.local(
+        settings = ServerSettings.local(
             repo, strict_readiness=flag(args, "strict-readiness") == ["true"],
             exit_timeout=int(flag(args, "exit-timeout-secs")[0]), cache_size=int(cache.split("size=")[1]),
             extra_args=tuple(extra))
         server = launcher.TritonServer(settings)
-    except launcher.TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
+    except TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
         pytest.skip(f"no tritonserver binary: {e}")
     with server:
         client = httpclient.InferenceServerClient(server.http_url)

@@ -4,10 +4,9 @@ plumbing (interleaved rounds, ratios within a round, Triton statistics breakdown
 from __future__ import annotations
 
 import pytest
-
-from stylize.descriptors import REGISTRY
-from stylize_build.bench import BenchSettings, run_case
-from stylize_build.bench_report import load_json, markdown, save_json
+from stylize.contract.descriptors import REGISTRY
+from stylize.loadtest.bench import BenchSettings, run_case
+from stylize.loadtest.bench_report import load_json, markdown, save_json
 
 pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
 
@@ -24,7 +23,7 @@ def test_runners_side_by_side(server, model_repository, tmp_path):
         r = case.runners[name]
         assert r.error is None and len(r.seconds_per_image) == 2 and r.images_per_s > 0
     # bf16 runs where the CPU has it; elsewhere it is reported as not run, never measured as f32 under its name
-    from stylize.server.ov_runner import cpu_supports_bf16
+    from stylize.engine.ov_runner import cpu_supports_bf16
 
     bf16 = case.runners["ov_bf16"]
     assert (bf16.error is None) == cpu_supports_bf16() and (bf16.error is None or "runs fp32" in bf16.error)
@@ -45,7 +44,7 @@ def test_runners_side_by_side(server, model_repository, tmp_path):
     raw = case.breakdown["served_net"]  # the raw path goes through the network model itself
     assert raw.network_model == net and raw.network_ms > 0
 
-    from stylize_build.bench import BenchResult
+    from stylize.loadtest.bench import BenchResult
 
     result = BenchResult(started="t", command="stylize bench --case animevideo_x4:32", settings={
         "photo": "astronaut.png", "rounds": 2, "threads": 2, "in_flight": 2, "seconds_per_round": 0.1,

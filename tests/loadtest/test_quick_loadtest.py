@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from stylize.cli import main
 from stylize.loadtest import QUICK_SET, load_all, scenarios_dir
 

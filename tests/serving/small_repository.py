@@ -8,12 +8,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
-from stylize.descriptors import REGISTRY, REQUEST_CHECK_MODEL
-from stylize.server.steps.imaging import Limits
+from stylize.contract.descriptors import REGISTRY, REQUEST_CHECK_MODEL
+from stylize.engine.imaging import Limits
 
 
 def step_source(step: str) -> bytes:
-    return resources.files("stylize.server.steps").joinpath(step, "model.py").read_bytes()
+    return resources.files("stylize.server.triton_models").joinpath(step, "model.py").read_bytes()
 
 
 def small_repository(model_repository: Path, repo: Path, model_ids: Iterable[str], *,

@@ -23,16 +23,16 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
-from tritonclient.utils import InferenceServerException
-
-from stylize import access
-from stylize.client import StylizeClient
-from stylize.descriptors import REGISTRY
-from stylize.errors import AccessDenied
-from stylize.photos import real_photo_crop
-from stylize.server import launcher
-
 from small_repository import small_repository
+from stylize.contract import access
+from stylize.contract.descriptors import REGISTRY
+from stylize.contract.errors import AccessDenied
+from stylize.engine.photos import real_photo_crop
+from stylize.sdk.client import StylizeClient
+from stylize.server import launcher
+from stylize.server.install import find_tritonserver, prepare_backend_directory
+from stylize.server.settings import ServerSettings
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.triton
 
@@ -48,7 +48,7 @@ def overlay_server_args() -> list[str]:
     return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")["args"]
 
 
-def here(args: list[str], repo: Path, settings: launcher.ServerSettings) -> list[str]:
+def here(args: list[str], repo: Path, settings: ServerSettings) -> list[str]:
     """The overlay's args with this machine's paths, ports and models (see the module docstring)."""
     swap = {"--model-repository": str(repo), "--http-port": str(settings.http_port),
             "--grpc-port": str(settings.grpc_port), "--metrics-port": str(settings.metrics_port),
@@ -69,15 +69,15 @@ def here(args: list[str], repo: Path, settings: launcher.ServerSettings) -> list
 class OverlayServer(launcher.TritonServer):
     """tritonserver with the overlay's command line instead of the launcher's."""
 
-    def __init__(self, settings: launcher.ServerSettings, args: list[str]):
+    def __init__(self, settings: ServerSettings, args: list[str]):
         super().__init__(settings)
         self.args = args
 
     def command(self) -> list[str]:
-        install = self.install or launcher.find_tritonserver(self.settings.tritonserver)
+        install = self.install or find_tritonserver(self.settings.tritonserver)
         cmd = [str(install.binary), *self.args, f"--id={self._server_id}"]
         if install.embedded:
-            cmd += [f"--backend-directory={launcher.prepare_backend_directory(install, self.settings.cache_dir)}",
+            cmd += [f"--backend-directory={prepare_backend_directory(install, self.settings.cache_dir)}",
                     f"--cache-directory={install.caches}"]
         return cmd
 
@@ -85,7 +85,7 @@ class OverlayServer(launcher.TritonServer):
 @pytest.fixture(scope="module")
 def server(model_repository, tmp_path_factory):
     repo = small_repository(model_repository, tmp_path_factory.mktemp("overlay_repository"), MODELS)
-    settings = launcher.ServerSettings.local(repo, exit_timeout=5, admin_key=KEY)
+    settings = ServerSettings.local(repo, exit_timeout=5, admin_key=KEY)
     args = here(overlay_server_args(), repo, settings)
     assert "--model-control-mode=explicit" in args and access.restriction_args(KEY)[0] in args
     with OverlayServer(settings, args) as s:

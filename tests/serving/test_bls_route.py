@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
-
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
+from stylize.engine.photos import real_photo_crop
 
 pytestmark = pytest.mark.triton
 
 DESC = REGISTRY["animevideo_x2"]
-STEP_SOURCE = Path(__file__).resolve().parents[2] / "client/stylize/server/steps/image/model.py"
+STEP_SOURCE = Path(__file__).resolve().parents[2] / "client/stylize/server/triton_models/image/model.py"
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -10,14 +10,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from small_repository import small_repository
 
 pytestmark = pytest.mark.triton
 
 
 def _orphan_stubs(backends: Path) -> set[int]:
-    from stylize.server.launcher import _proc_cmdline, _proc_ppid
+    from stylize.server.cleanup import _proc_cmdline, _proc_ppid
 
     return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
             and (cmd := _proc_cmdline(p.name)) and cmd[0].startswith(str(backends)) and _proc_ppid(p.name) == 1}
@@ -28,7 +27,7 @@ def _regions() -> set[str]:
 
 
 def test_the_next_start_removes_what_a_killed_server_left(model_repository, tmp_path):
-    from stylize.server import launcher
+    from stylize.server.cleanup import _SHM_MIN_AGE_S
     from stylize.server.launcher import start_local
 
     repo = small_repository(model_repository, tmp_path / "repo", ["animevideo_x2"])
@@ -52,11 +51,11 @@ def test_the_next_start_removes_what_a_killed_server_left(model_repository, tmp_
     # Regions an orphan names on its command line are its dead server's: removed whatever their age (left young
     # here). A region nobody names is removed only once older than _SHM_MIN_AGE_S: a young one may belong to a
     # server starting at that moment.
-    from stylize.server.launcher import _proc_cmdline
+    from stylize.server.cleanup import _proc_cmdline
 
     named = {a for pid in orphans for a in _proc_cmdline(str(pid)) if "_backend_shm_region_" in a}
     assert named and named <= ours
-    aged = time.time() - 2 * launcher._SHM_MIN_AGE_S
+    aged = time.time() - 2 * _SHM_MIN_AGE_S
     for name in ours - named:
         os.utime(Path("/dev/shm") / name, (aged, aged))
     stranger_young = Path("/dev/shm") / f"triton_python_backend_shm_region_{uuid.uuid4()}"

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from small_repository import small_repository
 
 pytestmark = pytest.mark.triton
@@ -28,8 +27,7 @@ def _frame() -> np.ndarray:
 def _raw_requests(server, n: int) -> list[str]:
     """``n`` requests with tritonclient and no retry: the errors, as strings (empty when every instance answers)."""
     import tritonclient.grpc as grpcclient
-
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     errors = []
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
@@ -46,7 +44,7 @@ def _one(c, desc) -> list[str]:
 
     buf = io.BytesIO()
     Image.fromarray(_frame()).save(buf, format="PNG")
-    from stylize.descriptors import ENCODED_IMAGE
+    from stylize.contract.descriptors import ENCODED_IMAGE
 
     inp = grpcclient.InferInput(ENCODED_IMAGE.name, [1, 1], "BYTES")
     inp.set_data_from_numpy(np.array([[buf.getvalue()]], dtype=np.object_))
@@ -58,7 +56,7 @@ def _one(c, desc) -> list[str]:
 
 
 def _image_stubs(server) -> dict[int, object]:
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
     from stylize.server import healing
 
     return {pid: s for pid, s in healing.live_stubs(server.pid).items() if s.model == REGISTRY[MODEL].image_model}
@@ -66,7 +64,7 @@ def _image_stubs(server) -> dict[int, object]:
 
 def test_a_stub_killed_under_load_heals(model_repository, tmp_path):
     from stylize import StylizeClient
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
     from stylize.server.launcher import start_local
 
     repo = small_repository(model_repository, tmp_path / "repo", [MODEL])
@@ -151,7 +149,7 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
 
     from stylize import StylizeClient
     from stylize.server import healing
-    from stylize.server.launcher import find_free_ports
+    from stylize.server.settings import find_free_ports
 
     grpc, http, metrics = find_free_ports(3)
     serve = subprocess.Popen([str(Path(sys.executable).with_name("stylize")), "serve", "--model-repository",
@@ -246,7 +244,8 @@ parameters {{ key: "fail" value: {{ string_value: "{1 if fail else 0}" }} }}
 def _server_for(repo, tmp_path):
     import dataclasses
 
-    from stylize.server.launcher import ServerSettings, TritonServer
+    from stylize.server.launcher import TritonServer
+    from stylize.server.settings import ServerSettings
 
     settings = ServerSettings.local(repo, exit_timeout=5, startup_timeout=120)
     return TritonServer(dataclasses.replace(settings, log_file=tmp_path / "tritonserver.log"))
@@ -294,7 +293,8 @@ def test_a_stub_that_dies_while_its_model_loads_is_started_again(tmp_path):
 
 def test_a_model_that_cannot_load_is_not_started_again(tmp_path):
     """An exception in initialize() is the model's fault: one start, the error, no retry."""
-    from stylize.server.launcher import ModelRepositoryError, is_transient_load_failure
+    from stylize.server.errors import ModelRepositoryError
+    from stylize.server.launcher import is_transient_load_failure
 
     repo, marker = _slow_init_repository(tmp_path, fail=True)
     server = _server_for(repo, tmp_path)

@@ -22,15 +22,18 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
-from tritonclient.utils import InferenceServerException
-
-from stylize.descriptors import (
-    ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, MODELS, REGISTRY, TensorSpec,
-)
-from stylize.photos import photo_path
-from stylize.server.steps.imaging import Limits
-
 from small_repository import small_repository
+from stylize.contract.descriptors import (
+    ENCODED_IMAGE,
+    ENCODED_RESULT,
+    MAX_SIDE,
+    MODELS,
+    REGISTRY,
+    TensorSpec,
+)
+from stylize.engine.imaging import Limits
+from stylize.engine.photos import photo_path
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.triton
 

@@ -16,14 +16,13 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 from PIL import Image
-from tritonclient.utils import InferenceServerException
-
-from stylize import access
 from stylize.cli import main
-from stylize.client import StylizeClient
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, NET_VERSION, REGISTRY
-from stylize.errors import InvalidInput
-from stylize.photos import real_photo_crop
+from stylize.contract import access
+from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, NET_VERSION, REGISTRY
+from stylize.contract.errors import InvalidInput
+from stylize.engine.photos import real_photo_crop
+from stylize.sdk.client import StylizeClient
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.triton
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.descriptors import REGISTRY
-from stylize.photos import real_photo_crop
+from stylize.contract.descriptors import REGISTRY
+from stylize.engine.photos import real_photo_crop
 from stylize.server.launcher import repository_models, start_local
 
 pytestmark = [pytest.mark.triton,
@@ -69,7 +68,7 @@ def _uid_of(pid: int) -> int:
 
 
 def test_a_non_root_server_loads_and_serves_every_model(public_dir, server_python):
-    from stylize.client import StylizeClient
+    from stylize.sdk.client import StylizeClient
     from stylize_build.repository import BuildSettings, build_repository
 
     desc = REGISTRY[MODEL]

@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
-
-from stylize.descriptors import REGISTRY
-from stylize.photos import psnr, real_photo_crop
-from stylize.server.ov_runner import cpu_supports_bf16, default_precision
-from stylize.server.steps.network import newest_model_file, open_network
+from stylize.contract.descriptors import REGISTRY
+from stylize.engine.network import newest_model_file, open_network
+from stylize.engine.ov_runner import cpu_supports_bf16, default_precision
+from stylize.engine.photos import psnr, real_photo_crop
 
 pytestmark = pytest.mark.triton
 
@@ -38,9 +37,9 @@ def _net_model(repo, source, name, config: str, *, filename: str = "model.onnx")
 
 @pytest.fixture(scope="module")
 def runtimes_server(model_repository, tmp_path_factory):
+    from stylize.loadtest.bench import Variant, add_variant
     from stylize.server.launcher import start_local
     from stylize_build import pbtxt
-    from stylize_build.bench import Variant, add_variant
 
     repo = tmp_path_factory.mktemp("runtimes") / "repository"
     source = model_repository / DESC.net_model

@@ -13,11 +13,10 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
-
-from stylize import access
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY
-from stylize.photos import real_photo_crop
-from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES
+from stylize.contract import access
+from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY
+from stylize.engine.photos import real_photo_crop
+from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 from stylize_build.weights.sources import default_weights_dir, resolve
 
 pytestmark = pytest.mark.triton
@@ -174,7 +173,7 @@ def test_cpu_image_step_runs_the_network_in_its_own_process(server, model_reposi
     """On CPU the image step runs the network's ONNX file itself (no BLS hop through <id>_net): the network model
     counts no inference for an image request, the step's network histogram does, and the picture is exactly what
     the network model returns for the same frame."""
-    from stylize.server.steps.network import newest_model_file
+    from stylize.engine.network import newest_model_file
 
     desc = REGISTRY["animevideo_x4"]
     client = grpcclient.InferenceServerClient(server.grpc_url)

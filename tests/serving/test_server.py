@@ -25,11 +25,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from onnx import TensorProto, helper
+from stylize.contract import access
+from stylize.contract.descriptors import FRAME_IN, FRAME_OUT
+from stylize.server.errors import ModelRepositoryError, PortInUseError
+from stylize.server.launcher import TritonServer, start_local
+from stylize.server.settings import ServerSettings
 from tritonclient.utils import InferenceServerException
-
-from stylize import access
-from stylize.descriptors import FRAME_IN, FRAME_OUT
-from stylize.server.launcher import ModelRepositoryError, PortInUseError, ServerSettings, TritonServer, start_local
 
 pytestmark = pytest.mark.triton
 
@@ -446,9 +447,9 @@ def test_serve_cli_drains_on_sigint(tmp_path):
     repo = tmp_path / "repo"
     add_echo(repo)
     settings = settings_for(repo, tmp_path)
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import argparse, sys
-        from stylize.server.launcher import add_serve_arguments, run_serve
+        from stylize.commands.serve import add_serve_arguments, run_serve
         parser = add_serve_arguments(argparse.ArgumentParser())
         sys.exit(run_serve(parser.parse_args(sys.argv[1:])))
     """)

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
-from stylize.photos import bicubic_resize, centre_square, pan_sequence, psnr
+from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
+from stylize.engine.photos import bicubic_resize, centre_square, pan_sequence, psnr
 from stylize_build.weights.sources import default_weights_dir, resolve
 
 pytestmark = pytest.mark.triton

@@ -14,7 +14,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
 from stylize_build.archs import REGISTRY
 
 pytestmark = pytest.mark.export

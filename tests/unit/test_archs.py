@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from stylize import descriptors
+from stylize.contract import descriptors
 from stylize_build.archs import (
     REGISTRY,
     AnimeGANv2Generator,

@@ -4,9 +4,8 @@ of a real network graph, the GEMM peak (tiny size)."""
 from __future__ import annotations
 
 import pytest
-
-from stylize_build.bench import BenchResult, Breakdown, CaseResult, LayoutResult, RunnerResult
-from stylize_build.bench_report import load_json, markdown, plot, save_json
+from stylize.loadtest.bench import BenchResult, Breakdown, CaseResult, LayoutResult, RunnerResult
+from stylize.loadtest.bench_report import load_json, markdown, plot, save_json
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +78,7 @@ def test_json_round_trip(tmp_path):
 
 
 def test_gemm_peak_small():
-    from stylize_build.flops import machine_peak
+    from stylize.loadtest.flops import machine_peak
 
     p = machine_peak(n=128, threads=1, reps=1)
     assert p.ort_fp32_gflops > 0 and p.ort_int8_gops > 0 and p.numpy_fp32_gflops > 0
@@ -124,7 +123,7 @@ def test_openvino_section_states_its_targets_and_replaces_only_itself(tmp_path):
     """The OpenVINO targets against served ONNX Runtime fp32 and in-process OpenVINO in the served layout, % of the
     fp32 / bf16 / int8 peaks, the reason for a miss from the run's own numbers; a reduced run rewrites only its
     section of a doc that holds a full run's tables."""
-    from stylize_build.bench_report import OV_SECTION, openvino_section, write_section
+    from stylize.loadtest.bench_report import OV_SECTION, openvino_section, write_section
 
     c = _case("animevideo_x4", served=[0.4] * 2, ort=[1.0] * 2, int8=[0.25] * 2)
     c.runners |= {"served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
@@ -163,7 +162,7 @@ def test_openvino_section_states_its_targets_and_replaces_only_itself(tmp_path):
 
 
 def test_a_full_regeneration_keeps_the_hand_kept_part(tmp_path):
-    from stylize_build.bench_report import KEPT, write
+    from stylize.loadtest.bench_report import KEPT, write
 
     doc = tmp_path / "performance.md"
     doc.write_text(f"# old tables\n\n{KEPT[0]}\nstart-up: 38.9 s cold\n{KEPT[1]}\n")

@@ -13,19 +13,36 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.client import (
-    ClientStats, RawModel, RetryPolicy, StylizeClient, _model_infos, _run_frames, _tile_for, build_options, crop_frames, decode_output, encode_input,
-    image_format, kind_of, option_tensors, pad_frames,
-)
-from stylize.descriptors import OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY
 from stylize.commands.infer import ensure_format, plan_jobs, side_by_side
-from stylize.errors import (
-    InvalidInput, ModelNotFound, ServerError, ServerUnavailable, StylizeError, Timeout, from_status, from_triton,
+from stylize.contract.descriptors import OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY
+from stylize.contract.errors import (
+    InvalidInput,
+    ModelNotFound,
+    ServerError,
+    ServerUnavailable,
+    StylizeError,
+    Timeout,
+    from_status,
+    from_triton,
 )
-from stylize.photos import photo_path, real_photo_crop
-from stylize.server.steps.imaging import pad_to_multiple
-from stylize.video import WindowPlanner, plan_windows, temp_path, window_indices
+from stylize.contract.frames import crop_frames, pad_to_multiple
+from stylize.engine.photos import photo_path, real_photo_crop
+from stylize.sdk.client import (
+    ClientStats,
+    RawModel,
+    RetryPolicy,
+    StylizeClient,
+    _model_infos,
+    _run_frames,
+    _tile_for,
+    build_options,
+    decode_output,
+    encode_input,
+    image_format,
+    kind_of,
+    option_tensors,
+)
+from stylize.sdk.video import WindowPlanner, plan_windows, temp_path, window_indices
 
 pytestmark = pytest.mark.unit
 
@@ -152,9 +169,8 @@ def test_a_pinned_version_of_an_image_model_travels_as_net_version():
     """An ensemble has one version: the network's version goes as the NET_VERSION input (the image step runs it);
     a model the descriptors do not know keeps its own Triton version."""
     import tritonclient.grpc as grpcclient
-
-    from stylize.client import _image_request
-    from stylize.descriptors import NET_VERSION
+    from stylize.contract.descriptors import NET_VERSION
+    from stylize.sdk.client import _image_request
 
     inputs, _, model_version = _image_request(grpcclient, "animevideo_x4", b"png", {}, "2")
     assert model_version == "" and [i.name() for i in inputs] == ["IMAGE_BYTES", NET_VERSION.tensor.name]
@@ -244,7 +260,7 @@ def test_retry_only_on_unavailable():
 
 def test_a_restricted_admin_api_is_access_denied_not_a_server_down():
     """Triton refuses a restricted gRPC protocol with UNAVAILABLE (and HTTP with 403): not retried."""
-    from stylize.errors import AccessDenied
+    from stylize.contract.errors import AccessDenied
 
     err = from_status("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header "
                       "'triton-grpc-protocol-stylize-admin-key'", url="u:1")
@@ -327,10 +343,10 @@ def test_default_url_comes_from_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("h, w, multiple, min_side", [(30, 45, 4, 1), (17, 9, 4, 32), (32, 32, 4, 32), (3, 5, 1, 8)])
-def test_pad_frames_matches_the_servers_pre_step(h, w, multiple, min_side):
+def test_a_batch_of_frames_is_padded_frame_by_frame_and_cropped_back(h, w, multiple, min_side):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, size=(2, h, w, 3), dtype=np.uint8)
-    padded = pad_frames(frames, multiple, min_side)
+    padded = pad_to_multiple(frames, multiple, min_side)
     for i in range(2):
         np.testing.assert_array_equal(padded[i], pad_to_multiple(frames[i], multiple, min_side))
     scale = 3
@@ -365,7 +381,7 @@ def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one()
     """Read from the network's metadata (the config is an admin API): an ONNX model (CPU instances) runs one request
     per execution, so a tiled frame is sent one tile per request (measured faster, see tiling.CPU_TILES_PER_CALL);
     a TensorRT plan batches."""
-    from stylize.client import _raw_model_from_metadata
+    from stylize.sdk.client import _raw_model_from_metadata
 
     def metadata(name, platform):
         return {"name": name, "versions": ["1"], "platform": platform,
@@ -527,6 +543,9 @@ def test_ext_auto_keeps_each_input_s_extension(tmp_path):
     with Image.open(src / "h.bmp") as im:
         assert im.mode == "RGBA"
     assert [j.dst.name for j in plan_jobs([src / "h.bmp"], out, ext="auto")[0]] == ["h.png"]
+    # one file to a file name: that name's format
+    [single] = plan_jobs([src / "a.jpg"], tmp_path / "r.tif", ext="auto")[0]
+    assert single.dst == tmp_path / "r.tif"
 
 
 def _bmp_with_alpha(rgba: np.ndarray) -> bytes:
@@ -539,9 +558,6 @@ def _bmp_with_alpha(rgba: np.ndarray) -> bytes:
     header = struct.pack("<IiiHHIIiiII4I4s36s3I", 108, w, h, 1, 32, 3, len(pixels), 2835, 2835, 0, 0,
                          0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000, b"BGRs", bytes(36), 0, 0, 0)
     return struct.pack("<2sIHHI", b"BM", 14 + len(header) + len(pixels), 0, 0, 14 + len(header)) + header + pixels
-    # one file to a file name: that name's format
-    [single] = plan_jobs([src / "a.jpg"], tmp_path / "r.tif", ext="auto")[0]
-    assert single.dst == tmp_path / "r.tif"
 
 
 @pytest.mark.parametrize("fmt", ["BMP", "TIFF"])
@@ -627,7 +643,7 @@ def test_temporary_video_name_is_hidden_and_keeps_the_container(tmp_path):
 
 def test_client_metrics_record_latency_errors_and_retries():
     import prometheus_client
-    from stylize.metrics import ClientMetrics
+    from stylize.sdk.metrics import ClientMetrics
 
     registry = prometheus_client.CollectorRegistry()
     m = ClientMetrics(registry=registry)
@@ -659,7 +675,7 @@ def test_stats_summary_says_what_happened():
 def test_a_request_sent_before_an_outage_does_not_end_it(monkeypatch):
     """Two requests in flight when the server dies: one fails, the other (sent earlier, answered just before the
     kill) is observed after it. That success says nothing about the server now: still one outage, not two."""
-    import stylize.client as client_module
+    import stylize.sdk.client as client_module
 
     clock = iter([10.0, 10.05, 10.5, 13.0])
     monkeypatch.setattr(client_module.time, "monotonic", lambda: next(clock))
@@ -676,7 +692,7 @@ def test_a_request_sent_before_an_outage_does_not_end_it(monkeypatch):
 
 
 def test_sdk_and_cli_never_import_torch():
-    code = ("import sys, stylize.client, stylize.video, stylize.metrics, stylize.errors, stylize.cli; "
+    code = ("import sys, stylize.sdk.client, stylize.sdk.video, stylize.sdk.metrics, stylize.contract.errors, stylize.cli; "
             "stylize.cli.make_parser(); "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "assert not bad, bad")
@@ -712,7 +728,7 @@ def test_close_ends_retry_waits_at_once():
 def test_raw_frames_go_to_the_network_model_the_server_loads():
     """A CPU pod loads <id>_net, a GPU pod <id>_trt only: the client asks which is ready, in that order; a plan's
     metadata brings its profile's largest side (tiles stay within it; BasicVSR windows larger are refused)."""
-    from stylize.client import _frames_batch, _raw_candidates, _raw_model_from_metadata
+    from stylize.sdk.client import _frames_batch, _raw_candidates, _raw_model_from_metadata
 
     esr, vsr = REGISTRY["esrgan_x4"], REGISTRY["basicvsr_x4"]
     assert _raw_candidates("esrgan_x4") == (esr.net_model, esr.trt_model)
@@ -738,8 +754,8 @@ def test_raw_frames_go_to_the_network_model_the_server_loads():
 def test_not_found_from_a_server_that_is_not_ready_is_a_drain_and_is_retried():
     """tritonserver unloads its models first when it stops and answers NOT_FOUND for seconds: from a server that is
     not ready that is a drain (retried like UNAVAILABLE), from a ready one a missing model."""
-    from stylize.client import RetryPolicy, _draining
-    from stylize.errors import ModelNotFound, ServerUnavailable
+    from stylize.contract.errors import ModelNotFound, ServerUnavailable
+    from stylize.sdk.client import RetryPolicy, _draining
 
     err = ModelNotFound("Request for unknown model: 'esrgan_x4' is not found", model="esrgan_x4",
                         status="NOT_FOUND", url="h:1")

@@ -8,8 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-
-from stylize.descriptors import REGISTRY
+from stylize.contract.descriptors import REGISTRY
 from stylize_build.archs import build_network
 from stylize_build.export import BicubicDownscale, ServingWrapper, export_onnx
 from stylize_build.graph_passes import network_convs

@@ -1,4 +1,4 @@
-"""The one atomic writer (stylize.fileio): outputs get the umask's mode like any open(); the repository's explicit
+"""The one atomic writer (stylize.contract.fileio): outputs get the umask's mode like any open(); the repository's explicit
 modes hold under any umask; no temporary file is left behind."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from stylize.fileio import PUBLIC_DIR_MODE, PUBLIC_FILE_MODE, chmod_tree, make_dirs, write_atomic
+from stylize.contract.fileio import PUBLIC_DIR_MODE, PUBLIC_FILE_MODE, chmod_tree, make_dirs, write_atomic
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from stylize.errors import InstanceFailed, ServerError, ServerUnavailable, from_status
+from stylize.contract.errors import InstanceFailed, ServerError, ServerUnavailable, from_status
 from stylize.server import healing
 
 
@@ -16,7 +16,7 @@ def test_a_dead_stub_is_retryable_and_other_internal_errors_are_not():
                       "process 'animevideo_x2_image_0_0' is not healthy.", model="animevideo_x2")
     assert isinstance(err, InstanceFailed) and isinstance(err, ServerUnavailable)
     assert err.message.startswith("Stub process 'animevideo_x2_image_0_0' is not healthy")
-    from stylize.client import RetryPolicy
+    from stylize.sdk.client import RetryPolicy
 
     assert RetryPolicy().retryable(err)
     other = from_status("StatusCode.INTERNAL", "onnx runtime error 6: out of memory", model="esrgan_x4")
@@ -50,9 +50,10 @@ def test_the_probe_without_a_server_fails():
 def test_the_launcher_loads_what_it_can_reload(tmp_path):
     """Explicit model control with every model (healing), or only the models asked for with what they need."""
     import pytest
-
-    from stylize.descriptors import REGISTRY
-    from stylize.server.launcher import ModelRepositoryError, ServerSettings, TritonServer
+    from stylize.contract.descriptors import REGISTRY
+    from stylize.server.errors import ModelRepositoryError
+    from stylize.server.launcher import TritonServer
+    from stylize.server.settings import ServerSettings
 
     everything = TritonServer(ServerSettings(model_repository=tmp_path)).command()
     assert "--model-control-mode=explicit" in everything and "--load-model=*" in everything

@@ -7,11 +7,19 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
-
-from stylize.photos import photo_path
-from stylize.server.steps.imaging import (
-    REASONS, InvalidImage, Limits, apply_orientation, decode, encode, fit_within, pad_to_multiple, recompose, resize,
+from stylize.engine.imaging import (
+    REASONS,
+    InvalidImage,
+    Limits,
+    apply_orientation,
+    decode,
+    encode,
+    fit_within,
+    pad_to_multiple,
+    recompose,
+    resize,
 )
+from stylize.engine.photos import photo_path
 
 pytestmark = pytest.mark.unit
 
@@ -231,7 +239,7 @@ def test_eight_bit_png_writer_is_read_back_exactly_by_pillow_and_opencv():
         assert im.mode == mode
         want = pixels if a is None else np.dstack([pixels, a])
         assert np.array_equal(np.asarray(im).reshape(want.shape), want)
-    from stylize.server.steps import imaging
+    from stylize.engine import imaging
 
     assert imaging._fast_zlib is not None  # the server extra installs ISA-L's deflate; without it PNG is 4-5x slower
     cv = cv2.imdecode(np.frombuffer(encode(photo), np.uint8), cv2.IMREAD_UNCHANGED)

@@ -9,16 +9,24 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from stylize import access
+from stylize.commands.serve import _SERVE_ARGS, add_serve_arguments
+from stylize.contract import access
+from stylize.engine.ort_runner import ORT_THREADS_ENV
+from stylize.engine.ov_runner import OV_CACHE_ENV
 from stylize.server import launcher
-from stylize.server.launcher import (
-    ModelRepositoryError, ServerSettings, StubEnvironmentError, add_serve_arguments, check_repository,
-    check_stub_environment, find_free_ports, find_tritonserver, model_failures_from_log, parse_size, port_is_free,
-    prepare_backend_directory, server_environment,
+from stylize.server.errors import ModelRepositoryError, StubEnvironmentError, TritonNotFoundError
+from stylize.server.install import (
+    ORT_BACKEND_MODEL,
+    _stylize_search_path,
+    check_stub_environment,
+    find_tritonserver,
+    prepare_backend_directory,
+    python_based_backends,
+    server_environment,
 )
-from stylize.server.ort_runner import ORT_THREADS_ENV
-from stylize.server.ov_runner import OV_CACHE_ENV
+from stylize.server.launcher import check_repository, model_failures_from_log
+from stylize.server.settings import ServerSettings, find_free_ports, parse_size, port_is_free
+from stylize.server.supervisor import banner
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +35,7 @@ pytestmark = pytest.mark.unit
 def install():
     try:
         found = find_tritonserver()
-    except launcher.TritonNotFoundError as e:
+    except TritonNotFoundError as e:
         pytest.skip(f"no tritonserver: {e}")
     if not found.embedded:
         pytest.skip("tritonserver on PATH (NGC container): no backend directory to assemble")
@@ -88,7 +96,7 @@ def test_serve_arguments_map_onto_settings(tmp_path):
     parser = add_serve_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--model-repository", str(tmp_path), "--grpc-port", "7001", "--cache-size", "1M",
                               "--ort-threads", "3", "--triton-arg=--log-info=false"])
-    s = ServerSettings.from_env({}, **{k: getattr(args, k) for k in launcher._SERVE_ARGS})
+    s = ServerSettings.from_env({}, **{k: getattr(args, k) for k in _SERVE_ARGS})
     assert (s.model_repository, s.grpc_port, s.http_port, s.cache_size, s.ort_threads) == (tmp_path, 7001, 8000,
                                                                                           1 << 20, 3)
     assert s.extra_args == ("--log-info=false",)
@@ -99,14 +107,14 @@ def test_serve_binds_loopback_unless_told_and_says_where_it_is_bound():
 
     def settings(*argv):
         args = parser.parse_args(list(argv))
-        return ServerSettings.from_env({}, **{k: getattr(args, k) for k in launcher._SERVE_ARGS})
+        return ServerSettings.from_env({}, **{k: getattr(args, k) for k in _SERVE_ARGS})
 
     assert settings().address == "127.0.0.1"
     assert settings("--host", "0.0.0.0").address == settings("--address", "0.0.0.0").address == "0.0.0.0"
     assert ServerSettings.from_env({"STYLIZE_ADDRESS": "0.0.0.0"}).address == "0.0.0.0"
-    text = launcher.banner(settings(), ["m"], pid=1, log_path=Path("x.log"))
+    text = banner(settings(), ["m"], pid=1, log_path=Path("x.log"))
     assert "bound to 127.0.0.1 (this machine only)" in text and "gRPC     127.0.0.1:8001" in text
-    text = launcher.banner(settings("--host", "0.0.0.0"), ["m"], pid=1, log_path=Path("x.log"))
+    text = banner(settings("--host", "0.0.0.0"), ["m"], pid=1, log_path=Path("x.log"))
     assert "bound to 0.0.0.0 (all interfaces)" in text and "gRPC     0.0.0.0:8001" in text
     assert "http://0.0.0.0:8000" in text and "127.0.0.1" not in text
 
@@ -123,7 +131,7 @@ def test_admin_key_setting_is_checked_and_never_shown(install):
     assert [a for a in server.command() if "restricted" in a] == access.restriction_args(key)
     assert "model-repository,model-config,shared-memory,logging,trace:stylize-admin-key=" + key in " ".join(
         server.command())
-    assert key not in launcher.banner(s, [], pid=1, log_path=Path("x.log"))
+    assert key not in banner(s, [], pid=1, log_path=Path("x.log"))
     # without a key: a random one per server, different each time
     a, b = launcher.TritonServer(ServerSettings.from_env({})), launcher.TritonServer(ServerSettings.from_env({}))
     assert a.admin_key != b.admin_key and len(a.admin_key) >= 32
@@ -202,10 +210,10 @@ def test_backend_directory_is_assembled_once_and_repaired(install, tmp_path):
     # resolves elsewhere); the stub is a symlink so its $ORIGIN RPATH still finds the wheel's libraries
     assert lib.is_file() and not lib.is_symlink()
     assert stub.is_symlink() and os.access(stub.resolve(), os.X_OK)
-    assert model.resolve() == launcher.ORT_BACKEND_MODEL
+    assert model.resolve() == ORT_BACKEND_MODEL
     # every Python-based backend the package ships, by the name configs use: backend "onnxruntime" / "openvino"
-    assert set(launcher.python_based_backends()) == {"onnxruntime", "openvino"}
-    for name, source in launcher.python_based_backends().items():
+    assert set(python_based_backends()) == {"onnxruntime", "openvino"}
+    for name, source in python_based_backends().items():
         assert (first / name / "model.py").resolve() == source
     inode = lib.stat().st_ino
     assert prepare_backend_directory(install, tmp_path) == first
@@ -222,7 +230,7 @@ def test_server_environment_points_the_stub_at_this_venv(install):
     path = env["PATH"].split(os.pathsep)
     assert Path(path[0]) / "python3" == Path(sys.executable).parent / "python3"
     pythonpath = env["PYTHONPATH"].split(os.pathsep)
-    assert str(launcher._stylize_search_path()) == pythonpath[0] and pythonpath[-1] == "/somewhere"
+    assert str(_stylize_search_path()) == pythonpath[0] and pythonpath[-1] == "/somewhere"
     assert str(install.libs) in env["LD_LIBRARY_PATH"].split(os.pathsep)
     assert env[ORT_THREADS_ENV] == "3"
     cached = server_environment(install, ov_cache=Path("/cache/openvino"), base={"PATH": "/usr/bin"})
@@ -249,7 +257,7 @@ def test_stub_environment_check_refuses_numpy_2(install, tmp_path):
 
 def test_a_tensorrt_repository_is_refused_with_where_it_runs(tmp_path):
     """The embedded server has only the python backend: a --trt repository would fail obscurely at load."""
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
     from stylize_build.tensorrt import trt_config
 
     desc = REGISTRY["animevideo_x4"]
@@ -279,7 +287,8 @@ def test_the_terminal_shows_real_errors_not_the_cpu_only_noise_of_a_healthy_star
 
 
 def test_stylize_serve_turns_a_bounded_response_cache_on_unless_told(monkeypatch):
-    from stylize.server.launcher import DEFAULT_SERVE_CACHE, ServerSettings, serve_cache_size
+    from stylize.commands.serve import DEFAULT_SERVE_CACHE, serve_cache_size
+    from stylize.server.settings import ServerSettings
 
     monkeypatch.delenv("STYLIZE_CACHE_SIZE", raising=False)
     assert serve_cache_size(None) == DEFAULT_SERVE_CACHE == 256 * 1024 * 1024

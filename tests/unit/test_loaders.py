@@ -8,8 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from stylize import descriptors
+from stylize.contract import descriptors
 from stylize_build.archs import REGISTRY, AnimeGANv2Generator
 from stylize_build.weights import CheckpointError, WeightImportError
 from stylize_build.weights.loaders import convert_esrgan_keys, load_state_dict, load_weights

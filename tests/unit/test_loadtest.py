@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.descriptors import REGISTRY
+from stylize.contract.descriptors import REGISTRY
 from stylize.loadtest import CapacityError, ScenarioError, capacity_document, load_all, load_set, scenarios_dir, select
 from stylize.loadtest.perf import Level, command, input_data, parse_level, parse_stdout
 from stylize.loadtest.report import markdown, plot
@@ -183,7 +182,7 @@ def test_command_line(tmp_path):
     assert cmd[cmd.index("-i") + 1] == "grpc" and "-H" not in cmd
     # a server whose model config needs the admin key: over HTTP with the header (perf_analyzer sends -H on HTTP
     # only), and the key stays out of the logs
-    from stylize import access
+    from stylize.contract import access
     from stylize.loadtest.perf import _shown
 
     key = "k" * 32

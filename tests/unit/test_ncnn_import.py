@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.nn import functional as F
-
-from stylize import descriptors
+from stylize.contract import descriptors
 from stylize_build.archs import REGISTRY, build_network
 from stylize_build.weights import WeightImportError
 from stylize_build.weights.loaders import load_weights
 from stylize_build.weights.ncnn import import_ncnn, package_model_files, parse_param
+from torch.nn import functional as F
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""stylize.server.ort_runner: config parsing, validation, dynamic batching and error mapping on real ORT sessions."""
+"""stylize.engine.ort_runner: config parsing, validation, dynamic batching and error mapping on real ORT sessions."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-
-from stylize.descriptors import FRAME_IN, FRAME_OUT
-from stylize.server.ort_runner import (
-    ORT_THREADS_ENV, InferenceError, InvalidInputError, ModelConfigError, OrtModelConfig, OrtRunner, TensorConfig,
+from stylize.contract.descriptors import FRAME_IN, FRAME_OUT
+from stylize.engine.ort_runner import (
+    ORT_THREADS_ENV,
+    InferenceError,
+    InvalidInputError,
+    ModelConfigError,
+    OrtModelConfig,
+    OrtRunner,
+    TensorConfig,
     threads_from_env,
 )
 

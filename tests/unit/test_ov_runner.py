@@ -1,4 +1,4 @@
-"""stylize.server.ov_runner: the native OpenVINO backend's parameters, this backend's share of a layout, and real
+"""stylize.engine.ov_runner: the native OpenVINO backend's parameters, this backend's share of a layout, and real
 OpenVINO runs (outputs, bad requests, the model cache)."""
 
 from __future__ import annotations
@@ -7,10 +7,14 @@ import os
 
 import numpy as np
 import pytest
-
-from stylize.descriptors import FRAME_IN, FRAME_OUT
-from stylize.server.ov_runner import (
-    CompileSettings, InvalidInputError, ModelConfigError, OvModelConfig, OvRunner, cache_dir_from_env,
+from stylize.contract.descriptors import FRAME_IN, FRAME_OUT
+from stylize.engine.ov_runner import (
+    CompileSettings,
+    InvalidInputError,
+    ModelConfigError,
+    OvModelConfig,
+    OvRunner,
+    cache_dir_from_env,
     compile_network,
 )
 from test_ort_runner import frame_config, invert_graph
@@ -57,7 +61,7 @@ def test_configs_the_native_backend_would_refuse_or_serve_differently_are_refuse
 
 
 def test_runner_serves_the_file_the_config_names(tmp_path):
-    path = invert_graph(tmp_path / "net.onnx", channels=3)
+    invert_graph(tmp_path / "net.onnx", channels=3)  # the file the config names
     cfg = OvModelConfig.from_triton(ov_config(INFERENCE_NUM_THREADS="1", precision="fp32")
                                     | {"default_model_filename": "net.onnx"})
     assert cfg.model_filename == "net.onnx"
@@ -119,7 +123,7 @@ def test_cache_folder_from_the_environment():
 RACE = """
 import sys
 from pathlib import Path
-from stylize.server.ov_runner import CompileSettings, compile_network
+from stylize.engine.ov_runner import CompileSettings, compile_network
 built = compile_network(Path(sys.argv[1]), CompileSettings(threads=1, cache_dir=Path(sys.argv[2])))
 print("from cache" if built.from_cache else "compiled")
 """

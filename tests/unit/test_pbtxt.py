@@ -2,13 +2,19 @@
 
 import pytest
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
-
-from stylize.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY, REQUEST_CHECK_MODEL, REQUEST_CHECKED
-from stylize.server.steps.imaging import Limits
-from stylize.server.steps.pipeline import StepConfig
-from stylize.server.steps.tiling import CPU_TILES_PER_CALL
+from stylize.contract.descriptors import (
+    ENCODED_IMAGE,
+    ENCODED_RESULT,
+    MODELS,
+    REGISTRY,
+    REQUEST_CHECK_MODEL,
+    REQUEST_CHECKED,
+)
+from stylize.contract.tiling import CPU_TILES_PER_CALL
+from stylize.engine.imaging import Limits
+from stylize.engine.pipeline import StepConfig
 from stylize_build import pbtxt
+from tritonclient.grpc import model_config_pb2 as mc
 
 pytestmark = pytest.mark.unit
 
@@ -185,7 +191,7 @@ def test_image_step_config_round_trips_its_settings(desc):
 
 
 def test_registry_refuses_duplicates():
-    from stylize.descriptors import Registry
+    from stylize.contract.descriptors import Registry
 
     with pytest.raises(ValueError, match="duplicate"):
         Registry((MODELS[0], MODELS[0]))

@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.descriptors import MAX_SIDE, NET_VERSION, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE
-from stylize.photos import photo_path
-from stylize.server.steps.imaging import InvalidImage, Limits
-from stylize.server.steps.pipeline import Options, StepConfig, _parse_one, parse_options, process, request_parameters
-
+from stylize.contract.descriptors import MAX_SIDE, NET_VERSION, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE
+from stylize.engine.imaging import InvalidImage, Limits
+from stylize.engine.photos import photo_path
+from stylize.engine.pipeline import Options, StepConfig, _parse_one, parse_options, process, request_parameters
 from test_tiling import local_sr
 
 pytestmark = pytest.mark.unit

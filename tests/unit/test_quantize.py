@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from stylize.descriptors import REGISTRY
+from stylize.contract.descriptors import REGISTRY
 from stylize_build.quantize import (
-    MAX_LOSS_DB, QuantizeError, QuantizeSettings, body_nodes, fold_min_zero, measure_quality, photo_crops, psnr, quantize_network,
-    recipe, rewrite_prelu,
+    MAX_LOSS_DB,
+    QuantizeError,
+    QuantizeSettings,
+    body_nodes,
+    fold_min_zero,
+    measure_quality,
+    photo_crops,
+    psnr,
+    quantize_network,
+    recipe,
+    rewrite_prelu,
 )
 
 pytestmark = pytest.mark.export

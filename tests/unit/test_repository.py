@@ -9,8 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
-from stylize.descriptors import REQUEST_CHECK_MODEL, REGISTRY
+from stylize.contract.descriptors import REGISTRY, REQUEST_CHECK_MODEL
 from stylize_build.archs import build_network
 from stylize_build.export import OPSET
 from stylize_build.repository import BuildSettings, build_repository, existing_versions
@@ -70,7 +69,7 @@ def test_first_build_writes_every_model(built):
 def test_the_networks_are_served_by_openvino_in_the_precision_the_build_checked(built):
     """The default CPU runtime: each version's manifest records its check in the served precision (on real photos,
     against ONNX Runtime fp32, within that precision's tolerance), the configs say the same precision."""
-    from stylize.server.ov_runner import default_precision
+    from stylize.engine.ov_runner import default_precision
     from stylize_build.precision import TOLERANCE_DB
 
     repo, results = built
@@ -93,7 +92,7 @@ def test_the_build_refuses_a_network_above_its_precision_tolerance(built, tmp_pa
     (the tolerance is raised above what any runtime can reach, 97 dB measured here, so the real check fails)."""
     import shutil
 
-    from stylize.server.ov_runner import default_precision
+    from stylize.engine.ov_runner import default_precision
     from stylize_build import precision as precision_check
 
     repo, _ = built

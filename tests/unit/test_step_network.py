@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-from stylize.descriptors import REGISTRY
-from stylize.photos import real_photo_crop
-from stylize.server.ort_runner import DEFAULT_MODEL_FILENAME as MODEL_FILE
-from stylize.server.steps.network import InProcessNetwork, newest_model_file
+from stylize.contract.descriptors import REGISTRY
+from stylize.engine.network import InProcessNetwork, newest_model_file
+from stylize.engine.ort_runner import DEFAULT_MODEL_FILENAME as MODEL_FILE
+from stylize.engine.photos import real_photo_crop
 
 
 def test_newest_version_with_the_file_wins(tmp_path):
@@ -48,7 +47,7 @@ def _versions_on_disk(root, versions, filename=MODEL_FILE):
 def test_network_versions_follow_what_triton_serves(tmp_path):
     """The step's versions: the newest served by default, a pinned served one, a refusal naming the served ones for
     any other (on disk or not), a network let go once Triton stops serving its version, new ones picked up."""
-    from stylize.server.steps.network import NetworkVersions, VersionNotServed
+    from stylize.engine.network import NetworkVersions, VersionNotServed
 
     _versions_on_disk(tmp_path, (1, 2, 3))
     served, opened = {2, 3}, []
@@ -75,7 +74,7 @@ def test_network_versions_follow_what_triton_serves(tmp_path):
 def test_network_versions_over_bls(tmp_path):
     """BLS (no network in the step): versions resolved the same way from the folders, whatever file they hold; a
     repository not on this disk leaves the newest to Triton (-1) and checks a pinned version with Triton alone."""
-    from stylize.server.steps.network import NetworkVersions, VersionNotServed
+    from stylize.engine.network import NetworkVersions, VersionNotServed
 
     _versions_on_disk(tmp_path, (1, 2), filename="model.plan")
     versions = NetworkVersions(tmp_path, "m_net", ready=lambda v: v == 2)

@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 from google.protobuf import text_format
+from stylize.contract.descriptors import REGISTRY
+from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 from tritonclient.grpc import model_config_pb2 as mc
-
-from stylize.descriptors import REGISTRY
-from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: loadtest/ is not installed
 from loadtest.step_runtime_ab import VARIANTS  # noqa: E402
@@ -22,8 +21,9 @@ def _config(path: Path) -> mc.ModelConfig:
 def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_repository, tmp_path):
     """Each variant of the experiment is an ensemble of its own in one repository: its step says the runtime and
     layout it claims, a BLS variant has its own network model (versions linked, not copied) in that layout."""
+    from stylize.loadtest.bench import add_variant
+
     from loadtest.step_runtime_ab import variants
-    from stylize_build.bench import add_variant
 
     desc = REGISTRY["animevideo_x4"]
     for runtime in VARIANTS:

@@ -13,9 +13,8 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-
-from stylize import descriptors
-from stylize.photos import centre_square
+from stylize.contract import descriptors
+from stylize.engine.photos import centre_square
 from stylize_build.archs import AnimeGANv2Generator
 from stylize_build.archs.animegan import PARAMETER_COUNT, resize_bilinear_tf_legacy
 from stylize_build.weights import WeightImportError
@@ -450,8 +449,7 @@ def test_tf_legacy_exports_to_onnx_and_onnx_runtime_matches(tmp_path):
     """Through the build's own export (checker, I/O, ORT-vs-PyTorch parity on a real photo crop), then once more at
     another size (the graph's sizes are dynamic), and TensorRT's parser rules checked statically."""
     import onnxruntime as ort
-
-    from stylize.photos import real_photo_crop
+    from stylize.engine.photos import real_photo_crop
     from stylize_build.export import OPSET, ServingWrapper, export_onnx
     from stylize_build.trt_rules import check_graph
 

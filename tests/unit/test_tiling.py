@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.photos import photo_path
-from stylize.server.steps.tiling import edge_weights, plan_tiles, run_tiled
+from stylize.contract.tiling import edge_weights, plan_tiles, run_tiled
+from stylize.engine.photos import photo_path
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,7 @@ plan built and one failed: what is checked is the repository the real ONNX build
 from __future__ import annotations
 
 import pytest
-
-from stylize.descriptors import REGISTRY
+from stylize.contract.descriptors import REGISTRY
 
 pytestmark = pytest.mark.export
 

@@ -10,12 +10,11 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from torch import nn
-
-from stylize.descriptors import MODELS, REGISTRY
+from stylize.contract.descriptors import MODELS, REGISTRY
 from stylize_build.export import OPSET, ServingWrapper
 from stylize_build.repository import ONNX_FILE, existing_versions
 from stylize_build.trt_rules import check_graph, require_trt_compatible
+from torch import nn
 
 pytestmark = pytest.mark.export
 
@@ -81,10 +80,9 @@ def test_unsupported_ops_resize_modes_and_runtime_conv_weights_are_reported():
 
 def _gpu_step(desc):
     from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from stylize.server.steps.pipeline import StepConfig
+    from stylize.engine.pipeline import StepConfig
     from stylize_build import pbtxt
+    from tritonclient.grpc import model_config_pb2 as mc
 
     cfg = text_format.Parse(pbtxt.image_config(desc, weights_status="real", net_model=desc.trt_model),
                             mc.ModelConfig())
@@ -93,8 +91,8 @@ def _gpu_step(desc):
 
 def _sides_sent(step, h, w):
     """The (batch, height, width) of every network call the GPU image step makes for an h x w image."""
-    from stylize.server.steps.imaging import pad_to_multiple
-    from stylize.server.steps.tiling import plan_tiles
+    from stylize.contract.tiling import plan_tiles
+    from stylize.engine.imaging import pad_to_multiple
 
     ph, pw = pad_to_multiple(np.zeros((h, w, 3), np.uint8), step.size_multiple, step.min_size).shape[:2]
     if not step.tile_size:
@@ -122,7 +120,7 @@ def test_every_shape_the_gpu_step_sends_is_within_the_profile(desc):
     sizes = EDGE_SIZES + [tuple(int(v) for v in rng.integers(desc.min_size, 2500, 2)) for _ in range(300)]
     for h, w in sizes:
         if step.max_side:  # animeganv2 shrinks to its longest side first, as the step does
-            from stylize.server.steps.imaging import fit_within
+            from stylize.engine.imaging import fit_within
 
             h, w = fit_within(h, w, step.max_side)
         for batch, th, tw in _sides_sent(step, h, w):

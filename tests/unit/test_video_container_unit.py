@@ -1,4 +1,4 @@
-"""stylize.video_container without a server: the 10-bit flat-area rule, the work folder of resume, the joined
+"""stylize.sdk.video_container without a server: the 10-bit flat-area rule, the work folder of resume, the joined
 stream's timestamps, the ffmpeg stream mapping."""
 
 from __future__ import annotations
@@ -8,10 +8,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
-from stylize.errors import InvalidInput
-from stylize.video_container import (Job, SegmentStore, _upscale_bilinear, flat_areas_from_source, join_segments,
-                                     output_codec)
+from stylize.contract.errors import InvalidInput
+from stylize.sdk.video_container import (
+    Job,
+    SegmentStore,
+    _upscale_bilinear,
+    flat_areas_from_source,
+    join_segments,
+    output_codec,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -110,15 +115,14 @@ def test_joined_segments_keep_each_frame_time_and_decode_in_order(tmp_path):
 
 def test_no_segments_is_an_error(tmp_path):
     import av
-
-    from stylize.video_container import VideoError
+    from stylize.sdk.video_container import VideoError
 
     with pytest.raises(VideoError):
         join_segments(av, [], tmp_path / "x.mp4")
 
 
 def test_a_window_is_tiled_like_a_frame_every_frame_cut_alike():
-    from stylize.server.steps.tiling import run_tiled
+    from stylize.contract.tiling import run_tiled
 
     rng = np.random.default_rng(0)
     window = rng.integers(0, 256, (5, 40, 56, 3), dtype=np.uint8)
@@ -138,11 +142,10 @@ def test_a_window_is_tiled_like_a_frame_every_frame_cut_alike():
 def test_outscale_of_a_high_bit_depth_frame_stays_16_bit():
     """--outscale on 10-bit input: the 16-bit picture (flat areas from the source) is what is resized."""
     import av
-
-    from stylize.photos import real_photo_crop
-    from stylize.server.steps.imaging import resize
-    from stylize.video import outscaled
-    from stylize.video_container import flat_areas_from_source
+    from stylize.engine.imaging import resize
+    from stylize.engine.photos import real_photo_crop
+    from stylize.sdk.video import outscaled
+    from stylize.sdk.video_container import flat_areas_from_source
 
     source8 = real_photo_crop(12, 16)
     source16 = source8.astype(np.uint16) * 257

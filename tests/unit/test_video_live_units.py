@@ -1,13 +1,12 @@
-"""stylize.video_live's arithmetic and output choice (no server)."""
+"""stylize.sdk.video_live's arithmetic and output choice (no server)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
-
-from stylize.errors import InvalidInput
-from stylize.video_live import LiveReport, _concurrent_seconds, _merged, _output_format, _union_seconds
+from stylize.contract.errors import InvalidInput
+from stylize.sdk.video_live import LiveReport, _concurrent_seconds, _merged, _output_format, _union_seconds
 
 
 def test_union_and_concurrency_of_busy_periods():

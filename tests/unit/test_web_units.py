@@ -9,10 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 from PIL import Image
-
-from stylize.client import ModelInfo, option_tensors
-from stylize.descriptors import REGISTRY
-from stylize.server.steps.pipeline import StepConfig, parse_options, process
+from stylize.contract.descriptors import REGISTRY
+from stylize.engine.pipeline import StepConfig, parse_options, process
+from stylize.sdk.client import ModelInfo, option_tensors
 from stylize.web.catalog import ModelEntry
 from stylize.web.images import HIT, MISS, OFF, UNKNOWN, cache_summary, outcome, planned_tiles
 from stylize.web.jobs import Busy, Job, JobStore, display_name

@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from stylize import descriptors
+from stylize.contract import descriptors
 from stylize_build.weights import WeightsError
 from stylize_build.weights.loaders import UNTRAINED, load_weights, sha256_file
 from stylize_build.weights.sources import WeightsNotFound, resolve

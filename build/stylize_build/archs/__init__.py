@@ -21,7 +21,7 @@ from .rrdbnet import RRDBNet
 from .srvgg import SRVGGNetCompact
 
 if TYPE_CHECKING:
-    from stylize.descriptors import ModelDescriptor
+    from stylize.contract.descriptors import ModelDescriptor
 
 __all__ = [
     "ArchSpec", "ArchRegistry", "ArchDetectionError", "REGISTRY",

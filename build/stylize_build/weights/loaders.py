@@ -28,7 +28,7 @@ from .sources import resolve
 from .tflite import import_tflite
 
 if TYPE_CHECKING:
-    from stylize.descriptors import ModelDescriptor
+    from stylize.contract.descriptors import ModelDescriptor
 
 __all__ = [
     "UNTRAINED", "UNTRAINED_SEED", "SourceFile", "WeightsInfo",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from . import WeightsError
 
 if TYPE_CHECKING:
-    from stylize.descriptors import KnownWeights, ModelDescriptor
+    from stylize.contract.descriptors import KnownWeights, ModelDescriptor
 
 __all__ = ["WEIGHTS_DIR_ENV", "WeightsNotFound", "ResolvedWeights", "default_weights_dir", "locate", "resolve"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from stylize.commands import default_url
+from stylize.sdk.connection import default_url
 
 
 def add_connection_args(parser: argparse.ArgumentParser, *, retries: bool = True) -> None:
@@ -24,7 +24,7 @@ def add_connection_args(parser: argparse.ArgumentParser, *, retries: bool = True
 
 
 def make_client(args: argparse.Namespace, *, model: str | None = None):
-    from stylize.client import DEFAULT_MODEL, RetryPolicy, StylizeClient
+    from stylize.sdk.client import DEFAULT_MODEL, RetryPolicy, StylizeClient
 
     return StylizeClient(
         url=args.url,

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from stylize_build import bench, bench_report
+        from stylize.loadtest import bench, bench_report
     except ModuleNotFoundError as e:
         print(f"stylize bench needs the build extra (torch, onnx): {e}", file=sys.stderr)
         return 2
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from stylize_build import bench
+    from stylize.loadtest import bench
 
     cases = tuple(args.cases) if args.cases else (bench.QUICK_CASES if args.quick else bench.DEFAULT_CASES)
     rounds = args.rounds or (2 if args.quick else 3)

@@ -42,11 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylize.descriptors import REGISTRY, with_window
-
     from stylize_build.weights import WeightsError
     from stylize_build.weights.loaders import UNTRAINED
     from stylize_build.weights.sources import default_weights_dir, resolve
+
+    from stylize.contract.descriptors import REGISTRY, with_window
 
     weights_dir = args.weights_dir or default_weights_dir()
     if weights_dir is not None and not weights_dir.is_dir():
@@ -158,8 +158,9 @@ def _build_and_route_plans(descs, settings) -> dict[str, str]:
 
 def _list_weights(weights_dir: Path | None) -> int:
     """Each model's published weights, where they are found and their license (the default is the first present)."""
-    from stylize.descriptors import MODELS
     from stylize_build.weights.sources import locate
+
+    from stylize.contract.descriptors import MODELS
 
     print(f"weights directory: {weights_dir or '(none: --weights-dir or STYLIZE_WEIGHTS_DIR)'}")
     for desc in MODELS:

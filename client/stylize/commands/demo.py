@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from stylize.commands.infer import side_by_side_path
-from stylize.fileio import write_atomic
-from stylize.photos import bicubic_resize, pan_sequence, psnr
+from stylize.contract.fileio import write_atomic
+from stylize.engine.photos import bicubic_resize, pan_sequence, psnr
 
 # (model id, photo, input side): the heavy 23-block ESRGAN gets a small input so the demo stays quick on a CPU
 DEMO = (
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _input(photo: str, side: int) -> Image.Image:
-    from stylize.photos import photo_path
+    from stylize.engine.photos import photo_path
 
     with Image.open(photo_path(photo)) as im:
         im = im.convert("RGB")
@@ -52,9 +52,11 @@ def _input(photo: str, side: int) -> Image.Image:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylize.client import StylizeClient
-    from stylize.descriptors import REGISTRY
-    from stylize.server.launcher import ServerError, ServerSettings, TritonServer
+    from stylize.contract.descriptors import REGISTRY
+    from stylize.sdk.client import StylizeClient
+    from stylize.server.errors import ServerError
+    from stylize.server.launcher import TritonServer
+    from stylize.server.settings import ServerSettings
 
     settings = ServerSettings.from_env(model_repository=args.model_repository, grpc_port=args.grpc_port,
                                        http_port=args.http_port, metrics_port=args.metrics_port)

@@ -60,7 +60,7 @@ class Problem:
 def model_problem(model: str) -> str | None:
     """Why ``-m model`` cannot take image files, with what to use instead (None: an image model, or a name the
     descriptors do not know, which the server answers for)."""
-    from stylize.descriptors import REGISTRY
+    from stylize.contract.descriptors import REGISTRY
 
     for d in REGISTRY.values():
         if model in (d.id, d.int8_ensemble):
@@ -170,7 +170,7 @@ def ensure_format(data: bytes, fmt: str, quality: int) -> bytes:
     """Re-encode locally when the server answered in another format: BMP and TIFF (``--ext auto``; the server's PNG
     is written losslessly, gray, alpha, 16 bits, ICC profile and DPI kept where the format holds them), or a server
     before issue 3, which always sends PNG."""
-    from stylize.client import image_format
+    from stylize.sdk.client import image_format
 
     if image_format(data) == fmt:
         return data
@@ -227,8 +227,8 @@ def side_by_side(src: bytes, result: bytes, fmt: str, quality: int) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylize.errors import ServerUnavailable, StylizeError
-    from stylize.fileio import write_atomic
+    from stylize.contract.errors import ServerUnavailable, StylizeError
+    from stylize.contract.fileio import write_atomic
 
     auto = args.ext.lower() == AUTO
     jobs, problems = plan_jobs([Path(p) for p in args.paths], Path(args.output), suffix=args.suffix, ext=args.ext,
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(wire_format(formats[job]), []).append(job)
-    from stylize.client import build_options
+    from stylize.sdk.client import build_options
 
     def options_for(wire: str) -> dict:
         return {"output_format": wire, "quality": args.quality if wire != "PNG" else None,

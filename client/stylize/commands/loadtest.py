@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from stylize.commands import default_admin_key, default_url
+from stylize.sdk.connection import default_admin_key, default_url
 
 DEFAULT_SETS = ("ensembles", "networks", "rates", "int8", "capacity")  # the full set; `quick` is for CI
 
@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     http_url = args.http_url or f"{url.rsplit(':', 1)[0]}:8000"
     try:
         if args.serve:
-            from stylize.server.launcher import ServerError, start_local
+            from stylize.server.errors import ServerError
+            from stylize.server.launcher import start_local
 
             print(f"starting a local server on {args.model_repository} ...", flush=True)
             t0 = time.perf_counter()

@@ -20,7 +20,7 @@ def format_table(infos) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylize.errors import StylizeError
+    from stylize.contract.errors import StylizeError
 
     with make_client(args) as client:
         try:

@@ -13,7 +13,7 @@ from stylize.commands._connection import add_connection_args, make_client
 
 def output_path(src: Path, output: Path, model: str) -> Path:
     """-o may name a folder: then the file is <folder>/<stem>_<model><ext> (.mp4 unless the input's ext takes H.264)."""
-    from stylize.video import VIDEO_SUFFIXES
+    from stylize.sdk.video import VIDEO_SUFFIXES
 
     if output.is_dir():
         ext = src.suffix.lower() if src.suffix.lower() in VIDEO_SUFFIXES else ".mp4"
@@ -22,13 +22,13 @@ def output_path(src: Path, output: Path, model: str) -> Path:
 
 
 def work_folder(dst: Path) -> Path:
-    from stylize.video_container import SegmentStore
+    from stylize.sdk.video_container import SegmentStore
 
     return SegmentStore.folder(dst)
 
 
 def run(args: argparse.Namespace) -> int:
-    from stylize.errors import StylizeError
+    from stylize.contract.errors import StylizeError
 
     if args.live:
         if args.outscale is not None or args.fps is not None:
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_live(args: argparse.Namespace) -> int:
-    """`--live`: stylize.video_live; the summary goes to stderr (stdout may be the stream itself)."""
-    from stylize.errors import StylizeError
-    from stylize.video_live import run_live
+    """`--live`: stylize.sdk.video_live; the summary goes to stderr (stdout may be the stream itself)."""
+    from stylize.contract.errors import StylizeError
+    from stylize.sdk.video_live import run_live
 
     with make_client(args) as client:
         try:
@@ -79,7 +79,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DST",
                    help="output .mp4/.mkv/.mov/.m4v (.webm: vp9, av1), or a folder")
     p.add_argument("-m", "--model", default="animevideo_x2", help="model id (default %(default)s)")
-    from stylize.video_container import CODECS, PRESETS
+    from stylize.sdk.video_container import CODECS, PRESETS
 
     p.add_argument("--codec", default="h264", choices=tuple(CODECS),
                    help="output codec: " + ", ".join(f"{c.name} ({c.encoder})" for c in CODECS.values())
@@ -109,7 +109,7 @@ def register(subparsers) -> None:
                    help="output frame rate: every frame kept, 1/F apart (the video lasts frames/F; audio keeps its "
                         "timing; default: the source's timestamps)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from stylize.video_live import add_live_args
+    from stylize.sdk.video_live import add_live_args
 
     add_live_args(p)
     add_connection_args(p)

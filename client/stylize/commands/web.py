@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 
-
 def register(subparsers) -> None:
-    from stylize.commands import DEFAULT_URL
-    from stylize.server.launcher import parse_size
+    from stylize.sdk.connection import DEFAULT_URL
+    from stylize.server.settings import parse_size
 
     p = subparsers.add_parser("web", help="serve the web page (upload, progress, before/after, download)",
                               description=__doc__.splitlines()[0])
@@ -61,7 +60,10 @@ def _settings(args: argparse.Namespace, url: str | None, admin_key: str | None =
 
 
 def _start_triton(args: argparse.Namespace):
-    from stylize.server.launcher import ServerError, ServerSettings, TritonServer, serve_cache_size
+    from stylize.commands.serve import serve_cache_size
+    from stylize.server.errors import ServerError
+    from stylize.server.launcher import TritonServer
+    from stylize.server.settings import ServerSettings
 
     cache = serve_cache_size(args.cache_size)
     # loopback unless STYLIZE_ADDRESS says otherwise: people use the page, and only it needs to reach Triton

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from stylize.photos import load_rgb
+from stylize.engine.photos import load_rgb
 
 from .scenarios import Scenario
 
@@ -251,7 +251,7 @@ def command(binary: Path, scenario: Scenario, level: float, *, url: str, data_fi
             stacked: bool = False) -> list[str]:
     """perf_analyzer's command line: over gRPC, or over HTTP with ``headers`` (``url`` is then the HTTP endpoint).
 
-    perf_analyzer reads the model config first, an admin API of our servers (stylize.access); its -H headers go on
+    perf_analyzer reads the model config first, an admin API of our servers (stylize.contract.access); its -H headers go on
     HTTP requests only (2.51: "ignored for GRPC requests", and its gRPC config read was refused), so a server that
     restricts the config is load-tested over HTTP with the admin header.
     """

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from stylize.server.steps.pipeline import IN_PROCESS_RUNTIMES
+from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 
 from .perf import Level, find_perf_analyzer, perf_analyzer_version, run_level, write_input_data
 from .scenarios import Scenario, ScenarioSet
@@ -55,7 +55,7 @@ def _grpc_client(url: str):
 
 
 def model_layout(client, name: str, headers: Mapping[str, str] | None = None) -> ModelLayout:
-    """From the model config, an admin API (``headers``: the admin key's, stylize.access)."""
+    """From the model config, an admin API (``headers``: the admin key's, stylize.contract.access)."""
     cfg = client.get_model_config(name, as_json=True, headers=headers)["config"]
     params = cfg.get("parameters", {})
     # ONNX Runtime models: intra_op_thread_count; OpenVINO: INFERENCE_NUM_THREADS over all instances; image steps
@@ -264,13 +264,13 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
         admin_key: str | None = None, http_url: str | None = None) -> RunResult:
     """Run every level of every scenario (one perf_analyzer process per level), in order.
 
-    ``url`` is the gRPC endpoint. With ``admin_key`` (a server that restricts its admin APIs, stylize.access) the
+    ``url`` is the gRPC endpoint. With ``admin_key`` (a server that restricts its admin APIs, stylize.contract.access) the
     model configs are read with it, and perf_analyzer, which cannot send it over gRPC, measures over HTTP at
     ``http_url`` with the admin header.
     """
     if admin_key and not http_url:
         raise ValueError("with an admin key perf_analyzer runs over HTTP: give the server's http_url")
-    from stylize import access
+    from stylize.contract import access
 
     grpc_headers = access.grpc_headers(admin_key)
     pa_url, pa_headers = (http_url, access.http_headers(admin_key)) if admin_key else (url, None)

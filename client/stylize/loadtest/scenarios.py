@@ -10,7 +10,7 @@ A set file::
     percentile = 95
     [[scenario]]
     name = "animevideo_x4_png128"   # unique across all sets
-    model = "animevideo_x4"         # a descriptor id (client/stylize/descriptors.py)
+    model = "animevideo_x4"         # a descriptor id (client/stylize/contract/descriptors.py)
     variant = "ensemble"            # ensemble | net | int8 | int8_net: which Triton model of that descriptor
     input = { size = 128, format = "PNG", photos = ["astronaut.png", "coffee.png"], crops = 4 }
     concurrency = [1, 2, 4]         # or request_rate = [0.5, 1.0, 2.0] (requests/s); one perf_analyzer run per level
@@ -24,11 +24,11 @@ Triton model names are derived from the descriptor (never typed in a scenario fi
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from stylize.descriptors import REGISTRY, ModelDescriptor
+from stylize.contract.descriptors import REGISTRY, ModelDescriptor
 
 VARIANTS = ("ensemble", "net", "int8", "int8_net")
 INPUT_FORMATS = ("PNG", "JPEG")

@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from stylize.server.launcher import clean_up_after_crashes
+from stylize.server.cleanup import clean_up_after_crashes
 
 SHM_DIR = Path("/dev/shm")
 

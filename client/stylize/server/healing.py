@@ -12,8 +12,8 @@ Two ways to heal, one per place the server runs:
 
 - ``stylize serve`` and every server the launcher starts (tests included) run a :class:`StubWatchdog` thread. The
   launcher starts tritonserver in explicit model-control mode with every model loaded (``--load-model=*``), so the
-  watchdog can reload the model whose stub died (the load API, with the admin key: stylize.access). Triton replaces
-  all instances of the model; requests that met the dead instance fail once (the SDK retries them: stylize.errors
+  watchdog can reload the model whose stub died (the load API, with the admin key: stylize.contract.access). Triton replaces
+  all instances of the model; requests that met the dead instance fail once (the SDK retries them: stylize.contract.errors
   maps "Stub process ... is not healthy" to ServerUnavailable). Measured on 2.51: the replaced model is never
   released (its destruction stalls on the dead instance: no "successfully unloaded" in the log, the zombie is never
   reaped), so its surviving stubs would hold their memory for good. The watchdog stops each of them once it is idle

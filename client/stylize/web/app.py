@@ -34,8 +34,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from stylize.client import OPTIONS, AsyncStylizeClient, RetryPolicy, build_options
-from stylize.errors import InvalidInput, StylizeError
+from stylize.contract.errors import InvalidInput, StylizeError
+from stylize.sdk.client import OPTIONS, AsyncStylizeClient, RetryPolicy, build_options
 
 from .catalog import Catalog, ModelEntry
 from .images import CacheCounter, ImageRunner

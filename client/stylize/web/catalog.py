@@ -2,9 +2,9 @@
 inputs (the options it takes) and its image step's parameters (tile size, limits, default format).
 
 Nothing here is typed twice: option names and tensors come from the descriptors, bounds from the server's own step
-configuration (stylize.server.steps.pipeline.StepConfig, the object the step itself reads them into).
+configuration (stylize.engine.pipeline.StepConfig, the object the step itself reads them into).
 
-The model configs are an admin API (stylize.access). Without the admin key the page still works from the open
+The model configs are an admin API (stylize.contract.access). Without the admin key the page still works from the open
 metadata API, with the descriptors' defaults for the options' bounds (``step_source == "descriptors"``); photos
 then go to Triton whole, one request each: tile by tile needs the server's own tile plan, which only its config has.
 """
@@ -16,13 +16,20 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from stylize import access
-from stylize.client import OPTIONS, ModelInfo
-from stylize.descriptors import (
-    ENCODED_IMAGE, ENCODED_RESULT, MAX_SIDE, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE,
+from stylize.contract import access
+from stylize.contract.descriptors import (
+    ENCODED_IMAGE,
+    ENCODED_RESULT,
+    MAX_SIDE,
+    OUTPUT_FORMAT,
+    OUTSCALE,
+    QUALITY,
+    REGISTRY,
+    TILE_SIZE,
 )
-from stylize.errors import AccessDenied, from_triton
-from stylize.server.steps.pipeline import DEFAULT_QUALITY, MAX_OUTSCALE, StepConfig
+from stylize.contract.errors import AccessDenied, from_triton
+from stylize.engine.pipeline import DEFAULT_QUALITY, MAX_OUTSCALE, StepConfig
+from stylize.sdk.client import OPTIONS, ModelInfo
 
 _BY_TENSOR = {o.tensor.name: o for o in OPTIONS.values()}
 

@@ -6,7 +6,7 @@ process: nothing outside the server can see its tiles go by. So:
 * a photo the server would run in one network call (within one call's pixel budget, or a model that is not tiled)
   goes to the ensemble as it is, with its options: one request, progress "1 tile of 1" when Triton answers;
 * a photo the server would tile goes to the ensemble **tile by tile**: this process runs the step's own pipeline
-  (stylize.server.steps.pipeline.process: decode, shrink, pad, the same tile plan and feathered blending, resize,
+  (stylize.engine.pipeline.process: decode, shrink, pad, the same tile plan and feathered blending, resize,
   recompose, encode, with the step's settings read from the server) and its network callable sends each tile to
   the ensemble as a lossless PNG. Each tile the server answers is one progress event. The server's step sees a
   tile within one call's budget, so it runs it as one network call and returns it untouched: the blended result is
@@ -33,16 +33,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stylize.client import decode_output, encode_input, option_tensors
-from stylize.descriptors import OUTPUT_FORMAT
-from stylize.errors import InvalidInput, ModelNotFound, from_triton
-from stylize.server.steps.imaging import InvalidImage, decode, fit_within
-from stylize.server.steps.pipeline import Options, parse_options, process
-from stylize.server.steps.tiling import plan_tiles
+from stylize.contract.descriptors import OUTPUT_FORMAT
+from stylize.contract.errors import InvalidInput, ModelNotFound, from_triton
+from stylize.contract.tiling import plan_tiles
+from stylize.engine.imaging import InvalidImage, decode, fit_within
+from stylize.engine.pipeline import Options, parse_options, process
+from stylize.sdk.client import decode_output, encode_input, option_tensors
 
 from .catalog import ModelEntry
 from .jobs import Cancelled
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Response cache outcome of one request
@@ -164,7 +163,7 @@ class ImageRunner:
 
     async def run(self, data: bytes, entry: ModelEntry, options: dict[str, Any], *,
                   on_progress: Callable[[int, int], None], cancel) -> ImageResult:
-        """``options``: validated by stylize.client.build_options; ``on_progress(done, total)`` runs on the loop."""
+        """``options``: validated by stylize.sdk.client.build_options; ``on_progress(done, total)`` runs on the loop."""
         step = entry.step
         if entry.step_source != "server":  # the server's tile plan is unknown here: the photo goes whole
             try:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from stylize.access import ADMIN_KEY_ENV
-from stylize.commands import default_admin_key, default_url
-from stylize.server.launcher import parse_size
+from stylize.contract.access import ADMIN_KEY_ENV
+from stylize.sdk.connection import default_admin_key, default_url
+from stylize.server.settings import parse_size
 
 ENV_PREFIX = "STYLIZE_WEB_"
 
@@ -28,7 +28,7 @@ class WebSettings:
     result_bytes: int = 2 * 1024 * 1024 * 1024  # all kept results together (memory for photos, disk for clips)
     timeout: float = 600.0  # seconds of one request attempt to Triton (a large photo on a CPU is one request)
     work_dir: Path | None = None  # uploads and video results; default: a fresh private temporary folder
-    # Triton's admin key (stylize.access: STYLIZE_ADMIN_KEY, or the key of the server `--serve` started): the model
+    # Triton's admin key (stylize.contract.access: STYLIZE_ADMIN_KEY, or the key of the server `--serve` started): the model
     # configs are an admin API, and the image steps' settings (tile plan, limits) are in them. Never shown.
     admin_key: str | None = dataclasses.field(default_factory=default_admin_key, repr=False)
 

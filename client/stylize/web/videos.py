@@ -1,4 +1,4 @@
-"""One clip through the raw-frame path (stylize.video.upscale_video: decode, the network with requests in flight,
+"""One clip through the raw-frame path (stylize.sdk.video.upscale_video: decode, the network with requests in flight,
 H.264, sound kept). Progress is its own count of frames written, against the container's frame count.
 
 Frames go to the network model directly, not through an ensemble: Triton's response cache is not involved, and the
@@ -34,7 +34,7 @@ async def run_video(client, src: Path, dst: Path, entry: ModelEntry, *,
     """``client``: AsyncStylizeClient; ``on_progress(frames_written, total)`` runs on the event loop."""
     loop = asyncio.get_running_loop()
 
-    def progress(done: int, total: int | None) -> None:  # the encoding thread of stylize.video
+    def progress(done: int, total: int | None) -> None:  # the encoding thread of stylize.sdk.video
         if cancel.is_set():
             raise Cancelled()
         loop.call_soon_threadsafe(on_progress, done, total)

@@ -1,0 +1,353 @@
+"""What the image step does for one image: options -> decode -> (shrink) -> tiles through the network -> resize ->
+recompose (gray, 16 bits, alpha) -> encode. Pure Python/numpy; the network is a callable, so this is unit-tested
+with ONNX Runtime in-process and served with a BLS call to ``<id>_net``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from stylize.contract.descriptors import (
+    MAX_SIDE,
+    NET_VERSION,
+    OUTPUT_FORMAT,
+    OUTSCALE,
+    QUALITY,
+    TILE_SIZE,
+    ModelDescriptor,
+    RequestOption,
+)
+from stylize.contract.tiling import RunBatch, run_tiled
+from stylize.engine.imaging import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    OUTPUT_FORMATS,
+    InvalidImage,
+    Limits,
+    decode,
+    encode,
+    fit_within,
+    pad_to_multiple,
+    recompose,
+    resize,
+)
+from stylize.engine.ov_runner import PRECISIONS
+
+MAX_OUTSCALE = 16.0
+DEFAULT_QUALITY = 95
+ALL_OPTIONS = (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
+IN_PROCESS_RUNTIMES = ("openvino", "onnxruntime")  # the step opens the network's file itself (steps/network.py)
+NET_RUNTIMES = ("triton", *IN_PROCESS_RUNTIMES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepConfig:
+    """The image step's settings, read once from its config.pbtxt parameters (written from the descriptor)."""
+
+    model_id: str
+    net_model: str
+    scale: int
+    size_multiple: int = 1
+    min_size: int = 1
+    tile_size: int | None = None
+    tile_overlap: int = 16
+    tile_batch: int = 1  # one call's pixel budget, in tiles (plan_tiles)
+    tiles_per_call: int | None = None  # tiles of a tiled image per network call (None: tile_batch)
+    max_tile_side: int | None = None  # no side sent to the network is longer (GPU: the TensorRT profile's maximum)
+    # How the step runs the network: "triton" calls ``net_model`` by BLS (any backend: TensorRT on GPU); "openvino"
+    # or "onnxruntime" runs ``net_model``'s newest ONNX file in the step's own process with ``net_threads`` threads
+    # (CPU), in ``net_precision`` (OpenVINO: fp32 or bf16; ONNX Runtime runs fp32)
+    net_runtime: str = "triton"
+    net_threads: int = 1
+    net_precision: str = "fp32"
+    max_side: int | None = None
+    output_format: str = "PNG"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def options(self) -> tuple[RequestOption, ...]:
+        return tuple(o for o in ALL_OPTIONS if (o is not MAX_SIDE or self.max_side)
+                     and (o is not TILE_SIZE or self.tile_size))
+
+    @property
+    def min_tile(self) -> int:
+        m = self.size_multiple
+        return -(-max(self.min_size, 2 * self.tile_overlap + 16) // m) * m
+
+    def __post_init__(self) -> None:
+        if self.net_runtime not in NET_RUNTIMES:
+            raise ValueError(f"net_runtime {self.net_runtime!r}; expected one of {', '.join(NET_RUNTIMES)}")
+        if self.net_precision not in PRECISIONS:
+            raise ValueError(f"net_precision {self.net_precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+    def parameters(self) -> dict[str, str]:
+        """As config.pbtxt parameters (string values); :meth:`from_parameters` reads them back."""
+        return {
+            "stylize_id": self.model_id, "net_model": self.net_model, "scale": str(self.scale),
+            "size_multiple": str(self.size_multiple), "min_size": str(self.min_size),
+            "tile_size": str(self.tile_size or 0), "tile_overlap": str(self.tile_overlap),
+            "tile_batch": str(self.tile_batch), "tiles_per_call": str(self.tiles_per_call or 0),
+            "max_tile_side": str(self.max_tile_side or 0),
+            "net_runtime": self.net_runtime, "net_threads": str(self.net_threads),
+            "net_precision": self.net_precision, "max_side": str(self.max_side or 0),
+            "output_format": self.output_format, "max_pixels": str(self.limits.max_pixels),
+            "max_bytes": str(self.limits.max_bytes), "max_output_pixels": str(self.limits.max_output_pixels),
+        }
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> "StepConfig":
+        def num(key: str, default: int) -> int:
+            raw = str(params.get(key, "")).strip()
+            return int(raw) if raw else default
+
+        return cls(
+            model_id=params["stylize_id"], net_model=params["net_model"], scale=num("scale", 1),
+            size_multiple=num("size_multiple", 1), min_size=num("min_size", 1),
+            tile_size=num("tile_size", 0) or None, tile_overlap=num("tile_overlap", 16),
+            tile_batch=num("tile_batch", 1), tiles_per_call=num("tiles_per_call", 0) or None,
+            max_tile_side=num("max_tile_side", 0) or None,
+            net_runtime=str(params.get("net_runtime", "triton")).strip() or "triton",
+            net_threads=max(1, num("net_threads", 1)),
+            net_precision=str(params.get("net_precision", "fp32")).strip() or "fp32",
+            max_side=num("max_side", 0) or None,
+            output_format=str(params.get("output_format", "PNG")),
+            limits=Limits(max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
+                          max_bytes=num("max_bytes", DEFAULT_MAX_BYTES),
+                          max_output_pixels=num("max_output_pixels", DEFAULT_MAX_OUTPUT_PIXELS)),
+        )
+
+    @classmethod
+    def from_descriptor(cls, desc: ModelDescriptor, *, net_model: str | None = None, limits: Limits = Limits(),
+                        tile_size: int | None = None, tile_overlap: int | None = None,
+                        tiles_per_call: int | None = None, net_runtime: str = "triton",
+                        net_threads: int = 1, max_tile_side: int | None = None,
+                        net_precision: str = "fp32") -> "StepConfig":
+        """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options).
+        The descriptor's ``max_pixels`` caps ``limits.max_pixels`` (the longest request a pod has to drain)."""
+        if desc.max_pixels is not None and desc.max_pixels < limits.max_pixels:
+            limits = dataclasses.replace(limits, max_pixels=desc.max_pixels)
+        return cls(
+            model_id=desc.id, net_model=net_model or desc.net_model, scale=desc.scale,
+            size_multiple=desc.size_multiple, min_size=desc.min_size,
+            tile_size=(tile_size or desc.tile_size) if desc.tile_size else None,
+            tile_overlap=desc.tile_overlap if tile_overlap is None else tile_overlap,
+            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, max_tile_side=max_tile_side,
+            net_runtime=net_runtime, net_threads=net_threads, net_precision=net_precision, max_side=desc.max_side,
+            limits=limits,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    output_format: str = "PNG"
+    quality: int = DEFAULT_QUALITY
+    outscale: float | None = None  # None: the network's scale
+    max_side: int | None = None
+    tile_size: int | None = None
+    net_version: int | None = None  # None: the newest version of the network Triton serves (steps/network.py)
+
+
+def _scalar(value: Any, option: RequestOption) -> Any:
+    """One value from a request parameter (JSON scalar) or an optional input (numpy array of one element)."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise InvalidImage(f"input {option.tensor.name} must hold one value, got {value.size}", reason="bad_tensor")
+        value = value.reshape(-1)[0]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, np.generic):
+            value = value.item()
+    return value
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidImage(f"{name} must be an integer, got {value!r}", reason="bad_option")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise InvalidImage(f"{name} must be an integer, got {value!r}", reason="bad_option") from None
+
+
+# Names Triton reserves for its own request parameters ("triton_" prefix, parameters extension docs): not ours
+_TRITON_PARAMETER_PREFIX = "triton_"
+
+
+def request_parameters(read: Callable[[], str]) -> dict[str, Any]:
+    """A request's parameters from ``read`` (``request.parameters`` in the step: a JSON string). A parameter that is
+    not valid UTF-8 makes the stub's decoding fail: that is the request's fault (INVALID_ARGUMENT), not the step's."""
+    try:
+        text = read()
+    except UnicodeDecodeError as e:
+        raise InvalidImage(f"request parameters are not valid UTF-8 ({e.reason} at byte {e.start})",
+                           reason="bad_option") from None
+    try:
+        parameters = json.loads(text) if text and text.strip() else {}
+    except ValueError:
+        raise InvalidImage("request parameters are not a JSON object", reason="bad_option") from None
+    if not isinstance(parameters, dict):
+        raise InvalidImage("request parameters are not a JSON object", reason="bad_option")
+    return parameters
+
+
+def check_parameters(parameters: Mapping[str, Any], *, options: Sequence[RequestOption] = ALL_OPTIONS,
+                     model: str = "the image ensembles") -> None:
+    """Refuse every request parameter: options are optional input tensors only.
+
+    Triton's response cache (on the image step of every image ensemble) keys on the inputs alone, so an option sent
+    as a request parameter would be answered from the cache entry of the same image sent with other options (seen
+    on 2.51: a PNG request's cached answer came back for output_format=WEBP). The ensembles' first step
+    (steps/request_check) calls this before the cached step is reached; the image step calls it again for direct
+    callers. A misspelled option is refused too, rather than silently ignored; parameters Triton reserves
+    (``triton_`` prefix) are left alone.
+    """
+    inputs = ", ".join(o.tensor.name for o in options)
+    by_name = {o.name: o for o in ALL_OPTIONS}
+    for name in parameters:
+        if name.startswith(_TRITON_PARAMETER_PREFIX):
+            continue
+        option = by_name.get(name.lower())
+        if option is not None:
+            raise InvalidImage(f"send {option.tensor.name} as an input tensor: request parameters are not part of "
+                               f"the response-cache key (option inputs of {model}: {inputs})", reason="bad_option")
+        close = difflib.get_close_matches(name.lower(), [o.name for o in options], n=1, cutoff=0.6)
+        hint = f" (did you mean {by_name[close[0]].tensor.name}?)" if close else ""
+        raise InvalidImage(f"unknown request parameter {name!r}{hint}: no request parameters are accepted; the "
+                           f"options of {model} are the optional inputs {inputs}", reason="bad_option")
+
+
+def parse_options(config: StepConfig, *, parameters: Mapping[str, Any] | str | None = None,
+                  tensors: Mapping[str, np.ndarray | None] | None = None) -> Options:
+    """Options of one request, from its optional inputs; any request parameter is refused (:func:`check_parameters`).
+    """
+    if isinstance(parameters, str):
+        parameters = request_parameters(lambda: parameters)
+    check_parameters(parameters or {}, options=config.options, model=config.model_id)
+    tensors = tensors or {}
+    allowed = config.options
+    opts: dict[str, Any] = {"output_format": config.output_format}
+    for option in ALL_OPTIONS:
+        value = tensors.get(option.tensor.name)
+        if value is None:
+            continue
+        if option not in allowed:
+            why = "it has no max_side" if option is MAX_SIDE else "it is not tiled"
+            raise InvalidImage(f"option {option.name} does not apply to {config.model_id} ({why})",
+                               reason="bad_option")
+        opts[option.name] = _parse_one(config, option.name, _scalar(value, option))
+    return Options(**opts)
+
+
+def _parse_one(config: StepConfig, name: str, value: Any) -> Any:
+    if name == "output_format":
+        fmt = OUTPUT_FORMATS.get(str(value).strip().upper().lstrip("."))
+        if fmt is None:
+            raise InvalidImage(f"output_format {value!r}; expected PNG, JPEG or WEBP", reason="bad_option")
+        return fmt
+    if name == "quality":
+        q = _as_int(value, name)
+        if not 1 <= q <= 100:
+            raise InvalidImage(f"quality {q}; expected 1..100", reason="bad_option")
+        return q
+    if name == "outscale":
+        if isinstance(value, bool):  # JSON true is not 1.0
+            raise InvalidImage(f"outscale must be a number, got {value!r}", reason="bad_option")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise InvalidImage(f"outscale must be a number, got {value!r}", reason="bad_option") from None
+        if not (math.isfinite(f) and 0 < f <= MAX_OUTSCALE):
+            raise InvalidImage(f"outscale {value!r}; expected 0 < outscale <= {MAX_OUTSCALE:g}", reason="bad_option")
+        return f
+    if name == "max_side":
+        m = _as_int(value, name)
+        if m < config.min_size:
+            raise InvalidImage(f"max_side {m}; expected >= {config.min_size}", reason="bad_option")
+        return min(m, config.max_side or m)  # never above the configured bound (memory)
+    if name == "tile_size":
+        t = _as_int(value, name)
+        if not config.min_tile <= t <= (config.tile_size or 0):
+            raise InvalidImage(f"tile_size {t}; expected {config.min_tile}..{config.tile_size} (the configured "
+                               "tile size bounds memory)", reason="bad_option")
+        return t - t % config.size_multiple
+    if name == "net_version":
+        v = _as_int(value, name)
+        if v < 1:
+            raise InvalidImage(f"net_version {v}; model versions are numbered from 1", reason="bad_option")
+        return v
+    raise AssertionError(name)
+
+
+@dataclass(kw_only=True)
+class Report:
+    """What one image cost (for the step's metrics)."""
+
+    decode_seconds: float = 0.0
+    network_seconds: float = 0.0
+    encode_seconds: float = 0.0  # resize + recompose + encode
+    input_megapixels: float = 0.0
+    tiles: int = 0
+
+
+def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) -> tuple[bytes, Report]:
+    """Encoded image -> encoded result. Raises :class:`InvalidImage` for anything wrong with the request."""
+    report = Report()
+    t0 = time.perf_counter()
+    picture = decode(data, limits=config.limits)
+    h, w = picture.size
+    report.input_megapixels = h * w / 1e6
+    outscale = config.scale if options.outscale is None else options.outscale
+    target = output_size(h, w, outscale)
+    if target[0] * target[1] > config.limits.max_output_pixels:
+        raise InvalidImage(f"the output would be {target[1]}x{target[0]} pixels; the limit is "
+                           f"{config.limits.max_output_pixels} (lower outscale)", reason="output_too_large")
+    color = picture.color
+    max_side = options.max_side or config.max_side
+    if max_side:
+        shrunk = fit_within(h, w, max_side)
+        if shrunk != (h, w):
+            color = resize(color, shrunk)
+    t1 = time.perf_counter()
+    report.decode_seconds = t1 - t0
+
+    ch, cw = color.shape[:2]
+    padded = pad_to_multiple(color, config.size_multiple, config.min_size)
+    tile = options.tile_size or config.tile_size
+    if tile:
+        net_out, report.tiles = run_tiled(padded, run=run, scale=config.scale, tile=tile,
+                                          overlap=config.tile_overlap, batch=config.tile_batch,
+                                          per_call=config.tiles_per_call, max_side=config.max_tile_side,
+                                          multiple=config.size_multiple)
+    else:
+        net_out, report.tiles = np.ascontiguousarray(run(padded[None])[0]), 1
+    # what the padding became after the network (the output side is proportional to the input side)
+    oh, ow = net_out.shape[:2]
+    net_out = net_out[: ch * oh // padded.shape[0], : cw * ow // padded.shape[1]]
+    t2 = time.perf_counter()
+    report.network_seconds = t2 - t1
+
+    color_out = resize(net_out, target)
+    pixels, alpha = recompose(picture, color_out)
+    result = encode(pixels, alpha, fmt=options.output_format, quality=options.quality,
+                    icc_profile=picture.icc_profile, dpi=picture.dpi)
+    report.encode_seconds = time.perf_counter() - t2
+    return result, report
+
+
+__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "IN_PROCESS_RUNTIMES", "NET_RUNTIMES", "Options", "Report", "StepConfig", "check_parameters",
+           "output_size", "parse_options", "process", "request_parameters"]
