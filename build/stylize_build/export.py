@@ -208,14 +208,12 @@ def _check_io(desc: ModelDescriptor, model: onnx.ModelProto) -> None:
 
 def parity(desc: ModelDescriptor, wrapper: nn.Module, onnx_path: Path) -> tuple[int, str]:
     """Max abs difference (uint8 levels) between ONNX Runtime and PyTorch on a real photo crop."""
-    import onnxruntime as ort
+    from stylize.engine.ort_runner import ort_session
 
     x = sample_input(desc)
     with torch.no_grad():
         ref = wrapper(torch.from_numpy(x)).numpy()
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx_path)
     got = sess.run([desc.net_output.name], {desc.net_input.name: x})[0]
     if got.shape != ref.shape:
         raise ExportError(f"{desc.id}: ONNX output shape {got.shape} != PyTorch {ref.shape}")

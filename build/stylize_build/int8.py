@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 
 from stylize.contract.descriptors import ModelDescriptor
 from stylize.contract.fileio import PUBLIC_DIR_MODE, make_dirs
+from stylize.contract.provenance import git_commit
 
 from . import pbtxt
 from .quantize import (
@@ -33,14 +34,13 @@ from .repository import (
     MANIFEST,
     ONNX_FILE,
     BuildSettings,
-    _atomic_write,
-    _git_commit,
-    _publish,
-    _repair_modes,
-    _step_source,
-    _tool_versions,
     existing_versions,
+    publish_version,
+    repair_modes,
     repository_lock,
+    step_source,
+    tool_versions,
+    write_public,
 )
 
 
@@ -75,7 +75,7 @@ def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str,
             desc, **label, net_model=desc.int8_model, name=desc.int8_image_model, limits=limits,
             tile_size=settings.tile_size, tile_overlap=settings.tile_overlap, threads=settings.threads,
             net_runtime=settings.cpu_runtime, precision=settings.precision)
-        files[f"{desc.int8_image_model}/1/model.py"] = _step_source("image")
+        files[f"{desc.int8_image_model}/1/model.py"] = step_source("image")
         files[f"{desc.int8_cached_model}/config.pbtxt"] = pbtxt.cached_config(
             desc, **label, name=desc.int8_cached_model, image_model=desc.int8_image_model)
     return files
@@ -158,11 +158,11 @@ def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSe
                 "weights": src_manifest.get("weights", {}),
                 "quantization": quant.identity(), "report": report.to_dict(), "quality": asdict(q),
                 **({"served_quality": checks} if checks else {}),
-                "git_commit": _git_commit(), "tools": _tool_versions(),
+                "git_commit": git_commit(), "tools": tool_versions(),
                 "weights_license": desc.weights.license, "arch_license": desc.arch_license,
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            _publish(staging, int8_dir / str(version))
+            publish_version(staging, int8_dir / str(version))
             written += [f"{desc.int8_model}/{version}/{ONNX_FILE}", f"{desc.int8_model}/{version}/{MANIFEST}"]
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -177,16 +177,16 @@ def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSe
                                          status=served.get("weights", {}).get("status", status), log=log)
         if checks != served.get("served_quality", {}):
             served = versions[served_version] = {**served, "served_quality": checks}
-            if _atomic_write(int8_dir / str(served_version) / MANIFEST,
+            if write_public(int8_dir / str(served_version) / MANIFEST,
                              (json.dumps(served, indent=2, sort_keys=True) + "\n").encode()):
                 written.append(f"{desc.int8_model}/{served_version}/{MANIFEST}")
     for ensemble in (desc.int8_ensemble, *(() if desc.window else (desc.int8_cached_model,))):
         make_dirs(repo / ensemble / "1", mode=PUBLIC_DIR_MODE)  # ensembles need a version folder
     for rel, data in _files_for(desc, settings, served.get("weights", {}).get("status", status),
                                 served.get("weights_license")).items():
-        if _atomic_write(repo / rel, data.encode() if isinstance(data, str) else data):
+        if write_public(repo / rel, data.encode() if isinstance(data, str) else data):
             written.append(rel)
-    _repair_modes(repo, (desc.int8_model, desc.int8_image_model, desc.int8_cached_model, desc.int8_ensemble))
+    repair_modes(repo, (desc.int8_model, desc.int8_image_model, desc.int8_cached_model, desc.int8_ensemble))
     return Int8Result(desc.id, version, src_version, status, reused, quality, written)
 
 

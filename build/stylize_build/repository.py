@@ -6,8 +6,9 @@ Layout (every name derived from a descriptor)::
       <id>/config.pbtxt  <id>/1/                      client-facing ensemble: request_check, then <id>_image
       request_check/config.pbtxt request_check/1/model.py   python step shared by the image ensembles: refuses
                                                       request parameters before the cached image step
-      <id>_image/config.pbtxt <id>_image/1/model.py   python step: decode -> tiles through <id>_net (BLS) -> encode
-                                                      (response cache on)
+      <id>_cached/config.pbtxt                        ensemble around <id>_image holding the response cache
+      <id>_image/config.pbtxt <id>_image/1/model.py   python step: decode -> tiles through <id>_net's file, in process
+                                                      (CPU; a BLS call to <id>_trt on GPU) -> encode
       <id>_net/config.pbtxt  <id>_net/<N>/model.onnx  the network (uint8 in/out), N = 1, 2, ...; backend openvino
                              <id>_net/<N>/manifest.json  (default) or onnxruntime (--cpu-runtime), fp32 or bf16
 
@@ -24,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from typing import Callable, Iterable
 
 from stylize.contract.descriptors import REQUEST_CHECK_MODEL, ModelDescriptor
 from stylize.contract.fileio import PUBLIC_DIR_MODE, PUBLIC_FILE_MODE, chmod_tree, make_dirs, write_atomic
+from stylize.contract.provenance import git_commit
 from stylize.engine.imaging import Limits
 from stylize.engine.ov_runner import PRECISIONS
 
@@ -96,36 +97,27 @@ class BuildSettings:
         return {"runtime": self.cpu_runtime, "precision": self.precision}
 
 
-def _atomic_write(path: Path, data: bytes) -> bool:
+def write_public(path: Path, data: bytes) -> bool:
     """Write only if different; atomically; 0644 in 0755 folders whatever the umask (the server reads the repository
     as another user: uid 1000 in the image). Returns True if the content changed."""
     return write_atomic(path, data, mode=PUBLIC_FILE_MODE, dir_mode=PUBLIC_DIR_MODE, skip_unchanged=True)
 
 
-def _publish(staging: Path, target: Path) -> None:
+def publish_version(staging: Path, target: Path) -> None:
     """Rename a version assembled in a private ``mkdtemp`` folder into place, readable by every user."""
     chmod_tree(staging)
     make_dirs(target.parent, mode=PUBLIC_DIR_MODE)
     os.replace(staging, target)  # the version appears complete or not at all
 
 
-def _repair_modes(repo: Path, names: Iterable[str]) -> None:
+def repair_modes(repo: Path, names: Iterable[str]) -> None:
     """Repositories written before the modes were set have 0600 files and 0700 version folders: reused versions
     are made readable too, or a non-root server still fails on them."""
     for name in names:
         chmod_tree(repo / name)
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _tool_versions() -> dict[str, str]:
+def tool_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
     import openvino
@@ -164,7 +156,7 @@ def fingerprint(desc: ModelDescriptor, weights_sha256: str, arch_params: dict | 
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def _step_source(step: str) -> bytes:
+def step_source(step: str) -> bytes:
     return resources.files("stylize.server.triton_models").joinpath(step, "model.py").read_bytes()
 
 
@@ -197,13 +189,13 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
                 "arch": desc.arch, "arch_params": info.effective_arch_params(desc), "window": desc.window,
                 "opset": report.opset, "parity_max_abs": report.parity_max_abs,
                 "parity_input": report.parity_input, "export_seconds": round(report.seconds, 2),
-                "git_commit": _git_commit(), "tools": _tool_versions(),
+                "git_commit": git_commit(), "tools": tool_versions(),
                 "weights_license": info.license or ("" if status == "untrained" else "unknown: a file given with "
                                                     "--weights"), "arch_license": desc.arch_license,
                 **({"served_checks": checks} if checks else {}),
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            _publish(staging, net_dir / str(version))
+            publish_version(staging, net_dir / str(version))
             parity_err = report.parity_max_abs
             written += [f"{desc.net_model}/{version}/{ONNX_FILE}", f"{desc.net_model}/{version}/{MANIFEST}"]
         finally:
@@ -221,7 +213,7 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
         checks = served_checks(desc, net_dir / str(served) / ONNX_FILE, versions[served], settings, log=log)
         if checks != versions[served].get("served_checks", {}):
             versions[served] = {**versions[served], "served_checks": checks}
-            if _atomic_write(net_dir / str(served) / MANIFEST,
+            if write_public(net_dir / str(served) / MANIFEST,
                              (json.dumps(versions[served], indent=2, sort_keys=True) + "\n").encode()):
                 written.append(f"{desc.net_model}/{served}/{MANIFEST}")
     label = {"weights_status": served_status, "weights_license": served_license}
@@ -239,18 +231,18 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
             desc, **label, net_model=desc.trt_model if settings.gpu else None, limits=limits,
             tile_size=settings.tile_size, tile_overlap=settings.tile_overlap, threads=settings.threads,
             net_runtime=None if settings.gpu else settings.cpu_runtime, precision=settings.precision)
-        files[f"{desc.image_model}/1/model.py"] = _step_source("image")
+        files[f"{desc.image_model}/1/model.py"] = step_source("image")
         files[f"{desc.cached_model}/config.pbtxt"] = pbtxt.cached_config(
             desc, **label, name=desc.cached_model, image_model=desc.image_model)
         make_dirs(repo / desc.cached_model / "1", mode=PUBLIC_DIR_MODE)
         # the ensemble's first step, shared by every image ensemble (refuses request parameters: see pbtxt)
         files[f"{REQUEST_CHECK_MODEL}/config.pbtxt"] = pbtxt.request_check_config()
-        files[f"{REQUEST_CHECK_MODEL}/1/model.py"] = _step_source("request_check")
+        files[f"{REQUEST_CHECK_MODEL}/1/model.py"] = step_source("request_check")
         written += _remove_legacy_steps(repo, desc)
     for rel, data in files.items():
-        if _atomic_write(repo / rel, data.encode() if isinstance(data, str) else data):
+        if write_public(repo / rel, data.encode() if isinstance(data, str) else data):
             written.append(rel)
-    _repair_modes(repo, desc.triton_models)
+    repair_modes(repo, desc.triton_models)
     from .precision import check_key
 
     return ModelResult(desc.id, version, status, reused, parity_err, written, served_version=served,

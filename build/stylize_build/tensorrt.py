@@ -22,7 +22,15 @@ import numpy as np
 from stylize.contract.descriptors import ModelDescriptor
 
 from . import pbtxt
-from .repository import MANIFEST, ONNX_FILE, BuildSettings, _atomic_write, _publish, _repair_modes, existing_versions
+from .repository import (
+    MANIFEST,
+    ONNX_FILE,
+    BuildSettings,
+    existing_versions,
+    publish_version,
+    repair_modes,
+    write_public,
+)
 
 FP16_PARITY_ATOL = 3  # uint8 levels: FP16 math against the fp32 ONNX Runtime output
 WORKSPACE_BYTES = 4 << 30
@@ -189,7 +197,7 @@ def build_engine(trt, desc: ModelDescriptor, onnx_path: Path, timing_cache: Path
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"{desc.id}: TensorRT engine build failed (see the TensorRT log above)")
-    _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+    write_public(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(plan)
 
 
@@ -198,6 +206,7 @@ def parity_vs_ort(trt, desc: ModelDescriptor, plan: bytes, onnx_path: Path) -> i
     batch 2 where the model batches (the photo and its mirror image: batching must not mix items)."""
     import onnxruntime as ort
     import torch  # the GPU build environment has a CUDA torch; used only for device buffers
+    from stylize.engine.ort_runner import ort_session
 
     from .export import sample_input
 
@@ -205,7 +214,7 @@ def parity_vs_ort(trt, desc: ModelDescriptor, plan: bytes, onnx_path: Path) -> i
     if desc.max_batch_size >= 2:
         x = np.ascontiguousarray(np.concatenate([x, x[..., ::-1, :]]))
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    ref = ort.InferenceSession(str(onnx_path), providers=providers).run(None, {desc.net_input.name: x})[0]
+    ref = ort_session(onnx_path, providers=providers).run(None, {desc.net_input.name: x})[0]
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan)
     ctx = engine.create_execution_context()
@@ -284,16 +293,16 @@ def _build_plan(trt, gpu: GpuTarget, desc: ModelDescriptor, repo: Path, cache: P
                                    "profile": profile_for(desc).__dict__}
         manifest_bytes = (json.dumps(trt_manifest, indent=2, sort_keys=True, default=list) + "\n").encode()
         if target.is_dir():  # a plan for another GPU is there already: add this one beside it
-            _atomic_write(target / gpu.plan_file, plan)
-            _atomic_write(trt_manifest_path, manifest_bytes)
+            write_public(target / gpu.plan_file, plan)
+            write_public(trt_manifest_path, manifest_bytes)
         else:
             staging = Path(tempfile.mkdtemp(dir=repo, prefix=f".{desc.trt_model}."))
             (staging / gpu.plan_file).write_bytes(plan)
             (staging / MANIFEST).write_bytes(manifest_bytes)
-            _publish(staging, target)
+            publish_version(staging, target)
     status = manifest.get("weights", {}).get("status", "untrained")
-    _atomic_write(repo / desc.trt_model / "config.pbtxt",
+    write_public(repo / desc.trt_model / "config.pbtxt",
                   trt_config(desc, weights_status=status, weights_license=manifest.get("weights_license"),
                              targets=_targets(trt_manifest)).encode())
-    _repair_modes(repo, (desc.trt_model,))
+    repair_modes(repo, (desc.trt_model,))
     return n

@@ -6,7 +6,7 @@ import ``stylize.*`` inside Triton's python stubs, do not pay for tritonclient/g
 
 __version__ = "0.1.0"
 
-_LAZY = {"StylizeClient": "stylize.sdk.client", "AsyncStylizeClient": "stylize.sdk.client"}
+_LAZY = {"StylizeClient": "stylize.sdk.client", "AsyncStylizeClient": "stylize.sdk.aio"}
 
 
 def __getattr__(name: str):

@@ -16,7 +16,10 @@ from PIL import Image
 from stylize.contract.descriptors import MODELS, REGISTRY
 from stylize.contract.errors import InvalidInput, ModelNotFound, StylizeError, Timeout
 from stylize.engine.photos import real_photo_crop
-from stylize.sdk.client import AsyncStylizeClient, RetryPolicy, StylizeClient, image_format
+from stylize.sdk.aio import AsyncStylizeClient
+from stylize.sdk.client import StylizeClient
+from stylize.sdk.request import image_format
+from stylize.sdk.transport import RetryPolicy
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from clips import make_clip, matches, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
 from stylize.contract.errors import InvalidInput
-from stylize.sdk.client import RetryPolicy, StylizeClient
+from stylize.sdk.client import StylizeClient
+from stylize.sdk.transport import RetryPolicy
 
 pytestmark = pytest.mark.e2e
 

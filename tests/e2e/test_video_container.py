@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from clips import decode_upright, ffmpeg, ffprobe_json, frame_times, make_clip, photo_clip, probe, with_display_rotation  # noqa: E402
 from PIL import Image
-from stylize.sdk.client import RetryPolicy, StylizeClient
+from stylize.sdk.client import StylizeClient
+from stylize.sdk.transport import RetryPolicy
 
 pytestmark = pytest.mark.e2e
 

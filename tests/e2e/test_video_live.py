@@ -18,7 +18,8 @@ import av
 import pytest
 from clips import ffmpeg, frame_times, matches, probe  # noqa: E402
 from stylize.contract.errors import InvalidInput
-from stylize.sdk.client import RetryPolicy, StylizeClient
+from stylize.sdk.client import StylizeClient
+from stylize.sdk.transport import RetryPolicy
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,8 @@ import pytest
 from clips import ffprobe_json, make_clip, probe  # noqa: E402  (tests/e2e/clips.py; needs PyAV)
 from stylize.cli import main
 from stylize.contract.errors import InvalidInput
-from stylize.sdk.client import RetryPolicy, StylizeClient
+from stylize.sdk.client import StylizeClient
+from stylize.sdk.transport import RetryPolicy
 
 pytestmark = pytest.mark.e2e
 

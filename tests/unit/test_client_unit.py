@@ -25,23 +25,21 @@ from stylize.contract.errors import (
     from_status,
     from_triton,
 )
-from stylize.contract.frames import crop_frames, pad_to_multiple
+from stylize.contract.frames import RawModel, crop_frames, pad_to_multiple
 from stylize.engine.photos import photo_path, real_photo_crop
-from stylize.sdk.client import (
-    ClientStats,
-    RawModel,
-    RetryPolicy,
-    StylizeClient,
-    _model_infos,
-    _run_frames,
-    _tile_for,
+from stylize.sdk.client import StylizeClient
+from stylize.sdk.info import model_infos
+from stylize.sdk.request import (
     build_options,
     decode_output,
     encode_input,
     image_format,
     kind_of,
     option_tensors,
+    run_frames,
+    tile_for,
 )
+from stylize.sdk.transport import ClientStats, RetryPolicy
 from stylize.sdk.video import WindowPlanner, plan_windows, temp_path, window_indices
 
 pytestmark = pytest.mark.unit
@@ -170,19 +168,19 @@ def test_a_pinned_version_of_an_image_model_travels_as_net_version():
     a model the descriptors do not know keeps its own Triton version."""
     import tritonclient.grpc as grpcclient
     from stylize.contract.descriptors import NET_VERSION
-    from stylize.sdk.client import _image_request
+    from stylize.sdk.request import image_request
 
-    inputs, _, model_version = _image_request(grpcclient, "animevideo_x4", b"png", {}, "2")
+    inputs, _, model_version = image_request(grpcclient, "animevideo_x4", b"png", {}, "2")
     assert model_version == "" and [i.name() for i in inputs] == ["IMAGE_BYTES", NET_VERSION.tensor.name]
     assert inputs[1].datatype() == "INT64" and inputs[1].shape() == [1, 1]
-    assert _image_request(grpcclient, "esrgan_x4_int8", b"png", {}, 3)[2] == ""  # the INT8 network's version
-    inputs, _, model_version = _image_request(grpcclient, "animevideo_x4", b"png", {})
+    assert image_request(grpcclient, "esrgan_x4_int8", b"png", {}, 3)[2] == ""  # the INT8 network's version
+    inputs, _, model_version = image_request(grpcclient, "animevideo_x4", b"png", {})
     assert model_version == "" and [i.name() for i in inputs] == ["IMAGE_BYTES"]
-    inputs, _, model_version = _image_request(grpcclient, "someone_elses_model", b"png", {}, 4)
+    inputs, _, model_version = image_request(grpcclient, "someone_elses_model", b"png", {}, 4)
     assert model_version == "4" and len(inputs) == 1
     for bad in ("latest", 0, "-1"):
         with pytest.raises(InvalidInput, match="model version"):
-            _image_request(grpcclient, "animevideo_x4", b"png", {}, bad)
+            image_request(grpcclient, "animevideo_x4", b"png", {}, bad)
 
 
 @pytest.mark.parametrize("options, error", [
@@ -367,31 +365,31 @@ def test_large_frames_go_through_in_tiles_that_blend_back_exactly():
         return batch.repeat(2, axis=1).repeat(2, axis=2)
 
     frames = np.random.default_rng(3).integers(0, 256, size=(2, 70, 101, 3), dtype=np.uint8)
-    out = _run_frames(frames, raw, _tile_for(raw, None), run)
+    out = run_frames(frames, raw, tile_for(raw, None), run)
     np.testing.assert_array_equal(out, frames.repeat(2, axis=1).repeat(2, axis=2))
     assert len(calls) > 2
     calls.clear()
-    whole = _run_frames(frames[0], raw, _tile_for(raw, 0), lambda b: b.repeat(2, axis=1).repeat(2, axis=2))
+    whole = run_frames(frames[0], raw, tile_for(raw, 0), lambda b: b.repeat(2, axis=1).repeat(2, axis=2))
     np.testing.assert_array_equal(whole, out[0])
     with pytest.raises(InvalidInput):
-        _tile_for(raw, 16)  # not more than twice the overlap
+        tile_for(raw, 16)  # not more than twice the overlap
 
 
 def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one():
     """Read from the network's metadata (the config is an admin API): an ONNX model (CPU instances) runs one request
     per execution, so a tiled frame is sent one tile per request (measured faster, see tiling.CPU_TILES_PER_CALL);
     a TensorRT plan batches."""
-    from stylize.sdk.client import _raw_model_from_metadata
+    from stylize.sdk.info import raw_model_from_metadata
 
     def metadata(name, platform):
         return {"name": name, "versions": ["1"], "platform": platform,
                 "inputs": [{"name": "FRAME", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}],
                 "outputs": [{"name": "FRAME_OUT", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}]}
 
-    cpu = _raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "onnxruntime_onnx"))
-    gpu = _raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_trt", "tensorrt_plan"))
+    cpu = raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "onnxruntime_onnx"))
+    gpu = raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_trt", "tensorrt_plan"))
     # an OpenVINO network (max_batch_size 0, the batch first of its dims: the same metadata shape) is a CPU one too
-    openvino = _raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "openvino"))
+    openvino = raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "openvino"))
     assert (openvino.tiles_per_call, openvino.max_batch_size) == (1, cpu.max_batch_size)
     assert cpu.tiles_per_call == 1 and gpu.tiles_per_call is None and cpu.tile_batch == gpu.tile_batch > 1
     assert cpu.max_batch_size == gpu.max_batch_size == REGISTRY["esrgan_x4"].max_batch_size and cpu.window is None
@@ -403,7 +401,7 @@ def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one()
             sizes.append(len(batch))
             return np.zeros((len(batch), batch.shape[1] * 4, batch.shape[2] * 4, 3), np.uint8)
 
-        _run_frames(frames, raw, _tile_for(raw, None), run)
+        run_frames(frames, raw, tile_for(raw, None), run)
         assert len(sizes) > 1 and max(sizes) == most
 
 
@@ -430,7 +428,7 @@ def test_model_infos_group_triton_models_by_stylize_id():
               {"name": "animevideo_x2_int8_net", "version": "4", "state": "READY"}]
     configs["animevideo_x2_int8"] = cfg("animevideo_x2_int8", "animevideo_x2") | {"platform": "ensemble"}
     configs["animevideo_x2_int8_net"] = cfg("animevideo_x2_int8_net", "animevideo_x2")
-    info, int8 = _model_infos(index, configs)
+    info, int8 = model_infos(index, configs)
     assert (info.id, info.task, info.scale, info.weights, info.versions, info.ready) == (
         "animevideo_x2", "sr", 2, "real", (1, 2), True)
     assert info.title.startswith("Real-ESRGAN animevideov3 x2")
@@ -728,12 +726,13 @@ def test_close_ends_retry_waits_at_once():
 def test_raw_frames_go_to_the_network_model_the_server_loads():
     """A CPU pod loads <id>_net, a GPU pod <id>_trt only: the client asks which is ready, in that order; a plan's
     metadata brings its profile's largest side (tiles stay within it; BasicVSR windows larger are refused)."""
-    from stylize.sdk.client import _frames_batch, _raw_candidates, _raw_model_from_metadata
+    from stylize.sdk.info import raw_candidates, raw_model_from_metadata
+    from stylize.sdk.request import _frames_batch
 
     esr, vsr = REGISTRY["esrgan_x4"], REGISTRY["basicvsr_x4"]
-    assert _raw_candidates("esrgan_x4") == (esr.net_model, esr.trt_model)
-    assert _raw_candidates("esrgan_x4_int8") == (esr.int8_model,)
-    assert _raw_candidates("someone_elses") == ("someone_elses",)
+    assert raw_candidates("esrgan_x4") == (esr.net_model, esr.trt_model)
+    assert raw_candidates("esrgan_x4_int8") == (esr.int8_model,)
+    assert raw_candidates("someone_elses") == ("someone_elses",)
 
     def meta(desc, platform):
         dims = [-1, *desc.net_input.dims]
@@ -741,10 +740,10 @@ def test_raw_frames_go_to_the_network_model_the_server_loads():
                 "inputs": [{"name": desc.net_input.name, "shape": dims}],
                 "outputs": [{"name": desc.net_output.name, "shape": dims}]}
 
-    plan = _raw_model_from_metadata("esrgan_x4", meta(esr, "tensorrt_plan"))
+    plan = raw_model_from_metadata("esrgan_x4", meta(esr, "tensorrt_plan"))
     assert plan.max_side == esr.gpu_max_side and plan.tiles_per_call is None  # tile_batch tiles per call
-    assert _raw_model_from_metadata("esrgan_x4", meta(esr, "openvino")).max_side is None
-    window = _raw_model_from_metadata("basicvsr_x4", meta(vsr, "tensorrt_plan"))
+    assert raw_model_from_metadata("esrgan_x4", meta(esr, "openvino")).max_side is None
+    window = raw_model_from_metadata("basicvsr_x4", meta(vsr, "tensorrt_plan"))
     ok = np.zeros((vsr.window, 64, vsr.gpu_max_side, 3), np.uint8)
     assert _frames_batch(ok, window)[0].shape == (1, *ok.shape)
     with pytest.raises(InvalidInput, match="at most 512 pixels a side"):
@@ -755,11 +754,11 @@ def test_not_found_from_a_server_that_is_not_ready_is_a_drain_and_is_retried():
     """tritonserver unloads its models first when it stops and answers NOT_FOUND for seconds: from a server that is
     not ready that is a drain (retried like UNAVAILABLE), from a ready one a missing model."""
     from stylize.contract.errors import ModelNotFound, ServerUnavailable
-    from stylize.sdk.client import RetryPolicy, _draining
+    from stylize.sdk.transport import RetryPolicy, draining
 
     err = ModelNotFound("Request for unknown model: 'esrgan_x4' is not found", model="esrgan_x4",
                         status="NOT_FOUND", url="h:1")
-    assert _draining(err, True) is err and not RetryPolicy().should_retry(err, 1, 0.0)
-    drain = _draining(err, lambda: False)
+    assert draining(err, True) is err and not RetryPolicy().should_retry(err, 1, 0.0)
+    drain = draining(err, lambda: False)
     assert isinstance(drain, ServerUnavailable) and "not ready" in drain.message and drain.model == "esrgan_x4"
     assert RetryPolicy().should_retry(drain, 1, 0.0)

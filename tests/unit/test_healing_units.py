@@ -16,7 +16,7 @@ def test_a_dead_stub_is_retryable_and_other_internal_errors_are_not():
                       "process 'animevideo_x2_image_0_0' is not healthy.", model="animevideo_x2")
     assert isinstance(err, InstanceFailed) and isinstance(err, ServerUnavailable)
     assert err.message.startswith("Stub process 'animevideo_x2_image_0_0' is not healthy")
-    from stylize.sdk.client import RetryPolicy
+    from stylize.sdk.transport import RetryPolicy
 
     assert RetryPolicy().retryable(err)
     other = from_status("StatusCode.INTERNAL", "onnx runtime error 6: out of memory", model="esrgan_x4")

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from stylize.contract.descriptors import REGISTRY
 from stylize.engine.pipeline import StepConfig, parse_options, process
-from stylize.sdk.client import ModelInfo, option_tensors
+from stylize.sdk.info import ModelInfo
+from stylize.sdk.request import option_tensors
 from stylize.web.catalog import ModelEntry
 from stylize.web.images import HIT, MISS, OFF, UNKNOWN, cache_summary, outcome, planned_tiles
 from stylize.web.jobs import Busy, Job, JobStore, display_name

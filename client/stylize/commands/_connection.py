@@ -24,7 +24,8 @@ def add_connection_args(parser: argparse.ArgumentParser, *, retries: bool = True
 
 
 def make_client(args: argparse.Namespace, *, model: str | None = None):
-    from stylize.sdk.client import DEFAULT_MODEL, RetryPolicy, StylizeClient
+    from stylize.sdk.client import DEFAULT_MODEL, StylizeClient
+    from stylize.sdk.transport import RetryPolicy
 
     return StylizeClient(
         url=args.url,

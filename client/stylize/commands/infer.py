@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stylize.commands._connection import add_connection_args, make_client
+from stylize.contract.descriptors import DEFAULT_IMAGE_MODEL
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # what the server writes
@@ -170,7 +171,7 @@ def ensure_format(data: bytes, fmt: str, quality: int) -> bytes:
     """Re-encode locally when the server answered in another format: BMP and TIFF (``--ext auto``; the server's PNG
     is written losslessly, gray, alpha, 16 bits, ICC profile and DPI kept where the format holds them), or a server
     before issue 3, which always sends PNG."""
-    from stylize.sdk.client import image_format
+    from stylize.sdk.request import image_format
 
     if image_format(data) == fmt:
         return data
@@ -252,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(wire_format(formats[job]), []).append(job)
-    from stylize.sdk.client import build_options
+    from stylize.sdk.request import build_options
 
     def options_for(wire: str) -> dict:
         return {"output_format": wire, "quality": args.quality if wire != "PNG" else None,
@@ -322,7 +323,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("infer", help="run images and folders of images through a model",
                               description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (walked recursively)")
-    p.add_argument("-m", "--model", default="animeganv2", help="model id (see `stylize models`; default %(default)s)")
+    p.add_argument("-m", "--model", default=DEFAULT_IMAGE_MODEL, help="model id (see `stylize models`; default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output folder (or an image file name when PATH is a single file)")
     p.add_argument("--suffix", default="", help="appended to each output stem, e.g. _anime")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from stylize.commands._connection import add_connection_args, make_client
+from stylize.contract.descriptors import DEFAULT_VIDEO_MODEL
 
 
 def output_path(src: Path, output: Path, model: str) -> Path:
@@ -78,7 +79,7 @@ def register(subparsers) -> None:
     p.add_argument("src", metavar="SRC", help="input video (anything FFmpeg reads)")
     p.add_argument("-o", "--output", required=True, metavar="DST",
                    help="output .mp4/.mkv/.mov/.m4v (.webm: vp9, av1), or a folder")
-    p.add_argument("-m", "--model", default="animevideo_x2", help="model id (default %(default)s)")
+    p.add_argument("-m", "--model", default=DEFAULT_VIDEO_MODEL, help="model id (default %(default)s)")
     from stylize.sdk.video_container import CODECS, PRESETS
 
     p.add_argument("--codec", default="h264", choices=tuple(CODECS),

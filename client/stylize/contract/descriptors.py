@@ -8,7 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping, get_args
+
+# How a model is called (the load tests' scenarios, the capacity plan, the k8s generator): see variant_model
+Variant = Literal["ensemble", "net", "int8", "int8_net"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
+
+# The Triton models around a network are named <base>_<role>: made by this function and nowhere else (the
+# descriptors' properties below, and the bench's variants of an ensemble under another base name).
+ROLES = ("net", "trt", "int8_net", "int8", "image", "int8_image", "cached", "int8_cached")
+
+
+def triton_name(base: str, role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}; expected one of {', '.join(ROLES)}")
+    return f"{base}_{role}"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tensors
@@ -166,44 +181,56 @@ class ModelDescriptor:
     @property
     def net_model(self) -> str:
         """The ONNX network model (CPU, ONNX Runtime backend); also the raw-frame path for video."""
-        return f"{self.id}_net"
+        return triton_name(self.id, "net")
 
     @property
     def trt_model(self) -> str:
         """The TensorRT plan of the same network (GPU)."""
-        return f"{self.id}_trt"
+        return triton_name(self.id, "trt")
 
     @property
     def int8_model(self) -> str:
         """The static-quantized (QDQ, INT8) variant of the ONNX network (CPU)."""
-        return f"{self.id}_int8_net"
+        return triton_name(self.id, "int8_net")
 
     @property
     def int8_ensemble(self) -> str:
         """Client-facing ensemble of the INT8 variant: the same image step around ``int8_model``."""
-        return f"{self.id}_int8"
+        return triton_name(self.id, "int8")
 
     @property
     def image_model(self) -> str:
-        """Python step of the image ensemble: decode -> tiles through the network model (BLS) -> blend -> encode."""
-        return f"{self.id}_image"
+        """Python step of the image ensemble: decode -> tiles through the network -> blend -> encode. On CPU the step
+        runs the network's newest file in its own process (net_runtime openvino/onnxruntime); on GPU it calls the
+        TensorRT plan by BLS (net_runtime triton)."""
+        return triton_name(self.id, "image")
 
     @property
     def int8_image_model(self) -> str:
         """The same python step routed to ``int8_model`` (the step of ``int8_ensemble``)."""
-        return f"{self.id}_int8_image"
+        return triton_name(self.id, "int8_image")
 
     @property
     def cached_model(self) -> str:
         """The ensemble inside the image ensemble, after the request check: the image step behind Triton's response
         cache. The cache sits on an ensemble because an ensemble caches only successful answers, while a backend
         model's cache also stores its error responses, replayed as successes without outputs (seen on 2.51)."""
-        return f"{self.id}_cached"
+        return triton_name(self.id, "cached")
 
     @property
     def int8_cached_model(self) -> str:
         """The same cached ensemble around ``int8_image_model`` (inside ``int8_ensemble``)."""
-        return f"{self.id}_int8_cached"
+        return triton_name(self.id, "int8_cached")
+
+    def variant_model(self, variant: Variant) -> str:
+        """The Triton model a variant is called by: ``ensemble`` (the client-facing id), ``net`` (raw frames into the
+        network), ``int8`` (the INT8 variant's ensemble), ``int8_net`` (its network)."""
+        return {"ensemble": self.id, "net": self.net_model, "int8": self.int8_ensemble,
+                "int8_net": self.int8_model}[variant]
+
+    def variant_network(self, variant: Variant) -> str:
+        """The network model a variant runs (its own for ``net``; the one its image step calls for an ensemble)."""
+        return self.int8_model if variant in ("int8", "int8_net") else self.net_model
 
     @property
     def triton_models(self) -> tuple[str, ...]:
@@ -426,6 +453,10 @@ class Registry(Mapping[str, ModelDescriptor]):
 
 REGISTRY = Registry(MODELS)
 
+# What the SDK and the CLI call when no model is named: an image model and a video model of the registry
+DEFAULT_IMAGE_MODEL = REGISTRY["animeganv2"].id
+DEFAULT_VIDEO_MODEL = REGISTRY["animevideo_x2"].id
+
 
 def get(model_id: str) -> ModelDescriptor:
     return REGISTRY[model_id]
@@ -446,4 +477,5 @@ __all__ = [
     "REQUEST_CHECK_MODEL",
     "REQUEST_CHECKED",
     "TensorSpec", "KnownWeights", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
+    "Variant", "VARIANTS", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "triton_name",
 ]

@@ -131,16 +131,11 @@ class InProcessNetwork:
     runtime = "onnxruntime"
 
     def __init__(self, path: Path, *, input_name: str, output_name: str, threads: int):
-        import onnxruntime as ort
+        from stylize.engine.ort_runner import ort_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
         self.path = Path(path)
         self.threads = max(1, threads)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, threads=self.threads, inter_threads=1, sequential=True)
         self.input_name, self.output_name = input_name, output_name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

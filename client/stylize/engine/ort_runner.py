@@ -115,6 +115,30 @@ class OrtModelConfig(ModelConfig):
         return options
 
 
+def ort_session(model: "str | os.PathLike | bytes", *, threads: int | None = None, inter_threads: int | None = None,
+                sequential: bool = False, optimize: bool = True, options: "onnxruntime.SessionOptions | None" = None,
+                providers: Sequence[str] = ("CPUExecutionProvider",)) -> "onnxruntime.InferenceSession":
+    """Every ONNX Runtime session of this project is made here: a file or serialized model, ``threads`` intra-op
+    (None: ORT's default, all cores), ``inter_threads``, ``sequential`` execution, ``optimize=False`` keeps every node
+    (graph optimizations off). ``options`` (a model config's, :meth:`OrtModelConfig.session_options`) is used as it
+    is; without it ORT logs errors only."""
+    import onnxruntime as ort
+
+    if options is None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = max(0, threads)
+        if inter_threads is not None:
+            options.inter_op_num_threads = max(0, inter_threads)
+        if sequential:
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=list(providers))
+
+
 def threads_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     """The server-wide intra-op thread override (``STYLIZE_ORT_THREADS``), or None when unset/empty/0."""
     raw = (os.environ if environ is None else environ).get(ORT_THREADS_ENV, "").strip()
@@ -139,13 +163,10 @@ class OrtRunner(ModelRunner):
 
     def __init__(self, *, config: OrtModelConfig, model_path: Path | str,
                  threads_override: int | None = None, providers: Sequence[str] = ("CPUExecutionProvider",)):
-        import onnxruntime as ort
-
         super().__init__(config=config, model_path=model_path)
         try:
-            self.session = ort.InferenceSession(
-                str(self.model_path), sess_options=config.session_options(threads_override=threads_override),
-                providers=list(providers))
+            self.session = ort_session(self.model_path, options=config.session_options(threads_override=threads_override),
+                                       providers=providers)
         except Exception as e:  # ORT raises its own pybind exception types here
             raise ModelConfigError(f"model {config.name!r}: ONNX Runtime cannot load {self.model_path}: {e}") from e
         self._check_graph([_graph_tensor(g) for g in self.session.get_inputs()],

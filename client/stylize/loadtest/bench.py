@@ -41,7 +41,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from stylize_build.repository import ONNX_FILE, existing_versions
 
-from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY, REQUEST_CHECK_MODEL, ModelDescriptor
+from stylize.contract.descriptors import (
+    ENCODED_IMAGE,
+    ENCODED_RESULT,
+    REGISTRY,
+    REQUEST_CHECK_MODEL,
+    ModelDescriptor,
+    triton_name,
+)
 from stylize.contract.tiling import CPU_TILES_PER_CALL
 
 DEFAULT_CASES: tuple[tuple[str, int], ...] = (
@@ -136,15 +143,10 @@ class TorchRunner(Runner):
 class OrtRunner(Runner):
     def __init__(self, name: str, label: str, model: Path | bytes, desc: ModelDescriptor, frame: np.ndarray,
                  threads: int):
-        import onnxruntime as ort
+        from stylize.engine.ort_runner import ort_session
 
         self.name, self.label = name, label
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort_session(model, threads=threads, inter_threads=1)
         self.feed = {desc.net_input.name: frame[None]}
         self.out = [desc.net_output.name]
 
@@ -754,9 +756,9 @@ def add_variant(source: Path, target: Path, desc: ModelDescriptor, name: str, va
         if not (target / model).exists():
             target.mkdir(parents=True, exist_ok=True)
             (target / model).symlink_to((source / model).resolve(), target_is_directory=True)
-    step, step_net = f"{name}_image", net
+    step, step_net = triton_name(name, "image"), net
     if variant.net_layout:
-        step_net = f"{name}_net"
+        step_net = triton_name(name, "net")
         (target / step_net).mkdir(parents=True, exist_ok=True)
         for v in versions:
             link = target / step_net / str(v)
@@ -770,7 +772,7 @@ def add_variant(source: Path, target: Path, desc: ModelDescriptor, name: str, va
     (target / step / "config.pbtxt").write_text(pbtxt.image_config(
         desc, weights_status=status, net_model=step_net, name=step, instances=variant.instances,
         threads=variant.instances * variant.threads, net_runtime=variant.net_runtime, precision=variant.precision))
-    cached = f"{name}_cached"
+    cached = triton_name(name, "cached")
     for model, config in ((cached, pbtxt.cached_config(desc, name=cached, image_model=step, weights_status=status)),
                           (name, pbtxt.ensemble_config(desc, weights_status=status, name=name, cached_model=cached,
                                                        net_model=step_net))):
@@ -880,11 +882,11 @@ def _versions() -> dict:
     import openvino
     import torch
 
+    from stylize.contract.provenance import git_commit
     from stylize.engine.ov_runner import cpu_capabilities
-    from stylize.loadtest.runner import git_commit
 
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "stylize": git_commit(), "openvino": openvino.__version__.split("-")[0],
+            "python": platform.python_version(), "stylize": git_commit(short=True), "openvino": openvino.__version__.split("-")[0],
             "openvino_capabilities": list(cpu_capabilities()), "cpu_isa": _cpu_isa()}
 
 

@@ -49,8 +49,9 @@ def count_flops(onnx_path: Path, desc: ModelDescriptor, h: int, w: int) -> int:
 
 
 def _count_at(onnx_path: Path, desc: ModelDescriptor, side: int) -> int:
-    import onnxruntime as ort
     from stylize_build.export import sample_input
+
+    from stylize.engine.ort_runner import ort_session
 
     model = onnx.load(str(onnx_path))
     g = model.graph
@@ -64,10 +65,7 @@ def _count_at(onnx_path: Path, desc: ModelDescriptor, side: int) -> int:
     for n in counted:
         if n.output[0] not in existing:
             g.output.append(helper.make_empty_tensor_value_info(n.output[0]))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node's output
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(model.SerializeToString(), optimize=False)  # keep every node's output
     x = sample_input(desc, side=side)
     names = [n.output[0] for n in counted]
     outs = dict(zip(names, sess.run(names, {desc.net_input.name: x})))
@@ -119,8 +117,9 @@ def _best(fn, reps: int) -> float:
 
 def machine_peak(*, n: int = 2048, threads: int = 2, reps: int = 5) -> Peak:
     """Best-of-``reps`` GEMM throughput of ``n`` x ``n`` x ``n`` products (2 n^3 operations)."""
-    import onnxruntime as ort
     from onnx import TensorProto
+
+    from stylize.engine.ort_runner import ort_session
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
@@ -129,10 +128,7 @@ def machine_peak(*, n: int = 2048, threads: int = 2, reps: int = 5) -> Peak:
     t_np = _best(lambda: a @ b, reps)
 
     def session(model: onnx.ModelProto):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return ort_session(model.SerializeToString(), threads=threads)
 
     fp = helper.make_model(helper.make_graph(
         [helper.make_node("MatMul", ["A", "B"], ["Y"])], "sgemm",

@@ -28,9 +28,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from stylize.contract.descriptors import REGISTRY, ModelDescriptor
+from stylize.contract.descriptors import REGISTRY, VARIANTS, ModelDescriptor
 
-VARIANTS = ("ensemble", "net", "int8", "int8_net")
 INPUT_FORMATS = ("PNG", "JPEG")
 
 
@@ -77,8 +76,7 @@ class Scenario:
 
     @property
     def triton_model(self) -> str:
-        d = self.descriptor
-        return {"ensemble": d.id, "net": d.net_model, "int8": d.int8_ensemble, "int8_net": d.int8_model}[self.variant]
+        return self.descriptor.variant_model(self.variant)
 
     @property
     def is_ensemble(self) -> bool:
@@ -173,7 +171,7 @@ def _scenario(raw: Mapping[str, Any], defaults: Mapping[str, Any], set_name: str
         raise ScenarioError(f"{where}: batch must be within 1..{d.max_batch_size} for {d.id}")
     if s.is_ensemble and s.batch != 1:
         raise ScenarioError(f"{where}: ensembles take one encoded image per request (batch = 1)")
-    if d.window and s.variant in ("int8", "int8_net"):
+    if d.window and d.variant_network(s.variant) == d.int8_model:
         raise ScenarioError(f"{where}: {d.id} has no INT8 variant")
     h, w = s.input.size
     if h % d.size_multiple or w % d.size_multiple or min(h, w) < d.min_size:

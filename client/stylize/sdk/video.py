@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from stylize.contract.descriptors import DEFAULT_VIDEO_MODEL
 from stylize.contract.errors import InvalidInput
 from stylize.contract.frames import RawModel
 from stylize.sdk.video_container import (
@@ -75,7 +76,7 @@ class FrameClient(Protocol):
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 (the default codec)
 
-_QUEUE_TIMEOUT = 0.1  # seconds between checks of the stop flag while a stage waits
+QUEUE_TIMEOUT = 0.1  # seconds between checks of the stop flag while a stage waits
 SEGMENT_SECONDS = 4  # default segment length: what a resumed run may redo; each segment starts on a keyframe
 # Windows of a video network (BasicVSR) larger than WINDOW_TILE² input pixels per frame go in overlapping tiles. The
 # overlap is wider than an image tile's: the network estimates motion (SPyNet) and needs context past the border.
@@ -202,7 +203,7 @@ class VideoReport:
 
 
 @dataclass
-class _Frame:
+class Frame:
     index: int
     array: np.ndarray  # upright uint8 RGB: what the network sees
     source16: np.ndarray | None  # high-bit-depth input: the upright 16-bit RGB (see stylize.sdk.video_container)
@@ -211,32 +212,32 @@ class _Frame:
     decoded_at: float
 
 
-class _Stop(Exception):
+class Stop(Exception):
     """Another stage failed or the run was interrupted."""
 
 
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+def queue_put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
     while True:
         if stop.is_set():
-            raise _Stop
+            raise Stop
         try:
-            q.put(item, timeout=_QUEUE_TIMEOUT)
+            q.put(item, timeout=QUEUE_TIMEOUT)
             return
         except queue.Full:
             continue
 
 
-def _get(q: queue.Queue, stop: threading.Event) -> Any:
+def queue_get(q: queue.Queue, stop: threading.Event) -> Any:
     while True:
         if stop.is_set():
-            raise _Stop
+            raise Stop
         try:
-            return q.get(timeout=_QUEUE_TIMEOUT)
+            return q.get(timeout=QUEUE_TIMEOUT)
         except queue.Empty:
             continue
 
 
-def _import_av():
+def import_av():
     try:
         import av
     except ImportError as e:
@@ -254,7 +255,7 @@ def upscale_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
-    model: str = "animevideo_x2",
+    model: str = DEFAULT_VIDEO_MODEL,
     version: int | str | None = None,
     codec: str = "h264",
     bit_depth: int | None = None,
@@ -293,7 +294,7 @@ def upscale_video(
     is the container's frame count, None when it does not say); an exception it raises stops the run and is raised
     here (how a caller cancels).
     """
-    av = _import_av()
+    av = import_av()
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise InvalidInput(f"no such video: {src}")
@@ -384,7 +385,7 @@ def upscale_video(
             def run():
                 try:
                     fn()
-                except _Stop:
+                except Stop:
                     pass
                 except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
                     errors.append(e)
@@ -402,11 +403,11 @@ def upscale_video(
                     if out_rate is not None:
                         last_duration[0] = 1 / out_rate
                     arr, source16 = picture.to_rgb(frame)
-                    _put(decoded, _Frame(index, arr, source16 if high_depth else None, frame.pts,
+                    queue_put(decoded, Frame(index, arr, source16 if high_depth else None, frame.pts,
                                          frame.time_base, time.monotonic()), stop)
                     index += 1
             decoded_frames[0] = index
-            _put(decoded, None, stop)
+            queue_put(decoded, None, stop)
 
         def open_segment(k: int) -> None:
             o = av.open(str(store.part(k)), "w", format="nut", container_options=MUX_OPTIONS)
@@ -429,7 +430,7 @@ def upscale_video(
         def write() -> None:
             report.frames = report.resumed_frames = 0
             while True:
-                item = _get(jobs, stop)
+                item = queue_get(jobs, stop)
                 if item is None:
                     break
                 future, frames, keep = item
@@ -491,12 +492,12 @@ def upscale_video(
             threads.append(t)
 
         try:
-            _schedule(decoded, jobs, stop, pool, timed_infer, raw.window, margin, batch, resume_from)
-        except _Stop:
+            schedule(decoded, jobs, stop, pool, timed_infer, raw.window, margin, batch, resume_from)
+        except Stop:
             pass
         for t in threads:
             while t.is_alive():
-                t.join(timeout=_QUEUE_TIMEOUT)
+                t.join(timeout=QUEUE_TIMEOUT)
         if bar is not None:
             bar.close()
         if errors:
@@ -558,7 +559,7 @@ def tile_window(client: FrameClient, window: np.ndarray, model: str, *, version,
     return run_tiled(window, run=run, scale=scale, tile=tile, overlap=overlap, batch=1, multiple=multiple)[0]
 
 
-def _schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, pool: ThreadPoolExecutor,
+def schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, pool: ThreadPoolExecutor,
               infer, window: int | None, margin: int | None, batch: int, resume_from: int = 0) -> None:
     """Main-thread stage: frames -> requests in flight, in output order.
 
@@ -567,11 +568,11 @@ def _schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, po
     """
     if window:
         planner = WindowPlanner(window, margin or 0)
-        buf: dict[int, _Frame] = {}
+        buf: dict[int, Frame] = {}
         seen = 0
         eof = False
         while not planner.done:
-            item = _get(decoded, stop)
+            item = queue_get(decoded, stop)
             if item is None:
                 eof = True
             else:
@@ -584,25 +585,25 @@ def _schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, po
                 stack = np.stack([buf[i].array for i in idx])
                 kept = [buf[i] for i in range(win.keep_from, win.keep_to)]
                 keep = slice(win.keep_from - win.start, win.keep_to - win.start)
-                _put(jobs, (pool.submit(infer, stack), kept, keep), stop)
+                queue_put(jobs, (pool.submit(infer, stack), kept, keep), stop)
             for i in [i for i in buf if i < planner.oldest_needed(seen)]:
                 del buf[i]
             if eof:
                 break
     else:
-        group: list[_Frame] = []
+        group: list[Frame] = []
         while True:
-            item = _get(decoded, stop)
+            item = queue_get(decoded, stop)
             if item is not None:
                 group.append(item)
             if group and (item is None or len(group) >= batch):
                 if group[-1].index >= resume_from:
                     stack = np.stack([f.array for f in group])
-                    _put(jobs, (pool.submit(infer, stack), group, None), stop)
+                    queue_put(jobs, (pool.submit(infer, stack), group, None), stop)
                 group = []
             if item is None:
                 break
-    _put(jobs, None, stop)
+    queue_put(jobs, None, stop)
 
 
 def _progress_bar(total: int | None, progress: bool | None, name: str):

@@ -44,19 +44,20 @@ from typing import Any
 
 import numpy as np
 
+from stylize.contract.descriptors import DEFAULT_VIDEO_MODEL
 from stylize.contract.errors import InvalidInput
 from stylize.sdk.video import (
-    _QUEUE_TIMEOUT,
+    QUEUE_TIMEOUT,
     WINDOW_TILE,
     WINDOW_TILE_OVERLAP,
+    Frame,
     FrameClient,
+    Stop,
     WindowPlanner,
-    _Frame,
-    _get,
-    _import_av,
-    _put,
-    _schedule,
-    _Stop,
+    import_av,
+    queue_get,
+    queue_put,
+    schedule,
     tile_window,
 )
 from stylize.sdk.video_container import CODECS, PRESETS, Picture, VideoError, picture_of_frame
@@ -244,7 +245,7 @@ def stream_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
-    model: str = "animevideo_x2",
+    model: str = DEFAULT_VIDEO_MODEL,
     version: int | str | None = None,
     codec: str = "h264",
     crf: int | None = None,
@@ -270,7 +271,7 @@ def stream_video(
     ``policy``: ``block`` or ``drop`` when ``queue_size`` decoded frames already wait (module docstring).
     ``gop_seconds``: keyframe interval (where a reader joining the stream can start).
     """
-    av = _import_av()
+    av = import_av()
     src, dst = os.fspath(src), os.fspath(dst)
     if policy not in POLICIES:
         raise InvalidInput(f"policy {policy!r}; expected one of {', '.join(POLICIES)}")
@@ -321,15 +322,15 @@ def stream_video(
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stylize-live")
     picture_box: list[Picture] = []
     out: dict[str, Any] = {}
-    pending: dict[int, _Frame] = {}  # pts -> the frame whose packet is not written yet
-    ordinals: list[int] = []  # per queued frame (its _Frame.index): its place among all decoded frames
+    pending: dict[int, Frame] = {}  # pts -> the frame whose packet is not written yet
+    ordinals: list[int] = []  # per queued frame (its Frame.index): its place among all decoded frames
     lock = threading.Lock()
 
     def guarded(fn):
         def run():
             try:
                 fn()
-            except _Stop:
+            except Stop:
                 pass
             except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
                 errors.append(e)
@@ -354,7 +355,7 @@ def stream_video(
                 arr, _ = picture.to_rgb(frame)
                 report.frames_in += 1
                 report.intervals["decode"].append((a, now()))
-                item = _Frame(index, arr, None, frame.pts, frame.time_base, at)
+                item = Frame(index, arr, None, frame.pts, frame.time_base, at)
                 ordinals.append(report.frames_in - 1)
                 if policy == "drop":
                     try:
@@ -365,7 +366,7 @@ def stream_video(
                         a = now()
                         continue
                 else:
-                    _put(decoded, item, stop)
+                    queue_put(decoded, item, stop)
                 report.queue_high_water = max(report.queue_high_water, decoded.qsize())
                 index += 1
                 a = now()
@@ -386,7 +387,7 @@ def stream_video(
                 raise
             take(packet.decode(), now())
         report.input_end_s = now()
-        _put(decoded, None, stop)
+        queue_put(decoded, None, stop)
 
     def open_output(h_out: int, w_out: int) -> None:
         o = av.open(sys.stdout.buffer if dst == "-" else dst, "w", format=fmt,
@@ -417,7 +418,7 @@ def stream_video(
     def write() -> None:
         last_pts = None
         while True:
-            item = _get(jobs, stop)
+            item = queue_get(jobs, stop)
             if item is None:
                 break
             future, frames, keep = item
@@ -467,12 +468,12 @@ def stream_video(
         t.start()
     try:
         try:
-            _schedule(decoded, jobs, stop, pool, timed_infer, raw.window, margin, batch)
-        except _Stop:
+            schedule(decoded, jobs, stop, pool, timed_infer, raw.window, margin, batch)
+        except Stop:
             pass
         for t in threads:
             while t.is_alive():
-                t.join(timeout=_QUEUE_TIMEOUT)
+                t.join(timeout=QUEUE_TIMEOUT)
     except BaseException:
         stop.set()
         for t in threads:

@@ -22,7 +22,7 @@ from stylize.contract import access
 from stylize.engine.ort_runner import ORT_THREADS_ENV
 from stylize.engine.ov_runner import OV_CACHE_ENV
 from stylize.server.errors import StubEnvironmentError, TritonNotFoundError
-from stylize.server.settings import _PACKAGE_DIR
+from stylize.server.settings import PACKAGE_DIR
 
 PYTHON_BASED_BACKENDS = Path(__file__).resolve().parent / "triton_models" / "backends"  # <runtime>/model.py: backend "<runtime>"
 ORT_BACKEND_MODEL = PYTHON_BASED_BACKENDS / "onnxruntime" / "model.py"
@@ -158,7 +158,7 @@ def prepare_backend_directory(install: TritonInstallation, cache_dir: Path) -> P
 
 def _stylize_search_path() -> Path:
     """The directory that contains the ``stylize`` package (client/ in a checkout, site-packages when installed)."""
-    return _PACKAGE_DIR.parent
+    return PACKAGE_DIR.parent
 
 
 def server_environment(install: TritonInstallation, *, ort_threads: int | None = None,

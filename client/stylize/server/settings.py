@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 from stylize.contract import access
 
 ENV_PREFIX = "STYLIZE_"
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../stylize
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../stylize
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -52,8 +52,8 @@ def parse_bool(value: str | bool) -> bool:
 
 def _source_checkout_root() -> Path | None:
     """The project root when stylize runs from its source tree (client/stylize), else None."""
-    root = _PACKAGE_DIR.parent.parent
-    return root if (root / "pyproject.toml").is_file() and _PACKAGE_DIR.parent.name == "client" else None
+    root = PACKAGE_DIR.parent.parent
+    return root if (root / "pyproject.toml").is_file() and PACKAGE_DIR.parent.name == "client" else None
 
 
 def default_cache_dir() -> Path:

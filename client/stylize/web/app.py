@@ -35,7 +35,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from stylize.contract.errors import InvalidInput, StylizeError
-from stylize.sdk.client import OPTIONS, AsyncStylizeClient, RetryPolicy, build_options
+from stylize.sdk.aio import AsyncStylizeClient
+from stylize.sdk.request import OPTIONS, build_options
+from stylize.sdk.transport import RetryPolicy
 
 from .catalog import Catalog, ModelEntry
 from .images import CacheCounter, ImageRunner

@@ -29,7 +29,8 @@ from stylize.contract.descriptors import (
 )
 from stylize.contract.errors import AccessDenied, from_triton
 from stylize.engine.pipeline import DEFAULT_QUALITY, MAX_OUTSCALE, StepConfig
-from stylize.sdk.client import OPTIONS, ModelInfo
+from stylize.sdk.info import ModelInfo
+from stylize.sdk.request import OPTIONS
 
 _BY_TENSOR = {o.tensor.name: o for o in OPTIONS.values()}
 

@@ -38,7 +38,7 @@ from stylize.contract.errors import InvalidInput, ModelNotFound, from_triton
 from stylize.contract.tiling import plan_tiles
 from stylize.engine.imaging import InvalidImage, decode, fit_within
 from stylize.engine.pipeline import Options, parse_options, process
-from stylize.sdk.client import decode_output, encode_input, option_tensors
+from stylize.sdk.request import decode_output, encode_input, option_tensors
 
 from .catalog import ModelEntry
 from .jobs import Cancelled
