@@ -17,7 +17,7 @@ The network of ``esrgan_x4`` has the response cache on (its requests repeat, so 
 the metric and cache flags of k8s/base (summaries on, local cache), so the scrape holds every family the adapter rules
 and the dashboard read.
 
-    python k8s/tools/capture_queue_metrics.py --out tests/k8s/data
+    python -m stylize_k8s.capture_queue_metrics --out tests/k8s/data
 
 writes ``triton-queue-t0.prom``, ``triton-queue-t1.prom`` and ``triton-queue.json`` (elapsed seconds, Triton
 version, scenario). Needs the embedded server of ``nvidia-pytriton`` (the ``server`` extra) and ``tritonclient``.
@@ -39,8 +39,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import descriptors  # noqa: E402  (source-tree import of stylize.contract.descriptors)
+from stylize.contract import descriptors
 
 STEP_MS = {"pre": 1.0, "post": 1.0}
 NET_MS = {"animevideo_x4": 8.0, "esrgan_x4": 150.0, "esrgan_anime_x4": 40.0}  # others: 20 ms, never called
@@ -227,7 +226,7 @@ def capture(out: Path, seconds: float) -> None:
             "seconds": round(t1 - t0, 3), "triton_version": version,
             "net_ms": NET_MS, "step_ms": STEP_MS, "response_cache": [CACHED], "clients": {m: {"threads": n, "pause_s": p}
                                                             for m, (n, p) in CLIENTS.items()},
-            "captured_by": "k8s/tools/capture_queue_metrics.py",
+            "captured_by": "python -m stylize_k8s.capture_queue_metrics",
         }, indent=2) + "\n")
     finally:
         if proc is not None:

@@ -1,8 +1,8 @@
 """How long a server pod must be given to drain: from the longest request its image steps admit to the Deployment's
 ``--exit-timeout-secs`` and ``terminationGracePeriodSeconds`` (k8s/base/deployment.yaml).
 
-    python k8s/tools/drain.py          # the derivation, per model, and the two values
-    python k8s/tools/drain.py --check  # exit 1 if k8s/base/deployment.yaml disagrees (tests/k8s run this too)
+    python -m stylize_k8s.drain          # the derivation, per model, and the two values
+    python -m stylize_k8s.drain --check  # exit 1 if k8s/base/deployment.yaml disagrees (tests/k8s run this too)
 
 Per image model, the longest request:
 
@@ -40,16 +40,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-K8S = Path(__file__).resolve().parents[1]
-ROOT = K8S.parent
+from stylize.contract import descriptors
+
+from stylize_k8s import K8S, ROOT
+
 BENCH = ROOT / "docs" / "performance" / "bench.json"
 DEPLOYMENT = K8S / "base" / "deployment.yaml"
-
-try:
-    from stylize.contract import descriptors
-except ImportError:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(ROOT / "client"))
-    from stylize.contract import descriptors
 
 # Assumption, not measured: the longest request shares its core with other work at shutdown (the benchmark ran two
 # requests on two cores; a pod at the HPA's target runs at 70-85 % of its CPUs, docs/capacity.md).
@@ -89,12 +85,8 @@ class Drain:
 
 def _build_limits():
     """The limits the build writes into the image steps (BuildSettings' defaults, as `stylize build` uses them)."""
-    try:
-        from stylize_build.repository import BuildSettings
-    except ImportError:
-        sys.path.insert(0, str(ROOT / "build"))
-        from stylize_build.repository import BuildSettings
     from stylize.engine.imaging import Limits
+    from stylize_build.repository import BuildSettings
 
     s = BuildSettings(repository=Path("unused"))
     return Limits(max_pixels=s.max_pixels, max_bytes=s.max_bytes, max_output_pixels=s.max_output_pixels)
@@ -174,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         bad = mismatches(drain, deployed())
         for line in bad:
-            print(f"k8s/base/deployment.yaml: {line} (python k8s/tools/drain.py)", file=sys.stderr)
+            print(f"k8s/base/deployment.yaml: {line} (python -m stylize_k8s.drain)", file=sys.stderr)
         return 1 if bad else 0
     print(f"{'model':18} {'input':>11} {'network px':>11} {'us/px':>7} {'(at)':>6} {'longest s':>10}")
     for r in drain.longest:

@@ -1,6 +1,6 @@
 """Write the perf_analyzer input file of the load-test Job: one real photo crop, PNG-encoded.
 
-    python k8s/tools/perf_input.py [--size 64] [--out k8s/loadtest/input-data.json]
+    python -m stylize_k8s.perf_input [--size 64] [--out k8s/loadtest/input-data.json]
 
 perf_analyzer's --input-data format: {"data": [{<input name>: {"b64": <base64>}}]}; for a BYTES tensor the base64
 holds Triton's serialized form, each element prefixed with its length as 4 little-endian bytes (seen: raw PNG bytes
@@ -17,11 +17,11 @@ import importlib.util
 import io
 import json
 import struct
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import K8S, descriptors  # noqa: E402
+from stylize.contract import descriptors
+
+from stylize_k8s import K8S
 
 
 def photo_png(size: int) -> bytes:

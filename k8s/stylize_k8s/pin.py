@@ -1,14 +1,14 @@
 """Images pinned by digest for a release: the Triton base images the server image is built FROM, and the images the
 rendered manifests run.
 
-    python k8s/tools/pin.py record gpu                       # ask the registry for the digest of the GPU base (once)
-    python k8s/tools/pin.py record cpu REGISTRY/NAME:TAG     # the CPU-only base you built and pushed
-    python k8s/tools/pin.py ref gpu                          # NAME:TAG@sha256:... for --build-arg; exit 1 if unpinned
-    python k8s/tools/pin.py check [KUSTOMIZATION_DIR...]     # the release gate: exit 1 on anything unpinned
+    python -m stylize_k8s.pin record gpu                     # ask the registry for the digest of the GPU base (once)
+    python -m stylize_k8s.pin record cpu REGISTRY/NAME:TAG   # the CPU-only base you built and pushed
+    python -m stylize_k8s.pin ref gpu                        # NAME:TAG@sha256:... for --build-arg; exit 1 if unpinned
+    python -m stylize_k8s.pin check [KUSTOMIZATION_DIR...]   # the release gate: exit 1 on anything unpinned
 
 ``k8s/image/base-images.json`` records the digests. A digest is taken from the registry, never typed in: ``record``
 runs ``docker buildx imagetools inspect`` (no pull), or ``docker pull`` + ``docker inspect`` where buildx is absent.
-The documented builds pass ``--build-arg TRITON_IMAGE="$(python k8s/tools/pin.py ref gpu)"``, so an unpinned base
+The documented builds pass ``--build-arg TRITON_IMAGE="$(python -m stylize_k8s.pin ref gpu)"``, so an unpinned base
 fails the build command before Docker runs. ``check`` is the release gate: every base image has a digest, and every
 ``image:`` the given kustomizations render (default: k8s/overlays/*) carries one (kustomize ``images:`` entries
 with ``digest: sha256:...``; a tag alone is refused).
@@ -24,8 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-K8S = Path(__file__).resolve().parents[1]
-ROOT = K8S.parent
+from stylize_k8s import K8S, ROOT
+
 LOCK = K8S / "image" / "base-images.json"
 DOCKERFILE = K8S / "image" / "Dockerfile"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -45,9 +45,9 @@ def ref(key: str, path: Path = LOCK) -> str:
     if entry is None:
         raise Unpinned(f"{path.name} has no entry {key!r}")
     if not entry.get("image"):
-        raise Unpinned(f"{key}: no image recorded (python k8s/tools/pin.py record {key} REGISTRY/NAME:TAG)")
+        raise Unpinned(f"{key}: no image recorded (python -m stylize_k8s.pin record {key} REGISTRY/NAME:TAG)")
     if not (entry.get("digest") and DIGEST.match(entry["digest"])):
-        raise Unpinned(f"{key}: {entry['image']} has no digest recorded (python k8s/tools/pin.py record {key})")
+        raise Unpinned(f"{key}: {entry['image']} has no digest recorded (python -m stylize_k8s.pin record {key})")
     return f"{entry['image']}@{entry['digest']}"
 
 
@@ -78,7 +78,7 @@ def record(key: str, image: str | None, path: Path = LOCK) -> str:
     entry = data.setdefault(key, {})
     image = image or entry.get("image")
     if not image:
-        raise SystemExit(f"{key}: name the image: python k8s/tools/pin.py record {key} REGISTRY/NAME:TAG")
+        raise SystemExit(f"{key}: name the image: python -m stylize_k8s.pin record {key} REGISTRY/NAME:TAG")
     entry.update(image=image, digest=registry_digest(image))
     path.write_text(json.dumps(data, indent=1) + "\n")
     return f"{image}@{entry['digest']}"

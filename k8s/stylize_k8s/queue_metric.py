@@ -24,7 +24,7 @@ own compute. queue/compute = share / (1 - share). Same idea in
 time units: queue time summed over the composing models / requests of the client-facing ensembles = the mean time a
 client request spent queued, over all its steps.
 
-``python k8s/tools/queue_metric.py t0.prom t1.prom --seconds 10`` prints all of them for two real scrapes
+``python -m stylize_k8s.queue_metric t0.prom t1.prom --seconds 10`` prints all of them for two real scrapes
 (tests/k8s/data holds a pair captured from a real Triton 2.51.0 by capture_queue_metrics.py).
 """
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -196,8 +195,7 @@ def compare(models: Mapping[str, ModelRates], *, composing: Iterable[str], clien
 
 
 def _names_from_descriptors() -> tuple[list[str], list[str]]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import generate  # noqa: E402  (k8s/tools/generate.py)
+    from stylize_k8s import generate
 
     return generate.composing_models(), generate.client_models()
 

@@ -1,9 +1,10 @@
 """How much of the pod's /dev/shm the python steps use, measured; and the dshm emptyDir's sizeLimit derived from it.
 
-    python k8s/tools/shm_usage.py --measure   # start the server, drive it, write k8s/capacity/shm-usage.json (~15 min)
-    python k8s/tools/shm_usage.py             # the derivation from that file, and the docs/k8s.md section
-    python k8s/tools/shm_usage.py --write-doc # rewrite the section of docs/k8s.md between its markers
-    python k8s/tools/shm_usage.py --check     # exit 1 if k8s/base/deployment.yaml or docs/k8s.md disagree
+    python -m stylize_k8s.shm_usage --measure   # start the server, drive it, write k8s/capacity/shm-usage.json
+                                                # (~15 min)
+    python -m stylize_k8s.shm_usage             # the derivation from that file, and the docs/k8s.md section
+    python -m stylize_k8s.shm_usage --write-doc # rewrite the section of docs/k8s.md between its markers
+    python -m stylize_k8s.shm_usage --check     # exit 1 if k8s/base/deployment.yaml or docs/k8s.md disagree
 
 The measurement starts the real tritonserver through the project's launcher with the Deployment's flags
 (k8s/base/deployment.yaml: the python backend's ``shm-default-byte-size`` / ``shm-growth-byte-size``, the response
@@ -61,19 +62,16 @@ import time
 import zlib
 from pathlib import Path
 
-K8S = Path(__file__).resolve().parents[1]
-ROOT = K8S.parent
+from stylize.contract import descriptors
+
+from stylize_k8s import K8S, ROOT
+
 REPORT = K8S / "capacity" / "shm-usage.json"
 DEPLOYMENT = K8S / "base" / "deployment.yaml"
 CPU_RESOURCES = K8S / "overlays" / "cpu" / "resources.yaml"
 DOC = ROOT / "docs" / "k8s.md"
-DOC_BEGIN, DOC_END = "<!-- shm-usage:begin (python k8s/tools/shm_usage.py --write-doc) -->", "<!-- shm-usage:end -->"
-
-try:
-    from stylize.contract import descriptors
-except ImportError:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(ROOT / "client"))
-    from stylize.contract import descriptors
+DOC_BEGIN = "<!-- shm-usage:begin (python -m stylize_k8s.shm_usage --write-doc) -->"
+DOC_END = "<!-- shm-usage:end -->"
 
 # Margin over the measured worst: the allocator's fragmentation when a stub has held requests of other sizes than
 # the measured ones (the content is already at its bound: every image step is counted at the largest region, which
@@ -158,7 +156,7 @@ def mismatches(report: dict) -> list[str]:
                    "...) as measured")
     text = DOC.read_text()
     if DOC_BEGIN not in text or text.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip() != doc_section(report).strip():
-        out.append("docs/k8s.md: the /dev/shm section differs (python k8s/tools/shm_usage.py --write-doc)")
+        out.append("docs/k8s.md: the /dev/shm section differs (python -m stylize_k8s.shm_usage --write-doc)")
     return out
 
 
@@ -444,7 +442,7 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
     import tritonclient
 
     return {
-        "command": "python k8s/tools/shm_usage.py --measure",
+        "command": "python -m stylize_k8s.shm_usage --measure",
         "measured_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "triton": "2.51.0",

@@ -1,32 +1,11 @@
 """Replay traffic against the HPA-scaled Triton Deployment, with per-pod capacity from the load-test results.
 
-    python k8s/capacity/simulate.py --results loadtest/results/capacity.json --overlay cpu \\
+    python -m stylize_k8s.simulate --results loadtest/results/capacity.json --overlay cpu \\
         --shape burst --rps 20 --mix esrgan_x4=0.5,animevideo_x4=0.5 --plot out/burst.png
 
-Input: the load-test results (written by the load-test tooling; nothing here invents numbers)::
-
-    {
-      "format": "stylize-capacity/1",
-      "measured": "2026-11-22T10:00:00Z",                 # when
-      "source": "perf_analyzer 2.51.0, gRPC, ...",        # how: tool, protocol, input, anything needed to redo it
-      "pod": {"kind": "cpu", "cpu": "4", "memory": "16Gi", "node": "..."},   # the pod the numbers are per
-      "slo": {"latency_ms": 1000, "percentile": 95},      # the latency target the plan is for
-      "startup_s": 62.0,                                  # pod start -> ready (model load + warm-up), measured
-      "models": {
-        "<model id from client/stylize/contract/descriptors.py>": {
-          "input": "64x64 PNG",
-          "points": [                                     # one per perf_analyzer concurrency, ascending
-            {"concurrency": 1, "throughput_rps": 3.1, "p50_ms": 320.0, "p95_ms": 335.0,
-             "queue_us": 40, "compute_us": 310000},       # queue/compute: server-side per request (optional)
-            ...
-          ]
-        }
-      }
-    }
-
-Per model this gives: ``service_s`` (p50 at the lowest concurrency: a request alone), ``saturation_rps`` (the highest
-throughput measured), ``slo_rps`` (the highest throughput whose p<percentile> latency meets the SLO), and the
-parallelism of a pod ``c = round(saturation_rps * service_s)`` (Little's law at saturation).
+Input: the load-test results, ``stylize-capacity/1`` (written by the load test, read and checked by
+stylize.loadtest.capacity, which documents the format and what it gives per model: ``service_s``,
+``saturation_rps``, ``slo_rps``, ``parallelism``; nothing here invents numbers).
 
 Model of a pod (documented approximations, no randomness): requests are spread evenly over ready pods (gRPC clients
 with round-robin over the headless Service); a pod is an M/M/c queue with the mix's mean service time, plus a fluid
@@ -50,133 +29,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-FORMAT = "stylize-capacity/1"
-K8S = Path(__file__).resolve().parents[1]
+from stylize.loadtest.capacity import CapacityInputError, CapacityResults, ModelCapacity, load_results
 
-
-class CapacityInputError(ValueError):
-    """The load-test results are missing, malformed or do not cover what was asked."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Load-test results
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    concurrency: int
-    throughput_rps: float
-    p50_ms: float
-    p95_ms: float
-    queue_us: float | None = None
-    compute_us: float | None = None
-
-
-@dataclass(frozen=True)
-class ModelCapacity:
-    """What one pod does for one model, derived from the measured points."""
-
-    model: str
-    input: str
-    points: tuple[Point, ...]
-    slo_latency_ms: float
-    slo_percentile: int
-
-    def _latency(self, p: Point) -> float:
-        return p.p95_ms if self.slo_percentile == 95 else p.p50_ms
-
-    @property
-    def service_s(self) -> float:
-        return self.points[0].p50_ms / 1000.0
-
-    @property
-    def service_p95_s(self) -> float:
-        return self.points[0].p95_ms / 1000.0
-
-    @property
-    def saturation_rps(self) -> float:
-        return max(p.throughput_rps for p in self.points)
-
-    @property
-    def slo_point(self) -> Point | None:
-        ok = [p for p in self.points if self._latency(p) <= self.slo_latency_ms]
-        return max(ok, key=lambda p: p.throughput_rps) if ok else None
-
-    @property
-    def slo_rps(self) -> float:
-        p = self.slo_point
-        return p.throughput_rps if p else 0.0
-
-    @property
-    def parallelism(self) -> int:
-        return max(1, round(self.saturation_rps * self.service_s))
-
-    @property
-    def measured_queue_ratio_at_slo(self) -> float | None:
-        """Server-side queue/compute at the highest throughput that meets the SLO (if the points carry it)."""
-        p = self.slo_point
-        if p is None or p.queue_us is None or not p.compute_us:
-            return None
-        return p.queue_us / p.compute_us
-
-
-@dataclass(frozen=True)
-class CapacityResults:
-    measured: str
-    source: str
-    pod: Mapping[str, object]
-    slo_latency_ms: float
-    slo_percentile: int
-    startup_s: float | None
-    models: Mapping[str, ModelCapacity]
-
-    @property
-    def pod_kind(self) -> str:
-        return str(self.pod.get("kind", "cpu"))
-
-
-def load_results(path: Path | str, *, known_models: Iterable[str] | None = None) -> CapacityResults:
-    """Read and check the load-test results. Refuses anything incomplete: no number is ever made up here."""
-    path = Path(path)
-    if not path.is_file():
-        raise CapacityInputError(f"{path}: no load-test results. Run the load test first (it writes this file); "
-                                 "the capacity plan is computed only from measured numbers.")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CapacityInputError(f"{path}: not JSON ({e})") from None
-    if raw.get("format") != FORMAT:
-        raise CapacityInputError(f"{path}: format must be {FORMAT!r}, got {raw.get('format')!r}")
-    for key in ("measured", "source", "pod", "slo", "models"):
-        if not raw.get(key):
-            raise CapacityInputError(f"{path}: missing {key!r}")
-    slo = raw["slo"]
-    percentile = int(slo.get("percentile", 95))
-    if percentile not in (50, 95):
-        raise CapacityInputError(f"{path}: slo.percentile must be 50 or 95 (what perf_analyzer's points carry)")
-    latency = float(slo["latency_ms"])
-    known = set(known_models) if known_models is not None else None
-    models: dict[str, ModelCapacity] = {}
-    for name, m in raw["models"].items():
-        if known is not None and name not in known:
-            raise CapacityInputError(f"{path}: unknown model {name!r} (not in the descriptors)")
-        try:
-            points = tuple(sorted((Point(**p) for p in m["points"]), key=lambda p: p.concurrency))
-        except (KeyError, TypeError) as e:
-            raise CapacityInputError(f"{path}: model {name!r}: bad points ({e})") from None
-        if not points:
-            raise CapacityInputError(f"{path}: model {name!r}: no points")
-        for p in points:
-            if p.throughput_rps <= 0 or p.p50_ms <= 0 or p.p95_ms < p.p50_ms:
-                raise CapacityInputError(f"{path}: model {name!r}: implausible point {p}")
-        models[name] = ModelCapacity(name, str(m.get("input", "")), points, latency, percentile)
-    startup = raw.get("startup_s")
-    return CapacityResults(str(raw["measured"]), str(raw["source"]), raw["pod"], latency, percentile,
-                           float(startup) if startup is not None else None, models)
-
+from stylize_k8s import K8S
 
 # ---------------------------------------------------------------------------------------------------------------
 # Queueing model of one pod
@@ -297,7 +154,7 @@ class HpaSpec:
 
     @property
     def metric_kind(self) -> str:
-        """share: queue / (queue + compute); ratio: queue / compute (k8s/tools/generate.py)."""
+        """share: queue / (queue + compute); ratio: queue / compute (stylize_k8s.generate)."""
         return "share" if self.metric.endswith("_share") else "ratio"
 
     def ratio_at_target(self) -> float:

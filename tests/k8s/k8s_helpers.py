@@ -1,14 +1,13 @@
-"""Helpers of the k8s tests: render kustomizations, load the k8s/ tool modules (they are scripts, not a package)."""
+"""Helpers of the k8s tests: render kustomizations, find objects and flags in them (the k8s tools are the installed
+package stylize_k8s: the tests import it)."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import yaml
 
@@ -46,20 +45,6 @@ def one(objects: tuple[dict, ...], kind: str, name: str | None = None) -> dict:
     found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
-
-
-def load_tool(relpath: str) -> ModuleType:
-    """Import a k8s/ script by path (k8s/tools/generate.py -> module `generate`), once."""
-    path = K8S / relpath
-    name = path.stem
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
-        return sys.modules[name]
-    sys.path.insert(0, str(path.parent))  # the scripts import their siblings by name
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def server_container(deployment: dict) -> dict:

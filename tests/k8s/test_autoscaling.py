@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_helpers import K8S, OVERLAYS, load_tool, one, render
+from k8s_helpers import K8S, OVERLAYS, one, render
 from stylize.contract import descriptors
+from stylize_k8s import generate
+from stylize_k8s import queue_metric as qm
 
 pytestmark = pytest.mark.k8s
 
@@ -21,13 +23,12 @@ NV_NAME = re.compile(r"\bnv_[a-z_]+")
 # Families that only a GPU server exports (Triton metrics docs, "GPU Metrics"); cannot appear on this machine.
 GPU_ONLY = {"nv_gpu_utilization"}
 
-generate = load_tool("tools/generate.py")
-qm = load_tool("tools/queue_metric.py")
 
 
 @pytest.fixture(scope="module")
 def real_scrapes():
-    """Two scrapes of a real Triton 2.51.0 (k8s/tools/capture_queue_metrics.py; scenario in triton-queue.json)."""
+    """Two scrapes of a real Triton 2.51.0 (python -m stylize_k8s.capture_queue_metrics; scenario in
+    triton-queue.json)."""
     meta = json.loads((DATA / "triton-queue.json").read_text())
     t0 = qm.parse((DATA / "triton-queue-t0.prom").read_text())
     t1 = qm.parse((DATA / "triton-queue-t1.prom").read_text())
@@ -43,7 +44,7 @@ def _rules(path: Path) -> list[dict]:
 
 
 def test_generated_files_are_up_to_date():
-    assert generate.stale() == [], "run: python k8s/tools/generate.py"
+    assert generate.stale() == [], "run: python -m stylize_k8s.generate"
 
 
 def test_hpa_metrics_are_served_by_the_adapter_rules():

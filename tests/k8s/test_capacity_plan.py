@@ -8,13 +8,13 @@ import math
 import re
 
 import pytest
-from k8s_helpers import ROOT, load_tool, one, render
+from k8s_helpers import ROOT, one, render
 from k8s_helpers import TEST_CAPACITY_RESULTS as TEST_RESULTS
+from stylize_k8s import plan
+from stylize_k8s import simulate as sim
 
 pytestmark = pytest.mark.k8s
 
-plan = load_tool("capacity/plan.py")
-sim = load_tool("capacity/simulate.py")
 SHORT = {"steady": 1800, "diurnal": 7200, "burst": 1800}  # shorter runs keep the test fast
 
 
@@ -124,7 +124,7 @@ def test_target_decision_follows_the_simulations():
 def test_committed_doc_is_method_only_or_generated_and_current(hpas):
     doc = ROOT / "docs" / "capacity.md"
     text = doc.read_text()
-    assert "python k8s/capacity/plan.py --results" in text
+    assert "python -m stylize_k8s.plan --results" in text
     if not text.startswith(plan.MARKER):
         # no measured numbers yet: the doc holds the method and the command, and no capacity figure
         assert "req/s/pod" not in text and "Pods needed" not in text
@@ -141,7 +141,7 @@ def test_committed_doc_is_method_only_or_generated_and_current(hpas):
     regenerated = plan.render(inputs, figures=ROOT / "docs" / "capacity", rps=list(plan.DEFAULT_RPS), cpu_hpa=cpu,
                               gpu_hpa=gpu, write=False, cpu_pod=plan.overlay_pod("cpu"),
                               scale_to_pod=plan.SCALE_FLAG in regenerate, **kwargs)
-    assert regenerated == text, "docs/capacity.md is stale: re-run k8s/capacity/plan.py"
+    assert regenerated == text, "docs/capacity.md is stale: re-run python -m stylize_k8s.plan"
     # ... and it describes the deployed pod: as measured, or scaled to it in so many words
     deployed = plan.overlay_pod("cpu")
     assert (f"Pod: cpu {deployed['cpu']}, memory {deployed['memory']}, as deployed" in text

@@ -1,5 +1,5 @@
 """The server pod drains as long as its longest request: the Deployment's exit timeout and grace period are
-k8s/tools/drain.py's derivation from the limits the image steps admit, and a real tritonserver started with the
+stylize_k8s.drain's derivation from the limits the image steps admit, and a real tritonserver started with the
 Deployment's flags lets requests in flight at SIGTERM finish (while one longer than the exit timeout is cut off)."""
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from k8s_helpers import OVERLAYS, flag, load_tool, one, render, server_container
+from k8s_helpers import OVERLAYS, flag, one, render, server_container
 from stylize.contract import descriptors
+from stylize_k8s import drain
 
 pytestmark = pytest.mark.k8s
-
-drain = load_tool("tools/drain.py")
 
 
 # ---- the derivation ------------------------------------------------------------------------------------------
@@ -31,7 +30,7 @@ def derived():
 
 
 def test_deployment_drain_is_the_derivation(derived):
-    assert drain.mismatches(derived, drain.deployed()) == [], "run: python k8s/tools/drain.py"
+    assert drain.mismatches(derived, drain.deployed()) == [], "run: python -m stylize_k8s.drain"
     for kustomization in OVERLAYS:  # no overlay shortens (or lengthens) it
         dep = one(render(kustomization), "Deployment", "triton")
         c = server_container(dep)

@@ -1,4 +1,4 @@
-"""Release images by digest, and the CPU image without CUDA: k8s/tools/pin.py refuses a base image or a rendered
+"""Release images by digest, and the CPU image without CUDA: stylize_k8s.pin refuses a base image or a rendered
 manifest image that has no digest; the Dockerfile's CPU target refuses a base that carries CUDA.
 
 No registry and no Docker daemon are reachable here, so no digest is recorded and no image is built: these tests
@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from k8s_helpers import K8S, kubectl, load_tool
+from k8s_helpers import K8S, kubectl
+from stylize_k8s import pin
 
 pytestmark = pytest.mark.k8s
 
-pin = load_tool("tools/pin.py")
 DIGEST = "sha256:" + "0123456789abcdef" * 4  # well-formed; no registry serves it
 
 
@@ -44,9 +44,9 @@ def test_the_recorded_gpu_base_is_the_image_the_dockerfile_names():
     assert pin.load()["gpu"]["image"] == default
     # the documented builds take the base from the gate, never a bare tag
     builds = re.findall(r"docker build .*?\.$", text.replace("\\\n#", ""), re.M | re.S)
-    assert builds and all('TRITON_IMAGE="$(python k8s/tools/pin.py ref ' in b for b in builds), builds
+    assert builds and all('TRITON_IMAGE="$(python -m stylize_k8s.pin ref ' in b for b in builds), builds
     doc = (K8S.parent / "docs" / "k8s.md").read_text()
-    assert "python k8s/tools/pin.py record gpu" in doc and "python k8s/tools/pin.py check" in doc
+    assert "python -m stylize_k8s.pin record gpu" in doc and "python -m stylize_k8s.pin check" in doc
 
 
 def test_the_release_gate_refuses_what_is_unpinned_today():
@@ -54,7 +54,7 @@ def test_the_release_gate_refuses_what_is_unpinned_today():
     problems = pin.problems([K8S / "overlays" / "cpu"])
     assert any("base image gpu" in p and "no digest" in p for p in problems), problems
     assert any("stylize-triton:0.1.0-triton24.10-cpu is not pinned" in p for p in problems), problems
-    out = subprocess.run([sys.executable, str(K8S / "tools" / "pin.py"), "ref", "gpu"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "stylize_k8s.pin", "ref", "gpu"], capture_output=True, text=True)
     assert out.returncode == 1 and "no digest recorded" in out.stderr
 
 

@@ -15,7 +15,6 @@ from k8s_helpers import (
     OVERLAYS,
     ROOT,
     flag,
-    load_tool,
     one,
     quantity_bytes,
     render,
@@ -23,6 +22,7 @@ from k8s_helpers import (
     strictify,
 )
 from stylize.contract import descriptors
+from stylize_k8s import generate
 
 pytestmark = pytest.mark.k8s
 
@@ -305,7 +305,6 @@ def test_overlays_cpu_and_gpu_differ_where_they_must():
     cpu = server_container(one(render("overlays/cpu"), "Deployment", "triton"))
     gpu_dep = one(render("overlays/gpu"), "Deployment", "triton")
     gpu = server_container(gpu_dep)
-    generate = load_tool("tools/generate.py")
 
     assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
     assert flag(cpu["args"], "allow-gpu-metrics") == ["false"]
@@ -348,7 +347,6 @@ def test_admin_apis_are_restricted_with_the_key_from_a_secret(kustomization):
 
 
 def test_the_generator_refuses_explicit_model_control_without_the_restriction(tmp_path, monkeypatch):
-    generate = load_tool("tools/generate.py")
     text = (K8S / "base" / "deployment.yaml").read_text()
     open_base = tmp_path / "deployment.yaml"
     open_base.write_text("\n".join(line for line in text.splitlines() if "restricted" not in line) + "\n")

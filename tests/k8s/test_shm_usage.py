@@ -1,4 +1,4 @@
-"""The pod's /dev/shm is sized from a measurement: k8s/capacity/shm-usage.json (python k8s/tools/shm_usage.py
+"""The pod's /dev/shm is sized from a measurement: k8s/capacity/shm-usage.json (python -m stylize_k8s.shm_usage
 --measure, a real tritonserver with the Deployment's flags driven with the worst requests the step limits admit).
 These tests read that file and check that the manifests, the memory arithmetic and the doc are derived from it, and
 that the measured worst request is one the image step admits."""
@@ -9,11 +9,10 @@ import json
 import re
 
 import pytest
-from k8s_helpers import K8S, ROOT, flag, load_tool, one, render, server_container
+from k8s_helpers import K8S, ROOT, flag, one, render, server_container
+from stylize_k8s import shm_usage as shm
 
 pytestmark = pytest.mark.k8s
-
-shm = load_tool("tools/shm_usage.py")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def test_the_measurement_covers_every_python_stub_of_the_pod(report):
 
 
 def test_the_deployment_is_derived_from_the_measurement(report):
-    assert shm.mismatches(report) == [], "run: python k8s/tools/shm_usage.py --write-doc, then set the manifests"
+    assert shm.mismatches(report) == [], "run: python -m stylize_k8s.shm_usage --write-doc, then set the manifests"
     derived = shm.derive(report)
     assert derived["size_limit_bytes"] >= derived["worst_bytes"] * (1 + shm.MARGIN)
     for kustomization in ("overlays/cpu", "overlays/gpu", "overlays/cpu-objectstore"):

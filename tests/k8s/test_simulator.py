@@ -10,11 +10,10 @@ import math
 import random
 
 import pytest
-from k8s_helpers import TEST_CAPACITY_RESULTS, load_tool, one, render
+from k8s_helpers import TEST_CAPACITY_RESULTS, one, render
+from stylize_k8s import simulate as sim
 
 pytestmark = pytest.mark.k8s
-
-sim = load_tool("capacity/simulate.py")
 
 TEST_RESULTS = TEST_CAPACITY_RESULTS
 

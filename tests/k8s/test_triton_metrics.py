@@ -9,8 +9,11 @@ import urllib.request
 
 import numpy as np
 import pytest
-from k8s_helpers import flag, load_tool, one, render, server_container
+from k8s_helpers import flag, one, render, server_container
 from stylize.contract import descriptors
+from stylize_k8s import capture_queue_metrics as capture
+from stylize_k8s import generate
+from stylize_k8s import queue_metric as qm
 
 pytestmark = [pytest.mark.k8s, pytest.mark.triton]
 
@@ -27,13 +30,10 @@ IMAGE_MODEL, VIDEO_MODEL = "esrgan_x4", "basicvsr_x4"
 
 def _scrape(url: str):
     with urllib.request.urlopen(url, timeout=10) as r:
-        return load_tool("tools/queue_metric.py").parse(r.read().decode())
+        return qm.parse(r.read().decode())
 
 
 def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
-    generate = load_tool("tools/generate.py")
-    capture = load_tool("tools/capture_queue_metrics.py")
-    qm = load_tool("tools/queue_metric.py")
     args = server_container(one(render("overlays/cpu"), "Deployment", "triton"))["args"]
     extra = [a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)]
     # the launcher restricts the admin APIs as the Deployment does, with its own key instead of the Secret's

@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,12 +311,9 @@ def test_capacity_file_is_what_the_k8s_plan_reads(tmp_path):
     doc = capacity_document(run, s)
     path = tmp_path / "capacity.json"
     path.write_text(json.dumps(doc))
-    sys.path.insert(0, str(ROOT / "k8s" / "capacity"))
-    try:
-        import simulate
-    finally:
-        sys.path.pop(0)
-    results = simulate.load_results(path, known_models=REGISTRY)
+    from stylize.loadtest.capacity import load_results  # the reader stylize_k8s.plan and .simulate use
+
+    results = load_results(path, known_models=REGISTRY)
     m = results.models["animevideo_x4"]
     assert [p.concurrency for p in m.points] == [1, 2]
     assert m.saturation_rps == pytest.approx(6.6) and results.startup_s == 42.0

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from google.protobuf import text_format
 from stylize.contract.descriptors import REGISTRY
 from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
+from stylize.loadtest.experiments.step_runtime_ab import VARIANTS
 from tritonclient.grpc import model_config_pb2 as mc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: loadtest/ is not installed
-from loadtest.step_runtime_ab import VARIANTS  # noqa: E402
 
 
 def _config(path: Path) -> mc.ModelConfig:
@@ -22,8 +19,7 @@ def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_re
     """Each variant of the experiment is an ensemble of its own in one repository: its step says the runtime and
     layout it claims, a BLS variant has its own network model (versions linked, not copied) in that layout."""
     from stylize.loadtest.bench import add_variant
-
-    from loadtest.step_runtime_ab import variants
+    from stylize.loadtest.experiments.step_runtime_ab import variants
 
     desc = REGISTRY["animevideo_x4"]
     for runtime in VARIANTS:
@@ -50,7 +46,7 @@ def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_re
 
 
 def test_memory_mirror_rewrites_only_the_image_steps_for_bls(model_repository, tmp_path):
-    from loadtest.server_memory import mirror
+    from stylize.loadtest.experiments.server_memory import mirror
 
     repo = mirror(model_repository, tmp_path / "bls", bls=True)
     desc = REGISTRY["animevideo_x2"]

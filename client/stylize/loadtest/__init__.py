@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .capacity import CapacityError, capacity_document
 from .perf import PerfAnalyzerUnavailable, find_perf_analyzer, perf_analyzer_version
 from .report import write_report
-from .runner import CapacityError, RunResult, ScenarioResult, ServerNotReady, capacity_document, run
+from .runner import RunResult, ScenarioResult, ServerNotReady, run
 from .scenarios import Scenario, ScenarioError, ScenarioSet, load_all, load_set, select
 
 SCENARIOS_ENV = "STYLIZE_LOADTEST_SCENARIOS"

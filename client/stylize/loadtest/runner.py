@@ -19,10 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 
 from .perf import Level, find_perf_analyzer, perf_analyzer_version, run_level, write_input_data
-from .scenarios import Scenario, ScenarioSet
+from .scenarios import Scenario
 
 RESULTS_FORMAT = "stylize-loadtest/1"
-CAPACITY_FORMAT = "stylize-capacity/1"  # read by k8s/capacity/simulate.py
 
 
 class ServerNotReady(RuntimeError):
@@ -350,63 +349,7 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
     return result
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Capacity plan input (k8s/capacity/simulate.py)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class CapacityError(ValueError):
-    """The run does not have what the capacity file needs (ensemble concurrency sweeps, start-up time)."""
-
-
-def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[str, Any]:
-    """The ``stylize-capacity/1`` document from the results of a set that has a [capacity] table."""
-    if scenario_set.capacity is None:
-        raise CapacityError(f"set {scenario_set.name} has no [capacity] table")
-    models: dict[str, Any] = {}
-    for r in run_result.results:
-        sc = r.scenario
-        if sc.set != scenario_set.name:
-            continue
-        if sc.variant != "ensemble" or sc.mode != "concurrency":
-            raise CapacityError(f"{sc.name}: capacity scenarios are client-facing ensembles under a concurrency sweep")
-        if sc.model in models:
-            raise CapacityError(f"{sc.name}: a second capacity scenario for {sc.model}")
-        points = []
-        for lv in sorted(r.ok_levels, key=lambda lv: lv.value):
-            p = {"concurrency": int(lv.value), "throughput_rps": round(lv.requests_per_s, 4),
-                 "p50_ms": round(lv.p50_ms, 2), "p95_ms": round(lv.p95_ms, 2)}
-            if lv.queue_us is not None and lv.busy_us:
-                p["queue_us"] = round(lv.queue_us, 1)
-                p["compute_us"] = round(lv.busy_us, 1)
-            points.append(p)
-        if not points:
-            raise CapacityError(f"{sc.name}: no successful level to take capacity from ({'; '.join(r.errors)})")
-        models[sc.model] = {"input": sc.input_label, "points": points}
-    if not models:
-        raise CapacityError(f"no results of set {scenario_set.name} in this run")
-    if run_result.startup_s is None:
-        raise CapacityError("the capacity plan needs the measured server start-up time: run with --serve "
-                            "(the load test starts the server and times it)")
-    m = run_result.machine
-    return {
-        "format": CAPACITY_FORMAT,
-        "measured": run_result.started,
-        "source": (f"{run_result.versions['perf_analyzer']} against Triton {run_result.versions['triton']} over "
-                   f"{'HTTP' if run_result.protocol == 'http' else 'gRPC'} "
-                   f"({run_result.url}); real photo crops as encoded images (--input-data); one perf_analyzer run "
-                   f"per concurrency level; stylize {run_result.versions['stylize']}; "
-                   f"scenario set loadtest/scenarios/{scenario_set.path.name}; command: {run_result.command}"),
-        "pod": {"kind": "cpu", "cpu": str(m["cores"]), "memory": f"{m['memory_gib']}Gi",
-                "node": f"{m['cpu']} ({m['cores']} cores, shared with other work: load average "
-                        f"{run_result.load_average.get('before')} -> {run_result.load_average.get('after')})"},
-        "slo": {"latency_ms": scenario_set.capacity.slo_latency_ms, "percentile": scenario_set.capacity.percentile},
-        "startup_s": round(run_result.startup_s, 1),
-        "models": models,
-    }
-
-
 __all__ = [
-    "RESULTS_FORMAT", "CAPACITY_FORMAT", "ServerNotReady", "CapacityError", "ModelLayout", "ScenarioResult",
-    "RunResult", "run", "capacity_document", "IN_STEP_NETWORK", "machine", "bls_callees", "network_of", "load_results",
+    "RESULTS_FORMAT", "ServerNotReady", "ModelLayout", "ScenarioResult", "RunResult", "run", "IN_STEP_NETWORK",
+    "machine", "bls_callees", "network_of", "load_results",
 ]

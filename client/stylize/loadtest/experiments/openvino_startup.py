@@ -2,8 +2,8 @@
 start: a restart) and, for comparison, the same repository with ONNX Runtime; then the first request at an input
 shape the server has not seen (OpenVINO compiles a dynamic-shape model once and its kernels per new shape).
 
-    python -m loadtest.openvino_startup                       # the built repository; ~3 server starts
-    python -m loadtest.openvino_startup --skip-ort --models animevideo_x4 esrgan_anime_x4
+    python -m stylize.loadtest.experiments.openvino_startup  # the built repository; ~3 server starts
+    python -m stylize.loadtest.experiments.openvino_startup --skip-ort --models animevideo_x4 esrgan_anime_x4
 
 One server at a time, on a repository of symlinks to the built models (``--skip-ort`` leaves out the ONNX Runtime
 start, whose repository has the CPU networks' and image steps' configs rewritten by the config writer). The model
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, REGISTRY
 from stylize.engine.ov_runner import OV_CACHE_ENV
 from stylize.engine.photos import real_photo_crop

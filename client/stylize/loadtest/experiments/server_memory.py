@@ -1,8 +1,10 @@
 """Resident memory of a local server (tritonserver + its python stubs): idle, then after every image ensemble has
 run one large photo on both of its step instances. The number behind the CPU pod's memory (k8s/overlays/cpu).
 
-    python -m loadtest.server_memory                 # the repository as built (CPU steps run the network themselves)
-    python -m loadtest.server_memory --bls           # the same, with the image steps calling the network by BLS
+    python -m stylize.loadtest.experiments.server_memory        # the repository as built (CPU steps run the
+                                                                # network themselves)
+    python -m stylize.loadtest.experiments.server_memory --bls  # the same, with the image steps calling the
+                                                                # network by BLS
 
 INT8 variants are left out unless ``--int8`` (the image a pod runs is built with `stylize build`, which makes none).
 
@@ -22,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from stylize.contract.descriptors import ENCODED_IMAGE, MODELS
 from stylize.engine.photos import real_photo_crop
 from stylize.server.launcher import start_local

@@ -1,7 +1,8 @@
 """Soak: `stylize serve` under steady load while its processes are killed, as the OOM killer would.
 
-    python -m loadtest.soak                              # 10 minutes, concurrency 4 -> loadtest/results/soak/
-    python -m loadtest.soak --minutes 2 --update-docs    # and rewrite docs/soak.md from the run
+    python -m stylize.loadtest.experiments.soak                            # 10 minutes, concurrency 4
+                                                                           # -> loadtest/results/soak/
+    python -m stylize.loadtest.experiments.soak --minutes 2 --update-docs  # and rewrite docs/soak.md from the run
 
 The real `stylize serve` runs as a subprocess (only the soaked models loaded, response cache off so every request
 is computed); `concurrency` SDK clients send real photos round-robin over the models, each request retried by the
@@ -31,7 +32,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from stylize.loadtest.experiments import ROOT
+
 SIZES = {"animeganv2": 256, "animevideo_x2": 96}  # real-photo crops: a request costs about 0.1-0.5 s here
 
 
@@ -94,10 +96,9 @@ def _wait_ready(http: int, timeout: float) -> None:
 def run(minutes: float, concurrency: int, models: list[str], repository: Path) -> Result:
     from stylize import StylizeClient
     from stylize.engine.photos import real_photo_crop
+    from stylize.loadtest.experiments.server_memory import server_pss_mb
     from stylize.server import healing
     from stylize.server.settings import find_free_ports
-
-    from loadtest.server_memory import server_pss_mb
 
     grpc, http, metrics = find_free_ports(3)
     stylize = Path(sys.executable).with_name("stylize")
@@ -233,7 +234,8 @@ def markdown(res: Result, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stylize.loadtest.experiments.soak",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--models", default="animevideo_x2,animeganv2")
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--update-docs", action="store_true", help="also write docs/soak.md")
     args = p.parse_args(argv)
     res = run(args.minutes, args.concurrency, [m.strip() for m in args.models.split(",")], args.model_repository)
-    command = "python -m loadtest.soak" + (f" --minutes {args.minutes:g}" if args.minutes != 10 else "")
+    command = "python -m stylize.loadtest.experiments.soak" + (
+        f" --minutes {args.minutes:g}" if args.minutes != 10 else "")
     text = markdown(res, command)
     from stylize.contract.fileio import write_atomic
 

@@ -2,9 +2,11 @@
 (the step runs the network in its own process) and the step layout (instances x threads) of each CPU runtime
 (build/stylize_build/pbtxt.py image_config).
 
-    python -m loadtest.step_runtime_ab                           # OpenVINO, animevideo_x4 at 128², fp32 and INT8
-    python -m loadtest.step_runtime_ab esrgan_anime_x4 128 --rounds 4
-    python -m loadtest.step_runtime_ab --runtime onnxruntime     # the ONNX Runtime experiment (BLS vs in the step)
+    python -m stylize.loadtest.experiments.step_runtime_ab                        # OpenVINO, animevideo_x4 at 128²,
+                                                                                  # fp32 and INT8
+    python -m stylize.loadtest.experiments.step_runtime_ab esrgan_anime_x4 128 --rounds 4
+    python -m stylize.loadtest.experiments.step_runtime_ab --runtime onnxruntime  # the ONNX Runtime experiment
+                                                                                  # (BLS vs in the step)
 
 One local server for every variant: a repository of symlinks to the built networks with each variant added as an
 ensemble of its own (``stylize.loadtest.bench.add_variant``: its image step, and for BLS its own network model, with

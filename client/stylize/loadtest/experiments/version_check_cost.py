@@ -2,7 +2,7 @@
 of a real tritonserver, against a network model of the built repository (the step asks once per version folder of
 ``<id>_net`` at each request: stylize.engine.network.NetworkVersions).
 
-    python -m loadtest.version_check_cost [model_repository] [animevideo_x4]
+    python -m stylize.loadtest.experiments.version_check_cost [model_repository] [animevideo_x4]
 
 Prints microseconds per call (mean over 1000 calls, twice after a warm-up of 10).
 """
@@ -42,6 +42,7 @@ class TritonPythonModel:
 
 def main(argv: list[str]) -> None:
     import tritonclient.grpc as grpcclient
+
     from stylize.contract.descriptors import REGISTRY
     from stylize.server.launcher import start_local
 

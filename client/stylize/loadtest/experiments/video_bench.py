@@ -3,11 +3,15 @@ real-photo pan with ground truth, BasicVSR's memory with spatial tiles, and a li
 servers started here (tritonserver, the project's default CPU runtime: OpenVINO fp32 on this CPU, which has no bf16),
 on a repository of symlinks to the built models (so memory is the model under test), one part at a time:
 
-    python -m loadtest.video_bench anime       # animevideo_x2 / x4 at 640x360 and 854x480 (stylize video, file mode)
-    python -m loadtest.video_bench windows     # basicvsr_x4, windows 3/5/7/9/15 (builds the missing ones first)
-    python -m loadtest.video_bench memory      # basicvsr_x4: one 7-frame window tile at the default tile (256²)
-    python -m loadtest.video_bench live        # stylize video --live on a FIFO fed by ffmpeg -re
-    python -m loadtest.video_bench doc         # docs/video.md's measured section from the saved JSON, no measuring
+    python -m stylize.loadtest.experiments.video_bench anime    # animevideo_x2 / x4 at 640x360 and 854x480
+                                                                # (stylize video, file mode)
+    python -m stylize.loadtest.experiments.video_bench windows  # basicvsr_x4, windows 3/5/7/9/15 (builds the
+                                                                # missing ones first)
+    python -m stylize.loadtest.experiments.video_bench memory   # basicvsr_x4: one 7-frame window tile at the
+                                                                # default tile (256²)
+    python -m stylize.loadtest.experiments.video_bench live     # stylize video --live on a FIFO fed by ffmpeg -re
+    python -m stylize.loadtest.experiments.video_bench doc      # docs/video.md's measured section from the saved
+                                                                # JSON, no measuring
 
 Each part writes ``loadtest/results/video_bench/<part>.json`` (``--out``); ``doc`` renders the table between the
 markers in docs/video.md and the plots in docs/video/. Window variants of BasicVSR are built with
@@ -32,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from stylize.loadtest.experiments import ROOT
+
 OUT = ROOT / "loadtest" / "results" / "video_bench"
 DOC = ROOT / "docs" / "video.md"
 PLOTS = ROOT / "docs" / "video"
@@ -170,18 +175,17 @@ def part_windows(n_frames: int, side: int, windows: tuple[int, ...], out: Path) 
 def part_memory(side: int) -> dict:
     from stylize.contract.tiling import plan_tiles
     from stylize.engine.photos import pan_sequence
+    from stylize.loadtest.experiments.tiling_bench import PeakMemory
     from stylize.sdk.client import StylizeClient
     from stylize.sdk.video import WINDOW_TILE, WINDOW_TILE_OVERLAP
     from stylize.server.launcher import start_local
-
-    from loadtest.tiling_bench import PeakMemory
 
     T = 7
     lr = pan_sequence(T, side)  # the input itself: real-photo crops along a path (memory and time only)
     with tempfile.TemporaryDirectory() as tmp:
         sub = subset({"basicvsr_x4_net": ROOT / "model_repository" / "basicvsr_x4_net"}, Path(tmp) / "repo")
         with start_local(sub) as server, StylizeClient(url=server.grpc_url, timeout=1800) as client:
-            from loadtest.tiling_bench import tree_memory
+            from stylize.loadtest.experiments.tiling_bench import tree_memory
 
             client.infer_frames(lr[:, :64, :64], "basicvsr_x4", tile=0)  # first request outside the timing
             idle_rss, idle_pss = tree_memory(server.pid)
@@ -280,8 +284,9 @@ def render(out: Path) -> str:
     parts = {p: json.loads((out / f"{p}.json").read_text()) for p in ("anime", "windows", "memory", "live")
              if (out / f"{p}.json").is_file()}
     lines = [MARK_BEGIN, "",
-             "Written by `python -m loadtest.video_bench doc` from `loadtest/results/video_bench/*.json`;"
-             " each part measured by `python -m loadtest.video_bench PART` on real servers (OpenVINO fp32, this "
+             "Written by `python -m stylize.loadtest.experiments.video_bench doc` from "
+             "`loadtest/results/video_bench/*.json`; each part measured by "
+             "`python -m stylize.loadtest.experiments.video_bench PART` on real servers (OpenVINO fp32, this "
              "2-core AMD EPYC, shared with other work while it ran).", ""]
     if "anime" in parts:
         a = parts["anime"]

@@ -1,0 +1,27 @@
+"""The Python tools of the Kubernetes deployment (source in k8s/stylize_k8s/, installed with the project)::
+
+    python -m stylize_k8s.generate               # the k8s files that carry model names, from the descriptors
+    python -m stylize_k8s.pin check              # release gate: every base and pod image pinned by digest
+    python -m stylize_k8s.drain --check          # terminationGracePeriodSeconds / --exit-timeout-secs, derived
+    python -m stylize_k8s.shm_usage --check      # the /dev/shm sizeLimit = the committed measurement
+    python -m stylize_k8s.perf_input             # k8s/loadtest/input-data.json (a real photo crop)
+    python -m stylize_k8s.queue_metric A B --seconds S   # the HPA's queue metric from two real scrapes
+    python -m stylize_k8s.capture_queue_metrics  # those scrapes, from a real tritonserver (tests/k8s/data/)
+    python -m stylize_k8s.simulate --results ... # the HPA replayed against measured per-pod capacity
+    python -m stylize_k8s.plan --results ...     # docs/capacity.md from the load test's stylize-capacity/1 file
+
+They read and write the manifests and data under k8s/ and docs/ of the source checkout (:data:`ROOT`), whatever
+the current folder; the capacity file's format is the measurement package's (stylize.loadtest.capacity).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stylize.loadtest import project_root
+
+# The source checkout (pyproject.toml, k8s/, docs/, model_repository/); outside one, the current folder.
+ROOT: Path = project_root() or Path.cwd()
+K8S: Path = ROOT / "k8s"
+
+__all__ = ["ROOT", "K8S"]
