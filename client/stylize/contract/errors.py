@@ -59,7 +59,7 @@ class InvalidInput(StylizeError, ValueError):
 
     kind = "invalid_input"
 
-    def __init__(self, message: str, *, reason: str | None = None, **kw):
+    def __init__(self, message: str, *, reason: str | None = None, **kw: str | None):
         super().__init__(message, **kw)
         self.reason = reason if reason is not None else message
 

@@ -4,6 +4,7 @@ pads raw frames, by one rule), and what a client needs to know to call a network
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -16,7 +17,7 @@ def pad_to_multiple(frames: np.ndarray, multiple: int, min_side: int = 1) -> np.
     pw = max(-(-w // multiple) * multiple, min_side) - w
     if ph == 0 and pw == 0:
         return frames
-    mode = "reflect" if ph < h and pw < w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if ph < h and pw < w else "edge"
     pad = [(0, 0)] * (frames.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
     return np.pad(frames, pad, mode=mode)
 

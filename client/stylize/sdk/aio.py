@@ -48,9 +48,9 @@ class AsyncStylizeClient(ClientCore):
         super().__init__(url=url, model=model, version=version, timeout=timeout, retry=retry,
                          compression=compression, max_message_bytes=max_message_bytes, ssl=ssl, metrics=metrics,
                          admin_key=admin_key)
-        self._client = None
+        self._client: Any = None  # tritonclient.grpc.aio.InferenceServerClient (untyped), made on first use
 
-    def _aio(self):
+    def _aio(self) -> Any:
         if self._client is None:
             import tritonclient.grpc.aio as aio
 
@@ -67,7 +67,7 @@ class AsyncStylizeClient(ClientCore):
     async def __aenter__(self) -> "AsyncStylizeClient":
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     # ---- transport ----------------------------------------------------------------------------------------------
@@ -83,11 +83,15 @@ class AsyncStylizeClient(ClientCore):
                 else:
                     rpc = op.send(value)
         except StopIteration as done:
-            return done.value
+            returned: T = done.value  # what the generator returned: Op[T]'s T (StopIteration.value is Any)
+            return returned
 
     async def _do(self, rpc: Rpc) -> Any:
         client = self._aio()
-        call = lambda: getattr(client, rpc.method)(*rpc.args, **rpc.kwargs)  # noqa: E731
+
+        def call() -> Any:
+            return getattr(client, rpc.method)(*rpc.args, **rpc.kwargs)
+
         return await (call() if rpc.model is None else self._call(rpc.model, call, retry=rpc.retry))
 
     async def _call(self, model: str, op: Callable[[], Any], *, retry: bool = True) -> Any:
@@ -121,7 +125,7 @@ class AsyncStylizeClient(ClientCore):
     async def infer(self, img: ImageLike, model: str | None = None, *, version: int | str | None = None,
                     **options: Any) -> Any:
         data, kind = encode_input(img)
-        like = img if kind == "array" else None
+        like = img if isinstance(img, np.ndarray) else None  # kind "array"
         return decode_output(await self.infer_bytes(data, model, version=version, **options), kind, like=like)
 
     async def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
@@ -142,9 +146,9 @@ class AsyncStylizeClient(ClientCore):
                          **options: Any) -> AsyncIterator[Any]:
         """Results in order, ``concurrency`` requests in flight, bounded memory (see StylizeClient.infer_many)."""
         self._check_many(model, version, concurrency, options)
-        pending: deque[asyncio.Task] = deque()
+        pending: deque[asyncio.Task[Any]] = deque()
 
-        async def resolve(task: asyncio.Task) -> Any:
+        async def resolve(task: asyncio.Task[Any]) -> Any:
             try:
                 return await task
             except StylizeError as e:
@@ -202,7 +206,7 @@ class AsyncStylizeClient(ClientCore):
         return await self._run(self._health_op(timeout))
 
 
-async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
     if hasattr(items, "__aiter__"):
         async for item in items:
             yield item

@@ -49,7 +49,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -115,8 +115,8 @@ class Rpc:
     errors become stylize.contract.errors (None: a bare call, whose tritonclient errors the operation sees)."""
 
     method: str
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     retry: bool = True
 
@@ -150,7 +150,7 @@ class Attempts:
     def error(self, e: BaseException) -> StylizeError:
         return from_triton(e, model=self.model, url=self.core.url)
 
-    def needs_server_state(self, err: StylizeError) -> bool:
+    def needs_server_state(self, err: StylizeError) -> TypeGuard[ModelNotFound]:
         """A NOT_FOUND may be a draining server (retryable) or a missing model: the server's readiness tells."""
         return isinstance(err, ModelNotFound) and self.retry
 
@@ -237,7 +237,8 @@ class ClientCore:
         result = yield Rpc("infer", (raw.name, [inp]), dict(model_version=version, outputs=outputs,
                                                              client_timeout=self.timeout,
                                                              compression_algorithm=self.compression), raw.name)
-        return result.as_numpy(raw.output)
+        out: np.ndarray = result.as_numpy(raw.output)  # tritonclient's InferResult is untyped
+        return out
 
     def _models_op(self) -> Op[list[ModelInfo]]:
         if not self._admin:  # the open APIs only: weights "?" (see StylizeClient.models)
@@ -351,7 +352,7 @@ class StylizeClient(ClientCore):
     def __enter__(self) -> "StylizeClient":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---- transport ----------------------------------------------------------------------------------------------
@@ -367,10 +368,13 @@ class StylizeClient(ClientCore):
                 else:
                     rpc = op.send(value)
         except StopIteration as done:
-            return done.value
+            returned: T = done.value  # what the generator returned: Op[T]'s T (StopIteration.value is Any)
+            return returned
 
     def _do(self, rpc: Rpc) -> Any:
-        call = lambda: getattr(self._client, rpc.method)(*rpc.args, **rpc.kwargs)  # noqa: E731
+        def call() -> Any:
+            return getattr(self._client, rpc.method)(*rpc.args, **rpc.kwargs)
+
         return call() if rpc.model is None else self._call(rpc.model, call, retry=rpc.retry)
 
     def _call(self, model: str, op: Callable[[], Any], *, retry: bool = True) -> Any:
@@ -402,7 +406,7 @@ class StylizeClient(ClientCore):
               **options: Any) -> Any:
         """Run one image through a model; returns the same kind it was given (see the module docstring)."""
         data, kind = encode_input(img)
-        like = img if kind == "array" else None
+        like = img if isinstance(img, np.ndarray) else None  # kind "array"
         return decode_output(self.infer_bytes(data, model, version=version, **options), kind, like=like)
 
     def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
@@ -430,7 +434,7 @@ class StylizeClient(ClientCore):
         """
         self._check_many(model, version, concurrency, options)
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="stylize-infer")
-        pending: deque[Future] = deque()
+        pending: deque[Future[Any]] = deque()
         try:
             for item in items:
                 pending.append(pool.submit(self.infer, item, model, version=version, **options))
@@ -486,7 +490,7 @@ class StylizeClient(ClientCore):
         return self._run(self._health_op(timeout))
 
 
-def _resolve(future: Future, return_exceptions: bool) -> Any:
+def _resolve(future: Future[Any], return_exceptions: bool) -> Any:
     try:
         return future.result()
     except StylizeError as e:

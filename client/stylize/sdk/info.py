@@ -157,6 +157,7 @@ def infos_from_metadata(metadata: dict[str, dict], ready: dict[str, bool]) -> li
     infos = []
     for name in sorted(n for n in metadata if _client_facing(n)):
         desc = descriptor_of(name)
+        assert desc is not None  # _client_facing: a descriptor's name
         raw = metadata.get(_raw_name(name), {})
         infos.append(ModelInfo(
             id=name, task=desc.task, scale=desc.scale, weights="?", license=desc.weights.license,

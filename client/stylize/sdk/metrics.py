@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from stylize.contract.errors import StylizeError
 
 # Latency buckets from a 64 px style transfer (~20 ms) to a large 4x upscale on CPU (minutes).
@@ -31,7 +33,8 @@ class ClientMetrics:
     process: the same series cannot be registered twice in one registry.
     """
 
-    def __init__(self, *, registry=None, namespace: str = "stylize_client", buckets: tuple[float, ...] = DEFAULT_BUCKETS):
+    def __init__(self, *, registry: "CollectorRegistry | None" = None, namespace: str = "stylize_client",
+                 buckets: tuple[float, ...] = DEFAULT_BUCKETS):
         try:
             import prometheus_client
         except ImportError as e:  # optional dependency

@@ -89,7 +89,7 @@ class ClientStats:
     ok: int = 0
     retries: int = 0
     retry_wait_seconds: float = 0.0  # backoff summed over requests (concurrent waits add up)
-    errors: Counter = field(default_factory=Counter)  # kind -> count, every failed attempt
+    errors: Counter[str] = field(default_factory=Counter)  # kind -> count, every failed attempt
     outages: int = 0
     outage_seconds: float = 0.0
     _outage_start: float | None = field(default=None, repr=False, compare=False)
@@ -158,7 +158,7 @@ def draining(err: "ModelNotFound", ready: "bool | Callable[[], bool]") -> Styliz
 
 
 class Observers:
-    def __init__(self, observers: list):
+    def __init__(self, observers: list[RequestObserver]):
         self._observers = observers
 
     def request(self, model: str, seconds: float, error: StylizeError | None) -> None:

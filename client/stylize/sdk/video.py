@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -58,6 +59,10 @@ from stylize.sdk.video_container import (
     remux,
 )
 
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from tqdm import tqdm
+
 
 class _Counts(Protocol):
     retries: int
@@ -67,7 +72,8 @@ class FrameClient(Protocol):
     """What video needs of a client (StylizeClient is one; video never imports it): the network behind a model,
     frames through it, and the retry count for the report."""
 
-    stats: _Counts  # StylizeClient.stats (ClientStats)
+    @property
+    def stats(self) -> _Counts: ...  # StylizeClient.stats (ClientStats); read-only here, so any _Counts will do
 
     def raw_model(self, model: str | None = None, *, version: int | str | None = None) -> RawModel: ...
 
@@ -237,7 +243,7 @@ def queue_get(q: queue.Queue, stop: threading.Event) -> Any:
             continue
 
 
-def import_av():
+def import_av() -> ModuleType:
     try:
         import av
     except ImportError as e:
@@ -336,7 +342,7 @@ def upscale_video(
     retries_before = client.stats.retries
     try:
         picture = probe_picture(av, src)
-        inp = av.open(str(src))
+        inp: InputContainer = av.open(str(src))
     except (av.error.FFmpegError, OSError, IndexError) as e:
         raise InvalidInput(f"cannot open {src} as a video: {e}") from None
     depth = bit_depth if bit_depth is not None else (10 if picture.bit_depth > 8 else 8)
@@ -381,8 +387,8 @@ def upscale_video(
                              subtitles=", ".join(plan.subtitles) or "none", chapters=len(inp.chapters()),
                              rotation=picture.rotation)
 
-        def guarded(fn):
-            def run():
+        def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
                 try:
                     fn()
                 except Stop:
@@ -523,6 +529,7 @@ def upscale_video(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         if seg:  # a half-written segment: never kept
+            assert store is not None  # seg is only opened in the store
             try:
                 seg["out"].close()
             except Exception:  # noqa: BLE001 - best effort on an already failed run; the file is deleted anyway
@@ -544,11 +551,12 @@ def outscaled(net: np.ndarray, source16: np.ndarray | None, scale: int, size: tu
     if source16 is None:
         return resize(net, size)
     pic = flat_areas_from_source(net, source16, scale) if scale > 1 else net.astype(np.uint16) * 257
-    return np.clip(np.rint(resize(pic, size)), 0, 65535).astype(np.uint16)
+    out: np.ndarray = np.clip(np.rint(resize(pic, size)), 0, 65535).astype(np.uint16)  # numpy's ufuncs return Any
+    return out
 
 
-def tile_window(client: FrameClient, window: np.ndarray, model: str, *, version, scale: int, multiple: int,
-                tile: int, overlap: int = WINDOW_TILE_OVERLAP) -> np.ndarray:
+def tile_window(client: FrameClient, window: np.ndarray, model: str, *, version: int | str | None, scale: int,
+                multiple: int, tile: int, overlap: int = WINDOW_TILE_OVERLAP) -> np.ndarray:
     """One TxHxWx3 window through a windowed network in overlapping spatial tiles (feathered seams; one tile per
     request), or whole when a frame is within tile x tile pixels."""
     from stylize.contract.tiling import run_tiled
@@ -560,7 +568,8 @@ def tile_window(client: FrameClient, window: np.ndarray, model: str, *, version,
 
 
 def schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, pool: ThreadPoolExecutor,
-              infer, window: int | None, margin: int | None, batch: int, resume_from: int = 0) -> None:
+              infer: Callable[[np.ndarray], tuple[float, np.ndarray]], window: int | None, margin: int | None,
+              batch: int, resume_from: int = 0) -> None:
     """Main-thread stage: frames -> requests in flight, in output order.
 
     Requests are grouped exactly as in a run from the start, and those whose kept frames all lie before
@@ -606,7 +615,7 @@ def schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, poo
     queue_put(jobs, None, stop)
 
 
-def _progress_bar(total: int | None, progress: bool | None, name: str):
+def _progress_bar(total: int | None, progress: bool | None, name: str) -> "tqdm | None":
     if progress is False:
         return None
     from tqdm import tqdm

@@ -33,11 +33,16 @@ import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from stylize.contract.errors import InvalidInput, StylizeError
+
+if TYPE_CHECKING:  # PyAV is the video extra's: imported where it is used (the ``av`` arguments: the module)
+    from av import VideoCodecContext, VideoFrame
+    from av.container import InputContainer
 
 
 class VideoError(StylizeError):
@@ -83,7 +88,7 @@ CODECS: dict[str, Codec] = {c.name: c for c in (
 )}
 
 
-def output_codec(av, codec: str, bit_depth: int, suffix: str) -> tuple[Codec, str]:
+def output_codec(av: ModuleType, codec: str, bit_depth: int, suffix: str) -> tuple[Codec, str]:
     """The codec and pixel format to encode, refused with the reason when this PyAV or the container lacks them."""
     if codec not in CODECS:
         raise InvalidInput(f"codec {codec!r}; expected one of {', '.join(CODECS)}")
@@ -135,7 +140,7 @@ class Picture:
         """The matrix for swscale (None: its default, as ffmpeg does for untagged video)."""
         return _SWS_MATRIX.get(self.colorspace)
 
-    def to_rgb(self, frame) -> tuple[np.ndarray, np.ndarray | None]:
+    def to_rgb(self, frame: "VideoFrame") -> tuple[np.ndarray, np.ndarray | None]:
         """Upright uint8 RGB for the network, and for high-bit-depth input the upright 16-bit RGB as well."""
         kw: dict[str, Any] = {"src_colorspace": self.matrix, "src_color_range": self.color_range or None}
         if self.bit_depth > 8:
@@ -147,12 +152,14 @@ class Picture:
         k = self.quarter_turns
         return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
-    def frame_from(self, av, rgb: np.ndarray, source16: np.ndarray | None, scale: int, pix_fmt: str):
+    def frame_from(self, av: ModuleType, rgb: np.ndarray, source16: np.ndarray | None, scale: int,
+                   pix_fmt: str) -> "VideoFrame":
         """The output picture as a frame in the encoder's format, with the source's colour tags.
 
         ``source16`` (high-bit-depth input, scale > 1): see flat_areas_from_source. A uint16 ``rgb`` is the final
         16-bit picture already (video.outscaled).
         """
+        vf: VideoFrame
         if rgb.dtype == np.uint16:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb48le")
         elif source16 is not None and scale > 1:
@@ -171,7 +178,7 @@ class Picture:
             out.colorspace = self.colorspace
         return out
 
-    def tag(self, codec_context) -> None:
+    def tag(self, codec_context: "VideoCodecContext") -> None:
         """Write the source's colour tags on the encoder (what goes into the bitstream's VUI and the container)."""
         for name in ("colorspace", "color_range", "color_primaries", "color_trc"):
             value = getattr(self, name)
@@ -182,7 +189,7 @@ class Picture:
 FLAT_RANGE = 1.5  # 8-bit levels: a 5x5 neighbourhood of the source spanning at most this is flat (banding shows)
 
 
-def _window_extreme(a: np.ndarray, radius: int, fn) -> np.ndarray:
+def _window_extreme(a: np.ndarray, radius: int, fn: Callable[..., np.ndarray]) -> np.ndarray:
     """Max or min over a (2r+1)^2 window, separable, edges replicated."""
     win = 2 * radius + 1
     for axis in (0, 1):
@@ -239,10 +246,11 @@ def flat_areas_from_source(net: np.ndarray, source16: np.ndarray, scale: int) ->
     mask = _box(np.repeat(np.repeat(flat, scale, axis=0), scale, axis=1)[:h, :w], scale)[..., None]
     smooth = _upscale_bilinear(source16, scale, h, w)
     out = net.astype(np.float32) * 257 * (1 - mask) + smooth * mask
-    return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
+    picture: np.ndarray = np.clip(np.rint(out), 0, 65535).astype(np.uint16)  # numpy's ufuncs (rint) return Any
+    return picture
 
 
-def picture_of_frame(frame) -> Picture:
+def picture_of_frame(frame: "VideoFrame") -> Picture:
     """The Picture of one decoded PyAV frame (rotation to the nearest quarter turn)."""
     rotation = int(round((frame.rotation or 0) / 90.0)) * 90
     depth = max(comp.bits for comp in frame.format.components)
@@ -250,7 +258,7 @@ def picture_of_frame(frame) -> Picture:
                    int(frame.color_primaries), int(frame.color_trc))
 
 
-def probe_picture(av, path: Path) -> Picture:
+def probe_picture(av: ModuleType, path: Path) -> Picture:
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
         frame = next(c.decode(vs), None)
@@ -343,7 +351,8 @@ class SegmentStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def join_segments(av, segments: list[Path], out_path: Path, last_duration: Fraction | None = None) -> int:
+def join_segments(av: ModuleType, segments: list[Path], out_path: Path, last_duration: Fraction | None = None
+                  ) -> int:
     """Concatenate the segments' packets into one MP4 video stream with the source's timestamps; the packet count.
 
     Decode timestamps are recomputed over the whole stream: each segment came from a fresh encoder whose B-frame
@@ -433,7 +442,7 @@ class StreamPlan:
     subtitles: list[str]  # per track: "copied (subrip)", "converted (subrip -> mov_text)", "dropped (...)"
 
 
-def plan_streams(inp, suffix: str, codec: Codec) -> StreamPlan:
+def plan_streams(inp: "InputContainer", suffix: str, codec: Codec) -> StreamPlan:
     """ffmpeg -map/-c arguments carrying every audio and subtitle stream of ``inp`` (an open PyAV container) into a
     ``suffix`` file, input 0 being the new video and input 1 the source."""
     fmt = _FORMATS[suffix.lower()]
@@ -445,10 +454,10 @@ def plan_streams(inp, suffix: str, codec: Codec) -> StreamPlan:
     sources = [inp.streams.video[0].index]
     audio, subtitles = [], []
     allowed = _COPYABLE_AUDIO[fmt]
-    for i, s in enumerate(inp.streams.audio):
-        name = s.codec_context.codec.canonical_name  # the codec, not the decoder (mp3, not mp3float)
-        args += ["-map", f"1:{s.index}"]
-        sources.append(s.index)
+    for i, a in enumerate(inp.streams.audio):
+        name = a.codec_context.codec.canonical_name  # the codec, not the decoder (mp3, not mp3float)
+        args += ["-map", f"1:{a.index}"]
+        sources.append(a.index)
         if allowed is None or name in allowed:
             args += [f"-c:a:{i}", "copy"]
             audio.append(f"copied ({name})")
@@ -458,18 +467,18 @@ def plan_streams(inp, suffix: str, codec: Codec) -> StreamPlan:
             audio.append(f"re-encoded ({name} -> {'opus' if fmt == 'webm' else 'aac'})")
     takes, convert_to = _SUBTITLES[fmt]
     j = 0
-    for s in inp.streams.subtitles:
-        name = s.codec_context.codec.canonical_name  # the codec, not the decoder (mp3, not mp3float)
+    for t in inp.streams.subtitles:
+        name = t.codec_context.codec.canonical_name  # the codec, not the decoder (mp3, not mp3float)
         if (takes is None and name != "mov_text") or (takes is not None and name in takes):
-            args += ["-map", f"1:{s.index}", f"-c:s:{j}", "copy"]
+            args += ["-map", f"1:{t.index}", f"-c:s:{j}", "copy"]
             subtitles.append(f"copied ({name})")
         elif name in _TEXT_SUBTITLES:
-            args += ["-map", f"1:{s.index}", f"-c:s:{j}", convert_to]
+            args += ["-map", f"1:{t.index}", f"-c:s:{j}", convert_to]
             subtitles.append(f"converted ({name} -> {convert_to})")
         else:
             subtitles.append(f"dropped ({name}: {suffix} takes text subtitles only)")
             continue
-        sources.append(s.index)
+        sources.append(t.index)
         j += 1
     if fmt == "matroska":  # attachments (fonts of ASS subtitles)
         for s in inp.streams:
@@ -493,7 +502,8 @@ def ffmpeg_exe() -> str:
     except ImportError:
         raise VideoError("stylize video muxes its output with the ffmpeg binary: install ffmpeg (apt-get install "
                          "ffmpeg) or pip install imageio-ffmpeg, or set STYLIZE_FFMPEG") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    found: str = imageio_ffmpeg.get_ffmpeg_exe()  # imageio_ffmpeg is untyped
+    return found
 
 
 def remux(video: Path, src: Path, out: Path, plan: StreamPlan) -> None:

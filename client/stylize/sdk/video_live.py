@@ -40,7 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -61,6 +62,12 @@ from stylize.sdk.video import (
     tile_window,
 )
 from stylize.sdk.video_container import CODECS, PRESETS, Picture, VideoError, picture_of_frame
+
+if TYPE_CHECKING:
+    import argparse
+
+    from av import Packet, VideoFrame
+    from av.container import InputContainer
 
 POLICIES = ("block", "drop")
 LIVE_CODECS = ("h264", "h265")
@@ -209,7 +216,8 @@ class LiveReport:
         return text
 
 
-def _open_input(av, src: str, input_format: str | None, follow: float | None, options: dict[str, str] | None):
+def _open_input(av: ModuleType, src: str, input_format: str | None, follow: float | None,
+                options: dict[str, str] | None) -> "InputContainer":
     opts = dict(_INPUT_OPTIONS)
     url = "pipe:0" if src == "-" else src
     if follow:
@@ -220,9 +228,10 @@ def _open_input(av, src: str, input_format: str | None, follow: float | None, op
         opts.update(follow="1", rw_timeout=str(int(follow * 1e6)))
     opts.update(options or {})
     try:
-        return av.open(url, format=input_format, options=opts, timeout=None)
+        container: InputContainer = av.open(url, format=input_format, options=opts, timeout=None)
     except (av.error.FFmpegError, OSError) as e:
         raise InvalidInput(f"cannot open {src} as a video: {e}") from None
+    return container
 
 
 def _output_format(dst: str) -> tuple[str, dict[str, str]]:
@@ -326,8 +335,8 @@ def stream_video(
     ordinals: list[int] = []  # per queued frame (its Frame.index): its place among all decoded frames
     lock = threading.Lock()
 
-    def guarded(fn):
-        def run():
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
             try:
                 fn()
             except Stop:
@@ -340,7 +349,7 @@ def stream_video(
     def decode() -> None:
         index = 0
 
-        def take(frames, a: float) -> float:
+        def take(frames: Iterable["VideoFrame"], a: float) -> float:
             """Queue each decoded frame; the decode stage's busy periods exclude waiting for room."""
             nonlocal index
             for frame in frames:
@@ -402,14 +411,14 @@ def stream_video(
         picture_box[0].tag(s.codec_context)
         out.update(container=o, stream=s)
 
-    def mux(packets) -> None:
+    def mux(packets: Iterable["Packet"]) -> None:
         for p in packets:
             pts = p.pts
             out["container"].mux(p)
             t = time.monotonic()
             if report.first_output_s is None:
                 report.first_output_s = t - t0
-            f = pending.pop(pts, None)
+            f = pending.pop(pts, None) if pts is not None else None  # pending's keys are the frames' pts
             if f is not None:
                 report.latency_ms.append((t - f.decoded_at) * 1000)
                 report.frame_index.append(ordinals[f.index])
@@ -551,7 +560,7 @@ def plot_live(report: LiveReport, path: Path) -> Path:
     return path
 
 
-def add_live_args(p) -> None:
+def add_live_args(p: "argparse.ArgumentParser") -> None:
     """The `stylize video --live` options (registered by stylize.commands.video)."""
     g = p.add_argument_group("live (--live)")
     g.add_argument("--live", action="store_true",
@@ -569,7 +578,7 @@ def add_live_args(p) -> None:
     g.add_argument("--plot", type=Path, default=None, metavar="PNG", help="plot latency and stage activity here")
 
 
-def run_live(args, client) -> LiveReport:
+def run_live(args: "argparse.Namespace", client: FrameClient) -> LiveReport:
     return stream_video(client, args.src, args.output, model=args.model, version=args.model_version,
                         codec=args.codec, crf=args.crf, preset=args.preset or "veryfast",
                         concurrency=args.concurrency, batch=args.batch, window_margin=args.window_margin,
