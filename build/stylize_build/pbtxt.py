@@ -17,7 +17,7 @@ from stylize.contract.descriptors import (
     TensorSpec,
 )
 from stylize.engine.imaging import Limits
-from stylize.engine.model_runner import DEFAULT_MODEL_FILENAME
+from stylize.engine.model_runner import DEFAULT_MODEL_FILENAME, MAX_REQUEST_PIXELS
 from stylize.engine.ov_runner import PRECISION_PARAMETER, PRECISIONS
 from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, StepConfig
 
@@ -98,6 +98,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
         "intra_op_thread_count": str(threads),
         "inter_op_thread_count": "1",
         PRECISION_PARAMETER: precision,
+        MAX_REQUEST_PIXELS: str(desc.max_request_pixels),
     }
     return (
         f'name: "{model_name or desc.net_model}"\n'
@@ -128,6 +129,7 @@ def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads:
     warm_dims = [1] + ([desc.window] if desc.window else []) + [warm, warm, 3]
     params = describe(desc, weights_status, weights_license) | {
         PRECISION_PARAMETER: precision,
+        MAX_REQUEST_PIXELS: str(desc.max_request_pixels),
         "NUM_STREAMS": str(instances),
         "INFERENCE_NUM_THREADS": str(instances * threads),
         "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT",
@@ -154,7 +156,7 @@ def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads:
 # Re-measured for OpenVINO, the default runtime (one server, every variant side by side): 2 x 1 again the fastest
 # served layout (served / in-process OpenVINO 1 x 2, medians; docs/performance.md, OpenVINO). A step handles one
 # request at a time, so OpenVINO streams inside one step would only serve tiles run concurrently: one stream each.
-# Reproduce: python -m loadtest.step_runtime_ab [model side] [--runtime onnxruntime].
+# Reproduce: python -m stylize.loadtest.experiments.step_runtime_ab [model side] [--runtime onnxruntime].
 IMAGE_STEP_INSTANCES = 2
 
 

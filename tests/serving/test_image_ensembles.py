@@ -186,6 +186,20 @@ def test_a_batch_of_two_images_in_one_request(client):
     assert [o.mode for o in outs] == ["RGB", "L"] and outs[1].size == (72, 56)
 
 
+def test_a_bad_image_in_a_batch_is_named(client):
+    """One response per request (Triton): a batch of 8 with one bad item fails as a whole, with INVALID_ARGUMENT
+    naming the item and why; the next request is served."""
+    from tritonclient.utils import InferenceServerException
+
+    datas = [INPUTS["rgb"]()] * 8
+    datas[5] = b"not an image at all"
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("animevideo_x2", image_inputs(datas))
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "item 5 of the request's 8 images" in e.value.message(), e.value.message()
+    assert opened(infer(client, "animevideo_x2", INPUTS["rgb"]())).mode == "RGB"
+
+
 # ---- tiles ------------------------------------------------------------------------------------------------------
 
 

@@ -129,6 +129,45 @@ def test_cpu_network_runs_one_request_per_execution(server):
     assert (inf1 - inf0, exe1 - exe0) == ((15, 13) if int(batching) else (13, 13))
 
 
+def test_a_raw_request_over_the_pixel_limit_is_refused_and_the_sdk_sends_fewer_frames(server, model_repository):
+    """Raw <id>_net requests are bounded (issue 13 #4: a 1536^2 frame took 2.97 GiB): the build writes the
+    descriptor's max_request_pixels into the network's config, the network model refuses a request above it with
+    INVALID_ARGUMENT before running it, and the server stays ready. The SDK sends fewer frames per request where a
+    batch would carry more, and the frames come back as one batch of results."""
+    from stylize.sdk.client import StylizeClient
+    from tritonclient.utils import InferenceServerException
+
+    desc = REGISTRY["animevideo_x2"]
+    limit = desc.max_request_pixels
+    config = (model_repository / desc.net_model / "config.pbtxt").read_text()
+    assert f'key: "max_request_pixels" value: {{ string_value: "{limit}" }}' in config
+    side = desc.tile_size  # frames the SDK sends whole
+    n = limit // (side * side) + 1  # one frame too many for one request
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inp = grpcclient.InferInput(desc.net_input.name, [n, side, side, 3], desc.net_input.dtype)
+    inp.set_data_from_numpy(np.zeros((n, side, side, 3), np.uint8))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(desc.net_model, [inp])
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT", e.value
+    assert f"carries {n * side * side:,} pixels" in e.value.message() and f"at most {limit:,}" in e.value.message()
+    assert client.is_server_ready() and client.is_model_ready(desc.net_model)
+
+    frames = np.stack([real_photo_crop(96, 96, offset=(8 * i, 8 * i)) for i in range(desc.max_batch_size)])
+    small = grpcclient.InferInput(desc.net_input.name, [1, 96, 96, 3], desc.net_input.dtype)
+    small.set_data_from_numpy(frames[:1])
+    one = client.infer(desc.net_model, [small]).as_numpy(desc.net_output.name)[0]
+    with StylizeClient(url=server.grpc_url) as sdk:
+        raw = sdk.raw_model("animevideo_x2")
+        assert raw.max_request_pixels == limit
+        # frames of 200^2 (padded to the size rules): 8 of them carry more than the limit, 7 do not
+        big = np.stack([real_photo_crop(200, 200, offset=(8 * i, 0)) for i in range(desc.max_batch_size)])
+        before = sdk.stats.requests
+        out = sdk.infer_frames(big, "animevideo_x2")
+        assert sdk.stats.requests - before == 2  # 7 + 1 frames
+        assert out.shape == (8, 200 * desc.scale, 200 * desc.scale, 3)
+        np.testing.assert_array_equal(sdk.infer_frames(frames[:1], "animevideo_x2")[0], one)
+
+
 def test_basicvsr_window(server):
     desc = REGISTRY["basicvsr_x4"]
     frames = np.stack([real_photo_crop(32, 40, offset=(t, 2 * t)) for t in range(desc.window)])[None]

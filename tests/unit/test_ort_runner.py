@@ -232,6 +232,23 @@ def test_an_empty_frame_is_refused_before_onnx_runtime(invert_runner, rng, shape
     assert invert_runner.session.calls == [(1, 4, 4, 3)]  # the empty one never reached the session
 
 
+def test_a_request_over_the_pixel_limit_is_refused_before_the_runtime(tmp_path, rng):
+    """max_request_pixels (the build writes it on every network model): batch x height x width of one request;
+    the one at the limit runs, the one above is refused naming the limit, and neither harms its neighbours."""
+    path = invert_graph(tmp_path / "model.onnx", channels=3)
+    cfg = OrtModelConfig.from_triton(frame_config(parameters={"max_request_pixels": {"string_value": "128"}}))
+    runner = OrtRunner(config=cfg, model_path=path)
+    runner.session = CountingSession(runner.session)
+    at, above, small = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((2, 8, 8, 3), (3, 8, 8, 3),
+                                                                                    (1, 4, 4, 3)))
+    out_at, out_above, out_small = runner.run([{FRAME_IN.name: at}, {FRAME_IN.name: above}, {FRAME_IN.name: small}])
+    assert isinstance(out_above, InvalidInputError)
+    assert "carries 192 pixels" in str(out_above) and "at most 128 per request (max_request_pixels)" in str(out_above)
+    np.testing.assert_array_equal(out_at[FRAME_OUT.name], 255 - at)
+    np.testing.assert_array_equal(out_small[FRAME_OUT.name], 255 - small)
+    assert sorted(runner.session.calls) == [(1, 4, 4, 3), (2, 8, 8, 3)]  # the refused one never ran
+
+
 def test_groups_are_split_at_max_batch_size(invert_runner, rng):
     frames = [rng.integers(0, 256, (n, 3, 3, 3), dtype=np.uint8) for n in (3, 2, 1, 4)]
     out = invert_runner.run([{FRAME_IN.name: f} for f in frames])

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
         "loadtest", help="load-test the server with perf_analyzer (report, plots, capacity input)",
         description=__doc__.splitlines()[0],
         epilog="Examples: `stylize loadtest --quick --serve` (CI's set, own server); `stylize loadtest capacity "
-               "--serve` (writes loadtest/results/capacity.json for k8s/capacity); `stylize loadtest "
+               "--serve` (writes loadtest/results/capacity.json for the capacity plan, python -m stylize_k8s.plan); `stylize loadtest "
                "animevideo_x4_png128 --url triton.example:8001`.")
     p.add_argument("names", nargs="*", metavar="SCENARIO",
                    help=f"scenario or set names (default: {' '.join(DEFAULT_SETS)}; see --list)")
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(text)
         if args.report_dir:  # versioned next to the committed report (loadtest/results/ is not in git)
             (args.report_dir / "capacity.json").write_text(text)
-        print(f"capacity input for k8s/capacity: {path}")
+        print(f"capacity input for the capacity plan (python -m stylize_k8s.plan): {path}")
 
     errors = result.errors
     if errors:

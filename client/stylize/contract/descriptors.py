@@ -10,6 +10,12 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Iterator, Literal, Mapping, get_args
 
+from stylize.contract.tiling import WINDOW_TILE
+
+# The image steps' default input limit (a descriptor's max_pixels lowers it); an untiled network (global
+# normalisation: animeganv2) takes whole images up to it
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
 # How a model is called (the load tests' scenarios, the capacity plan, the k8s generator): see variant_model
 Variant = Literal["ensemble", "net", "int8", "int8_net"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
@@ -160,7 +166,7 @@ class ModelDescriptor:
     # it (heavy networks get less, so an engine's activation memory stays bounded)
     gpu_max_side: int = 1024
     # Largest input (pixels) the image step admits (None: the build's limit). It bounds the longest request, which
-    # a pod's drain must cover on shutdown (k8s/tools/drain.py derives the drain from it); larger images go through
+    # a pod's drain must cover on shutdown (stylize_k8s.drain derives the drain from it); larger images go through
     # the SDK's raw-frame tiling (StylizeClient.infer_frames), one tile per request.
     max_pixels: int | None = None
 
@@ -221,6 +227,21 @@ class ModelDescriptor:
     def int8_cached_model(self) -> str:
         """The same cached ensemble around ``int8_image_model`` (inside ``int8_ensemble``)."""
         return triton_name(self.id, "int8_cached")
+
+    @property
+    def max_request_pixels(self) -> int:
+        """The most input pixels (batch x frames x height x width) one request to the network model may carry: the
+        largest unit the SDK must send in one request (``tile_batch`` tiles of ``tile_size``; one window of a video
+        network tiled at WINDOW_TILE; one whole image up to ``max_pixels`` for an untiled network). The SDK sends
+        fewer small frames per request where they would carry more. The network model refuses larger requests
+        before running them (parameter ``max_request_pixels``): a request's memory grows with its pixels, and this
+        bounds a stub's (docs/reliability.md)."""
+        if self.window:
+            side = WINDOW_TILE + self.size_multiple
+            return self.max_batch_size * self.window * side * side
+        if self.tile_size:  # one request of tiles (tile_batch on GPU; the CPU's clients send one, or small frames)
+            return self.tile_batch * self.tile_size * self.tile_size
+        return self.max_pixels or DEFAULT_MAX_PIXELS  # one whole image (the SDK sends fewer frames per request)
 
     def variant_model(self, variant: Variant) -> str:
         """The Triton model a variant is called by: ``ensemble`` (the client-facing id), ``net`` (raw frames into the
@@ -316,6 +337,9 @@ MODELS: tuple[ModelDescriptor, ...] = (
         parity_size=128,
         warmup_size=128,
         tile_size=None,  # GroupNorm(1 group) normalises over the whole image: tiles would not match each other
+        # untiled, so a request's memory grows with the whole image: 2.2 KiB per input pixel measured (OpenVINO fp32,
+        # docs/reliability.md), 2.2 GiB at this limit, where 4096^2 (the default) would take 35 GiB
+        max_pixels=1024 * 1024,
         max_side=768,  # bounds memory instead of tiling (1024^2 peaked at 2.3 GB in ONNX Runtime); best near 512
     ),
     ModelDescriptor(
@@ -339,7 +363,7 @@ MODELS: tuple[ModelDescriptor, ...] = (
         # up to 2 x 192^2 pixels (e.g. 256^2) go whole in one call (tiling.plan_tiles)
         tile_size=192,
         tile_overlap=32,
-        max_pixels=1024 * 1024,  # ~4.4 min on one core (k8s/tools/drain.py): the longest request a pod drains
+        max_pixels=1024 * 1024,  # ~4.4 min on one core (stylize_k8s.drain): the longest request a pod drains
     ),
     ModelDescriptor(
         id="esrgan_anime_x4",
@@ -358,7 +382,7 @@ MODELS: tuple[ModelDescriptor, ...] = (
         tile_size=192,
         tile_overlap=32,
         gpu_max_side=512,
-        max_pixels=1536 * 1536,  # ~3 min on one core, as esrgan_x4 at 1024^2 (k8s/tools/drain.py)
+        max_pixels=1536 * 1536,  # ~3 min on one core, as esrgan_x4 at 1024^2 (stylize_k8s.drain)
     ),
     *(
         ModelDescriptor(
@@ -477,5 +501,5 @@ __all__ = [
     "REQUEST_CHECK_MODEL",
     "REQUEST_CHECKED",
     "TensorSpec", "KnownWeights", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
-    "Variant", "VARIANTS", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "triton_name",
+    "Variant", "VARIANTS", "DEFAULT_MAX_PIXELS", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "triton_name",
 ]

@@ -45,3 +45,4 @@ class RawModel:
     tile_batch: int = 1
     tiles_per_call: int | None = None  # tiles of a tiled frame per request (None: tile_batch; CPU networks: 1)
     max_side: int | None = None  # no side sent is longer (a TensorRT plan: its optimization profile's maximum)
+    max_request_pixels: int | None = None  # the network refuses requests carrying more (ModelDescriptor)

@@ -24,6 +24,11 @@ import numpy as np
 RunBatch = Callable[[np.ndarray], np.ndarray]  # uint8 NxHxWx3 -> uint8 Nx(H*s)x(W*s)x3
 
 _FLOOR = 1e-4  # smallest blending weight: keeps every output pixel's weight sum > 0
+# Windows of a video network (BasicVSR) whose frames are larger than WINDOW_TILE x WINDOW_TILE go in overlapping
+# spatial tiles (stylize.sdk.video). The overlap is wider than an image tile's: the network estimates motion (SPyNet)
+# and needs context past the border.
+WINDOW_TILE = 256
+WINDOW_TILE_OVERLAP = 32
 
 
 @dataclass(frozen=True, kw_only=True)

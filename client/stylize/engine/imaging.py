@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from stylize.contract.descriptors import DEFAULT_MAX_PIXELS  # noqa: F401 - 4096 x 4096 input, re-exported
 from stylize.contract.frames import pad_to_multiple  # noqa: F401 - the step's padding rule, shared with the SDK
 
-DEFAULT_MAX_PIXELS = 16_777_216  # 4096 x 4096 input
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_PIXELS = 67_108_864  # 8192 x 8192 output (a 2048^2 input upscaled x4)
 

@@ -49,6 +49,9 @@ TRITON_TO_NUMPY: Mapping[str, np.dtype] = {
 # ---------------------------------------------------------------------------------------------------------------
 
 
+MAX_REQUEST_PIXELS = "max_request_pixels"  # config parameter: the pixels one request may carry (the build writes it)
+
+
 class BackendError(Exception):
     """Base class of everything the runners raise or return as a request outcome."""
 
@@ -222,6 +225,8 @@ class ModelRunner:
             raise ModelConfigError(f"model {config.name!r}: ONNX file {self.model_path} does not exist")
         self._output_names = [t.name for t in config.outputs]
         self._graph_inputs: dict[str, tuple | None] = {}
+        # the most pixels (every axis but the last, the channels) one request's frames may carry; None: no limit
+        self.max_request_pixels = config.params().integer(MAX_REQUEST_PIXELS)
 
     def _check_graph(self, inputs: Sequence[GraphTensor], outputs: Sequence[GraphTensor]) -> None:
         self._graph_inputs = self._check_tensors(self.config.inputs, inputs, "input")
@@ -298,6 +303,13 @@ class ModelRunner:
                     f"input {t.name!r} has shape {_shape_text(array.shape)}; model {cfg.name!r} expects "
                     f"{'[batch, ' + _shape_text(expected)[1:] if cfg.batching else _shape_text(expected)} "
                     "(-1 = any size)")
+            if self.max_request_pixels and array.ndim >= 3 and (
+                    pixels := int(np.prod(array.shape[:-1], dtype=np.int64))) > self.max_request_pixels:
+                # checked before the runtime sees it: a request's memory grows with its pixels (docs/reliability.md)
+                raise InvalidInputError(
+                    f"input {t.name!r} of shape {_shape_text(array.shape)} carries {pixels:,} pixels; model "
+                    f"{cfg.name!r} takes at most {self.max_request_pixels:,} per request ({MAX_REQUEST_PIXELS}): send "
+                    "fewer frames per request, or tiles (StylizeClient.infer_frames tiles large frames)")
             if 0 in item_shape:  # a 0x0 frame: the runtime fails inside the graph (a Conv or Reshape: INTERNAL)
                 raise InvalidInputError(
                     f"input {t.name!r} has shape {_shape_text(array.shape)}: an empty axis; model {cfg.name!r} "

@@ -10,12 +10,12 @@ import datetime as _dt
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from stylize.contract.provenance import git_commit
 from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 
 from .perf import Level, find_perf_analyzer, perf_analyzer_version, run_level, write_input_data
@@ -74,8 +74,7 @@ def model_layout(client, name: str, headers: Mapping[str, str] | None = None) ->
 
 
 def network_of(scenario: Scenario) -> str:
-    d = scenario.descriptor
-    return d.int8_model if scenario.variant in ("int8", "int8_net") else d.net_model
+    return scenario.descriptor.variant_network(scenario.variant)
 
 
 def bls_callees(scenario: Scenario, layouts: Mapping[str, ModelLayout]) -> list[str]:
@@ -124,15 +123,6 @@ def machine() -> dict[str, Any]:
         "memory_gib": mem_gib, "kernel": platform.release(), "os": platform.platform(terse=True),
         "python": platform.python_version(), "hostname": platform.node(),
     }
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,7 +280,7 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
     import tritonclient
 
     versions = {"triton": meta.get("version", "?"), "perf_analyzer": pa_version,
-                "tritonclient": getattr(tritonclient, "__version__", "2.51.0"), "stylize": git_commit()}
+                "tritonclient": getattr(tritonclient, "__version__", "2.51.0"), "stylize": git_commit(short=True)}
     layouts: dict[str, ModelLayout] = {}
     ready: dict[str, bool] = {}
     for sc in scenarios:

@@ -5,7 +5,7 @@ A set file::
     description = "what this set answers"
     [defaults]                      # any scenario field; each scenario may override
     measurement_ms = 3000
-    [capacity]                      # optional: this set's results feed the capacity plan (k8s/capacity)
+    [capacity]                      # optional: this set's results feed the capacity plan (python -m stylize_k8s.plan)
     slo_latency_ms = 2000
     percentile = 95
     [[scenario]]

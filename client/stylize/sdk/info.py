@@ -112,6 +112,7 @@ def raw_model_from_metadata(model: str, metadata: dict) -> RawModel:
     config from there); a network unknown to the descriptors gets one item per request. ONNX networks run on CPU
     instances here (one request per execution: tiles go one per call, see tiling); a TensorRT plan takes tile_batch.
     """
+    from stylize.contract.descriptors import with_window
     from stylize.contract.tiling import CPU_TILES_PER_CALL
 
     desc = descriptor_of(model)
@@ -134,6 +135,8 @@ def raw_model_from_metadata(model: str, metadata: dict) -> RawModel:
         tile_batch=desc.tile_batch if desc else 1,
         tiles_per_call=CPU_TILES_PER_CALL if metadata.get("platform") in _CPU_PLATFORMS else None,
         max_side=desc.gpu_max_side if desc and metadata.get("platform") == "tensorrt_plan" else None,
+        max_request_pixels=(with_window(desc, window) if desc.window and window and window != desc.window
+                            else desc).max_request_pixels if desc else None,
     )
 
 

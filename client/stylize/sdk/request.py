@@ -227,6 +227,9 @@ def run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
                                   max_side=raw.max_side)[0] for f in padded])
     else:
         step = max(raw.max_batch_size, 1)
+        if raw.max_request_pixels:  # fewer frames per request where the network's pixel limit says so
+            per_frame = int(np.prod(padded.shape[1:-1], dtype=np.int64))
+            step = max(1, min(step, raw.max_request_pixels // max(per_frame, 1)))
         outs = [run(np.ascontiguousarray(padded[i:i + step])) for i in range(0, len(padded), step)]
         out = outs[0] if len(outs) == 1 else np.concatenate(outs)
     out = crop_frames(out, h, w, ph, pw)

@@ -45,6 +45,7 @@ import numpy as np
 from stylize.contract.descriptors import DEFAULT_VIDEO_MODEL
 from stylize.contract.errors import InvalidInput
 from stylize.contract.frames import RawModel
+from stylize.contract.tiling import WINDOW_TILE, WINDOW_TILE_OVERLAP
 from stylize.sdk.video_container import (
     CODECS,
     MUX_OPTIONS,
@@ -84,10 +85,6 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 
 
 QUEUE_TIMEOUT = 0.1  # seconds between checks of the stop flag while a stage waits
 SEGMENT_SECONDS = 4  # default segment length: what a resumed run may redo; each segment starts on a keyframe
-# Windows of a video network (BasicVSR) larger than WINDOW_TILE² input pixels per frame go in overlapping tiles. The
-# overlap is wider than an image tile's: the network estimates motion (SPyNet) and needs context past the border.
-WINDOW_TILE = 256
-WINDOW_TILE_OVERLAP = 32
 MAX_FPS = 1000  # fps= bound (a typo such as 2400 for 24 is refused rather than encoded)
 
 

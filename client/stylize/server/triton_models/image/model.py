@@ -134,19 +134,15 @@ class TritonPythonModel:
             parameters = request_parameters(request.parameters)  # refused by parse_options: inputs only
             results = []
             for i, data in enumerate(images):
-                options = parse_options(self.config, parameters=parameters,
-                                        tensors={k: v[i] for k, v in tensors.items()})
-                if not isinstance(data, bytes):
-                    raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
                 try:
-                    version, network = self.versions.resolve(options.net_version)
-                except VersionNotServed as e:
-                    if e.invalid:
-                        raise InvalidImage(str(e), reason="bad_option") from None
-                    raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
-                result, report = process(data, self.config, options, partial(self._run, request, version, network))
-                self.metrics.observe(report)
-                results.append(result)
+                    results.append(self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()}))
+                except (InvalidImage, NetworkError) as e:
+                    if len(images) == 1:
+                        raise
+                    # one response per request (Triton): a batch fails whole, and says which item failed
+                    where = f"item {i} of the request's {len(images)} images: {e}"
+                    raise (InvalidImage(where, reason=e.reason) if isinstance(e, InvalidImage)
+                           else NetworkError(where, e.code)) from None
         except InvalidImage as e:
             self.metrics.refused[e.reason].increment(1)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
@@ -158,6 +154,20 @@ class TritonPythonModel:
                 f"internal error in the image step: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL))
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
+
+    def _one(self, request, data, parameters, tensors):
+        options = parse_options(self.config, parameters=parameters, tensors=tensors)
+        if not isinstance(data, bytes):
+            raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
+        try:
+            version, network = self.versions.resolve(options.net_version)
+        except VersionNotServed as e:
+            if e.invalid:
+                raise InvalidImage(str(e), reason="bad_option") from None
+            raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
+        result, report = process(data, self.config, options, partial(self._run, request, version, network))
+        self.metrics.observe(report)
+        return result
 
     def _run(self, request, version, network, batch):
         """uint8 NxHxWx3 -> uint8 network output: ``version``'s network in this process, or one BLS request to
