@@ -27,9 +27,10 @@ demo: build  ## build the repository, start the server, stylize real photos with
 test: build lint  ## everything CI runs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff, and the layer contracts of pyproject.toml (import-linter)
+lint: $(STAMP)  ## ruff, the layer contracts of pyproject.toml (import-linter), strict types on contract + SDK (mypy.ini)
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 install: $(STAMP)
 
