@@ -56,8 +56,8 @@ class BicubicDownscale(nn.Module):
     """``F.interpolate(x, scale_factor=p/q, mode="bicubic", align_corners=False)`` for a rational downscale, as an
     edge Pad + one grouped strided Conv (+ DepthToSpace when p > 1): the polyphase form of the same sums.
 
-    Why: ONNX Runtime 1.31's cubic Resize is a scalar loop; on animevideo_x2 at 256² it was 26 % of the fp32 graph
-    and 50 % of the INT8 graph (161 ms of 611 ms / 333 ms, profiled 2026-11-22). As a convolution it is a few ms.
+    Why: ONNX Runtime 1.31's cubic Resize is a scalar loop, a quarter to a half of animevideo_x2's graph; as a
+    convolution it is a few ms (docs/decisions.md#bicubic-as-conv).
     Exact up to float summation order: output pixel ``o = k*p + r`` reads input ``(o + 0.5) * q/p - 0.5``, i.e. phase
     ``r`` of block ``k`` has fixed taps and weights; indices outside the image are clamped (edge padding), as
     PyTorch's bicubic does. Sides must be multiples of ``q`` (the x4 network output always is).

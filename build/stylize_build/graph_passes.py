@@ -2,9 +2,8 @@
 
 ``rewrite_prelu``: ONNX Runtime 1.31's CPU provider runs a per-channel ``PRelu`` through its generic broadcasting
 path and, under ORT_ENABLE_ALL, between NCHWc reorders. ``x + (a - 1) * min(x, 0)`` is the same function and runs
-5-8x faster per layer (measured on [1, 64, 128, 128]); on the whole animevideo graph (SRVGGNetCompact, 16 PRelu
-layers) at 256² it took the in-process time from 527 ms to 401 ms (2 threads, side by side, 2026-11-22). TensorRT
-fuses either form into the convolution, so the GPU path does not care.
+several times faster (docs/decisions.md#prelu-rewrite). TensorRT fuses either form into the convolution, so the GPU
+path does not care.
 """
 
 from __future__ import annotations

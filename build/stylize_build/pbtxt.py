@@ -76,12 +76,10 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     per execution anyway, see below). ``instances`` instances share ``NUM_STREAMS = instances`` streams of
     ``INFERENCE_NUM_THREADS = instances x threads`` threads natively (one request per stream).
 
-    One request per execution on CPU: measured on this 2-core CPU, a batch of 2 costs 2-15 % more per image than two
-    batches of 1 for every network (in-process ONNX Runtime, 128-512 px), and served side by side with 2 requests in
-    flight the unbatched model was faster (animevideo_x4 128²: served / ONNX Runtime 0.98 vs 0.91 with the
-    batcher). Requests still carry batches of their own (``max_batch_size``): tiles, frames. The config says so
-    explicitly with a preferred batch size of 1 (every execution takes one request) rather than by leaving the
-    scheduler out: NVIDIA's native ONNX Runtime backend auto-completes a batching model without a scheduler with a
+    One request per execution on CPU: a batch costs more per image than single requests on every network here, served
+    or in process (docs/decisions.md#one-request-per-execution). Requests still carry batches of their own
+    (``max_batch_size``): tiles, frames. The config says so explicitly with a preferred batch size of 1 (every
+    execution takes one request) rather than by leaving the scheduler out: NVIDIA's native ONNX Runtime backend auto-completes a batching model without a scheduler with a
     default dynamic batcher. The GPU (TensorRT) config keeps a real batcher: there batching is what fills the device.
     """
     if runtime not in CPU_RUNTIMES or precision not in PRECISIONS:
@@ -150,13 +148,9 @@ def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads:
 
 # Image steps: two instances, so one image decodes/encodes while another is in the network. On CPU each runs the
 # network in its own process (steps/network.py) with threads // instances intra-op threads, so instances x threads
-# stays within the cores the build was told about. Measured on this 2-core machine, served side by side in one run
-# (PNG in/out, 2 in flight; served / in-process ONNX Runtime at 2 threads): animevideo_x4 128² 2 x 1 thread 0.95
-# (INT8 0.99), 1 x 2 threads 0.92 (INT8 0.78); esrgan_anime_x4 128² 2 x 1 1.02 (INT8 1.57), 1 x 2 1.00 (INT8 1.07).
-# Re-measured for OpenVINO, the default runtime (one server, every variant side by side): 2 x 1 again the fastest
-# served layout (served / in-process OpenVINO 1 x 2, medians; docs/performance.md, OpenVINO). A step handles one
-# request at a time, so OpenVINO streams inside one step would only serve tiles run concurrently: one stream each.
-# Reproduce: python -m stylize.loadtest.experiments.step_runtime_ab [model side] [--runtime onnxruntime].
+# stays within the cores the build was told about: the fastest served layout, for ONNX Runtime and OpenVINO
+# (docs/decisions.md#image-step-layout). A step handles one request at a time, so OpenVINO streams inside one
+# step would only serve tiles run concurrently: one stream each.
 IMAGE_STEP_INSTANCES = 2
 
 

@@ -3,7 +3,7 @@
 Why this shape:
 
 * every tile has the same size, so tiles can go to the network several per call (GPU) and ONNX Runtime sees one
-  input shape; on CPU they go one per call (a batch of 2 measured 2-15 % slower per image there);
+  input shape; on CPU they go one per call (docs/decisions.md#one-request-per-execution);
 * tiles are blended with separable feathering weights normalised to a partition of unity: in an overlap the
   outermost quarter of each tile (where zero padding inside the network hurts most) gets almost no weight, the middle
   half cross-fades linearly. No hard seams (Real-ESRGAN crops tiles hard, and its users see the seams);
@@ -126,10 +126,8 @@ def _axis_weights(starts: tuple[int, ...], tile: int, total: int, overlap: int, 
 
 
 # Tiles of a tiled image per network call on CPU: one, for the reason the CPU network runs one request per execution
-# (build: pbtxt.net_config). Measured in-process (the step's pipeline with ONNX Runtime, same plan, identical output),
-# network time 1 vs 2 tiles per call: animevideo_x2/x4 736x500 (4 tiles) 6 % faster, esrgan_anime_x4 512² and
-# esrgan_x4 400² (9 tiles) 1 % faster. ``tile_batch`` still sets one call's pixel budget (an image within it is not
-# tiled at all); on a GPU, tile_batch tiles go per call.
+# (build: pbtxt.net_config; docs/decisions.md#one-request-per-execution). ``tile_batch`` still sets one call's pixel
+# budget (an image within it is not tiled at all); on a GPU, tile_batch tiles go per call.
 CPU_TILES_PER_CALL = 1
 
 

@@ -343,8 +343,8 @@ except ImportError:  # pragma: no cover - the step still works without it, with 
 
 
 def _deflate(data: np.ndarray) -> bytes:
-    """zlib stream of ``data`` for an IDAT chunk. Measured on a 1024² RGB network output (Up-filtered rows, quiet
-    machine, 2026-11-22): ISA-L level 1 10 ms / 1.44 MB, zlib level 1 run-length 39-58 ms / 1.40 MB."""
+    """zlib stream of ``data`` for an IDAT chunk: ISA-L's level 1 where installed, else zlib level 1 run-length
+    (docs/decisions.md#png-encoder)."""
     if _fast_zlib is not None:
         return _fast_zlib.compress(data, 1)
     packer = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
@@ -360,10 +360,8 @@ def _encode_png(pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | No
     """PNG written here, 8 or 16 bits per channel (Pillow cannot write 16-bit colour, and its 8-bit writer is slow).
 
     Every row uses the "Up" filter (byte minus the byte above, vectorised in numpy), then a fast level-1 deflate
-    (:func:`_deflate`). Measured on a 1024² RGB network output (astronaut.png upscaled): Up filter + zlib level 1
-    run-length 39 ms and 1.40 MB, where Pillow (adaptive filters, level 1, RLE) took 89 ms for 1.22 MB and no filter
-    35 ms for 2.6 MB; ISA-L's deflate then takes the whole encode to ~11 ms. The server is CPU bound, and for the
-    light x4 models the encode of the 16x larger output was an eighth of the network's time (docs/performance.md).
+    (:func:`_deflate`): faster than Pillow's writer for a slightly larger file, and the server is CPU bound
+    (docs/decisions.md#png-encoder).
     """
     arr = pixels[..., None] if pixels.ndim == 2 else pixels
     if alpha is not None:

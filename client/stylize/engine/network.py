@@ -4,13 +4,8 @@ pins: :class:`NetworkVersions`), read from the same model repository. :func:`ope
 the one place either is opened.
 
 Why not a BLS call to ``<id>_net``: every call crosses two process boundaries (step -> Triton -> network -> Triton ->
-step) and on a CPU server those hops compete with the network for the same cores. Measured on this 2-core machine,
-served side by side in one run (animevideo_x4, 128² PNG in/out, 2 requests in flight), served / in-process ONNX
-Runtime: BLS to a 1 x 2-thread network 0.85-0.88 (INT8 0.77-0.80); BLS to a 2 x 1-thread network 0.88 (INT8 0.90);
-the network in the step, 2 step instances x 1 thread, 0.95 (INT8 0.99-1.01). A rerun of the same comparison
-(``python -m stylize.loadtest.experiments.step_runtime_ab``, 2026-11-25): 0.92 / 0.97 / 1.02 (INT8 0.81 / 0.95 / 1.00). Most of the gain
-is the 2 x 1 layout; removing the hop adds about 5 % on top. The same experiment with OpenVINO
-(``python -m stylize.loadtest.experiments.step_runtime_ab``, one server) kept both choices: in the step, 2 x 1 (docs/performance.md).
+step), and on a CPU server those hops compete with the network for the same cores; in the step, two instances of
+one thread each, served faster (docs/decisions.md#in-step-network).
 The network model stays in the repository for raw-frame clients and video windows; a GPU repository calls its
 TensorRT plan by BLS.
 """

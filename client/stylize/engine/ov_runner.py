@@ -18,10 +18,8 @@ Two differences that follow from this backend being Python-based, both about wha
   compiles once and gives each instance an infer request on the shared streams. Here each process takes its share:
   ``NUM_STREAMS // instances`` streams and ``INFERENCE_NUM_THREADS // instances`` threads (at least 1), so a request
   gets the same threads in both.
-* CPU pinning is off (:data:`PINNING`): several processes would each pin to the same first cores (measured: two
-  pinned 1-thread processes ran 3.7x slower each than one alone, unpinned 1.7x), and on cores shared with other work
-  a pinned thread cannot move off a busy core (one process, 2 threads, interleaved with ONNX Runtime on this shared
-  machine: unpinned 1.34x / 0.71x ONNX Runtime, pinned 1.05x / 0.52x, animevideo_x4 / esrgan_anime_x4 128²).
+* CPU pinning is off (:data:`PINNING`): several processes would each pin to the same first cores, and on cores shared
+  with other work a pinned thread cannot move off a busy core (docs/decisions.md#cpu-pinning).
 * The native backend has no fp32 hint (HINT_BF16 takes only YES): without it OpenVINO's CPU default applies, which
   is bf16 on CPUs with AVX512_BF16/AMX. The build writes the precision it checked as the parameter ``precision``; this
   backend runs ``fp32`` strictly in f32, the native one cannot (docs/performance.md, OpenVINO).
@@ -69,7 +67,7 @@ _OV_TO_TRITON = {
     "i16": "INT16", "i32": "INT32", "i64": "INT64", "f16": "FP16", "f32": "FP32", "f64": "FP64", "string": "STRING",
 }
 _OFF = ("", "0", "off", "none", "false", "no")
-PINNING = False  # ENABLE_CPU_PINNING of every model compiled here (module docstring: measured)
+PINNING = False  # ENABLE_CPU_PINNING of every model compiled here (docs/decisions.md#cpu-pinning)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,12 +202,12 @@ def _locked(lock_path: Path):
 
 def _compile_cached(core: "openvino.Core", model: "openvino.Model", path: Path, properties: dict[str, Any],
                     cache: Path) -> tuple["openvino.CompiledModel", bool]:
-    """This project's model cache, safe across processes. OpenVINO's own (``CACHE_DIR``) is not: two processes that
-    compile one network on a cold cache write and map the same blob at once (measured here, 3 processes x 12 rounds:
-    one SIGBUS, one exception; in CI it killed an image step's stub while its model loaded), and a process killed
-    while writing leaves a truncated blob for every later start. Here the processes that want one blob take turns
-    (the first compiles, the others import what it wrote), a blob appears under its name only whole (written aside,
-    then renamed), and a blob that does not import is compiled again and replaced."""
+    """This project's model cache, safe across processes. OpenVINO's own (``CACHE_DIR``) is not: processes that
+    compile one network on a cold cache write and map the same blob at once (SIGBUS, measured:
+    docs/decisions.md#openvino-cache), and a process killed while writing leaves a truncated blob. Here the
+    processes that want one blob take turns (the first compiles, the others import what it wrote), a blob appears
+    under its name only whole (written aside, then renamed), and a blob that does not import is compiled again and
+    replaced."""
     cache.mkdir(parents=True, exist_ok=True)
     key = _cache_key(path, properties, core)
     blob = cache / f"{key}.blob"

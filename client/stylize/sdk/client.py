@@ -33,11 +33,8 @@ client error), optional gzip/deflate compression, a timeout per attempt, and ret
 on UNAVAILABLE only (server down, restarting, or not reachable yet); INVALID_ARGUMENT, NOT_FOUND, ... fail at once.
 Every error is one of stylize.contract.errors; no tritonclient or grpc exception escapes.
 
-System shared memory is deliberately not used. Measured here (2 cores, loopback, Triton 2.51, raw-frame path): it
-saved 2 ms per 256x256 frame (0.2 MB in, 0.8 MB out) and 11 ms per 512x512 frame against a stand-in network that costs
-nothing, while the real animevideo_x2 network takes about 1.3 s per 256x256 frame on this CPU: under 1 %, lost in the
-noise. It would add region lifecycle (register, one region per request in flight, cleanup after a crash), work only
-with a server on the same host, and tritonclient's helper needs setuptools' pkg_resources at run time.
+System shared memory is deliberately not used: it saved under 1 % of a real network's time on loopback, and would
+add a region lifecycle and work only on the server's host (docs/decisions.md#no-shared-memory).
 """
 
 from __future__ import annotations
