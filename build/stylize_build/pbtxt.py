@@ -79,8 +79,9 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     One request per execution on CPU: a batch costs more per image than single requests on every network here, served
     or in process (docs/decisions.md#one-request-per-execution). Requests still carry batches of their own
     (``max_batch_size``): tiles, frames. The config says so explicitly with a preferred batch size of 1 (every
-    execution takes one request) rather than by leaving the scheduler out: NVIDIA's native ONNX Runtime backend auto-completes a batching model without a scheduler with a
-    default dynamic batcher. The GPU (TensorRT) config keeps a real batcher: there batching is what fills the device.
+    execution takes one request) rather than by leaving the scheduler out: NVIDIA's native ONNX Runtime backend
+    auto-completes a batching model without a scheduler with a default dynamic batcher. The GPU (TensorRT) config
+    keeps a real batcher: there batching is what fills the device.
     """
     if runtime not in CPU_RUNTIMES or precision not in PRECISIONS:
         raise ValueError(f"runtime {runtime!r} / precision {precision!r}: expected one of {', '.join(CPU_RUNTIMES)} / "
