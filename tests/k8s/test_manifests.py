@@ -161,7 +161,7 @@ def test_network_policy(kustomization):
     objs = render(kustomization)
     dep = one(objs, "Deployment", "triton")
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
-    np_ = one(objs, "NetworkPolicy")
+    np_ = one(objs, "NetworkPolicy", "triton")
     assert _matches(np_["spec"]["podSelector"], pod_labels)
     assert set(np_["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     named = {p["name"] for p in server_container(dep)["ports"]}
@@ -177,11 +177,17 @@ def test_network_policy(kustomization):
                    for f in by_port[port])
     assert by_port["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     egress_ports = {(p["port"], p["protocol"]) for r in np_["spec"]["egress"] for p in r["ports"]}
-    assert {(53, "UDP"), (53, "TCP")} <= egress_ports
+    assert egress_ports == {(53, "UDP"), (53, "TCP")}  # the base policy: DNS only, in every overlay
+    others = [o for o in objs if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] != "triton"]
     if kustomization == "overlays/cpu-objectstore":
-        assert (443, "TCP") in egress_ports  # the init container reaches the object store
+        # the init container reaches the object store: HTTPS to its address range, a policy of its own
+        (store,) = others
+        assert store["metadata"]["name"] == "triton-object-store" and store["spec"]["policyTypes"] == ["Egress"]
+        assert _matches(store["spec"]["podSelector"], pod_labels)
+        assert store["metadata"]["namespace"] == dep["metadata"]["namespace"]
+        assert [[p for p in r["ports"]] for r in store["spec"]["egress"]] == [[{"port": 443, "protocol": "TCP"}]]
     else:
-        assert egress_ports == {(53, "UDP"), (53, "TCP")}  # baked image: DNS only
+        assert others == []  # baked image: DNS only
 
 
 # ---- the server's pod ----------------------------------------------------------------------------------------
@@ -282,6 +288,230 @@ def test_requests_and_limits(kustomization):
         # Guaranteed QoS: the pod has exactly the CPU the load test measured (capacity numbers transfer)
         assert res["requests"]["cpu"] == res["limits"]["cpu"]
         assert res["requests"]["memory"] == res["limits"]["memory"]
+
+
+
+# ---- local disk (ephemeral storage) ------------------------------------------------------------------------------
+
+# Container logs on node disk, charged to the container's ephemeral storage: containerLogMaxSize 10Mi x
+# containerLogMaxFiles 5 (kubelet defaults), for the running container and the dead one the kubelet keeps.
+LOG_BUDGET = 100 << 20
+CONFIGMAP_MAX = 1 << 20  # a ConfigMap holds at most 1 MiB (the API's limit); its volume is on node disk
+
+
+def ephemeral_storage_problems(pod: dict) -> list[str]:
+    """What a pod spec leaves unbounded on node disk: a container or init container without ephemeral-storage
+    requests and limits, an emptyDir on disk (not medium Memory) without a sizeLimit, a container whose limit is
+    below what it may write (the sizeLimits of the disk emptyDirs it mounts, its ConfigMap volumes, its logs), a
+    request above its limit, app containers whose limits together hold less than every disk emptyDir of the pod
+    (the kubelet evicts a pod whose emptyDirs and containers use more than the sum of its limits)."""
+    problems = []
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    on_disk = {}
+    for name, v in volumes.items():
+        if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory":
+            if "sizeLimit" not in v["emptyDir"]:
+                problems.append(f"emptyDir {name}: no sizeLimit")
+            on_disk[name] = quantity_bytes(v["emptyDir"].get("sizeLimit", "0"))
+        elif "configMap" in v:
+            on_disk[name] = CONFIGMAP_MAX
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        res = c.get("resources", {})
+        req, lim = (res.get(k, {}).get("ephemeral-storage") for k in ("requests", "limits"))
+        if req is None or lim is None:
+            problems.append(f"{c['name']}: no ephemeral-storage {'request' if req is None else 'limit'}")
+            continue
+        writes = LOG_BUDGET + sum(on_disk.get(m["name"], 0) for m in c.get("volumeMounts", []))
+        if quantity_bytes(lim) < writes:
+            problems.append(f"{c['name']}: ephemeral-storage limit {lim} < {writes >> 20}Mi (its emptyDirs' "
+                            "sizeLimits, ConfigMaps and logs)")
+        if quantity_bytes(req) > quantity_bytes(lim):
+            problems.append(f"{c['name']}: ephemeral-storage request {req} > limit {lim}")
+    pod_limit = sum(quantity_bytes(c.get("resources", {}).get("limits", {}).get("ephemeral-storage", "0"))
+                    for c in pod["containers"])
+    if pod_limit < sum(on_disk.values()):
+        problems.append(f"the pod's containers' limits ({pod_limit >> 20}Mi) hold less than its disk volumes")
+    return problems
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS + ("loadtest",))
+def test_every_container_bounds_its_local_disk(kustomization):
+    """Issue 13: ephemeral-storage requests and limits on every container and init container of every pod
+    template, a sizeLimit on every emptyDir on disk, and limits that cover what each container may write."""
+    templates = list(_pod_templates(render(kustomization)))
+    assert templates
+    for owner, tmpl in templates:
+        assert ephemeral_storage_problems(tmpl["spec"]) == [], f"{owner['kind']}/{owner['metadata']['name']}"
+
+
+def test_the_local_disk_check_finds_what_is_missing():
+    """The check above is not vacuous: each kind of gap in a rendered pod is reported."""
+    pod = one(render("overlays/cpu-objectstore"), "Deployment", "triton")["spec"]["template"]["spec"]
+    assert ephemeral_storage_problems(pod) == []
+
+    def mutated(change):
+        copy = json.loads(json.dumps(pod))
+        change(copy)
+        return ephemeral_storage_problems(copy)
+
+    def no_limit(p):
+        del p["containers"][0]["resources"]["limits"]["ephemeral-storage"]
+
+    def no_request(p):
+        del p["initContainers"][0]["resources"]["requests"]["ephemeral-storage"]
+
+    def no_size(p):
+        del next(v for v in p["volumes"] if v["name"] == "models")["emptyDir"]["sizeLimit"]
+
+    def grown(p):
+        next(v for v in p["volumes"] if v["name"] == "tmp")["emptyDir"]["sizeLimit"] = "4Gi"
+
+    assert mutated(no_limit) == ["triton: no ephemeral-storage limit",
+                                 "the pod's containers' limits (0Mi) hold less than its disk volumes"]
+    assert mutated(no_request) == ["model-sync: no ephemeral-storage request"]
+    assert mutated(no_size) == ["emptyDir models: no sizeLimit"]
+    grown_problems = mutated(grown)
+    assert any(p.startswith("triton: ephemeral-storage limit") for p in grown_problems)
+    assert any(p.startswith("model-sync: ephemeral-storage limit") for p in grown_problems)
+    # memory-backed /dev/shm is memory, not disk: no sizeLimit needed for this check, nothing charged to disk
+    shm = next(v for v in pod["volumes"] if v["emptyDir"].get("medium") == "Memory")
+    assert shm["name"] == "dshm"
+
+
+def test_local_disk_figures_hold_the_measurement():
+    """The sizeLimits hold what k8s/capacity/disk-usage.json measured (python -m stylize_k8s.disk_usage
+    --measure): the tmp emptyDir the image steps' OpenVINO model cache, the object-store variant's models emptyDir
+    the repository's files."""
+    from stylize_k8s import disk_usage
+
+    report = disk_usage.load()
+    for kustomization in OVERLAYS:
+        volumes = {v["name"]: v for v in
+                   one(render(kustomization), "Deployment", "triton")["spec"]["template"]["spec"]["volumes"]}
+        assert quantity_bytes(volumes["tmp"]["emptyDir"]["sizeLimit"]) >= 2 * report["openvino_cache"]["bytes"]
+        if "models" in volumes:
+            assert (quantity_bytes(volumes["models"]["emptyDir"]["sizeLimit"])
+                    >= 2 * report["model_repository"]["bytes"])
+    # the report covers every image step the repository compiles in process, each served version
+    networks = report["openvino_cache"]["networks"]
+    assert {n["step"] for n in networks} == {d.image_model for d in descriptors.MODELS if not d.window}
+    assert report["openvino_cache"]["bytes"] >= sum(n["cache_bytes_added"] for n in networks) > 0
+
+
+# ---- egress ----------------------------------------------------------------------------------------------------
+
+
+def _port_covers(rule_port: dict, port: int) -> bool:
+    if "port" not in rule_port:  # protocol only: every port
+        return True
+    p = rule_port["port"]
+    if isinstance(p, str):  # a named port: whatever the destination calls it, possibly this one
+        return True
+    return p <= port <= rule_port.get("endPort", p)
+
+
+def egress_open_to_any_host(objects, pod_labels: dict, port: int) -> list[str]:
+    """The egress rules of the NetworkPolicies that select a pod with ``pod_labels`` and let it reach any host on
+    ``port``: a rule without ``to`` (every destination), or with an ipBlock of prefix 0 (0.0.0.0/0, ::/0). Rules of
+    a policy without Egress in its policyTypes restrict nothing and are not read (such a policy allows nothing
+    either)."""
+    import ipaddress
+
+    open_rules = []
+    for np_ in objects:
+        if np_["kind"] != "NetworkPolicy" or "Egress" not in np_["spec"].get("policyTypes", ["Ingress"]):
+            continue
+        if not all(pod_labels.get(k) == v for k, v in np_["spec"]["podSelector"].get("matchLabels", {}).items()):
+            continue
+        for i, rule in enumerate(np_["spec"].get("egress", [])):
+            if rule.get("ports") and not any(_port_covers(p, port) for p in rule["ports"]):
+                continue
+            where = f"{np_['metadata']['name']} egress[{i}]"
+            if not rule.get("to"):
+                open_rules.append(f"{where}: any destination")
+            for peer in rule.get("to", []):
+                cidr = peer.get("ipBlock", {}).get("cidr")
+                try:
+                    if cidr is not None and ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                        open_rules.append(f"{where}: {cidr}")
+                except ValueError:  # not a CIDR: the API server refuses the policy
+                    pass
+    return open_rules
+
+
+@pytest.mark.parametrize("kustomization", OVERLAYS)
+def test_no_egress_to_any_host_on_443(kustomization):
+    """Issue 13: the object-store variant opened egress to any host on 443 for the whole pod, Triton included.
+    No overlay lets the server pod reach any host on 443 (0.0.0.0/0, ::/0, or a rule with no destination)."""
+    objs = render(kustomization)
+    pod_labels = one(objs, "Deployment", "triton")["spec"]["template"]["metadata"]["labels"]
+    assert egress_open_to_any_host(objs, pod_labels, 443) == []
+
+
+def test_the_object_store_egress_is_a_cidr_you_must_set(tmp_path):
+    """The object-store variant's HTTPS egress goes to one address range, a value the user sets: the tracked
+    placeholder is no CIDR (the API server refuses the policy, the sync cannot reach the store: closed, not open),
+    and the documented patch in an overlay of one's own sets it and validates."""
+    import ipaddress
+    import os
+    import subprocess
+
+    import yaml
+    from k8s_helpers import kubectl
+
+    objs = render("overlays/cpu-objectstore")
+    store = one(objs, "NetworkPolicy", "triton-object-store")
+    (rule,) = store["spec"]["egress"]
+    (peer,) = rule["to"]
+    assert set(peer) == {"ipBlock"}
+    placeholder = peer["ipBlock"]["cidr"]
+    assert placeholder.startswith("SET-TO-")
+    with pytest.raises(ValueError):
+        ipaddress.ip_network(placeholder, strict=False)
+
+    mine = tmp_path / "stylize-mine"
+    mine.mkdir()
+    base = os.path.relpath(K8S / "overlays" / "cpu-objectstore", mine)
+    (mine / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{base}]\n"
+        "patches: [{target: {kind: NetworkPolicy, name: triton-object-store},\n"
+        "           patch: '[{\"op\": \"replace\", \"path\": \"/spec/egress/0/to/0/ipBlock/cidr\", "
+        "\"value\": \"203.0.113.0/24\"}]'}]\n")
+    out = subprocess.run([kubectl(), "kustomize", str(mine)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    mine_objs = tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+    set_store = one(mine_objs, "NetworkPolicy", "triton-object-store")
+    assert set_store["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(set_store, version, strict=True)
+    pod_labels = one(mine_objs, "Deployment", "triton")["spec"]["template"]["metadata"]["labels"]
+    assert egress_open_to_any_host(mine_objs, pod_labels, 443) == []
+    assert one(mine_objs, "NetworkPolicy", "triton") == one(objs, "NetworkPolicy", "triton")  # DNS only
+
+
+def test_the_egress_check_finds_rules_open_to_any_host():
+    """The check above is not vacuous: the old component's rule (443, no destination), 0.0.0.0/0, ::/0 and a rule
+    for every port are reported; a policy that selects other pods, another port, or a real range is not."""
+    labels = {"app.kubernetes.io/name": "triton"}
+
+    def policy(*rules, selector=labels, types=("Egress",)):
+        return {"kind": "NetworkPolicy", "metadata": {"name": "p"},
+                "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": list(types), "egress": list(rules)}}
+
+    https = [{"port": 443, "protocol": "TCP"}]
+    old_component = policy({"ports": https})
+    assert egress_open_to_any_host([old_component], labels, 443) == ["p egress[0]: any destination"]
+    for cidr in ("0.0.0.0/0", "::/0"):
+        assert egress_open_to_any_host([policy({"to": [{"ipBlock": {"cidr": cidr}}], "ports": https})],
+                                       labels, 443) == [f"p egress[0]: {cidr}"]
+    assert egress_open_to_any_host([policy({})], labels, 443) == ["p egress[0]: any destination"]
+    assert egress_open_to_any_host([policy({"ports": [{"port": 400, "endPort": 500, "protocol": "TCP"}]})],
+                                   labels, 443) == ["p egress[0]: any destination"]
+    assert egress_open_to_any_host([policy({"ports": https}, selector={"app": "other"})], labels, 443) == []
+    assert egress_open_to_any_host([policy({"ports": [{"port": 53, "protocol": "UDP"}]})], labels, 443) == []
+    assert egress_open_to_any_host([policy({"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": https})],
+                                   labels, 443) == []
 
 
 def test_server_args_and_images():
