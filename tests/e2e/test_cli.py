@@ -212,6 +212,7 @@ def _shared_memory_of(pgid: int) -> set[str]:
     return {f"/dev/shm/{n}" for n in names}
 
 
+@pytest.mark.slow
 def test_folder_run_survives_a_server_kill_and_restart(model_repository, tmp_path):
     """SIGKILL the server mid-run, start it again on the same ports: every file arrives (retries on UNAVAILABLE)
     and the summary says how many requests were retried."""

@@ -126,6 +126,7 @@ def _interrupt_once(proc: subprocess.Popen, started) -> tuple[str, str]:
             proc.kill()
 
 
+@pytest.mark.slow
 def test_interrupt_leaves_nothing_under_the_final_name_and_the_rerun_resumes(server, served, tmp_path):
     _need(served, "animevideo_x2")
     src = make_clip(tmp_path / "long.mp4", size="96x64", seconds=20)  # 200 frames: segments of 10

@@ -311,6 +311,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # ---- `stylize web --serve` (make run) ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_starts_triton_beside_the_page_and_ctrl_c_stops_both(model_repository, tmp_path, files):
     """Runs before this module's own server starts (file order): one tritonserver at a time."""
     from stylize.server.settings import find_free_ports, port_is_free

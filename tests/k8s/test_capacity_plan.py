@@ -121,6 +121,7 @@ def test_target_decision_follows_the_simulations():
     assert "Apply the recommendation" in plan.target_decision(0.5, 0.6, {"steady": (0.01, 0.0), "burst": (0.1, 0.1)})
 
 
+@pytest.mark.slow
 def test_committed_doc_is_method_only_or_generated_and_current(hpas):
     doc = ROOT / "docs" / "capacity.md"
     text = doc.read_text()

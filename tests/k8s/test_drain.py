@@ -194,6 +194,7 @@ def _terminate_during_requests(server, started: Path, *, grace_s: float, hold_ke
 
 
 @pytest.mark.triton
+@pytest.mark.slow
 def test_requests_in_flight_survive_sigterm_of_the_pods_server(tmp_path):
     """The Deployment's flags (its exit timeout included) and the kubelet's grace period after the preStop sleep:
     a gRPC and an HTTP request in flight at SIGTERM both return, although an idle keep-alive connection holds
@@ -213,7 +214,9 @@ def test_requests_in_flight_survive_sigterm_of_the_pods_server(tmp_path):
     assert r["grpc"] == REQUEST_S and r["http"] == REQUEST_S, (r, server.log_tail())
     assert r["exit"] == 0, (r, server.log_tail())
     assert re.search(r"Found \d+ HTTP service connections", log)  # it did wait on the open connections
-    assert r["exit_after_release_s"] <= drain.STOP_S, r  # unloading after the last request (STOP_S)
+    # unloading after the last request fitted in Triton's own exit timeout (what STOP_S budgets for; its time is
+    # printed below, a measurement, not a bound)
+    assert "Exit timeout expired" not in log, (r, server.log_tail())
     print(f"requests returned {r['requests_done_s']:.1f} s after SIGTERM; exit {r['exit_after_release_s']:.1f} s "
           "after the last connection closed")
 

@@ -43,6 +43,7 @@ def _perf_analyzer() -> tuple[Path, dict]:
     return Path(exe), env
 
 
+@pytest.mark.slow
 def test_job_command_runs_against_a_real_server(tmp_path):
     exe, env = _perf_analyzer()
     job = one(render("loadtest"), "Job")

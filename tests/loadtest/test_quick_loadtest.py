@@ -13,6 +13,7 @@ from stylize.loadtest import QUICK_SET, load_all, scenarios_dir
 pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
 
 
+@pytest.mark.slow
 def test_quick_set_runs_without_errors(server, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setenv("STYLIZE_ADMIN_KEY", server.admin_key)  # perf_analyzer reads model configs, an admin API

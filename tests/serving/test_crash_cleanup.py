@@ -26,6 +26,7 @@ def _regions() -> set[str]:
     return {p.name for p in Path("/dev/shm").glob("triton_*_backend_shm_region_*")}
 
 
+@pytest.mark.slow
 def test_the_next_start_removes_what_a_killed_server_left(model_repository, tmp_path):
     from stylize.server.cleanup import _SHM_MIN_AGE_S
     from stylize.server.launcher import start_local

@@ -62,6 +62,7 @@ def _image_stubs(server) -> dict[int, object]:
     return {pid: s for pid, s in healing.live_stubs(server.pid).items() if s.model == REGISTRY[MODEL].image_model}
 
 
+@pytest.mark.slow
 def test_a_stub_killed_under_load_heals(model_repository, tmp_path):
     from stylize import StylizeClient
     from stylize.contract.descriptors import REGISTRY
@@ -118,6 +119,7 @@ def test_a_stub_killed_under_load_heals(model_repository, tmp_path):
         assert ready == 200
 
 
+@pytest.mark.slow
 def test_without_healing_a_dead_stub_fails_the_probe(model_repository, tmp_path):
     """The pod's case: tritonserver alone (no watchdog, no explicit mode). The model stays READY in Triton, requests
     on the dead instance fail, and the probe the pod runs says so (exit 1), naming the dead stub."""
@@ -141,6 +143,7 @@ def test_without_healing_a_dead_stub_fails_the_probe(model_repository, tmp_path)
         assert f"dead python stub(s) (pid {victim})" in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow
 def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_repository):
     """`stylize serve` as users run it: tritonserver killed with SIGKILL is started again on the same ports, after
     its stubs' shared-memory regions (which nobody maps any more) are removed."""
@@ -251,6 +254,7 @@ def _server_for(repo, tmp_path):
     return TritonServer(dataclasses.replace(settings, log_file=tmp_path / "tritonserver.log"))
 
 
+@pytest.mark.slow
 def test_a_stub_that_dies_while_its_model_loads_is_started_again(tmp_path):
     """What failed a CI run: an image step's stub died (SIGBUS in OpenVINO) inside initialize(), Triton reported
     "Stub process ... is not healthy" and exited, and the whole suite lost its server. Here the stub is killed for

@@ -141,16 +141,52 @@ def test_every_image_ensemble_answers_with_the_right_size_and_mode(client, model
         assert alpha[:, 0].max() <= 8 and alpha[:, -1].min() >= 247 and np.all(np.diff(alpha[0]) >= -2)
 
 
-def test_sixteen_bit_png_in_sixteen_bit_png_out(client):
+def _step_reference(server, client, model: str, data: bytes) -> bytes:
+    """What the image step answers for ``data``, computed here: the pipeline with the served step's own config
+    (read from the server) and its network file opened in this process, on the step's runtime."""
+    from stylize.contract import access
+    from stylize.engine.network import newest_model_file, open_network
+    from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, Options, StepConfig, process
+
+    desc = REGISTRY[model]
+    cfg = client.get_model_config(desc.image_model, as_json=True, headers=access.grpc_headers(server.admin_key))
+    config = StepConfig.from_parameters({k: v["string_value"] for k, v in cfg["config"]["parameters"].items()})
+    found = newest_model_file(server.settings.model_repository, config.net_model)
+    assert found is not None, config.net_model
+    runtime = config.net_runtime if config.net_runtime in IN_PROCESS_RUNTIMES else "onnxruntime"  # GPU: BLS
+    net = open_network(found[0], runtime=runtime, input_name=desc.net_input.name, output_name=desc.net_output.name,
+                       threads=config.net_threads, precision=config.net_precision if runtime == "openvino" else "fp32")
+    return process(data, config, Options(), net)[0]
+
+
+def test_sixteen_bit_png_in_sixteen_bit_png_out(server, client):
+    """A smooth 16-bit gradient (its low byte varies from pixel to pixel) comes back in 16 bits with the low byte
+    kept: not x257 of an 8-bit result, and the same as the pipeline computes here through the same network. An
+    8-bit path widened x257 misses every pixel by the lost residual (|value - 257 round(value / 257)|, 64 on
+    average for a gradient); the served picture must be within a sixteenth of that."""
     import cv2
 
-    rgb = np.asarray(photo("astronaut.png", (200, 80, 232, 104)).convert("RGB")).astype(np.uint16) * 257
-    rgb[..., 0] += np.arange(32, dtype=np.uint16)[None, :] * 7  # low bits that an 8-bit path would lose
+    h, w = 24, 32
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    rgb = np.stack([8000 + 1500 * x + 37 * y, 12000 + 1900 * y + 23 * x, 60000 - 1100 * x - 900 * y], axis=-1)
+    rgb = np.rint(rgb).astype(np.uint16)
+    assert len(np.unique(rgb % 257)) > 200  # the low byte carries information
     ok, buf = cv2.imencode(".png", rgb[..., ::-1])
-    out = infer(client, "animevideo_x2", buf.tobytes())
+    data = buf.tobytes()
+    out = infer(client, "animevideo_x2", data)
     assert out[24] == 16  # IHDR bit depth
-    back = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert back.dtype == np.uint16 and back.shape == (48, 64, 3)
+    served = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_UNCHANGED)[..., ::-1].astype(np.int64)
+    assert served.shape == (2 * h, 2 * w, 3)
+    assert np.mean(served % 257 != 0) > 0.9, "the served 16 bits are x257 of 8 bits: the low byte was lost"
+    ref = _step_reference(server, client, "animevideo_x2", data)
+    assert ref[24] == 16
+    expected = cv2.imdecode(np.frombuffer(ref, np.uint8), cv2.IMREAD_UNCHANGED)[..., ::-1].astype(np.int64)
+    widened = 257 * ((expected + 128) // 257)  # what an 8-bit path would serve for the same network output
+    eight_bit_error = np.abs(widened - expected).mean()
+    assert eight_bit_error > 32, eight_bit_error  # the tolerance below tells the two paths apart
+    error = np.abs(served - expected).mean()
+    print(f"16 bits: served vs in-process {error:.2f} on average, an 8-bit path {eight_bit_error:.1f}")
+    assert error <= eight_bit_error / 16, (error, eight_bit_error)
 
 
 def test_exif_orientation_icc_and_dpi(client):

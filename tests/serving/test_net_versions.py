@@ -183,6 +183,7 @@ def test_the_step_follows_a_version_loaded_while_serving(versioned, tmp_path):
         _image_request(c, data, 2)
 
 
+@pytest.mark.slow
 def test_the_bls_route_runs_the_version_asked_for(tmp_path):
     """The GPU's route (the step calls the network model by BLS; here the CPU network stands in for the plan):
     NET_VERSION becomes the BLS request's model_version, checked against the served versions the same way."""

@@ -178,6 +178,7 @@ def test_basicvsr_window(server):
     assert out.shape == (1, desc.window, 128, 160, 3) and out.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_two_versions_are_served(tmp_path):
     """New weights make version 2; version 1 stays servable (version policy: latest 2)."""
     from stylize.server.launcher import start_local

@@ -38,7 +38,11 @@ OPSET = 17
 ECHO = "echo_py"  # plain python backend model
 INVERT = "invert_net"  # backend: "onnxruntime", the config style the build writes
 RAGGED = "invert_ragged"  # same graph, allow_ragged_batch so different shapes share one execute() call
+BATCHED = "invert_batched"  # same graph, batched only when full: the same-shape batching test's own model
 ENSEMBLE = "invert_twice"  # platform: "ensemble" of two INVERT steps
+# the ragged batching test's requests (the last one valid for Triton, not for the graph): RAGGED's preferred batch
+RAGGED_SHAPES = [(1, 9, 11, 3), (1, 4, 6, 3), (2, 9, 11, 3), (1, 5, 5, 3), (1, 4, 6, 3), (1, 8, 8, 4)]
+RAGGED_FRAMES = sum(s[0] for s in RAGGED_SHAPES)  # 7
 
 
 # ---- a tiny repository ----------------------------------------------------------------------------------------
@@ -67,8 +71,16 @@ def _dims(dims) -> str:
     return ", ".join(str(d) for d in dims)
 
 
+# A batching test's model runs a batch when it is full (its preferred size, what the test sends at once) and waits
+# for it up to this long: the test counts executions, never time (a request that has not arrived by then is a hang).
+FULL_BATCH_WAIT_US = 30_000_000  # below _infer_concurrently's 60 s: a missing request shows as a count
+
+
 def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_name: str = FRAME_IN.name,
-               delay_us: int = 2000, cache: bool = False) -> str:
+               delay_us: int = 2000, cache: bool = False, preferred: int | None = None) -> str:
+    batching = f"max_queue_delay_microseconds: {delay_us}"
+    if preferred is not None:
+        batching = f"preferred_batch_size: [ {preferred} ] {batching}"
     return textwrap.dedent(f"""\
         name: "{name}"
         backend: "onnxruntime"
@@ -76,7 +88,7 @@ def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_nam
         input [ {{ name: "{input_name}" data_type: TYPE_UINT8 dims: [ {_dims(dims)} ]{' allow_ragged_batch: true' if ragged else ''} }} ]
         output [ {{ name: "{FRAME_OUT.name}" data_type: TYPE_UINT8 dims: [ {_dims(dims)} ] }} ]
         instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-        dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}
+        dynamic_batching {{ {batching} }}
         optimization {{ graph {{ level: 1 }} }}
         parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
         parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
@@ -146,7 +158,8 @@ def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repository")
     add_echo(repo)
     add_ort(repo, INVERT, cache=True)
-    add_ort(repo, RAGGED, dims=(-1, -1, -1), ragged=True, delay_us=300_000)
+    add_ort(repo, RAGGED, dims=(-1, -1, -1), ragged=True, preferred=RAGGED_FRAMES, delay_us=FULL_BATCH_WAIT_US)
+    add_ort(repo, BATCHED, preferred=8, delay_us=FULL_BATCH_WAIT_US)
     (repo / ENSEMBLE / "1").mkdir(parents=True)
     (repo / ENSEMBLE / "config.pbtxt").write_text(ensemble_config(ENSEMBLE, INVERT))
     return repo
@@ -185,7 +198,7 @@ def grpc_input(name: str, array: np.ndarray, dtype: str = "UINT8") -> grpcclient
 
 
 def test_server_is_ready_with_every_model(server):
-    assert server.ready_models() == sorted([ECHO, INVERT, RAGGED, ENSEMBLE])
+    assert server.ready_models() == sorted([ECHO, INVERT, RAGGED, BATCHED, ENSEMBLE])
     assert server.model_failures() == {}
     assert server.stub_info["numpy"].startswith("1.")
     print(f"startup {server.startup_seconds:.1f} s")  # shown with -s; timing is the benchmark's job, not a test's
@@ -281,7 +294,9 @@ def _infer_concurrently(server, model: str, frames: list[np.ndarray]) -> list:
 
 
 def test_concurrent_requests_of_different_shapes_share_a_batch(server, rng):
-    shapes = [(1, 9, 11, 3), (1, 4, 6, 3), (2, 9, 11, 3), (1, 5, 5, 3), (1, 4, 6, 3), (1, 8, 8, 4)]
+    """Six requests of four shapes (one of them invalid for the graph) sent at once run in one execution: RAGGED
+    runs a batch when its 7 frames are there, so the count does not depend on how fast they arrive."""
+    shapes = RAGGED_SHAPES
     frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
     before = _stats(server, RAGGED)
     results = _infer_concurrently(server, RAGGED, frames)
@@ -303,9 +318,8 @@ def test_concurrent_requests_of_different_shapes_share_a_batch(server, rng):
     assert "shape [1, 8, 8, 4]" in bad.message() and "[batch, -1, -1, 3]" in bad.message()
     requests = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
-    assert requests == 7  # six requests, one of them with two frames
-    assert executions < 5, f"{executions} executions for 6 requests: nothing was batched"
-    print(f"{executions} execution(s) for 6 concurrent requests of 4 shapes")
+    assert requests == RAGGED_FRAMES == 7  # six requests, one of them with two frames
+    assert executions == 1, f"{executions} executions for 6 requests of 4 shapes: not one batch"
 
 
 def test_ensemble_routes_through_the_onnxruntime_backend(server, grpc, rng):
@@ -320,15 +334,19 @@ def _counts(grpc, model: str) -> tuple[int, int]:
 
 
 def test_same_shape_requests_are_batched_by_triton(server, grpc, rng):
+    """Triton's own statistics: 8 concurrent requests of one shape, 8 inferences in one execution (BATCHED runs a
+    batch when it is full: the count does not depend on how fast the requests arrive)."""
     frames = [rng.integers(0, 256, (1, 6, 10, 3), dtype=np.uint8) for _ in range(8)]
-    inferences, executions = _counts(grpc, INVERT)
-    results = _infer_concurrently(server, INVERT, frames)
+    inferences, executions = _counts(grpc, BATCHED)
+    results = _infer_concurrently(server, BATCHED, frames)
     for frame, result in zip(frames, results):
         np.testing.assert_array_equal(result, 255 - frame)
-    # Triton's own statistics: 8 inferences ran in fewer executions, so at least two requests shared a batch
-    after_inferences, after_executions = _counts(grpc, INVERT)
+    deadline = time.monotonic() + 15  # statistics are booked just after the responses (a bounded wait)
+    while _counts(grpc, BATCHED)[0] - inferences < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after_inferences, after_executions = _counts(grpc, BATCHED)
     assert after_inferences - inferences == 8
-    assert after_executions - executions < 8, "no two of the 8 concurrent requests were batched together"
+    assert after_executions - executions == 1, "the 8 concurrent requests did not run as one batch"
 
 
 def test_wrong_dtype_is_invalid_argument_and_server_stays_ready(server, grpc, rng):

@@ -655,19 +655,24 @@ def test_client_metrics_record_latency_errors_and_retries():
     assert get("stylize_client_retries_total", {"model": "animeganv2"}) == 1
 
 
-def test_stats_summary_says_what_happened():
+def test_stats_summary_says_what_happened(monkeypatch):
+    import stylize.sdk.transport as transport_module
+
+    # the stats' clock, injected: each observation happens at the next of these times
+    clock = iter([100.0, 101.0, 102.5, 104.0])
+    monkeypatch.setattr(transport_module.time, "monotonic", lambda: next(clock))
     s = ClientStats()
-    s.observe_request("m", 0.1, None)
-    s.observe_request("m", 0.2, ServerUnavailable("down"))
+    s.observe_request("m", 0.1, None)  # at 100.0
+    s.observe_request("m", 0.2, ServerUnavailable("down"))  # at 101.0: sent at 100.8, the outage starts there
     s.observe_retry("m", ServerUnavailable("down"), 0.5)
-    s.observe_request("m", 0.1, ServerUnavailable("down"))
+    s.observe_request("m", 0.1, ServerUnavailable("down"))  # at 102.5: the same outage
     s.observe_retry("m", ServerUnavailable("down"), 0.5)
     assert s.outages == 1 and "still unavailable" in s.summary()
-    s.observe_request("m", 0.0, None)  # sent after the failures came back
-    assert s.outages == 1 and 0.2 <= s.outage_seconds < 5
-    text = s.summary()
-    assert text.startswith("2 requests ok; the server was unavailable 1 time for ")
-    assert text.endswith(" s, 2 attempts retried; failed attempts: unavailable 2")
+    s.observe_request("m", 0.3, None)  # at 104.0: sent at 103.7, after the failures came back: the server is back
+    assert s.outages == 1 and s.outage_seconds == pytest.approx(104.0 - 100.8)
+    assert s.retries == 2 and s.retry_wait_seconds == pytest.approx(1.0) and s.requests == 4 and s.ok == 2
+    assert s.summary() == ("2 requests ok; the server was unavailable 1 time for 3.2 s, 2 attempts retried; "
+                           "failed attempts: unavailable 2")
 
 
 def test_a_request_sent_before_an_outage_does_not_end_it(monkeypatch):
@@ -706,21 +711,28 @@ def test_a_closed_client_raises_a_typed_error_at_once():
 
 
 def test_close_ends_retry_waits_at_once():
-    """Ctrl-C in the CLI closes the client: a call waiting out a dead server must not sit out its 30 s deadline."""
+    """Ctrl-C in the CLI closes the client: a call waiting out a dead server must not sit out its backoff. The
+    backoff here is an hour and there is no deadline, so only close() can end the wait: the call returns with the
+    one failed attempt it made, and never makes a second (the joins' timeouts only guard against a hang)."""
     import threading
     import time
 
     client = StylizeClient(url=f"127.0.0.1:{_closed_port()}",
-                           retry=RetryPolicy(deadline=30, initial_backoff=5, max_backoff=5))
+                           retry=RetryPolicy(deadline=None, initial_backoff=3600, max_backoff=3600))
     errors = []
-    t = threading.Thread(target=lambda: errors.append(pytest.raises(StylizeError, client.infer, real_photo_crop(8, 8))))
-    t0 = time.monotonic()
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(StylizeError, client.infer, real_photo_crop(8, 8))),
+                         daemon=True)
     t.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # a hang guard: the first attempt fails at once (nothing listens there)
+    while client.stats.retries == 0 and t.is_alive():  # the failed attempt is booked, the hour's wait begins
+        assert time.monotonic() < deadline, "the first attempt never failed"
+        time.sleep(0.01)
     client.close()
-    t.join(timeout=10)
-    assert not t.is_alive() and time.monotonic() - t0 < 3
-    assert errors and client.stats.retries >= 1
+    t.join(timeout=60)
+    assert not t.is_alive(), "close() did not end the retry wait"
+    assert errors and isinstance(errors[0].value, ServerUnavailable)  # the attempt's own error, raised at close
+    assert (client.stats.requests, client.stats.retries) == (1, 1)  # one attempt, one wait, no second attempt
+    assert client.stats.retry_wait_seconds == pytest.approx(3600, rel=0.2)  # the policy's backoff (+/- jitter)
 
 
 def test_raw_frames_go_to_the_network_model_the_server_loads():
