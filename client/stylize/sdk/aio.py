@@ -14,13 +14,12 @@ import numpy as np
 from stylize.contract.errors import StylizeError
 from stylize.contract.fileio import write_atomic
 from stylize.contract.frames import RawModel
-from stylize.sdk.client import DEFAULT_MODEL, Attempts, ClientCore, Op, Rpc, StylizeClient, T
+from stylize.sdk.client import Attempts, ClientCore, Op, Rpc, StylizeClient, T
 from stylize.sdk.info import Health, ModelInfo, version_arg
 from stylize.sdk.request import ImageLike, decode_output, encode_input, run_frames, tile_for
-from stylize.sdk.transport import MAX_MESSAGE_BYTES, RetryPolicy, draining
+from stylize.sdk.transport import draining
 
 if TYPE_CHECKING:
-    from stylize.sdk.metrics import ClientMetrics
     from stylize.sdk.video import VideoReport
 
 
@@ -31,24 +30,8 @@ class AsyncStylizeClient(ClientCore):
     pipeline of the blocking client in a worker thread (decoding and encoding are blocking work anyway).
     """
 
-    def __init__(
-        self,
-        *,
-        url: str | None = None,
-        model: str = DEFAULT_MODEL,
-        version: int | str | None = None,
-        timeout: float | None = 120.0,
-        retry: RetryPolicy = RetryPolicy(),
-        compression: str | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        ssl: bool = False,
-        metrics: "ClientMetrics | None" = None,
-        admin_key: str | None = None,
-    ):
-        super().__init__(url=url, model=model, version=version, timeout=timeout, retry=retry,
-                         compression=compression, max_message_bytes=max_message_bytes, ssl=ssl, metrics=metrics,
-                         admin_key=admin_key)
-        self._client: Any = None  # tritonclient.grpc.aio.InferenceServerClient (untyped), made on first use
+    def _connect(self) -> Any:
+        return None  # tritonclient.grpc.aio's client is made on first use, inside the running event loop
 
     def _aio(self) -> Any:
         if self._client is None:
@@ -100,8 +83,8 @@ class AsyncStylizeClient(ClientCore):
             attempts.begin()
             try:
                 result = await op()
-            except ValueError as e:  # grpc's "Cannot invoke RPC on closed channel!"
-                if (closed := attempts.closed_channel(e)) is not None:
+            except ValueError:  # grpc's "Cannot invoke RPC on closed channel!"
+                if (closed := attempts.closed_channel()) is not None:
                     raise closed from None
                 raise
             except self._errors as e:

@@ -138,7 +138,7 @@ class Attempts:
         self.attempt += 1
         self.t0 = time.monotonic()
 
-    def closed_channel(self, e: ValueError) -> StylizeError | None:
+    def closed_channel(self) -> StylizeError | None:
         """grpc's "Cannot invoke RPC on closed channel!": the client was closed while the call was made."""
         if self.core._closed.is_set():
             return StylizeError("the client is closed", model=self.model, url=self.core.url)
@@ -170,9 +170,20 @@ class Attempts:
 class ClientCore:
     """Settings, statistics, the admin key and the operations both clients share (see the module docstring)."""
 
-    def __init__(self, *, url: str | None, model: str, version: int | str | None, timeout: float | None,
-                 retry: RetryPolicy, compression: str | None, max_message_bytes: int, ssl: bool,
-                 metrics: "ClientMetrics | None", admin_key: str | None):
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        model: str = DEFAULT_MODEL,
+        version: int | str | None = None,
+        timeout: float | None = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+        compression: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        ssl: bool = False,
+        metrics: "ClientMetrics | None" = None,
+        admin_key: str | None = None,
+    ):
         import tritonclient.grpc as grpcclient
 
         if compression not in (None, "gzip", "deflate"):
@@ -195,6 +206,11 @@ class ClientCore:
         self._admin = access.grpc_headers(admin_key if admin_key is not None else default_admin_key())
         self._raw: dict[tuple[str, str], RawModel] = {}
         self._closed = threading.Event()
+        self._client: Any = self._connect()  # tritonclient's InferenceServerClient (untyped)
+
+    def _connect(self) -> Any:
+        """The channel, made by each client its own way (the asyncio one inside its event loop, on first use)."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, model={self.model!r}, version={self.version!r})"
@@ -321,24 +337,8 @@ class StylizeClient(ClientCore):
     that version (a version the server does not serve is refused with INVALID_ARGUMENT naming the served ones).
     """
 
-    def __init__(
-        self,
-        *,
-        url: str | None = None,
-        model: str = DEFAULT_MODEL,
-        version: int | str | None = None,
-        timeout: float | None = 120.0,
-        retry: RetryPolicy = RetryPolicy(),
-        compression: str | None = None,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-        ssl: bool = False,
-        metrics: "ClientMetrics | None" = None,
-        admin_key: str | None = None,
-    ):
-        super().__init__(url=url, model=model, version=version, timeout=timeout, retry=retry,
-                         compression=compression, max_message_bytes=max_message_bytes, ssl=ssl, metrics=metrics,
-                         admin_key=admin_key)
-        self._client = self._grpc.InferenceServerClient(self.url, ssl=ssl, channel_args=self._channel_args)
+    def _connect(self) -> Any:
+        return self._grpc.InferenceServerClient(self.url, ssl=self._ssl, channel_args=self._channel_args)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -380,8 +380,8 @@ class StylizeClient(ClientCore):
             attempts.begin()
             try:
                 result = op()
-            except ValueError as e:  # grpc's "Cannot invoke RPC on closed channel!"
-                if (closed := attempts.closed_channel(e)) is not None:
+            except ValueError:  # grpc's "Cannot invoke RPC on closed channel!"
+                if (closed := attempts.closed_channel()) is not None:
                     raise closed from None
                 raise
             except self._errors as e:

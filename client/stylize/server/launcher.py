@@ -417,7 +417,8 @@ class TritonServer:
         fail to load, or :class:`ServerTimeoutError` after ``timeout`` seconds (default: settings.startup_timeout)."""
         if self._proc is None:
             raise ServerError("start() the server first")
-        deadline = time.monotonic() + (timeout if timeout is not None else self.settings.startup_timeout)
+        budget = timeout if timeout is not None else self.settings.startup_timeout
+        deadline = time.monotonic() + budget
         retries = self.TRANSIENT_LOAD_RETRIES
         while True:
             if self._proc.poll() is not None:
@@ -431,7 +432,7 @@ class TritonServer:
                     self.start(**self._start_options)
                     self._note(f"stylize: starting tritonserver again: a python stub died while its model loaded "
                                f"({'; '.join(f'{m}: {r}' for m, r in e.failures.items())})")
-                    deadline = time.monotonic() + (timeout if timeout is not None else self.settings.startup_timeout)
+                    deadline = time.monotonic() + budget  # the new start gets the whole budget
                     continue
             try:
                 status, _ = self._get("/v2/health/ready", timeout=1.0)
@@ -454,7 +455,7 @@ class TritonServer:
             if time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
-                raise ServerTimeoutError(f"tritonserver was not ready after {timeout or self.settings.startup_timeout:.0f}"
+                raise ServerTimeoutError(f"tritonserver was not ready after {budget:.0f}"
                                          f" s (log: {self.log_path})", log_tail=tail)
             time.sleep(0.1)
 

@@ -97,9 +97,11 @@ def measure(repo: Path, model: str) -> dict:
                        "base_mib": round(r["base_mib"], 1)})
     (p0, p1) = points
     slope = (p1["growth_mib"] - p0["growth_mib"]) / (p1["pixels"] - p0["pixels"])  # MiB per pixel
-    at_limit = p1["growth_mib"] + slope * (desc.max_request_pixels - p1["pixels"])
-    def growth(px: int) -> float:
+
+    def growth(px: int) -> float:  # the line through the two points
         return p1["growth_mib"] + slope * (px - p1["pixels"])
+
+    at_limit = growth(desc.max_request_pixels)
 
     net_n, step_n = instances(repo, desc.net_model), 0 if desc.window else instances(repo, desc.image_model)
     step_px = 0 if desc.window else step_pixels(desc)
