@@ -12,9 +12,11 @@ Two things are measured, on the built repository (``--model-repository``, defaul
   the step's own settings (``stylize.engine.network.open_network``: the step's ``net_threads`` and
   ``net_precision``), every version of that network which Triton serves by the network model's ``version_policy``
   (a request's NET_VERSION opens any of them), and sums the files the cache holds afterwards. Both instances of a
-  step compile with the same settings and share one blob. The ``<id>_net`` models run on NVIDIA's native OpenVINO
-  backend in the pod, which keeps no cache (this machine's Python-based backend does; it is not counted). GPU
-  pods' steps call their TensorRT plan by BLS and compile nothing.
+  step compile with the same settings and share one blob. The ``<id>_net`` models (``backend: "openvino"``) run on
+  this project's Python-based OpenVINO backend in the CPU pod too (k8s/image/Dockerfile, target server-cpu), which
+  compiles through the same cache with the settings of its config (``OvModelConfig.compile_settings``): every
+  version Triton serves of each is compiled and counted as well. GPU pods' steps call their TensorRT plan by BLS
+  and compile nothing.
 * **the model repository**: the bytes of its files, which the object-store variant's init container copies into
   the pod (components/model-sync).
 """
@@ -73,6 +75,28 @@ def in_process_networks(repository: Path) -> list[dict]:
     return out
 
 
+def backend_networks(repository: Path) -> list[dict]:
+    """Every (network model on the OpenVINO backend, served version): what the pod's Python-based backend compiles."""
+    out = []
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        if not re.search(r'^backend:\s*"openvino"', config.read_text(), re.M):
+            continue
+        for version in served_versions(repository, config.parent.name):
+            out.append({"model": config.parent.name, "version": version, "backend": "openvino"})
+    return out
+
+
+def _backend_settings(config: Path, cache: Path):
+    """The compile settings the Python-based backend derives from this config.pbtxt (as Triton hands it over)."""
+    from google.protobuf import json_format, text_format
+    from stylize.engine.ov_runner import OvModelConfig
+    from tritonclient.grpc import model_config_pb2
+
+    proto = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+    parsed = OvModelConfig.from_triton(json_format.MessageToDict(proto, preserving_proto_field_name=True))
+    return parsed.compile_settings(cache_dir=cache), parsed.model_filename
+
+
 def _files_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -80,6 +104,7 @@ def _files_bytes(folder: Path) -> int:
 def measure(repository: Path) -> dict:
     from stylize.contract.descriptors import FRAME_IN, FRAME_OUT
     from stylize.engine.network import open_network
+    from stylize.engine.ov_runner import compile_network
 
     t0 = time.monotonic()
     networks = in_process_networks(repository)
@@ -93,6 +118,15 @@ def measure(repository: Path) -> dict:
             n["cache_bytes_added"] = _files_bytes(cache) - before
             print(f"{n['step']}: {n['network']} v{n['version']} +{n['cache_bytes_added'] / 2**20:.1f} MiB",
                   flush=True)
+        backends = backend_networks(repository)
+        for n in backends:
+            before = _files_bytes(cache)
+            settings, filename = _backend_settings(repository / n["model"] / "config.pbtxt", cache)
+            compile_network(repository / n["model"] / str(n["version"]) / filename, settings)
+            n["threads"], n["precision"] = settings.threads, settings.precision
+            n["cache_bytes_added"] = _files_bytes(cache) - before
+            print(f"{n['model']} v{n['version']} (backend openvino) +{n['cache_bytes_added'] / 2**20:.1f} MiB",
+                  flush=True)
         cache_bytes = _files_bytes(cache)
         blobs = len(list(cache.glob("*.blob")))
     import openvino as ov
@@ -103,7 +137,7 @@ def measure(repository: Path) -> dict:
         "machine": f"{platform.machine()}, OpenVINO {ov.get_version()}",
         "repository": str(repository.relative_to(ROOT) if repository.is_relative_to(ROOT) else repository),
         "duration_s": round(time.monotonic() - t0),
-        "openvino_cache": {"bytes": cache_bytes, "blobs": blobs, "networks": networks},
+        "openvino_cache": {"bytes": cache_bytes, "blobs": blobs, "networks": networks, "backend_models": backends},
         "model_repository": {"bytes": _files_bytes(repository),
                              "files": sum(1 for p in repository.rglob("*") if p.is_file())},
     }

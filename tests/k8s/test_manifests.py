@@ -395,7 +395,10 @@ def test_local_disk_figures_hold_the_measurement():
     # the report covers every image step the repository compiles in process, each served version
     networks = report["openvino_cache"]["networks"]
     assert {n["step"] for n in networks} == {d.image_model for d in descriptors.MODELS if not d.window}
-    assert report["openvino_cache"]["bytes"] >= sum(n["cache_bytes_added"] for n in networks) > 0
+    # and every network model the CPU pod's Python-based OpenVINO backend compiles (k8s/image/Dockerfile)
+    backend_models = report["openvino_cache"]["backend_models"]
+    assert {n["model"] for n in backend_models} == {d.net_model for d in descriptors.MODELS}
+    assert report["openvino_cache"]["bytes"] >= sum(n["cache_bytes_added"] for n in networks + backend_models) > 0
 
 
 # ---- egress ----------------------------------------------------------------------------------------------------

@@ -298,14 +298,36 @@ class Report:
     encode_seconds: float = 0.0  # resize + recompose + encode
     input_megapixels: float = 0.0
     tiles: int = 0
+    input_pixels: int = 0
+    output_pixels: int = 0
+
+
+@dataclass(kw_only=True)
+class Spent:
+    """Pixels the earlier images of the same request took. A request's images share the step's limits (max_pixels
+    in, max_output_pixels out): the step holds every result of a request until it answers, so a per-image limit
+    alone would let one request of max_batch_size images hold that many times the limit (issue 13 #4)."""
+
+    input_pixels: int = 0
+    output_pixels: int = 0
+    images: int = 0
+
+    def add(self, report: Report) -> None:
+        self.input_pixels += report.input_pixels
+        self.output_pixels += report.output_pixels
+        self.images += 1
 
 
 def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) -> tuple[bytes, Report]:
-    """Encoded image -> encoded result. Raises :class:`InvalidImage` for anything wrong with the request."""
+def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
+            spent: Spent | None = None) -> tuple[bytes, Report]:
+    """Encoded image -> encoded result. Raises :class:`InvalidImage` for anything wrong with the request.
+
+    ``spent``: what the request's earlier images took; this one must fit in what the limits leave (checked before
+    the network runs)."""
     report = Report()
     t0 = time.perf_counter()
     picture = decode(data, limits=config.limits)
@@ -316,6 +338,17 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) ->
     if target[0] * target[1] > config.limits.max_output_pixels:
         raise InvalidImage(f"the output would be {target[1]}x{target[0]} pixels; the limit is "
                            f"{config.limits.max_output_pixels} (lower outscale)", reason="output_too_large")
+    report.input_pixels, report.output_pixels = h * w, target[0] * target[1]
+    if spent is not None and spent.images:
+        total_in, total_out = spent.input_pixels + h * w, spent.output_pixels + report.output_pixels
+        if total_in > config.limits.max_pixels:
+            raise InvalidImage(f"this request's images total {total_in} input pixels; the limit of one request is "
+                               f"{config.limits.max_pixels} (send these images in separate requests)",
+                               reason="too_many_pixels")
+        if total_out > config.limits.max_output_pixels:
+            raise InvalidImage(f"this request's results would total {total_out} pixels; the limit of one request is "
+                               f"{config.limits.max_output_pixels} (send these images in separate requests)",
+                               reason="output_too_large")
     color = picture.color
     max_side = options.max_side or config.max_side
     if max_side:
@@ -349,5 +382,5 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch) ->
     return result, report
 
 
-__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "IN_PROCESS_RUNTIMES", "NET_RUNTIMES", "Options", "Report", "StepConfig", "check_parameters",
+__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "IN_PROCESS_RUNTIMES", "NET_RUNTIMES", "Options", "Report", "Spent", "StepConfig", "check_parameters",
            "output_size", "parse_options", "process", "request_parameters"]

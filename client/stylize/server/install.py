@@ -33,6 +33,35 @@ def python_based_backends() -> dict[str, Path]:
     return {d.name: d / "model.py" for d in sorted(PYTHON_BASED_BACKENDS.iterdir()) if (d / "model.py").is_file()}
 
 
+def install_python_based_backends(backends: Path) -> list[str]:
+    """Make a Triton installation's backend directory (``/opt/tritonserver/backends`` in NVIDIA's container) run this
+    package's Python-based backends under their own names, so that the CPU pod serves the ``<id>_net`` models with
+    the code the suite serves and enforces what it enforces (``max_request_pixels``, which the native OpenVINO
+    backend ignores). Each native backend of the same name is moved aside to ``<name>-native`` (a directory Triton
+    never loads: configs name ``openvino``, ``onnxruntime``); its replacement holds only a symlink to the package's
+    ``model.py``, which Triton then runs with its python backend (``backends/python`` must be there). Returns the
+    names installed. Run at image build (k8s/image/Dockerfile, target server-cpu), as root, before the server user
+    takes over; running it again is a no-op."""
+    python = backends / "python" / "libtriton_python.so"
+    if not python.is_file():
+        raise TritonNotFoundError(f"{backends} has no python backend ({python}): Python-based backends need it")
+    done = []
+    for name, model in python_based_backends().items():
+        target = backends / name
+        if (target / "model.py").is_symlink() and os.readlink(target / "model.py") == str(model):
+            done.append(name)
+            continue
+        if target.exists():
+            aside = backends / f"{name}-native"
+            if aside.exists():
+                raise FileExistsError(f"{aside} exists: refusing to overwrite a backend set aside before")
+            os.rename(target, aside)
+        target.mkdir()
+        os.symlink(model, target / "model.py")
+        done.append(name)
+    return done
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Installation and environment
 # ---------------------------------------------------------------------------------------------------------------
@@ -236,3 +265,21 @@ def check_stub_environment(env: Mapping[str, str]) -> dict[str, Any]:
         raise StubEnvironmentError(f"the stylize package is not importable in the python stub environment "
                                    f"({python3}); pip install -e . or set PYTHONPATH")
     return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m stylize.server.install",
+                                description="Install this package's Python-based backends into a Triton backend "
+                                            "directory (the CPU server image does, at build time).")
+    p.add_argument("--python-based-backends", type=Path, required=True, metavar="BACKENDS_DIR",
+                   help="e.g. /opt/tritonserver/backends")
+    args = p.parse_args(argv)
+    names = install_python_based_backends(args.python_based_backends)
+    print(f"{args.python_based_backends}: Python-based backends {', '.join(names)} "
+          "(native ones of those names moved to <name>-native)")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ from stylize.engine.network import (
 )
 from stylize.engine.ort_runner import threads_from_env
 from stylize.engine.ov_runner import cache_dir_from_env
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, StepConfig, parse_options, process, request_parameters
+from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, Spent, StepConfig, parse_options, process, request_parameters
 
 _SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 _MEGAPIXELS = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
@@ -132,10 +132,11 @@ class TritonPythonModel:
                 if t is not None:
                     tensors[name] = t.as_numpy().reshape(len(images), -1)
             parameters = request_parameters(request.parameters)  # refused by parse_options: inputs only
-            results = []
+            results, spent = [], Spent()  # the request's images share the limits (pipeline.Spent)
             for i, data in enumerate(images):
                 try:
-                    results.append(self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()}))
+                    results.append(self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()},
+                                             spent))
                 except (InvalidImage, NetworkError) as e:
                     if len(images) == 1:
                         raise
@@ -155,7 +156,7 @@ class TritonPythonModel:
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
-    def _one(self, request, data, parameters, tensors):
+    def _one(self, request, data, parameters, tensors, spent):
         options = parse_options(self.config, parameters=parameters, tensors=tensors)
         if not isinstance(data, bytes):
             raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
@@ -165,7 +166,9 @@ class TritonPythonModel:
             if e.invalid:
                 raise InvalidImage(str(e), reason="bad_option") from None
             raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
-        result, report = process(data, self.config, options, partial(self._run, request, version, network))
+        result, report = process(data, self.config, options, partial(self._run, request, version, network),
+                                 spent=spent)
+        spent.add(report)
         self.metrics.observe(report)
         return result
 

@@ -1,8 +1,9 @@
 """Triton Python-based backend ``onnxruntime``: serves ``<model>/<version>/model.onnx`` with ONNX Runtime's Python API.
 
 The launcher places this file at ``<backend-dir>/onnxruntime/model.py``; Triton then runs every model whose config
-says ``backend: "onnxruntime"`` through the python backend with this class. In NVIDIA's container the native C++
-ONNX Runtime backend serves the same repository unchanged and this file is never loaded.
+says ``backend: "onnxruntime"`` through the python backend with this class. The CPU server image installs it the
+same way in NVIDIA's container, in place of the native C++ ONNX Runtime backend (k8s/image/Dockerfile); a GPU image
+keeps the native one.
 
 Thin on purpose: config parsing, validation, dynamic batching and error mapping live in stylize.engine.ort_runner
 and stylize.server.triton_models.backend_model.

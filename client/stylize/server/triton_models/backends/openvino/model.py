@@ -2,9 +2,10 @@
 ``model.onnx``) with OpenVINO's Python API.
 
 The launcher places this file at ``<backend-dir>/openvino/model.py``; Triton then runs every model whose config
-says ``backend: "openvino"`` through the python backend with this class. In NVIDIA's container the native C++
-OpenVINO backend serves the same repository, reading the same parameters (stylize.engine.ov_runner says which, and
-where the two differ), and this file is never loaded.
+says ``backend: "openvino"`` through the python backend with this class. The CPU server image installs it the same
+way in NVIDIA's container (``python -m stylize.server.install --python-based-backends``, k8s/image/Dockerfile), in
+place of the native C++ OpenVINO backend, which reads the same parameters (stylize.engine.ov_runner says which, and
+where the two differ) but does not enforce ``max_request_pixels``; a GPU image keeps the native one.
 
 Thin on purpose: config parsing, validation and error mapping live in stylize.engine.ov_runner and
 stylize.server.triton_models.backend_model.
