@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from clips import ffmpeg, frame_times, matches, probe  # noqa: E402
 from stylize.contract.errors import InvalidInput
@@ -107,10 +108,16 @@ def test_live_fifo_frames_come_out_while_input_arrives(server, client, tmp_path)
     assert report["format"] == "stylize-live/1"
     assert report["frames_in"] == report["frames_out"] == 40 and report["dropped"] == 0
     assert report["frame_index"] == list(range(40)) and len(report["latency_ms"]) == 40
-    lat = report["figures"]["latency_ms"]
-    assert 0 < lat["p50"] <= lat["p95"] <= lat["max"] == pytest.approx(max(report["latency_ms"]), abs=0.01)
+    # the figures are those of the per-frame list (no ordering of durations asserted: time is the benchmarks')
+    lat, per_frame = report["figures"]["latency_ms"], report["latency_ms"]
+    assert all(ms > 0 for ms in per_frame)
+    for key, value in (("p50", np.percentile(per_frame, 50)), ("p95", np.percentile(per_frame, 95)),
+                       ("max", max(per_frame)), ("mean", np.mean(per_frame))):
+        assert lat[key] == pytest.approx(value, abs=0.01), key
     assert report["figures"]["fps_out"] > 0 and report["figures"]["target_ms"] > 0
-    assert report["first_output_s"] < report["input_end_s"]
+    # output before the input's end is `early` above (a packet read while the writer ran): the report's two moments
+    # are recorded, not compared
+    assert report["first_output_s"] >= 0 and report["input_end_s"] >= 0
     assert report["queue_high_water"] <= report["queue"]
     for stage in ("decode", "network", "encode"):
         assert report["stages"][stage]["busy_s"] > 0 and len(report["intervals"][stage]) > 0

@@ -83,7 +83,22 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
         assert name in t1.types, name
     hits = t1.per_model("nv_cache_num_hits_per_model")
     assert hits.get(capture.CACHED, 0) >= 4
-    # and the HPA metric computes from them: 10 sequential requests queue almost nothing
+    # and the HPA metric computes from them (counts and counter deltas: no duration is compared with another)
     models = qm.model_rates(t0, t1, seconds)
     assert models[IMAGE_MODEL].requests * seconds == pytest.approx(5)
-    assert 0 <= qm.queue_share(models, generate.composing_models(), generate.client_models()) < 0.5
+
+    def delta(name: str, names) -> float:
+        before, after = t0.per_model(name), t1.per_model(name)
+        return sum(after.get(m, 0.0) - before.get(m, 0.0) for m in names)
+
+    # every client request went once through each of its composing models: the numerator's series are of the same
+    # 5 + 5 requests as the denominator's
+    for m in expected:
+        assert delta(qm.SUCCESS, [m]) == 5, m
+    composing, clients = generate.composing_models(), generate.client_models()
+    end_to_end = delta(qm.DURATION, clients)
+    assert end_to_end > 0
+    # the share is queued time over end-to-end time of those requests, whatever the clock (the rates' seconds cancel)
+    share = qm.queue_share(models, composing, clients)
+    assert 0 <= share <= 1
+    assert share == pytest.approx(min(delta(qm.QUEUE, composing) / end_to_end, 1.0), rel=1e-9)
