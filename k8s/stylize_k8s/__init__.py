@@ -5,6 +5,7 @@
     python -m stylize_k8s.drain --check          # terminationGracePeriodSeconds / --exit-timeout-secs, derived
     python -m stylize_k8s.shm_usage --check      # the /dev/shm sizeLimit = the committed measurement
     python -m stylize_k8s.disk_usage --measure   # the local disk the pod writes (k8s/capacity/disk-usage.json)
+    python -m stylize_k8s.memory_budget --check  # the CPU pod's memory limit holds its worst case under the limits
     python -m stylize_k8s.perf_input             # k8s/loadtest/input-data.json (a real photo crop)
     python -m stylize_k8s.queue_metric A B --seconds S   # the HPA's queue metric from two real scrapes
     python -m stylize_k8s.capture_queue_metrics  # those scrapes, from a real tritonserver (tests/k8s/data/)

@@ -92,13 +92,13 @@ def test_refuses_results_of_a_pod_unlike_the_overlays_unless_scaled(tmp_path, hp
     overlay's 4-CPU pod, unless the plan is told to scale it, and then it says so and scales throughput only."""
     cpu, gpu = hpas
     deployed = plan.overlay_pod("cpu")
-    assert (plan.cpu_count(deployed["cpu"]), plan.memory_bytes(deployed["memory"])) == (4, 16 * 2**30)
+    assert (plan.cpu_count(deployed["cpu"]), plan.memory_bytes(deployed["memory"])) == (4, 28 * 2**30)
     small = json.loads(json.dumps(TEST_RESULTS))
     small["pod"] = {"kind": "cpu", "cpu": "2", "memory": "23.5Gi"}
     path = tmp_path / "small.json"
     path.write_text(json.dumps(small))
     tiny = {"steady": 600}
-    with pytest.raises(plan.PlanInputError, match="cpu 2, memory 23.5Gi.*cpu 4, memory 16Gi"):
+    with pytest.raises(plan.PlanInputError, match="cpu 2, memory 23.5Gi.*cpu 4, memory 28Gi"):
         plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny, write=False,
                     cpu_pod=deployed)
     out = tmp_path / "capacity.md"
@@ -107,7 +107,7 @@ def test_refuses_results_of_a_pod_unlike_the_overlays_unless_scaled(tmp_path, hp
     text = plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny,
                        write=False, cpu_pod=deployed, scale_to_pod=True)
     assert "**SCALED, not measured at this size**" in text and plan.SCALE_FLAG in text
-    assert "cpu 2, memory 23.5Gi" in text and "cpu 4, memory 16Gi" in text
+    assert "cpu 2, memory 23.5Gi" in text and "cpu 4, memory 28Gi" in text
     assert _row(text, "esrgan_x4", "### Per pod")[3:6] == ["16.00", "15.00", "4"]  # 2x throughput, same latency
     # the measured pod size itself needs no flag
     same = plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny,

@@ -323,11 +323,12 @@ def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
 
 
 def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
-            spent: Spent | None = None) -> tuple[bytes, Report]:
+            spent: Spent | None = None, admit: Callable[[Report], None] | None = None) -> tuple[bytes, Report]:
     """Encoded image -> encoded result. Raises :class:`InvalidImage` for anything wrong with the request.
 
     ``spent``: what the request's earlier images took; this one must fit in what the limits leave (checked before
-    the network runs)."""
+    the network runs). ``admit``: called with the image's pixels once the limits are checked, before the costly
+    part (the step reserves the image's memory there: stylize.engine.memory_budget)."""
     report = Report()
     t0 = time.perf_counter()
     picture = decode(data, limits=config.limits)
@@ -349,6 +350,8 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
             raise InvalidImage(f"this request's results would total {total_out} pixels; the limit of one request is "
                                f"{config.limits.max_output_pixels} (send these images in separate requests)",
                                reason="output_too_large")
+    if admit is not None:
+        admit(report)
     color = picture.color
     max_side = options.max_side or config.max_side
     if max_side:

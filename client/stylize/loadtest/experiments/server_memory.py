@@ -9,14 +9,19 @@ run one large photo on both of its step instances. The number behind the CPU pod
 INT8 variants are left out unless ``--int8`` (the image a pod runs is built with `stylize build`, which makes none).
 
 The server runs on a temporary repository of symlinks to the built models (image step configs rewritten for
-``--bls``). Prints one line per step; writes nothing.
+``--bls``). Prints one line per step; ``--out`` also writes the figures as JSON (k8s/capacity/server-memory.json:
+the idle server's PSS is a term of the CPU pod's worst case, stylize_k8s.memory_budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import datetime as dt
 import io
+import json
+import os
+import platform
 import re
 import shutil
 import subprocess
@@ -92,13 +97,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     p.add_argument("--bls", action="store_true", help="image steps call the network by BLS")
     p.add_argument("--int8", action="store_true", help="load the INT8 variants too (not run)")
+    p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = p.parse_args(argv)
+    figures: dict = {"format": "stylize-server-memory/1", "measured_at": dt.date.today().isoformat(),
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                     "command": "python -m stylize.loadtest.experiments.server_memory"
+                                + (" --bls" if args.bls else "") + (" --int8" if args.int8 else ""),
+                     "after": []}
     with tempfile.TemporaryDirectory(prefix="stylize-memory-") as tmp:
         repo = mirror(args.model_repository, Path(tmp), bls=args.bls, int8=args.int8)
         with start_local(repo) as server:
-            def rss() -> str:  # this server's process tree only
-                return f"RSS {server_rss_mb(server.pid):.0f} MB, PSS {server_pss_mb(server.pid):.0f}"
-            print(f"idle: {rss()} MB", flush=True)
+            def sample() -> dict:  # this server's process tree only
+                return {"rss_mib": round(server_rss_mb(server.pid), 1), "pss_mib": round(server_pss_mb(server.pid), 1)}
+
+            def rss(f: dict) -> str:
+                return f"RSS {f['rss_mib']:.0f} MiB, PSS {f['pss_mib']:.0f}"
+            figures["idle"] = sample()
+            print(f"idle: {rss(figures['idle'])} MiB", flush=True)
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 for desc in MODELS:
                     if desc.window or not (repo / desc.id).exists():
@@ -110,7 +125,12 @@ def main(argv: list[str] | None = None) -> None:
                     t.set_data_from_numpy(np.array([[buf.getvalue()]], dtype=object))
                     with cf.ThreadPoolExecutor(2) as pool:  # two in flight: both step instances
                         list(pool.map(lambda _: client.infer(desc.id, [t], client_timeout=1800), range(2)))
-                    print(f"after {desc.id} {side}² x 2: {rss()} MB", flush=True)
+                    f = {"model": desc.id, "side": side, **sample()}
+                    figures["after"].append(f)
+                    print(f"after {desc.id} {side}² x 2: {rss(f)} MiB", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=1) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

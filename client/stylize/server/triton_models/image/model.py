@@ -15,6 +15,7 @@ with the reason and never fails the other requests of the same execute() call.
 """
 
 import json
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT
 from stylize.engine.imaging import REASONS, InvalidImage
+from stylize.engine.memory_budget import COSTS, BudgetBusy, BudgetExceeded, MemoryBudget
 from stylize.engine.network import (
     NetworkVersions,
     VersionNotServed,
@@ -98,6 +100,13 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.config = StepConfig.from_parameters(params)
         self.option_inputs = [o.tensor.name for o in self.config.options]
+        # the server's shared memory budget (off unless STYLIZE_MEMORY_BUDGET_MIB is set: the CPU pod sets it)
+        self.budget = MemoryBudget.from_env()
+        self.cost = COSTS.get(self.config.model_id)
+        if self.budget is not None and self.cost is None:
+            raise pb_utils.TritonModelException(
+                f"{config['name']}: a memory budget is set but {self.config.model_id} has no measured cost "
+                "(stylize.engine.memory_budget.COSTS)")
         self.metrics = StepMetrics(config["name"])
         repository = Path(args["model_repository"]).parent
         net = self.config.net_model
@@ -124,6 +133,10 @@ class TritonPythonModel:
         return [self._respond(request) for request in requests]
 
     def _respond(self, request):
+        with ExitStack() as held:  # the budget this request reserved, given back once it is answered
+            return self._answer(request, held)
+
+    def _answer(self, request, held):
         try:
             images = pb_utils.get_input_tensor_by_name(request, ENCODED_IMAGE.name).as_numpy().reshape(-1)
             tensors = {}
@@ -136,7 +149,7 @@ class TritonPythonModel:
             for i, data in enumerate(images):
                 try:
                     results.append(self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()},
-                                             spent))
+                                             spent, held))
                 except (InvalidImage, NetworkError) as e:
                     if len(images) == 1:
                         raise
@@ -156,7 +169,20 @@ class TritonPythonModel:
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
-    def _one(self, request, data, parameters, tensors, spent):
+    def _admit(self, held, report):
+        """Reserve this image's estimated memory from the server's budget (held until the request is answered)."""
+        if self.budget is None:
+            return
+        effective = max(report.output_pixels, report.input_pixels * self.config.scale ** 2)
+        what = f"a {report.input_pixels:,}-pixel image ({effective:,} output pixels)"
+        try:
+            held.enter_context(self.budget.reserve(self.cost.image(effective), what=what))
+        except BudgetExceeded as e:
+            raise InvalidImage(str(e), reason="too_many_pixels") from None
+        except BudgetBusy as e:
+            raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
+
+    def _one(self, request, data, parameters, tensors, spent, held):
         options = parse_options(self.config, parameters=parameters, tensors=tensors)
         if not isinstance(data, bytes):
             raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
@@ -167,7 +193,7 @@ class TritonPythonModel:
                 raise InvalidImage(str(e), reason="bad_option") from None
             raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
         result, report = process(data, self.config, options, partial(self._run, request, version, network),
-                                 spent=spent)
+                                 spent=spent, admit=partial(self._admit, held))
         spent.add(report)
         self.metrics.observe(report)
         return result
