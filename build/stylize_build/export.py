@@ -97,14 +97,14 @@ class ServingWrapper(nn.Module):
     def __init__(self, *, net: nn.Module, desc: ModelDescriptor):
         super().__init__()
         self.net = net
-        lo, hi = desc.value_range
+        lo, hi = desc.network.value_range
         self.lo = float(lo)
         self.span = float(hi - lo)
         # upstream animevideov3 x2/x3: the x4 network followed by a bicubic downscale (p/q = 1/2 or 3/4). The
         # attribute's name is the ONNX node scope graph_passes.SERVING_SCOPES knows (quantization leaves it fp32).
         self.downscale = None
-        if desc.output_resize is not None:
-            ratio = Fraction(desc.output_resize).limit_denominator(16)
+        if desc.network.output_resize is not None:
+            ratio = Fraction(desc.network.output_resize).limit_denominator(16)
             self.downscale = BicubicDownscale(p=ratio.numerator, q=ratio.denominator)
         self.windowed = desc.window is not None
 
@@ -142,8 +142,8 @@ def _dynamic_axes(desc: ModelDescriptor) -> dict[str, dict[int, str]]:
 
 def sample_input(desc: ModelDescriptor, *, side: int | None = None) -> np.ndarray:
     """A crop of a real photo in the network's input layout (batch of 1)."""
-    side = side or desc.parity_size
-    side -= side % desc.size_multiple
+    side = side or desc.checks.parity_size
+    side -= side % desc.network.size_multiple
     if desc.window:
         # a short "video": the same photo panned by a few pixels per frame
         frames = [real_photo_crop(side, side, offset=(2 * t, 3 * t)) for t in range(desc.window)]
@@ -155,7 +155,7 @@ def export_onnx(desc: ModelDescriptor, net: nn.Module, path: Path) -> ExportRepo
     """Export ``net`` wrapped for serving to ``path`` (written atomically), check it, measure parity."""
     t0 = time.perf_counter()
     wrapper = ServingWrapper(net=net.eval(), desc=desc).eval()
-    example = torch.from_numpy(sample_input(desc, side=max(desc.min_size, 32)))
+    example = torch.from_numpy(sample_input(desc, side=max(desc.network.min_size, 32)))
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
@@ -183,10 +183,10 @@ def export_onnx(desc: ModelDescriptor, net: nn.Module, path: Path) -> ExportRepo
     tmp.write_bytes(data)
     try:
         err, what = parity(desc, wrapper, tmp)
-        if err > desc.parity_atol:
+        if err > desc.checks.parity_atol:
             raise ExportError(
                 f"{desc.id}: ONNX Runtime differs from PyTorch by {err} uint8 levels on {what} "
-                f"(tolerance {desc.parity_atol})"
+                f"(tolerance {desc.checks.parity_atol})"
             )
         tmp.replace(path)
     finally:

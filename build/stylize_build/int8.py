@@ -59,7 +59,7 @@ def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str,
                license: str | None = None) -> dict[str, bytes | str]:
     """config.pbtxt of the INT8 network, its image step (same step code, routed to the INT8 network) and ensemble;
     ``status`` / ``license``: those of the INT8 version served (the newest)."""
-    from stylize.engine.imaging import Limits
+    from stylize.contract.step import Limits
 
     label = {"weights_status": status, "weights_license": license}
     files: dict[str, bytes | str] = {
@@ -159,7 +159,7 @@ def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSe
                 "quantization": quant.identity(), "report": report.to_dict(), "quality": asdict(q),
                 **({"served_quality": checks} if checks else {}),
                 "git_commit": git_commit(), "tools": tool_versions(),
-                "weights_license": desc.weights.license, "arch_license": desc.arch_license,
+                "weights_license": desc.weights.license, "arch_license": desc.network.license,
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             publish_version(staging, int8_dir / str(version))

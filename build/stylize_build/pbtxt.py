@@ -16,10 +16,9 @@ from stylize.contract.descriptors import (
     ModelDescriptor,
     TensorSpec,
 )
-from stylize.engine.imaging import Limits
+from stylize.contract.step import IN_PROCESS_RUNTIMES, PRECISIONS, Limits, StepConfig
 from stylize.engine.model_runner import DEFAULT_MODEL_FILENAME, MAX_REQUEST_PIXELS
-from stylize.engine.ov_runner import PRECISION_PARAMETER, PRECISIONS
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, StepConfig
+from stylize.engine.ov_runner import PRECISION_PARAMETER
 
 NUM_VERSIONS = 2  # the newest two versions stay servable: a rebuild with new weights never breaks pinned clients
 # Backends of the CPU networks (the image step runs the same runtime in its own process): OpenVINO by default, ONNX
@@ -91,7 +90,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
                                     model_name=model_name, weights_license=weights_license, precision=precision)
     if precision != "fp32":
         raise ValueError(f"ONNX Runtime serves these networks in fp32 on CPU, not {precision}")
-    warm = desc.warmup_size
+    warm = desc.checks.warmup_size
     warm_dims = ([desc.window] if desc.window else []) + [warm, warm, 3]
     params = describe(desc, weights_status, weights_license) | {
         "intra_op_thread_count": str(threads),
@@ -102,7 +101,7 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     return (
         f'name: "{model_name or desc.net_model}"\n'
         'backend: "onnxruntime"\n'
-        f"max_batch_size: {desc.max_batch_size}\n"
+        f"max_batch_size: {desc.serving.max_batch_size}\n"
         + _tensors("input", [desc.net_input])
         + _tensors("output", [desc.net_output])
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
@@ -124,7 +123,7 @@ def _warmup(desc: ModelDescriptor, warm: int, dims: list[int]) -> str:
 
 def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, instances: int,
                          model_name: str | None, weights_license: str | None, precision: str) -> str:
-    warm = desc.warmup_size
+    warm = desc.checks.warmup_size
     warm_dims = [1] + ([desc.window] if desc.window else []) + [warm, warm, 3]
     params = describe(desc, weights_status, weights_license) | {
         PRECISION_PARAMETER: precision,
@@ -178,7 +177,7 @@ def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str |
     step = StepConfig.from_descriptor(desc, net_model=net_model, limits=limits, tile_size=tile_size,
                                       tile_overlap=tile_overlap,
                                       tiles_per_call=None if on_gpu else tiling.CPU_TILES_PER_CALL,
-                                      max_tile_side=desc.gpu_max_side if on_gpu else None,
+                                      max_tile_side=desc.serving.gpu_max_side if on_gpu else None,
                                       net_runtime=net_runtime or ("triton" if on_gpu else DEFAULT_CPU_RUNTIME),
                                       net_threads=max(1, threads // instances),
                                       net_precision="fp32" if on_gpu else precision)
@@ -186,7 +185,7 @@ def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str |
     return (
         f'name: "{name or desc.image_model}"\n'
         'backend: "python"\n'
-        f"max_batch_size: {desc.max_batch_size}\n"
+        f"max_batch_size: {desc.serving.max_batch_size}\n"
         + _tensors("input", [ENCODED_IMAGE, *(o.tensor for o in desc.options), REQUEST_CHECKED],
                    optional=_option_names(desc) | {REQUEST_CHECKED.name})
         + _tensors("output", [ENCODED_RESULT])
@@ -211,7 +210,7 @@ def cached_config(desc: ModelDescriptor, *, name: str, image_model: str, weights
     return (
         f'name: "{name}"\n'
         'platform: "ensemble"\n'
-        f"max_batch_size: {desc.max_batch_size}\n"
+        f"max_batch_size: {desc.serving.max_batch_size}\n"
         + _tensors("input", inputs, optional=_option_names(desc))
         + _tensors("output", [ENCODED_RESULT])
         + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
@@ -226,7 +225,7 @@ def request_check_config() -> str:
     return (
         f'name: "{REQUEST_CHECK_MODEL}"\n'
         'backend: "python"\n'
-        f"max_batch_size: {max(d.max_batch_size for d in MODELS)}\n"
+        f"max_batch_size: {max(d.serving.max_batch_size for d in MODELS)}\n"
         + _tensors("input", [ENCODED_IMAGE])
         + _tensors("output", [REQUEST_CHECKED])
         + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
@@ -280,7 +279,7 @@ def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: st
     return (
         f'name: "{name or desc.id}"\n'
         'platform: "ensemble"\n'
-        f"max_batch_size: {desc.max_batch_size if batching else 0}\n"
+        f"max_batch_size: {desc.serving.max_batch_size if batching else 0}\n"
         + _tensors("input", inputs, optional=optional, batch_dim=not batching)
         + _tensors("output", [desc.ensemble_output], batch_dim=not batching)
         + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"

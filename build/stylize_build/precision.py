@@ -1,6 +1,6 @@
 """The build's check of a network in the precision it will be served in, with a tolerance per precision.
 
-The export's parity check (export.parity) holds the fp32 graph to PyTorch within the descriptor's ``parity_atol``
+The export's parity check (export.parity) holds the fp32 graph to PyTorch within the descriptor's ``checks.parity_atol``
 (uint8 levels) on ONNX Runtime. Serving runs the same file on another runtime and possibly in another precision
 (OpenVINO, bf16 where the CPU has it), so the build also runs it the way the server will, through the image step's
 own code (stylize.engine.network.open_network), on crops of several real photos, and compares the output with
@@ -56,8 +56,8 @@ def check_key(runtime: str, precision: str) -> str:
 
 def check_inputs(desc: ModelDescriptor, side: int | None = None) -> dict[str, np.ndarray]:
     """One batch-of-1 network input per photo: a crop (windowed models: a pan of ``window`` frames)."""
-    side = side or desc.parity_size
-    side -= side % desc.size_multiple
+    side = side or desc.checks.parity_size
+    side -= side % desc.network.size_multiple
     out = {}
     for name in CHECK_PHOTOS:
         frames = (pan_sequence(desc.window, side, name=name) if desc.window

@@ -84,7 +84,7 @@ RECIPES: dict[str, dict] = {
 
 def recipe(desc: ModelDescriptor) -> QuantizeSettings:
     """The quantization settings used for a descriptor's architecture (defaults unless RECIPES says otherwise)."""
-    return QuantizeSettings(**RECIPES.get(desc.arch, {}))
+    return QuantizeSettings(**RECIPES.get(desc.network.arch, {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def quantize_network(desc: ModelDescriptor, src: Path, dst: Path, settings: Quan
     if settings.method not in _METHODS:
         raise QuantizeError(f"unknown calibration method {settings.method!r}; known: {', '.join(_METHODS)}")
     t0 = time.perf_counter()
-    side = settings.crop_side - settings.crop_side % desc.size_multiple
+    side = settings.crop_side - settings.crop_side % desc.network.size_multiple
     crops = photo_crops(settings.calibration_photos, side, settings.crops_per_photo, settings.seed)
     with tempfile.TemporaryDirectory(prefix=f"stylize-int8-{desc.id}-") as tmp:
         tmp_dir = Path(tmp)
@@ -393,7 +393,7 @@ def measure_quality(desc: ModelDescriptor, fp32: Path, int8: Path, *, weights: s
     reference is ONNX Runtime fp32."""
     from stylize.engine.network import open_network
 
-    side -= side % desc.size_multiple
+    side -= side % desc.network.size_multiple
     sr = desc.task == "sr"
     gt_side = side * desc.scale if sr else side
     crops = photo_crops(photos, gt_side, crops_per_photo, seed)

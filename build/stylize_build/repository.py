@@ -35,8 +35,7 @@ from typing import Callable, Iterable
 from stylize.contract.descriptors import REQUEST_CHECK_MODEL, ModelDescriptor
 from stylize.contract.fileio import PUBLIC_DIR_MODE, PUBLIC_FILE_MODE, chmod_tree, make_dirs, write_atomic
 from stylize.contract.provenance import git_commit
-from stylize.engine.imaging import Limits
-from stylize.engine.ov_runner import PRECISIONS
+from stylize.contract.step import PRECISIONS, Limits
 
 from . import pbtxt
 from .export import OPSET
@@ -148,9 +147,9 @@ def fingerprint(desc: ModelDescriptor, weights_sha256: str, arch_params: dict | 
     """``arch_params``: the ones the network was built with when the weights need others than the descriptor's
     (``WeightsInfo.effective_arch_params``: a .tflite AnimeGANv2 is tf_legacy-upsampled); None: the descriptor's."""
     ident = {
-        "arch": desc.arch, "arch_params": dict(desc.arch_params if arch_params is None else arch_params),
+        "arch": desc.network.arch, "arch_params": dict(desc.network.params if arch_params is None else arch_params),
         "window": desc.window,
-        "output_resize": desc.output_resize, "value_range": list(desc.value_range),
+        "output_resize": desc.network.output_resize, "value_range": list(desc.network.value_range),
         "weights_sha256": weights_sha256, "opset": OPSET, "export_revision": EXPORT_REVISION,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
@@ -186,12 +185,12 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
             manifest = {
                 "model": desc.net_model, "id": desc.id, "version": version, "fingerprint": fp,
                 "weights": {"status": status, "sha256": weights_identity(info), **info.to_dict()},
-                "arch": desc.arch, "arch_params": info.effective_arch_params(desc), "window": desc.window,
+                "arch": desc.network.arch, "arch_params": info.effective_arch_params(desc), "window": desc.window,
                 "opset": report.opset, "parity_max_abs": report.parity_max_abs,
                 "parity_input": report.parity_input, "export_seconds": round(report.seconds, 2),
                 "git_commit": git_commit(), "tools": tool_versions(),
                 "weights_license": info.license or ("" if status == "untrained" else "unknown: a file given with "
-                                                    "--weights"), "arch_license": desc.arch_license,
+                                                    "--weights"), "arch_license": desc.network.license,
                 **({"served_checks": checks} if checks else {}),
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

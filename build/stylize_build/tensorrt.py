@@ -130,22 +130,22 @@ class Profile:
 def profile_for(desc: ModelDescriptor) -> Profile:
     """Min/opt/max input shapes from the descriptor (batch, [window,] height, width, channels).
 
-    Max: ``desc.gpu_max_side`` (the image step splits any longer side, tiling.plan_tiles). Opt: what the step
-    really sends most: ``tile_batch`` tiles of ``tile_size`` for tiled networks, a batch of 1 otherwise.
+    Max: ``desc.serving.gpu_max_side`` (the image step splits any longer side, tiling.plan_tiles). Opt: what the
+    step really sends most: ``tiling.batch`` tiles of ``tiling.size`` for tiled networks, a batch of 1 otherwise.
     """
-    m = desc.size_multiple
-    lo = -(-max(desc.min_size, m) // m) * m
-    hi = desc.gpu_max_side - desc.gpu_max_side % m
+    m = desc.network.size_multiple
+    lo = -(-max(desc.network.min_size, m) // m) * m
+    hi = desc.serving.gpu_max_side - desc.serving.gpu_max_side % m
     window = (desc.window,) if desc.window else ()
-    if desc.tile_size:
-        opt_batch, opt = desc.tile_batch, desc.tile_size
+    if desc.serving.tiling:
+        opt_batch, opt = desc.serving.tiling.batch, desc.serving.tiling.size
     else:
-        opt_batch, opt = 1, min(desc.max_side or OPT_SIDE, OPT_SIDE if desc.window else hi)
+        opt_batch, opt = 1, min(desc.serving.max_side or OPT_SIDE, OPT_SIDE if desc.window else hi)
     opt = max(lo, min(hi, opt - opt % m))
     return Profile(
         min=(1, *window, lo, lo, 3),
         opt=(opt_batch, *window, opt, opt, 3),
-        max=(desc.max_batch_size, *window, hi, hi, 3),
+        max=(desc.serving.max_batch_size, *window, hi, hi, 3),
     )
 
 
@@ -159,7 +159,7 @@ def trt_config(desc: ModelDescriptor, *, weights_status: str, weights_license: s
     return (
         f'name: "{desc.trt_model}"\n'
         'platform: "tensorrt_plan"\n'
-        f"max_batch_size: {desc.max_batch_size}\n"
+        f"max_batch_size: {desc.serving.max_batch_size}\n"
         + plans
         + pbtxt._tensors("input", [desc.net_input])
         + pbtxt._tensors("output", [desc.net_output])
@@ -211,7 +211,7 @@ def parity_vs_ort(trt, desc: ModelDescriptor, plan: bytes, onnx_path: Path) -> i
     from .export import sample_input
 
     x = sample_input(desc)
-    if desc.max_batch_size >= 2:
+    if desc.serving.max_batch_size >= 2:
         x = np.ascontiguousarray(np.concatenate([x, x[..., ::-1, :]]))
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     ref = ort_session(onnx_path, providers=providers).run(None, {desc.net_input.name: x})[0]

@@ -7,8 +7,9 @@
 Per image model, the longest request:
 
 * input: the largest the step admits (``max_pixels`` of the build's limits, capped by the descriptor's own
-  ``max_pixels``: ``StepConfig.from_descriptor``), shrunk to ``max_side`` first where the descriptor has one. The
-  output limit does not bound the work: a small ``outscale`` shrinks the output after the network has run;
+  ``serving.max_pixels``: ``StepConfig.from_descriptor``), shrunk to ``serving.max_side`` first where the descriptor
+  has one. The output limit does not bound the work: a small ``outscale`` shrinks the output after the network has
+  run;
 * network pixels: what the step's tile plan computes for a square input of that size (overlaps included);
 * seconds per network pixel, measured served (docs/performance/bench.json, ``breakdown.served.request_ms`` at the
   largest size measured): one request per step instance with one intra-op thread, the layout the default build
@@ -85,7 +86,7 @@ class Drain:
 
 def _build_limits():
     """The limits the build writes into the image steps (BuildSettings' defaults, as `stylize build` uses them)."""
-    from stylize.engine.imaging import Limits
+    from stylize.contract.step import Limits
     from stylize_build.repository import BuildSettings
 
     s = BuildSettings(repository=Path("unused"))
@@ -106,8 +107,8 @@ def seconds_per_pixel(bench: dict) -> dict[str, tuple[int, float]]:
 
 
 def longest_request(desc, limits, measured: tuple[int, float]) -> LongestRequest:
+    from stylize.contract.step import StepConfig
     from stylize.contract.tiling import CPU_TILES_PER_CALL, plan_tiles
-    from stylize.engine.pipeline import StepConfig
 
     config = StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=CPU_TILES_PER_CALL)
     side = math.isqrt(config.limits.max_pixels)

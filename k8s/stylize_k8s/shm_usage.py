@@ -356,7 +356,7 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
     def worst(desc, rgba16: bool) -> tuple[list, str]:
         lim = _image_limits(repo, desc)
         out_side = math.isqrt(lim["max_output_pixels"])
-        side = math.ceil(out_side / 16)  # outscale <= 16 (stylize.engine.pipeline.MAX_OUTSCALE)
+        side = math.ceil(out_side / 16)  # outscale <= 16 (stylize.contract.step.MAX_OUTSCALE)
         assert side * side <= lim["max_pixels"] and (not lim["max_side"] or side <= lim["max_side"]), (desc.id, lim)
         if rgba16:
             pixels = rng.integers(0, 1 << 16, (side, side, 4), dtype=np.uint16)

@@ -490,7 +490,8 @@ def test_api_jobs_status_events_result_and_limits(web, files, sdk):
     entry = next(m for m in models["models"] if m["id"] == MODEL)
     assert entry["images"] and entry["videos"] and entry["weights"] == "real" and entry["settings_from"] == "server"
     tile = next(o for o in entry["options"] if o["name"] == "tile_size")
-    assert tile["max"] == REGISTRY[MODEL].tile_size and tile["min"] > 2 * REGISTRY[MODEL].tile_overlap
+    tiling = REGISTRY[MODEL].serving.tiling
+    assert tile["max"] == tiling.size and tile["min"] > 2 * tiling.overlap
     assert {m["id"] for m in models["models"]} == {MODEL, "animevideo_x4"}
     assert models["limits"]["max_upload"] == MAX_UPLOAD
 

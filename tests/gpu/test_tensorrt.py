@@ -51,8 +51,8 @@ def test_profiles_cover_the_descriptor_sizes():
 
     for desc in REGISTRY.values():
         p = profile_for(desc)
-        assert p.min[0] == 1 and p.max[0] == desc.max_batch_size
+        assert p.min[0] == 1 and p.max[0] == desc.serving.max_batch_size
         assert all(lo <= opt <= hi for lo, opt, hi in zip(p.min, p.opt, p.max))
-        assert p.min[-3] >= desc.min_size and p.min[-1] == 3
+        assert p.min[-3] >= desc.network.min_size and p.min[-1] == 3
         if desc.window:
             assert p.min[1] == p.max[1] == desc.window

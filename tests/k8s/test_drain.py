@@ -59,7 +59,8 @@ def test_without_the_descriptor_caps_no_drain_would_fit():
     per_pixel = drain.seconds_per_pixel(json.loads(drain.BENCH.read_text()))
     limits = drain._build_limits()
     esr = descriptors.get("esrgan_x4")
-    uncapped = drain.longest_request(dataclasses.replace(esr, max_pixels=None), limits, per_pixel[esr.id])
+    no_cap = dataclasses.replace(esr, serving=dataclasses.replace(esr.serving, max_pixels=None))
+    uncapped = drain.longest_request(no_cap, limits, per_pixel[esr.id])
     assert uncapped.input_side == 4096 and uncapped.seconds > 3600 > drain.CEILING_S
     capped = drain.longest_request(esr, limits, per_pixel[esr.id])
     assert capped.input_side == 1024 and capped.seconds < drain.CEILING_S
@@ -67,14 +68,14 @@ def test_without_the_descriptor_caps_no_drain_would_fit():
 
 def test_the_image_step_configs_carry_the_caps():
     """What the pod admits is what the build writes: config.pbtxt's max_pixels is the descriptor's cap."""
-    from stylize.engine.imaging import Limits
+    from stylize.contract.step import Limits
     from stylize_build import pbtxt  # installed by `make test`: a broken install fails here, it is not skipped
 
     for d in descriptors.MODELS:
         if d.window:
             continue
         text = pbtxt.image_config(d, weights_status="real", limits=drain._build_limits())
-        expected = min(Limits().max_pixels, d.max_pixels or Limits().max_pixels)
+        expected = min(Limits().max_pixels, d.serving.max_pixels or Limits().max_pixels)
         assert f'key: "max_pixels" value: {{ string_value: "{expected}" }}' in text, d.id
 
 

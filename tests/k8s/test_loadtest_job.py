@@ -60,7 +60,7 @@ def test_job_command_runs_against_a_real_server(tmp_path):
     (repo / model.id / "1" / "model.py").write_text(
         ECHO.format(inp=descriptors.ENCODED_IMAGE.name, out=descriptors.ENCODED_RESULT.name))
     (repo / model.id / "config.pbtxt").write_text(
-        f'name: "{model.id}"\nbackend: "python"\nmax_batch_size: {model.max_batch_size}\n'
+        f'name: "{model.id}"\nbackend: "python"\nmax_batch_size: {model.serving.max_batch_size}\n'
         f'input [ {{ name: "{descriptors.ENCODED_IMAGE.name}", data_type: TYPE_STRING, dims: [ 1 ] }} ]\n'
         f'output [ {{ name: "{descriptors.ENCODED_RESULT.name}", data_type: TYPE_STRING, dims: [ 1 ] }} ]\n')
 

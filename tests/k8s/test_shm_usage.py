@@ -79,8 +79,8 @@ def test_the_measured_worst_request_is_admitted_by_the_step():
     """The peak request: a PNG of exactly max_bytes (a private chunk the decoder skips) that the step decodes, at
     the outscale that makes the output exactly max_output_pixels."""
     import numpy as np
-    from stylize.engine.imaging import Limits, decode
-    from stylize.engine.pipeline import MAX_OUTSCALE
+    from stylize.contract.step import MAX_OUTSCALE, Limits
+    from stylize.engine.imaging import decode
 
     lim = Limits()
     side = -(-int(lim.max_output_pixels ** 0.5) // int(MAX_OUTSCALE))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from stylize.contract.descriptors import REGISTRY, REQUEST_CHECK_MODEL
-from stylize.engine.imaging import Limits
+from stylize.contract.step import Limits
 
 
 def step_source(step: str) -> bytes:

@@ -31,7 +31,7 @@ from stylize.contract.descriptors import (
     REGISTRY,
     TensorSpec,
 )
-from stylize.engine.imaging import Limits
+from stylize.contract.step import Limits
 from stylize.engine.photos import photo_path
 from tritonclient.utils import InferenceServerException
 
@@ -145,8 +145,9 @@ def _step_reference(server, client, model: str, data: bytes) -> bytes:
     """What the image step answers for ``data``, computed here: the pipeline with the served step's own config
     (read from the server) and its network file opened in this process, on the step's runtime."""
     from stylize.contract import access
+    from stylize.contract.step import IN_PROCESS_RUNTIMES, StepConfig
     from stylize.engine.network import newest_model_file, open_network
-    from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, Options, StepConfig, process
+    from stylize.engine.pipeline import Options, process
 
     desc = REGISTRY[model]
     cfg = client.get_model_config(desc.image_model, as_json=True, headers=access.grpc_headers(server.admin_key))
@@ -266,7 +267,7 @@ def test_served_real_esrgan_matches_pytorch(client, model, side):
         expected = ServingWrapper(net=net.eval(), desc=desc).eval()(torch.from_numpy(frame[None])).numpy()[0]
     served = np.asarray(opened(infer(client, model, encoded(Image.fromarray(frame)))))
     assert served.shape == expected.shape
-    assert np.abs(served.astype(int) - expected).max() <= desc.parity_atol  # fp32 ORT vs fp32 PyTorch
+    assert np.abs(served.astype(int) - expected).max() <= desc.checks.parity_atol  # fp32 ORT vs fp32 PyTorch
 
 
 # ---- bad input --------------------------------------------------------------------------------------------------

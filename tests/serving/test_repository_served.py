@@ -15,8 +15,8 @@ import tritonclient.http as httpclient
 from PIL import Image
 from stylize.contract import access
 from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, MODELS, REGISTRY
+from stylize.contract.step import IN_PROCESS_RUNTIMES
 from stylize.engine.photos import real_photo_crop
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 from stylize_build.weights.sources import default_weights_dir, resolve
 
 pytestmark = pytest.mark.triton
@@ -95,7 +95,7 @@ def test_raw_frame_path_is_batchable_and_matches_pytorch(server):
     with torch.no_grad():
         ref = ServingWrapper(net=net.eval(), desc=desc)(torch.from_numpy(frames)).numpy()
     assert served.shape == (3, 80, 96, 3)
-    assert np.abs(served.astype(int) - ref.astype(int)).max() <= desc.parity_atol
+    assert np.abs(served.astype(int) - ref.astype(int)).max() <= desc.checks.parity_atol
 
 
 def test_cpu_network_runs_one_request_per_execution(server):
@@ -141,7 +141,7 @@ def test_a_raw_request_over_the_pixel_limit_is_refused_and_the_sdk_sends_fewer_f
     limit = desc.max_request_pixels
     config = (model_repository / desc.net_model / "config.pbtxt").read_text()
     assert f'key: "max_request_pixels" value: {{ string_value: "{limit}" }}' in config
-    side = desc.tile_size  # frames the SDK sends whole
+    side = desc.serving.tiling.size  # frames the SDK sends whole
     n = limit // (side * side) + 1  # one frame too many for one request
     client = grpcclient.InferenceServerClient(server.grpc_url)
     inp = grpcclient.InferInput(desc.net_input.name, [n, side, side, 3], desc.net_input.dtype)
@@ -152,7 +152,7 @@ def test_a_raw_request_over_the_pixel_limit_is_refused_and_the_sdk_sends_fewer_f
     assert f"carries {n * side * side:,} pixels" in e.value.message() and f"at most {limit:,}" in e.value.message()
     assert client.is_server_ready() and client.is_model_ready(desc.net_model)
 
-    frames = np.stack([real_photo_crop(96, 96, offset=(8 * i, 8 * i)) for i in range(desc.max_batch_size)])
+    frames = np.stack([real_photo_crop(96, 96, offset=(8 * i, 8 * i)) for i in range(desc.serving.max_batch_size)])
     small = grpcclient.InferInput(desc.net_input.name, [1, 96, 96, 3], desc.net_input.dtype)
     small.set_data_from_numpy(frames[:1])
     one = client.infer(desc.net_model, [small]).as_numpy(desc.net_output.name)[0]
@@ -160,7 +160,7 @@ def test_a_raw_request_over_the_pixel_limit_is_refused_and_the_sdk_sends_fewer_f
         raw = sdk.raw_model("animevideo_x2")
         assert raw.max_request_pixels == limit
         # frames of 200^2 (padded to the size rules): 8 of them carry more than the limit, 7 do not
-        big = np.stack([real_photo_crop(200, 200, offset=(8 * i, 0)) for i in range(desc.max_batch_size)])
+        big = np.stack([real_photo_crop(200, 200, offset=(8 * i, 0)) for i in range(desc.serving.max_batch_size)])
         before = sdk.stats.requests
         out = sdk.infer_frames(big, "animevideo_x2")
         assert sdk.stats.requests - before == 2  # 7 + 1 frames

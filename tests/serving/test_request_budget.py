@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from small_repository import small_repository
 from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, OUTSCALE, REGISTRY
-from stylize.engine.imaging import Limits
+from stylize.contract.step import Limits
 from stylize.engine.photos import real_photo_crop
 from tritonclient.utils import InferenceServerException
 

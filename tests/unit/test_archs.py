@@ -49,7 +49,7 @@ def _input(arch: str, h: int = 16, w: int = 20) -> torch.Tensor:
 
 def test_registry_matches_descriptors_and_refuses_duplicates():
     assert set(REGISTRY) == {"AnimeGANv2", "RRDBNet", "SRVGGNetCompact", "BasicVSR"}
-    assert {d.arch for d in descriptors.MODELS} <= set(REGISTRY)
+    assert {d.network.arch for d in descriptors.MODELS} <= set(REGISTRY)
     with pytest.raises(ValueError, match="already registered"):
         REGISTRY.register(REGISTRY["RRDBNet"])
     reg = ArchRegistry()
@@ -85,8 +85,8 @@ def test_detect_rejects_unknown_state_dict():
 def test_descriptor_params_are_recovered_from_the_full_size_state_dict(desc):
     net = build_network(desc)
     assert not net.training
-    assert detect_arch(net.state_dict()) == desc.arch
-    assert infer_arch_params(net.state_dict()) == dict(desc.arch_params)
+    assert detect_arch(net.state_dict()) == desc.network.arch
+    assert infer_arch_params(net.state_dict()) == dict(desc.network.params)
 
 
 def test_animegan_parameter_count_keys_shape_and_range():

@@ -392,7 +392,8 @@ def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one()
     openvino = raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "openvino"))
     assert (openvino.tiles_per_call, openvino.max_batch_size) == (1, cpu.max_batch_size)
     assert cpu.tiles_per_call == 1 and gpu.tiles_per_call is None and cpu.tile_batch == gpu.tile_batch > 1
-    assert cpu.max_batch_size == gpu.max_batch_size == REGISTRY["esrgan_x4"].max_batch_size and cpu.window is None
+    assert cpu.max_batch_size == gpu.max_batch_size == REGISTRY["esrgan_x4"].serving.max_batch_size
+    assert cpu.window is None
     frames = np.random.default_rng(5).integers(0, 256, size=(1, 900, 900, 3), dtype=np.uint8)
     for raw, most in ((cpu, 1), (gpu, cpu.tile_batch)):
         sizes = []
@@ -753,13 +754,13 @@ def test_raw_frames_go_to_the_network_model_the_server_loads():
                 "outputs": [{"name": desc.net_output.name, "shape": dims}]}
 
     plan = raw_model_from_metadata("esrgan_x4", meta(esr, "tensorrt_plan"))
-    assert plan.max_side == esr.gpu_max_side and plan.tiles_per_call is None  # tile_batch tiles per call
+    assert plan.max_side == esr.serving.gpu_max_side and plan.tiles_per_call is None  # tile_batch tiles per call
     assert raw_model_from_metadata("esrgan_x4", meta(esr, "openvino")).max_side is None
     window = raw_model_from_metadata("basicvsr_x4", meta(vsr, "tensorrt_plan"))
-    ok = np.zeros((vsr.window, 64, vsr.gpu_max_side, 3), np.uint8)
+    ok = np.zeros((vsr.window, 64, vsr.serving.gpu_max_side, 3), np.uint8)
     assert _frames_batch(ok, window)[0].shape == (1, *ok.shape)
     with pytest.raises(InvalidInput, match="at most 512 pixels a side"):
-        _frames_batch(np.zeros((vsr.window, 64, vsr.gpu_max_side + 4, 3), np.uint8), window)
+        _frames_batch(np.zeros((vsr.window, 64, vsr.serving.gpu_max_side + 4, 3), np.uint8), window)
 
 
 def test_not_found_from_a_server_that_is_not_ready_is_a_drain_and_is_retried():

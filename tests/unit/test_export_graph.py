@@ -55,7 +55,7 @@ def test_exported_x2_x3_graph_has_no_resize_and_matches_the_upstream_form(model_
     with torch.no_grad():
         wrapper = ServingWrapper(net=net, desc=desc)
         y = wrapper.net(torch.from_numpy(x).float().permute(0, 3, 1, 2) / 255.0)
-        ref = F.interpolate(y, scale_factor=desc.output_resize, mode="bicubic", align_corners=False)
+        ref = F.interpolate(y, scale_factor=desc.network.output_resize, mode="bicubic", align_corners=False)
         ref = (ref * 255).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {desc.net_input.name: x})[0]

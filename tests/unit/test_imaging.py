@@ -7,15 +7,15 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
+from stylize.contract.frames import pad_to_multiple
+from stylize.contract.step import Limits
 from stylize.engine.imaging import (
     REASONS,
     InvalidImage,
-    Limits,
     apply_orientation,
     decode,
     encode,
     fit_within,
-    pad_to_multiple,
     recompose,
     resize,
 )

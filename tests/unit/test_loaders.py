@@ -17,17 +17,19 @@ from stylize_build.weights.ncnn import package_model_files
 pytestmark = pytest.mark.unit
 
 ANIMEGAN = descriptors.get("animeganv2")
-# The real BasicVSR descriptor with a cheaper trunk: the loader must follow whatever arch_params say. The published
+# The real BasicVSR descriptor with a cheaper trunk: the loader must follow whatever network.params say. The published
 # checkpoints do not fit that trunk, so this descriptor knows none (test_weight_sources covers the published ones).
 _BVSR = descriptors.get("basicvsr_x4")
-BASICVSR = replace(_BVSR, arch_params={"num_feat": 8, "num_block": 2}, weights=replace(_BVSR.weights, known=()))
+BASICVSR = replace(_BVSR, network=replace(_BVSR.network, params={"num_feat": 8, "num_block": 2}),
+                   weights=replace(_BVSR.weights, known=()))
 RRDB_SMALL = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 16, "num_block": 2, "num_grow_ch": 8}
-ESRGAN = replace(descriptors.get("esrgan_x4"), arch_params=RRDB_SMALL, weights=descriptors.WeightSource("checkpoint"))
+_ESR = descriptors.get("esrgan_x4")
+ESRGAN = replace(_ESR, network=replace(_ESR.network, params=RRDB_SMALL), weights=descriptors.WeightSource("checkpoint"))
 
 
 def _seeded(desc, seed):
     torch.manual_seed(seed)
-    return REGISTRY[desc.arch](**dict(desc.arch_params)).eval()
+    return REGISTRY[desc.network.arch](**dict(desc.network.params)).eval()
 
 
 def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -156,7 +158,7 @@ def test_wrong_architecture_or_hyperparameters_are_refused(tmp_path):
     torch.save({"params": _seeded(BASICVSR, 0).state_dict()}, tmp_path / "vsr.pth")
     with pytest.raises(CheckpointError, match="BasicVSR network, animeganv2 needs AnimeGANv2"):
         load_weights(ANIMEGAN, tmp_path / "vsr.pth")
-    deeper = replace(BASICVSR, arch_params={"num_feat": 8, "num_block": 3})
+    deeper = replace(BASICVSR, network=replace(BASICVSR.network, params={"num_feat": 8, "num_block": 3}))
     with pytest.raises(CheckpointError, match="num_block"):
         load_weights(deeper, tmp_path / "vsr.pth")
 
@@ -183,7 +185,7 @@ def test_ncnn_descriptors_import_their_package_files():
     desc = descriptors.get("animevideo_x2")
     net, info = load_weights(desc)
     param, bin_ = package_model_files(desc.weights.package, desc.weights.stem)
-    assert info.kind == "ncnn" and info.output_resize == 0.5 == desc.output_resize
+    assert info.kind == "ncnn" and info.output_resize == 0.5 == desc.network.output_resize
     assert [f.path for f in info.files] == [str(param), str(bin_)]
     assert info.files[1].sha256 == _sha256(bin_)
     assert not net.training

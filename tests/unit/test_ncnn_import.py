@@ -37,7 +37,7 @@ def _files(model_id: str) -> tuple[Path, Path]:
 def _import(model_id: str, param: Path | None = None, bin_: Path | None = None):
     d = descriptors.get(model_id)
     p, b = _files(model_id)
-    return import_ncnn(param or p, bin_ or b, arch=d.arch, arch_params=d.arch_params)
+    return import_ncnn(param or p, bin_ or b, arch=d.network.arch, arch_params=d.network.params)
 
 
 def _broken_copy(tmp_path: Path, model_id: str, *, param_text=None, bin_bytes=None) -> tuple[Path, Path]:
@@ -65,11 +65,11 @@ def test_import_real_files(model_id):
     d = descriptors.get(model_id)
     result = _import(model_id)
     net = result.network
-    assert isinstance(net, REGISTRY[d.arch].factory) and not net.training
+    assert isinstance(net, REGISTRY[d.network.arch].factory) and not net.training
     assert result.state_dict.keys() == net.state_dict().keys()
     for k, v in net.state_dict().items():
         assert torch.equal(result.state_dict[k], v) and v.dtype == torch.float32
-    assert result.output_resize == d.output_resize
+    assert result.output_resize == d.network.output_resize
     assert result.weight_storage == "fp16"
     assert result.probe_max_abs_diff <= 1e-3  # the interpreted ncnn graph agrees with the network
 
@@ -128,7 +128,7 @@ def test_param_with_a_layer_removed(tmp_path):
 def test_wrong_hyperparameters_for_the_files():
     d = descriptors.get("esrgan_anime_x4")
     with pytest.raises(WeightImportError, match="do not match RRDBNet"):
-        import_ncnn(*_files("esrgan_anime_x4"), arch="RRDBNet", arch_params={**d.arch_params, "num_block": 5})
+        import_ncnn(*_files("esrgan_anime_x4"), arch="RRDBNet", arch_params={**d.network.params, "num_block": 5})
 
 
 def test_shape_and_count_mismatches_with_the_architecture():
@@ -136,9 +136,9 @@ def test_shape_and_count_mismatches_with_the_architecture():
     files = _files("animevideo_x4")
     expected = r"Conv_0 \(line 5\) -> body\.0: \(ncnn, torch\) differ: \{'out': \(64, 48\)\}"
     with pytest.raises(WeightImportError, match=expected):
-        import_ncnn(*files, arch=d.arch, arch_params={**d.arch_params, "num_feat": 48})
+        import_ncnn(*files, arch=d.network.arch, arch_params={**d.network.params, "num_feat": 48})
     with pytest.raises(WeightImportError, match="35 weight layers .* 33"):
-        import_ncnn(*files, arch=d.arch, arch_params={**d.arch_params, "num_conv": 15})
+        import_ncnn(*files, arch=d.network.arch, arch_params={**d.network.params, "num_conv": 15})
 
 
 def test_unexpected_layer_type(tmp_path):
@@ -231,8 +231,8 @@ def _scores(model_id: str, photo: str, left: int, top: int, size: int) -> dict[s
     bic = _luma(np.asarray(lr.resize((size, size), Image.BICUBIC), dtype=np.float64))
     real, untrained = _real_net(model_id), _untrained_net(model_id)
     out = {"bicubic": bic}
-    out["model"] = _luma(_upscale(real, lr, d.output_resize))
-    out["untrained"] = _luma(_upscale(untrained, lr, d.output_resize))
+    out["model"] = _luma(_upscale(real, lr, d.network.output_resize))
+    out["untrained"] = _luma(_upscale(untrained, lr, d.network.output_resize))
 
     def psnr(a):
         err = (a - ref)[s:-s, s:-s]  # shave the scale-wide border, as SR benchmarks do
@@ -340,14 +340,14 @@ def test_matches_the_ncnn_runtime(model_id, tmp_path):
 
     net = _real_net(model_id)
     x = torch.from_numpy(np.asarray(lr, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-    up = int(d.arch_params.get("upscale", d.arch_params.get("scale", 4)))
+    up = int(d.network.params.get("upscale", d.network.params.get("scale", 4)))
     with torch.no_grad():
         y = net(F.pad(x, (pad,) * 4, mode="reflect"))[..., pad * up : -pad * up, pad * up : -pad * up]
-        if d.output_resize is not None:
+        if d.network.output_resize is not None:
             y = F.interpolate(y, size=(side * d.scale,) * 2, mode="bicubic", align_corners=False)
     ours = (y[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0).round()
     diff = np.abs(ours - ncnn.astype(np.float64))
-    if d.output_resize is None:
+    if d.network.output_resize is None:
         assert diff.max() <= 2, diff.max()
     else:
         # ncnn resizes the padded tile then crops, we resize the cropped output: only the border rows differ.

@@ -10,9 +10,8 @@ from stylize.contract.descriptors import (
     REQUEST_CHECK_MODEL,
     REQUEST_CHECKED,
 )
+from stylize.contract.step import Limits, StepConfig
 from stylize.contract.tiling import CPU_TILES_PER_CALL
-from stylize.engine.imaging import Limits
-from stylize.engine.pipeline import StepConfig
 from stylize_build import pbtxt
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -28,7 +27,7 @@ def test_net_config_matches_descriptor(desc):
     cfg = parse(pbtxt.net_config(desc, weights_status="real", threads=2, runtime="onnxruntime"))
     assert cfg.name == desc.net_model
     assert cfg.backend == "onnxruntime"
-    assert cfg.max_batch_size == desc.max_batch_size
+    assert cfg.max_batch_size == desc.serving.max_batch_size
     assert [(i.name, list(i.dims)) for i in cfg.input] == [(desc.net_input.name, list(desc.net_input.dims))]
     assert [(o.name, list(o.dims)) for o in cfg.output] == [(desc.net_output.name, list(desc.net_output.dims))]
     assert cfg.input[0].data_type == mc.TYPE_UINT8
@@ -84,10 +83,10 @@ def test_a_windowed_ensemble_over_an_openvino_network_does_not_batch_either():
     ort = parse(pbtxt.ensemble_config(desc, weights_status="real", runtime="onnxruntime"))
     trt = parse(pbtxt.ensemble_config(desc, weights_status="real", net_model=desc.trt_model))
     assert (ov.max_batch_size, list(ov.input[0].dims)) == (0, [-1, *desc.ensemble_input.dims])
-    assert ort.max_batch_size == trt.max_batch_size == desc.max_batch_size
+    assert ort.max_batch_size == trt.max_batch_size == desc.serving.max_batch_size
     assert list(ort.input[0].dims) == list(desc.ensemble_input.dims)
     image = REGISTRY["animevideo_x4"]  # image ensembles reach the network through the step: unchanged
-    assert parse(pbtxt.ensemble_config(image, weights_status="real")).max_batch_size == image.max_batch_size
+    assert parse(pbtxt.ensemble_config(image, weights_status="real")).max_batch_size == image.serving.max_batch_size
 
 
 @pytest.mark.parametrize("desc", MODELS, ids=lambda d: d.id)
@@ -132,7 +131,7 @@ def test_the_cached_ensemble_runs_the_image_step_behind_the_cache(desc):
 def test_request_check_config():
     cfg = parse(pbtxt.request_check_config())
     assert cfg.name == REQUEST_CHECK_MODEL and cfg.backend == "python" and not cfg.response_cache.enable
-    assert cfg.max_batch_size >= max(d.max_batch_size for d in MODELS)
+    assert cfg.max_batch_size >= max(d.serving.max_batch_size for d in MODELS)
     assert [(i.name, i.data_type) for i in cfg.input] == [(ENCODED_IMAGE.name, mc.TYPE_STRING)]
     assert [(o.name, o.data_type) for o in cfg.output] == [(REQUEST_CHECKED.name, mc.TYPE_BOOL)]
 
@@ -159,7 +158,7 @@ def test_gpu_and_int8_route_through_their_image_step():
     assert step.parameters["tiles_per_call"].string_value == str(CPU_TILES_PER_CALL) == "1"
     cpu = parse(pbtxt.image_config(desc, weights_status="real"))
     assert cpu.parameters["tiles_per_call"].string_value == "1"
-    assert cpu.parameters["tile_batch"].string_value == str(desc.tile_batch)  # the pixel budget is unchanged
+    assert cpu.parameters["tile_batch"].string_value == str(desc.serving.tiling.batch)  # the pixel budget is unchanged
     assert gpu.parameters["tiles_per_call"].string_value == "0"  # 0: tile_batch
     # the network: in the step's process on CPU (fp32 and INT8), by BLS to the TensorRT plan on the GPU
     assert [c.parameters["net_runtime"].string_value for c in (cpu, step, gpu)] == ["openvino"] * 2 + ["triton"]
@@ -173,7 +172,7 @@ def test_image_step_config_round_trips_its_settings(desc):
     limits = Limits(max_pixels=100, max_bytes=200, max_output_pixels=300)
     cfg = parse(pbtxt.image_config(desc, weights_status="real", limits=limits))
     assert cfg.name == desc.image_model and cfg.backend == "python"
-    assert cfg.max_batch_size == desc.max_batch_size
+    assert cfg.max_batch_size == desc.serving.max_batch_size
     assert [i.name for i in cfg.input] == [ENCODED_IMAGE.name, *(o.tensor.name for o in desc.options),
                                            REQUEST_CHECKED.name]
     assert [i.optional for i in cfg.input] == [False] + [True] * (len(desc.options) + 1)
@@ -184,10 +183,12 @@ def test_image_step_config_round_trips_its_settings(desc):
                                               net_runtime="openvino", net_threads=1)
     bf16 = parse(pbtxt.image_config(desc, weights_status="real", precision="bf16"))
     assert StepConfig.from_parameters({k: v.string_value for k, v in bf16.parameters.items()}).net_precision == "bf16"
-    assert step.net_model == desc.net_model and step.tile_size == desc.tile_size and step.max_side == desc.max_side
+    tiling = desc.serving.tiling
+    assert (step.net_model == desc.net_model and step.tile_size == (tiling.size if tiling else None)
+            and step.max_side == desc.serving.max_side)
     # build options override the descriptor's tile defaults (tiled models only)
     tuned = parse(pbtxt.image_config(desc, weights_status="real", tile_size=96, tile_overlap=8))
-    assert tuned.parameters["tile_size"].string_value == ("96" if desc.tile_size else "0")
+    assert tuned.parameters["tile_size"].string_value == ("96" if tiling else "0")
 
 
 def test_registry_refuses_duplicates():

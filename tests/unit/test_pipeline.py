@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from stylize.contract.descriptors import MAX_SIDE, NET_VERSION, OUTPUT_FORMAT, OUTSCALE, QUALITY, REGISTRY, TILE_SIZE
-from stylize.engine.imaging import InvalidImage, Limits
+from stylize.contract.step import Limits, StepConfig
+from stylize.engine.imaging import InvalidImage
 from stylize.engine.photos import photo_path
-from stylize.engine.pipeline import Options, StepConfig, _parse_one, parse_options, process, request_parameters
+from stylize.engine.pipeline import Options, _parse_one, parse_options, process, request_parameters
 from test_tiling import local_sr
 
 pytestmark = pytest.mark.unit
@@ -204,12 +205,12 @@ def test_tile_size_option_tiles_and_matches_untiled():
 
 
 def test_descriptor_caps_the_input_pixels():
-    """A descriptor's max_pixels caps the build's limit (the longest request a pod drains), never raises it."""
+    """A descriptor's serving.max_pixels caps the build's limit (the longest request a pod drains), never raises it."""
     esr = REGISTRY["esrgan_x4"]
     config = StepConfig.from_descriptor(esr)
-    assert config.limits.max_pixels == esr.max_pixels < Limits().max_pixels
+    assert config.limits.max_pixels == esr.serving.max_pixels < Limits().max_pixels
     assert StepConfig.from_descriptor(esr, limits=Limits(max_pixels=100)).limits.max_pixels == 100
-    assert StepConfig.from_parameters(config.parameters()).limits.max_pixels == esr.max_pixels
+    assert StepConfig.from_parameters(config.parameters()).limits.max_pixels == esr.serving.max_pixels
     assert SR.limits.max_pixels == Limits().max_pixels  # no cap: the build's limit
 
 

@@ -49,7 +49,7 @@ def test_first_build_writes_every_model(built):
         assert [o.name for o in graph.graph.output] == [desc.net_output.name]
         assert graph.opset_import[0].version == OPSET
         manifest = json.loads((v / "manifest.json").read_text())
-        assert manifest["opset"] == OPSET and manifest["parity_max_abs"] <= desc.parity_atol
+        assert manifest["opset"] == OPSET and manifest["parity_max_abs"] <= desc.checks.parity_atol
         assert manifest["tools"]["torch"].startswith("2.13")
         assert len(manifest["weights"]["sha256"]) == 64 or manifest["weights"]["status"] == "untrained"
     by_id = {r.id: r for r in results}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 from stylize.contract.descriptors import REGISTRY
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
+from stylize.contract.step import IN_PROCESS_RUNTIMES
 from stylize.loadtest.experiments.step_runtime_ab import VARIANTS
 from tritonclient.grpc import model_config_pb2 as mc
 

@@ -297,7 +297,7 @@ def test_load_weights_builds_tf_legacy_and_records_it(tmp_path):
     torch.save(net.state_dict(), path)
     net2, info2 = load_weights(ANIMEGAN, path)
     assert net2.upsample == "align_corners" and info2.arch_params is None
-    assert info2.effective_arch_params(ANIMEGAN) == dict(ANIMEGAN.arch_params)
+    assert info2.effective_arch_params(ANIMEGAN) == dict(ANIMEGAN.network.params)
 
 
 @pytest.mark.unit
@@ -306,7 +306,7 @@ def test_the_fingerprint_follows_the_arch_params_actually_used():
     from stylize_build.repository import fingerprint
 
     sha = "0" * 64
-    assert fingerprint(ANIMEGAN, sha) == fingerprint(ANIMEGAN, sha, dict(ANIMEGAN.arch_params))
+    assert fingerprint(ANIMEGAN, sha) == fingerprint(ANIMEGAN, sha, dict(ANIMEGAN.network.params))
     _, info = load_weights(ANIMEGAN, HAYAO)
     assert fingerprint(ANIMEGAN, sha, info.effective_arch_params(ANIMEGAN)) != fingerprint(ANIMEGAN, sha)
 
@@ -456,7 +456,7 @@ def test_tf_legacy_exports_to_onnx_and_onnx_runtime_matches(tmp_path):
     net = _untrained("tf_legacy")
     path = tmp_path / "model.onnx"
     report = export_onnx(ANIMEGAN, net, path)
-    assert report.opset == OPSET == 17 and report.parity_max_abs <= ANIMEGAN.parity_atol
+    assert report.opset == OPSET == 17 and report.parity_max_abs <= ANIMEGAN.checks.parity_atol
     model = onnx.load(str(path))
     assert check_graph(model) == []
     resizes = [n for n in model.graph.node if n.op_type == "Resize"]
@@ -472,4 +472,4 @@ def test_tf_legacy_exports_to_onnx_and_onnx_runtime_matches(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run([ANIMEGAN.net_output.name], {ANIMEGAN.net_input.name: x})[0]
     assert got.shape == want.shape == (1, 100, 132, 3)
-    assert int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()) <= ANIMEGAN.parity_atol
+    assert int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()) <= ANIMEGAN.checks.parity_atol

@@ -80,7 +80,7 @@ def test_unsupported_ops_resize_modes_and_runtime_conv_weights_are_reported():
 
 def _gpu_step(desc):
     from google.protobuf import text_format
-    from stylize.engine.pipeline import StepConfig
+    from stylize.contract.step import StepConfig
     from stylize_build import pbtxt
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -91,8 +91,8 @@ def _gpu_step(desc):
 
 def _sides_sent(step, h, w):
     """The (batch, height, width) of every network call the GPU image step makes for an h x w image."""
+    from stylize.contract.frames import pad_to_multiple
     from stylize.contract.tiling import plan_tiles
-    from stylize.engine.imaging import pad_to_multiple
 
     ph, pw = pad_to_multiple(np.zeros((h, w, 3), np.uint8), step.size_multiple, step.min_size).shape[:2]
     if not step.tile_size:
@@ -117,7 +117,7 @@ def test_every_shape_the_gpu_step_sends_is_within_the_profile(desc):
     profile = profile_for(desc)
     step = _gpu_step(desc)
     rng = np.random.default_rng(20)
-    sizes = EDGE_SIZES + [tuple(int(v) for v in rng.integers(desc.min_size, 2500, 2)) for _ in range(300)]
+    sizes = EDGE_SIZES + [tuple(int(v) for v in rng.integers(desc.network.min_size, 2500, 2)) for _ in range(300)]
     for h, w in sizes:
         if step.max_side:  # animeganv2 shrinks to its longest side first, as the step does
             from stylize.engine.imaging import fit_within
@@ -134,9 +134,10 @@ def test_the_profile_is_the_steps_real_shape(desc):
     from stylize_build.tensorrt import profile_for
 
     p = profile_for(desc)
-    assert p.max[-3] == p.max[-2] == desc.gpu_max_side - desc.gpu_max_side % desc.size_multiple
-    if desc.tile_size:
-        assert p.opt[0] == desc.tile_batch and p.opt[-3] == p.opt[-2] == desc.tile_size
+    gpu_max_side = desc.serving.gpu_max_side
+    assert p.max[-3] == p.max[-2] == gpu_max_side - gpu_max_side % desc.network.size_multiple
+    if tiling := desc.serving.tiling:
+        assert p.opt[0] == tiling.batch and p.opt[-3] == p.opt[-2] == tiling.size
     assert all(lo <= opt <= hi for lo, opt, hi in zip(p.min, p.opt, p.max))
 
 

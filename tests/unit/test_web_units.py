@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from stylize.contract.descriptors import REGISTRY
-from stylize.engine.pipeline import StepConfig, parse_options, process
+from stylize.contract.step import StepConfig
+from stylize.engine.pipeline import parse_options, process
 from stylize.sdk.info import ModelInfo
 from stylize.sdk.request import option_tensors
 from stylize.web.catalog import ModelEntry

@@ -1,4 +1,4 @@
-"""The networks, one module each, and an explicit registry keyed by the descriptor's ``arch`` strings.
+"""The networks, one module each, and an explicit registry keyed by the descriptors' ``network.arch`` strings.
 
 Spandrel-style: the state_dict is the config. ``detect_arch`` names the architecture from its keys and
 ``infer_arch_params`` derives the constructor arguments from tensor shapes, so a checkpoint can be checked against
@@ -191,5 +191,5 @@ def infer_arch_params(state_dict: StateDict, arch: str | None = None) -> dict[st
 
 def build_network(desc: ModelDescriptor) -> nn.Module:
     """The descriptor's network with fresh (PyTorch/BasicSR default) weights, in eval mode."""
-    net = REGISTRY[desc.arch](**dict(desc.arch_params))
+    net = REGISTRY[desc.network.arch](**dict(desc.network.params))
     return net.eval()

@@ -65,7 +65,7 @@ class WeightsInfo:
     upstream: str = ""  # where those weights were published
     license: str = ""  # the weights' license ("" when unknown: a user's own file, or untrained)
     # The constructor arguments the network was built with, when the weights need others than the descriptor's
-    # (a .tflite AnimeGANv2: upsample="tf_legacy"); None: the descriptor's arch_params. See effective_arch_params.
+    # (a .tflite AnimeGANv2: upsample="tf_legacy"); None: the descriptor's network.params. See effective_arch_params.
     arch_params: dict[str, Any] | None = None
 
     @property
@@ -77,7 +77,7 @@ class WeightsInfo:
 
     def effective_arch_params(self, desc: ModelDescriptor) -> dict[str, Any]:
         """The arch_params the network was really built with (for the fingerprint and the manifest)."""
-        return dict(desc.arch_params if self.arch_params is None else self.arch_params)
+        return dict(desc.network.params if self.arch_params is None else self.arch_params)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -208,11 +208,11 @@ def _untrained(desc: ModelDescriptor) -> tuple[nn.Module, WeightsInfo]:
 
 
 def _from_ncnn(desc: ModelDescriptor, param: Path, bin_: Path) -> tuple[nn.Module, WeightsInfo]:
-    imported = import_ncnn(param, bin_, arch=desc.arch, arch_params=desc.arch_params)
-    if imported.output_resize != desc.output_resize:
+    imported = import_ncnn(param, bin_, arch=desc.network.arch, arch_params=desc.network.params)
+    if imported.output_resize != desc.network.output_resize:
         raise WeightImportError(
             f"{desc.id}: {param.name} ends with output resize {imported.output_resize}, "
-            f"the descriptor says {desc.output_resize}"
+            f"the descriptor says {desc.network.output_resize}"
         )
     net = imported.network  # already strictly loaded by the importer
     info = WeightsInfo(
@@ -229,17 +229,17 @@ def _from_checkpoint(desc: ModelDescriptor, path: Path) -> tuple[nn.Module, Weig
         arch = detect_arch(state)
     except ArchDetectionError as exc:
         raise CheckpointError(f"{path.name}: {exc}") from exc
-    if arch != desc.arch:
-        raise CheckpointError(f"{path.name} holds a {arch} network, {desc.id} needs {desc.arch}")
+    if arch != desc.network.arch:
+        raise CheckpointError(f"{path.name} holds a {arch} network, {desc.id} needs {desc.network.arch}")
     try:
         found = infer_arch_params(state, arch)
     except ArchDetectionError as exc:
         raise CheckpointError(f"{path.name}: {exc}") from exc
-    differ = {k: (found[k], v) for k, v in desc.arch_params.items() if k in found and found[k] != v}
+    differ = {k: (found[k], v) for k, v in desc.network.params.items() if k in found and found[k] != v}
     if differ:
         raise CheckpointError(f"{path.name}: hyperparameters (checkpoint, descriptor) differ: {differ}")
     net = build_network(desc)
-    load_strict(net, state, optional=_OPTIONAL_BUFFERS.get(desc.arch, ()))
+    load_strict(net, state, optional=_OPTIONAL_BUFFERS.get(desc.network.arch, ()))
     return net.eval(), WeightsInfo(kind="checkpoint", files=(SourceFile(str(path), sha256_file(path)),))
 
 
@@ -274,15 +274,15 @@ def load_weights(desc: ModelDescriptor, path: str | Path | None = None, *,
 
 
 def _from_tflite(desc: ModelDescriptor, path: Path) -> tuple[nn.Module, WeightsInfo]:
-    imported = import_tflite(path, arch=desc.arch)
+    imported = import_tflite(path, arch=desc.network.arch)
     # The file's own coordinate rule wins over the descriptor's default: the weights were trained with it.
-    params = {**desc.arch_params, **imported.arch_params}
-    net = REGISTRY[desc.arch](**params)
+    params = {**desc.network.params, **imported.arch_params}
+    net = REGISTRY[desc.network.arch](**params)
     load_strict(net, imported.state_dict)
     info = WeightsInfo(
         kind="tflite",
         files=(SourceFile(str(path), sha256_file(path)),),
-        arch_params=params if params != dict(desc.arch_params) else None,
+        arch_params=params if params != dict(desc.network.params) else None,
     )
     return net.eval(), info
 

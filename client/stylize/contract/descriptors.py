@@ -6,13 +6,13 @@ tensor name, dtype or shape is typed anywhere else. This module must stay import
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Iterator, Literal, Mapping, get_args
 
 from stylize.contract.tiling import WINDOW_TILE
 
-# The image steps' default input limit (a descriptor's max_pixels lowers it); an untiled network (global
+# The image steps' default input limit (a descriptor's serving.max_pixels lowers it); an untiled network (global
 # normalisation: animeganv2) takes whole images up to it
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -137,52 +137,130 @@ class WeightSource:
 Task = Literal["style", "sr", "vsr"]  # style transfer, image super-resolution, video super-resolution
 TASKS: tuple[str, ...] = get_args(Task)
 
+# A tiling's overlap and batch unless it says otherwise; an untiled network that a caller tiles anyway (a client
+# cutting raw frames with a tile size of its own) is cut with these too (Serving.tile_overlap, Serving.tile_batch)
+DEFAULT_TILE_OVERLAP = 16
+DEFAULT_TILE_BATCH = 2
 
-@dataclass(frozen=True)
-class ModelDescriptor:
-    id: str  # client-facing ensemble name
-    task: Task
+
+@dataclass(frozen=True, kw_only=True)
+class Network:
+    """The network a model serves, and the input rules its graph imposes (the build exports it, the image step and
+    the SDK pad and check inputs by these rules)."""
+
     arch: str  # key into stylize_build.archs.REGISTRY
-    arch_params: Mapping[str, Any]  # keyword arguments of the network constructor
-    scale: int  # output side / input side of the served model
-    title: str
-    weights: WeightSource
-    arch_license: str
+    params: Mapping[str, Any]  # keyword arguments of the network constructor (read-only once built)
+    license: str  # of the network's code (the weights' license is WeightSource.license)
     value_range: tuple[float, float] = (0.0, 1.0)  # what the network sees (inside the graph)
     size_multiple: int = 1  # input sides must be a multiple of this (pre-step pads, post-step crops)
     min_size: int = 8  # smallest input side the network accepts
     output_resize: float | None = None  # final bicubic resize inside the graph (animevideov3 x2/x3 as upstream)
-    window: int | None = None  # frames per request for recurrent video models (BasicVSR)
-    parity_size: int = 64  # side of the real-photo crop used for the ORT-vs-PyTorch parity check
-    parity_atol: int = 1  # max abs error on the uint8 output (fp32 graph vs fp32 PyTorch)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tiling:
+    """Server-side tiling of an image network (stylize.contract.tiling): tiles of at most ``size`` input pixels a
+    side overlapping by ``overlap``; ``batch`` tiles make one network call's pixel budget (an image within it is
+    not tiled at all; on a GPU that many tiles go per call, on CPU one)."""
+
+    size: int
+    overlap: int = DEFAULT_TILE_OVERLAP
+    batch: int = DEFAULT_TILE_BATCH
+
+    def check(self, model_id: str, network: Network) -> None:
+        if (self.size % network.size_multiple or self.size < network.min_size
+                or not 0 <= 2 * self.overlap < self.size):
+            raise ValueError(f"{model_id}: tiling.size ({self.size}) must be a multiple of network.size_multiple "
+                             f"({network.size_multiple}), >= network.min_size ({network.min_size}) and more than "
+                             f"twice tiling.overlap ({self.overlap})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Serving:
+    """How the model is served: the batch limit of its Triton models, the image step's tiling and size bounds, and
+    the GPU plan's largest side. These bound what one request costs (memory, and the longest request a pod has to
+    drain: stylize_k8s.drain)."""
+
     max_batch_size: int = 8
-    warmup_size: int = 64
-    # Image ensembles: server-side tiling (input pixels; None: never tiled, e.g. global normalisation layers),
-    # tiles per request to the network model (<= max_batch_size), and the longest side the network sees (None: any).
-    tile_size: int | None = 256
-    tile_overlap: int = 16
-    tile_batch: int = 2
-    max_side: int | None = None
-    # GPU: the largest input side of the TensorRT plan's optimization profile; the image step splits any side above
-    # it (heavy networks get less, so an engine's activation memory stays bounded)
-    gpu_max_side: int = 1024
+    # Image ensembles: server-side tiling; None: never tiled (a network with global normalisation layers, whose
+    # tiles would not match each other; or a windowed video network, which the SDK tiles by WINDOW_TILE)
+    tiling: Tiling | None = Tiling(size=256)
+    max_side: int | None = None  # the longest side the network sees (the image step shrinks larger; None: any)
     # Largest input (pixels) the image step admits (None: the build's limit). It bounds the longest request, which
     # a pod's drain must cover on shutdown (stylize_k8s.drain derives the drain from it); larger images go through
     # the SDK's raw-frame tiling (StylizeClient.infer_frames), one tile per request.
     max_pixels: int | None = None
+    # GPU: the largest input side of the TensorRT plan's optimization profile; the image step splits any side above
+    # it (heavy networks get less, so an engine's activation memory stays bounded)
+    gpu_max_side: int = 1024
+
+    @property
+    def tile_overlap(self) -> int:
+        """The overlap of tiles cut from this network's inputs: the tiling's; for an untiled network (tiled only by
+        a caller that asks for it: raw frames with a tile size) the default."""
+        return self.tiling.overlap if self.tiling else DEFAULT_TILE_OVERLAP
+
+    @property
+    def tile_batch(self) -> int:
+        """One network call's pixel budget, in tiles: the tiling's; for an untiled network the default, within
+        ``max_batch_size``."""
+        return self.tiling.batch if self.tiling else min(DEFAULT_TILE_BATCH, self.max_batch_size)
+
+    def check(self, model_id: str, network: Network) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"{model_id}: serving.max_batch_size must be at least 1")
+        if self.tiling is None:
+            return
+        self.tiling.check(model_id, network)
+        if self.tiling.size > self.gpu_max_side:
+            raise ValueError(f"{model_id}: tiling.size ({self.tiling.size}) must be within serving.gpu_max_side "
+                             f"({self.gpu_max_side}, the TensorRT profile)")
+        if not 1 <= self.tiling.batch <= self.max_batch_size:
+            raise ValueError(f"{model_id}: tiling.batch ({self.tiling.batch}) must be within "
+                             f"1..serving.max_batch_size ({self.max_batch_size})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildChecks:
+    """What the build checks a freshly exported network with, and how it warms the served model up."""
+
+    parity_size: int = 64  # side of the real-photo crop used for the ORT-vs-PyTorch parity check
+    parity_atol: int = 1  # max abs error on the uint8 output (fp32 graph vs fp32 PyTorch)
+    warmup_size: int = 64  # side of the zero-filled warm-up request in the network's config
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelDescriptor:
+    """One served model. The top level is its identity and its contract with clients (the ensemble's name, task,
+    scale and, for a recurrent video network, the frame ``window`` that shapes its tensors); what it runs, how it is
+    served and how the build checks it are grouped below:
+
+    * ``network`` (:class:`Network`): architecture, constructor parameters, code license and the input rules of the
+      graph (value range, size multiple, smallest side, final resize);
+    * ``weights`` (:class:`WeightSource`): where the trained weights come from;
+    * ``serving`` (:class:`Serving`): batch limit, image tiling (None: never tiled), size bounds, the GPU profile;
+    * ``checks`` (:class:`BuildChecks`): the build's parity check and the warm-up request.
+
+    Every Triton name, tensor and option derived from a descriptor is a property here (and nowhere else).
+    """
+
+    id: str  # client-facing ensemble name
+    task: Task
+    title: str
+    scale: int  # output side / input side of the served model
+    network: Network
+    weights: WeightSource
+    serving: Serving = field(default_factory=Serving)
+    checks: BuildChecks = field(default_factory=BuildChecks)
+    window: int | None = None  # frames per request for recurrent video models (BasicVSR); shapes the tensors
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"{self.id}: unknown task {self.task!r}")
-        if self.tile_size is not None and (self.tile_size % self.size_multiple or self.tile_size < self.min_size
-                                           or not 0 <= 2 * self.tile_overlap < self.tile_size):
-            raise ValueError(f"{self.id}: tile_size must be a multiple of size_multiple, >= min_size and more than "
-                             "twice tile_overlap")
-        if self.tile_size is not None and self.tile_size > self.gpu_max_side:
-            raise ValueError(f"{self.id}: tile_size must be within gpu_max_side (the TensorRT profile)")
-        if not 1 <= self.tile_batch <= self.max_batch_size:
-            raise ValueError(f"{self.id}: tile_batch must be within 1..max_batch_size")
-        object.__setattr__(self, "arch_params", MappingProxyType(dict(self.arch_params)))
+        self.serving.check(self.id, self.network)
 
     # ---- derived names: the only place they are made --------------------------------------------------------
     @property
@@ -232,17 +310,18 @@ class ModelDescriptor:
     @property
     def max_request_pixels(self) -> int:
         """The most input pixels (batch x frames x height x width) one request to the network model may carry: the
-        largest unit the SDK must send in one request (``tile_batch`` tiles of ``tile_size``; one window of a video
-        network tiled at WINDOW_TILE; one whole image up to ``max_pixels`` for an untiled network). The SDK sends
-        fewer small frames per request where they would carry more. The network model refuses larger requests
-        before running them (parameter ``max_request_pixels``): a request's memory grows with its pixels, and this
-        bounds a stub's (docs/reliability.md)."""
+        largest unit the SDK must send in one request (``serving.tiling.batch`` tiles of ``serving.tiling.size``;
+        one window of a video network tiled at WINDOW_TILE; one whole image up to ``serving.max_pixels`` for an
+        untiled network). The SDK sends fewer small frames per request where they would carry more. The network
+        model refuses larger requests before running them (parameter ``max_request_pixels``): a request's memory
+        grows with its pixels, and this bounds a stub's (docs/reliability.md)."""
+        serving = self.serving
         if self.window:
-            side = WINDOW_TILE + self.size_multiple
-            return self.max_batch_size * self.window * side * side
-        if self.tile_size:  # one request of tiles (tile_batch on GPU; the CPU's clients send one, or small frames)
-            return self.tile_batch * self.tile_size * self.tile_size
-        return self.max_pixels or DEFAULT_MAX_PIXELS  # one whole image (the SDK sends fewer frames per request)
+            side = WINDOW_TILE + self.network.size_multiple
+            return serving.max_batch_size * self.window * side * side
+        if serving.tiling:  # one request of tiles (tiling.batch on GPU; the CPU's clients send one, or small frames)
+            return serving.tiling.batch * serving.tiling.size * serving.tiling.size
+        return serving.max_pixels or DEFAULT_MAX_PIXELS  # one whole image (the SDK sends fewer frames per request)
 
     def variant_model(self, variant: Variant) -> str:
         """The Triton model a variant is called by: ``ensemble`` (the client-facing id), ``net`` (raw frames into the
@@ -264,11 +343,12 @@ class ModelDescriptor:
 
     @property
     def options(self) -> tuple[RequestOption, ...]:
-        """Request options the image ensemble accepts (max_side only with a max_side, tile_size only if tiled)."""
+        """Request options the image ensemble accepts (max_side only with a ``serving.max_side``, tile_size only if
+        tiled)."""
         if self.window:
             return ()
         return tuple(o for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
-                     if (o is not MAX_SIDE or self.max_side) and (o is not TILE_SIZE or self.tile_size))
+                     if (o is not MAX_SIDE or self.serving.max_side) and (o is not TILE_SIZE or self.serving.tiling))
 
     @property
     def is_video_window(self) -> bool:
@@ -307,10 +387,10 @@ MODELS: tuple[ModelDescriptor, ...] = (
     ModelDescriptor(
         id="animeganv2",
         task="style",
-        arch="AnimeGANv2",
-        arch_params={},
-        scale=1,
         title="AnimeGANv2 photo to anime (PyTorch port generator)",
+        scale=1,
+        network=Network(arch="AnimeGANv2", params={}, license="MIT (bryandlee/animegan2-pytorch)",
+                        value_range=(-1.0, 1.0), size_multiple=4, min_size=16),
         weights=WeightSource(
             kind="checkpoint",
             upstream="TachibanaYoshino/AnimeGANv2 (TensorFlow); PyTorch port bryandlee/animegan2-pytorch",
@@ -331,87 +411,84 @@ MODELS: tuple[ModelDescriptor, ...] = (
                 ),
             ),
         ),
-        arch_license="MIT (bryandlee/animegan2-pytorch)",
-        value_range=(-1.0, 1.0),
-        size_multiple=4,
-        min_size=16,
-        parity_size=128,
-        warmup_size=128,
-        tile_size=None,  # GroupNorm(1 group) normalises over the whole image: tiles would not match each other
-        # untiled, so a request's memory grows with the whole image: 2.2 KiB per input pixel measured (OpenVINO fp32,
-        # docs/reliability.md), 2.2 GiB at this limit, where 4096^2 (the default) would take 35 GiB
-        max_pixels=1024 * 1024,
-        max_side=768,  # bounds memory instead of tiling (1024^2 peaked at 2.3 GB in ONNX Runtime); best near 512
+        serving=Serving(
+            tiling=None,  # GroupNorm(1 group) normalises over the whole image: tiles would not match each other
+            # untiled, so a request's memory grows with the whole image: 2.2 KiB per input pixel measured (OpenVINO
+            # fp32, docs/reliability.md), 2.2 GiB at this limit, where 4096^2 (the default) would take 35 GiB
+            max_pixels=1024 * 1024,
+            max_side=768,  # bounds memory instead of tiling (1024^2 peaked at 2.3 GB in ONNX Runtime); best near 512
+        ),
+        checks=BuildChecks(parity_size=128, warmup_size=128),
     ),
     ModelDescriptor(
         id="esrgan_x4",
         task="sr",
-        arch="RRDBNet",
-        arch_params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
-        scale=4,
         title="Real-ESRGAN x4plus (RRDBNet, 23 blocks)",
+        scale=4,
+        network=Network(arch="RRDBNet", params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23,
+                                                "num_grow_ch": 32, "scale": 4},
+                        license="Apache-2.0 (BasicSR RRDBNet)"),
         weights=WeightSource(
             kind="ncnn", package=_REALESRGAN_PKG, stem="realesrgan-x4plus",
             upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus.pth", license=_BSD3,
         ),
-        arch_license="Apache-2.0 (BasicSR RRDBNet)",
-        parity_size=48,
-        warmup_size=32,
-        max_batch_size=4,
-        gpu_max_side=512,
-        # RRDB's border effects reach ~16 px into a tile: 32 px of overlap keeps tiled vs untiled above 50 dB
-        # (16 px gave 45-47 dB, docs/tiling.md); 192^2 tiles, two per call, peak at 1.2 GB in ONNX Runtime; images
-        # up to 2 x 192^2 pixels (e.g. 256^2) go whole in one call (tiling.plan_tiles)
-        tile_size=192,
-        tile_overlap=32,
-        max_pixels=1024 * 1024,  # ~4.4 min on one core (stylize_k8s.drain): the longest request a pod drains
+        serving=Serving(
+            max_batch_size=4,
+            # RRDB's border effects reach ~16 px into a tile: 32 px of overlap keeps tiled vs untiled above 50 dB
+            # (16 px gave 45-47 dB, docs/tiling.md); 192^2 tiles, two per call, peak at 1.2 GB in ONNX Runtime;
+            # images up to 2 x 192^2 pixels (e.g. 256^2) go whole in one call (tiling.plan_tiles)
+            tiling=Tiling(size=192, overlap=32),
+            max_pixels=1024 * 1024,  # ~4.4 min on one core (stylize_k8s.drain): the longest request a pod drains
+            gpu_max_side=512,
+        ),
+        checks=BuildChecks(parity_size=48, warmup_size=32),
     ),
     ModelDescriptor(
         id="esrgan_anime_x4",
         task="sr",
-        arch="RRDBNet",
-        arch_params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 6, "num_grow_ch": 32, "scale": 4},
-        scale=4,
         title="Real-ESRGAN x4plus anime (RRDBNet, 6 blocks)",
+        scale=4,
+        network=Network(arch="RRDBNet", params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 6,
+                                                "num_grow_ch": 32, "scale": 4},
+                        license="Apache-2.0 (BasicSR RRDBNet)"),
         weights=WeightSource(
             kind="ncnn", package=_REALESRGAN_PKG, stem="realesrgan-x4plus-anime",
             upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus_anime_6B.pth", license=_BSD3,
         ),
-        arch_license="Apache-2.0 (BasicSR RRDBNet)",
-        parity_size=64,
-        warmup_size=32,
-        tile_size=192,
-        tile_overlap=32,
-        gpu_max_side=512,
-        max_pixels=1536 * 1536,  # ~3 min on one core, as esrgan_x4 at 1024^2 (stylize_k8s.drain)
+        serving=Serving(
+            tiling=Tiling(size=192, overlap=32),
+            max_pixels=1536 * 1536,  # ~3 min on one core, as esrgan_x4 at 1024^2 (stylize_k8s.drain)
+            gpu_max_side=512,
+        ),
+        checks=BuildChecks(parity_size=64, warmup_size=32),
     ),
     *(
         ModelDescriptor(
             id=f"animevideo_x{s}",
             task="sr",
-            arch="SRVGGNetCompact",
-            arch_params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16, "upscale": 4,
-                         "act_type": "prelu"},
-            scale=s,
             title=f"Real-ESRGAN animevideov3 x{s} (SRVGGNetCompact{', x4 then bicubic resize' if s != 4 else ''})",
+            scale=s,
+            network=Network(arch="SRVGGNetCompact",
+                            params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16, "upscale": 4,
+                                    "act_type": "prelu"},
+                            license="BSD-3-Clause (Real-ESRGAN SRVGGNetCompact)",
+                            output_resize=None if s == 4 else s / 4),
             weights=WeightSource(
                 kind="ncnn", package=_REALESRGAN_PKG, stem=f"realesr-animevideov3-x{s}",
                 upstream="xinntao/Real-ESRGAN realesr-animevideov3.pth", license=_BSD3,
             ),
-            arch_license="BSD-3-Clause (Real-ESRGAN SRVGGNetCompact)",
-            output_resize=None if s == 4 else s / 4,
-            parity_size=128,
-            tile_size=384,
+            serving=Serving(tiling=Tiling(size=384)),
+            checks=BuildChecks(parity_size=128),
         )
         for s in (2, 3, 4)
     ),
     ModelDescriptor(
         id="basicvsr_x4",
         task="vsr",
-        arch="BasicVSR",
-        arch_params={"num_feat": 64, "num_block": 30},
-        scale=4,
         title="BasicVSR x4 (SPyNet flow, bidirectional propagation), sliding window",
+        scale=4,
+        network=Network(arch="BasicVSR", params={"num_feat": 64, "num_block": 30},
+                        license="Apache-2.0 (BasicSR BasicVSR / SPyNet)", size_multiple=4, min_size=32),
         weights=WeightSource(
             kind="checkpoint",
             upstream="BasicSR BasicVSR_REDS4-543c8261.pth (+ SPyNet)",
@@ -433,16 +510,13 @@ MODELS: tuple[ModelDescriptor, ...] = (
                 )
             ),
         ),
-        arch_license="Apache-2.0 (BasicSR BasicVSR / SPyNet)",
-        size_multiple=4,
-        min_size=32,
+        serving=Serving(
+            max_batch_size=1,
+            tiling=None,  # the SDK tiles a window's frames (WINDOW_TILE); the server never does
+            gpu_max_side=512,  # frames are not tiled: larger ones are refused on GPU (the client says so)
+        ),
+        checks=BuildChecks(parity_size=64, warmup_size=64),
         window=7,
-        parity_size=64,
-        warmup_size=64,
-        max_batch_size=1,
-        tile_size=None,
-        tile_batch=1,
-        gpu_max_side=512,  # frames are not tiled: larger ones are refused on GPU (the client says so)
     ),
 )
 
@@ -501,6 +575,8 @@ __all__ = [
     "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "NET_VERSION",
     "REQUEST_CHECK_MODEL",
     "REQUEST_CHECKED",
-    "TensorSpec", "KnownWeights", "WeightSource", "ModelDescriptor", "MODELS", "REGISTRY", "get", "with_window",
-    "Variant", "VARIANTS", "DEFAULT_MAX_PIXELS", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "triton_name",
+    "TensorSpec", "KnownWeights", "WeightSource", "Network", "Tiling", "Serving", "BuildChecks", "ModelDescriptor",
+    "MODELS", "REGISTRY", "get", "with_window",
+    "Variant", "VARIANTS", "Task", "TASKS", "DEFAULT_MAX_PIXELS", "DEFAULT_TILE_OVERLAP", "DEFAULT_TILE_BATCH",
+    "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "triton_name",
 ]

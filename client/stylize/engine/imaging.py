@@ -23,11 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from stylize.contract.descriptors import DEFAULT_MAX_PIXELS  # noqa: F401 - 4096 x 4096 input, re-exported
-from stylize.contract.frames import pad_to_multiple  # noqa: F401 - the step's padding rule, shared with the SDK
-
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_OUTPUT_PIXELS = 67_108_864  # 8192 x 8192 output (a 2048^2 input upscaled x4)
+from stylize.contract.step import Limits
 
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 OUTPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
@@ -54,13 +50,6 @@ class InvalidImage(ValueError):
         if reason not in REASONS:
             raise ValueError(f"unknown refusal reason {reason!r}")
         self.reason = reason
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
 
 
 @dataclass(kw_only=True)
@@ -429,7 +418,6 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
 
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "DEFAULT_MAX_OUTPUT_PIXELS", "DEFAULT_MAX_PIXELS", "INPUT_FORMATS", "OUTPUT_FORMATS",
-    "REASONS", "InvalidImage", "Limits", "Picture", "apply_orientation", "decode", "encode", "fit_within", "luma",
-    "pad_to_multiple", "recompose", "resize", "split",
+    "INPUT_FORMATS", "OUTPUT_FORMATS", "REASONS", "InvalidImage", "Picture", "apply_orientation", "decode", "encode",
+    "fit_within", "luma", "recompose", "resize", "split",
 ]

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from stylize.contract.step import IN_PROCESS_RUNTIMES
 from stylize.engine.model_runner import DEFAULT_MODEL_FILENAME
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
 
 
 def newest_model_file(repository: Path, model: str, filename: str = DEFAULT_MODEL_FILENAME) -> tuple[Path, int] | None:

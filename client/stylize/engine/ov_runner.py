@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from stylize.contract.step import PRECISIONS
 from stylize.engine.model_runner import (
     GraphTensor,
     InferenceError,
@@ -56,7 +57,6 @@ from stylize.engine.model_runner import (
 if TYPE_CHECKING:  # pragma: no cover
     import openvino
 
-PRECISIONS = ("fp32", "bf16")  # what a build can serve a float network in (INT8 graphs: their float parts)
 PRECISION_PARAMETER = "precision"  # the build's record of the precision it checked (config.pbtxt parameter)
 OV_CACHE_ENV = "STYLIZE_OV_CACHE"  # folder of OpenVINO's model cache; "off" disables it
 DEVICE = "CPU"
@@ -387,7 +387,7 @@ class OvRunner(ModelRunner):
 
 
 __all__ = [
-    "PRECISIONS", "PRECISION_PARAMETER", "OV_CACHE_ENV", "cpu_capabilities", "cpu_supports_bf16",
+    "PRECISION_PARAMETER", "OV_CACHE_ENV", "cpu_capabilities", "cpu_supports_bf16",
     "default_precision", "cache_dir_from_env", "CompileSettings", "Compiled", "compile_network", "Network",
     "OvModelConfig", "OvRunner", "InvalidInputError", "InferenceError", "ModelConfigError",
 ]

@@ -5,145 +5,28 @@ with ONNX Runtime in-process and served with a BLS call to ``<id>_net``.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from stylize.contract.descriptors import (
-    MAX_SIDE,
-    NET_VERSION,
-    OUTPUT_FORMAT,
-    OUTSCALE,
-    QUALITY,
-    TILE_SIZE,
-    ModelDescriptor,
-    RequestOption,
-)
+from stylize.contract.descriptors import MAX_SIDE, RequestOption
+from stylize.contract.frames import pad_to_multiple
+from stylize.contract.step import ALL_OPTIONS, DEFAULT_QUALITY, MAX_OUTSCALE, StepConfig
 from stylize.contract.tiling import RunBatch, run_tiled
 from stylize.engine.imaging import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_OUTPUT_PIXELS,
-    DEFAULT_MAX_PIXELS,
     OUTPUT_FORMATS,
     InvalidImage,
-    Limits,
     decode,
     encode,
     fit_within,
-    pad_to_multiple,
     recompose,
     resize,
 )
-from stylize.engine.ov_runner import PRECISIONS
-
-MAX_OUTSCALE = 16.0
-DEFAULT_QUALITY = 95
-ALL_OPTIONS = (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
-IN_PROCESS_RUNTIMES = ("openvino", "onnxruntime")  # the step opens the network's file itself (steps/network.py)
-NET_RUNTIMES = ("triton", *IN_PROCESS_RUNTIMES)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StepConfig:
-    """The image step's settings, read once from its config.pbtxt parameters (written from the descriptor)."""
-
-    model_id: str
-    net_model: str
-    scale: int
-    size_multiple: int = 1
-    min_size: int = 1
-    tile_size: int | None = None
-    tile_overlap: int = 16
-    tile_batch: int = 1  # one call's pixel budget, in tiles (plan_tiles)
-    tiles_per_call: int | None = None  # tiles of a tiled image per network call (None: tile_batch)
-    max_tile_side: int | None = None  # no side sent to the network is longer (GPU: the TensorRT profile's maximum)
-    # How the step runs the network: "triton" calls ``net_model`` by BLS (any backend: TensorRT on GPU); "openvino"
-    # or "onnxruntime" runs ``net_model``'s newest ONNX file in the step's own process with ``net_threads`` threads
-    # (CPU), in ``net_precision`` (OpenVINO: fp32 or bf16; ONNX Runtime runs fp32)
-    net_runtime: str = "triton"
-    net_threads: int = 1
-    net_precision: str = "fp32"
-    max_side: int | None = None
-    output_format: str = "PNG"
-    limits: Limits = field(default_factory=Limits)
-
-    @property
-    def options(self) -> tuple[RequestOption, ...]:
-        return tuple(o for o in ALL_OPTIONS if (o is not MAX_SIDE or self.max_side)
-                     and (o is not TILE_SIZE or self.tile_size))
-
-    @property
-    def min_tile(self) -> int:
-        m = self.size_multiple
-        return -(-max(self.min_size, 2 * self.tile_overlap + 16) // m) * m
-
-    def __post_init__(self) -> None:
-        if self.net_runtime not in NET_RUNTIMES:
-            raise ValueError(f"net_runtime {self.net_runtime!r}; expected one of {', '.join(NET_RUNTIMES)}")
-        if self.net_precision not in PRECISIONS:
-            raise ValueError(f"net_precision {self.net_precision!r}; expected one of {', '.join(PRECISIONS)}")
-
-    def parameters(self) -> dict[str, str]:
-        """As config.pbtxt parameters (string values); :meth:`from_parameters` reads them back."""
-        return {
-            "stylize_id": self.model_id, "net_model": self.net_model, "scale": str(self.scale),
-            "size_multiple": str(self.size_multiple), "min_size": str(self.min_size),
-            "tile_size": str(self.tile_size or 0), "tile_overlap": str(self.tile_overlap),
-            "tile_batch": str(self.tile_batch), "tiles_per_call": str(self.tiles_per_call or 0),
-            "max_tile_side": str(self.max_tile_side or 0),
-            "net_runtime": self.net_runtime, "net_threads": str(self.net_threads),
-            "net_precision": self.net_precision, "max_side": str(self.max_side or 0),
-            "output_format": self.output_format, "max_pixels": str(self.limits.max_pixels),
-            "max_bytes": str(self.limits.max_bytes), "max_output_pixels": str(self.limits.max_output_pixels),
-        }
-
-    @classmethod
-    def from_parameters(cls, params: Mapping[str, str]) -> "StepConfig":
-        def num(key: str, default: int) -> int:
-            raw = str(params.get(key, "")).strip()
-            return int(raw) if raw else default
-
-        return cls(
-            model_id=params["stylize_id"], net_model=params["net_model"], scale=num("scale", 1),
-            size_multiple=num("size_multiple", 1), min_size=num("min_size", 1),
-            tile_size=num("tile_size", 0) or None, tile_overlap=num("tile_overlap", 16),
-            tile_batch=num("tile_batch", 1), tiles_per_call=num("tiles_per_call", 0) or None,
-            max_tile_side=num("max_tile_side", 0) or None,
-            net_runtime=str(params.get("net_runtime", "triton")).strip() or "triton",
-            net_threads=max(1, num("net_threads", 1)),
-            net_precision=str(params.get("net_precision", "fp32")).strip() or "fp32",
-            max_side=num("max_side", 0) or None,
-            output_format=str(params.get("output_format", "PNG")),
-            limits=Limits(max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
-                          max_bytes=num("max_bytes", DEFAULT_MAX_BYTES),
-                          max_output_pixels=num("max_output_pixels", DEFAULT_MAX_OUTPUT_PIXELS)),
-        )
-
-    @classmethod
-    def from_descriptor(cls, desc: ModelDescriptor, *, net_model: str | None = None, limits: Limits = Limits(),
-                        tile_size: int | None = None, tile_overlap: int | None = None,
-                        tiles_per_call: int | None = None, net_runtime: str = "triton",
-                        net_threads: int = 1, max_tile_side: int | None = None,
-                        net_precision: str = "fp32") -> "StepConfig":
-        """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options).
-        The descriptor's ``max_pixels`` caps ``limits.max_pixels`` (the longest request a pod has to drain)."""
-        if desc.max_pixels is not None and desc.max_pixels < limits.max_pixels:
-            limits = dataclasses.replace(limits, max_pixels=desc.max_pixels)
-        return cls(
-            model_id=desc.id, net_model=net_model or desc.net_model, scale=desc.scale,
-            size_multiple=desc.size_multiple, min_size=desc.min_size,
-            tile_size=(tile_size or desc.tile_size) if desc.tile_size else None,
-            tile_overlap=desc.tile_overlap if tile_overlap is None else tile_overlap,
-            tile_batch=desc.tile_batch, tiles_per_call=tiles_per_call, max_tile_side=max_tile_side,
-            net_runtime=net_runtime, net_threads=net_threads, net_precision=net_precision, max_side=desc.max_side,
-            limits=limits,
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -385,5 +268,5 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
     return result, report
 
 
-__all__ = ["ALL_OPTIONS", "MAX_OUTSCALE", "IN_PROCESS_RUNTIMES", "NET_RUNTIMES", "Options", "Report", "Spent", "StepConfig", "check_parameters",
-           "output_size", "parse_options", "process", "request_parameters"]
+__all__ = ["Options", "Report", "Spent", "check_parameters", "output_size", "parse_options", "process",
+           "request_parameters"]

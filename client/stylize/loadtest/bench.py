@@ -460,8 +460,9 @@ def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: in
                  runtime: str = "onnxruntime", precision: str = "fp32") -> StepProfile:
     """Run the image step's pipeline (stylize.engine.pipeline.process) with its network on ``runtime`` (the
     step's own code: steps/network.open_network)."""
+    from stylize.contract.step import StepConfig
     from stylize.engine.network import open_network
-    from stylize.engine.pipeline import Options, StepConfig, process
+    from stylize.engine.pipeline import Options, process
 
     run = open_network(onnx_path, runtime=runtime, precision=precision, threads=threads,
                        input_name=desc.net_input.name, output_name=desc.net_output.name)
@@ -539,7 +540,7 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
     if fp32 is None:
         raise BenchError(f"{desc.id}: no {desc.net_model} in {repo} (run `stylize build`)")
     int8 = _newest(repo, desc.int8_model)
-    side -= side % desc.size_multiple
+    side -= side % desc.network.size_multiple
     frame = real_photo_crop(side, side, name=settings.photo)
     gflop = count_flops(fp32[0], desc, side, side) / 1e9
     result = CaseResult(model=desc.id, side=side, weights=fp32[1].get("weights", {}).get("status", "?"),
@@ -795,7 +796,7 @@ def served_step(repository: Path, desc: ModelDescriptor, *, int8: bool = False):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from stylize.engine.pipeline import StepConfig
+    from stylize.contract.step import StepConfig
 
     path = repository / (desc.int8_image_model if int8 else desc.image_model) / "config.pbtxt"
     if not path.is_file():
@@ -813,7 +814,7 @@ def run_layouts(desc: ModelDescriptor, side: int, settings: BenchSettings, *,
     from stylize.engine.photos import real_photo_crop
     from stylize.server.launcher import start_local
 
-    side -= side % desc.size_multiple
+    side -= side % desc.network.size_multiple
     png = _png(real_photo_crop(side, side, name=settings.photo))
     served = served_step(settings.repository, desc)
     runtime = served[0].net_runtime if served and served[0].net_runtime != "triton" else "openvino"

@@ -65,13 +65,13 @@ def _tiling(c: CaseResult) -> tuple[str, float]:
     from stylize.contract.tiling import plan_tiles
 
     d = REGISTRY[c.model]
-    if not d.tile_size:
+    t = d.serving.tiling
+    if not t:
         return "1 (untiled)", 1.0
-    p = plan_tiles(c.side, c.side, tile=d.tile_size, overlap=d.tile_overlap, multiple=d.size_multiple,
-                   batch=d.tile_batch)
+    p = plan_tiles(c.side, c.side, tile=t.size, overlap=t.overlap, multiple=d.network.size_multiple, batch=t.batch)
     if p.count == 1:
         return "1 (untiled)", 1.0
-    return (f"{p.count} x {p.tile_h}x{p.tile_w} (tile {d.tile_size}, overlap {d.tile_overlap})",
+    return (f"{p.count} x {p.tile_h}x{p.tile_w} (tile {t.size}, overlap {t.overlap})",
             p.count * p.tile_h * p.tile_w / (c.side * c.side))
 
 

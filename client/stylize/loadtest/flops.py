@@ -38,7 +38,7 @@ def count_flops(onnx_path: Path, desc: ModelDescriptor, h: int, w: int) -> int:
     """FLOPs of one image (batch 1) of ``h`` x ``w`` pixels through the graph."""
     probes = []
     for side in (32, 64):
-        side = max(side - side % desc.size_multiple, desc.min_size)
+        side = max(side - side % desc.network.size_multiple, desc.network.min_size)
         probes.append((side, _count_at(onnx_path, desc, side)))
     (s1, f1), (s2, f2) = probes
     per_px1, per_px2 = f1 / (s1 * s1), f2 / (s2 * s2)

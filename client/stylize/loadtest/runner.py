@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from stylize.contract.provenance import git_commit
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES
+from stylize.contract.step import IN_PROCESS_RUNTIMES
 
 from .perf import Level, find_perf_analyzer, perf_analyzer_version, run_level, write_input_data
 from .scenarios import Scenario

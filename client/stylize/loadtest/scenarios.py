@@ -167,17 +167,17 @@ def _scenario(raw: Mapping[str, Any], defaults: Mapping[str, Any], set_name: str
         raise ScenarioError(f"{where}: concurrency levels must be >= 1 and request rates > 0")
     s = Scenario(set=set_name, **kwargs)
     d = s.descriptor
-    if s.batch < 1 or s.batch > d.max_batch_size:
-        raise ScenarioError(f"{where}: batch must be within 1..{d.max_batch_size} for {d.id}")
+    if s.batch < 1 or s.batch > d.serving.max_batch_size:
+        raise ScenarioError(f"{where}: batch must be within 1..{d.serving.max_batch_size} for {d.id}")
     if s.is_ensemble and s.batch != 1:
         raise ScenarioError(f"{where}: ensembles take one encoded image per request (batch = 1)")
     if d.window and d.variant_network(s.variant) == d.int8_model:
         raise ScenarioError(f"{where}: {d.id} has no INT8 variant")
     h, w = s.input.size
-    if h % d.size_multiple or w % d.size_multiple or min(h, w) < d.min_size:
+    if h % d.network.size_multiple or w % d.network.size_multiple or min(h, w) < d.network.min_size:
         if not s.is_ensemble:  # the ensembles pad; network models take what they are given
-            raise ScenarioError(f"{where}: {d.id} needs sides that are multiples of {d.size_multiple} "
-                                f"and >= {d.min_size}")
+            raise ScenarioError(f"{where}: {d.id} needs sides that are multiples of {d.network.size_multiple} "
+                                f"and >= {d.network.min_size}")
     if s.distribution not in ("constant", "poisson"):
         raise ScenarioError(f"{where}: distribution must be constant or poisson")
     if s.percentile not in (50, 90, 95, 99):

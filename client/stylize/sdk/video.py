@@ -316,7 +316,7 @@ def upscale_video(
         raise InvalidInput(f"preset {preset!r}; expected one of {', '.join(PRESETS)}")
     if concurrency < 1 or batch < 1 or (segment_frames is not None and segment_frames < 1):
         raise ValueError("concurrency, batch and segment_frames must be >= 1")
-    from stylize.engine.pipeline import MAX_OUTSCALE
+    from stylize.contract.step import MAX_OUTSCALE
 
     if outscale is not None and not (np.isfinite(outscale) and 0 < outscale <= MAX_OUTSCALE):
         raise InvalidInput(f"outscale {outscale}; expected 0 < outscale <= {MAX_OUTSCALE:g}")

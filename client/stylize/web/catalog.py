@@ -2,7 +2,7 @@
 inputs (the options it takes) and its image step's parameters (tile size, limits, default format).
 
 Nothing here is typed twice: option names and tensors come from the descriptors, bounds from the server's own step
-configuration (stylize.engine.pipeline.StepConfig, the object the step itself reads them into).
+configuration (stylize.contract.step.StepConfig, the object the step itself reads them into).
 
 The model configs are an admin API (stylize.contract.access). Without the admin key the page still works from the open
 metadata API, with the descriptors' defaults for the options' bounds (``step_source == "descriptors"``); photos
@@ -28,7 +28,7 @@ from stylize.contract.descriptors import (
     TILE_SIZE,
 )
 from stylize.contract.errors import AccessDenied, from_triton
-from stylize.engine.pipeline import DEFAULT_QUALITY, MAX_OUTSCALE, StepConfig
+from stylize.contract.step import DEFAULT_QUALITY, MAX_OUTSCALE, StepConfig
 from stylize.sdk.info import ModelInfo
 from stylize.sdk.request import OPTIONS
 

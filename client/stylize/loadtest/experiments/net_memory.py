@@ -76,7 +76,8 @@ from stylize.contract.descriptors import FRAME_IN, FRAME_OUT
 from stylize.engine.imaging import encode
 from stylize.engine.network import open_network
 from stylize.engine.photos import real_photo_crop
-from stylize.engine.pipeline import StepConfig, parse_options, process
+from stylize.contract.step import StepConfig
+from stylize.engine.pipeline import parse_options, process
 
 params, path, side = json.loads(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 config = StepConfig.from_parameters(params)
@@ -127,9 +128,9 @@ def measure_step(repo: Path, desc: ModelDescriptor, net_file: Path, net_growth) 
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         if r["tiles"] > 1:
-            call = desc.tile_size ** 2
+            call = desc.serving.tiling.size ** 2
         else:
-            h, w = fit_within(side, side, desc.max_side) if desc.max_side else (side, side)
+            h, w = fit_within(side, side, desc.serving.max_side) if desc.serving.max_side else (side, side)
             call = h * w
         growth = round(r["peak_mib"] - r["base_mib"], 1)
         points.append({"side": side, "pixels": r["input_pixels"], "output_pixels": r["output_pixels"],
@@ -171,10 +172,11 @@ def step_network_pixels(desc: ModelDescriptor) -> int:
     call), or, untiled, the whole image after its shrink to ``max_side`` (at most ``max_pixels``)."""
     from stylize.contract.descriptors import DEFAULT_MAX_PIXELS
 
-    if desc.tile_size:
-        return desc.tile_batch * desc.tile_size ** 2
-    whole = desc.max_pixels or DEFAULT_MAX_PIXELS
-    return min(whole, desc.max_side ** 2) if desc.max_side else whole
+    serving = desc.serving
+    if serving.tiling:
+        return serving.tiling.batch * serving.tiling.size ** 2
+    whole = serving.max_pixels or DEFAULT_MAX_PIXELS
+    return min(whole, serving.max_side ** 2) if serving.max_side else whole
 
 
 def measure(repo: Path, model: str) -> dict:

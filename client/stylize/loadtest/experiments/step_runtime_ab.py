@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     precision = "fp32" if args.runtime == "onnxruntime" else (args.precision or default_precision())
     desc = REGISTRY[args.model]
     repo = args.model_repository
-    side = args.side - args.side % desc.size_multiple
+    side = args.side - args.side % desc.network.size_multiple
     frame = real_photo_crop(side, side, name="astronaut.png")
     png = bench._png(frame)
     kinds = [precision] + ([] if args.no_int8 or not bench.existing_versions(repo / desc.int8_model) else ["int8"])

@@ -211,10 +211,11 @@ def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], in
     for model, photo, (y, x, side), tile in cases:
         frame = np.ascontiguousarray(real_photo(photo)[y:y + side, x:x + side])
         d = REGISTRY[model]
-        plan = plan_tiles(side, side, tile=tile or d.tile_size, overlap=d.tile_overlap, multiple=d.size_multiple,
-                          batch=d.tile_batch)
+        size = tile or (d.serving.tiling.size if d.serving.tiling else None)
+        plan = plan_tiles(side, side, tile=size, overlap=d.serving.tile_overlap, multiple=d.network.size_multiple,
+                          batch=d.serving.tile_batch)
         if plan.count == 1:
-            raise ValueError(f"{model} {side}² with tile {tile or d.tile_size} is one network call: "
+            raise ValueError(f"{model} {side}² with tile {size} is one network call: "
                              "nothing to compare")
         t0 = time.perf_counter()
         whole = infer_frame(client, model, frame)
@@ -286,7 +287,8 @@ def measure_large(client, server, model: str, side: int, log) -> dict:
     from stylize.contract.descriptors import REGISTRY
 
     d = REGISTRY[model]
-    row = {"model": model, "tiles": f"{d.tile_size} / {d.tile_overlap}",
+    tiling = d.serving.tiling
+    row = {"model": model, "tiles": f"{tiling.size if tiling else None} / {d.serving.tile_overlap}",
            "input": f"{side}x{side}", "output": f"{size[0]}x{size[1]}", "seconds": round(seconds, 1),
            "idle_rss_gb": round(idle_rss / GB, 3), "idle_pss_gb": round(idle_pss / GB, 3),
            "peak_rss_gb": round(peak.peak_rss / GB, 3), "peak_pss_gb": round(peak.peak_pss / GB, 3),
@@ -339,19 +341,21 @@ def write_report(results: dict, path: Path) -> None:
         "middle half cross-fades) into a one-tile-high float band that is rounded out as soon as it is final -> "
         "resize (`outscale`), recompose (gray, alpha, 16 bits) -> encode.",
         "",
-        "Defaults (descriptor fields, overridable at build time and lowered per request with `tile_size`). One "
-        "network call's budget is `tile_batch x tile²` pixels (that is what bounds the network's memory): an "
-        "image within the budget goes whole, in one call, whatever its sides (tiling it would only add the "
-        "overlap's work). A tiled image goes to the network one tile per call on CPU (a batch of 2 measured "
-        "2-15 % slower per image than two of 1 there) and `tile_batch` tiles per call on GPU.",
+        "Defaults (each descriptor's `serving.tiling`: `size`, `overlap` and `batch`; `None` for a network that is "
+        "never tiled. Overridable at build time and lowered per request with `tile_size`). One network call's "
+        "budget is `batch x size²` pixels (that is what bounds the network's memory): an image within the budget "
+        "goes whole, in one call, whatever its sides (tiling it would only add the overlap's work). A tiled image "
+        "goes to the network one tile per call on CPU (a batch of 2 measured 2-15 % slower per image than two of 1 "
+        "there) and `batch` tiles per call on GPU.",
         "",
         "| model | tile | overlap | budget (tiles of pixels per call) |",
         "|---|---|---|---|",
     ]
     for d in REGISTRY.values():
         if not d.window:
-            lines.append(f"| {d.id} | {d.tile_size or 'not tiled (max_side ' + str(d.max_side) + ')'} | "
-                         f"{d.tile_overlap if d.tile_size else '-'} | {d.tile_batch if d.tile_size else '-'} |")
+            t = d.serving.tiling
+            lines.append(f"| {d.id} | {t.size if t else 'not tiled (max_side ' + str(d.serving.max_side) + ')'} | "
+                         f"{t.overlap if t else '-'} | {t.batch if t else '-'} |")
     lines += ["", "## Tiled vs untiled (target >= 45 dB)", "",
               "Untiled = the same network on the whole frame through its raw `<id>_net` path; tiled = the ensemble.",
               "", "| model | photo crop | tile | tiles | PSNR (dB) | max abs diff | untiled s | tiled s |",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT
+from stylize.contract.step import IN_PROCESS_RUNTIMES, StepConfig
 from stylize.engine.imaging import REASONS, InvalidImage
 from stylize.engine.memory_budget import COSTS, BudgetBusy, BudgetExceeded, MemoryBudget
 from stylize.engine.network import (
@@ -33,7 +34,7 @@ from stylize.engine.network import (
 )
 from stylize.engine.ort_runner import threads_from_env
 from stylize.engine.ov_runner import cache_dir_from_env
-from stylize.engine.pipeline import IN_PROCESS_RUNTIMES, Spent, StepConfig, parse_options, process, request_parameters
+from stylize.engine.pipeline import Spent, parse_options, process, request_parameters
 
 _SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 _MEGAPIXELS = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
