@@ -27,8 +27,9 @@ demo: build  ## build the repository, start the server, stylize real photos with
 test: build lint  ## everything CI runs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff, the layer contracts of pyproject.toml (import-linter), strict types on contract + SDK (mypy.ini)
+lint: $(STAMP)  ## ruff (lint and format), the layer contracts of pyproject.toml (import-linter), strict types on contract + SDK (mypy.ini)
 	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

@@ -80,7 +80,7 @@ class BicubicDownscale(nn.Module):
         self.pad_before, self.pad_after = -lo, max(0, hi - q + 1)
         w1 = np.zeros((p, self.kernel), np.float64)  # 1-D filter per phase
         for r, (first, w) in enumerate(taps):
-            w1[r, first - lo:first - lo + 4] = w
+            w1[r, first - lo : first - lo + 4] = w
         w2 = np.einsum("ri,sj->rsij", w1, w1).reshape(p * p, 1, self.kernel, self.kernel)  # phase (ry, rx)
         weight = np.concatenate([w2] * channels)  # groups = channels, p*p phases each (DepthToSpace CRD order)
         self.register_buffer("weight", torch.from_numpy(weight.astype(np.float32)))
@@ -134,10 +134,14 @@ class ExportReport:
 
 def _dynamic_axes(desc: ModelDescriptor) -> dict[str, dict[int, str]]:
     if desc.window:
-        return {desc.net_input.name: {0: "batch", 2: "height", 3: "width"},
-                desc.net_output.name: {0: "batch", 2: "out_height", 3: "out_width"}}
-    return {desc.net_input.name: {0: "batch", 1: "height", 2: "width"},
-            desc.net_output.name: {0: "batch", 1: "out_height", 2: "out_width"}}
+        return {
+            desc.net_input.name: {0: "batch", 2: "height", 3: "width"},
+            desc.net_output.name: {0: "batch", 2: "out_height", 3: "out_width"},
+        }
+    return {
+        desc.net_input.name: {0: "batch", 1: "height", 2: "width"},
+        desc.net_output.name: {0: "batch", 1: "out_height", 2: "out_width"},
+    }
 
 
 def sample_input(desc: ModelDescriptor, *, side: int | None = None) -> np.ndarray:

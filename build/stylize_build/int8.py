@@ -55,8 +55,9 @@ class Int8Result:
     written: list[str] = field(default_factory=list)
 
 
-def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str,
-               license: str | None = None) -> dict[str, bytes | str]:
+def _files_for(
+    desc: ModelDescriptor, settings: BuildSettings, status: str, license: str | None = None
+) -> dict[str, bytes | str]:
     """config.pbtxt of the INT8 network, its image step (same step code, routed to the INT8 network) and ensemble;
     ``status`` / ``license``: those of the INT8 version served (the newest)."""
     from stylize.contract.step import Limits
@@ -64,25 +65,45 @@ def _files_for(desc: ModelDescriptor, settings: BuildSettings, status: str,
     label = {"weights_status": status, "weights_license": license}
     files: dict[str, bytes | str] = {
         f"{desc.int8_model}/config.pbtxt": pbtxt.net_config(
-            desc, **label, threads=settings.threads, model_name=desc.int8_model, **settings.serving),
+            desc, **label, threads=settings.threads, model_name=desc.int8_model, **settings.serving
+        ),
         f"{desc.int8_ensemble}/config.pbtxt": pbtxt.ensemble_config(
-            desc, **label, net_model=desc.int8_model, name=desc.int8_ensemble, runtime=settings.cpu_runtime),
+            desc, **label, net_model=desc.int8_model, name=desc.int8_ensemble, runtime=settings.cpu_runtime
+        ),
     }
     if not desc.window:
-        limits = Limits(max_pixels=settings.max_pixels, max_bytes=settings.max_bytes,
-                        max_output_pixels=settings.max_output_pixels)
+        limits = Limits(
+            max_pixels=settings.max_pixels, max_bytes=settings.max_bytes, max_output_pixels=settings.max_output_pixels
+        )
         files[f"{desc.int8_image_model}/config.pbtxt"] = pbtxt.image_config(
-            desc, **label, net_model=desc.int8_model, name=desc.int8_image_model, limits=limits,
-            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap, threads=settings.threads,
-            net_runtime=settings.cpu_runtime, precision=settings.precision)
+            desc,
+            **label,
+            net_model=desc.int8_model,
+            name=desc.int8_image_model,
+            limits=limits,
+            tile_size=settings.tile_size,
+            tile_overlap=settings.tile_overlap,
+            threads=settings.threads,
+            net_runtime=settings.cpu_runtime,
+            precision=settings.precision,
+        )
         files[f"{desc.int8_image_model}/1/model.py"] = step_source("image")
         files[f"{desc.int8_cached_model}/config.pbtxt"] = pbtxt.cached_config(
-            desc, **label, name=desc.int8_cached_model, image_model=desc.int8_image_model)
+            desc, **label, name=desc.int8_cached_model, image_model=desc.int8_image_model
+        )
     return files
 
 
-def served_quality(desc: ModelDescriptor, fp32: Path, int8: Path, manifest: dict, settings: BuildSettings, *,
-                   status: str, log: Callable[[str], None] = lambda s: None) -> tuple[dict, dict]:
+def served_quality(
+    desc: ModelDescriptor,
+    fp32: Path,
+    int8: Path,
+    manifest: dict,
+    settings: BuildSettings,
+    *,
+    status: str,
+    log: Callable[[str], None] = lambda s: None,
+) -> tuple[dict, dict]:
     """(quality served, the manifest's ``served_quality``): the INT8 graph measured in this build's runtime and
     precision (ONNX Runtime's is the manifest's ``quality``). Refuses (QuantizeError) a real-weights variant that
     loses more than MAX_LOSS_DB, or a precision this CPU would not run. A measurement with the same runtime version
@@ -98,24 +119,42 @@ def served_quality(desc: ModelDescriptor, fp32: Path, int8: Path, manifest: dict
         key = check_key(settings.cpu_runtime, settings.precision)
         quality = checks.get(key)
         if not quality or quality.get("runtime_version") != openvino.__version__:
-            q = measure_quality(desc, fp32, int8, weights=status, threads=settings.threads,
-                                runtime=settings.cpu_runtime, precision=settings.precision)
+            q = measure_quality(
+                desc,
+                fp32,
+                int8,
+                weights=status,
+                threads=settings.threads,
+                runtime=settings.cpu_runtime,
+                precision=settings.precision,
+            )
             if q.precision != settings.precision:
-                raise QuantizeError(f"{desc.int8_model}: {settings.cpu_runtime} runs the float parts in {q.precision} "
-                                    f"on this CPU when asked for {settings.precision}: build with --precision "
-                                    f"{q.precision}")
+                raise QuantizeError(
+                    f"{desc.int8_model}: {settings.cpu_runtime} runs the float parts in {q.precision} "
+                    f"on this CPU when asked for {settings.precision}: build with --precision "
+                    f"{q.precision}"
+                )
             quality = checks[key] = asdict(q) | {"runtime_version": openvino.__version__}
-            log(f"{desc.int8_model}: served on {key}: fidelity {q.fidelity_psnr_db} dB vs fp32"
-                + (f", PSNR loss {q.loss_db} dB vs ground truth" if q.loss_db is not None else ""))
+            log(
+                f"{desc.int8_model}: served on {key}: fidelity {q.fidelity_psnr_db} dB vs fp32"
+                + (f", PSNR loss {q.loss_db} dB vs ground truth" if q.loss_db is not None else "")
+            )
     loss = quality.get("loss_db")
     if quality.get("meaningful") and loss is not None and loss > MAX_LOSS_DB:
-        raise QuantizeError(f"{desc.int8_model}: served on {quality.get('runtime')} it loses {loss} dB PSNR vs "
-                            f"ground truth on held-out real photos (at most {MAX_LOSS_DB} dB): refused")
+        raise QuantizeError(
+            f"{desc.int8_model}: served on {quality.get('runtime')} it loses {loss} dB PSNR vs "
+            f"ground truth on held-out real photos (at most {MAX_LOSS_DB} dB): refused"
+        )
     return quality, checks
 
 
-def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSettings | None = None, *,
-               log: Callable[[str], None] = lambda s: None) -> Int8Result:
+def build_int8(
+    desc: ModelDescriptor,
+    settings: BuildSettings,
+    quant: QuantizeSettings | None = None,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+) -> Int8Result:
     """Quantize the newest fp32 version of ``desc.net_model`` into a version of ``desc.int8_model`` (if new).
     ``quant`` defaults to the architecture's recipe (quantize.recipe)."""
     quant = quant or recipe(desc)
@@ -145,21 +184,30 @@ def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSe
             report = quantize_network(desc, src, staging / ONNX_FILE, quant, log=log)
             q = measure_quality(desc, src, staging / ONNX_FILE, weights=status, threads=settings.threads)
             quality = asdict(q)
-            log(f"{desc.int8_model}: fidelity {q.fidelity_psnr_db} dB vs fp32"
+            log(
+                f"{desc.int8_model}: fidelity {q.fidelity_psnr_db} dB vs fp32"
                 + (f", PSNR loss {q.loss_db} dB vs ground truth" if q.loss_db is not None else "")
-                + (f" ({q.note})" if q.note else ""))
-            quality, checks = served_quality(desc, src, staging / ONNX_FILE, {"quality": quality}, settings,
-                                             status=status, log=log)  # before it can be served
+                + (f" ({q.note})" if q.note else "")
+            )
+            quality, checks = served_quality(
+                desc, src, staging / ONNX_FILE, {"quality": quality}, settings, status=status, log=log
+            )  # before it can be served
             manifest = {
-                "model": desc.int8_model, "id": desc.id, "version": version, "fingerprint": fp,
+                "model": desc.int8_model,
+                "id": desc.id,
+                "version": version,
+                "fingerprint": fp,
                 "precision": "int8 (ONNX Runtime static quantization, QDQ, per-channel weights)",
-                "source": {"model": desc.net_model, "version": src_version,
-                           "fingerprint": src_manifest["fingerprint"]},
+                "source": {"model": desc.net_model, "version": src_version, "fingerprint": src_manifest["fingerprint"]},
                 "weights": src_manifest.get("weights", {}),
-                "quantization": quant.identity(), "report": report.to_dict(), "quality": asdict(q),
+                "quantization": quant.identity(),
+                "report": report.to_dict(),
+                "quality": asdict(q),
                 **({"served_quality": checks} if checks else {}),
-                "git_commit": git_commit(), "tools": tool_versions(),
-                "weights_license": desc.weights.license, "arch_license": desc.network.license,
+                "git_commit": git_commit(),
+                "tools": tool_versions(),
+                "weights_license": desc.weights.license,
+                "arch_license": desc.network.license,
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             publish_version(staging, int8_dir / str(version))
@@ -172,27 +220,40 @@ def build_int8(desc: ModelDescriptor, settings: BuildSettings, quant: QuantizeSe
     served = versions[served_version]  # the labels describe the INT8 version that runs (model_version -1)
     if reused or served_version != version:  # the version that runs, measured in this build's runtime/precision
         src_of = served.get("source", {}).get("version", src_version)
-        quality, checks = served_quality(desc, repo / desc.net_model / str(src_of) / ONNX_FILE,
-                                         int8_dir / str(served_version) / ONNX_FILE, served, settings,
-                                         status=served.get("weights", {}).get("status", status), log=log)
+        quality, checks = served_quality(
+            desc,
+            repo / desc.net_model / str(src_of) / ONNX_FILE,
+            int8_dir / str(served_version) / ONNX_FILE,
+            served,
+            settings,
+            status=served.get("weights", {}).get("status", status),
+            log=log,
+        )
         if checks != served.get("served_quality", {}):
             served = versions[served_version] = {**served, "served_quality": checks}
-            if write_public(int8_dir / str(served_version) / MANIFEST,
-                             (json.dumps(served, indent=2, sort_keys=True) + "\n").encode()):
+            if write_public(
+                int8_dir / str(served_version) / MANIFEST,
+                (json.dumps(served, indent=2, sort_keys=True) + "\n").encode(),
+            ):
                 written.append(f"{desc.int8_model}/{served_version}/{MANIFEST}")
     for ensemble in (desc.int8_ensemble, *(() if desc.window else (desc.int8_cached_model,))):
         make_dirs(repo / ensemble / "1", mode=PUBLIC_DIR_MODE)  # ensembles need a version folder
-    for rel, data in _files_for(desc, settings, served.get("weights", {}).get("status", status),
-                                served.get("weights_license")).items():
+    for rel, data in _files_for(
+        desc, settings, served.get("weights", {}).get("status", status), served.get("weights_license")
+    ).items():
         if write_public(repo / rel, data.encode() if isinstance(data, str) else data):
             written.append(rel)
     repair_modes(repo, (desc.int8_model, desc.int8_image_model, desc.int8_cached_model, desc.int8_ensemble))
     return Int8Result(desc.id, version, src_version, status, reused, quality, written)
 
 
-def build_int8_repository(descs: Iterable[ModelDescriptor], settings: BuildSettings,
-                          quant: QuantizeSettings | None = None, *,
-                          log: Callable[[str], None] = lambda s: None) -> list[Int8Result]:
+def build_int8_repository(
+    descs: Iterable[ModelDescriptor],
+    settings: BuildSettings,
+    quant: QuantizeSettings | None = None,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[Int8Result]:
     """INT8 variants of every non-windowed descriptor (BasicVSR is skipped: see quantize.quantize_network)."""
     with repository_lock(settings.repository):
         results = []

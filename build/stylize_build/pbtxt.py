@@ -36,16 +36,15 @@ def _tensors(key: str, specs: list[TensorSpec], *, optional: set[str] = frozense
     lead = (-1,) if batch_dim else ()
     items = ",\n".join(
         f'  {{ name: "{t.name}" data_type: {_triton_type(t.dtype)} dims: [ {", ".join(map(str, lead + t.dims))} ]'
-        + (" optional: true" if t.name in optional else "") + " }"
+        + (" optional: true" if t.name in optional else "")
+        + " }"
         for t in specs
     )
     return f"{key} [\n{items}\n]\n"
 
 
 def _parameters(params: dict[str, str]) -> str:
-    return "".join(
-        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in sorted(params.items())
-    )
+    return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in sorted(params.items()))
 
 
 def describe(desc: ModelDescriptor, weights_status: str, weights_license: str | None = None) -> dict[str, str]:
@@ -61,9 +60,17 @@ def describe(desc: ModelDescriptor, weights_status: str, weights_license: str | 
     }
 
 
-def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, instances: int = 1,
-               model_name: str | None = None, weights_license: str | None = None,
-               runtime: str = DEFAULT_CPU_RUNTIME, precision: str = "fp32") -> str:
+def net_config(
+    desc: ModelDescriptor,
+    *,
+    weights_status: str,
+    threads: int,
+    instances: int = 1,
+    model_name: str | None = None,
+    weights_license: str | None = None,
+    runtime: str = DEFAULT_CPU_RUNTIME,
+    precision: str = "fp32",
+) -> str:
     """The network model on CPU; ``model_name`` defaults to ``desc.net_model`` (INT8: int8_model). ``runtime``: the
     backend (one of :data:`CPU_RUNTIMES`), ``threads`` per instance; ``precision`` (OpenVINO: fp32 or bf16, that of
     an INT8 graph's float parts) is recorded as the parameter ``precision`` and, for bf16, asked for with the native
@@ -83,11 +90,20 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
     keeps a real batcher: there batching is what fills the device.
     """
     if runtime not in CPU_RUNTIMES or precision not in PRECISIONS:
-        raise ValueError(f"runtime {runtime!r} / precision {precision!r}: expected one of {', '.join(CPU_RUNTIMES)} / "
-                         f"{', '.join(PRECISIONS)}")
+        raise ValueError(
+            f"runtime {runtime!r} / precision {precision!r}: expected one of {', '.join(CPU_RUNTIMES)} / "
+            f"{', '.join(PRECISIONS)}"
+        )
     if runtime == "openvino":
-        return _openvino_net_config(desc, weights_status=weights_status, threads=threads, instances=instances,
-                                    model_name=model_name, weights_license=weights_license, precision=precision)
+        return _openvino_net_config(
+            desc,
+            weights_status=weights_status,
+            threads=threads,
+            instances=instances,
+            model_name=model_name,
+            weights_license=weights_license,
+            precision=precision,
+        )
     if precision != "fp32":
         raise ValueError(f"ONNX Runtime serves these networks in fp32 on CPU, not {precision}")
     warm = desc.checks.warmup_size
@@ -114,24 +130,38 @@ def net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, inst
 
 def _warmup(desc: ModelDescriptor, warm: int, dims: list[int]) -> str:
     """One zero-filled warm-up request of the network's input (``dims`` as the config's input has them)."""
-    return ("model_warmup [\n"
-            f'  {{ name: "zeros_{warm}" batch_size: 1 inputs {{ key: "{desc.net_input.name}" value: '
-            f'{{ data_type: {_triton_type(desc.net_input.dtype)} dims: [ {", ".join(map(str, dims))} ] '
-            "zero_data: true } } }\n"
-            "]\n")
+    return (
+        "model_warmup [\n"
+        f'  {{ name: "zeros_{warm}" batch_size: 1 inputs {{ key: "{desc.net_input.name}" value: '
+        f"{{ data_type: {_triton_type(desc.net_input.dtype)} dims: [ {', '.join(map(str, dims))} ] "
+        "zero_data: true } } }\n"
+        "]\n"
+    )
 
 
-def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads: int, instances: int,
-                         model_name: str | None, weights_license: str | None, precision: str) -> str:
+def _openvino_net_config(
+    desc: ModelDescriptor,
+    *,
+    weights_status: str,
+    threads: int,
+    instances: int,
+    model_name: str | None,
+    weights_license: str | None,
+    precision: str,
+) -> str:
     warm = desc.checks.warmup_size
     warm_dims = [1] + ([desc.window] if desc.window else []) + [warm, warm, 3]
-    params = describe(desc, weights_status, weights_license) | {
-        PRECISION_PARAMETER: precision,
-        MAX_REQUEST_PIXELS: str(desc.max_request_pixels),
-        "NUM_STREAMS": str(instances),
-        "INFERENCE_NUM_THREADS": str(instances * threads),
-        "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT",
-    } | ({"HINT_BF16": "YES"} if precision == "bf16" else {})
+    params = (
+        describe(desc, weights_status, weights_license)
+        | {
+            PRECISION_PARAMETER: precision,
+            MAX_REQUEST_PIXELS: str(desc.max_request_pixels),
+            "NUM_STREAMS": str(instances),
+            "INFERENCE_NUM_THREADS": str(instances * threads),
+            "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT",
+        }
+        | ({"HINT_BF16": "YES"} if precision == "bf16" else {})
+    )
     return (
         f'name: "{model_name or desc.net_model}"\n'
         'backend: "openvino"\n'
@@ -154,10 +184,21 @@ def _openvino_net_config(desc: ModelDescriptor, *, weights_status: str, threads:
 IMAGE_STEP_INSTANCES = 2
 
 
-def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
-                 name: str | None = None, limits: Limits = Limits(), tile_size: int | None = None,
-                 tile_overlap: int | None = None, instances: int = IMAGE_STEP_INSTANCES, threads: int = 2,
-                 net_runtime: str | None = None, weights_license: str | None = None, precision: str = "fp32") -> str:
+def image_config(
+    desc: ModelDescriptor,
+    *,
+    weights_status: str,
+    net_model: str | None = None,
+    name: str | None = None,
+    limits: Limits = Limits(),
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
+    instances: int = IMAGE_STEP_INSTANCES,
+    threads: int = 2,
+    net_runtime: str | None = None,
+    weights_license: str | None = None,
+    precision: str = "fp32",
+) -> str:
     """The python step of an image ensemble (decode -> tiles through the network -> encode).
 
     ``net_model`` defaults to ``desc.net_model`` (GPU: ``desc.trt_model``, INT8: ``desc.int8_model``); ``name`` to
@@ -174,28 +215,37 @@ def image_config(desc: ModelDescriptor, *, weights_status: str, net_model: str |
     on_gpu = (net_model or desc.net_model) == desc.trt_model
     if not on_gpu:
         instances = max(1, min(instances, threads))  # one core: one instance
-    step = StepConfig.from_descriptor(desc, net_model=net_model, limits=limits, tile_size=tile_size,
-                                      tile_overlap=tile_overlap,
-                                      tiles_per_call=None if on_gpu else tiling.CPU_TILES_PER_CALL,
-                                      max_tile_side=desc.serving.gpu_max_side if on_gpu else None,
-                                      net_runtime=net_runtime or ("triton" if on_gpu else DEFAULT_CPU_RUNTIME),
-                                      net_threads=max(1, threads // instances),
-                                      net_precision="fp32" if on_gpu else precision)
+    step = StepConfig.from_descriptor(
+        desc,
+        net_model=net_model,
+        limits=limits,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        tiles_per_call=None if on_gpu else tiling.CPU_TILES_PER_CALL,
+        max_tile_side=desc.serving.gpu_max_side if on_gpu else None,
+        net_runtime=net_runtime or ("triton" if on_gpu else DEFAULT_CPU_RUNTIME),
+        net_threads=max(1, threads // instances),
+        net_precision="fp32" if on_gpu else precision,
+    )
     params = describe(desc, weights_status, weights_license) | step.parameters()
     return (
         f'name: "{name or desc.image_model}"\n'
         'backend: "python"\n'
         f"max_batch_size: {desc.serving.max_batch_size}\n"
-        + _tensors("input", [ENCODED_IMAGE, *(o.tensor for o in desc.options), REQUEST_CHECKED],
-                   optional=_option_names(desc) | {REQUEST_CHECKED.name})
+        + _tensors(
+            "input",
+            [ENCODED_IMAGE, *(o.tensor for o in desc.options), REQUEST_CHECKED],
+            optional=_option_names(desc) | {REQUEST_CHECKED.name},
+        )
         + _tensors("output", [ENCODED_RESULT])
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         + _parameters(params)
     )
 
 
-def cached_config(desc: ModelDescriptor, *, name: str, image_model: str, weights_status: str,
-                  weights_license: str | None = None) -> str:
+def cached_config(
+    desc: ModelDescriptor, *, name: str, image_model: str, weights_status: str, weights_license: str | None = None
+) -> str:
     """The ensemble between the request check and the image step, with Triton's response cache on (used when the
     server runs with ``--cache-config``).
 
@@ -213,7 +263,9 @@ def cached_config(desc: ModelDescriptor, *, name: str, image_model: str, weights
         f"max_batch_size: {desc.serving.max_batch_size}\n"
         + _tensors("input", inputs, optional=_option_names(desc))
         + _tensors("output", [ENCODED_RESULT])
-        + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+        + "ensemble_scheduling {\n  step [\n"
+        + ",\n".join(steps)
+        + "\n  ]\n}\n"
         + "response_cache { enable: true }\n"
         + _parameters(describe(desc, weights_status, weights_license))
     )
@@ -243,9 +295,16 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     return f'    {{ model_name: "{model}" model_version: -1 {ins} {outs} }}'
 
 
-def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: str | None = None,
-                    name: str | None = None, cached_model: str | None = None,
-                    weights_license: str | None = None, runtime: str = DEFAULT_CPU_RUNTIME) -> str:
+def ensemble_config(
+    desc: ModelDescriptor,
+    *,
+    weights_status: str,
+    net_model: str | None = None,
+    name: str | None = None,
+    cached_model: str | None = None,
+    weights_license: str | None = None,
+    runtime: str = DEFAULT_CPU_RUNTIME,
+) -> str:
     """The client-facing model: the image step (which calls the network) or the bare network for frame windows.
 
     ``name`` defaults to ``desc.id``. Image ensembles route through ``image_model`` (default: ``desc.image_model``,
@@ -263,18 +322,23 @@ def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: st
     net_model = net_model or desc.net_model
     batching = not (desc.window and runtime == "openvino" and net_model != desc.trt_model)
     if desc.window:
-        steps = [_step(net_model, {desc.net_input.name: desc.net_input.name},
-                       {desc.net_output.name: desc.net_output.name})]
+        steps = [
+            _step(net_model, {desc.net_input.name: desc.net_input.name}, {desc.net_output.name: desc.net_output.name})
+        ]
         inputs, optional, cache = [desc.ensemble_input], set(), ""
     else:
-        cached_model = cached_model or (desc.int8_cached_model if net_model == desc.int8_model
-                                        else desc.cached_model)
+        cached_model = cached_model or (desc.int8_cached_model if net_model == desc.int8_model else desc.cached_model)
         inputs = [ENCODED_IMAGE, *(o.tensor for o in desc.options)]
         optional = _option_names(desc)
         checked = REQUEST_CHECKED.name.lower()  # an ensemble-internal tensor
-        steps = [_step(REQUEST_CHECK_MODEL, {ENCODED_IMAGE.name: ENCODED_IMAGE.name}, {REQUEST_CHECKED.name: checked}),
-                 _step(cached_model, {**{t.name: t.name for t in inputs}, REQUEST_CHECKED.name: checked},
-                       {ENCODED_RESULT.name: ENCODED_RESULT.name})]
+        steps = [
+            _step(REQUEST_CHECK_MODEL, {ENCODED_IMAGE.name: ENCODED_IMAGE.name}, {REQUEST_CHECKED.name: checked}),
+            _step(
+                cached_model,
+                {**{t.name: t.name for t in inputs}, REQUEST_CHECKED.name: checked},
+                {ENCODED_RESULT.name: ENCODED_RESULT.name},
+            ),
+        ]
         cache = ""  # on the nested ensemble (cached_config)
     return (
         f'name: "{name or desc.id}"\n'
@@ -282,7 +346,9 @@ def ensemble_config(desc: ModelDescriptor, *, weights_status: str, net_model: st
         f"max_batch_size: {desc.serving.max_batch_size if batching else 0}\n"
         + _tensors("input", inputs, optional=optional, batch_dim=not batching)
         + _tensors("output", [desc.ensemble_output], batch_dim=not batching)
-        + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n"
+        + "ensemble_scheduling {\n  step [\n"
+        + ",\n".join(steps)
+        + "\n  ]\n}\n"
         + cache
         + _parameters(describe(desc, weights_status, weights_license))
     )

@@ -60,8 +60,7 @@ def check_inputs(desc: ModelDescriptor, side: int | None = None) -> dict[str, np
     side -= side % desc.network.size_multiple
     out = {}
     for name in CHECK_PHOTOS:
-        frames = (pan_sequence(desc.window, side, name=name) if desc.window
-                  else real_photo_crop(side, side, name=name))
+        frames = pan_sequence(desc.window, side, name=name) if desc.window else real_photo_crop(side, side, name=name)
         out[name] = np.ascontiguousarray(frames[None])
     return out
 
@@ -76,8 +75,9 @@ def _runtime_version(runtime: str) -> str:
     return onnxruntime.__version__
 
 
-def check_precision(desc: ModelDescriptor, path, *, runtime: str, precision: str, threads: int = 2,
-                    side: int | None = None) -> PrecisionReport:
+def check_precision(
+    desc: ModelDescriptor, path, *, runtime: str, precision: str, threads: int = 2, side: int | None = None
+) -> PrecisionReport:
     """Serve ``path`` on ``runtime`` in ``precision`` and compare with ONNX Runtime fp32; raises
     :class:`PrecisionError` below the tolerance, or when the runtime cannot run ``precision`` on this CPU (the
     check would then measure another precision than the one the config asks for)."""
@@ -92,7 +92,8 @@ def check_precision(desc: ModelDescriptor, path, *, runtime: str, precision: str
     if actual != precision:
         raise PrecisionError(
             f"{desc.id}: {runtime} runs {actual} on this CPU when asked for {precision} (no native {precision}): "
-            f"the build cannot check the precision it would serve; build with --precision {actual}")
+            f"the build cannot check the precision it would serve; build with --precision {actual}"
+        )
     tolerance = TOLERANCE_DB[precision]
     per_photo, max_abs = {}, 0
     for name, x in check_inputs(desc, side).items():
@@ -101,17 +102,32 @@ def check_precision(desc: ModelDescriptor, path, *, runtime: str, precision: str
             raise PrecisionError(f"{desc.id}: {runtime} output {b.shape} != ONNX Runtime's {a.shape} on {name}")
         per_photo[name] = psnr(a, b)
         max_abs = max(max_abs, int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()))
-    report = PrecisionReport(runtime=runtime, precision=actual, psnr_db=min(per_photo.values()),
-                             per_photo_db=per_photo, max_abs=max_abs, tolerance_db=tolerance,
-                             input_side=next(iter(check_inputs(desc, side).values())).shape[-2],
-                             seconds=round(time.perf_counter() - t0, 2), runtime_version=_runtime_version(runtime))
+    report = PrecisionReport(
+        runtime=runtime,
+        precision=actual,
+        psnr_db=min(per_photo.values()),
+        per_photo_db=per_photo,
+        max_abs=max_abs,
+        tolerance_db=tolerance,
+        input_side=next(iter(check_inputs(desc, side).values())).shape[-2],
+        seconds=round(time.perf_counter() - t0, 2),
+        runtime_version=_runtime_version(runtime),
+    )
     if report.psnr_db < tolerance:
         worst = min(per_photo, key=per_photo.get)
         raise PrecisionError(
             f"{desc.id}: served on {runtime} in {precision} the output is {report.psnr_db:.1f} dB from ONNX Runtime "
-            f"fp32 on {worst} (tolerance {tolerance} dB, max difference {max_abs} levels): refused")
+            f"fp32 on {worst} (tolerance {tolerance} dB, max difference {max_abs} levels): refused"
+        )
     return report
 
 
-__all__ = ["TOLERANCE_DB", "CHECK_PHOTOS", "PrecisionError", "PrecisionReport", "check_key", "check_inputs",
-           "check_precision"]
+__all__ = [
+    "TOLERANCE_DB",
+    "CHECK_PHOTOS",
+    "PrecisionError",
+    "PrecisionReport",
+    "check_key",
+    "check_inputs",
+    "check_precision",
+]

@@ -210,7 +210,7 @@ def photo_crops(photos: Sequence[str], side: int, per_photo: int, seed: int) -> 
             raise QuantizeError(f"crop side {side} larger than {name} ({w}x{h})")
         for _ in range(per_photo):
             top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            out.append((f"{name} {top},{left}", np.ascontiguousarray(img[top:top + side, left:left + side])))
+            out.append((f"{name} {top},{left}", np.ascontiguousarray(img[top : top + side, left : left + side])))
     return out
 
 
@@ -264,18 +264,29 @@ class QuantizeReport:
         return d
 
 
-def quantize_network(desc: ModelDescriptor, src: Path, dst: Path, settings: QuantizeSettings = QuantizeSettings(),
-                     *, log: Callable[[str], None] = lambda s: None) -> QuantizeReport:
+def quantize_network(
+    desc: ModelDescriptor,
+    src: Path,
+    dst: Path,
+    settings: QuantizeSettings = QuantizeSettings(),
+    *,
+    log: Callable[[str], None] = lambda s: None,
+) -> QuantizeReport:
     """Quantize the fp32 serving graph ``src`` of ``desc`` to ``dst`` (written atomically)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as _quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if desc.window:
-        raise QuantizeError(f"{desc.id}: windowed video models are not quantized (flow warping through GridSample "
-                            "is precision-sensitive, and BasicVSR has no real weights here to measure it on)")
-    _METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                "entropy": CalibrationMethod.Entropy}
+        raise QuantizeError(
+            f"{desc.id}: windowed video models are not quantized (flow warping through GridSample "
+            "is precision-sensitive, and BasicVSR has no real weights here to measure it on)"
+        )
+    _METHODS = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if settings.method not in _METHODS:
         raise QuantizeError(f"unknown calibration method {settings.method!r}; known: {', '.join(_METHODS)}")
     t0 = time.perf_counter()
@@ -302,7 +313,8 @@ def quantize_network(desc: ModelDescriptor, src: Path, dst: Path, settings: Quan
         out = tmp_dir / "int8.onnx"
         with _quiet_root_logger():  # the quantizer warns per tensor through the root logger
             _quantize_static(
-                str(optimized), str(out),
+                str(optimized),
+                str(out),
                 _calibration_reader(desc.net_input.name, [c for _, c in crops]),
                 quant_format=QuantFormat.QDQ,
                 per_channel=settings.per_channel,
@@ -321,9 +333,15 @@ def quantize_network(desc: ModelDescriptor, src: Path, dst: Path, settings: Quan
     part.write_bytes(data)
     part.replace(dst)
     return QuantizeReport(
-        source=str(src), quantized_convs=n_convs - len(keep), fp32_convs=keep, prelu_rewritten=rewritten,
-        min_folded=folded, calibration=[label for label, _ in crops], seconds=round(time.perf_counter() - t0, 2),
-        onnx_bytes=len(data))
+        source=str(src),
+        quantized_convs=n_convs - len(keep),
+        fp32_convs=keep,
+        prelu_rewritten=rewritten,
+        min_folded=folded,
+        calibration=[label for label, _ in crops],
+        seconds=round(time.perf_counter() - t0, 2),
+        onnx_bytes=len(data),
+    )
 
 
 def _check_servable(desc: ModelDescriptor, model: onnx.ModelProto) -> None:
@@ -349,11 +367,11 @@ def _check_servable(desc: ModelDescriptor, model: onnx.ModelProto) -> None:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images (inf when identical)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _psnr_of_mse(mse: float) -> float:
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 @dataclass
@@ -384,9 +402,20 @@ def _downscale(hr: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(Image.fromarray(hr).resize((w // factor, h // factor), Image.BICUBIC))
 
 
-def measure_quality(desc: ModelDescriptor, fp32: Path, int8: Path, *, weights: str, side: int = 64,
-                    photos: Sequence[str] = EVALUATION_PHOTOS, crops_per_photo: int = 3, seed: int = 1,
-                    threads: int = 2, runtime: str = "onnxruntime", precision: str = "fp32") -> QualityReport:
+def measure_quality(
+    desc: ModelDescriptor,
+    fp32: Path,
+    int8: Path,
+    *,
+    weights: str,
+    side: int = 64,
+    photos: Sequence[str] = EVALUATION_PHOTOS,
+    crops_per_photo: int = 3,
+    seed: int = 1,
+    threads: int = 2,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
+) -> QualityReport:
     """INT8 vs fp32 on held-out real photos. Super-resolution: the network sees the bicubic downscale of an
     (input side x scale) crop, and both outputs are scored against that crop (the ground truth). The INT8 graph runs
     the way it will be served (``runtime``, ``precision`` of its float parts: the image step's own code); the fp32
@@ -416,17 +445,30 @@ def measure_quality(desc: ModelDescriptor, fp32: Path, int8: Path, *, weights: s
     fp32_db = _psnr_of_mse(mse_fp32 / n) if sr else None
     int8_db = _psnr_of_mse(mse_int8 / n) if sr else None
     meaningful = weights == "real"
-    note = "" if meaningful else (f"{desc.id} has untrained weights here: the quality numbers are meaningless "
-                                  "until a real checkpoint is built with --weights")
+    note = (
+        ""
+        if meaningful
+        else (
+            f"{desc.id} has untrained weights here: the quality numbers are meaningless "
+            "until a real checkpoint is built with --weights"
+        )
+    )
     if not sr:
         note = (note + "; " if note else "") + "no ground truth for style transfer: fidelity to fp32 only"
     return QualityReport(
-        photos=[label for label, _ in crops], input_side=side, fidelity_psnr_db=round(_psnr_of_mse(mse_fid / n), 2),
+        photos=[label for label, _ in crops],
+        input_side=side,
+        fidelity_psnr_db=round(_psnr_of_mse(mse_fid / n), 2),
         fp32_psnr_db=None if fp32_db is None else round(fp32_db, 3),
         int8_psnr_db=None if int8_db is None else round(int8_db, 3),
         loss_db=None if fp32_db is None else round(fp32_db - int8_db, 3),
-        max_abs_diff=max_abs, weights=weights, meaningful=meaningful, note=note, runtime=runtime,
-        precision=built.precision if built is not None else "fp32")
+        max_abs_diff=max_abs,
+        weights=weights,
+        meaningful=meaningful,
+        note=note,
+        runtime=runtime,
+        precision=built.precision if built is not None else "fp32",
+    )
 
 
 def settings_fingerprint(source_fingerprint: str, settings: QuantizeSettings) -> str:
@@ -437,8 +479,22 @@ def settings_fingerprint(source_fingerprint: str, settings: QuantizeSettings) ->
 
 
 __all__ = [
-    "QUANT_REVISION", "MAX_LOSS_DB", "CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "QuantizeError", "QuantizeSettings", "RECIPES",
-    "recipe", "QuantizeReport", "QualityReport", "rewrite_prelu", "fold_min_zero", "body_nodes", "quantize_network",
-    "measure_quality", "psnr",
-    "photo_crops", "settings_fingerprint",
+    "QUANT_REVISION",
+    "MAX_LOSS_DB",
+    "CALIBRATION_PHOTOS",
+    "EVALUATION_PHOTOS",
+    "QuantizeError",
+    "QuantizeSettings",
+    "RECIPES",
+    "recipe",
+    "QuantizeReport",
+    "QualityReport",
+    "rewrite_prelu",
+    "fold_min_zero",
+    "body_nodes",
+    "quantize_network",
+    "measure_quality",
+    "psnr",
+    "photo_crops",
+    "settings_fingerprint",
 ]

@@ -122,8 +122,13 @@ def tool_versions() -> dict[str, str]:
     import openvino
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__,
+    }
 
 
 def existing_versions(model_dir: Path) -> dict[int, dict]:
@@ -147,10 +152,14 @@ def fingerprint(desc: ModelDescriptor, weights_sha256: str, arch_params: dict | 
     """``arch_params``: the ones the network was built with when the weights need others than the descriptor's
     (``WeightsInfo.effective_arch_params``: a .tflite AnimeGANv2 is tf_legacy-upsampled); None: the descriptor's."""
     ident = {
-        "arch": desc.network.arch, "arch_params": dict(desc.network.params if arch_params is None else arch_params),
+        "arch": desc.network.arch,
+        "arch_params": dict(desc.network.params if arch_params is None else arch_params),
         "window": desc.window,
-        "output_resize": desc.network.output_resize, "value_range": list(desc.network.value_range),
-        "weights_sha256": weights_sha256, "opset": OPSET, "export_revision": EXPORT_REVISION,
+        "output_resize": desc.network.output_resize,
+        "value_range": list(desc.network.value_range),
+        "weights_sha256": weights_sha256,
+        "opset": OPSET,
+        "export_revision": EXPORT_REVISION,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
@@ -159,8 +168,9 @@ def step_source(step: str) -> bytes:
     return resources.files("stylize.server.triton_models").joinpath(step, "model.py").read_bytes()
 
 
-def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable[[str], None] = lambda s: None
-                ) -> ModelResult:
+def build_model(
+    desc: ModelDescriptor, settings: BuildSettings, *, log: Callable[[str], None] = lambda s: None
+) -> ModelResult:
     from .export import export_onnx
     from .weights.loaders import load_weights
 
@@ -183,14 +193,23 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
             report = export_onnx(desc, net, staging / ONNX_FILE)
             checks = served_checks(desc, staging / ONNX_FILE, {}, settings, log=log)  # before it can be served
             manifest = {
-                "model": desc.net_model, "id": desc.id, "version": version, "fingerprint": fp,
+                "model": desc.net_model,
+                "id": desc.id,
+                "version": version,
+                "fingerprint": fp,
                 "weights": {"status": status, "sha256": weights_identity(info), **info.to_dict()},
-                "arch": desc.network.arch, "arch_params": info.effective_arch_params(desc), "window": desc.window,
-                "opset": report.opset, "parity_max_abs": report.parity_max_abs,
-                "parity_input": report.parity_input, "export_seconds": round(report.seconds, 2),
-                "git_commit": git_commit(), "tools": tool_versions(),
-                "weights_license": info.license or ("" if status == "untrained" else "unknown: a file given with "
-                                                    "--weights"), "arch_license": desc.network.license,
+                "arch": desc.network.arch,
+                "arch_params": info.effective_arch_params(desc),
+                "window": desc.window,
+                "opset": report.opset,
+                "parity_max_abs": report.parity_max_abs,
+                "parity_input": report.parity_input,
+                "export_seconds": round(report.seconds, 2),
+                "git_commit": git_commit(),
+                "tools": tool_versions(),
+                "weights_license": info.license
+                or ("" if status == "untrained" else "unknown: a file given with --weights"),
+                "arch_license": desc.network.license,
                 **({"served_checks": checks} if checks else {}),
             }
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -212,27 +231,38 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
         checks = served_checks(desc, net_dir / str(served) / ONNX_FILE, versions[served], settings, log=log)
         if checks != versions[served].get("served_checks", {}):
             versions[served] = {**versions[served], "served_checks": checks}
-            if write_public(net_dir / str(served) / MANIFEST,
-                             (json.dumps(versions[served], indent=2, sort_keys=True) + "\n").encode()):
+            if write_public(
+                net_dir / str(served) / MANIFEST,
+                (json.dumps(versions[served], indent=2, sort_keys=True) + "\n").encode(),
+            ):
                 written.append(f"{desc.net_model}/{served}/{MANIFEST}")
     label = {"weights_status": served_status, "weights_license": served_license}
     files: dict[str, bytes] = {
-        f"{desc.net_model}/config.pbtxt": pbtxt.net_config(desc, **label, threads=settings.threads,
-                                                           **settings.serving),
+        f"{desc.net_model}/config.pbtxt": pbtxt.net_config(desc, **label, threads=settings.threads, **settings.serving),
         f"{desc.id}/config.pbtxt": pbtxt.ensemble_config(
-            desc, **label, net_model=desc.trt_model if settings.gpu else None, runtime=settings.cpu_runtime),
+            desc, **label, net_model=desc.trt_model if settings.gpu else None, runtime=settings.cpu_runtime
+        ),
     }
     make_dirs(repo / desc.id / "1", mode=PUBLIC_DIR_MODE)  # ensembles need an (empty) version folder
     if not desc.window:
-        limits = Limits(max_pixels=settings.max_pixels, max_bytes=settings.max_bytes,
-                        max_output_pixels=settings.max_output_pixels)
+        limits = Limits(
+            max_pixels=settings.max_pixels, max_bytes=settings.max_bytes, max_output_pixels=settings.max_output_pixels
+        )
         files[f"{desc.image_model}/config.pbtxt"] = pbtxt.image_config(
-            desc, **label, net_model=desc.trt_model if settings.gpu else None, limits=limits,
-            tile_size=settings.tile_size, tile_overlap=settings.tile_overlap, threads=settings.threads,
-            net_runtime=None if settings.gpu else settings.cpu_runtime, precision=settings.precision)
+            desc,
+            **label,
+            net_model=desc.trt_model if settings.gpu else None,
+            limits=limits,
+            tile_size=settings.tile_size,
+            tile_overlap=settings.tile_overlap,
+            threads=settings.threads,
+            net_runtime=None if settings.gpu else settings.cpu_runtime,
+            precision=settings.precision,
+        )
         files[f"{desc.image_model}/1/model.py"] = step_source("image")
         files[f"{desc.cached_model}/config.pbtxt"] = pbtxt.cached_config(
-            desc, **label, name=desc.cached_model, image_model=desc.image_model)
+            desc, **label, name=desc.cached_model, image_model=desc.image_model
+        )
         make_dirs(repo / desc.cached_model / "1", mode=PUBLIC_DIR_MODE)
         # the ensemble's first step, shared by every image ensemble (refuses request parameters: see pbtxt)
         files[f"{REQUEST_CHECK_MODEL}/config.pbtxt"] = pbtxt.request_check_config()
@@ -244,13 +274,27 @@ def build_model(desc: ModelDescriptor, settings: BuildSettings, *, log: Callable
     repair_modes(repo, desc.triton_models)
     from .precision import check_key
 
-    return ModelResult(desc.id, version, status, reused, parity_err, written, served_version=served,
-                       served_weights=served_status, served_check=versions[served].get("served_checks", {}).get(
-                           check_key(settings.cpu_runtime, settings.precision)))
+    return ModelResult(
+        desc.id,
+        version,
+        status,
+        reused,
+        parity_err,
+        written,
+        served_version=served,
+        served_weights=served_status,
+        served_check=versions[served].get("served_checks", {}).get(check_key(settings.cpu_runtime, settings.precision)),
+    )
 
 
-def served_checks(desc: ModelDescriptor, onnx_file: Path, manifest: dict, settings: BuildSettings, *,
-                  log: Callable[[str], None] = lambda s: None) -> dict[str, dict]:
+def served_checks(
+    desc: ModelDescriptor,
+    onnx_file: Path,
+    manifest: dict,
+    settings: BuildSettings,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, dict]:
     """The manifest's ``served_checks`` with this build's runtime and precision checked (precision.check_precision,
     raises PrecisionError: the model is refused). A check made before with the same runtime version is kept, so
     a rebuild of an unchanged repository checks nothing. ONNX Runtime fp32 is the reference itself: no check."""
@@ -264,10 +308,13 @@ def served_checks(desc: ModelDescriptor, onnx_file: Path, manifest: dict, settin
 
     if checks.get(key, {}).get("runtime_version") == openvino.__version__:
         return checks
-    report = check_precision(desc, onnx_file, runtime=settings.cpu_runtime, precision=settings.precision,
-                             threads=settings.threads)
-    log(f"{desc.net_model}: {key} {report.psnr_db:.1f} dB from ONNX Runtime fp32 on real photos (worst of "
-        f"{len(report.per_photo_db)}; tolerance {report.tolerance_db} dB)")
+    report = check_precision(
+        desc, onnx_file, runtime=settings.cpu_runtime, precision=settings.precision, threads=settings.threads
+    )
+    log(
+        f"{desc.net_model}: {key} {report.psnr_db:.1f} dB from ONNX Runtime fp32 on real photos (worst of "
+        f"{len(report.per_photo_db)}; tolerance {report.tolerance_db} dB)"
+    )
     checks[key] = report.to_dict()
     return checks
 
@@ -303,8 +350,9 @@ def repository_lock(repo: Path, *, wait: bool = True):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_repository(descs: Iterable[ModelDescriptor], settings: BuildSettings, *,
-                     log: Callable[[str], None] = lambda s: None) -> list[ModelResult]:
+def build_repository(
+    descs: Iterable[ModelDescriptor], settings: BuildSettings, *, log: Callable[[str], None] = lambda s: None
+) -> list[ModelResult]:
     with repository_lock(settings.repository):
         for stale in settings.repository.glob(".*_*.*"):  # staging dirs of an interrupted build
             if stale.is_dir():
@@ -319,5 +367,13 @@ def weights_status_of(repository: Path, desc: ModelDescriptor) -> str | None:
     return versions[max(versions)].get("weights", {}).get("status")
 
 
-__all__ = ["BuildSettings", "ModelResult", "build_repository", "build_model", "existing_versions", "fingerprint",
-           "EXPORT_REVISION", "OPSET"]
+__all__ = [
+    "BuildSettings",
+    "ModelResult",
+    "build_repository",
+    "build_model",
+    "existing_versions",
+    "fingerprint",
+    "EXPORT_REVISION",
+    "OPSET",
+]

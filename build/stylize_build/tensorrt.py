@@ -92,10 +92,12 @@ def current_target(trt, device: int = 0) -> GpuTarget:
         raise GPUUnavailable("the CUDA driver is not available")
     dev, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
     name = ctypes.create_string_buffer(256)
-    ok = (lib.cuDeviceGet(ctypes.byref(dev), device) == 0
-          and lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev) == 0  # COMPUTE_CAPABILITY_MAJOR
-          and lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev) == 0  # COMPUTE_CAPABILITY_MINOR
-          and lib.cuDeviceGetName(name, 256, dev) == 0)
+    ok = (
+        lib.cuDeviceGet(ctypes.byref(dev), device) == 0
+        and lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev) == 0  # COMPUTE_CAPABILITY_MAJOR
+        and lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev) == 0  # COMPUTE_CAPABILITY_MINOR
+        and lib.cuDeviceGetName(name, 256, dev) == 0
+    )
     if not ok:
         raise GPUUnavailable(f"could not read GPU {device}'s compute capability from the CUDA driver")
     return GpuTarget(str(trt.__version__), (major.value, minor.value), name.value.decode(errors="replace"))
@@ -107,16 +109,21 @@ def require_tensorrt():
         raise GPUUnavailable(
             "no NVIDIA GPU found (libcuda could not be loaded or reports no device). TensorRT plans are built on the "
             "GPU that will serve them, with the serving container's TensorRT: run k8s/image/Dockerfile's "
-            "plan-builder stage on a GPU node (see its header). Nothing was written.")
+            "plan-builder stage on a GPU node (see its header). Nothing was written."
+        )
     try:
         import tensorrt as trt  # noqa: PLC0415
     except ImportError:
-        raise GPUUnavailable(f"the TensorRT Python package is not installed (pip install "
-                             f"tensorrt-cu12=={SERVING_TENSORRT}, the version of the 24.10 container; or build in "
-                             "k8s/image/Dockerfile's plan-builder stage). Nothing was written.") from None
+        raise GPUUnavailable(
+            f"the TensorRT Python package is not installed (pip install "
+            f"tensorrt-cu12=={SERVING_TENSORRT}, the version of the 24.10 container; or build in "
+            "k8s/image/Dockerfile's plan-builder stage). Nothing was written."
+        ) from None
     if not str(trt.__version__).startswith(SERVING_TENSORRT.rsplit(".", 1)[0] + "."):
-        raise GPUUnavailable(f"TensorRT {trt.__version__} is installed, but the serving container runs "
-                             f"{SERVING_TENSORRT}: a plan runs only on the TensorRT that built it. Nothing was written.")
+        raise GPUUnavailable(
+            f"TensorRT {trt.__version__} is installed, but the serving container runs "
+            f"{SERVING_TENSORRT}: a plan runs only on the TensorRT that built it. Nothing was written."
+        )
     return trt
 
 
@@ -149,13 +156,16 @@ def profile_for(desc: ModelDescriptor) -> Profile:
     )
 
 
-def trt_config(desc: ModelDescriptor, *, weights_status: str, weights_license: str | None = None,
-               targets: Iterable[GpuTarget] = ()) -> str:
+def trt_config(
+    desc: ModelDescriptor, *, weights_status: str, weights_license: str | None = None, targets: Iterable[GpuTarget] = ()
+) -> str:
     """``cc_model_filenames`` maps each GPU architecture a plan was built for to its file; there is no default
     file, so a GPU of another architecture fails to load the model, with Triton saying so, instead of running a
     plan built for another GPU."""
-    plans = "".join(f'cc_model_filenames {{ key: "{t.cc}" value: "{t.plan_file}" }}\n'
-                    for t in sorted(set(targets), key=lambda t: t.compute_capability))
+    plans = "".join(
+        f'cc_model_filenames {{ key: "{t.cc}" value: "{t.plan_file}" }}\n'
+        for t in sorted(set(targets), key=lambda t: t.compute_capability)
+    )
     return (
         f'name: "{desc.trt_model}"\n'
         'platform: "tensorrt_plan"\n'
@@ -188,8 +198,10 @@ def build_engine(trt, desc: ModelDescriptor, onnx_path: Path, timing_cache: Path
     config.set_flag(trt.BuilderFlag.FP16)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     if not config.set_timing_cache(cache, ignore_mismatch=False):
-        raise RuntimeError(f"{desc.id}: TensorRT refused the timing cache {timing_cache} (another TensorRT or GPU "
-                           "made it?): delete it to start a new one")
+        raise RuntimeError(
+            f"{desc.id}: TensorRT refused the timing cache {timing_cache} (another TensorRT or GPU "
+            "made it?): delete it to start a new one"
+        )
     prof = builder.create_optimization_profile()
     p = profile_for(desc)
     prof.set_shape(desc.net_input.name, p.min, p.opt, p.max)
@@ -237,12 +249,15 @@ class PlanResults:
 
 
 def _targets(manifest: dict) -> list[GpuTarget]:
-    return [GpuTarget(p["tensorrt"], tuple(p["compute_capability"]), p.get("gpu", ""))
-            for p in manifest.get("plans", {}).values()]
+    return [
+        GpuTarget(p["tensorrt"], tuple(p["compute_capability"]), p.get("gpu", ""))
+        for p in manifest.get("plans", {}).values()
+    ]
 
 
-def build_plans(descs: Iterable[ModelDescriptor], settings: BuildSettings, *,
-                log: Callable[[str], None] = lambda s: None) -> PlanResults:
+def build_plans(
+    descs: Iterable[ModelDescriptor], settings: BuildSettings, *, log: Callable[[str], None] = lambda s: None
+) -> PlanResults:
     """Build ``<id>_trt/<N>/model.trt<version>.sm<cc>.plan`` for the newest ONNX version N of each descriptor, for
     this machine's TensorRT and GPU (idempotent: a plan for another TensorRT or GPU is never reused, it sits beside).
 
@@ -265,8 +280,7 @@ def build_plans(descs: Iterable[ModelDescriptor], settings: BuildSettings, *,
     return results
 
 
-def _build_plan(trt, gpu: GpuTarget, desc: ModelDescriptor, repo: Path, cache: Path,
-                log: Callable[[str], None]) -> int:
+def _build_plan(trt, gpu: GpuTarget, desc: ModelDescriptor, repo: Path, cache: Path, log: Callable[[str], None]) -> int:
     versions = existing_versions(repo / desc.net_model)
     if not versions:
         raise RuntimeError(f"{desc.id}: build the ONNX model first")
@@ -278,19 +292,31 @@ def _build_plan(trt, gpu: GpuTarget, desc: ModelDescriptor, repo: Path, cache: P
     if (target / gpu.plan_file).is_file() and gpu.plan_file in trt_manifest.get("plans", {}):
         log(f"{desc.trt_model}: version {n} has a plan for TensorRT {gpu.tensorrt} on sm{gpu.cc}")
     else:
-        log(f"{desc.trt_model}: building an FP16 engine of version {n} for TensorRT {gpu.tensorrt} on {gpu.name} "
-            f"(sm{gpu.cc})")
+        log(
+            f"{desc.trt_model}: building an FP16 engine of version {n} for TensorRT {gpu.tensorrt} on {gpu.name} "
+            f"(sm{gpu.cc})"
+        )
         onnx_path = repo / desc.net_model / str(n) / ONNX_FILE
         plan = build_engine(trt, desc, onnx_path, cache)
         err = parity_vs_ort(trt, desc, plan, onnx_path)
         if err > FP16_PARITY_ATOL:
-            raise RuntimeError(f"{desc.trt_model}: TensorRT differs from ONNX Runtime by {err} levels "
-                               f"(tolerance {FP16_PARITY_ATOL}); nothing written")
+            raise RuntimeError(
+                f"{desc.trt_model}: TensorRT differs from ONNX Runtime by {err} levels "
+                f"(tolerance {FP16_PARITY_ATOL}); nothing written"
+            )
         plans = dict(trt_manifest.get("plans", {}))
-        plans[gpu.plan_file] = {"tensorrt": gpu.tensorrt, "compute_capability": list(gpu.compute_capability),
-                                "gpu": gpu.name, "trt_parity_max_abs": err}
-        trt_manifest = manifest | {"model": desc.trt_model, "precision": "fp16", "plans": plans,
-                                   "profile": profile_for(desc).__dict__}
+        plans[gpu.plan_file] = {
+            "tensorrt": gpu.tensorrt,
+            "compute_capability": list(gpu.compute_capability),
+            "gpu": gpu.name,
+            "trt_parity_max_abs": err,
+        }
+        trt_manifest = manifest | {
+            "model": desc.trt_model,
+            "precision": "fp16",
+            "plans": plans,
+            "profile": profile_for(desc).__dict__,
+        }
         manifest_bytes = (json.dumps(trt_manifest, indent=2, sort_keys=True, default=list) + "\n").encode()
         if target.is_dir():  # a plan for another GPU is there already: add this one beside it
             write_public(target / gpu.plan_file, plan)
@@ -301,8 +327,11 @@ def _build_plan(trt, gpu: GpuTarget, desc: ModelDescriptor, repo: Path, cache: P
             (staging / MANIFEST).write_bytes(manifest_bytes)
             publish_version(staging, target)
     status = manifest.get("weights", {}).get("status", "untrained")
-    write_public(repo / desc.trt_model / "config.pbtxt",
-                  trt_config(desc, weights_status=status, weights_license=manifest.get("weights_license"),
-                             targets=_targets(trt_manifest)).encode())
+    write_public(
+        repo / desc.trt_model / "config.pbtxt",
+        trt_config(
+            desc, weights_status=status, weights_license=manifest.get("weights_license"), targets=_targets(trt_manifest)
+        ).encode(),
+    )
     repair_modes(repo, (desc.trt_model,))
     return n

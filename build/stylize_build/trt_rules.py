@@ -19,23 +19,112 @@ from dataclasses import dataclass
 import onnx
 from onnx import TensorProto, helper, shape_inference
 
-__all__ = ["SUPPORTED_OPS", "RESIZE_COORDINATE_MODES", "RESIZE_MODES", "TrtRuleViolation", "check_graph",
-           "require_trt_compatible"]
+__all__ = [
+    "SUPPORTED_OPS",
+    "RESIZE_COORDINATE_MODES",
+    "RESIZE_MODES",
+    "TrtRuleViolation",
+    "check_graph",
+    "require_trt_compatible",
+]
 
-SUPPORTED_OPS = frozenset({
-    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
-    "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "CumSum", "DepthToSpace", "DequantizeLinear", "Div",
-    "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements", "GatherND",
-    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GridSample", "HardSigmoid",
-    "HardSwish", "Identity", "If", "InstanceNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "MatMul",
-    "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "PRelu", "QuantizeLinear",
-    "Range", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
-    "ReduceSumSquare", "Relu", "Reshape", "Resize", "Round", "Selu", "Shape", "Sigmoid", "Sign", "Slice", "Softmax",
-    "Softplus", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose",
-    "Unsqueeze", "Where",
-})
-RESIZE_COORDINATE_MODES = frozenset({"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric",
-                                     "align_corners"})
+SUPPORTED_OPS = frozenset(
+    {
+        "Abs",
+        "Add",
+        "And",
+        "ArgMax",
+        "ArgMin",
+        "AveragePool",
+        "BatchNormalization",
+        "Cast",
+        "Ceil",
+        "Clip",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "ConvTranspose",
+        "CumSum",
+        "DepthToSpace",
+        "DequantizeLinear",
+        "Div",
+        "Einsum",
+        "Elu",
+        "Equal",
+        "Erf",
+        "Exp",
+        "Expand",
+        "Flatten",
+        "Floor",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "Gemm",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Greater",
+        "GreaterOrEqual",
+        "GridSample",
+        "HardSigmoid",
+        "HardSwish",
+        "Identity",
+        "If",
+        "InstanceNormalization",
+        "LeakyRelu",
+        "Less",
+        "LessOrEqual",
+        "Log",
+        "MatMul",
+        "Max",
+        "MaxPool",
+        "Mean",
+        "Min",
+        "Mod",
+        "Mul",
+        "Neg",
+        "Not",
+        "Or",
+        "Pad",
+        "Pow",
+        "PRelu",
+        "QuantizeLinear",
+        "Range",
+        "Reciprocal",
+        "ReduceL2",
+        "ReduceMax",
+        "ReduceMean",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceSum",
+        "ReduceSumSquare",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "Round",
+        "Selu",
+        "Shape",
+        "Sigmoid",
+        "Sign",
+        "Slice",
+        "Softmax",
+        "Softplus",
+        "SpaceToDepth",
+        "Split",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Sum",
+        "Tanh",
+        "Tile",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+    }
+)
+RESIZE_COORDINATE_MODES = frozenset(
+    {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
+)
 RESIZE_MODES = frozenset({"nearest", "linear", "cubic"})
 
 
@@ -83,14 +172,20 @@ def check_graph(model: onnx.ModelProto) -> list[TrtRuleViolation]:
     for name, elem in types.items():
         if elem == TensorProto.UINT8 and name not in io_names:
             where = producers[name].name if name in producers else name
-            problems.append(TrtRuleViolation(where, "uint8-intermediate",
-                                             f"tensor {name!r} is UINT8 but is not a graph input or output"))
+            problems.append(
+                TrtRuleViolation(
+                    where, "uint8-intermediate", f"tensor {name!r} is UINT8 but is not a graph input or output"
+                )
+            )
 
     for node in g.node:
         label = node.name or f"{node.op_type}->{node.output[0]}"
         if node.op_type not in SUPPORTED_OPS:
-            problems.append(TrtRuleViolation(label, "unsupported-op", f"{node.op_type} is not in TensorRT's ONNX "
-                                                                      "operator support matrix"))
+            problems.append(
+                TrtRuleViolation(
+                    label, "unsupported-op", f"{node.op_type} is not in TensorRT's ONNX operator support matrix"
+                )
+            )
         if node.op_type == "Resize":
             ctm = _attr(node, "coordinate_transformation_mode", b"half_pixel")
             mode = _attr(node, "mode", b"nearest")
@@ -102,8 +197,10 @@ def check_graph(model: onnx.ModelProto) -> list[TrtRuleViolation]:
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
             w = node.input[1]
             src = producers.get(w)
-            ok = w in initializers or (src is not None and (
-                src.op_type == "Constant" or (src.op_type == "DequantizeLinear" and src.input[0] in initializers)))
+            ok = w in initializers or (
+                src is not None
+                and (src.op_type == "Constant" or (src.op_type == "DequantizeLinear" and src.input[0] in initializers))
+            )
             if not ok:
                 problems.append(TrtRuleViolation(label, "conv-weights", f"weights {w!r} are not an initializer"))
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2]:

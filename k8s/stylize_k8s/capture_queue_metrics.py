@@ -45,7 +45,7 @@ STEP_MS = {"pre": 1.0, "post": 1.0}
 NET_MS = {"animevideo_x4": 8.0, "esrgan_x4": 150.0, "esrgan_anime_x4": 40.0}  # others: 20 ms, never called
 CLIENTS = {"animevideo_x4": (6, 0.0), "esrgan_x4": (1, 0.3), "esrgan_anime_x4": (1, 0.4)}  # (threads, pause s)
 
-SLEEP_MODEL = '''import json, time
+SLEEP_MODEL = """import json, time
 import triton_python_backend_utils as pb_utils
 
 
@@ -60,10 +60,12 @@ class TritonPythonModel:
             time.sleep(self.sleep_s)
             out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", x + 1)]))
         return out
-'''
+"""
 
-IO = ('input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
-      'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n')
+IO = (
+    'input [ { name: "X", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
+    'output [ { name: "Y", data_type: TYPE_FP32, dims: [ 1 ] } ]\n'
+)
 
 
 BLS_MODEL = '''import json, time
@@ -104,17 +106,21 @@ def _python_model(repo: Path, name: str, sleep_ms: float, *, bls_net: str | None
         "instance_group [ { count: 1, kind: KIND_CPU } ]\n"
         + ("response_cache { enable: true }\n" if name == CACHED else "")
         + f'parameters {{ key: "sleep_ms", value: {{ string_value: "{sleep_ms}" }} }}\n'
-        + (f'parameters {{ key: "net", value: {{ string_value: "{bls_net}" }} }}\n' if bls_net else ""))
+        + (f'parameters {{ key: "net", value: {{ string_value: "{bls_net}" }} }}\n' if bls_net else "")
+    )
 
 
 def _ensemble(repo: Path, name: str, steps: list[str]) -> None:
     tensors = ["X"] + [f"t{i}" for i in range(len(steps) - 1)] + ["Y"]
     body = ",\n".join(
         f'  {{ model_name: "{s}", model_version: -1, input_map {{ key: "X", value: "{tensors[i]}" }}, '
-        f'output_map {{ key: "Y", value: "{tensors[i + 1]}" }} }}' for i, s in enumerate(steps))
+        f'output_map {{ key: "Y", value: "{tensors[i + 1]}" }} }}'
+        for i, s in enumerate(steps)
+    )
     (repo / name / "1").mkdir(parents=True)
     (repo / name / "config.pbtxt").write_text(
-        f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: 0\n{IO}ensemble_scheduling {{ step [\n{body}\n] }}\n')
+        f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: 0\n{IO}ensemble_scheduling {{ step [\n{body}\n] }}\n'
+    )
 
 
 def build_repository(repo: Path, model_ids: list[str] | None = None) -> None:
@@ -182,12 +188,23 @@ def capture(out: Path, seconds: float) -> None:
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
         log = open(tmp / "server.log", "w")
         proc = subprocess.Popen(
-            [str(server / "bin" / "tritonserver"), f"--model-repository={repo}",
-             f"--backend-directory={backend_dir(tmp, server)}", f"--http-port={http_port}",
-             f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}", "--allow-gpu-metrics=false",
-             "--strict-readiness=true", "--metrics-config=summary_latencies=true",
-             f"--cache-directory={server / 'caches'}", "--cache-config=local,size=16777216"],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
+            [
+                str(server / "bin" / "tritonserver"),
+                f"--model-repository={repo}",
+                f"--backend-directory={backend_dir(tmp, server)}",
+                f"--http-port={http_port}",
+                f"--grpc-port={grpc_port}",
+                f"--metrics-port={metrics_port}",
+                "--allow-gpu-metrics=false",
+                "--strict-readiness=true",
+                "--metrics-config=summary_latencies=true",
+                f"--cache-directory={server / 'caches'}",
+                "--cache-config=local,size=16777216",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -222,12 +239,21 @@ def capture(out: Path, seconds: float) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "triton-queue-t0.prom").write_text(t0_text)
         (out / "triton-queue-t1.prom").write_text(t1_text)
-        (out / "triton-queue.json").write_text(json.dumps({
-            "seconds": round(t1 - t0, 3), "triton_version": version,
-            "net_ms": NET_MS, "step_ms": STEP_MS, "response_cache": [CACHED], "clients": {m: {"threads": n, "pause_s": p}
-                                                            for m, (n, p) in CLIENTS.items()},
-            "captured_by": "python -m stylize_k8s.capture_queue_metrics",
-        }, indent=2) + "\n")
+        (out / "triton-queue.json").write_text(
+            json.dumps(
+                {
+                    "seconds": round(t1 - t0, 3),
+                    "triton_version": version,
+                    "net_ms": NET_MS,
+                    "step_ms": STEP_MS,
+                    "response_cache": [CACHED],
+                    "clients": {m: {"threads": n, "pause_s": p} for m, (n, p) in CLIENTS.items()},
+                    "captured_by": "python -m stylize_k8s.capture_queue_metrics",
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     finally:
         if proc is not None:
             proc.terminate()

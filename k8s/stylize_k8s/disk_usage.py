@@ -40,8 +40,9 @@ COMMAND = "python -m stylize_k8s.disk_usage --measure"
 
 
 def _params(config_text: str) -> dict[str, str]:
-    return dict(re.findall(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"',
-                           config_text))
+    return dict(
+        re.findall(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', config_text)
+    )
 
 
 def served_versions(repository: Path, model: str) -> list[int]:
@@ -69,9 +70,15 @@ def in_process_networks(repository: Path) -> list[dict]:
             continue
         net = params["net_model"]
         for version in served_versions(repository, net):
-            out.append({"step": config.parent.name, "network": net, "version": version,
-                        "threads": int(params.get("net_threads") or 1),
-                        "precision": params.get("net_precision") or "fp32"})
+            out.append(
+                {
+                    "step": config.parent.name,
+                    "network": net,
+                    "version": version,
+                    "threads": int(params.get("net_threads") or 1),
+                    "precision": params.get("net_precision") or "fp32",
+                }
+            )
     return out
 
 
@@ -113,11 +120,17 @@ def measure(repository: Path) -> dict:
         for n in networks:
             before = _files_bytes(cache)
             path = repository / n["network"] / str(n["version"]) / "model.onnx"
-            open_network(path, runtime="openvino", input_name=FRAME_IN.name, output_name=FRAME_OUT.name,
-                         threads=n["threads"], precision=n["precision"], cache_dir=cache)
+            open_network(
+                path,
+                runtime="openvino",
+                input_name=FRAME_IN.name,
+                output_name=FRAME_OUT.name,
+                threads=n["threads"],
+                precision=n["precision"],
+                cache_dir=cache,
+            )
             n["cache_bytes_added"] = _files_bytes(cache) - before
-            print(f"{n['step']}: {n['network']} v{n['version']} +{n['cache_bytes_added'] / 2**20:.1f} MiB",
-                  flush=True)
+            print(f"{n['step']}: {n['network']} v{n['version']} +{n['cache_bytes_added'] / 2**20:.1f} MiB", flush=True)
         backends = backend_networks(repository)
         for n in backends:
             before = _files_bytes(cache)
@@ -125,8 +138,9 @@ def measure(repository: Path) -> dict:
             compile_network(repository / n["model"] / str(n["version"]) / filename, settings)
             n["threads"], n["precision"] = settings.threads, settings.precision
             n["cache_bytes_added"] = _files_bytes(cache) - before
-            print(f"{n['model']} v{n['version']} (backend openvino) +{n['cache_bytes_added'] / 2**20:.1f} MiB",
-                  flush=True)
+            print(
+                f"{n['model']} v{n['version']} (backend openvino) +{n['cache_bytes_added'] / 2**20:.1f} MiB", flush=True
+            )
         cache_bytes = _files_bytes(cache)
         blobs = len(list(cache.glob("*.blob")))
     import openvino as ov
@@ -138,8 +152,10 @@ def measure(repository: Path) -> dict:
         "repository": str(repository.relative_to(ROOT) if repository.is_relative_to(ROOT) else repository),
         "duration_s": round(time.monotonic() - t0),
         "openvino_cache": {"bytes": cache_bytes, "blobs": blobs, "networks": networks, "backend_models": backends},
-        "model_repository": {"bytes": _files_bytes(repository),
-                             "files": sum(1 for p in repository.rglob("*") if p.is_file())},
+        "model_repository": {
+            "bytes": _files_bytes(repository),
+            "files": sum(1 for p in repository.rglob("*") if p.is_file()),
+        },
     }
 
 
@@ -159,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.report}")
     report = load(args.report)
     mib = 2**20
-    print(f"OpenVINO model cache: {report['openvino_cache']['bytes'] / mib:.1f} MiB "
-          f"({report['openvino_cache']['blobs']} blobs); model repository: "
-          f"{report['model_repository']['bytes'] / mib:.1f} MiB ({report['model_repository']['files']} files)")
+    print(
+        f"OpenVINO model cache: {report['openvino_cache']['bytes'] / mib:.1f} MiB "
+        f"({report['openvino_cache']['blobs']} blobs); model repository: "
+        f"{report['model_repository']['bytes'] / mib:.1f} MiB ({report['model_repository']['files']} files)"
+    )
     return 0
 
 

@@ -115,8 +115,14 @@ def longest_request(desc, limits, measured: tuple[int, float]) -> LongestRequest
     if config.max_side:
         side = min(side, config.max_side)
     if config.tile_size:
-        plan = plan_tiles(side, side, tile=config.tile_size, overlap=config.tile_overlap,
-                          multiple=config.size_multiple, batch=config.tile_batch)
+        plan = plan_tiles(
+            side,
+            side,
+            tile=config.tile_size,
+            overlap=config.tile_overlap,
+            multiple=config.size_multiple,
+            batch=config.tile_batch,
+        )
         network = len(plan.ys) * len(plan.xs) * plan.tile_h * plan.tile_w
     else:
         network = side * side
@@ -126,8 +132,10 @@ def longest_request(desc, limits, measured: tuple[int, float]) -> LongestRequest
 def derive(bench_path: Path = BENCH) -> Drain:
     bench = json.loads(bench_path.read_text())
     if int(bench["settings"]["threads"]) != 2:
-        raise ValueError(f"{bench_path}: measured with --threads {bench['settings']['threads']}; the derivation "
-                         "assumes the default build's layout (2: one intra-op thread per step instance)")
+        raise ValueError(
+            f"{bench_path}: measured with --threads {bench['settings']['threads']}; the derivation "
+            "assumes the default build's layout (2: one intra-op thread per step instance)"
+        )
     per_pixel = seconds_per_pixel(bench)
     limits = _build_limits()
     image_models = [d for d in descriptors.MODELS if not d.window]
@@ -149,14 +157,18 @@ def deployed(path: Path = DEPLOYMENT) -> dict[str, int]:
     (server,) = [c for c in pod["containers"] if c["name"] == "triton"]
     (exit_timeout,) = [int(a.split("=", 1)[1]) for a in server["args"] if a.startswith("--exit-timeout-secs=")]
     sleep = server["lifecycle"]["preStop"]["exec"]["command"]
-    return {"exit_timeout_s": exit_timeout, "grace_s": int(pod["terminationGracePeriodSeconds"]),
-            "prestop_s": int(sleep[1]) if sleep[0] == "sleep" else -1}
+    return {
+        "exit_timeout_s": exit_timeout,
+        "grace_s": int(pod["terminationGracePeriodSeconds"]),
+        "prestop_s": int(sleep[1]) if sleep[0] == "sleep" else -1,
+    }
 
 
 def mismatches(drain: Drain, manifest: dict[str, int]) -> list[str]:
     want = {"exit_timeout_s": drain.exit_timeout_s, "grace_s": drain.grace_s, "prestop_s": PRESTOP_S}
-    return [f"{k}: deployment.yaml has {manifest[k]}, the derivation gives {v}" for k, v in want.items()
-            if manifest[k] != v]
+    return [
+        f"{k}: deployment.yaml has {manifest[k]}, the derivation gives {v}" for k, v in want.items() if manifest[k] != v
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     print(f"{'model':18} {'input':>11} {'network px':>11} {'us/px':>7} {'(at)':>6} {'longest s':>10}")
     for r in drain.longest:
-        print(f"{r.model:18} {r.input_side:>5}x{r.input_side:<5} {r.network_pixels:>11} "
-              f"{r.seconds_per_pixel * 1e6:7.2f} {r.measured_at:>5}² {r.seconds:10.0f}")
+        print(
+            f"{r.model:18} {r.input_side:>5}x{r.input_side:<5} {r.network_pixels:>11} "
+            f"{r.seconds_per_pixel * 1e6:7.2f} {r.measured_at:>5}² {r.seconds:10.0f}"
+        )
     print(f"\nlongest request: {drain.worst.model} {drain.worst.seconds:.0f} s (x{SLOWDOWN:g} included)")
     print(f"--exit-timeout-secs={drain.exit_timeout_s}  (longest + {STOP_S} s to unload, rounded up to 10 s)")
-    print(f"terminationGracePeriodSeconds: {drain.grace_s}  (preStop {PRESTOP_S} s + exit timeout + "
-          f"{KILL_MARGIN_S} s; ceiling {CEILING_S} s)")
+    print(
+        f"terminationGracePeriodSeconds: {drain.grace_s}  (preStop {PRESTOP_S} s + exit timeout + "
+        f"{KILL_MARGIN_S} s; ceiling {CEILING_S} s)"
+    )
     return 0
 
 

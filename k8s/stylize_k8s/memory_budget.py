@@ -86,20 +86,29 @@ def worst_case() -> Worst:
     cpu = _container(CPU_RESOURCES)
     env = {e["name"]: e.get("value") for e in cpu.get("env", [])}
     if BUDGET_ENV not in env:
-        raise SystemExit(f"{CPU_RESOURCES}: the triton container sets no {BUDGET_ENV}: without a memory budget the "
-                         "worst case is every image at its limit at once "
-                         f"(+{nets['worst_case_without_budget_mib']:,.0f} MiB)")
-    return Worst(idle_mib=server["idle"]["pss_mib"], keeps_mib=nets["keeps_mib"], budget_mib=float(env[BUDGET_ENV]),
-                 shm_mib=shm / MIB, cache_mib=quantity_bytes(cache) / MIB,
-                 limit_mib=quantity_bytes(cpu["resources"]["limits"]["memory"]) / MIB)
+        raise SystemExit(
+            f"{CPU_RESOURCES}: the triton container sets no {BUDGET_ENV}: without a memory budget the "
+            "worst case is every image at its limit at once "
+            f"(+{nets['worst_case_without_budget_mib']:,.0f} MiB)"
+        )
+    return Worst(
+        idle_mib=server["idle"]["pss_mib"],
+        keeps_mib=nets["keeps_mib"],
+        budget_mib=float(env[BUDGET_ENV]),
+        shm_mib=shm / MIB,
+        cache_mib=quantity_bytes(cache) / MIB,
+        limit_mib=quantity_bytes(cpu["resources"]["limits"]["memory"]) / MIB,
+    )
 
 
 def problems(w: Worst) -> list[str]:
     if w.limit_mib >= w.needed_mib:
         return []
-    return [f"{CPU_RESOURCES}: memory limit {w.limit_mib:,.0f} MiB is below the worst case {w.total_mib:,.0f} MiB "
-            f"+ {MARGIN:.0%} = {w.needed_mib:,.0f} MiB (python -m stylize_k8s.memory_budget); the budget it would "
-            f"hold is {w.largest_budget_mib:,.0f} MiB"]
+    return [
+        f"{CPU_RESOURCES}: memory limit {w.limit_mib:,.0f} MiB is below the worst case {w.total_mib:,.0f} MiB "
+        f"+ {MARGIN:.0%} = {w.needed_mib:,.0f} MiB (python -m stylize_k8s.memory_budget); the budget it would "
+        f"hold is {w.largest_budget_mib:,.0f} MiB"
+    ]
 
 
 def largest_images(budget_mib: float) -> dict[str, int]:

@@ -56,16 +56,20 @@ def registry_digest(image: str) -> str:
     docker = shutil.which("docker")
     if docker is None:
         raise RuntimeError("docker is not installed")
-    out = subprocess.run([docker, "buildx", "imagetools", "inspect", image, "--format", "{{json .Manifest}}"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [docker, "buildx", "imagetools", "inspect", image, "--format", "{{json .Manifest}}"],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode == 0:
         digest = json.loads(out.stdout)["digest"]
     else:  # no buildx: pull, then read the repository digest
         pull = subprocess.run([docker, "pull", image], capture_output=True, text=True)
         if pull.returncode != 0:
             raise RuntimeError(f"docker pull {image} failed: {(pull.stderr or out.stderr).strip()}")
-        ins = subprocess.run([docker, "inspect", "--format", "{{json .RepoDigests}}", image], capture_output=True,
-                             text=True, check=True)
+        ins = subprocess.run(
+            [docker, "inspect", "--format", "{{json .RepoDigests}}", image], capture_output=True, text=True, check=True
+        )
         repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
         digest = next(d.split("@", 1)[1] for d in json.loads(ins.stdout) if d.split("@", 1)[0] == repo)
     if not DIGEST.match(digest):
@@ -103,8 +107,10 @@ def problems(kustomizations: list[Path], path: Path = LOCK) -> list[str]:
     for k in kustomizations:
         for image in rendered_images(k):
             if not re.search(r"@sha256:[0-9a-f]{64}$", image):
-                out.append(f"{k.relative_to(ROOT) if k.is_relative_to(ROOT) else k}: image {image} is not pinned by "
-                           "digest (kustomize images: digest: sha256:...)")
+                out.append(
+                    f"{k.relative_to(ROOT) if k.is_relative_to(ROOT) else k}: image {image} is not pinned by "
+                    "digest (kustomize images: digest: sha256:...)"
+                )
     return out
 
 

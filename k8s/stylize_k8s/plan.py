@@ -95,11 +95,17 @@ def scaled(results: capacity.CapacityResults, speedups: Mapping[str, float]) -> 
         if name not in speedups:
             continue
         s = speedups[name]
-        pts = tuple(dataclasses.replace(p, throughput_rps=p.throughput_rps * s, p50_ms=p.p50_ms / s,
-                                        p95_ms=p.p95_ms / s,
-                                        queue_us=None if p.queue_us is None else p.queue_us / s,
-                                        compute_us=None if p.compute_us is None else p.compute_us / s)
-                    for p in m.points)
+        pts = tuple(
+            dataclasses.replace(
+                p,
+                throughput_rps=p.throughput_rps * s,
+                p50_ms=p.p50_ms / s,
+                p95_ms=p.p95_ms / s,
+                queue_us=None if p.queue_us is None else p.queue_us / s,
+                compute_us=None if p.compute_us is None else p.compute_us / s,
+            )
+            for p in m.points
+        )
         models[name] = dataclasses.replace(m, points=pts)
     return dataclasses.replace(results, models=models, pod={"kind": "gpu (assumed)"})
 
@@ -145,16 +151,22 @@ def overlay_pod(overlay: str) -> dict[str, str]:
 
     import yaml
 
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / overlay)], capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     (dep,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"]
     (server,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "triton"]
     limits = server["resources"]["limits"]
     return {"overlay": overlay, "cpu": str(limits["cpu"]), "memory": str(limits["memory"])}
 
 
-def fit_to_pod(results: capacity.CapacityResults, deployed: Mapping[str, str] | None, *,
-               scale: bool) -> tuple[capacity.CapacityResults, str]:
+def fit_to_pod(
+    results: capacity.CapacityResults, deployed: Mapping[str, str] | None, *, scale: bool
+) -> tuple[capacity.CapacityResults, str]:
     """The results for the deployed pod, and the sentence that says which pod they describe.
 
     Same CPU count and memory: as measured. Different: refused (PlanInputError) unless ``scale``; scaled, every
@@ -168,27 +180,38 @@ def fit_to_pod(results: capacity.CapacityResults, deployed: Mapping[str, str] | 
         same_cpu = cpu_count(results.pod["cpu"]) == cpu_count(deployed["cpu"])
         same_memory = memory_bytes(results.pod["memory"]) == memory_bytes(deployed["memory"])
     except (KeyError, ValueError):
-        raise PlanInputError(f"the results' pod ({measured}) must state its cpu and memory to be compared with "
-                             f"{where} ({target})") from None
+        raise PlanInputError(
+            f"the results' pod ({measured}) must state its cpu and memory to be compared with {where} ({target})"
+        ) from None
     if same_cpu and same_memory:
         return results, f"Pod: {target}, as deployed ({where}) and as measured."
     if not scale:
         raise PlanInputError(
             f"measured on a pod with {measured}; the deployed pod ({where}) has {target}. Per-pod numbers do not "
             f"transfer between pod sizes: measure on a pod of the overlay's size, or pass {SCALE_FLAG} to scale "
-            "throughput by the CPU ratio (an assumption the plan then states)")
+            "throughput by the CPU ratio (an assumption the plan then states)"
+        )
     factor = cpu_count(deployed["cpu"]) / cpu_count(results.pod["cpu"])
-    models = {name: dataclasses.replace(m, points=tuple(dataclasses.replace(p, throughput_rps=p.throughput_rps * factor)
-                                                        for p in m.points))
-              for name, m in results.models.items()}
+    models = {
+        name: dataclasses.replace(
+            m, points=tuple(dataclasses.replace(p, throughput_rps=p.throughput_rps * factor) for p in m.points)
+        )
+        for name, m in results.models.items()
+    }
     scaled_results = dataclasses.replace(results, models=models, pod=dict(results.pod, cpu=deployed["cpu"]))
-    note = (f"Pod: **SCALED, not measured at this size** ({SCALE_FLAG}): measured on a pod with {measured}; the "
-            f"deployed pod ({where}) has {target}. Every throughput below is the measured one x {factor:g} (the CPU "
-            "ratio), latencies are as measured"
-            + ("" if same_memory else "; memory does not scale anything (the deployed limit must hold the measured "
-                                      "server memory, docs/k8s.md)")
-            + ". Assumption: throughput grows with the pod's CPUs, which holds for a mix of models that keeps every "
-              "CPU busy, not for one model alone (its step instances bound its parallelism).")
+    note = (
+        f"Pod: **SCALED, not measured at this size** ({SCALE_FLAG}): measured on a pod with {measured}; the "
+        f"deployed pod ({where}) has {target}. Every throughput below is the measured one x {factor:g} (the CPU "
+        "ratio), latencies are as measured"
+        + (
+            ""
+            if same_memory
+            else "; memory does not scale anything (the deployed limit must hold the measured "
+            "server memory, docs/k8s.md)"
+        )
+        + ". Assumption: throughput grows with the pod's CPUs, which holds for a mix of models that keeps every "
+        "CPU busy, not for one model alone (its step instances bound its parallelism)."
+    )
     return scaled_results, note
 
 
@@ -209,19 +232,22 @@ def _pods_cell(n: int | None, hpa: sim.HpaSpec) -> str:
 
 def model_table(results: capacity.CapacityResults) -> list[str]:
     pct = results.slo_percentile
-    out = [f"| model | input | alone p50 / p95 (ms) | saturation (req/s/pod) | at SLO (req/s/pod, p{pct} <= "
-           f"{results.slo_latency_ms:g} ms) | parallelism | queue/compute at SLO point |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        f"| model | input | alone p50 / p95 (ms) | saturation (req/s/pod) | at SLO (req/s/pod, p{pct} <= "
+        f"{results.slo_latency_ms:g} ms) | parallelism | queue/compute at SLO point |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, m in results.models.items():
-        out.append(f"| {name} | {m.input} | {m.points[0].p50_ms:g} / {m.points[0].p95_ms:g} | "
-                   f"{_f(m.saturation_rps)} | {_f(m.slo_rps) if m.slo_rps else 'SLO not met'} | {m.parallelism} | "
-                   f"{_f(m.measured_queue_ratio_at_slo)} |")
+        out.append(
+            f"| {name} | {m.input} | {m.points[0].p50_ms:g} / {m.points[0].p95_ms:g} | "
+            f"{_f(m.saturation_rps)} | {_f(m.slo_rps) if m.slo_rps else 'SLO not met'} | {m.parallelism} | "
+            f"{_f(m.measured_queue_ratio_at_slo)} |"
+        )
     return out
 
 
 def pods_table(results: capacity.CapacityResults, hpa: sim.HpaSpec, rps: Sequence[float]) -> list[str]:
-    out = ["| model | " + " | ".join(f"{r:g} req/s" for r in rps) + " |",
-           "|---|" + "---|" * len(rps)]
+    out = ["| model | " + " | ".join(f"{r:g} req/s" for r in rps) + " |", "|---|" + "---|" * len(rps)]
     for name, m in results.models.items():
         out.append(f"| {name} | " + " | ".join(_pods_cell(pods_for(r, m.slo_rps), hpa) for r in rps) + " |")
     return out
@@ -229,16 +255,17 @@ def pods_table(results: capacity.CapacityResults, hpa: sim.HpaSpec, rps: Sequenc
 
 def hpa_table(results: capacity.CapacityResults, hpa: sim.HpaSpec) -> list[str]:
     slo_s = results.slo_latency_ms / 1000
-    out = [f"| model | utilization at HPA target {hpa.target:g} | modelled p{results.slo_percentile} there (ms) | "
-           f"highest utilization meeting the SLO | {hpa.metric} there (modelled) |",
-           "|---|---|---|---|---|"]
+    out = [
+        f"| model | utilization at HPA target {hpa.target:g} | modelled p{results.slo_percentile} there (ms) | "
+        f"highest utilization meeting the SLO | {hpa.metric} there (modelled) |",
+        "|---|---|---|---|---|",
+    ]
     for name in results.models:
         mix = sim.Mix({name: 1.0}, results.models)
         u_t = mix.utilization_for_ratio(hpa.ratio_at_target())
         u_s = utilization_meeting_slo(mix, slo_s)
         at_slo = hpa.target_for_ratio(mix.wait(u_s)[0] / mix.service_s) if u_s > 0 else None
-        out.append(f"| {name} | {u_t:.0%} | {p95_latency_s(mix, name, u_t) * 1000:.0f} | {u_s:.0%} | "
-                   f"{_f(at_slo)} |")
+        out.append(f"| {name} | {u_t:.0%} | {p95_latency_s(mix, name, u_t) * 1000:.0f} | {u_s:.0%} | {_f(at_slo)} |")
     return out
 
 
@@ -256,9 +283,17 @@ def recommended_target(results: capacity.CapacityResults, hpa: sim.HpaSpec) -> f
     return math.floor(min(values) * 20) / 20 if values else None
 
 
-def simulations(results: capacity.CapacityResults, hpa: sim.HpaSpec, *, figures: Path, prefix: str,
-                schedule_s: float, mix_shares: Mapping[str, float] | None, write_figures: bool = True,
-                durations: Mapping[str, int] = DURATIONS) -> tuple[list[str], list[Path]]:
+def simulations(
+    results: capacity.CapacityResults,
+    hpa: sim.HpaSpec,
+    *,
+    figures: Path,
+    prefix: str,
+    schedule_s: float,
+    mix_shares: Mapping[str, float] | None,
+    write_figures: bool = True,
+    durations: Mapping[str, int] = DURATIONS,
+) -> tuple[list[str], list[Path]]:
     """Simulate the three shapes; figures go to ``figures`` (linked relative to its parent, the doc's folder)."""
     mix = sim.Mix(mix_shares or {m: 1.0 for m in results.models}, results.models)
     if results.startup_s is None:
@@ -268,18 +303,24 @@ def simulations(results: capacity.CapacityResults, hpa: sim.HpaSpec, *, figures:
     peak = round(0.5 * hpa.max_replicas * mix.pod_slo_rps, 1)
     timing = sim.PodTiming(results.startup_s, schedule_s=schedule_s)
     shares = ", ".join(f"{m} {s:.0%}" for m, s in mix.shares.items())
-    lines = [f"Mix: {shares}. One pod serves {mix.pod_rps:.2f} req/s of it at saturation and "
-             f"{mix.pod_slo_rps:.2f} req/s with every model within the SLO. Peak traffic of every shape: "
-             f"{peak:g} req/s (half of what maxReplicas = {hpa.max_replicas} pods serve within the SLO). "
-             f"New pods: {schedule_s:g} s Pending (assumption: image cached on the node) + {results.startup_s:g} s "
-             "model load (measured).", "",
-             "| shape | HPA target | requests over SLO | max queue wait (s) | max pods | mean pods | pod-hours | "
-             "replica changes / h | figure |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Mix: {shares}. One pod serves {mix.pod_rps:.2f} req/s of it at saturation and "
+        f"{mix.pod_slo_rps:.2f} req/s with every model within the SLO. Peak traffic of every shape: "
+        f"{peak:g} req/s (half of what maxReplicas = {hpa.max_replicas} pods serve within the SLO). "
+        f"New pods: {schedule_s:g} s Pending (assumption: image cached on the node) + {results.startup_s:g} s "
+        "model load (measured).",
+        "",
+        "| shape | HPA target | requests over SLO | max queue wait (s) | max pods | mean pods | pod-hours | "
+        "replica changes / h | figure |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     paths = []
     rec = recommended_target(results, hpa)
-    specs = [("", hpa)] + ([("-recommended", dataclasses.replace(hpa, target=rec))]
-                           if rec is not None and rec > 0 and rec != hpa.target else [])
+    specs = [("", hpa)] + (
+        [("-recommended", dataclasses.replace(hpa, target=rec))]
+        if rec is not None and rec > 0 and rec != hpa.target
+        else []
+    )
     missed: dict[tuple[str, str], float] = {}  # (suffix, shape) -> fraction of requests over the SLO
     for suffix, spec in specs:
         for shape, duration in durations.items():
@@ -288,16 +329,28 @@ def simulations(results: capacity.CapacityResults, hpa: sim.HpaSpec, *, figures:
             missed[(suffix, shape)] = summary.slo_violation_fraction
             fig = figures / f"{prefix}-{shape}{suffix}.png"
             if write_figures:
-                sim.plot(tl, summary, title=f"{prefix} {shape} (peak {peak:g} req/s, target {spec.target:g})",
-                         path=fig, target=spec.target, pod_rps=mix.pod_rps)
+                sim.plot(
+                    tl,
+                    summary,
+                    title=f"{prefix} {shape} (peak {peak:g} req/s, target {spec.target:g})",
+                    path=fig,
+                    target=spec.target,
+                    pod_rps=mix.pod_rps,
+                )
                 paths.append(fig)
-            lines.append(f"| {shape} | {spec.target:g} | {summary.slo_violation_fraction:.2%} | "
-                         f"{_f(summary.max_wait_s, 1)} | {summary.max_replicas} | {summary.mean_replicas:.1f} | "
-                         f"{summary.pod_hours:.1f} | {summary.replica_changes_per_hour:.1f} | "
-                         f"[{fig.name}]({figures.name}/{fig.name}) |")
+            lines.append(
+                f"| {shape} | {spec.target:g} | {summary.slo_violation_fraction:.2%} | "
+                f"{_f(summary.max_wait_s, 1)} | {summary.max_replicas} | {summary.mean_replicas:.1f} | "
+                f"{summary.pod_hours:.1f} | {summary.replica_changes_per_hour:.1f} | "
+                f"[{fig.name}]({figures.name}/{fig.name}) |"
+            )
     if len(specs) == 2:
-        lines += ["", target_decision(hpa.target, rec, {shape: (missed[("", shape)], missed[("-recommended", shape)])
-                                                         for shape in durations})]
+        lines += [
+            "",
+            target_decision(
+                hpa.target, rec, {shape: (missed[("", shape)], missed[("-recommended", shape)]) for shape in durations}
+            ),
+        ]
     return lines, paths
 
 
@@ -309,38 +362,87 @@ def target_decision(deployed: float, recommended: float, missed: Mapping[str, tu
     head = f"Deployed target {deployed:g} against the recommended {recommended:g}, requests over the SLO: {numbers}."
     if not worse:
         return f"{head} **Apply the recommendation** to the overlay's HPA: no shape does worse."
-    return (f"{head} **Keep the deployed target**: the recommendation does worse in {', '.join(worse)} (it bounds the "
-            "steady state of the queueing model; the simulated HPA, with its delays and its proportional formula, "
-            "is what the deployment gets).")
+    return (
+        f"{head} **Keep the deployed target**: the recommendation does worse in {', '.join(worse)} (it bounds the "
+        "steady state of the queueing model; the simulated HPA, with its delays and its proportional formula, "
+        "is what the deployment gets)."
+    )
 
 
-def section(title: str, results: capacity.CapacityResults, hpa: sim.HpaSpec, *, rps: Sequence[float], figures: Path,
-            prefix: str, schedule_s: float, mix: Mapping[str, float] | None, write: bool,
-            durations: Mapping[str, int]) -> list[str]:
+def section(
+    title: str,
+    results: capacity.CapacityResults,
+    hpa: sim.HpaSpec,
+    *,
+    rps: Sequence[float],
+    figures: Path,
+    prefix: str,
+    schedule_s: float,
+    mix: Mapping[str, float] | None,
+    write: bool,
+    durations: Mapping[str, int],
+) -> list[str]:
     rec = recommended_target(results, hpa)
-    sim_lines, _ = simulations(results, hpa, figures=figures, prefix=prefix, schedule_s=schedule_s, mix_shares=mix,
-                               write_figures=write, durations=durations)
+    sim_lines, _ = simulations(
+        results,
+        hpa,
+        figures=figures,
+        prefix=prefix,
+        schedule_s=schedule_s,
+        mix_shares=mix,
+        write_figures=write,
+        durations=durations,
+    )
     return [
-        f"## {title}", "",
-        "### Per pod, per model", "", *model_table(results), "",
+        f"## {title}",
+        "",
+        "### Per pod, per model",
+        "",
+        *model_table(results),
+        "",
         f"### Pods needed for N requests/s (each model alone, every pod within the SLO; max = {hpa.max_replicas})",
-        "", *pods_table(results, hpa, rps), "",
-        "### The HPA target", "",
+        "",
+        *pods_table(results, hpa, rps),
+        "",
+        "### The HPA target",
+        "",
         f"The HPA keeps {hpa.metric} (queue time share, see docs/k8s.md) near {hpa.target:g} per pod, i.e. a "
-        f"queue/compute ratio of {hpa.ratio_at_target():.2f}. Modelled (M/M/c pod, see method):", "",
-        *hpa_table(results, hpa), "",
-        (f"Target that keeps every model within the SLO: **{rec:g}**"
-         + (" (the deployed target is higher: expect SLO misses at steady load)" if rec < hpa.target else "")
-         + "." if rec is not None else "No target keeps every model within the SLO on this pod."), "",
-        "### Autoscaling simulations", "", *sim_lines, "",
+        f"queue/compute ratio of {hpa.ratio_at_target():.2f}. Modelled (M/M/c pod, see method):",
+        "",
+        *hpa_table(results, hpa),
+        "",
+        (
+            f"Target that keeps every model within the SLO: **{rec:g}**"
+            + (" (the deployed target is higher: expect SLO misses at steady load)" if rec < hpa.target else "")
+            + "."
+            if rec is not None
+            else "No target keeps every model within the SLO on this pod."
+        ),
+        "",
+        "### Autoscaling simulations",
+        "",
+        *sim_lines,
+        "",
     ]
 
 
-def render(results_path: Path, *, figures: Path, rps: Sequence[float], cpu_hpa: sim.HpaSpec,
-           gpu_hpa: sim.HpaSpec, gpu_results: Path | None = None, gpu_assumptions: Path | None = None,
-           schedule_s: float = 30.0, mix: Mapping[str, float] | None = None, write: bool = True,
-           durations: Mapping[str, int] = DURATIONS, cpu_pod: Mapping[str, str] | None = None,
-           gpu_pod: Mapping[str, str] | None = None, scale_to_pod: bool = False) -> str:
+def render(
+    results_path: Path,
+    *,
+    figures: Path,
+    rps: Sequence[float],
+    cpu_hpa: sim.HpaSpec,
+    gpu_hpa: sim.HpaSpec,
+    gpu_results: Path | None = None,
+    gpu_assumptions: Path | None = None,
+    schedule_s: float = 30.0,
+    mix: Mapping[str, float] | None = None,
+    write: bool = True,
+    durations: Mapping[str, int] = DURATIONS,
+    cpu_pod: Mapping[str, str] | None = None,
+    gpu_pod: Mapping[str, str] | None = None,
+    scale_to_pod: bool = False,
+) -> str:
     """The markdown. With ``write`` the figures and copies of the inputs go to ``figures`` (the doc's
     ``capacity/`` folder); without, nothing is written (``--check``). ``cpu_pod``/``gpu_pod``: the overlays' pods
     (:func:`overlay_pod`) the results must match, or be scaled to with ``scale_to_pod`` (:func:`fit_to_pod`)."""
@@ -358,44 +460,86 @@ def render(results_path: Path, *, figures: Path, rps: Sequence[float], cpu_hpa: 
     cmd = f"python -m stylize_k8s.plan --results {_rel(inputs)}" + (f" {SCALE_FLAG}" if scale_to_pod else "")
     lines = [
         f"{MARKER} from {_rel(inputs)}: do not edit, re-run it -->",
-        "# Capacity plan", "",
+        "# Capacity plan",
+        "",
         f"Measured {results.measured}; {results.source}.",
         f"Measured on: {', '.join(f'{k} {v}' for k, v in measured.pod.items())}. "
         f"SLO: p{results.slo_percentile} latency <= {results.slo_latency_ms:g} ms. "
-        f"Pod start-up (model load + warm-up, measured): {_f(results.startup_s, 0)} s.", "",
-        pod_note, "",
+        f"Pod start-up (model load + warm-up, measured): {_f(results.startup_s, 0)} s.",
+        "",
+        pod_note,
+        "",
         f"Regenerate: `{cmd}`"
         + (f" `--gpu-results {_rel(figures / 'capacity-gpu-input.json')}`" if gpu_results else "")
         + (f" `--gpu-assumptions {_rel(figures / 'gpu-assumptions.json')}`" if gpu_assumptions else "")
-        + ". The method is at the end.", "",
+        + ". The method is at the end.",
+        "",
     ]
     cpu_title = "CPU pods (measured)" if results is measured else "CPU pods (measured on another pod, scaled: see Pod)"
-    lines += section(cpu_title, results, cpu_hpa, rps=rps, figures=figures, prefix="cpu",
-                     schedule_s=schedule_s, mix=mix, write=write, durations=durations)
+    lines += section(
+        cpu_title,
+        results,
+        cpu_hpa,
+        rps=rps,
+        figures=figures,
+        prefix="cpu",
+        schedule_s=schedule_s,
+        mix=mix,
+        write=write,
+        durations=durations,
+    )
     if gpu_results is not None:
         g, gpu_note = fit_to_pod(capacity.load_results(gpu_results, known_models=known), gpu_pod, scale=scale_to_pod)
         keep(gpu_results, "capacity-gpu-input.json")
         lines += [gpu_note, ""]
-        lines += section("GPU pods (measured)", g, gpu_hpa, rps=rps, figures=figures, prefix="gpu",
-                         schedule_s=schedule_s, mix=mix, write=write, durations=durations)
+        lines += section(
+            "GPU pods (measured)",
+            g,
+            gpu_hpa,
+            rps=rps,
+            figures=figures,
+            prefix="gpu",
+            schedule_s=schedule_s,
+            mix=mix,
+            write=write,
+            durations=durations,
+        )
     elif gpu_assumptions is not None:
         raw, speedups = load_gpu_assumptions(gpu_assumptions)
         keep(gpu_assumptions, "gpu-assumptions.json")
         g = scaled(results, speedups)
-        lines += ["## GPU pods (ASSUMED, not measured)", "",
-                  f"No GPU was measured. Assumptions from {raw['source']} ({raw.get('gpu', 'GPU not named')}): a GPU "
-                  "pod behaves like the measured CPU pod with every time divided by the speed-up below.", "",
-                  "| model | assumed speed-up | why |", "|---|---|---|",
-                  *[f"| {m} | {s:g} | {raw['models'][m]['why']} |" for m, s in speedups.items()], ""]
-        lines += section("GPU pods computed from the assumptions", g, gpu_hpa, rps=rps, figures=figures,
-                         prefix="gpu-assumed", schedule_s=schedule_s,
-                         mix={m: v for m, v in (mix or {m: 1.0 for m in g.models}).items() if m in g.models},
-                         write=write, durations=durations)
+        lines += [
+            "## GPU pods (ASSUMED, not measured)",
+            "",
+            f"No GPU was measured. Assumptions from {raw['source']} ({raw.get('gpu', 'GPU not named')}): a GPU "
+            "pod behaves like the measured CPU pod with every time divided by the speed-up below.",
+            "",
+            "| model | assumed speed-up | why |",
+            "|---|---|---|",
+            *[f"| {m} | {s:g} | {raw['models'][m]['why']} |" for m, s in speedups.items()],
+            "",
+        ]
+        lines += section(
+            "GPU pods computed from the assumptions",
+            g,
+            gpu_hpa,
+            rps=rps,
+            figures=figures,
+            prefix="gpu-assumed",
+            schedule_s=schedule_s,
+            mix={m: v for m, v in (mix or {m: 1.0 for m in g.models}).items() if m in g.models},
+            write=write,
+            durations=durations,
+        )
     else:
-        lines += ["## GPU pods", "",
-                  "No GPU numbers: none can be measured on the machines this plan was made on, and no stated "
-                  "assumptions were given. The computation is the CPU one on a results file measured on a GPU pod "
-                  "(`--gpu-results`), or on stated per-model speed-ups (`--gpu-assumptions`).", ""]
+        lines += [
+            "## GPU pods",
+            "",
+            "No GPU numbers: none can be measured on the machines this plan was made on, and no stated "
+            "assumptions were given. The computation is the CPU one on a results file measured on a GPU pod "
+            "(`--gpu-results`), or on stated per-model speed-ups (`--gpu-assumptions`).",
+            "",
+        ]
     lines += ["", METHOD]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -446,23 +590,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rps", default=",".join(map(str, DEFAULT_RPS)), help="N values of the pods table")
     ap.add_argument("--mix", help="model=share,... of the simulations (default: equal shares)")
     ap.add_argument("--schedule-s", type=float, default=30.0, help="Pending time of a new pod (assumption)")
-    ap.add_argument(SCALE_FLAG, action="store_true",
-                    help="accept results measured on a pod of another size than the overlay's: throughput is scaled "
-                         "by the CPU ratio (an assumption, stated in the plan)")
+    ap.add_argument(
+        SCALE_FLAG,
+        action="store_true",
+        help="accept results measured on a pod of another size than the overlay's: throughput is scaled "
+        "by the CPU ratio (an assumption, stated in the plan)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if --out differs from what would be written")
     args = ap.parse_args(argv)
     if args.results is None or not args.results.is_file():
-        print("error: no measured load-test results (--results loadtest/results/capacity.json). The capacity plan "
-              "is computed only from measurements; run the load test first. Nothing written.", file=sys.stderr)
+        print(
+            "error: no measured load-test results (--results loadtest/results/capacity.json). The capacity plan "
+            "is computed only from measurements; run the load test first. Nothing written.",
+            file=sys.stderr,
+        )
         return 2
     figures = args.figures or args.out.parent / "capacity"
     try:
-        text = render(args.results, figures=figures, rps=[float(r) for r in args.rps.split(",")],
-                      cpu_hpa=sim.render_hpa("cpu"), gpu_hpa=sim.render_hpa("gpu"), gpu_results=args.gpu_results,
-                      gpu_assumptions=args.gpu_assumptions, schedule_s=args.schedule_s,
-                      mix=sim.parse_mix(args.mix, capacity.load_results(args.results)) if args.mix else None,
-                      write=not args.check, cpu_pod=overlay_pod("cpu"),
-                      gpu_pod=overlay_pod("gpu") if args.gpu_results else None, scale_to_pod=args.scale_to_overlay_pod)
+        text = render(
+            args.results,
+            figures=figures,
+            rps=[float(r) for r in args.rps.split(",")],
+            cpu_hpa=sim.render_hpa("cpu"),
+            gpu_hpa=sim.render_hpa("gpu"),
+            gpu_results=args.gpu_results,
+            gpu_assumptions=args.gpu_assumptions,
+            schedule_s=args.schedule_s,
+            mix=sim.parse_mix(args.mix, capacity.load_results(args.results)) if args.mix else None,
+            write=not args.check,
+            cpu_pod=overlay_pod("cpu"),
+            gpu_pod=overlay_pod("gpu") if args.gpu_results else None,
+            scale_to_pod=args.scale_to_overlay_pod,
+        )
     except capacity.CapacityInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -118,8 +118,10 @@ class ModelRates:
 
 def model_rates(t0: Scrape, t1: Scrape, seconds: float) -> dict[str, ModelRates]:
     q, c, s, d = (rates(t0, t1, n, seconds) for n in (QUEUE, COMPUTE, SUCCESS, DURATION))
-    return {m: ModelRates(q.get(m, 0.0), c.get(m, 0.0), s.get(m, 0.0), d.get(m, 0.0))
-            for m in sorted(set(q) | set(c) | set(s))}
+    return {
+        m: ModelRates(q.get(m, 0.0), c.get(m, 0.0), s.get(m, 0.0), d.get(m, 0.0))
+        for m in sorted(set(q) | set(c) | set(s))
+    }
 
 
 # ---- the formulas (one pod's models in, one number out) ---------------------------------------------------------
@@ -158,8 +160,9 @@ def naive_ratio(models: Mapping[str, ModelRates], names: Iterable[str] | None = 
     return _sum(models, names, "queue_us") / max(_sum(models, names, "compute_us"), 1.0)
 
 
-def queue_us_per_client_request(models: Mapping[str, ModelRates], composing: Iterable[str],
-                                clients: Iterable[str]) -> float:
+def queue_us_per_client_request(
+    models: Mapping[str, ModelRates], composing: Iterable[str], clients: Iterable[str]
+) -> float:
     """Mean queue time of a client request over all its steps: composing models' queue / ensembles' requests."""
     return _sum(models, composing, "queue_us") / max(_sum(models, clients, "requests"), 1e-3)
 
@@ -181,8 +184,9 @@ class Comparison:
         return self.queue_us_per_client_request / self.upstream_avg_queue_us
 
 
-def compare(models: Mapping[str, ModelRates], *, composing: Iterable[str], clients: Iterable[str],
-            window_s: float = 30.0) -> Comparison:
+def compare(
+    models: Mapping[str, ModelRates], *, composing: Iterable[str], clients: Iterable[str], window_s: float = 30.0
+) -> Comparison:
     composing, clients = list(composing), list(clients)
     return Comparison(
         upstream_avg_queue_us=upstream_avg_queue_us(models, window_s=window_s),
@@ -213,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     for m, r in models.items():
         n = max(r.requests, 1e-9)
         tag = "" if m in composing else "  (ensemble: client requests)"
-        print(f"{m:28} {r.requests:9.2f} {r.queue_us / n / 1000:13.2f} {r.compute_us / n / 1000:15.2f}"
-              f" {r.duration_us / n / 1000:13.2f}{tag}")
+        print(
+            f"{m:28} {r.requests:9.2f} {r.queue_us / n / 1000:13.2f} {r.compute_us / n / 1000:15.2f}"
+            f" {r.duration_us / n / 1000:13.2f}{tag}"
+        )
     c = compare(models, composing=composing, clients=clients)
     print(f"\nTriton example rule, avg queue per request   : {c.upstream_avg_queue_us / 1000:10.2f} ms")
-    print(f"real queue per client request (all steps)    : {c.queue_us_per_client_request / 1000:10.2f} ms"
-          f"  ({c.upstream_underreports_by:.1f}x what the example rule reports)")
+    print(
+        f"real queue per client request (all steps)    : {c.queue_us_per_client_request / 1000:10.2f} ms"
+        f"  ({c.upstream_underreports_by:.1f}x what the example rule reports)"
+    )
     print(f"HPA metric: queued share of client time     : {c.share:10.3f}  (ratio queue/compute {c.ratio:.3f})")
     print(f"naive sum(queue)/sum(compute), every series  : {c.naive_ratio_all_series:10.3f}")
     print(f"naive sum(queue)/sum(compute), composing     : {c.naive_ratio_composing:10.3f}")

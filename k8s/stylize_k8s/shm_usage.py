@@ -80,8 +80,18 @@ MARGIN = 0.10
 ROUND = 256 << 20
 MIB = 1 << 20
 # flags the launcher sets from its own settings (the Deployment's values are passed through those settings)
-OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
-         "log-verbose", "cache-config", "http-restricted-api", "grpc-restricted-protocol")
+OWNED = (
+    "model-repository",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "strict-readiness",
+    "exit-timeout-secs",
+    "log-verbose",
+    "cache-config",
+    "http-restricted-api",
+    "grpc-restricted-protocol",
+)
 REGION = re.compile(r"^triton_(\w+?)_backend_shm_region_")
 PHASES = ("idle", "warm", "peak", "dense", "rgba16")
 SIZED = ("idle", "warm", "peak", "dense")  # the phases the sizeLimit covers
@@ -111,8 +121,17 @@ def quantity_bytes(q: str | int) -> int:
     m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(q))
     if not m:
         raise ValueError(f"unsupported quantity {q!r}")
-    mult = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6,
-            "G": 10**9, "T": 10**12}[m.group(2)]
+    mult = {
+        None: 1,
+        "Ki": 1 << 10,
+        "Mi": 1 << 20,
+        "Gi": 1 << 30,
+        "Ti": 1 << 40,
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+    }[m.group(2)]
     return int(m.group(1)) * mult
 
 
@@ -136,24 +155,35 @@ def derive(report: dict) -> dict:
     worst = per_image * len(images) + sum(_largest(s) for s in pod if s not in images)
     rgba = [s["bytes"]["rgba16"] - _largest(s) for s in pod if "rgba16" in s["bytes"]]
     size_limit = math.ceil(worst * (1 + MARGIN) / ROUND) * ROUND
-    return {"python_stubs": len(pod), "image_stubs": len(images), "per_image_stub_bytes": per_image,
-            "worst_bytes": worst, "margin": MARGIN, "size_limit_bytes": size_limit, "size_limit": quantity(size_limit),
-            "rgba16_extra_bytes": max(rgba) if rgba else None}
+    return {
+        "python_stubs": len(pod),
+        "image_stubs": len(images),
+        "per_image_stub_bytes": per_image,
+        "worst_bytes": worst,
+        "margin": MARGIN,
+        "size_limit_bytes": size_limit,
+        "size_limit": quantity(size_limit),
+        "rgba16_extra_bytes": max(rgba) if rgba else None,
+    }
 
 
 def mismatches(report: dict) -> list[str]:
     want = derive(report)
     out = []
     if deployed_size_limit() != want["size_limit_bytes"]:
-        out.append(f"k8s/base/deployment.yaml: dshm sizeLimit {quantity(deployed_size_limit())}, the measurement "
-                   f"gives {want['size_limit']}")
+        out.append(
+            f"k8s/base/deployment.yaml: dshm sizeLimit {quantity(deployed_size_limit())}, the measurement "
+            f"gives {want['size_limit']}"
+        )
     _, c = deployment_container()
     for key in ("shm-default-byte-size", "shm-growth-byte-size"):
         if f"--backend-config=python,{key}={report['flags'][key]}" not in c["args"]:
             out.append(f"k8s/base/deployment.yaml: python {key} differs from the measured {report['flags'][key]}")
     if CPU_RESOURCES.exists() and f"/dev/shm ({want['size_limit']}," not in CPU_RESOURCES.read_text():
-        out.append(f"k8s/overlays/cpu/resources.yaml: its memory comment must count /dev/shm ({want['size_limit']}, "
-                   "...) as measured")
+        out.append(
+            f"k8s/overlays/cpu/resources.yaml: its memory comment must count /dev/shm ({want['size_limit']}, "
+            "...) as measured"
+        )
     text = DOC.read_text()
     if DOC_BEGIN not in text or text.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip() != doc_section(report).strip():
         out.append("docs/k8s.md: the /dev/shm section differs (python -m stylize_k8s.shm_usage --write-doc)")
@@ -189,7 +219,8 @@ def doc_section(report: dict) -> str:
         "",
         f"Warm: {req['warm']}. Peak: {req['peak']}. Dense: {req.get('dense', 'not run')}. Largest region per "
         "stub: "
-        + ", ".join(f"{m} {' + '.join(_mib(b) for b in sorted(v))}" for m, v in sorted(per_model.items())) + ".",
+        + ", ".join(f"{m} {' + '.join(_mib(b) for b in sorted(v))}" for m, v in sorted(per_model.items()))
+        + ".",
         "",
         f"**sizeLimit {d['size_limit']}** = {d['image_stubs']} image-step stubs x {_mib(d['per_image_stub_bytes'])} "
         f"(the largest region of any image step: how far a region grows is the output's compressibility, the "
@@ -199,16 +230,19 @@ def doc_section(report: dict) -> str:
     ]
     if d["rgba16_extra_bytes"] is not None:
         bound = d["worst_bytes"] + d["image_stubs"] * (INCOMPRESSIBLE_REGION - d["per_image_stub_bytes"])
-        lines += ["", f"Not covered: an incompressible 8-bit output at the cap (a PNG of 192 MiB or more; the noise "
-                  f"drives' PNGs compressed below it) would take a step's region to {_mib(INCOMPRESSIBLE_REGION)} "
-                  f"by the backend's growth rule (computed, not measured): {_mib(bound)} for the pod, "
-                  f"{_mib(bound - d['size_limit_bytes'])} over the sizeLimit. {req['rgba16'][0].upper()}"
-                  f"{req['rgba16'][1:]} grew that step's region by a further "
-                  f"{_mib(d['rgba16_extra_bytes'])} (8 bytes a pixel out); batches (up to 4 images a request) "
-                  "multiply a step's need. Every step instance holding such requests at once would need more than "
-                  "any pod's memory. A request that does not fit in the emptyDir fails alone (INTERNAL \"Failed to "
-                  "increase the shared memory pool size ... No space left on device\": seen on 2.51 with a full "
-                  "tmpfs) and the server keeps serving."]
+        lines += [
+            "",
+            f"Not covered: an incompressible 8-bit output at the cap (a PNG of 192 MiB or more; the noise "
+            f"drives' PNGs compressed below it) would take a step's region to {_mib(INCOMPRESSIBLE_REGION)} "
+            f"by the backend's growth rule (computed, not measured): {_mib(bound)} for the pod, "
+            f"{_mib(bound - d['size_limit_bytes'])} over the sizeLimit. {req['rgba16'][0].upper()}"
+            f"{req['rgba16'][1:]} grew that step's region by a further "
+            f"{_mib(d['rgba16_extra_bytes'])} (8 bytes a pixel out); batches (up to 4 images a request) "
+            "multiply a step's need. Every step instance holding such requests at once would need more than "
+            "any pod's memory. A request that does not fit in the emptyDir fails alone (INTERNAL \"Failed to "
+            'increase the shared memory pool size ... No space left on device": seen on 2.51 with a full '
+            "tmpfs) and the server keeps serving.",
+        ]
     return "\n".join(lines)
 
 
@@ -244,8 +278,10 @@ def padded_png(pixels, size: int) -> bytes:
 
 def _image_limits(repo: Path, desc) -> dict[str, int]:
     text = (repo / desc.image_model / "config.pbtxt").read_text()
-    return {k: int(re.search(rf'key: "{k}" value: {{ string_value: "(\d+)" }}', text).group(1))
-            for k in ("max_bytes", "max_output_pixels", "max_pixels", "max_side")}
+    return {
+        k: int(re.search(rf'key: "{k}" value: {{ string_value: "(\d+)" }}', text).group(1))
+        for k in ("max_bytes", "max_output_pixels", "max_pixels", "max_side")
+    }
 
 
 class Sampler(threading.Thread):
@@ -267,7 +303,7 @@ class Sampler(threading.Thread):
             if p.name.isdigit():
                 try:
                     stat = (p / "stat").read_text()
-                    kids.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(p.name))
+                    kids.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(p.name))
                 except (OSError, ValueError):
                     pass
         out, todo = [], [self.pid]
@@ -298,8 +334,9 @@ class Sampler(threading.Thread):
                     key = f"{backend}_{what}"
                     totals[key] = max(totals.get(key, 0), sum(v[i] for v in seen.values() if v[1] == backend))
             for region, (instance, backend, size, blocks) in seen.items():
-                s = self.stubs.setdefault(region, {"instance": instance, "backend": backend, "bytes": {},
-                                                   "allocated": {}})
+                s = self.stubs.setdefault(
+                    region, {"instance": instance, "backend": backend, "bytes": {}, "allocated": {}}
+                )
                 s["bytes"][self.phase] = max(s["bytes"].get(self.phase, 0), size)
                 s["allocated"][self.phase] = max(s["allocated"].get(self.phase, 0), blocks)
 
@@ -323,8 +360,9 @@ def _instance_model(instance: str) -> str:
     return re.sub(r"_\d+_\d+$", "", instance)
 
 
-def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "animevideo_x2",
-            log: Path | None = None) -> dict:
+def measure(
+    repo: Path, *, rgba16_model: str | None, dense_model: str | None = "animevideo_x2", log: Path | None = None
+) -> dict:
     import numpy as np
     import tritonclient.grpc as grpcclient
     from stylize.contract.descriptors import ENCODED_IMAGE
@@ -334,8 +372,12 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
     _, c = deployment_container()
     args = c["args"]
     (cache,) = [a.split("=", 1)[1] for a in args if a.startswith("--cache-config=")]
-    flags = {k: int(v) for a in args if a.startswith("--backend-config=python,shm-")
-             for k, v in [a.split(",", 1)[1].split("=")]}
+    flags = {
+        k: int(v)
+        for a in args
+        if a.startswith("--backend-config=python,shm-")
+        for k, v in [a.split(",", 1)[1].split("=")]
+    }
     extra = tuple(a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED))
     images = [d for d in descriptors.MODELS if not d.window and (repo / d.image_model).is_dir()]
     rng = np.random.default_rng(0)
@@ -363,17 +405,26 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
             data = padded_png16(pixels, lim["max_bytes"])
         else:
             data = padded_png(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), lim["max_bytes"])
-        what = (f"{side}x{side} {'16-bit RGBA' if rgba16 else '8-bit RGB'} noise in a PNG of {lim['max_bytes'] // MIB}"
-                f" MiB (max_bytes), outscale {out_side / side:g} -> {out_side}x{out_side} PNG (max_output_pixels)")
+        what = (
+            f"{side}x{side} {'16-bit RGBA' if rgba16 else '8-bit RGB'} noise in a PNG of {lim['max_bytes'] // MIB}"
+            f" MiB (max_bytes), outscale {out_side / side:g} -> {out_side}x{out_side} PNG (max_output_pixels)"
+        )
         return image_inputs(data, out_side / side), what
 
     started = time.monotonic()
-    with start_local(repo, cache_size=int(cache.split("size=")[1]), extra_args=extra, startup_timeout=1200,
-                     exit_timeout=60, **({"log_file": log} if log else {})) as server:
+    with start_local(
+        repo,
+        cache_size=int(cache.split("size=")[1]),
+        extra_args=extra,
+        startup_timeout=1200,
+        exit_timeout=60,
+        **({"log_file": log} if log else {}),
+    ) as server:
         sampler = Sampler(server.pid)
         sampler.start()
         time.sleep(3)
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
+
             def both(model: str, inputs: list) -> None:
                 with cf.ThreadPoolExecutor(2) as pool:  # two in flight: both instances of the step
                     for r in pool.map(lambda _: client.infer(model, inputs, client_timeout=3600), range(2)):
@@ -399,8 +450,10 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
                     t = grpcclient.InferInput("FRAME", list(frame.shape), "UINT8")
                     t.set_data_from_numpy(frame)
                 client.infer(d.net_model, [t], client_timeout=3600)
-            requests["warm"] = ("two at once per image model: a real 256x256 photo (PNG), default options; one "
-                                "256x256 raw frame per network, one 7x64x64 window")
+            requests["warm"] = (
+                "two at once per image model: a real 256x256 photo (PNG), default options; one "
+                "256x256 raw frame per network, one 7x64x64 window"
+            )
             sampler.set_phase("peak")
             for d in images:
                 inputs, requests["peak"] = worst(d, rgba16=False)
@@ -420,9 +473,11 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
                 f.set_data_from_numpy(np.array([[b"PNG"]], dtype=object))
                 t0 = time.monotonic()
                 both(dense_model, inputs + [f])
-                requests["dense"] = (f"two at once: {dense_model}, {side}x{side} 8-bit RGB noise in a PNG of "
-                                     f"{lim['max_bytes'] // MIB} MiB, at its scale x{desc.scale} -> "
-                                     f"{side * desc.scale}x{side * desc.scale} PNG")
+                requests["dense"] = (
+                    f"two at once: {dense_model}, {side}x{side} 8-bit RGB noise in a PNG of "
+                    f"{lim['max_bytes'] // MIB} MiB, at its scale x{desc.scale} -> "
+                    f"{side * desc.scale}x{side * desc.scale} PNG"
+                )
                 print(f"dense: {dense_model} {time.monotonic() - t0:.0f} s", flush=True)
             if rgba16_model:
                 sampler.set_phase("rgba16")
@@ -431,14 +486,27 @@ def measure(repo: Path, *, rgba16_model: str | None, dense_model: str | None = "
                 requests["rgba16"] = f"one {rgba16_model} request of {what}"
                 print(f"rgba16: {rgba16_model}", flush=True)
         sampler.stop()
-    stubs = [{"instance": s["instance"], "model": _instance_model(s["instance"]), "backend": s["backend"],
-              "bytes": s["bytes"], "allocated": s["allocated"]}
-             for s in sorted(sampler.stubs.values(), key=lambda s: s["instance"])]
+    stubs = [
+        {
+            "instance": s["instance"],
+            "model": _instance_model(s["instance"]),
+            "backend": s["backend"],
+            "bytes": s["bytes"],
+            "allocated": s["allocated"],
+        }
+        for s in sorted(sampler.stubs.values(), key=lambda s: s["instance"])
+    ]
     # a region never shrinks, so each phase's numbers carry the previous ones' (a stub seen in one phase only is
     # one that started late, e.g. restarted: kept as measured)
-    phases = {p: {"python": t["python_bytes"], "openvino": t["openvino_bytes"],
-                  "python_allocated": t["python_allocated"], "openvino_allocated": t["openvino_allocated"]}
-              for p, t in sampler.totals.items()}
+    phases = {
+        p: {
+            "python": t["python_bytes"],
+            "openvino": t["openvino_bytes"],
+            "python_allocated": t["python_allocated"],
+            "openvino_allocated": t["openvino_allocated"],
+        }
+        for p, t in sampler.totals.items()
+    }
     import tritonclient
 
     return {
@@ -474,18 +542,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--measure", action="store_true", help="run the measurement and write the report (minutes)")
     ap.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
-    ap.add_argument("--rgba16-model", default="animevideo_x2",
-                    help="the model of the one 16-bit RGBA request ('' for none)")
-    ap.add_argument("--dense-model", default="animevideo_x2",
-                    help="the model of the dense phase, one that keeps noise ('' for none)")
+    ap.add_argument(
+        "--rgba16-model", default="animevideo_x2", help="the model of the one 16-bit RGBA request ('' for none)"
+    )
+    ap.add_argument(
+        "--dense-model",
+        default="animevideo_x2",
+        help="the model of the dense phase, one that keeps noise ('' for none)",
+    )
     ap.add_argument("--report", type=Path, default=REPORT)
     ap.add_argument("--log", type=Path, help="the server's log file")
     ap.add_argument("--write-doc", action="store_true", help="rewrite the docs/k8s.md section from the report")
     ap.add_argument("--check", action="store_true", help="exit 1 if the manifests or the doc disagree")
     args = ap.parse_args(argv)
     if args.measure:
-        report = measure(args.model_repository, rgba16_model=args.rgba16_model or None,
-                         dense_model=args.dense_model or None, log=args.log)
+        report = measure(
+            args.model_repository,
+            rgba16_model=args.rgba16_model or None,
+            dense_model=args.dense_model or None,
+            log=args.log,
+        )
         args.report.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.report}")
     report = json.loads(args.report.read_text())

@@ -172,22 +172,37 @@ class HpaSpec:
         (metric,) = spec["metrics"]
         target = parse_quantity(str(metric["pods"]["target"]["averageValue"]))
         # Kubernetes defaults for an unset behaviour (autoscaling/v2 API docs)
-        up_default = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
-                      "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15},
-                                   {"type": "Pods", "value": 4, "periodSeconds": 15}]}
-        down_default = {"stabilizationWindowSeconds": 300, "selectPolicy": "Max",
-                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
+        up_default = {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 15},
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+            ],
+        }
+        down_default = {
+            "stabilizationWindowSeconds": 300,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+        }
         behavior = spec.get("behavior", {})
 
         def rules(raw: Mapping | None, default: Mapping) -> Rules:
             raw = {**default, **(raw or {})}
-            return Rules(int(raw["stabilizationWindowSeconds"]),
-                         tuple(Policy(p["type"], int(p["value"]), int(p["periodSeconds"])) for p in raw["policies"]),
-                         raw.get("selectPolicy", "Max"))
+            return Rules(
+                int(raw["stabilizationWindowSeconds"]),
+                tuple(Policy(p["type"], int(p["value"]), int(p["periodSeconds"])) for p in raw["policies"]),
+                raw.get("selectPolicy", "Max"),
+            )
 
-        return cls(int(spec.get("minReplicas", 1)), int(spec["maxReplicas"]), target,
-                   rules(behavior.get("scaleUp"), up_default), rules(behavior.get("scaleDown"), down_default),
-                   metric=metric["pods"]["metric"]["name"])
+        return cls(
+            int(spec.get("minReplicas", 1)),
+            int(spec["maxReplicas"]),
+            target,
+            rules(behavior.get("scaleUp"), up_default),
+            rules(behavior.get("scaleDown"), down_default),
+            metric=metric["pods"]["metric"]["name"],
+        )
 
 
 def parse_quantity(q: str) -> float:
@@ -203,8 +218,9 @@ def _usage_ratio(values: Sequence[int], target: int) -> float:
     return float(sum(values) // len(values)) / float(target)
 
 
-def replica_count(*, current: int, metrics: Mapping[str, float], missing: int, unready: int, target: float,
-                  tolerance: float = 0.1) -> int:
+def replica_count(
+    *, current: int, metrics: Mapping[str, float], missing: int, unready: int, target: float, tolerance: float = 0.1
+) -> int:
     """calcPlainMetricReplicas: desired replicas from per-pod metric values (pods with metrics), the number of
     running pods without metrics (``missing``) and of pending pods (``unready``).
 
@@ -229,8 +245,11 @@ def replica_count(*, current: int, metrics: Mapping[str, float], missing: int, u
     if rebalance_unready:
         values += [0] * unready
     new_ratio = _usage_ratio(values, target_m)
-    if (abs(1.0 - new_ratio) <= tolerance or (usage_ratio > 1.0 and new_ratio < 1.0)
-            or (usage_ratio < 1.0 and new_ratio > 1.0)):
+    if (
+        abs(1.0 - new_ratio) <= tolerance
+        or (usage_ratio > 1.0 and new_ratio < 1.0)
+        or (usage_ratio < 1.0 and new_ratio > 1.0)
+    ):
         return current
     new_replicas = math.ceil(new_ratio * len(values))
     if (new_ratio < 1.0 and new_replicas > current) or (new_ratio > 1.0 and new_replicas < current):
@@ -276,8 +295,7 @@ class HorizontalPodAutoscaler:
                 for p in rules.policies:
                     added, removed = self._changes(now, p.period_s)
                     start = current - added + removed
-                    proposals.append(start + p.value if p.type == "Pods"
-                                     else math.ceil(start * (1 + p.value / 100)))
+                    proposals.append(start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100)))
                 limit = min(proposals) if rules.select == "Min" else max(proposals)
             limit = max(limit, current)
             return min(desired, s.max_replicas, limit)
@@ -300,8 +318,14 @@ class HorizontalPodAutoscaler:
         """One reconcile: the new replica count of the Deployment."""
         if not metrics:
             return current  # no pod has metrics: the HPA reports an error and leaves the Deployment alone
-        desired = replica_count(current=current, metrics=metrics, missing=missing, unready=unready,
-                                target=self.spec.target, tolerance=self.spec.tolerance)
+        desired = replica_count(
+            current=current,
+            metrics=metrics,
+            missing=missing,
+            unready=unready,
+            target=self.spec.target,
+            tolerance=self.spec.tolerance,
+        )
         desired = self.stabilize(now, desired, current)
         new = self.rate_limit(now, desired, current)
         new = min(max(new, self.spec.min_replicas), self.spec.max_replicas)
@@ -353,8 +377,9 @@ class _Pod:
         if now < running_at:
             return "pending"
         loaded = running_at + self.timing.startup_s
-        ready_at = running_at + math.ceil(self.timing.startup_s / self.timing.probe_period_s) \
-            * self.timing.probe_period_s
+        ready_at = (
+            running_at + math.ceil(self.timing.startup_s / self.timing.probe_period_s) * self.timing.probe_period_s
+        )
         ready_at = max(ready_at, loaded)
         if now < ready_at:
             return "loading"
@@ -452,7 +477,7 @@ class Simulation:
                     # ReplicaSet scale-down order: pending, then not ready, then the newest ready
                     order = {"pending": 0, "loading": 1, "ready-no-metrics": 2, "ready": 3}
                     pods.sort(key=lambda p: (order[p.phase(now)], -p.created))
-                    pods = pods[replicas - new:]
+                    pods = pods[replicas - new :]
                 replicas = new
 
             rps = traffic(now)
@@ -533,8 +558,10 @@ def plot(tl: Timeline, summary: Summary, *, title: str, path: Path, target: floa
     ax.legend(loc="upper left")
     ax2.legend(loc="upper right")
     axes[2].set_xlabel("hours" if hours else "minutes")
-    fig.suptitle(f"{title}: {summary.slo_violation_fraction:.2%} of requests over the SLO, "
-                 f"max {summary.max_replicas} pods, {summary.pod_hours:.1f} pod-hours")
+    fig.suptitle(
+        f"{title}: {summary.slo_violation_fraction:.2%} of requests over the SLO, "
+        f"max {summary.max_replicas} pods, {summary.pod_hours:.1f} pod-hours"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -546,8 +573,13 @@ def render_hpa(overlay: str) -> HpaSpec:
     """The HPA of a kustomize overlay, as deployed (needs kubectl)."""
     import yaml
 
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     (hpa,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "HorizontalPodAutoscaler"]
     return HpaSpec.from_manifest(hpa)
 
@@ -596,13 +628,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     duration = args.duration or (86_400 if args.shape == "diurnal" else 7_200)
-    sim = Simulation(mix, render_hpa(args.overlay), PodTiming(results.startup_s, schedule_s=args.schedule_s),
-                     slo_s=results.slo_latency_ms / 1000)
+    sim = Simulation(
+        mix,
+        render_hpa(args.overlay),
+        PodTiming(results.startup_s, schedule_s=args.schedule_s),
+        slo_s=results.slo_latency_ms / 1000,
+    )
     tl, s = sim.run(shape(args.shape, args.rps, duration), duration)
     print(json.dumps(s.__dict__, indent=2))
     if args.plot:
-        plot(tl, s, title=f"{args.shape} {args.rps:g} req/s", path=args.plot, target=sim.hpa.target,
-             pod_rps=mix.pod_rps)
+        plot(
+            tl, s, title=f"{args.shape} {args.rps:g} req/s", path=args.plot, target=sim.hpa.target, pod_rps=mix.pod_rps
+        )
         print(f"wrote {args.plot}")
     return 0
 

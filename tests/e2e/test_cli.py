@@ -53,15 +53,31 @@ def test_infer_folder_keeps_layout_and_reports_unreadable_files(url, tmp_path, c
     before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
     out = tmp_path / "out"
 
-    rc = main(["infer", str(src), "-m", MODEL, "-o", str(out), "--suffix", "_x2", "--ext", "jpg", "--url", url,
-               "--no-progress", "-j", "4"])
+    rc = main(
+        [
+            "infer",
+            str(src),
+            "-m",
+            MODEL,
+            "-o",
+            str(out),
+            "--suffix",
+            "_x2",
+            "--ext",
+            "jpg",
+            "--url",
+            url,
+            "--no-progress",
+            "-j",
+            "4",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 1  # one unreadable file
     assert "broken.png: corrupt" in captured.err  # the server's reason
     assert f"{len(inputs)} of {len(inputs) + 1} images written" in captured.out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == sorted(f"{p.relative_to(src).parent.as_posix()}/{p.stem}_x2.jpg".lstrip("./")
-                             for p in inputs)
+    assert written == sorted(f"{p.relative_to(src).parent.as_posix()}/{p.stem}_x2.jpg".lstrip("./") for p in inputs)
     for p in out.rglob("*.jpg"):
         with Image.open(p) as im:
             assert im.format == "JPEG" and im.size == (64, 64)
@@ -84,8 +100,14 @@ def test_ext_auto_keeps_each_input_s_format(url, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["infer", str(src), "-m", MODEL, "-o", str(out), "--ext", "auto", "--url", url, "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    expected = {"a.png": ("PNG", "RGB"), "b.tif": ("TIFF", "RGB"), "sub/c.bmp": ("BMP", "RGB"),
-                "d.JPG": ("JPEG", "RGB"), "e.webp": ("WEBP", "RGB"), "f.tiff": ("TIFF", "I;16")}
+    expected = {
+        "a.png": ("PNG", "RGB"),
+        "b.tif": ("TIFF", "RGB"),
+        "sub/c.bmp": ("BMP", "RGB"),
+        "d.JPG": ("JPEG", "RGB"),
+        "e.webp": ("WEBP", "RGB"),
+        "f.tiff": ("TIFF", "I;16"),
+    }
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(expected)
     results = {}
     for name, (fmt, mode) in expected.items():
@@ -96,8 +118,24 @@ def test_ext_auto_keeps_each_input_s_format(url, tmp_path, capsys):
     np.testing.assert_array_equal(results["sub/c.bmp"], results["a.png"])
     # one file to a file name: that name's format
     single = tmp_path / "single.tif"
-    assert main(["infer", str(src / "d.JPG"), "-m", MODEL, "-o", str(single), "--ext", "auto", "--url", url,
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                str(src / "d.JPG"),
+                "-m",
+                MODEL,
+                "-o",
+                str(single),
+                "--ext",
+                "auto",
+                "--url",
+                url,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with Image.open(single) as im:
         assert im.format == "TIFF" and im.size == (64, 48)
 
@@ -152,7 +190,11 @@ def test_models_and_health(server, url, capsys, monkeypatch):
     assert main(["models", "--url", url, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     for m in listed:
-        assert REGISTRY[m["id"].removesuffix("_int8")].scale == m["scale"] and m["weights"] in ("real", "untrained") and m["versions"]
+        assert (
+            REGISTRY[m["id"].removesuffix("_int8")].scale == m["scale"]
+            and m["weights"] in ("real", "untrained")
+            and m["versions"]
+        )
     assert any(line.startswith(f"{m['id']} ") for m in listed for line in table.splitlines())
 
     assert main(["health", "--url", url]) == 0
@@ -179,8 +221,7 @@ def test_video_command(url, tmp_path, capsys):
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.5)
     out = tmp_path / "out"
     out.mkdir()
-    rc = main(["video", str(clip), "-o", str(out), "-m", MODEL, "--preset", "ultrafast", "--url", url,
-               "--no-progress"])
+    rc = main(["video", str(clip), "-o", str(out), "-m", MODEL, "--preset", "ultrafast", "--url", url, "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert (out / f"clip_{MODEL}.mp4").is_file()
@@ -227,9 +268,29 @@ def test_folder_run_survives_a_server_kill_and_restart(model_repository, tmp_pat
     proc = None
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stylize.cli", "infer", str(src), "-m", MODEL, "-o", str(out), "-j", "2",
-             "--url", server.grpc_url, "--retry-for", "120", "--no-progress"],
-            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "stylize.cli",
+                "infer",
+                str(src),
+                "-m",
+                MODEL,
+                "-o",
+                str(out),
+                "-j",
+                "2",
+                "--url",
+                server.grpc_url,
+                "--retry-for",
+                "120",
+                "--no-progress",
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while len(list(out.rglob("*.png"))) < 3:
             assert proc.poll() is None, proc.communicate()

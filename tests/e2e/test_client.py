@@ -201,8 +201,11 @@ def test_options_are_right_with_the_response_cache_on(model_repository, tmp_path
         while True:
             with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
                 metrics = r.read().decode()
-            hits = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                    if line.startswith("nv_cache_num_hits_per_model{") and f'model="{step}"' in line]
+            hits = [
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith("nv_cache_num_hits_per_model{") and f'model="{step}"' in line
+            ]
             if (hits and hits[0] >= 1) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

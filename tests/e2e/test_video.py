@@ -102,12 +102,33 @@ def test_refusals(client, served, tmp_path):
 def _cli_video(server, src: Path, dst: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen(
-        [sys.executable, "-m", "stylize.cli", "video", str(src), "-o", str(dst), "-m", "animevideo_x2",
-         "--url", server.grpc_url, "--preset", "ultrafast", "--segment-frames", "10", "--no-progress", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "stylize.cli",
+            "video",
+            str(src),
+            "-o",
+            str(dst),
+            "-m",
+            "animevideo_x2",
+            "--url",
+            server.grpc_url,
+            "--preset",
+            "ultrafast",
+            "--segment-frames",
+            "10",
+            "--no-progress",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # Ctrl-C as in a terminal: a shell running this suite in the background (`make test &`, nohup) starts its
         # children with SIGINT ignored, Python then keeps it ignored, and the run would rightly not stop
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _interrupt_once(proc: subprocess.Popen, started) -> tuple[str, str]:

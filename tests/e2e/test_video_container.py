@@ -49,8 +49,9 @@ def _packets(path: Path, kind: str) -> list[list[bytes]]:
 
 def _has_display_matrix(path: Path) -> bool:
     info = ffprobe_json(path, "-show_streams", "-select_streams", "v")
-    return any(sd.get("side_data_type") == "Display Matrix"
-               for s in info["streams"] for sd in s.get("side_data_list", []))
+    return any(
+        sd.get("side_data_type") == "Display Matrix" for s in info["streams"] for sd in s.get("side_data_list", [])
+    )
 
 
 def test_rotated_phone_clip_comes_out_upright(client, tmp_path):
@@ -75,12 +76,35 @@ def test_rotated_phone_clip_comes_out_upright(client, tmp_path):
 
 def _vfr_clip(path: Path) -> Path:
     """A 30 fps test pattern with irregular gaps (every 3rd frame plus some others), timestamps kept (-fps_mode vfr)."""
-    subprocess.run([
-        ffmpeg(), "-y", "-loglevel", "error",
-        "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30,select='not(mod(n\\,3))+eq(mod(n\\,7)\\,1)'",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", "1", "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
-    ], check=True, timeout=120)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=30,select='not(mod(n\\,3))+eq(mod(n\\,7)\\,1)'",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "1",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return path
 
 
@@ -106,46 +130,109 @@ def _srt(path: Path) -> Path:
 def _rich_clip(tmp_path: Path) -> Path:
     """Matroska: video, two audio tracks (AAC eng, MP3 fra), SubRip subtitles, two chapters and a title."""
     meta = tmp_path / "meta.txt"
-    meta.write_text(";FFMETADATA1\ntitle=Holiday clip\n"
-                    "[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=Beach\n"
-                    "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Sunset\n")
+    meta.write_text(
+        ";FFMETADATA1\ntitle=Holiday clip\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=Beach\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Sunset\n"
+    )
     path = tmp_path / "rich.mkv"
-    subprocess.run([
-        ffmpeg(), "-y", "-loglevel", "error",
-        "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100",
-        "-i", str(_srt(tmp_path / "subs.srt")), "-i", str(meta),
-        "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-map_metadata", "4", "-map_chapters", "4",
-        "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a:0", "aac", "-c:a:1", "libmp3lame", "-c:s", "srt",
-        "-metadata:s:a:0", "language=eng", "-metadata:s:a:0", "title=Main",
-        "-metadata:s:a:1", "language=fra", "-metadata:s:a:1", "title=Commentary",
-        "-metadata:s:s:0", "language=eng", str(path),
-    ], check=True, timeout=120)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=10",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=660:sample_rate=44100",
+            "-i",
+            str(_srt(tmp_path / "subs.srt")),
+            "-i",
+            str(meta),
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-map",
+            "2:a",
+            "-map",
+            "3:s",
+            "-map_metadata",
+            "4",
+            "-map_chapters",
+            "4",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a:0",
+            "aac",
+            "-c:a:1",
+            "libmp3lame",
+            "-c:s",
+            "srt",
+            "-metadata:s:a:0",
+            "language=eng",
+            "-metadata:s:a:0",
+            "title=Main",
+            "-metadata:s:a:1",
+            "language=fra",
+            "-metadata:s:a:1",
+            "title=Commentary",
+            "-metadata:s:s:0",
+            "language=eng",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return path
 
 
 def _streams(path: Path) -> list[tuple]:
     info = ffprobe_json(path, "-show_streams")
-    return [(s["codec_type"], s["codec_name"], s.get("tags", {}).get("language"), s.get("tags", {}).get("title"))
-            for s in info["streams"]]
+    return [
+        (s["codec_type"], s["codec_name"], s.get("tags", {}).get("language"), s.get("tags", {}).get("title"))
+        for s in info["streams"]
+    ]
 
 
 def _chapters(path: Path) -> list[tuple]:
     info = ffprobe_json(path, "-show_chapters")
-    return [(round(float(c["start_time"]), 3), round(float(c["end_time"]), 3), c["tags"]["title"])
-            for c in info["chapters"]]
+    return [
+        (round(float(c["start_time"]), 3), round(float(c["end_time"]), 3), c["tags"]["title"]) for c in info["chapters"]
+    ]
 
 
 def _subtitle_text(path: Path) -> str:
-    return subprocess.run([ffmpeg(), "-loglevel", "error", "-i", str(path), "-map", "0:s:0", "-f", "srt", "-"],
-                          check=True, capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [ffmpeg(), "-loglevel", "error", "-i", str(path), "-map", "0:s:0", "-f", "srt", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def test_every_audio_track_subtitles_chapters_and_metadata_are_kept(client, tmp_path):
     src = _rich_clip(tmp_path)
-    assert [s[:2] for s in _streams(src)] == [("video", "h264"), ("audio", "aac"), ("audio", "mp3"),
-                                             ("subtitle", "subrip")]
+    assert [s[:2] for s in _streams(src)] == [
+        ("video", "h264"),
+        ("audio", "aac"),
+        ("audio", "mp3"),
+        ("subtitle", "subrip"),
+    ]
     chapters = [(0.0, 0.5, "Beach"), (0.5, 1.0, "Sunset")]
     assert _chapters(src) == chapters
 
@@ -165,7 +252,11 @@ def test_every_audio_track_subtitles_chapters_and_metadata_are_kept(client, tmp_
     assert report.subtitles == "converted (subrip -> mov_text)"
     # (MP4 keeps no track titles; its chapters come with a QuickTime chapter track, which ffprobe lists as data)
     assert [s[:3] for s in _streams(mp4) if s[0] != "data"] == [
-        ("video", "h264", "und"), ("audio", "aac", "eng"), ("audio", "mp3", "fra"), ("subtitle", "mov_text", "eng")]
+        ("video", "h264", "und"),
+        ("audio", "aac", "eng"),
+        ("audio", "mp3", "fra"),
+        ("subtitle", "mov_text", "eng"),
+    ]
     assert _packets(mp4, "audio") == _packets(src, "audio")
     assert _subtitle_text(mp4) == _subtitle_text(src)
     assert _chapters(mp4) == chapters
@@ -176,8 +267,12 @@ def _luma10(path: Path) -> np.ndarray:
     """The luma plane of every frame as 10-bit codes as stored (limited range), decoded by the ffmpeg binary."""
     info = ffprobe_json(path, "-show_streams", "-select_streams", "v")["streams"][0]
     w, h = info["width"], info["height"]
-    raw = subprocess.run([ffmpeg(), "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt",
-                          "yuv420p10le", "-"], check=True, capture_output=True, timeout=60).stdout
+    raw = subprocess.run(
+        [ffmpeg(), "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
     frames = np.frombuffer(raw, "<u2").reshape(-1, h * w * 3 // 2)  # Y, then the two chroma planes
     return frames[:, : h * w].reshape(-1, h, w).astype(np.float64)
 
@@ -185,22 +280,50 @@ def _luma10(path: Path) -> np.ndarray:
 def _banding(path: Path) -> dict:
     """Along the gradient (mean of the middle rows): distinct levels, largest step, RMS distance from a line."""
     y = _luma10(path)
-    profile = y[:, y.shape[1] // 4: 3 * y.shape[1] // 4, 8:-8].mean(axis=(0, 1))
+    profile = y[:, y.shape[1] // 4 : 3 * y.shape[1] // 4, 8:-8].mean(axis=(0, 1))
     x = np.arange(profile.size)
     fit = np.polyval(np.polyfit(x, profile, 1), x)
-    return {"levels": len(np.unique(np.round(profile))), "max_step": float(np.abs(np.diff(profile)).max()),
-            "rms": float(np.sqrt(np.mean((profile - fit) ** 2)))}
+    return {
+        "levels": len(np.unique(np.round(profile))),
+        "max_step": float(np.abs(np.diff(profile)).max()),
+        "rms": float(np.sqrt(np.mean((profile - fit) ** 2))),
+    }
 
 
 def test_ten_bit_gradient_stays_ten_bit_without_banding(client, tmp_path):
     # 10-bit luma 400 + x over 64 columns: 64 codes, i.e. only 16 steps at 8 bits; BT.709 tags, limited range
     src = tmp_path / "gradient10.mkv"
-    subprocess.run([
-        ffmpeg(), "-y", "-loglevel", "error", "-f", "lavfi",
-        "-i", "nullsrc=size=64x48:rate=10,format=yuv420p10le,geq=lum='400+X':cb=512:cr=512",
-        "-t", "0.3", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p10le",
-        "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv", str(src),
-    ], check=True, timeout=120)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=size=64x48:rate=10,format=yuv420p10le,geq=lum='400+X':cb=512:cr=512",
+            "-t",
+            "0.3",
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+            "-color_range",
+            "tv",
+            str(src),
+        ],
+        check=True,
+        timeout=120,
+    )
     source = _banding(src)
     assert source["levels"] >= 44 and source["max_step"] <= 1.5, source
 
@@ -211,8 +334,12 @@ def test_ten_bit_gradient_stays_ten_bit_without_banding(client, tmp_path):
 
     stream = ffprobe_json(ten, "-show_streams", "-select_streams", "v")["streams"][0]
     assert report.pix_fmt == stream["pix_fmt"] == "yuv420p10le"
-    assert (stream["color_space"], stream["color_transfer"], stream["color_primaries"], stream["color_range"]) == \
-        ("bt709", "bt709", "bt709", "tv")
+    assert (stream["color_space"], stream["color_transfer"], stream["color_primaries"], stream["color_range"]) == (
+        "bt709",
+        "bt709",
+        "bt709",
+        "tv",
+    )
     smooth, banded = _banding(ten), _banding(eight)
     # the 8-bit output shows the 16 steps of 4 codes; the 10-bit one follows the gradient
     assert banded["max_step"] >= 3 and banded["rms"] > 0.8, banded
@@ -221,22 +348,28 @@ def test_ten_bit_gradient_stays_ten_bit_without_banding(client, tmp_path):
     # where there is detail the network's picture is kept: a 10-bit photo comes out as its 8-bit run does
     photo = photo_clip(tmp_path / "photo10.mkv", seconds=0.3, extra=["-pix_fmt", "yuv420p10le"])
     client.upscale_video(photo, tmp_path / "photo10_x2.mkv", MODEL, preset="ultrafast", crf=6, progress=False)
-    client.upscale_video(photo, tmp_path / "photo8_x2.mkv", MODEL, preset="ultrafast", crf=6, bit_depth=8,
-                         progress=False)
+    client.upscale_video(
+        photo, tmp_path / "photo8_x2.mkv", MODEL, preset="ultrafast", crf=6, bit_depth=8, progress=False
+    )
     a, b = decode_upright(tmp_path / "photo10_x2.mkv"), decode_upright(tmp_path / "photo8_x2.mkv")
     mse = np.mean([(x.astype(np.float64) - y) ** 2 for x, y in zip(a, b)])
-    assert 10 * np.log10(255 ** 2 / mse) > 35, mse
+    assert 10 * np.log10(255**2 / mse) > 35, mse
 
 
 def test_colour_matrix_and_full_range_are_used_and_kept(client, tmp_path):
     tags = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "pc"]
-    src = photo_clip(tmp_path / "full709.mp4", seconds=0.3, vf="scale=out_color_matrix=bt709:out_range=full",
-                     extra=tags)
+    src = photo_clip(
+        tmp_path / "full709.mp4", seconds=0.3, vf="scale=out_color_matrix=bt709:out_range=full", extra=tags
+    )
     dst = tmp_path / "full709_x2.mp4"
     client.upscale_video(src, dst, MODEL, preset="ultrafast", crf=10, progress=False)
     stream = ffprobe_json(dst, "-show_streams", "-select_streams", "v")["streams"][0]
-    assert (stream["color_space"], stream["color_transfer"], stream["color_primaries"], stream["color_range"]) == \
-        ("bt709", "bt709", "bt709", "pc")
+    assert (stream["color_space"], stream["color_transfer"], stream["color_primaries"], stream["color_range"]) == (
+        "bt709",
+        "bt709",
+        "bt709",
+        "pc",
+    )
     ref, out = decode_upright(src), decode_upright(dst)  # RGB as ffmpeg converts it from the tags
     diff = np.mean([_shrink(o).mean(axis=(0, 1)) - r.mean(axis=(0, 1)) for o, r in zip(out, ref)], axis=0)
     assert np.abs(diff).max() < 3, diff  # per channel, 0..255: no shift of contrast or hue
@@ -270,8 +403,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(client, tmp_pa
     assert report.resumed_frames == 16 and report.frames == 30 and report.requests == 14
     assert seen[0] == 17 and seen[-1] == 30
     assert "resumed: 16 frames" in report.summary()
-    assert not work.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "resumed.mp4",
-                                                                              "whole.mp4"]
+    assert not work.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "resumed.mp4", "whole.mp4"]
 
     a, b = probe(whole), probe(dst)
     assert len(b["frames"]) == 30 and all(np.array_equal(x, y) for x, y in zip(a["frames"], b["frames"]))
@@ -326,16 +458,18 @@ def test_resume_with_overlapping_windows_equals_an_uninterrupted_run(client, tmp
     assert _packets(dst, "video") == _packets(whole, "video")
 
 
-@pytest.mark.parametrize("codec, suffix, bit_depth, pix_fmt", [
-    ("h265", ".mp4", 10, "yuv420p10le"),
-    ("vp9", ".webm", 8, "yuv420p"),
-    ("av1", ".mkv", 10, "yuv420p10le"),
-])
+@pytest.mark.parametrize(
+    "codec, suffix, bit_depth, pix_fmt",
+    [
+        ("h265", ".mp4", 10, "yuv420p10le"),
+        ("vp9", ".webm", 8, "yuv420p"),
+        ("av1", ".mkv", 10, "yuv420p10le"),
+    ],
+)
 def test_output_codec_and_bit_depth(client, tmp_path, codec, suffix, bit_depth, pix_fmt):
     src = make_clip(tmp_path / "clip.mp4", seconds=0.3)
     dst = tmp_path / f"out{suffix}"
-    report = client.upscale_video(src, dst, MODEL, codec=codec, bit_depth=bit_depth, preset="ultrafast",
-                                  progress=False)
+    report = client.upscale_video(src, dst, MODEL, codec=codec, bit_depth=bit_depth, preset="ultrafast", progress=False)
     stream = ffprobe_json(dst, "-show_streams", "-select_streams", "v")["streams"][0]
     assert stream["codec_name"] == {"h265": "hevc"}.get(codec, codec) and stream["pix_fmt"] == pix_fmt
     assert report.codec == codec and len(probe(dst)["frames"]) == 3
@@ -351,14 +485,15 @@ def test_basicvsr_window_tiled_in_space_agrees_with_the_whole_window(client, rec
 
     photo = np.asarray(Image.open(photo_path("astronaut.png")).convert("RGB"))[100:300, 100:300]
     small = np.asarray(Image.fromarray(photo).resize((76, 64), Image.Resampling.BICUBIC))
-    window = np.stack([small[:, 2 * t: 2 * t + 64] for t in range(7)])  # a pan of 2 px per frame
+    window = np.stack([small[:, 2 * t : 2 * t + 64] for t in range(7)])  # a pan of 2 px per frame
     raw = client.raw_model("basicvsr_x4")
     whole = client.infer_frames(window, "basicvsr_x4")
     # 64 px with 16 overlap: two 40 px tiles per side (the default, 32, needs tiles over 64 px: slower on CPU)
-    tiled = tile_window(client, window, "basicvsr_x4", version=None, scale=raw.scale, multiple=raw.size_multiple,
-                        tile=48, overlap=16)
+    tiled = tile_window(
+        client, window, "basicvsr_x4", version=None, scale=raw.scale, multiple=raw.size_multiple, tile=48, overlap=16
+    )
     mse = np.mean((whole.astype(np.float64) - tiled) ** 2)
-    psnr = 10 * np.log10(255 ** 2 / mse) if mse else float("inf")
+    psnr = 10 * np.log10(255**2 / mse) if mse else float("inf")
     record_property("tiled_vs_whole_psnr_db", round(psnr, 2))
     print(f"basicvsr_x4 7x64x64 window, 4 tiles of 40 px (16 overlap) vs whole: {psnr:.2f} dB")
     assert tiled.shape == whole.shape == (7, 256, 256, 3)

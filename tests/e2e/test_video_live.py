@@ -41,10 +41,31 @@ def _pan_clip(path: Path, *, seconds: float = 4, rate: int = 10) -> Path:
     differs from the others, for the whole clip."""
     from stylize.engine.photos import photo_path
 
-    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate),
-                    "-i", str(photo_path("astronaut.png")), "-t", str(seconds),
-                    "-vf", "scale=384:384,crop=96:64:x='t*30':y='t*30'", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    str(path)], check=True, timeout=120)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-y",
+            "-loglevel",
+            "error",
+            "-loop",
+            "1",
+            "-framerate",
+            str(rate),
+            "-i",
+            str(photo_path("astronaut.png")),
+            "-t",
+            str(seconds),
+            "-vf",
+            "scale=384:384,crop=96:64:x='t*30':y='t*30'",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return path
 
 
@@ -64,8 +85,23 @@ def _packets_so_far(path: Path) -> int:
 
 def _feed(clip: Path, fifo: Path, *, realtime: bool) -> subprocess.Popen:
     """ffmpeg writing ``clip`` into ``fifo`` as MPEG-TS (packets copied); at the clip's own pace with ``realtime``."""
-    return subprocess.Popen([ffmpeg(), "-nostdin", "-loglevel", "error", *(["-re"] if realtime else []),
-                             "-i", str(clip), "-c", "copy", "-f", "mpegts", "-y", str(fifo)])
+    return subprocess.Popen(
+        [
+            ffmpeg(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            *(["-re"] if realtime else []),
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            "-y",
+            str(fifo),
+        ]
+    )
 
 
 def test_live_fifo_frames_come_out_while_input_arrives(server, client, tmp_path):
@@ -75,9 +111,31 @@ def test_live_fifo_frames_come_out_while_input_arrives(server, client, tmp_path)
     out, report_path, plot = tmp_path / "live.ts", tmp_path / "live.json", tmp_path / "live.png"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
     cli = subprocess.Popen(
-        [sys.executable, "-m", "stylize.cli", "video", "--live", str(fifo), "-o", str(out), "-m", MODEL,
-         "--url", server.grpc_url, "--report", str(report_path), "--plot", str(plot), "-j", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "stylize.cli",
+            "video",
+            "--live",
+            str(fifo),
+            "-o",
+            str(out),
+            "-m",
+            MODEL,
+            "--url",
+            server.grpc_url,
+            "--report",
+            str(report_path),
+            "--plot",
+            str(plot),
+            "-j",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     writer = _feed(clip, fifo, realtime=True)
     early = 0  # packets readable in the output while the writer still had the FIFO open
     try:
@@ -111,8 +169,12 @@ def test_live_fifo_frames_come_out_while_input_arrives(server, client, tmp_path)
     # the figures are those of the per-frame list (no ordering of durations asserted: time is the benchmarks')
     lat, per_frame = report["figures"]["latency_ms"], report["latency_ms"]
     assert all(ms > 0 for ms in per_frame)
-    for key, value in (("p50", np.percentile(per_frame, 50)), ("p95", np.percentile(per_frame, 95)),
-                       ("max", max(per_frame)), ("mean", np.mean(per_frame))):
+    for key, value in (
+        ("p50", np.percentile(per_frame, 50)),
+        ("p95", np.percentile(per_frame, 95)),
+        ("max", max(per_frame)),
+        ("mean", np.mean(per_frame)),
+    ):
         assert lat[key] == pytest.approx(value, abs=0.01), key
     assert report["figures"]["fps_out"] > 0 and report["figures"]["target_ms"] > 0
     # output before the input's end is `early` above (a packet read while the writer ran): the report's two moments
@@ -133,8 +195,9 @@ def test_live_drop_policy_keeps_order_and_counts_drops(client, tmp_path):
     os.mkfifo(fifo)
     writer = _feed(clip, fifo, realtime=False)  # as fast as ffmpeg goes: decoding outruns one request at a time
     try:
-        report = stream_video(client, fifo, tmp_path / "live.mp4", model=MODEL, policy="drop", queue_size=1,
-                              concurrency=1)
+        report = stream_video(
+            client, fifo, tmp_path / "live.mp4", model=MODEL, policy="drop", queue_size=1, concurrency=1
+        )
         assert writer.wait(timeout=60) == 0
     finally:
         if writer.poll() is None:
@@ -170,11 +233,14 @@ def _env() -> dict:
 
 def test_live_stdin_to_stdout(server, client, tmp_path):
     clip = _pan_clip(tmp_path / "clip.mp4", seconds=2)
-    feed = subprocess.Popen([ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
-                             "-f", "mpegts", "-"], stdout=subprocess.PIPE)
+    feed = subprocess.Popen(
+        [ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy", "-f", "mpegts", "-"],
+        stdout=subprocess.PIPE,
+    )
     try:
-        proc = subprocess.run(_cli(server, "-", "-o", "-"), stdin=feed.stdout, capture_output=True, env=_env(),
-                              timeout=120)
+        proc = subprocess.run(
+            _cli(server, "-", "-o", "-"), stdin=feed.stdout, capture_output=True, env=_env(), timeout=120
+        )
     finally:
         feed.stdout.close()
         feed.wait(timeout=60)
@@ -190,14 +256,36 @@ def test_live_stdin_to_stdout(server, client, tmp_path):
 def test_live_follows_a_growing_file(server, client, tmp_path):
     clip = _pan_clip(tmp_path / "clip.mp4", seconds=2)
     growing = tmp_path / "growing.ts"
-    writer = subprocess.Popen([ffmpeg(), "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
-                               "-f", "mpegts", "-flush_packets", "1", "-y", str(growing)])
+    writer = subprocess.Popen(
+        [
+            ffmpeg(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            "-flush_packets",
+            "1",
+            "-y",
+            str(growing),
+        ]
+    )
     try:
         deadline = time.monotonic() + 60
         while not (growing.exists() and growing.stat().st_size) and time.monotonic() < deadline:
             time.sleep(0.02)
-        proc = subprocess.run(_cli(server, str(growing), "--follow", "2", "-o", str(tmp_path / "out.mkv")),
-                              capture_output=True, text=True, env=_env(), timeout=120)
+        proc = subprocess.run(
+            _cli(server, str(growing), "--follow", "2", "-o", str(tmp_path / "out.mkv")),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
         assert writer.wait(timeout=60) == 0
     finally:
         if writer.poll() is None:

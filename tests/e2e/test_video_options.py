@@ -26,8 +26,14 @@ def client(server):
 
 
 def _video_stream(path) -> dict:
-    info = ffprobe_json(path, "-count_frames", "-select_streams", "v:0", "-show_entries",
-                        "stream=width,height,r_frame_rate,avg_frame_rate,nb_read_frames:format=duration")
+    info = ffprobe_json(
+        path,
+        "-count_frames",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "stream=width,height,r_frame_rate,avg_frame_rate,nb_read_frames:format=duration",
+    )
     return {**info["streams"][0], "duration": float(info["format"]["duration"])}
 
 
@@ -37,7 +43,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def test_outscale_resizes_the_network_s_frames_to_s_times_the_input(server, client, tmp_path, capsys):
@@ -47,8 +53,28 @@ def test_outscale_resizes_the_network_s_frames_to_s_times_the_input(server, clie
     plain = tmp_path / "x2.mp4"
     client.upscale_video(src, plain, MODEL, preset="ultrafast", crf=0, progress=False)  # x264 lossless
     out = tmp_path / "x1.5.mp4"
-    assert main(["video", str(src), "-o", str(out), "-m", MODEL, "--outscale", "1.5", "--preset", "ultrafast",
-                 "--crf", "0", "--url", server.grpc_url, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "video",
+                str(src),
+                "-o",
+                str(out),
+                "-m",
+                MODEL,
+                "--outscale",
+                "1.5",
+                "--preset",
+                "ultrafast",
+                "--crf",
+                "0",
+                "--url",
+                server.grpc_url,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "64x48 -> 96x72 at 10 fps" in capsys.readouterr().out
     v = _video_stream(out)
     assert (v["width"], v["height"], v["r_frame_rate"], int(v["nb_read_frames"])) == (96, 72, "10/1", 10)
@@ -68,8 +94,28 @@ def test_outscale_resizes_the_network_s_frames_to_s_times_the_input(server, clie
 def test_fps_sets_the_output_frame_rate_and_keeps_every_frame(server, client, tmp_path, capsys):
     src = make_clip(tmp_path / "clip.mp4")  # 10 frames at 10 fps: 1 s
     out = tmp_path / "fast.mp4"
-    assert main(["video", str(src), "-o", str(out), "-m", MODEL, "--fps", "25", "--preset", "ultrafast",
-                 "--crf", "0", "--url", server.grpc_url, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "video",
+                str(src),
+                "-o",
+                str(out),
+                "-m",
+                MODEL,
+                "--fps",
+                "25",
+                "--preset",
+                "ultrafast",
+                "--crf",
+                "0",
+                "--url",
+                server.grpc_url,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "at 25 fps" in capsys.readouterr().out
     v = _video_stream(out)
     assert (v["width"], v["height"], int(v["nb_read_frames"])) == (128, 96, 10)
@@ -92,10 +138,16 @@ def test_fps_sets_the_output_frame_rate_and_keeps_every_frame(server, client, tm
     assert Fraction(v["avg_frame_rate"]) == Fraction(2997, 125) and int(v["nb_read_frames"]) == 10
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"outscale": 0}, "outscale 0"), ({"outscale": 17}, "outscale 17"), ({"fps": 0}, "fps 0"),
-    ({"fps": float("nan")}, "fps nan"), ({"fps": 5000}, "fps 5000"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"outscale": 0}, "outscale 0"),
+        ({"outscale": 17}, "outscale 17"),
+        ({"fps": 0}, "fps 0"),
+        ({"fps": float("nan")}, "fps nan"),
+        ({"fps": 5000}, "fps 5000"),
+    ],
+)
 def test_bad_outscale_and_fps_are_refused_before_any_request(client, tmp_path, kwargs, words):
     src = make_clip(tmp_path / "clip.mp4", seconds=0.2)
     with pytest.raises(InvalidInput, match=words):

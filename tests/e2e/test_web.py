@@ -83,8 +83,9 @@ class Web:
         return json.loads(body)
 
     def post(self, query: str, data: bytes, *, ctype: str = "application/octet-stream") -> tuple[int, dict]:
-        req = urllib.request.Request(self.url(f"/api/jobs?{query}"), data=data, method="POST",
-                                     headers={"Content-Type": ctype})
+        req = urllib.request.Request(
+            self.url(f"/api/jobs?{query}"), data=data, method="POST", headers={"Content-Type": ctype}
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.status, json.loads(r.read())
@@ -141,9 +142,24 @@ def web(triton, tmp_path_factory):
     log = open(work.parent / "stylize-web.log", "w")
     env = dict(os.environ, STYLIZE_ADMIN_KEY=triton.admin_key)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stylize.cli", "web", "--url", triton.grpc_url, "--port", str(port),
-         "--work-dir", str(work), "--max-upload", str(MAX_UPLOAD)],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "stylize.cli",
+            "web",
+            "--url",
+            triton.grpc_url,
+            "--port",
+            str(port),
+            "--work-dir",
+            str(work),
+            "--max-upload",
+            str(MAX_UPLOAD),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     w = Web(f"http://127.0.0.1:{port}", work, proc, triton.grpc_url, triton.admin_key)
     deadline = time.monotonic() + 60
     while True:
@@ -184,18 +200,27 @@ def sdk(triton):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not CHROMEDRIVER.exists():
-        pytest.fail("the browser tests need Debian chromium + chromium-driver: apt-get install chromium "
-                    "chromium-driver (the Makefile's system-deps does)")
+        pytest.fail(
+            "the browser tests need Debian chromium + chromium-driver: apt-get install chromium "
+            "chromium-driver (the Makefile's system-deps does)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     downloads = tmp_path_factory.mktemp("downloads")
     options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1440,900"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1440,900",
+    ):
         options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_script_timeout(30)
     driver.downloads = downloads
@@ -206,8 +231,10 @@ def browser(tmp_path_factory):
 
 
 def viewport(driver, width: int, height: int, *, phone: bool = False) -> None:
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": height, "deviceScaleFactor": 2 if phone else 1, "mobile": phone})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 2 if phone else 1, "mobile": phone},
+    )
 
 
 def screenshot(driver, name: str, *, full_page: bool = True) -> Path:
@@ -238,13 +265,15 @@ def wait_for(driver, script: str, timeout: float = 180, *args):
 def open_page(driver, web: Web) -> None:
     driver.get(web.base)
     wait_for(driver, f"return !!document.querySelector('#model option[value=\"{MODEL}\"]')", 30)
-    driver.execute_script(f"const s = document.querySelector('#model'); s.value = '{MODEL}';"
-                          "s.dispatchEvent(new Event('change'));")
+    driver.execute_script(
+        f"const s = document.querySelector('#model'); s.value = '{MODEL}';s.dispatchEvent(new Event('change'));"
+    )
 
 
 def set_option(driver, name: str, value) -> None:
-    driver.execute_script("const i = document.querySelector(`#opt-${arguments[0]}`); i.value = arguments[1];",
-                          name, str(value))
+    driver.execute_script(
+        "const i = document.querySelector(`#opt-${arguments[0]}`); i.value = arguments[1];", name, str(value)
+    )
 
 
 def upload(driver, *paths: Path) -> None:
@@ -263,7 +292,8 @@ def card(driver, name: str, index: int = 0):
 
 
 def attrs(driver, element) -> dict:
-    return driver.execute_script("""
+    return driver.execute_script(
+        """
         const e = arguments[0], q = (s) => e.querySelector(s);
         return {state: e.dataset.state, job: e.dataset.job, events: +(e.dataset.events || 0),
                 uploadEvents: +(e.dataset.uploadEvents || 0), doneSeen: (e.dataset.doneSeen || '').split(' '),
@@ -273,7 +303,9 @@ def attrs(driver, element) -> dict:
                 img: q('img.after') ? [q('img.after').naturalWidth, q('img.after').naturalHeight,
                                        q('img.after').complete] : null,
                 download: q('a.download') ? q('a.download').getAttribute('href') : null};
-    """, element)
+    """,
+        element,
+    )
 
 
 def no_horizontal_scroll(driver) -> list[str]:
@@ -318,14 +350,31 @@ def test_serve_starts_triton_beside_the_page_and_ctrl_c_stops_both(model_reposit
 
     repo = small_repository(model_repository, tmp_path / "repo", (MODEL,))
     ports = find_free_ports(4)
-    env = {k: v for k, v in os.environ.items() if k not in ("STYLIZE_ADMIN_KEY", "STYLIZE_CACHE_SIZE",
-                                                              "STYLIZE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("STYLIZE_ADMIN_KEY", "STYLIZE_CACHE_SIZE", "STYLIZE_URL")}
     log = tmp_path / "web.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stylize.cli", "web", "--serve", "--model-repository", str(repo),
-             "--port", str(ports[0]), "--grpc-port", str(ports[1]), "--http-port", str(ports[2]),
-             "--metrics-port", str(ports[3])], env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "stylize.cli",
+                "web",
+                "--serve",
+                "--model-repository",
+                str(repo),
+                "--port",
+                str(ports[0]),
+                "--grpc-port",
+                str(ports[1]),
+                "--http-port",
+                str(ports[2]),
+                "--metrics-port",
+                str(ports[3]),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     web = Web(f"http://127.0.0.1:{ports[0]}", tmp_path, proc, f"127.0.0.1:{ports[1]}", "")
     try:
         deadline = time.monotonic() + 120
@@ -432,13 +481,16 @@ def test_clip_with_sound_plays_in_the_page(browser, web, tmp_path):
 
     element = card(browser, "clip.mp4")
     # the result plays in the page, sound included (Chromium counts the audio bytes it decoded)
-    played = browser.execute_async_script("""
+    played = browser.execute_async_script(
+        """
         const v = arguments[0].querySelector('video.after'), done = arguments[1];
         const report = () => done({duration: v.duration, width: v.videoWidth, height: v.videoHeight,
                                    audio: v.webkitAudioDecodedByteCount, time: v.currentTime, error: v.error && v.error.code});
         v.muted = false;
         v.play().then(() => setTimeout(() => { v.pause(); report(); }, 600)).catch((e) => done({error: String(e)}));
-    """, element)
+    """,
+        element,
+    )
     assert played.get("error") is None, played
     assert abs(played["duration"] - 1.0) < 0.15 and (played["width"], played["height"]) == (128, 96), played
     assert played["audio"] > 0 and played["time"] > 0, played

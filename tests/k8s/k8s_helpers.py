@@ -34,8 +34,9 @@ def kubectl() -> str:
 @functools.lru_cache(maxsize=None)
 def render(kustomization: str) -> tuple[dict, ...]:
     """`kubectl kustomize k8s/<kustomization>` as a tuple of objects (cached: rendering is the slow part)."""
-    out = subprocess.run([kubectl(), "kustomize", str(K8S / kustomization)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / kustomization)], capture_output=True, text=True, timeout=120
+    )
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {kustomization} failed:\n{out.stderr}")
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
@@ -54,7 +55,7 @@ def server_container(deployment: dict) -> dict:
 def flag(args: list[str], name: str) -> list[str]:
     """Values of a `--name=value` flag (all occurrences)."""
     prefix = f"--{name}="
-    return [a[len(prefix):] for a in args if a.startswith(prefix)]
+    return [a[len(prefix) :] for a in args if a.startswith(prefix)]
 
 
 def quantity_bytes(q: str) -> int:
@@ -87,17 +88,49 @@ TEST_CAPACITY_RESULTS = {
     "slo": {"latency_ms": 1000, "percentile": 95},
     "startup_s": 60,
     "models": {
-        "esrgan_x4": {"input": "64x64 PNG", "points": [
-            {"concurrency": 1, "throughput_rps": 4.0, "p50_ms": 250, "p95_ms": 270, "queue_us": 50,
-             "compute_us": 245000},
-            {"concurrency": 2, "throughput_rps": 6.0, "p50_ms": 330, "p95_ms": 400, "queue_us": 90000,
-             "compute_us": 240000},
-            {"concurrency": 4, "throughput_rps": 7.5, "p50_ms": 530, "p95_ms": 700, "queue_us": 280000,
-             "compute_us": 250000},
-            {"concurrency": 8, "throughput_rps": 8.0, "p50_ms": 1000, "p95_ms": 1200, "queue_us": 750000,
-             "compute_us": 250000}]},
-        "animevideo_x4": {"input": "64x64 PNG", "points": [
-            {"concurrency": 1, "throughput_rps": 40, "p50_ms": 25, "p95_ms": 30},
-            {"concurrency": 4, "throughput_rps": 90, "p50_ms": 44, "p95_ms": 60}]},
+        "esrgan_x4": {
+            "input": "64x64 PNG",
+            "points": [
+                {
+                    "concurrency": 1,
+                    "throughput_rps": 4.0,
+                    "p50_ms": 250,
+                    "p95_ms": 270,
+                    "queue_us": 50,
+                    "compute_us": 245000,
+                },
+                {
+                    "concurrency": 2,
+                    "throughput_rps": 6.0,
+                    "p50_ms": 330,
+                    "p95_ms": 400,
+                    "queue_us": 90000,
+                    "compute_us": 240000,
+                },
+                {
+                    "concurrency": 4,
+                    "throughput_rps": 7.5,
+                    "p50_ms": 530,
+                    "p95_ms": 700,
+                    "queue_us": 280000,
+                    "compute_us": 250000,
+                },
+                {
+                    "concurrency": 8,
+                    "throughput_rps": 8.0,
+                    "p50_ms": 1000,
+                    "p95_ms": 1200,
+                    "queue_us": 750000,
+                    "compute_us": 250000,
+                },
+            ],
+        },
+        "animevideo_x4": {
+            "input": "64x64 PNG",
+            "points": [
+                {"concurrency": 1, "throughput_rps": 40, "p50_ms": 25, "p95_ms": 30},
+                {"concurrency": 4, "throughput_rps": 90, "p50_ms": 44, "p95_ms": 60},
+            ],
+        },
     },
 }

@@ -24,7 +24,6 @@ NV_NAME = re.compile(r"\bnv_[a-z_]+")
 GPU_ONLY = {"nv_gpu_utilization"}
 
 
-
 @pytest.fixture(scope="module")
 def real_scrapes():
     """Two scrapes of a real Triton 2.51.0 (python -m stylize_k8s.capture_queue_metrics; scenario in
@@ -92,6 +91,7 @@ def test_cpu_image_steps_do_not_call_the_raw_frame_networks_through_bls():
     """The denominator counts <id>_net as client time because only raw-frame clients call it: the CPU image steps
     the build writes run the network in their own process (a BLS caller would count the callee's time twice)."""
     from stylize_build import pbtxt
+
     for d in descriptors.MODELS:
         if d.window:
             continue
@@ -106,7 +106,9 @@ def test_adapter_and_dashboard_read_metrics_triton_really_exports(real_scrapes):
     exported = t1.types  # family -> type, from the real server's "# TYPE" lines
     for r in _rules(K8S / "monitoring/prometheus-adapter/rules.yaml"):
         for name in NV_NAME.findall(r["metricsQuery"] + r["seriesQuery"]):
-            assert exported.get(name) == "counter", f"{name}: adapter rules rate() it, Triton exports {exported.get(name)}"
+            assert exported.get(name) == "counter", (
+                f"{name}: adapter rules rate() it, Triton exports {exported.get(name)}"
+            )
     dashboard = json.loads((K8S / "monitoring/grafana/stylize-triton.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     for name in {n for e in exprs for n in NV_NAME.findall(e)} - GPU_ONLY:
@@ -132,7 +134,8 @@ def test_worked_example_upstream_rule_underreports():
         "b": R(queue_us=0, compute_us=100_000, requests=1, duration_us=100_000),  # ensemble
         "b_step": R(queue_us=0, compute_us=100_000, requests=1, duration_us=100_000),  # contains b_net's 90 ms
         "b_net": R(queue_us=0, compute_us=90_000, requests=1, duration_us=90_000),  # called through BLS
-        "c": R(0, 0, 0), "c_step": R(0, 0, 0),
+        "c": R(0, 0, 0),
+        "c_step": R(0, 0, 0),
     }
     composing, clients = ["a_step", "b_step", "b_net", "c_step"], ["a", "b", "c"]
     c = qm.compare(models, composing=composing, clients=clients, window_s=30)
@@ -180,21 +183,30 @@ def _promtool_case(models: dict, seconds_per_step: int = 15, steps: int = 8):
     """Input series for promtool: pod triton-0 replays the real per-second rates, pod triton-1 is idle."""
     series, rounded = [], {}
     for model, r in models.items():
-        incs = {qm.QUEUE: round(r.queue_us * seconds_per_step, 3),
-                qm.COMPUTE: round(r.compute_us * seconds_per_step, 3),
-                qm.SUCCESS: round(r.requests * seconds_per_step, 3),
-                qm.DURATION: round(r.duration_us * seconds_per_step, 3)}
-        rounded[model] = qm.ModelRates(*(incs[n] / seconds_per_step
-                                         for n in (qm.QUEUE, qm.COMPUTE, qm.SUCCESS, qm.DURATION)))
+        incs = {
+            qm.QUEUE: round(r.queue_us * seconds_per_step, 3),
+            qm.COMPUTE: round(r.compute_us * seconds_per_step, 3),
+            qm.SUCCESS: round(r.requests * seconds_per_step, 3),
+            qm.DURATION: round(r.duration_us * seconds_per_step, 3),
+        }
+        rounded[model] = qm.ModelRates(
+            *(incs[n] / seconds_per_step for n in (qm.QUEUE, qm.COMPUTE, qm.SUCCESS, qm.DURATION))
+        )
         for name, inc in incs.items():
             for pod, step in (("triton-0", inc), ("triton-1", 0)):
-                series.append({"series": f'{name}{{namespace="stylize",pod="{pod}",model="{model}",version="1"}}',
-                               "values": f"0+{step}x{steps}"})
+                series.append(
+                    {
+                        "series": f'{name}{{namespace="stylize",pod="{pod}",model="{model}",version="1"}}',
+                        "values": f"0+{step}x{steps}",
+                    }
+                )
     return series, rounded
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool missing (Debian package `prometheus`; the Makefile's system-deps install it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool missing (Debian package `prometheus`; the Makefile's system-deps install it)",
+)
 def test_adapter_promql_evaluates_to_the_python_numbers(real_scrapes, tmp_path):
     """Prometheus evaluates the adapter's query (templates filled as prometheus-adapter fills them) and Triton's
     example rule on series replaying the real scrape: same numbers as the Python formulas above."""
@@ -210,11 +222,16 @@ def test_adapter_promql_evaluates_to_the_python_numbers(real_scrapes, tmp_path):
 
     def close(expr: str, busy: float) -> dict:
         """Pod triton-0 must evaluate to `busy`, the idle pod triton-1 to 0 (not NaN), within 1e-9 relative."""
-        expected = (f'label_replace(vector({busy!r}), "pod", "triton-0", "", "")'
-                    f' or label_replace(vector(0), "pod", "triton-1", "", "")')
+        expected = (
+            f'label_replace(vector({busy!r}), "pod", "triton-0", "", "")'
+            f' or label_replace(vector(0), "pod", "triton-1", "", "")'
+        )
         tol = abs(busy) * 1e-9
-        return {"expr": f"abs(({expr}) - on(pod) ({expected})) <= bool {tol!r}", "eval_time": "2m",
-                "exp_samples": [{"labels": '{pod="triton-0"}', "value": 1}, {"labels": '{pod="triton-1"}', "value": 1}]}
+        return {
+            "expr": f"abs(({expr}) - on(pod) ({expected})) <= bool {tol!r}",
+            "eval_time": "2m",
+            "exp_samples": [{"labels": '{pod="triton-0"}', "value": 1}, {"labels": '{pod="triton-1"}', "value": 1}],
+        }
 
     tests = [
         close(generate.queue_share(matchers, "pod"), share),
@@ -222,11 +239,14 @@ def test_adapter_promql_evaluates_to_the_python_numbers(real_scrapes, tmp_path):
         close(generate.queue_us_per_request(matchers, "pod"), per_request),
         close(generate.upstream_avg_time_queue_us(matchers, "pod"), upstream),
     ]
-    spec = {"evaluation_interval": "15s",
-            "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": tests}]}
+    spec = {
+        "evaluation_interval": "15s",
+        "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": tests}],
+    }
     (tmp_path / "test.yml").write_text(yaml.safe_dump(spec, sort_keys=False, width=100_000))
-    out = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        ["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -236,22 +256,27 @@ TRAFFIC = {
     "raw": {"esrgan_x4_net": (20 * 47, 20 * 50_000, 20), "esrgan_x4": (0, 0, 0)},  # its ensemble: loaded, idle
     # 2 image req/s (3 s each, 1 s of it queued in the step), 10 raw frames/s (100 ms, 60 ms queued) and a video
     # window every 2 s through its pass-through ensemble (2 s, 0.5 s queued in the network)
-    "mixed": {"esrgan_anime_x4": (0, 2 * 3_000_000, 2), "esrgan_anime_x4_image": (2 * 1_000_000, 2 * 3_000_000, 2),
-              "animevideo_x4_net": (10 * 60_000, 10 * 100_000, 10),
-              "basicvsr_x4": (0, 0.5 * 2_000_000, 0.5), "basicvsr_x4_net": (0.5 * 500_000, 0.5 * 2_000_000, 0.5)},
+    "mixed": {
+        "esrgan_anime_x4": (0, 2 * 3_000_000, 2),
+        "esrgan_anime_x4_image": (2 * 1_000_000, 2 * 3_000_000, 2),
+        "animevideo_x4_net": (10 * 60_000, 10 * 100_000, 10),
+        "basicvsr_x4": (0, 0.5 * 2_000_000, 0.5),
+        "basicvsr_x4_net": (0.5 * 500_000, 0.5 * 2_000_000, 0.5),
+    },
     "idle": {"esrgan_x4": (0, 0, 0), "esrgan_x4_image": (0, 0, 0), "esrgan_x4_net": (0, 0, 0)},
     # a client calling a GPU pod's TensorRT plan directly: queue time whose requests no entry model counts (the
     # pod's loaded ensembles export their series, idle)
     "gpu-raw": {"esrgan_x4_trt": (5 * 10_000, 5 * 60_000, 5), "esrgan_x4": (0, 0, 0), "esrgan_x4_image": (0, 0, 0)},
 }
 # Worked by hand from TRAFFIC: queued / end-to-end of the entry models, capped at 1
-EXPECTED_SHARE = {"raw": 940 / 1_000_000, "mixed": (2e6 + 6e5 + 2.5e5) / (6e6 + 1e6 + 1e6), "idle": 0.0,
-                  "gpu-raw": 1.0}
+EXPECTED_SHARE = {"raw": 940 / 1_000_000, "mixed": (2e6 + 6e5 + 2.5e5) / (6e6 + 1e6 + 1e6), "idle": 0.0, "gpu-raw": 1.0}
 EXPECTED_QUEUE_US = {"raw": 47.0, "mixed": 2.85e6 / (2 + 10 + 0.5), "idle": 0.0}  # per entry request
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool missing (Debian package `prometheus`; the Makefile's system-deps install it)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool missing (Debian package `prometheus`; the Makefile's system-deps install it)",
+)
 def test_deployed_rules_bounded_for_raw_frame_mixed_and_idle_traffic(tmp_path):
     """`promtool test rules` on the adapter rules as deployed (rules.yaml, templates filled as prometheus-adapter
     fills them, recorded per pod): raw-frame clients, a mix, an idle pod and queue time with no counted request.
@@ -259,44 +284,75 @@ def test_deployed_rules_bounded_for_raw_frame_mixed_and_idle_traffic(tmp_path):
     pods = "|".join(TRAFFIC)
     matchers = f'namespace="stylize",pod=~"{pods}"'
     rules = _rules(K8S / "monitoring/prometheus-adapter/rules.yaml")
-    recorded = [{"record": f"adapter:{r['name']['as']}",
-                 "expr": r["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod")}
-                for r in rules]
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "stylize-adapter", "interval": "15s",
-                                                                     "rules": recorded}]}, width=100_000))
+    recorded = [
+        {
+            "record": f"adapter:{r['name']['as']}",
+            "expr": r["metricsQuery"].replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod"),
+        }
+        for r in rules
+    ]
+    (tmp_path / "rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "stylize-adapter", "interval": "15s", "rules": recorded}]}, width=100_000)
+    )
     series = []
     for pod, models in TRAFFIC.items():
         for model, (queue, duration, requests) in models.items():
             for name, per_s in ((qm.QUEUE, queue), (qm.DURATION, duration), (qm.SUCCESS, requests)):
-                series.append({"series": f'{name}{{namespace="stylize",pod="{pod}",model="{model}",version="1"}}',
-                               "values": f"0+{per_s * 15:g}x8"})
+                series.append(
+                    {
+                        "series": f'{name}{{namespace="stylize",pod="{pod}",model="{model}",version="1"}}',
+                        "values": f"0+{per_s * 15:g}x8",
+                    }
+                )
 
     def check(record: str, expected: dict[str, float]) -> dict:
         want = " or ".join(f'label_replace(vector({v!r}), "pod", "{p}", "", "")' for p, v in expected.items())
-        return {"expr": f'abs({record} - on(pod) ({want})) <= bool on(pod) (1e-9 * abs({want}) + 1e-12)',
-                "eval_time": "2m", "exp_samples": [{"labels": f'{{pod="{p}"}}', "value": 1} for p in expected]}
+        return {
+            "expr": f"abs({record} - on(pod) ({want})) <= bool on(pod) (1e-9 * abs({want}) + 1e-12)",
+            "eval_time": "2m",
+            "exp_samples": [{"labels": f'{{pod="{p}"}}', "value": 1} for p in expected],
+        }
 
-    spec = {"rule_files": ["rules.yml"], "evaluation_interval": "15s",
-            "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": [
-                check(f"adapter:{generate.HPA_METRIC}", EXPECTED_SHARE),
-                check("adapter:triton_queue_us_per_request", EXPECTED_QUEUE_US),
-                # the share never leaves [0, 1], on every pod
-                {"expr": f"count(adapter:{generate.HPA_METRIC} >= 0 <= 1)", "eval_time": "2m",
-                 "exp_samples": [{"labels": "{}", "value": len(TRAFFIC)}]},
-            ]}]}
+    spec = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": series,
+                "promql_expr_test": [
+                    check(f"adapter:{generate.HPA_METRIC}", EXPECTED_SHARE),
+                    check("adapter:triton_queue_us_per_request", EXPECTED_QUEUE_US),
+                    # the share never leaves [0, 1], on every pod
+                    {
+                        "expr": f"count(adapter:{generate.HPA_METRIC} >= 0 <= 1)",
+                        "eval_time": "2m",
+                        "exp_samples": [{"labels": "{}", "value": len(TRAFFIC)}],
+                    },
+                ],
+            }
+        ],
+    }
     (tmp_path / "test.yml").write_text(yaml.safe_dump(spec, sort_keys=False, width=100_000))
-    out = subprocess.run(["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        ["promtool", "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_docs_quote_the_numbers_of_the_real_scrapes(real_scrapes):
     """docs/k8s.md cites the comparison on the captured scrapes: the numbers it prints are these."""
     t0, t1, seconds = real_scrapes
-    c = qm.compare(qm.model_rates(t0, t1, seconds), composing=generate.composing_models(),
-                   clients=generate.client_models())
+    c = qm.compare(
+        qm.model_rates(t0, t1, seconds), composing=generate.composing_models(), clients=generate.client_models()
+    )
     doc = (K8S.parent / "docs" / "k8s.md").read_text()
-    for quoted in (f"**{c.queue_us_per_client_request / 1000:.1f} ms**", f"**{c.upstream_avg_queue_us / 1000:.1f} ms**",
-                   f"({c.upstream_underreports_by:.1f}x less)", f"gives {c.naive_ratio_all_series:.2f}",
-                   f"composing models {c.naive_ratio_composing:.2f}", f"was {c.ratio:.2f}"):
+    for quoted in (
+        f"**{c.queue_us_per_client_request / 1000:.1f} ms**",
+        f"**{c.upstream_avg_queue_us / 1000:.1f} ms**",
+        f"({c.upstream_underreports_by:.1f}x less)",
+        f"gives {c.naive_ratio_all_series:.2f}",
+        f"composing models {c.naive_ratio_composing:.2f}",
+        f"was {c.ratio:.2f}",
+    ):
         assert quoted in doc, quoted

@@ -20,8 +20,10 @@ SHORT = {"steady": 1800, "diurnal": 7200, "burst": 1800}  # shorter runs keep th
 
 @pytest.fixture(scope="module")
 def hpas():
-    return (sim.HpaSpec.from_manifest(one(render("overlays/cpu"), "HorizontalPodAutoscaler")),
-            sim.HpaSpec.from_manifest(one(render("overlays/gpu"), "HorizontalPodAutoscaler")))
+    return (
+        sim.HpaSpec.from_manifest(one(render("overlays/cpu"), "HorizontalPodAutoscaler")),
+        sim.HpaSpec.from_manifest(one(render("overlays/gpu"), "HorizontalPodAutoscaler")),
+    )
 
 
 @pytest.fixture
@@ -40,15 +42,16 @@ def test_refuses_without_measured_numbers(tmp_path, capsys):
 
 
 def _row(text: str, first_cell: str, table_header: str) -> list[str]:
-    section = text[text.index(table_header):]
+    section = text[text.index(table_header) :]
     line = next(l for l in section.splitlines() if l.startswith(f"| {first_cell} |"))
     return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_tables_come_from_the_numbers(results_file, tmp_path, hpas):
     cpu, gpu = hpas
-    text = plan.render(results_file, figures=tmp_path / "capacity", rps=[1, 10, 100, 1000], cpu_hpa=cpu,
-                       gpu_hpa=gpu, durations=SHORT)
+    text = plan.render(
+        results_file, figures=tmp_path / "capacity", rps=[1, 10, 100, 1000], cpu_hpa=cpu, gpu_hpa=gpu, durations=SHORT
+    )
     assert text.startswith(plan.MARKER)
     # pods for N req/s = ceil(N / throughput at the SLO): esrgan_x4 7.5 req/s/pod, animevideo_x4 90 req/s/pod
     esr = _row(text, "esrgan_x4", "### Pods needed")
@@ -64,27 +67,44 @@ def test_tables_come_from_the_numbers(results_file, tmp_path, hpas):
     # the input travels with the doc, so the doc can be regenerated and checked
     assert json.loads((tmp_path / "capacity" / "capacity-input.json").read_text()) == TEST_RESULTS
     # no GPU input: the GPU section states the method only, no number
-    gpu_part = text[text.index("## GPU pods"):text.index("## Method")]
+    gpu_part = text[text.index("## GPU pods") : text.index("## Method")]
     assert "No GPU numbers" in gpu_part and not re.search(r"\d+ req/s", gpu_part)
 
 
 def test_gpu_assumptions_are_labelled_and_used(results_file, tmp_path, hpas):
     cpu, gpu = hpas
     assumptions = tmp_path / "gpu.json"
-    assumptions.write_text(json.dumps({"source": "test input", "gpu": "a GPU",
-                                       "models": {"esrgan_x4": {"speedup": 10, "why": "test"}}}))
+    assumptions.write_text(
+        json.dumps({"source": "test input", "gpu": "a GPU", "models": {"esrgan_x4": {"speedup": 10, "why": "test"}}})
+    )
     tiny = {"steady": 600, "burst": 600}  # the simulations are tested above; here only the GPU arithmetic
-    text = plan.render(results_file, figures=tmp_path / "capacity", rps=[1000], cpu_hpa=cpu, gpu_hpa=gpu,
-                       gpu_assumptions=assumptions, durations=tiny, write=False)
+    text = plan.render(
+        results_file,
+        figures=tmp_path / "capacity",
+        rps=[1000],
+        cpu_hpa=cpu,
+        gpu_hpa=gpu,
+        gpu_assumptions=assumptions,
+        durations=tiny,
+        write=False,
+    )
     assert "## GPU pods (ASSUMED, not measured)" in text
-    gpu_part = text[text.index("## GPU pods computed from the assumptions"):]
+    gpu_part = text[text.index("## GPU pods computed from the assumptions") :]
     # 10x the CPU pod: every point meets the SLO once its latency is divided by 10, so the at-SLO throughput is
     # the saturation one, 80 req/s; the GPU overlay's maxReplicas is 8
     assert _row(gpu_part, "esrgan_x4", "### Pods needed")[1] == f"{math.ceil(1000 / 80)} (> max)"
     assumptions.write_text(json.dumps({"source": "x", "models": {"esrgan_x4": {"speedup": 10}}}))
     with pytest.raises(plan.PlanInputError, match="why"):
-        plan.render(results_file, figures=tmp_path / "c2", rps=[1], cpu_hpa=cpu, gpu_hpa=gpu,
-                    gpu_assumptions=assumptions, durations=tiny, write=False)
+        plan.render(
+            results_file,
+            figures=tmp_path / "c2",
+            rps=[1],
+            cpu_hpa=cpu,
+            gpu_hpa=gpu,
+            gpu_assumptions=assumptions,
+            durations=tiny,
+            write=False,
+        )
 
 
 def test_refuses_results_of_a_pod_unlike_the_overlays_unless_scaled(tmp_path, hpas, capsys):
@@ -99,19 +119,44 @@ def test_refuses_results_of_a_pod_unlike_the_overlays_unless_scaled(tmp_path, hp
     path.write_text(json.dumps(small))
     tiny = {"steady": 600}
     with pytest.raises(plan.PlanInputError, match="cpu 2, memory 23.5Gi.*cpu 4, memory 28Gi"):
-        plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny, write=False,
-                    cpu_pod=deployed)
+        plan.render(
+            path,
+            figures=tmp_path / "c",
+            rps=[10],
+            cpu_hpa=cpu,
+            gpu_hpa=gpu,
+            durations=tiny,
+            write=False,
+            cpu_pod=deployed,
+        )
     out = tmp_path / "capacity.md"
     assert plan.main(["--results", str(path), "--out", str(out)]) == 2  # the command line refuses too
     assert not out.exists() and plan.SCALE_FLAG in capsys.readouterr().err
-    text = plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny,
-                       write=False, cpu_pod=deployed, scale_to_pod=True)
+    text = plan.render(
+        path,
+        figures=tmp_path / "c",
+        rps=[10],
+        cpu_hpa=cpu,
+        gpu_hpa=gpu,
+        durations=tiny,
+        write=False,
+        cpu_pod=deployed,
+        scale_to_pod=True,
+    )
     assert "**SCALED, not measured at this size**" in text and plan.SCALE_FLAG in text
     assert "cpu 2, memory 23.5Gi" in text and "cpu 4, memory 28Gi" in text
     assert _row(text, "esrgan_x4", "### Per pod")[3:6] == ["16.00", "15.00", "4"]  # 2x throughput, same latency
     # the measured pod size itself needs no flag
-    same = plan.render(path, figures=tmp_path / "c", rps=[10], cpu_hpa=cpu, gpu_hpa=gpu, durations=tiny,
-                       write=False, cpu_pod={"overlay": "cpu", "cpu": "2000m", "memory": "23.5Gi"})
+    same = plan.render(
+        path,
+        figures=tmp_path / "c",
+        rps=[10],
+        cpu_hpa=cpu,
+        gpu_hpa=gpu,
+        durations=tiny,
+        write=False,
+        cpu_pod={"overlay": "cpu", "cpu": "2000m", "memory": "23.5Gi"},
+    )
     assert "as deployed (overlays/cpu) and as measured" in same and "SCALED" not in same
 
 
@@ -139,11 +184,21 @@ def test_committed_doc_is_method_only_or_generated_and_current(hpas):
     if (ROOT / "docs/capacity/capacity-gpu-input.json").is_file():
         kwargs["gpu_results"] = ROOT / "docs/capacity/capacity-gpu-input.json"
     regenerate = next(line for line in text.splitlines() if line.startswith("Regenerate:"))
-    regenerated = plan.render(inputs, figures=ROOT / "docs" / "capacity", rps=list(plan.DEFAULT_RPS), cpu_hpa=cpu,
-                              gpu_hpa=gpu, write=False, cpu_pod=plan.overlay_pod("cpu"),
-                              scale_to_pod=plan.SCALE_FLAG in regenerate, **kwargs)
+    regenerated = plan.render(
+        inputs,
+        figures=ROOT / "docs" / "capacity",
+        rps=list(plan.DEFAULT_RPS),
+        cpu_hpa=cpu,
+        gpu_hpa=gpu,
+        write=False,
+        cpu_pod=plan.overlay_pod("cpu"),
+        scale_to_pod=plan.SCALE_FLAG in regenerate,
+        **kwargs,
+    )
     assert regenerated == text, "docs/capacity.md is stale: re-run python -m stylize_k8s.plan"
     # ... and it describes the deployed pod: as measured, or scaled to it in so many words
     deployed = plan.overlay_pod("cpu")
-    assert (f"Pod: cpu {deployed['cpu']}, memory {deployed['memory']}, as deployed" in text
-            or f"the deployed pod (overlays/cpu) has cpu {deployed['cpu']}, memory {deployed['memory']}" in text)
+    assert (
+        f"Pod: cpu {deployed['cpu']}, memory {deployed['memory']}, as deployed" in text
+        or f"the deployed pod (overlays/cpu) has cpu {deployed['cpu']}, memory {deployed['memory']}" in text
+    )

@@ -83,8 +83,18 @@ def test_the_image_step_configs_carry_the_caps():
 
 # Flags the launcher sets from its settings (taken from the Deployment's values below, not passed twice), and the
 # restricted-API flags, which the launcher sets with a key of its own (the Deployment's reads a Secret).
-OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
-         "log-verbose", "cache-config", "http-restricted-api", "grpc-restricted-protocol")
+OWNED = (
+    "model-repository",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "strict-readiness",
+    "exit-timeout-secs",
+    "log-verbose",
+    "cache-config",
+    "http-restricted-api",
+    "grpc-restricted-protocol",
+)
 REQUEST_S = 3.0  # each long request: long enough to be in flight at SIGTERM, short enough for a 2-core machine
 
 SLOW_MODEL = '''import json, os, time
@@ -114,7 +124,8 @@ def _slow_repository(root: Path) -> tuple[Path, Path]:
     (repo / "slow" / "1").mkdir(parents=True)
     started.mkdir()
     (repo / "slow" / "1" / "model.py").write_text(SLOW_MODEL)
-    (repo / "slow" / "config.pbtxt").write_text(textwrap.dedent(f"""\
+    (repo / "slow" / "config.pbtxt").write_text(
+        textwrap.dedent(f"""\
         name: "slow"
         backend: "python"
         max_batch_size: 0
@@ -122,7 +133,8 @@ def _slow_repository(root: Path) -> tuple[Path, Path]:
         output [ {{ name: "SLEPT", data_type: TYPE_FP32, dims: [ 1 ] }} ]
         instance_group [ {{ count: 2, kind: KIND_CPU }} ]
         parameters {{ key: "started", value: {{ string_value: "{started}" }} }}
-        """))
+        """)
+    )
     return repo, started
 
 
@@ -133,10 +145,14 @@ def _pod_server(launcher, repo: Path, log: Path, **overrides):
 
     args = server_container(one(render("overlays/cpu"), "Deployment", "triton"))["args"]
     (cache,) = flag(args, "cache-config")
-    values = {"strict_readiness": flag(args, "strict-readiness") == ["true"],
-              "exit_timeout": int(flag(args, "exit-timeout-secs")[0]), "cache_size": int(cache.split("size=")[1]),
-              "extra_args": tuple(a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)),
-              "log_file": log, "startup_timeout": 90} | overrides
+    values = {
+        "strict_readiness": flag(args, "strict-readiness") == ["true"],
+        "exit_timeout": int(flag(args, "exit-timeout-secs")[0]),
+        "cache_size": int(cache.split("size=")[1]),
+        "extra_args": tuple(a for a in args if not any(a.startswith(f"--{o}=") for o in OWNED)),
+        "log_file": log,
+        "startup_timeout": 90,
+    } | overrides
     try:
         return launcher.TritonServer(ServerSettings.local(repo, **values))
     except TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
@@ -203,6 +219,7 @@ def test_requests_in_flight_survive_sigterm_of_the_pods_server(tmp_path):
     unloads and exits cleanly. Negative control, same flags but an exit timeout shorter than the request: the HTTP
     request in flight is cut off when the timeout ends (the drain test can fail)."""
     from stylize.server import launcher
+
     dep = one(render("overlays/cpu"), "Deployment", "triton")
     grace_after_sigterm = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] - drain.PRESTOP_S
 
@@ -218,8 +235,10 @@ def test_requests_in_flight_survive_sigterm_of_the_pods_server(tmp_path):
     # unloading after the last request fitted in Triton's own exit timeout (what STOP_S budgets for; its time is
     # printed below, a measurement, not a bound)
     assert "Exit timeout expired" not in log, (r, server.log_tail())
-    print(f"requests returned {r['requests_done_s']:.1f} s after SIGTERM; exit {r['exit_after_release_s']:.1f} s "
-          "after the last connection closed")
+    print(
+        f"requests returned {r['requests_done_s']:.1f} s after SIGTERM; exit {r['exit_after_release_s']:.1f} s "
+        "after the last connection closed"
+    )
 
     repo, started = _slow_repository(tmp_path / "b")
     short = _pod_server(launcher, repo, tmp_path / "short.log", exit_timeout=2)

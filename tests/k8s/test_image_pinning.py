@@ -26,8 +26,14 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4  # well-formed; no registry serves i
 
 def test_ref_refuses_a_base_without_digest_and_gives_name_at_digest_with_one(tmp_path):
     lock = tmp_path / "base-images.json"
-    lock.write_text(json.dumps({"gpu": {"image": "nvcr.io/nvidia/tritonserver:24.10-py3", "digest": None},
-                                "cpu": {"image": None, "digest": None}}))
+    lock.write_text(
+        json.dumps(
+            {
+                "gpu": {"image": "nvcr.io/nvidia/tritonserver:24.10-py3", "digest": None},
+                "cpu": {"image": None, "digest": None},
+            }
+        )
+    )
     for key in ("gpu", "cpu", "missing"):
         with pytest.raises(pin.Unpinned):
             pin.ref(key, lock)
@@ -89,6 +95,7 @@ def test_the_cpu_target_refuses_a_base_with_cuda():
     is; in a mount namespace that hides both, as a CPU-only base has neither, only the CUDA-linked server is refused."""
     from stylize.server.errors import TritonNotFoundError
     from stylize.server.install import find_tritonserver
+
     try:
         cuda_build = find_tritonserver().binary
     except TritonNotFoundError as e:
@@ -102,11 +109,16 @@ def test_the_cpu_target_refuses_a_base_with_cuda():
         if not hide_cuda:
             return subprocess.run(["sh", "-c", script], capture_output=True, text=True)
         hide = "mount -t tmpfs tmpfs /usr/local && mount --bind /dev/null /etc/ld.so.cache && "
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", hide + script],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide + script],
+            capture_output=True,
+            text=True,
+        )
 
-    has_cuda = any(Path("/usr/local").glob("cuda*")) or "libcudart.so" in subprocess.run(
-        ["ldconfig", "-p"], capture_output=True, text=True).stdout
+    has_cuda = (
+        any(Path("/usr/local").glob("cuda*"))
+        or "libcudart.so" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    )
     if has_cuda:
         assert run(plain, hide_cuda=False).returncode == 1  # CUDA in the base itself
     if os.geteuid() != 0 or not shutil.which("unshare"):

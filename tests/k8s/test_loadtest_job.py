@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.k8s, pytest.mark.triton, pytest.mark.loadtest]
 from stylize.server import launcher
 from stylize.server.errors import TritonNotFoundError
 
-ECHO = '''import numpy as np
+ECHO = """import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
@@ -28,7 +28,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.Tensor(
             "{out}", pb_utils.get_input_tensor_by_name(r, "{inp}").as_numpy())]) for r in requests]
-'''
+"""
 
 
 def _perf_analyzer() -> tuple[Path, dict]:
@@ -58,11 +58,13 @@ def test_job_command_runs_against_a_real_server(tmp_path):
     repo = tmp_path / "repo"
     (repo / model.id / "1").mkdir(parents=True)
     (repo / model.id / "1" / "model.py").write_text(
-        ECHO.format(inp=descriptors.ENCODED_IMAGE.name, out=descriptors.ENCODED_RESULT.name))
+        ECHO.format(inp=descriptors.ENCODED_IMAGE.name, out=descriptors.ENCODED_RESULT.name)
+    )
     (repo / model.id / "config.pbtxt").write_text(
         f'name: "{model.id}"\nbackend: "python"\nmax_batch_size: {model.serving.max_batch_size}\n'
         f'input [ {{ name: "{descriptors.ENCODED_IMAGE.name}", data_type: TYPE_STRING, dims: [ 1 ] }} ]\n'
-        f'output [ {{ name: "{descriptors.ENCODED_RESULT.name}", data_type: TYPE_STRING, dims: [ 1 ] }} ]\n')
+        f'output [ {{ name: "{descriptors.ENCODED_RESULT.name}", data_type: TYPE_STRING, dims: [ 1 ] }} ]\n'
+    )
 
     script = container["args"][0]
     inputs = one(render("loadtest"), "ConfigMap")["data"]["input-data.json"]
@@ -70,20 +72,28 @@ def test_job_command_runs_against_a_real_server(tmp_path):
     assert json.loads(inputs)["data"][0][descriptors.ENCODED_IMAGE.name]["b64"]
     # the Job's command, with the in-cluster paths pointed here and a short measurement whose stability is not
     # judged (this machine is shared: 2 s windows of an echo model wander by more than 10 %)
-    script = (script.replace("/inputs/input-data.json", str(tmp_path / "input-data.json"))
-              .replace("/tmp/perf.csv", str(tmp_path / "perf.csv"))
-              .replace("--measurement-interval 10000", "--measurement-interval 2000")
-              .replace("--stability-percentage 10", "--stability-percentage 1000")
-              .replace("--max-trials 10", "--max-trials 3")
-              .replace("perf_analyzer ", f"{shlex.quote(str(exe))} ", 1))
+    script = (
+        script.replace("/inputs/input-data.json", str(tmp_path / "input-data.json"))
+        .replace("/tmp/perf.csv", str(tmp_path / "perf.csv"))
+        .replace("--measurement-interval 10000", "--measurement-interval 2000")
+        .replace("--stability-percentage 10", "--stability-percentage 1000")
+        .replace("--max-trials 10", "--max-trials 3")
+        .replace("perf_analyzer ", f"{shlex.quote(str(exe))} ", 1)
+    )
     try:
         server = launcher.start_local(repo)
     except TritonNotFoundError as e:  # pragma: no cover
         pytest.skip(f"no tritonserver binary: {e}")
     with server:
         assert job_env["TARGET"].endswith(":8000")  # the Service's HTTP port
-        run_env = dict(env, MODEL=model.id, TARGET=server.http_url, CONCURRENCY="1:2:1",
-                       PERCENTILE=job_env["PERCENTILE"], STYLIZE_ADMIN_KEY=server.admin_key)
+        run_env = dict(
+            env,
+            MODEL=model.id,
+            TARGET=server.http_url,
+            CONCURRENCY="1:2:1",
+            PERCENTILE=job_env["PERCENTILE"],
+            STYLIZE_ADMIN_KEY=server.admin_key,
+        )
         out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=run_env, timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for flag_ in ("--measurement-interval 2000", "--stability-percentage 1000", "--max-trials 3"):

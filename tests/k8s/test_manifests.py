@@ -65,7 +65,8 @@ def test_servicemonitor_validates_against_its_crd_schema():
 def test_servicemonitor_schema_rejects_what_the_crd_rejects():
     """The transcribed schema is not vacuous: unknown fields, bad durations and missing selectors fail."""
     validator = jsonschema.Draft202012Validator(
-        strictify(json.loads(CRDS[("monitoring.coreos.com/v1", "ServiceMonitor")].read_text())))
+        strictify(json.loads(CRDS[("monitoring.coreos.com/v1", "ServiceMonitor")].read_text()))
+    )
     good = one(render("overlays/cpu"), "ServiceMonitor")
     assert validator.is_valid(good)
     typo = json.loads(json.dumps(good))
@@ -119,7 +120,9 @@ def test_selectors_and_ports_connect(kustomization):
     for tsc in dep["spec"]["template"]["spec"]["topologySpreadConstraints"]:
         assert _matches(tsc["labelSelector"], pod_labels)
     assert {t["topologyKey"] for t in dep["spec"]["template"]["spec"]["topologySpreadConstraints"]} == {
-        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
 
     hpa = one(objs, "HorizontalPodAutoscaler")
     ref = hpa["spec"]["scaleTargetRef"]
@@ -173,8 +176,10 @@ def test_network_policy(kustomization):
     # inference ports admit the load-test Job's pods; the metrics port admits only the monitoring namespace
     job_labels = one(render("loadtest"), "Job")["spec"]["template"]["metadata"]["labels"]
     for port in ("http", "grpc"):
-        assert any("podSelector" in f and "namespaceSelector" not in f and _matches(f["podSelector"], job_labels)
-                   for f in by_port[port])
+        assert any(
+            "podSelector" in f and "namespaceSelector" not in f and _matches(f["podSelector"], job_labels)
+            for f in by_port[port]
+        )
     assert by_port["metrics"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     egress_ports = {(p["port"], p["protocol"]) for r in np_["spec"]["egress"] for p in r["ports"]}
     assert egress_ports == {(53, "UDP"), (53, "TCP")}  # the base policy: DNS only, in every overlay
@@ -207,8 +212,7 @@ def test_probes(kustomization):
     # model loading gets at least 5 minutes before the kubelet gives up on the pod
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
     # a busy server is not killed faster than it is taken out of the endpoints
-    assert (live["periodSeconds"] * live["failureThreshold"]
-            > ready["periodSeconds"] * ready["failureThreshold"])
+    assert live["periodSeconds"] * live["failureThreshold"] > ready["periodSeconds"] * ready["failureThreshold"]
     assert flag(c["args"], "strict-readiness") == ["true"]
 
 
@@ -243,8 +247,9 @@ def test_shared_memory_and_writable_dirs(kustomization):
         assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts), path
         mount = next(m for m in sorted(mounts, key=len, reverse=True) if path.startswith(m))
         assert "emptyDir" in volumes[mounts[mount]]
-    shm_flags = dict(f.split(",", 1)[1].split("=") for f in flag(c["args"], "backend-config")
-                     if f.startswith("python,shm-"))
+    shm_flags = dict(
+        f.split(",", 1)[1].split("=") for f in flag(c["args"], "backend-config") if f.startswith("python,shm-")
+    )
     assert int(shm_flags["shm-default-byte-size"]) < shm_bytes
 
 
@@ -290,7 +295,6 @@ def test_requests_and_limits(kustomization):
         assert res["requests"]["memory"] == res["limits"]["memory"]
 
 
-
 # ---- local disk (ephemeral storage) ------------------------------------------------------------------------------
 
 # Container logs on node disk, charged to the container's ephemeral storage: containerLogMaxSize 10Mi x
@@ -323,12 +327,16 @@ def ephemeral_storage_problems(pod: dict) -> list[str]:
             continue
         writes = LOG_BUDGET + sum(on_disk.get(m["name"], 0) for m in c.get("volumeMounts", []))
         if quantity_bytes(lim) < writes:
-            problems.append(f"{c['name']}: ephemeral-storage limit {lim} < {writes >> 20}Mi (its emptyDirs' "
-                            "sizeLimits, ConfigMaps and logs)")
+            problems.append(
+                f"{c['name']}: ephemeral-storage limit {lim} < {writes >> 20}Mi (its emptyDirs' "
+                "sizeLimits, ConfigMaps and logs)"
+            )
         if quantity_bytes(req) > quantity_bytes(lim):
             problems.append(f"{c['name']}: ephemeral-storage request {req} > limit {lim}")
-    pod_limit = sum(quantity_bytes(c.get("resources", {}).get("limits", {}).get("ephemeral-storage", "0"))
-                    for c in pod["containers"])
+    pod_limit = sum(
+        quantity_bytes(c.get("resources", {}).get("limits", {}).get("ephemeral-storage", "0"))
+        for c in pod["containers"]
+    )
     if pod_limit < sum(on_disk.values()):
         problems.append(f"the pod's containers' limits ({pod_limit >> 20}Mi) hold less than its disk volumes")
     return problems
@@ -366,8 +374,10 @@ def test_the_local_disk_check_finds_what_is_missing():
     def grown(p):
         next(v for v in p["volumes"] if v["name"] == "tmp")["emptyDir"]["sizeLimit"] = "4Gi"
 
-    assert mutated(no_limit) == ["triton: no ephemeral-storage limit",
-                                 "the pod's containers' limits (0Mi) hold less than its disk volumes"]
+    assert mutated(no_limit) == [
+        "triton: no ephemeral-storage limit",
+        "the pod's containers' limits (0Mi) hold less than its disk volumes",
+    ]
     assert mutated(no_request) == ["model-sync: no ephemeral-storage request"]
     assert mutated(no_size) == ["emptyDir models: no sizeLimit"]
     grown_problems = mutated(grown)
@@ -386,12 +396,13 @@ def test_local_disk_figures_hold_the_measurement():
 
     report = disk_usage.load()
     for kustomization in OVERLAYS:
-        volumes = {v["name"]: v for v in
-                   one(render(kustomization), "Deployment", "triton")["spec"]["template"]["spec"]["volumes"]}
+        volumes = {
+            v["name"]: v
+            for v in one(render(kustomization), "Deployment", "triton")["spec"]["template"]["spec"]["volumes"]
+        }
         assert quantity_bytes(volumes["tmp"]["emptyDir"]["sizeLimit"]) >= 2 * report["openvino_cache"]["bytes"]
         if "models" in volumes:
-            assert (quantity_bytes(volumes["models"]["emptyDir"]["sizeLimit"])
-                    >= 2 * report["model_repository"]["bytes"])
+            assert quantity_bytes(volumes["models"]["emptyDir"]["sizeLimit"]) >= 2 * report["model_repository"]["bytes"]
     # the report covers every image step the repository compiles in process, each served version
     networks = report["openvino_cache"]["networks"]
     assert {n["step"] for n in networks} == {d.image_model for d in descriptors.MODELS if not d.window}
@@ -479,8 +490,9 @@ def test_the_object_store_egress_is_a_cidr_you_must_set(tmp_path):
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
         f"resources: [{base}]\n"
         "patches: [{target: {kind: NetworkPolicy, name: triton-object-store},\n"
-        "           patch: '[{\"op\": \"replace\", \"path\": \"/spec/egress/0/to/0/ipBlock/cidr\", "
-        "\"value\": \"203.0.113.0/24\"}]'}]\n")
+        '           patch: \'[{"op": "replace", "path": "/spec/egress/0/to/0/ipBlock/cidr", '
+        '"value": "203.0.113.0/24"}]\'}]\n'
+    )
     out = subprocess.run([kubectl(), "kustomize", str(mine)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     mine_objs = tuple(d for d in yaml.safe_load_all(out.stdout) if d)
@@ -499,22 +511,31 @@ def test_the_egress_check_finds_rules_open_to_any_host():
     labels = {"app.kubernetes.io/name": "triton"}
 
     def policy(*rules, selector=labels, types=("Egress",)):
-        return {"kind": "NetworkPolicy", "metadata": {"name": "p"},
-                "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": list(types), "egress": list(rules)}}
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "p"},
+            "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": list(types), "egress": list(rules)},
+        }
 
     https = [{"port": 443, "protocol": "TCP"}]
     old_component = policy({"ports": https})
     assert egress_open_to_any_host([old_component], labels, 443) == ["p egress[0]: any destination"]
     for cidr in ("0.0.0.0/0", "::/0"):
-        assert egress_open_to_any_host([policy({"to": [{"ipBlock": {"cidr": cidr}}], "ports": https})],
-                                       labels, 443) == [f"p egress[0]: {cidr}"]
+        assert egress_open_to_any_host(
+            [policy({"to": [{"ipBlock": {"cidr": cidr}}], "ports": https})], labels, 443
+        ) == [f"p egress[0]: {cidr}"]
     assert egress_open_to_any_host([policy({})], labels, 443) == ["p egress[0]: any destination"]
-    assert egress_open_to_any_host([policy({"ports": [{"port": 400, "endPort": 500, "protocol": "TCP"}]})],
-                                   labels, 443) == ["p egress[0]: any destination"]
+    assert egress_open_to_any_host(
+        [policy({"ports": [{"port": 400, "endPort": 500, "protocol": "TCP"}]})], labels, 443
+    ) == ["p egress[0]: any destination"]
     assert egress_open_to_any_host([policy({"ports": https}, selector={"app": "other"})], labels, 443) == []
     assert egress_open_to_any_host([policy({"ports": [{"port": 53, "protocol": "UDP"}]})], labels, 443) == []
-    assert egress_open_to_any_host([policy({"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": https})],
-                                   labels, 443) == []
+    assert (
+        egress_open_to_any_host(
+            [policy({"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": https})], labels, 443
+        )
+        == []
+    )
 
 
 def test_server_args_and_images():
@@ -522,8 +543,12 @@ def test_server_args_and_images():
         c = server_container(one(render(kustomization), "Deployment", "triton"))
         # the entrypoint cleans /dev/shm of a crashed server's regions, then execs tritonserver with the args
         # (tests/k8s/test_pod_entrypoint.py runs it as the pod does)
-        assert c["command"] == ["/opt/stylize/venv/bin/python", "-m", "stylize.server.entrypoint",
-                                "/opt/tritonserver/bin/tritonserver"]
+        assert c["command"] == [
+            "/opt/stylize/venv/bin/python",
+            "-m",
+            "stylize.server.entrypoint",
+            "/opt/tritonserver/bin/tritonserver",
+        ]
         assert flag(c["args"], "model-repository") == ["/models"]
         (cache,) = flag(c["args"], "cache-config")
         assert re.fullmatch(r"local,size=\d+", cache)
@@ -609,8 +634,12 @@ def test_dockerfile_builds_from_the_pinned_release():
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
     # the server is the last stage (what a plain `docker build` makes); plan-builder and server-cpu (FROM a
     # CPU-only Triton, tests/k8s/test_image_pinning.py) are for `--target` only
-    assert stages == [("${TRITON_IMAGE}", "server-base"), ("server-base", "plan-builder"),
-                      ("server-base", "server-cpu"), ("server-base", "server")]
+    assert stages == [
+        ("${TRITON_IMAGE}", "server-base"),
+        ("server-base", "plan-builder"),
+        ("server-base", "server-cpu"),
+        ("server-base", "server"),
+    ]
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert '"/src[server]"' in text
@@ -618,6 +647,7 @@ def test_dockerfile_builds_from_the_pinned_release():
     # the stub the image links to exists at that path in the pinned nvidia-pytriton wheel
     stub_rel = re.search(r"site-packages/(pytriton/\S+/triton_python_backend_stub)", text).group(1)
     import importlib.util
+
     site = importlib.util.find_spec("pytriton")
     if site is None:
         pytest.skip("nvidia-pytriton (the `server` extra) is not installed: cannot check the stub path")
@@ -642,7 +672,8 @@ def test_your_registry_goes_in_an_overlay_of_your_own_with_the_installed_kubectl
     (mine / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
         f"resources: [{cpu}]\n"
-        f"images: [{{name: localhost:5000/stylize-triton, newName: {image}, newTag: 0.1.0-triton24.10-cpu}}]\n")
+        f"images: [{{name: localhost:5000/stylize-triton, newName: {image}, newTag: 0.1.0-triton24.10-cpu}}]\n"
+    )
     out = subprocess.run([kubectl(), "kustomize", str(mine)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     images = set(re.findall(r"^\s+image: (\S+)$", out.stdout, re.M))

@@ -18,8 +18,7 @@ def test_the_cpu_pod_holds_its_worst_case():
     assert w.limit_mib >= w.total_mib * (1 + memory_budget.MARGIN)
     # every term is there and measured (none left at zero by a missing file or key)
     assert min(w.idle_mib, w.keeps_mib, w.budget_mib, w.shm_mib, w.cache_mib) > 0
-    out = subprocess.run([sys.executable, "-m", "stylize_k8s.memory_budget", "--check"], capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-m", "stylize_k8s.memory_budget", "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "worst case" in out.stdout and "CPU pod memory limit" in out.stdout
 

@@ -21,18 +21,30 @@ from pathlib import Path
 import pytest
 from k8s_helpers import flag, one, render, server_container
 
-pytestmark = [pytest.mark.k8s, pytest.mark.triton,
-              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
-                                 reason="a container's PID and mount namespace need root and unshare(1)")]
+pytestmark = [
+    pytest.mark.k8s,
+    pytest.mark.triton,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("unshare"),
+        reason="a container's PID and mount namespace need root and unshare(1)",
+    ),
+]
 
 POD_PYTHON = "/opt/stylize/venv/bin/python"  # the image's venv (k8s/image/Dockerfile)
 POD_TRITON = "/opt/tritonserver/bin/tritonserver"
 # flags the launcher sets itself (ports of its own, a repository here, a key of its own for the restricted APIs)
 # and the cache (the launcher adds the wheel's cache directory to it)
-OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "http-restricted-api",
-         "grpc-restricted-protocol", "cache-config")
+OWNED = (
+    "model-repository",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "http-restricted-api",
+    "grpc-restricted-protocol",
+    "cache-config",
+)
 
-ECHO = '''import numpy as np
+ECHO = """import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
@@ -40,21 +52,23 @@ class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN")
                                                             .as_numpy() + 1)]) for r in requests]
-'''
+"""
 
 
 def _repository(root: Path) -> Path:
     """Two python model instances: two stubs, each with its shared-memory region in /dev/shm."""
     (root / "echo" / "1").mkdir(parents=True)
     (root / "echo" / "1" / "model.py").write_text(ECHO)
-    (root / "echo" / "config.pbtxt").write_text(textwrap.dedent("""\
+    (root / "echo" / "config.pbtxt").write_text(
+        textwrap.dedent("""\
         name: "echo"
         backend: "python"
         max_batch_size: 0
         input [ { name: "IN", data_type: TYPE_INT32, dims: [ 4 ] } ]
         output [ { name: "OUT", data_type: TYPE_INT32, dims: [ 4 ] } ]
         instance_group [ { count: 2, kind: KIND_CPU } ]
-        """))
+        """)
+    )
     return root
 
 
@@ -78,9 +92,26 @@ class Container:
         script = f'mount --bind "{dshm}" /dev/shm && exec "$@"'
         with open(log, "w") as out:
             self.unshare = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--propagation", "private",
-                 "sh", "-c", script, "sh", *command], env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                [
+                    "unshare",
+                    "--pid",
+                    "--fork",
+                    "--mount",
+                    "--mount-proc",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    script,
+                    "sh",
+                    *command,
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 10
         while not (kids := Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children").read_text().split()):
             assert time.monotonic() < deadline and self.unshare.poll() is None, log.read_text()
@@ -108,8 +139,11 @@ class Container:
         import json
 
         body = json.dumps({"inputs": [{"name": "IN", "shape": [4], "datatype": "INT32", "data": [1, 2, 3, 4]}]})
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/v2/models/echo/infer", body.encode(),
-                                     {"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/v2/models/echo/infer",
+            body.encode(),
+            {"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())["outputs"][0]["data"]
 
@@ -141,9 +175,11 @@ def test_the_entrypoint_removes_what_a_killed_server_left_in_the_pods_shm(tmp_pa
     assert "/dev/shm" in {m["mountPath"] for m in c["volumeMounts"]}
     try:
         settings = ServerSettings.local(
-            _repository(tmp_path / "repo"), cache_dir=tmp_path / "cache",
+            _repository(tmp_path / "repo"),
+            cache_dir=tmp_path / "cache",
             cache_size=int(flag(c["args"], "cache-config")[0].split("size=")[1]),
-            extra_args=tuple(a for a in c["args"] if not any(a.startswith(f"--{o}=") for o in OWNED)))
+            extra_args=tuple(a for a in c["args"] if not any(a.startswith(f"--{o}=") for o in OWNED)),
+        )
         server = launcher.TritonServer(settings)
         server.install = find_tritonserver()
     except TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing

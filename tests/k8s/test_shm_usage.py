@@ -34,8 +34,9 @@ def test_the_measurement_covers_every_python_stub_of_the_pod(report):
             assert set(s["bytes"]) >= {"idle", "warm", "peak"}, s
             assert s["bytes"]["idle"] <= s["bytes"]["warm"] <= s["bytes"]["peak"], s  # regions never shrink
             assert s["bytes"]["peak"] > start, s
-    assert report["phases"]["peak"]["python"] == sum(s["bytes"]["peak"] for s in report["stubs"]
-                                                      if s["backend"] == "python")
+    assert report["phases"]["peak"]["python"] == sum(
+        s["bytes"]["peak"] for s in report["stubs"] if s["backend"] == "python"
+    )
 
 
 def test_the_deployment_is_derived_from_the_measurement(report):
@@ -46,11 +47,15 @@ def test_the_deployment_is_derived_from_the_measurement(report):
         dep = one(render(kustomization), "Deployment", "triton")
         spec = dep["spec"]["template"]["spec"]
         c = server_container(dep)
-        dshm = next(v for v in spec["volumes"] if v["name"] == next(m["name"] for m in c["volumeMounts"]
-                                                                     if m["mountPath"] == "/dev/shm"))
+        dshm = next(
+            v
+            for v in spec["volumes"]
+            if v["name"] == next(m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/dev/shm")
+        )
         assert shm.quantity_bytes(dshm["emptyDir"]["sizeLimit"]) == derived["size_limit_bytes"], kustomization
-        shm_flags = dict(f.split(",", 1)[1].split("=") for f in flag(c["args"], "backend-config")
-                         if f.startswith("python,shm-"))
+        shm_flags = dict(
+            f.split(",", 1)[1].split("=") for f in flag(c["args"], "backend-config") if f.startswith("python,shm-")
+        )
         assert {k: int(v) for k, v in shm_flags.items()} == report["flags"], kustomization
 
 
@@ -71,7 +76,7 @@ def test_the_measured_worst_request_is_admitted_by_the_step():
     from stylize.engine.imaging import decode
 
     lim = Limits()
-    side = -(-int(lim.max_output_pixels ** 0.5) // int(MAX_OUTSCALE))
+    side = -(-int(lim.max_output_pixels**0.5) // int(MAX_OUTSCALE))
     pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     data = shm.padded_png(pixels, lim.max_bytes)
     assert len(data) == lim.max_bytes

@@ -29,8 +29,17 @@ def _spec(**kw):
     """The deployed CPU behaviour; metric: the queue share with target 0.5 unless given."""
     up = sim.Rules(0, (sim.Policy("Percent", 100, 60), sim.Policy("Pods", 4, 60)), "Max")
     down = sim.Rules(600, (sim.Policy("Percent", 25, 120),), "Max")
-    return sim.HpaSpec(**{"min_replicas": 2, "max_replicas": 20, "target": 0.5, "scale_up": up, "scale_down": down,
-                          "metric": "triton_queue_share", **kw})
+    return sim.HpaSpec(
+        **{
+            "min_replicas": 2,
+            "max_replicas": 20,
+            "target": 0.5,
+            "scale_up": up,
+            "scale_down": down,
+            "metric": "triton_queue_share",
+            **kw,
+        }
+    )
 
 
 def _ratio_spec(**kw):
@@ -41,9 +50,13 @@ def _ratio_spec(**kw):
 
 
 def _rc(values, target, current=None, missing=0, unready=0):
-    return sim.replica_count(current=current if current is not None else len(values) + missing + unready,
-                             metrics={str(i): v for i, v in enumerate(values)}, missing=missing,
-                             unready=unready, target=target)
+    return sim.replica_count(
+        current=current if current is not None else len(values) + missing + unready,
+        metrics={str(i): v for i, v in enumerate(values)},
+        missing=missing,
+        unready=unready,
+        target=target,
+    )
 
 
 def test_replica_count_cases_of_the_kubernetes_tests():
@@ -114,8 +127,7 @@ def test_scale_down_waits_for_the_stabilization_window_then_25_percent_per_2_min
     low = {str(i): 0.25 for i in range(16)}  # wants ceil(n * 0.25) every time
     t, replicas, history = 15, 16, []
     while t <= 1500:
-        replicas = hpa.sync(t, current=replicas, metrics={k: 0.25 for k in list(low)[:replicas]}, missing=0,
-                            unready=0)
+        replicas = hpa.sync(t, current=replicas, metrics={k: 0.25 for k in list(low)[:replicas]}, missing=0, unready=0)
         history.append((t, replicas))
         t += 15
     first_drop = next(t for t, r in history if r < 16)
@@ -202,7 +214,7 @@ def test_burst_scales_up_late_and_down_slowly(results):
     assert 1800 < first_up <= 1800 + 15 + 15 + 60  # a sync, the scrape lag, and the rate window filling
     ready_up = next(t for t in range(1800, 7200) if tl.ready[t] > before)
     assert ready_up - first_up >= 30 + 60  # Pending + model load before the new pod serves
-    assert max(tl.violation[1800:first_up + 120]) > 0.5  # the burst's first minutes miss the SLO
+    assert max(tl.violation[1800 : first_up + 120]) > 0.5  # the burst's first minutes miss the SLO
     assert max(tl.replicas) <= 20 and min(tl.replicas) >= 2
     # after the burst the pods stay for the scale-down window
     assert tl.replicas[3600 + 590] == tl.replicas[3599]
@@ -221,7 +233,7 @@ def test_the_queue_share_settles_where_the_ratio_oscillates(results):
         for level in (0.2, 0.4, 0.5):
             s = sim.Simulation(mix, spec, sim.PodTiming(60), slo_s=1.0, initial_replicas=2)
             tl, _ = s.run(sim.steady(level * 20 * mix.pod_rps), 4 * 3600)
-            last = tl.replicas[2 * 3600:]  # the second two hours: long after the step
+            last = tl.replicas[2 * 3600 :]  # the second two hours: long after the step
             counts.append(sum(a != b for a, b in zip(last, last[1:])))
         changes[spec.metric_kind] = counts
     assert all(c >= 20 for c in changes["ratio"]), changes  # a change every few minutes, for hours

@@ -23,8 +23,18 @@ from stylize.server.errors import TritonNotFoundError
 from stylize.server.settings import ServerSettings
 
 # Flags the launcher sets from its settings (checked against the Deployment's values below, not passed twice).
-OWNED = ("model-repository", "http-port", "grpc-port", "metrics-port", "strict-readiness", "exit-timeout-secs",
-         "log-verbose", "cache-config", "http-restricted-api", "grpc-restricted-protocol")
+OWNED = (
+    "model-repository",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "strict-readiness",
+    "exit-timeout-secs",
+    "log-verbose",
+    "cache-config",
+    "http-restricted-api",
+    "grpc-restricted-protocol",
+)
 IMAGE_MODEL, VIDEO_MODEL = "esrgan_x4", "basicvsr_x4"
 
 
@@ -46,9 +56,12 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
 
     try:
         settings = ServerSettings.local(
-            repo, strict_readiness=flag(args, "strict-readiness") == ["true"],
-            exit_timeout=int(flag(args, "exit-timeout-secs")[0]), cache_size=int(cache.split("size=")[1]),
-            extra_args=tuple(extra))
+            repo,
+            strict_readiness=flag(args, "strict-readiness") == ["true"],
+            exit_timeout=int(flag(args, "exit-timeout-secs")[0]),
+            cache_size=int(cache.split("size=")[1]),
+            extra_args=tuple(extra),
+        )
         server = launcher.TritonServer(settings)
     except TritonNotFoundError as e:  # pragma: no cover - the `server` extra is missing
         pytest.skip(f"no tritonserver binary: {e}")
@@ -72,14 +85,24 @@ def test_deployment_flags_run_and_adapter_metrics_exist(tmp_path):
             assert t1.types.get(name) == "counter", name
     # ... labelled with the composing model names the adapter's regex selects
     labelled = set(t1.per_model(generate.QUEUE))
-    expected = {n for m in (IMAGE_MODEL, VIDEO_MODEL) for n in descriptors.get(m).triton_models
-                if n not in (m, descriptors.get(m).cached_model)}
+    expected = {
+        n
+        for m in (IMAGE_MODEL, VIDEO_MODEL)
+        for n in descriptors.get(m).triton_models
+        if n not in (m, descriptors.get(m).cached_model)
+    }
     assert expected <= labelled and expected <= set(generate.composing_models())
     assert {IMAGE_MODEL, VIDEO_MODEL} <= labelled  # the ensembles export series too (excluded by the regex)
     # the families the dashboard reads, with --metrics-config=summary_latencies=true from the Deployment
-    for name in ("nv_inference_request_summary_us", "nv_cache_num_hits_per_model", "nv_cache_num_misses_per_model",
-                 "nv_inference_request_failure", "nv_inference_request_duration_us", "nv_cpu_utilization",
-                 "nv_inference_pending_request_count"):
+    for name in (
+        "nv_inference_request_summary_us",
+        "nv_cache_num_hits_per_model",
+        "nv_cache_num_misses_per_model",
+        "nv_inference_request_failure",
+        "nv_inference_request_duration_us",
+        "nv_cpu_utilization",
+        "nv_inference_pending_request_count",
+    ):
         assert name in t1.types, name
     hits = t1.per_model("nv_cache_num_hits_per_model")
     assert hits.get(capture.CACHED, 0) >= 4

@@ -23,8 +23,7 @@ def _served_counts(server, desc) -> tuple[int, float]:
     client.close()
     with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
         text = r.read().decode()
-    m = re.search(rf'^stylize_image_network_seconds_count{{[^}}]*model="{desc.image_model}"[^}}]*}} (\S+)$', text,
-                  re.M)
+    m = re.search(rf'^stylize_image_network_seconds_count{{[^}}]*model="{desc.image_model}"[^}}]*}} (\S+)$', text, re.M)
     assert m, f"no stylize_image_network_seconds series of {desc.image_model}"
     return sum(int(s.get("inference_count", 0)) for s in stats), float(m.group(1))
 
@@ -44,10 +43,15 @@ def _settled_counts(server, desc, requests0: int, observed0: float, timeout: flo
 def test_runners_side_by_side(server, model_repository, tmp_path):
     desc = REGISTRY["animevideo_x4"]
     requests0, observed0 = _served_counts(server, desc)
-    settings = BenchSettings(repository=model_repository, url=server.grpc_url, rounds=2, max_rounds=2,
-                             seconds_per_round=0.1, max_images=2,
-                             runners=("torch", "ort", "ort_streams", "ort_prelu", "ov", "ov_bf16", "ov_streams",
-                                      "served", "served_net"))
+    settings = BenchSettings(
+        repository=model_repository,
+        url=server.grpc_url,
+        rounds=2,
+        max_rounds=2,
+        seconds_per_round=0.1,
+        max_images=2,
+        runners=("torch", "ort", "ort_streams", "ort_prelu", "ov", "ov_bf16", "ov_streams", "served", "served_net"),
+    )
     case = run_case(desc, 32, settings, server.grpc_url, log=lambda s: None, metrics_url=server.metrics_url)
     requests1, observed1 = _settled_counts(server, desc, requests0, observed0)
     assert case.images_per_round == 2
@@ -81,12 +85,24 @@ def test_runners_side_by_side(server, model_repository, tmp_path):
 
     from stylize.loadtest.bench import BenchResult
 
-    result = BenchResult(started="t", command="stylize bench --case animevideo_x4:32", settings={
-        "photo": "astronaut.png", "rounds": 2, "threads": 2, "in_flight": 2, "seconds_per_round": 0.1,
-        "max_images": 2}, machine={"cpu": "c", "cores": 2, "memory_gib": 1, "os": "o"},
+    result = BenchResult(
+        started="t",
+        command="stylize bench --case animevideo_x4:32",
+        settings={
+            "photo": "astronaut.png",
+            "rounds": 2,
+            "threads": 2,
+            "in_flight": 2,
+            "seconds_per_round": 0.1,
+            "max_images": 2,
+        },
+        machine={"cpu": "c", "cores": 2, "memory_gib": 1, "os": "o"},
         versions={"torch": "t", "onnxruntime": "o", "numpy": "n", "python": "p", "stylize": "s"},
         peak={"ort_fp32_gflops": 100.0, "numpy_fp32_gflops": 50.0, "ort_int8_gops": 400.0, "n": 64, "threads": 2},
-        layout={"triton": "2.51.0"}, cases=[case], server=server.grpc_url)
+        layout={"triton": "2.51.0"},
+        cases=[case],
+        server=server.grpc_url,
+    )
     path = save_json(result, tmp_path / "bench.json")
     again = load_json(path)
     md = markdown(again, [], doc_dir=tmp_path, results_file=path)

@@ -17,8 +17,20 @@ pytestmark = [pytest.mark.loadtest, pytest.mark.triton]
 def test_quick_set_runs_without_errors(server, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setenv("STYLIZE_ADMIN_KEY", server.admin_key)  # perf_analyzer reads model configs, an admin API
-    code = main(["loadtest", "--quick", "--url", server.grpc_url, "--http-url", server.http_url, "-o", str(out),
-                 "--report-dir", str(tmp_path / "published")])
+    code = main(
+        [
+            "loadtest",
+            "--quick",
+            "--url",
+            server.grpc_url,
+            "--http-url",
+            server.http_url,
+            "-o",
+            str(out),
+            "--report-dir",
+            str(tmp_path / "published"),
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 0, printed.out + printed.err
 

@@ -16,8 +16,9 @@ def step_source(step: str) -> bytes:
     return resources.files("stylize.server.triton_models").joinpath(step, "model.py").read_bytes()
 
 
-def small_repository(model_repository: Path, repo: Path, model_ids: Iterable[str], *,
-                     limits: Limits = Limits()) -> Path:
+def small_repository(
+    model_repository: Path, repo: Path, model_ids: Iterable[str], *, limits: Limits = Limits()
+) -> Path:
     from stylize_build import pbtxt
 
     repo.mkdir(parents=True, exist_ok=True)
@@ -30,11 +31,13 @@ def small_repository(model_repository: Path, repo: Path, model_ids: Iterable[str
             continue
         (repo / desc.image_model / "1").mkdir(parents=True)
         (repo / desc.image_model / "config.pbtxt").write_text(
-            pbtxt.image_config(desc, weights_status="real", limits=limits))
+            pbtxt.image_config(desc, weights_status="real", limits=limits)
+        )
         (repo / desc.image_model / "1" / "model.py").write_bytes(step_source("image"))
         (repo / desc.cached_model / "1").mkdir(parents=True)
-        (repo / desc.cached_model / "config.pbtxt").write_text(pbtxt.cached_config(
-            desc, name=desc.cached_model, image_model=desc.image_model, weights_status="real"))
+        (repo / desc.cached_model / "config.pbtxt").write_text(
+            pbtxt.cached_config(desc, name=desc.cached_model, image_model=desc.image_model, weights_status="real")
+        )
         if not (repo / REQUEST_CHECK_MODEL).exists():
             (repo / REQUEST_CHECK_MODEL / "1").mkdir(parents=True)
             (repo / REQUEST_CHECK_MODEL / "config.pbtxt").write_text(pbtxt.request_check_config())

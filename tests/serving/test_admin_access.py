@@ -42,17 +42,26 @@ KEY = "test-admin-key-" + "0123456789abcdef"
 
 
 def overlay_server_args() -> list[str]:
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / "gpu")], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / "gpu")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
     return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")["args"]
 
 
 def here(args: list[str], repo: Path, settings: ServerSettings) -> list[str]:
     """The overlay's args with this machine's paths, ports and models (see the module docstring)."""
-    swap = {"--model-repository": str(repo), "--http-port": str(settings.http_port),
-            "--grpc-port": str(settings.grpc_port), "--metrics-port": str(settings.metrics_port),
-            "--exit-timeout-secs": str(settings.exit_timeout)}
+    swap = {
+        "--model-repository": str(repo),
+        "--http-port": str(settings.http_port),
+        "--grpc-port": str(settings.grpc_port),
+        "--metrics-port": str(settings.metrics_port),
+        "--exit-timeout-secs": str(settings.exit_timeout),
+    }
     cpu = {REGISTRY[m].trt_model: REGISTRY[m].net_model for m in MODELS}
     present = {p.name for p in repo.iterdir()}
     out = []
@@ -77,8 +86,10 @@ class OverlayServer(launcher.TritonServer):
         install = self.install or find_tritonserver(self.settings.tritonserver)
         cmd = [str(install.binary), *self.args, f"--id={self._server_id}"]
         if install.embedded:
-            cmd += [f"--backend-directory={prepare_backend_directory(install, self.settings.cache_dir)}",
-                    f"--cache-directory={install.caches}"]
+            cmd += [
+                f"--backend-directory={prepare_backend_directory(install, self.settings.cache_dir)}",
+                f"--cache-directory={install.caches}",
+            ]
         return cmd
 
 
@@ -99,8 +110,9 @@ def grpc(server):
 
 
 def http(server, method: str, path: str, body: bytes | None = None, *, key: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://{server.http_url}/v2{path}", method=method, data=body,
-                                     headers=access.http_headers(key))
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2{path}", method=method, data=body, headers=access.http_headers(key)
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.status, r.read()
@@ -110,11 +122,17 @@ def http(server, method: str, path: str, body: bytes | None = None, *, key: str 
 
 def code_that_leaves_a_mark(marker: Path) -> tuple[str, bytes]:
     """What the finding sent: a load request with its own config and model.py (here it only writes a file)."""
-    config = {"name": "intruder", "backend": "python", "max_batch_size": 0,
-              "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [1]}],
-              "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}]}
-    source = (f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
-              "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n")
+    config = {
+        "name": "intruder",
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [1]}],
+        "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}],
+    }
+    source = (
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+    )
     return json.dumps(config), source.encode()
 
 
@@ -124,8 +142,7 @@ def code_that_leaves_a_mark(marker: Path) -> tuple[str, bytes]:
 def test_a_load_request_with_its_own_code_is_refused(server, grpc, tmp_path):
     marker = tmp_path / "intruder_ran"
     config, source = code_that_leaves_a_mark(marker)
-    body = json.dumps({"parameters": {"config": config,
-                                      "file:1/model.py": base64.b64encode(source).decode()}}).encode()
+    body = json.dumps({"parameters": {"config": config, "file:1/model.py": base64.b64encode(source).decode()}}).encode()
     status, answer = http(server, "POST", "/repository/models/intruder/load", body)
     assert status == 403 and b"This API is restricted" in answer
     with pytest.raises(InferenceServerException, match="This protocol is restricted") as e:

@@ -31,8 +31,10 @@ PHOTO = (160, 448)
 # tiles smaller than the configured 384 (the TILE_SIZE option): the photo goes in several tiles, one network call
 # each on CPU, so the counts below see more than one call and the blending of tiles is compared too
 TILE = 128
-FALLBACK_WARNING = (f"{DESC.image_model}: no ONNX file of {DESC.net_model} next to this model (a repository Triton "
-                    "copied from remote storage?): calling the network model by BLS instead")
+FALLBACK_WARNING = (
+    f"{DESC.image_model}: no ONNX file of {DESC.net_model} next to this model (a repository Triton "
+    "copied from remote storage?): calling the network model by BLS instead"
+)
 IN_PROCESS_INFO = re.compile(rf"{DESC.image_model}: network {DESC.net_model} version \d+ runs in this process")
 
 
@@ -130,6 +132,9 @@ def test_the_fallback_serves_what_the_in_process_route_serves(fallback_server, i
     diff = np.abs(via_fallback.astype(np.int16) - in_process.astype(np.int16))
     assert int(diff.max()) <= 1, f"max difference {int(diff.max())}"
     # ... and the picture is not a copy of the input scaled up (a fallback that skipped the network would be)
-    naive = np.asarray(Image.fromarray(real_photo_crop(*PHOTO, name="chelsea.png")).resize(
-        (PHOTO[1] * DESC.scale, PHOTO[0] * DESC.scale), Image.BICUBIC))
+    naive = np.asarray(
+        Image.fromarray(real_photo_crop(*PHOTO, name="chelsea.png")).resize(
+            (PHOTO[1] * DESC.scale, PHOTO[0] * DESC.scale), Image.BICUBIC
+        )
+    )
     assert float(np.abs(via_fallback.astype(np.int16) - naive.astype(np.int16)).mean()) > 1.0  # measured: 3.2

@@ -40,8 +40,11 @@ def _infer(url: str, data: bytes) -> np.ndarray:
 
 
 def test_every_bls_request_of_the_step_asks_for_host_memory():
-    calls = [n for n in ast.walk(ast.parse(STEP_SOURCE.read_text())) if isinstance(n, ast.Call)
-             and getattr(n.func, "attr", None) == "InferenceRequest"]
+    calls = [
+        n
+        for n in ast.walk(ast.parse(STEP_SOURCE.read_text()))
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "InferenceRequest"
+    ]
     assert calls, "the image step makes no BLS request"
     for call in calls:
         kw = {k.arg: ast.unparse(k.value) for k in call.keywords}
@@ -71,5 +74,6 @@ def test_the_bls_route_serves_what_the_in_process_route_serves(server, bls_serve
     # the same ONNX file through the CPU runtime in two processes: rounding may differ by one level, nothing more
     assert int(np.abs(via_bls.astype(np.int16) - in_process.astype(np.int16)).max()) <= 1
     stats = grpcclient.InferenceServerClient(bls_server.grpc_url).get_inference_statistics(
-        DESC.net_model, as_json=True)["model_stats"]
+        DESC.net_model, as_json=True
+    )["model_stats"]
     assert sum(int(m.get("inference_count", 0)) for m in stats) >= 1  # the network model really was called

@@ -25,8 +25,11 @@ from stylize.server.launcher import start_local
 from tritonclient.utils import InferenceServerException
 
 ROOT = Path(__file__).resolve().parents[2]
-NATIVE = {"openvino": "libtriton_openvino.so", "onnxruntime": "libtriton_onnxruntime.so",
-          "tensorrt": "libtriton_tensorrt.so"}
+NATIVE = {
+    "openvino": "libtriton_openvino.so",
+    "onnxruntime": "libtriton_onnxruntime.so",
+    "tensorrt": "libtriton_tensorrt.so",
+}
 
 
 def _cpu_stage() -> str:
@@ -77,7 +80,8 @@ def test_the_install_line_replaces_the_native_backends_and_keeps_them_aside(tmp_
     again = _run_install_line(backends)  # a rebuilt layer runs it again: nothing changes
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in backends.iterdir()) == sorted(
-        ["python", "tensorrt", *python_based_backends(), *(f"{n}-native" for n in python_based_backends())])
+        ["python", "tensorrt", *python_based_backends(), *(f"{n}-native" for n in python_based_backends())]
+    )
 
     shutil.rmtree(backends / "python")
     refused = _run_install_line(backends)

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.triton
 def _orphan_stubs(backends: Path) -> set[int]:
     from stylize.server.cleanup import _proc_cmdline, _proc_ppid
 
-    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-            and (cmd := _proc_cmdline(p.name)) and cmd[0].startswith(str(backends)) and _proc_ppid(p.name) == 1}
+    return {
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit()
+        and (cmd := _proc_cmdline(p.name))
+        and cmd[0].startswith(str(backends))
+        and _proc_ppid(p.name) == 1
+    }
 
 
 def _regions() -> set[str]:

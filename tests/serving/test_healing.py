@@ -128,8 +128,16 @@ def test_without_healing_a_dead_stub_fails_the_probe(model_repository, tmp_path)
     repo = small_repository(model_repository, tmp_path / "repo", [MODEL])
     with start_local(repo, heal=False) as server:
         assert not server.heals_stubs and "--model-control-mode=explicit" not in server.command()
-        probe = [sys.executable, "-m", "stylize.server.healing", "--check", "--pid", str(server.pid),
-                 "--ready-url", f"http://{server.http_url}/v2/health/ready"]
+        probe = [
+            sys.executable,
+            "-m",
+            "stylize.server.healing",
+            "--check",
+            "--pid",
+            str(server.pid),
+            "--ready-url",
+            f"http://{server.http_url}/v2/health/ready",
+        ]
         ok = subprocess.run(probe, capture_output=True, text=True, timeout=60)
         assert ok.returncode == 0, ok.stderr
         victim = sorted(_image_stubs(server))[0]
@@ -155,10 +163,25 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
     from stylize.server.settings import find_free_ports
 
     grpc, http, metrics = find_free_ports(3)
-    serve = subprocess.Popen([str(Path(sys.executable).with_name("stylize")), "serve", "--model-repository",
-                              str(model_repository), "--models", MODEL, "--grpc-port", str(grpc), "--http-port",
-                              str(http), "--metrics-port", str(metrics)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("stylize")),
+            "serve",
+            "--model-repository",
+            str(model_repository),
+            "--models",
+            MODEL,
+            "--grpc-port",
+            str(grpc),
+            "--http-port",
+            str(http),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True)
@@ -173,8 +196,11 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
             if not any(marker in line for line in lines):
                 time.sleep(0.2)
                 continue
-            pids = [st.pid for st in healing._children(serve.pid, Path("/proc")) if st.comm == "tritonserver"
-                    and st.state != "Z" and st.pid != not_pid]
+            pids = [
+                st.pid
+                for st in healing._children(serve.pid, Path("/proc"))
+                if st.comm == "tritonserver" and st.state != "Z" and st.pid != not_pid
+            ]
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2) as r:
                     if r.status == 200 and pids:
@@ -203,7 +229,7 @@ def test_serve_restarts_a_killed_tritonserver_and_removes_what_it_left(model_rep
     assert "restarting it on the same ports" in out and "tritonserver restarted" in out
 
 
-SLOW_INIT_MODEL = '''\
+SLOW_INIT_MODEL = """\
 import json
 import os
 import time
@@ -223,7 +249,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
                 for r in requests]
-'''
+"""
 
 
 def _slow_init_repository(root, *, fail: bool):

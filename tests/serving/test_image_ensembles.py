@@ -110,6 +110,7 @@ def client(server):
 
 # ---- every ensemble, real photos, every common mode --------------------------------------------------------------
 
+
 def logo_with_transparency() -> bytes:
     """scikit-image's logo.png is RGBA but fully opaque: the same file with an alpha ramp from 0 to 255."""
     img = photo("logo.png", (220, 180, 252, 204))
@@ -155,8 +156,14 @@ def _step_reference(server, client, model: str, data: bytes) -> bytes:
     found = newest_model_file(server.settings.model_repository, config.net_model)
     assert found is not None, config.net_model
     runtime = config.net_runtime if config.net_runtime in IN_PROCESS_RUNTIMES else "onnxruntime"  # GPU: BLS
-    net = open_network(found[0], runtime=runtime, input_name=desc.net_input.name, output_name=desc.net_output.name,
-                       threads=config.net_threads, precision=config.net_precision if runtime == "openvino" else "fp32")
+    net = open_network(
+        found[0],
+        runtime=runtime,
+        input_name=desc.net_input.name,
+        output_name=desc.net_output.name,
+        threads=config.net_threads,
+        precision=config.net_precision if runtime == "openvino" else "fp32",
+    )
     return process(data, config, Options(), net)[0]
 
 
@@ -251,8 +258,9 @@ def test_tiled_output_matches_the_untiled_network_on_a_real_photo(client):
 # ---- served output == in-process PyTorch of the same weights --------------------------------------------------
 
 
-@pytest.mark.parametrize("model, side", [("esrgan_x4", 24), ("esrgan_anime_x4", 40), ("animevideo_x4", 64),
-                                         ("animevideo_x3", 48)])
+@pytest.mark.parametrize(
+    "model, side", [("esrgan_x4", 24), ("esrgan_anime_x4", 40), ("animevideo_x4", 64), ("animevideo_x3", 48)]
+)
 def test_served_real_esrgan_matches_pytorch(client, model, side):
     import torch
     from stylize_build.export import ServingWrapper
@@ -261,8 +269,9 @@ def test_served_real_esrgan_matches_pytorch(client, model, side):
     desc = REGISTRY[model]
     net, info = load_weights(desc)
     assert info.kind == "ncnn"  # the real Real-ESRGAN weights
-    frame = np.ascontiguousarray(np.asarray(Image.open(photo_path("astronaut.png")).convert("RGB"))
-                                 [60:60 + side, 180:180 + side])
+    frame = np.ascontiguousarray(
+        np.asarray(Image.open(photo_path("astronaut.png")).convert("RGB"))[60 : 60 + side, 180 : 180 + side]
+    )
     with torch.inference_mode():
         expected = ServingWrapper(net=net.eval(), desc=desc).eval()(torch.from_numpy(frame[None])).numpy()[0]
     served = np.asarray(opened(infer(client, model, encoded(Image.fromarray(frame)))))
@@ -296,35 +305,64 @@ BAD_REQUESTS = {
     "truncated JPEG": (lambda: image_inputs(_photo_jpeg()[:1500]), None, "corrupt"),
     "GIF": (lambda: image_inputs(encoded(Image.new("RGB", (8, 8)), "GIF")), None, "GIF"),
     "zero width": (lambda: image_inputs(_zero_width_png()), None, "zero-sized"),
-    "float TIFF": (lambda: image_inputs(encoded(Image.fromarray(np.zeros((4, 4), np.float32), "F"), "TIFF")),
-                   None, "mode 'F'"),
-    "animated PNG": (lambda: image_inputs(encoded(Image.new("RGB", (8, 8)), "PNG", save_all=True,
-                                                  append_images=[Image.new("RGB", (8, 8), "red")])),
-                     None, "2 frames"),
+    "float TIFF": (
+        lambda: image_inputs(encoded(Image.fromarray(np.zeros((4, 4), np.float32), "F"), "TIFF")),
+        None,
+        "mode 'F'",
+    ),
+    "animated PNG": (
+        lambda: image_inputs(
+            encoded(Image.new("RGB", (8, 8)), "PNG", save_all=True, append_images=[Image.new("RGB", (8, 8), "red")])
+        ),
+        None,
+        "2 frames",
+    ),
     "decompression bomb": (lambda: image_inputs(encoded(Image.new("1", (4100, 4100)))), None, "pixels"),
-    "output too large": (lambda: image_inputs(encoded(Image.new("RGB", (1100, 1100))), outscale=8.0), None,
-                         "output would be"),
+    "output too large": (
+        lambda: image_inputs(encoded(Image.new("RGB", (1100, 1100))), outscale=8.0),
+        None,
+        "output would be",
+    ),
     "unknown output format": (lambda: image_inputs(INPUTS["rgb"](), output_format="GIF"), None, "output_format"),
     "quality out of range": (lambda: image_inputs(INPUTS["rgb"](), quality=0), None, "quality 0"),
     "negative outscale": (lambda: image_inputs(INPUTS["rgb"](), outscale=-2.0), None, "outscale"),
-    "max_side on an SR model": (lambda: image_inputs(INPUTS["rgb"]())
-                                + [option_input(MAX_SIDE.tensor, 64)], None,
-                                "unexpected inference input 'MAX_SIDE'|MAX_SIDE"),
+    "max_side on an SR model": (
+        lambda: image_inputs(INPUTS["rgb"]()) + [option_input(MAX_SIDE.tensor, 64)],
+        None,
+        "unexpected inference input 'MAX_SIDE'|MAX_SIDE",
+    ),
     "tile larger than configured": (lambda: image_inputs(INPUTS["rgb"](), tile_size=100000), None, "tile_size"),
-    "option as a parameter": (lambda: image_inputs(INPUTS["rgb"]()), {"quality": 71},
-                              "send QUALITY as an input tensor: request parameters are not part of the "
-                              "response-cache key"),
-    "misspelled parameter": (lambda: image_inputs(INPUTS["rgb"]()), {"output_fromat": "PNG"},
-                             r"unknown request parameter 'output_fromat' \(did you mean OUTPUT_FORMAT\?\)"),
+    "option as a parameter": (
+        lambda: image_inputs(INPUTS["rgb"]()),
+        {"quality": 71},
+        "send QUALITY as an input tensor: request parameters are not part of the response-cache key",
+    ),
+    "misspelled parameter": (
+        lambda: image_inputs(INPUTS["rgb"]()),
+        {"output_fromat": "PNG"},
+        r"unknown request parameter 'output_fromat' \(did you mean OUTPUT_FORMAT\?\)",
+    ),
     # refused by Triton itself, before the step runs
-    "wrong dtype": (lambda: [_raw(ENCODED_IMAGE.name, "UINT8", [1, 4], np.zeros((1, 4), np.uint8))], None,
-                    "data-type|datatype|expected"),
-    "wrong shape": (lambda: [_raw(ENCODED_IMAGE.name, "BYTES", [1, 2], np.array([[b"a", b"b"]], dtype=object))],
-                    None, "shape"),
-    "option of the wrong dtype": (lambda: image_inputs(INPUTS["rgb"]())[:1] + [
-        _raw("QUALITY", "FP32", [1, 1], np.array([[80.0]], np.float32))], None, "data-type|datatype|expected"),
-    "missing image input": (lambda: [option_input(REGISTRY["animevideo_x2"].options[1].tensor, 80)], None,
-                            "missing|expected"),
+    "wrong dtype": (
+        lambda: [_raw(ENCODED_IMAGE.name, "UINT8", [1, 4], np.zeros((1, 4), np.uint8))],
+        None,
+        "data-type|datatype|expected",
+    ),
+    "wrong shape": (
+        lambda: [_raw(ENCODED_IMAGE.name, "BYTES", [1, 2], np.array([[b"a", b"b"]], dtype=object))],
+        None,
+        "shape",
+    ),
+    "option of the wrong dtype": (
+        lambda: image_inputs(INPUTS["rgb"]())[:1] + [_raw("QUALITY", "FP32", [1, 1], np.array([[80.0]], np.float32))],
+        None,
+        "data-type|datatype|expected",
+    ),
+    "missing image input": (
+        lambda: [option_input(REGISTRY["animevideo_x2"].options[1].tensor, 80)],
+        None,
+        "missing|expected",
+    ),
 }
 
 
@@ -344,8 +382,11 @@ def test_server_stays_ready_and_good_requests_in_flight_with_bad_ones_succeed(se
     good = INPUTS["rgb"]()
     bad = good[:70]  # truncated
     for i in range(8):  # interleaved, all in flight together: the step gets them in the same scheduling rounds
-        client.async_infer("animevideo_x2", image_inputs(good if i % 2 else bad),
-                           partial(lambda i, result, error: done.put((i, result, error)), i))
+        client.async_infer(
+            "animevideo_x2",
+            image_inputs(good if i % 2 else bad),
+            partial(lambda i, result, error: done.put((i, result, error)), i),
+        )
     outcomes = dict((i, (r, e)) for i, r, e in (done.get(timeout=120) for _ in range(8)))
     for i, (result, error) in outcomes.items():
         if i % 2:
@@ -355,10 +396,16 @@ def test_server_stays_ready_and_good_requests_in_flight_with_bad_ones_succeed(se
     assert client.is_server_ready() and client.is_model_ready("animevideo_x2")
     after = scrape(server.metrics_url)
     model = REGISTRY["animevideo_x2"].image_model
-    assert metric(after, "stylize_image_refused_total", model=model, reason="corrupt") \
-        - metric(before, "stylize_image_refused_total", model=model, reason="corrupt") == 4
-    assert metric(after, "stylize_image_decode_seconds_count", model=model) \
-        - metric(before, "stylize_image_decode_seconds_count", model=model) == 4
+    assert (
+        metric(after, "stylize_image_refused_total", model=model, reason="corrupt")
+        - metric(before, "stylize_image_refused_total", model=model, reason="corrupt")
+        == 4
+    )
+    assert (
+        metric(after, "stylize_image_decode_seconds_count", model=model)
+        - metric(before, "stylize_image_decode_seconds_count", model=model)
+        == 4
+    )
     for family in ("decode_seconds", "network_seconds", "encode_seconds", "input_megapixels", "tiles"):
         assert f"stylize_image_{family}_bucket" in after
 
@@ -370,8 +417,12 @@ def test_server_stays_ready_and_good_requests_in_flight_with_bad_ones_succeed(se
 def cached_server(model_repository, tmp_path_factory):
     from stylize.server.launcher import start_local
 
-    repo = small_repository(model_repository, tmp_path_factory.mktemp("cached_repository"),
-                            ["animevideo_x2", "animeganv2"], limits=Limits(max_bytes=200_000))
+    repo = small_repository(
+        model_repository,
+        tmp_path_factory.mktemp("cached_repository"),
+        ["animevideo_x2", "animeganv2"],
+        limits=Limits(max_bytes=200_000),
+    )
     with start_local(repo, cache_size=64 * 1024 * 1024) as s:
         yield s
 
@@ -381,9 +432,11 @@ def _counts(server, model_id: str) -> tuple[float, float, float]:
     the nested ensemble's (``cached_model``), the decoding its image step's."""
     text = scrape(server.metrics_url)
     desc = REGISTRY[model_id]
-    return (metric(text, "nv_cache_num_hits_per_model", model=desc.cached_model),
-            metric(text, "nv_cache_num_misses_per_model", model=desc.cached_model),
-            metric(text, "stylize_image_decode_seconds_count", model=desc.image_model))
+    return (
+        metric(text, "nv_cache_num_hits_per_model", model=desc.cached_model),
+        metric(text, "nv_cache_num_misses_per_model", model=desc.cached_model),
+        metric(text, "stylize_image_decode_seconds_count", model=desc.image_model),
+    )
 
 
 def test_repeated_image_is_served_from_the_response_cache(cached_server):
@@ -442,18 +495,24 @@ def test_options_sent_as_inputs_do_not_share_cache_entries(cached_server, model,
 # A parameter is refused even when the same image is in the cache: before, the cached answer of the plain request
 # came back (a PNG at 2x for output_format=WEBP, outscale=1, or an invalid quality=abc)
 PARAMETERS = [
-    ({"output_format": "WEBP"}, "send OUTPUT_FORMAT as an input tensor: request parameters are not part of the "
-                                "response-cache key"),
+    (
+        {"output_format": "WEBP"},
+        "send OUTPUT_FORMAT as an input tensor: request parameters are not part of the response-cache key",
+    ),
     ({"outscale": 1.0}, "send OUTSCALE as an input tensor"),
     ({"outscale": True}, "send OUTSCALE as an input tensor"),
     ({"quality": "abc"}, "send QUALITY as an input tensor"),
-    ({"qualty": 80}, r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, "
-                     "OUTSCALE, MAX_SIDE, TILE_SIZE"),
+    (
+        {"qualty": 80},
+        r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, "
+        "OUTSCALE, MAX_SIDE, TILE_SIZE",
+    ),
 ]
 
 
-@pytest.mark.parametrize("parameters, words", PARAMETERS, ids=[next(iter(p)) + "=" + str(next(iter(p.values())))
-                                                               for p, _ in PARAMETERS])
+@pytest.mark.parametrize(
+    "parameters, words", PARAMETERS, ids=[next(iter(p)) + "=" + str(next(iter(p.values()))) for p, _ in PARAMETERS]
+)
 def test_a_parameter_is_refused_even_for_a_cached_image(cached_server, parameters, words):
     step = "animevideo_x2"
     data = encoded(photo("chelsea.png", (150, 60, 190, 90)))
@@ -470,14 +529,24 @@ def test_a_parameter_is_refused_even_for_a_cached_image(cached_server, parameter
 
 def _http_infer(server, model: str, data: bytes, parameters_json: bytes) -> tuple[int, bytes]:
     """A binary HTTP inference request with a hand-written JSON header (bytes that a JSON library would not write)."""
-    header = (b'{"parameters":' + parameters_json + b',"inputs":[{"name":"' + ENCODED_IMAGE.name.encode()
-              + b'","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":'
-              + str(len(data) + 4).encode() + b'}}],"outputs":[{"name":"' + ENCODED_RESULT.name.encode()
-              + b'","parameters":{"binary_data":true}}]}')
+    header = (
+        b'{"parameters":'
+        + parameters_json
+        + b',"inputs":[{"name":"'
+        + ENCODED_IMAGE.name.encode()
+        + b'","shape":[1,1],"datatype":"BYTES","parameters":{"binary_data_size":'
+        + str(len(data) + 4).encode()
+        + b'}}],"outputs":[{"name":"'
+        + ENCODED_RESULT.name.encode()
+        + b'","parameters":{"binary_data":true}}]}'
+    )
     body = header + struct.pack("<I", len(data)) + data
-    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/infer", data=body, method="POST",
-                                     headers={"Inference-Header-Content-Length": str(len(header)),
-                                              "Content-Type": "application/octet-stream"})
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/{model}/infer",
+        data=body,
+        method="POST",
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.status, r.read()
@@ -485,12 +554,16 @@ def _http_infer(server, model: str, data: bytes, parameters_json: bytes) -> tupl
         return e.code, e.read()
 
 
-@pytest.mark.parametrize("parameters_json, words", [
-    (b'{"output_format": "\xff\xfePNG"}', "not valid UTF-8"),  # was INTERNAL, HTTP 500
-    (b'{"\xff": 1}', "not valid UTF-8"),
-    (b'{"outscale": true}', "send OUTSCALE as an input tensor"),  # was taken as 1.0
-    (b'{"tilesize": 64}', r"unknown request parameter 'tilesize' \(did you mean TILE_SIZE\?\)"),  # was ignored
-], ids=["non-utf8 value", "non-utf8 name", "outscale=true", "misspelled"])
+@pytest.mark.parametrize(
+    "parameters_json, words",
+    [
+        (b'{"output_format": "\xff\xfePNG"}', "not valid UTF-8"),  # was INTERNAL, HTTP 500
+        (b'{"\xff": 1}', "not valid UTF-8"),
+        (b'{"outscale": true}', "send OUTSCALE as an input tensor"),  # was taken as 1.0
+        (b'{"tilesize": 64}', r"unknown request parameter 'tilesize' \(did you mean TILE_SIZE\?\)"),  # was ignored
+    ],
+    ids=["non-utf8 value", "non-utf8 name", "outscale=true", "misspelled"],
+)
 def test_bad_parameters_over_http_are_refused_with_400(cached_server, parameters_json, words):
     data = encoded(photo("rocket.jpg", (200, 100, 232, 124)).convert("RGB"))
     status, body = _http_infer(cached_server, "animevideo_x2", data, b"{}")

@@ -75,8 +75,9 @@ def test_the_int8_ensemble_serves_a_real_photo_close_to_fp32(int8_server):
     # the INT8 step runs the INT8 graph: its config names the INT8 network, whose newest file is quantized (QDQ)
     repo = server.settings.model_repository
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        cfg = client.get_model_config(desc.int8_image_model, as_json=True,
-                                      headers=access.grpc_headers(server.admin_key))["config"]["parameters"]
+        cfg = client.get_model_config(
+            desc.int8_image_model, as_json=True, headers=access.grpc_headers(server.admin_key)
+        )["config"]["parameters"]
         assert cfg["net_model"]["string_value"] == desc.int8_model
         found = newest_model_file(repo, desc.int8_model)
         assert found is not None and found[1] == built.version

@@ -25,8 +25,8 @@ DESC = REGISTRY[MODEL]
 SMALL, LARGE = 40, 800  # sides of the images: the small one fits the budget, the large one never does
 COST = COSTS[MODEL]
 # just above what the small image costs, below the large image's cost
-BUDGET_MIB = COST.image(SMALL * SMALL * DESC.scale ** 2) + 2.0
-assert COST.image(LARGE * LARGE * DESC.scale ** 2) > BUDGET_MIB
+BUDGET_MIB = COST.image(SMALL * SMALL * DESC.scale**2) + 2.0
+assert COST.image(LARGE * LARGE * DESC.scale**2) > BUDGET_MIB
 
 
 @pytest.fixture(scope="module")

@@ -60,8 +60,9 @@ def versioned(tmp_path_factory):
     repo = root / "repo"
     built = [_build(repo, _random_checkpoint(root / "random.pth", 3)), _build(repo, "untrained"), _build(repo, None)]
     assert [(r.net_version, r.weights) for r in built] == [(1, "real"), (2, "untrained"), (3, "real")]
-    with start_local(repo, cache_size=64 * 1024 * 1024,
-                     extra_args=("--model-control-mode=explicit", "--load-model=*")) as s:
+    with start_local(
+        repo, cache_size=64 * 1024 * 1024, extra_args=("--model-control-mode=explicit", "--load-model=*")
+    ) as s:
         yield s, repo
 
 
@@ -87,8 +88,11 @@ def _metric(server, name: str, model: str) -> float:
     import urllib.request
 
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and f'model="{model}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'model="{model}"' in line
+    )
 
 
 def test_each_served_version_through_the_ensemble_is_that_version_of_the_network(versioned):
@@ -114,8 +118,11 @@ def test_a_version_that_is_not_served_is_refused_and_the_server_stays_ready(vers
     served versions, through the ensemble and the SDK; the next request is answered."""
     server, _ = versioned
     c = grpcclient.InferenceServerClient(server.grpc_url)
-    with pytest.raises(InferenceServerException, match=rf"version {version} of {DESC.net_model} is not served "
-                                                         r"\(served versions: 2, 3\)") as e:
+    with pytest.raises(
+        InferenceServerException,
+        match=rf"version {version} of {DESC.net_model} is not served "
+        r"\(served versions: 2, 3\)",
+    ) as e:
         _image_request(c, _png(PHOTO), version)
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT"
     with StylizeClient(url=server.grpc_url, model=DESC.id) as sdk:
@@ -148,13 +155,45 @@ def test_cli_model_version(versioned, tmp_path, capsys):
     src.write_bytes(_png(PHOTO))
     for v in (2, 3):
         out = tmp_path / f"v{v}.png"
-        assert main(["infer", str(src), "-m", DESC.id, "-o", str(out), "--model-version", str(v),
-                     "--url", server.grpc_url, "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "infer",
+                    str(src),
+                    "-m",
+                    DESC.id,
+                    "-o",
+                    str(out),
+                    "--model-version",
+                    str(v),
+                    "--url",
+                    server.grpc_url,
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         assert f"1 of 1 images written to {out} (network version {v})" in capsys.readouterr().out
         np.testing.assert_array_equal(np.asarray(Image.open(out)), _net(c, PHOTO, v))
     capsys.readouterr()
-    assert main(["infer", str(src), "-m", DESC.id, "-o", str(tmp_path / "v1.png"), "--model-version", "1",
-                 "--url", server.grpc_url, "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "infer",
+                str(src),
+                "-m",
+                DESC.id,
+                "-o",
+                str(tmp_path / "v1.png"),
+                "--model-version",
+                "1",
+                "--url",
+                server.grpc_url,
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "version 1 of animevideo_x4_net is not served (served versions: 2, 3)" in capsys.readouterr().err
     assert not (tmp_path / "v1.png").exists()
 
@@ -193,7 +232,8 @@ def test_the_bls_route_runs_the_version_asked_for(tmp_path):
     repo = tmp_path / "repo"
     results = [_build(repo, "untrained"), _build(repo, None)]
     (repo / DESC.image_model / "config.pbtxt").write_text(
-        pbtxt.image_config(DESC, weights_status=results[-1].weights, net_runtime="triton"))
+        pbtxt.image_config(DESC, weights_status=results[-1].weights, net_runtime="triton")
+    )
     data = _png(PHOTO)
     with start_local(repo) as s:
         c = grpcclient.InferenceServerClient(s.grpc_url)
@@ -202,7 +242,8 @@ def test_the_bls_route_runs_the_version_asked_for(tmp_path):
         for v in (1, 2):
             np.testing.assert_array_equal(_image_request(c, data, v), nets[v])
         np.testing.assert_array_equal(_image_request(c, data), nets[2])
-        with pytest.raises(InferenceServerException, match=r"version 3 of .* is not served \(served versions: 1, 2\)") \
-                as e:
+        with pytest.raises(
+            InferenceServerException, match=r"version 3 of .* is not served \(served versions: 1, 2\)"
+        ) as e:
             _image_request(c, data, 3)
         assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and c.is_server_ready()

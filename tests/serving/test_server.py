@@ -52,15 +52,20 @@ def invert_onnx(path: Path) -> None:
     """uint8 NHWC -> 255 - x through float (Cast, Mul, Add, Cast); dynamic batch/H/W, 3 channels."""
     shape = ["N", "H", "W", 3]
     graph = helper.make_graph(
-        [helper.make_node("Cast", [FRAME_IN.name], ["xf"], to=TensorProto.FLOAT),
-         helper.make_node("Mul", ["xf", "minus_one"], ["neg"]),
-         helper.make_node("Add", ["neg", "c255"], ["yf"]),
-         helper.make_node("Cast", ["yf"], [FRAME_OUT.name], to=TensorProto.UINT8)],
+        [
+            helper.make_node("Cast", [FRAME_IN.name], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["xf", "minus_one"], ["neg"]),
+            helper.make_node("Add", ["neg", "c255"], ["yf"]),
+            helper.make_node("Cast", ["yf"], [FRAME_OUT.name], to=TensorProto.UINT8),
+        ],
         "invert",
         [helper.make_tensor_value_info(FRAME_IN.name, TensorProto.UINT8, shape)],
         [helper.make_tensor_value_info(FRAME_OUT.name, TensorProto.UINT8, shape)],
-        initializer=[helper.make_tensor("minus_one", TensorProto.FLOAT, [], [-1.0]),
-                     helper.make_tensor("c255", TensorProto.FLOAT, [], [255.0])])
+        initializer=[
+            helper.make_tensor("minus_one", TensorProto.FLOAT, [], [-1.0]),
+            helper.make_tensor("c255", TensorProto.FLOAT, [], [255.0]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +81,16 @@ def _dims(dims) -> str:
 FULL_BATCH_WAIT_US = 30_000_000  # below _infer_concurrently's 60 s: a missing request shows as a count
 
 
-def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_name: str = FRAME_IN.name,
-               delay_us: int = 2000, cache: bool = False, preferred: int | None = None) -> str:
+def ort_config(
+    name: str,
+    *,
+    dims=FRAME_IN.dims,
+    ragged: bool = False,
+    input_name: str = FRAME_IN.name,
+    delay_us: int = 2000,
+    cache: bool = False,
+    preferred: int | None = None,
+) -> str:
     batching = f"max_queue_delay_microseconds: {delay_us}"
     if preferred is not None:
         batching = f"preferred_batch_size: [ {preferred} ] {batching}"
@@ -85,7 +98,7 @@ def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_nam
         name: "{name}"
         backend: "onnxruntime"
         max_batch_size: 8
-        input [ {{ name: "{input_name}" data_type: TYPE_UINT8 dims: [ {_dims(dims)} ]{' allow_ragged_batch: true' if ragged else ''} }} ]
+        input [ {{ name: "{input_name}" data_type: TYPE_UINT8 dims: [ {_dims(dims)} ]{" allow_ragged_batch: true" if ragged else ""} }} ]
         output [ {{ name: "{FRAME_OUT.name}" data_type: TYPE_UINT8 dims: [ {_dims(dims)} ] }} ]
         instance_group [ {{ count: 1 kind: KIND_CPU }} ]
         dynamic_batching {{ {batching} }}
@@ -93,13 +106,13 @@ def ort_config(name: str, *, dims=FRAME_IN.dims, ragged: bool = False, input_nam
         parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
         parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
         parameters {{ key: "stylize_id" value: {{ string_value: "test" }} }}
-        response_cache {{ enable: {'true' if cache else 'false'} }}
+        response_cache {{ enable: {"true" if cache else "false"} }}
         model_warmup [ {{ name: "zeros" batch_size: 1 inputs {{ key: "{input_name}" value: {{
             data_type: TYPE_UINT8 dims: [ 16, 16, 3 ] zero_data: true }} }} }} ]
         """)
 
 
-ECHO_MODEL = '''\
+ECHO_MODEL = """\
 import triton_python_backend_utils as pb_utils
 
 
@@ -107,7 +120,7 @@ class TritonPythonModel:
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())])
                 for r in requests]
-'''
+"""
 
 ECHO_CONFIG = f"""\
 name: "{ECHO}"
@@ -121,9 +134,13 @@ instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 
 def ensemble_config(name: str, net: str) -> str:
     """Two passes through the ONNX model (255 - (255 - x) == x): ensemble routing through our backend."""
+
     def step(src: str, dst: str) -> str:
-        return (f'{{ model_name: "{net}" model_version: -1 input_map {{ key: "{FRAME_IN.name}" value: "{src}" }} '
-                f'output_map {{ key: "{FRAME_OUT.name}" value: "{dst}" }} }}')
+        return (
+            f'{{ model_name: "{net}" model_version: -1 input_map {{ key: "{FRAME_IN.name}" value: "{src}" }} '
+            f'output_map {{ key: "{FRAME_OUT.name}" value: "{dst}" }} }}'
+        )
+
     return textwrap.dedent(f"""\
         name: "{name}"
         platform: "ensemble"
@@ -205,8 +222,9 @@ def test_server_is_ready_with_every_model(server):
 
 
 def test_onnxruntime_backend_is_the_python_based_one(server):
-    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{INVERT}/config",
-                                     headers=access.http_headers(server.admin_key))  # an admin API
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/{INVERT}/config", headers=access.http_headers(server.admin_key)
+    )  # an admin API
     with urllib.request.urlopen(request) as r:
         config = json.load(r)
     assert config["backend"] == "onnxruntime"
@@ -229,9 +247,13 @@ def test_the_launcher_restricts_the_admin_apis_to_its_own_key(server, grpc):
     here (STYLIZE_ADMIN_KEY unset), which the process that started it holds and which is written nowhere."""
     base = f"http://{server.http_url}/v2"
     admin = access.http_headers(server.admin_key)
-    calls = [("POST", "/repository/index", b""), ("GET", f"/models/{INVERT}/config", None),
-             ("POST", "/logging", b'{"log_verbose_level": 1}'), ("GET", "/trace/setting", None),
-             ("GET", "/systemsharedmemory/status", None)]
+    calls = [
+        ("POST", "/repository/index", b""),
+        ("GET", f"/models/{INVERT}/config", None),
+        ("POST", "/logging", b'{"log_verbose_level": 1}'),
+        ("GET", "/trace/setting", None),
+        ("GET", "/systemsharedmemory/status", None),
+    ]
     for method, path, body in calls:
         assert _status(base + path, method=method, body=body) == 403, path
         assert _status(base + path, method=method, body=body, headers=admin) == 200, path
@@ -284,8 +306,11 @@ def _infer_concurrently(server, model: str, frames: list[np.ndarray]) -> list:
     done: queue.Queue = queue.Queue()
     with grpcclient.InferenceServerClient(url=server.grpc_url) as client:
         for i, frame in enumerate(frames):
-            client.async_infer(model, [grpc_input(FRAME_IN.name, frame)],
-                               callback=lambda result, error, i=i: done.put((i, result, error)))
+            client.async_infer(
+                model,
+                [grpc_input(FRAME_IN.name, frame)],
+                callback=lambda result, error, i=i: done.put((i, result, error)),
+            )
         outcomes = [done.get(timeout=60) for _ in frames]
     ordered = [None] * len(frames)
     for i, result, error in outcomes:
@@ -360,8 +385,9 @@ def test_wrong_dtype_is_invalid_argument_and_server_stays_ready(server, grpc, rn
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert grpc.is_server_ready() and grpc.is_model_ready(INVERT)
     ok = rng.integers(0, 256, (1, 3, 3, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(grpc.infer(INVERT, [grpc_input(FRAME_IN.name, ok)]).as_numpy(FRAME_OUT.name),
-                                  255 - ok)
+    np.testing.assert_array_equal(
+        grpc.infer(INVERT, [grpc_input(FRAME_IN.name, ok)]).as_numpy(FRAME_OUT.name), 255 - ok
+    )
 
 
 def test_response_cache_answers_a_repeated_request(server, grpc, rng):
@@ -471,13 +497,25 @@ def test_serve_cli_drains_on_sigint(tmp_path):
         parser = add_serve_arguments(argparse.ArgumentParser())
         sys.exit(run_serve(parser.parse_args(sys.argv[1:])))
     """)
-    args = ["--model-repository", str(repo), "--grpc-port", str(settings.grpc_port),
-            "--http-port", str(settings.http_port), "--metrics-port", str(settings.metrics_port),
-            "--exit-timeout", "5", "--ort-threads", "1"]
+    args = [
+        "--model-repository",
+        str(repo),
+        "--grpc-port",
+        str(settings.grpc_port),
+        "--http-port",
+        str(settings.http_port),
+        "--metrics-port",
+        str(settings.metrics_port),
+        "--exit-timeout",
+        "5",
+        "--ort-threads",
+        "1",
+    ]
     env = dict(os.environ, STYLIZE_CACHE=str(tmp_path / "cache"))
     stderr = open(tmp_path / "serve.stderr", "w")  # the echoed server log: a file, so no pipe can fill up
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=stderr,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+    )
     try:
         lines = []
         deadline = time.monotonic() + 90

@@ -71,7 +71,7 @@ def test_basicvsr_beats_bicubic_by_4_db_and_the_untrained_network(server, untrai
     assert served.shape == hr.shape
     centre = BASICVSR.window // 2
     served_db = psnr(served[centre], hr[centre])
-    bicubic_db = psnr(bicubic_resize(lr[centre:centre + 1], BASICVSR.scale)[0], hr[centre])
+    bicubic_db = psnr(bicubic_resize(lr[centre : centre + 1], BASICVSR.scale)[0], hr[centre])
     untrained_db = psnr(_untrained_output(untrained_basicvsr, lr)[centre], hr[centre])
     assert served_db >= bicubic_db + 4.0, (photo, served_db, bicubic_db)
     assert served_db > untrained_db + 4.0, (photo, served_db, untrained_db)
@@ -97,8 +97,10 @@ def hayao(model_repository):
     weights = _newest_manifest(model_repository, ANIMEGAN.net_model)["weights"]
     if weights["status"] == "untrained":
         assert resolve(ANIMEGAN, weights_dir=default_weights_dir()) is None, "weights are here but were not used"
-        pytest.skip("no AnimeGANv2 weights file here (../shared/weights or STYLIZE_WEIGHTS_DIR): animeganv2 is "
-                    "built untrained, which test_repository_served checks is labelled so")
+        pytest.skip(
+            "no AnimeGANv2 weights file here (../shared/weights or STYLIZE_WEIGHTS_DIR): animeganv2 is "
+            "built untrained, which test_repository_served checks is labelled so"
+        )
     assert weights.get("name") == "hayao", weights
     from ai_edge_litert.interpreter import Interpreter
 

@@ -23,8 +23,14 @@ OPSET = 17
 IMAGE_NETS = {
     "AnimeGANv2": {},
     "RRDBNet": {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 16, "num_block": 1, "num_grow_ch": 8},
-    "SRVGGNetCompact": {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16, "upscale": 4,
-                        "act_type": "prelu"},
+    "SRVGGNetCompact": {
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "num_feat": 64,
+        "num_conv": 16,
+        "upscale": 4,
+        "act_type": "prelu",
+    },
 }
 
 
@@ -32,7 +38,13 @@ def _export(net: torch.nn.Module, example: torch.Tensor, path: Path, dynamic: di
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter announces its retirement
         torch.onnx.export(
-            net, (example,), str(path), input_names=["x"], output_names=["y"], opset_version=OPSET, dynamo=False,
+            net,
+            (example,),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=OPSET,
+            dynamo=False,
             dynamic_axes={"x": dynamic, "y": {k: f"{v}_out" for k, v in dynamic.items()}},
         )
     model = onnx.load(str(path))

@@ -28,8 +28,14 @@ pytestmark = pytest.mark.unit
 SMALL = {
     "AnimeGANv2": {},
     "RRDBNet": {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 16, "num_block": 2, "num_grow_ch": 8},
-    "SRVGGNetCompact": {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 16, "num_conv": 3, "upscale": 4,
-                        "act_type": "prelu"},
+    "SRVGGNetCompact": {
+        "num_in_ch": 3,
+        "num_out_ch": 3,
+        "num_feat": 16,
+        "num_conv": 3,
+        "upscale": 4,
+        "act_type": "prelu",
+    },
     "BasicVSR": {"num_feat": 8, "num_block": 2},
 }
 
@@ -94,8 +100,14 @@ def test_animegan_parameter_count_keys_shape_and_range():
     assert sum(p.numel() for p in net.parameters()) == PARAMETER_COUNT == 2_143_552
     keys = net.state_dict().keys()
     # names of the port's published checkpoints
-    for k in ("block_a.0.1.weight", "block_a.0.2.weight", "block_c.1.layers.0.1.weight",
-              "block_c.1.layers.1.1.bias", "block_c.1.layers.2.weight", "out_layer.0.weight"):
+    for k in (
+        "block_a.0.1.weight",
+        "block_a.0.2.weight",
+        "block_c.1.layers.0.1.weight",
+        "block_c.1.layers.1.1.bias",
+        "block_c.1.layers.2.weight",
+        "out_layer.0.weight",
+    ):
         assert k in keys
     x = torch.rand(1, 3, 37, 50) * 2 - 1  # odd side: the bilinear steps go back to the saved sizes
     with torch.no_grad():

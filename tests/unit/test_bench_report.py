@@ -10,27 +10,49 @@ from stylize.loadtest.bench_report import load_json, markdown, plot, save_json
 pytestmark = pytest.mark.unit
 
 
-def _case(model: str, *, served: list[float], ort: list[float], int8: list[float] | None = None,
-          quality: dict | None = None) -> CaseResult:
-    runners = {"ort": RunnerResult("ort", "ORT", ort), "served": RunnerResult("served", "served", served),
-               "torch": RunnerResult("torch", "torch", [3 * t for t in ort])}
+def _case(
+    model: str, *, served: list[float], ort: list[float], int8: list[float] | None = None, quality: dict | None = None
+) -> CaseResult:
+    runners = {
+        "ort": RunnerResult("ort", "ORT", ort),
+        "served": RunnerResult("served", "served", served),
+        "torch": RunnerResult("torch", "torch", [3 * t for t in ort]),
+    }
     if int8:
         runners["served_int8"] = RunnerResult("served_int8", "int8", int8)
-    return CaseResult(model=model, side=128, weights="real", gflop_per_image=20.0, images_per_round=4,
-                      runners=runners, int8_quality=quality,
-                      breakdown={"served": Breakdown(500.0, 50.0, 400.0, 50.0, f"{model}_image", f"{model}_net")})
+    return CaseResult(
+        model=model,
+        side=128,
+        weights="real",
+        gflop_per_image=20.0,
+        images_per_round=4,
+        runners=runners,
+        int8_quality=quality,
+        breakdown={"served": Breakdown(500.0, 50.0, 400.0, 50.0, f"{model}_image", f"{model}_net")},
+    )
 
 
 def _result(cases: list[CaseResult]) -> BenchResult:
     return BenchResult(
-        started="2026-11-22T00:00:00Z", command="stylize bench", settings={
-            "photo": "astronaut.png", "rounds": 3, "threads": 2, "in_flight": 2, "seconds_per_round": 2.0,
-            "max_images": 8}, machine={"cpu": "cpu", "cores": 2, "memory_gib": 24.0, "os": "linux"},
+        started="2026-11-22T00:00:00Z",
+        command="stylize bench",
+        settings={
+            "photo": "astronaut.png",
+            "rounds": 3,
+            "threads": 2,
+            "in_flight": 2,
+            "seconds_per_round": 2.0,
+            "max_images": 8,
+        },
+        machine={"cpu": "cpu", "cores": 2, "memory_gib": 24.0, "os": "linux"},
         versions={"torch": "2.13", "onnxruntime": "1.31.1", "numpy": "1.26.4", "python": "3.11", "stylize": "x"},
         peak={"ort_fp32_gflops": 100.0, "numpy_fp32_gflops": 50.0, "ort_int8_gops": 500.0, "n": 2048, "threads": 2},
         layout={"triton": "2.51.0", "animevideo_x4_net": {"kind": "onnxruntime", "instances": 1, "threads": 2}},
-        cases=cases, server="local", seconds=600.0,
-        layouts=[LayoutResult("animevideo_x4", 128, 4, {"1 x 2": [0.5, 0.5, 0.5], "2 x 1": [0.4, 0.5, 0.25]})])
+        cases=cases,
+        server="local",
+        seconds=600.0,
+        layouts=[LayoutResult("animevideo_x4", 128, 4, {"1 x 2": [0.5, 0.5, 0.5], "2 x 1": [0.4, 0.5, 0.25]})],
+    )
 
 
 def test_ratios_are_taken_within_rounds():
@@ -45,10 +67,23 @@ def test_ratios_are_taken_within_rounds():
 
 
 def test_doc_states_targets_met_and_missed(tmp_path):
-    good_q = {"meaningful": True, "loss_db": 0.12, "fidelity_psnr_db": 38.0, "fp32_psnr_db": 25.0,
-              "int8_psnr_db": 24.88, "weights": "real", "max_abs_diff": 20, "note": ""}
-    junk_q = {"meaningful": False, "loss_db": None, "fidelity_psnr_db": 36.0, "weights": "untrained",
-              "note": "untrained: meaningless"}
+    good_q = {
+        "meaningful": True,
+        "loss_db": 0.12,
+        "fidelity_psnr_db": 38.0,
+        "fp32_psnr_db": 25.0,
+        "int8_psnr_db": 24.88,
+        "weights": "real",
+        "max_abs_diff": 20,
+        "note": "",
+    }
+    junk_q = {
+        "meaningful": False,
+        "loss_db": None,
+        "fidelity_psnr_db": 36.0,
+        "weights": "untrained",
+        "note": "untrained: meaningless",
+    }
     cases = [
         _case("esrgan_x4", served=[1.0] * 3, ort=[0.96] * 3, int8=[0.3] * 3, quality=good_q),  # 0.96x, 3.3x
         _case("animevideo_x4", served=[1.0] * 3, ort=[0.8] * 3, int8=[0.5] * 3, quality=good_q),  # 0.8x, 2x
@@ -73,8 +108,9 @@ def test_json_round_trip(tmp_path):
     assert again.cases[0].ratio("served", "ort") == r.cases[0].ratio("served", "ort")
     assert again.layouts[0].ratio("2 x 1", "1 x 2") == r.layouts[0].ratio("2 x 1", "1 x 2")
     assert again.cases[0].best_ratio("served", "ort") == r.cases[0].best_ratio("served", "ort")
-    assert markdown(again, [], doc_dir=tmp_path, results_file=None) == markdown(r, [], doc_dir=tmp_path,
-                                                                                   results_file=None)
+    assert markdown(again, [], doc_dir=tmp_path, results_file=None) == markdown(
+        r, [], doc_dir=tmp_path, results_file=None
+    )
 
 
 def test_gemm_peak_small():
@@ -126,12 +162,20 @@ def test_openvino_section_states_its_targets_and_replaces_only_itself(tmp_path):
     from stylize.loadtest.bench_report import OV_SECTION, openvino_section, write_section
 
     c = _case("animevideo_x4", served=[0.4] * 2, ort=[1.0] * 2, int8=[0.25] * 2)
-    c.runners |= {"served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
-                  "ov": RunnerResult("ov", "ov", [0.9] * 2), "ov_streams": RunnerResult("ov_streams", "ov", [0.45] * 2),
-                  "ov_bf16": RunnerResult("ov_bf16", "bf16", [], error="BenchError: runs fp32 on this CPU")}
+    c.runners |= {
+        "served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
+        "ov": RunnerResult("ov", "ov", [0.9] * 2),
+        "ov_streams": RunnerResult("ov_streams", "ov", [0.45] * 2),
+        "ov_bf16": RunnerResult("ov_bf16", "bf16", [], error="BenchError: runs fp32 on this CPU"),
+    }
     c.served_layout = {"runtime": "openvino", "precision": "fp32", "instances": 2, "threads": 1}
-    c.int8_served_quality = {"loss_db": 0.11, "fidelity_psnr_db": 38.3, "runtime": "openvino", "precision": "fp32",
-                             "meaningful": True}
+    c.int8_served_quality = {
+        "loss_db": 0.11,
+        "fidelity_psnr_db": 38.3,
+        "runtime": "openvino",
+        "precision": "fp32",
+        "meaningful": True,
+    }
     r = _result([c])
     r.peak |= {"ov_fp32_gflops": 120.0, "ov_bf16_gflops": None, "ov_int8_gops": 300.0}
     r.versions |= {"openvino": "2026.4.1", "openvino_capabilities": ["FP32", "INT8"]}
@@ -145,8 +189,10 @@ def test_openvino_section_states_its_targets_and_replaces_only_itself(tmp_path):
     assert "% fp32" in text and "% int8" in text and "% bf16" not in text  # no bf16 peak on this CPU
     assert "ov_bf16: BenchError" in text
     slow = _case("animevideo_x4", served=[0.8] * 2, ort=[1.0] * 2)
-    slow.runners |= {"served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
-                     "ov": RunnerResult("ov", "ov", [0.85] * 2)}
+    slow.runners |= {
+        "served_ort": RunnerResult("served_ort", "ort served", [1.0] * 2),
+        "ov": RunnerResult("ov", "ov", [0.85] * 2),
+    }
     slow.served_layout = c.served_layout
     miss = _result([slow])
     miss.versions |= {"openvino_capabilities": ["FP32", "INT8"]}

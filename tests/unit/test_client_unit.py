@@ -78,12 +78,15 @@ def test_arrays_travel_as_lossless_png(shape):
     np.testing.assert_array_equal(back, arr.reshape(back.shape))
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros((8, 8, 3), np.float32), "uint8"),
-    (np.zeros((8, 8, 2), np.uint8), "shape"),
-    (np.zeros((2, 8, 8, 3), np.uint8), "shape"),
-    (np.zeros((0, 8, 3), np.uint8), "empty"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((8, 8, 3), np.float32), "uint8"),
+        (np.zeros((8, 8, 2), np.uint8), "shape"),
+        (np.zeros((2, 8, 8, 3), np.uint8), "shape"),
+        (np.zeros((0, 8, 3), np.uint8), "empty"),
+    ],
+)
 def test_bad_arrays_are_refused_before_any_request(bad, match):
     with pytest.raises(InvalidInput, match=match):
         encode_input(bad)
@@ -153,8 +156,9 @@ def test_image_format_magic():
 
 
 def test_options_are_typed_and_travel_as_the_ensembles_optional_inputs():
-    values = build_options({"output_format": "jpg", "quality": "90", "outscale": 2, "max_side": 1024.0,
-                            "tile_size": None})
+    values = build_options(
+        {"output_format": "jpg", "quality": "90", "outscale": 2, "max_side": 1024.0, "tile_size": None}
+    )
     assert values == {"output_format": "JPEG", "quality": 90, "outscale": 2.0, "max_side": 1024}
     assert isinstance(values["outscale"], float) and isinstance(values["max_side"], int)
     wire = {name: (dtype, arr) for name, dtype, arr in option_tensors(values)}
@@ -183,27 +187,32 @@ def test_a_pinned_version_of_an_image_model_travels_as_net_version():
             image_request(grpcclient, "animevideo_x4", b"png", {}, bad)
 
 
-@pytest.mark.parametrize("options, error", [
-    ({"output_format": "gif"}, InvalidInput),
-    ({"quality": 0}, InvalidInput),
-    ({"quality": 101}, InvalidInput),
-    ({"outscale": 0}, InvalidInput),
-    ({"max_side": 0}, InvalidInput),
-    ({"colour": "red"}, TypeError),
-    ({"colour": None}, TypeError),
-])
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({"output_format": "gif"}, InvalidInput),
+        ({"quality": 0}, InvalidInput),
+        ({"quality": 101}, InvalidInput),
+        ({"outscale": 0}, InvalidInput),
+        ({"max_side": 0}, InvalidInput),
+        ({"colour": "red"}, TypeError),
+        ({"colour": None}, TypeError),
+    ],
+)
 def test_bad_options_are_refused(options, error):
     with pytest.raises(error):
         build_options(options)
 
 
 def test_options_a_model_does_not_take_are_refused_before_the_upload():
-    untiled = next(d for d in REGISTRY.values() if not d.is_video_window and "tile_size" not in
-                   {o.name for o in d.options})
+    untiled = next(
+        d for d in REGISTRY.values() if not d.is_video_window and "tile_size" not in {o.name for o in d.options}
+    )
     with pytest.raises(InvalidInput, match="does not apply"):
         build_options({"tile_size": 64}, untiled.id)
-    no_max_side = next(d for d in REGISTRY.values() if not d.is_video_window and "max_side" not in
-                       {o.name for o in d.options})
+    no_max_side = next(
+        d for d in REGISTRY.values() if not d.is_video_window and "max_side" not in {o.name for o in d.options}
+    )
     with pytest.raises(InvalidInput, match="does not apply"):
         build_options({"max_side": 512}, no_max_side.id)
     assert build_options({"output_format": "png"}, no_max_side.id) == {"output_format": "PNG"}
@@ -212,15 +221,18 @@ def test_options_a_model_does_not_take_are_refused_before_the_upload():
 # ---- errors ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status, cls", [
-    ("StatusCode.UNAVAILABLE", ServerUnavailable),
-    ("StatusCode.NOT_FOUND", ModelNotFound),
-    ("StatusCode.INVALID_ARGUMENT", InvalidInput),
-    ("StatusCode.DEADLINE_EXCEEDED", Timeout),
-    ("StatusCode.INTERNAL", ServerError),
-    ("StatusCode.CANCELLED", ServerError),
-    (None, ServerError),
-])
+@pytest.mark.parametrize(
+    "status, cls",
+    [
+        ("StatusCode.UNAVAILABLE", ServerUnavailable),
+        ("StatusCode.NOT_FOUND", ModelNotFound),
+        ("StatusCode.INVALID_ARGUMENT", InvalidInput),
+        ("StatusCode.DEADLINE_EXCEEDED", Timeout),
+        ("StatusCode.INTERNAL", ServerError),
+        ("StatusCode.CANCELLED", ServerError),
+        (None, ServerError),
+    ],
+)
 def test_grpc_statuses_map_to_typed_errors(status, cls):
     err = from_status(status, "boom", model="m", url="u:1")
     assert type(err) is cls and isinstance(err, StylizeError)
@@ -230,8 +242,9 @@ def test_grpc_statuses_map_to_typed_errors(status, cls):
 def test_invalid_input_carries_the_servers_reason_without_the_ensemble_prefix():
     from tritonclient.utils import InferenceServerException
 
-    exc = InferenceServerException("in ensemble 'animeganv2', not a recognised image (supported: PNG)",
-                                   status="StatusCode.INVALID_ARGUMENT")
+    exc = InferenceServerException(
+        "in ensemble 'animeganv2', not a recognised image (supported: PNG)", status="StatusCode.INVALID_ARGUMENT"
+    )
     err = from_triton(exc, model="animeganv2")
     assert isinstance(err, InvalidInput) and isinstance(err, ValueError)
     assert err.reason == "not a recognised image (supported: PNG)"
@@ -260,8 +273,11 @@ def test_a_restricted_admin_api_is_access_denied_not_a_server_down():
     """Triton refuses a restricted gRPC protocol with UNAVAILABLE (and HTTP with 403): not retried."""
     from stylize.contract.errors import AccessDenied
 
-    err = from_status("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header "
-                      "'triton-grpc-protocol-stylize-admin-key'", url="u:1")
+    err = from_status(
+        "StatusCode.UNAVAILABLE",
+        "This protocol is restricted, expecting header 'triton-grpc-protocol-stylize-admin-key'",
+        url="u:1",
+    )
     assert isinstance(err, AccessDenied) and isinstance(err, PermissionError) and "STYLIZE_ADMIN_KEY" in str(err)
     assert not RetryPolicy(attempts=5, deadline=None).should_retry(err, attempt=1, elapsed=0)
     assert isinstance(from_status("UNAVAILABLE", "Socket closed"), ServerUnavailable)
@@ -355,8 +371,19 @@ def test_a_batch_of_frames_is_padded_frame_by_frame_and_cropped_back(h, w, multi
 
 def test_large_frames_go_through_in_tiles_that_blend_back_exactly():
     """A stand-in x2 network (nearest neighbour) is tile-invariant: tiling must give the untiled result exactly."""
-    raw = RawModel(name="x_net", input="FRAME", output="FRAME_OUT", max_batch_size=4, window=None, size_multiple=4,
-                   min_size=16, scale=2, tile_size=48, tile_overlap=8, tile_batch=2)
+    raw = RawModel(
+        name="x_net",
+        input="FRAME",
+        output="FRAME_OUT",
+        max_batch_size=4,
+        window=None,
+        size_multiple=4,
+        min_size=16,
+        scale=2,
+        tile_size=48,
+        tile_overlap=8,
+        tile_batch=2,
+    )
     calls = []
 
     def run(batch):
@@ -382,9 +409,13 @@ def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one()
     from stylize.sdk.info import raw_model_from_metadata
 
     def metadata(name, platform):
-        return {"name": name, "versions": ["1"], "platform": platform,
-                "inputs": [{"name": "FRAME", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}],
-                "outputs": [{"name": "FRAME_OUT", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}]}
+        return {
+            "name": name,
+            "versions": ["1"],
+            "platform": platform,
+            "inputs": [{"name": "FRAME", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}],
+            "outputs": [{"name": "FRAME_OUT", "datatype": "UINT8", "shape": ["-1", "-1", "-1", "3"]}],
+        }
 
     cpu = raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_net", "onnxruntime_onnx"))
     gpu = raw_model_from_metadata("esrgan_x4", metadata("esrgan_x4_trt", "tensorrt_plan"))
@@ -411,9 +442,14 @@ def test_tiles_go_one_per_request_to_a_cpu_network_and_tile_batch_to_a_gpu_one()
 
 def test_model_infos_group_triton_models_by_stylize_id():
     def cfg(name, sid, **p):
-        return {"name": name, "parameters": {k: {"string_value": v} for k, v in
-                                              {"stylize_id": sid, "task": "sr", "scale": "2", "weights": "real",
-                                               "license": "BSD"}.items() | p.items()}}
+        return {
+            "name": name,
+            "parameters": {
+                k: {"string_value": v}
+                for k, v in {"stylize_id": sid, "task": "sr", "scale": "2", "weights": "real", "license": "BSD"}.items()
+                | p.items()
+            },
+        }
 
     index = [
         {"name": "animevideo_x2", "version": "1", "state": "READY"},
@@ -422,16 +458,26 @@ def test_model_infos_group_triton_models_by_stylize_id():
         {"name": "animevideo_x2_net", "version": "3", "state": "UNAVAILABLE"},
         {"name": "animevideo_x2_pre", "version": "1", "state": "READY"},
     ]
-    configs = {"animevideo_x2": cfg("animevideo_x2", "animevideo_x2"),
-               "animevideo_x2_net": cfg("animevideo_x2_net", "animevideo_x2"),
-               "animevideo_x2_pre": cfg("animevideo_x2_pre", "animevideo_x2")}
-    index += [{"name": "animevideo_x2_int8", "version": "1", "state": "READY"},
-              {"name": "animevideo_x2_int8_net", "version": "4", "state": "READY"}]
+    configs = {
+        "animevideo_x2": cfg("animevideo_x2", "animevideo_x2"),
+        "animevideo_x2_net": cfg("animevideo_x2_net", "animevideo_x2"),
+        "animevideo_x2_pre": cfg("animevideo_x2_pre", "animevideo_x2"),
+    }
+    index += [
+        {"name": "animevideo_x2_int8", "version": "1", "state": "READY"},
+        {"name": "animevideo_x2_int8_net", "version": "4", "state": "READY"},
+    ]
     configs["animevideo_x2_int8"] = cfg("animevideo_x2_int8", "animevideo_x2") | {"platform": "ensemble"}
     configs["animevideo_x2_int8_net"] = cfg("animevideo_x2_int8_net", "animevideo_x2")
     info, int8 = model_infos(index, configs)
     assert (info.id, info.task, info.scale, info.weights, info.versions, info.ready) == (
-        "animevideo_x2", "sr", 2, "real", (1, 2), True)
+        "animevideo_x2",
+        "sr",
+        2,
+        "real",
+        (1, 2),
+        True,
+    )
     assert info.title.startswith("Real-ESRGAN animevideov3 x2")
     assert (int8.id, int8.versions) == ("animevideo_x2_int8", (4,)) and int8.title.endswith("(INT8)")
 
@@ -455,7 +501,10 @@ def test_folders_keep_their_layout_with_suffix_and_ext(tmp_path):
     assert [(p.path.name, p.skipped) for p in problems] == [("notes.txt", True)]
     assert problems[0].reason.startswith("skipped: not an image file")
     assert [(j.src.relative_to(src).as_posix(), j.dst.relative_to(out).as_posix()) for j in jobs] == [
-        ("a.jpg", "a_anime.jpg"), ("sub/b.PNG", "sub/b_anime.jpg"), ("sub/deeper/c.webp", "sub/deeper/c_anime.jpg")]
+        ("a.jpg", "a_anime.jpg"),
+        ("sub/b.PNG", "sub/b_anime.jpg"),
+        ("sub/deeper/c.webp", "sub/deeper/c_anime.jpg"),
+    ]
 
 
 def test_models_that_take_no_image_files_say_what_to_use():
@@ -464,7 +513,8 @@ def test_models_that_take_no_image_files_say_what_to_use():
     assert model_problem("esrgan_x4") is None and model_problem("animevideo_x2_int8") is None
     assert "video model" in model_problem("basicvsr_x4") and "stylize video" in model_problem("basicvsr_x4")
     assert "raw-frame network model" in model_problem("esrgan_x4_net") and "-m esrgan_x4`" in model_problem(
-        "esrgan_x4_net")
+        "esrgan_x4_net"
+    )
     assert "-m esrgan_x4_int8`" in model_problem("esrgan_x4_int8_net")
     assert "-m esrgan_x4`" in model_problem("esrgan_x4_image")
     assert model_problem("someone_elses_model") is None  # the server answers for names we do not know
@@ -472,8 +522,7 @@ def test_models_that_take_no_image_files_say_what_to_use():
 
 def test_explicit_files_and_missing_paths(tmp_path):
     _tree(tmp_path, ["x/one.png", "two.bmp"])
-    jobs, problems = plan_jobs([tmp_path / "x/one.png", tmp_path / "two.bmp", tmp_path / "ghost.png"],
-                               tmp_path / "out")
+    jobs, problems = plan_jobs([tmp_path / "x/one.png", tmp_path / "two.bmp", tmp_path / "ghost.png"], tmp_path / "out")
     assert [j.dst.name for j in jobs] == ["one.png", "two.png"]
     assert [(p.path.name, p.reason) for p in problems] == [("ghost.png", "no such file or folder")]
 
@@ -510,8 +559,11 @@ def test_side_by_side_is_an_extra_output_checked_like_the_result(tmp_path):
     out = tmp_path / "out"
     jobs, problems = plan_jobs([tmp_path / "p"], out, suffix="_x2", ext="jpg", side_by_side=True)
     assert [(j.dst.relative_to(out).as_posix(), j.side_by_side.relative_to(out).as_posix()) for j in jobs] == [
-        ("a_x2.jpg", "a_x2_side_by_side.jpg"), ("c_x2.jpg", "c_x2_side_by_side.jpg"),
-        ("c_side_by_side_x2.jpg", "c_side_by_side_x2_side_by_side.jpg"), ("sub/b_x2.jpg", "sub/b_x2_side_by_side.jpg")]
+        ("a_x2.jpg", "a_x2_side_by_side.jpg"),
+        ("c_x2.jpg", "c_x2_side_by_side.jpg"),
+        ("c_side_by_side_x2.jpg", "c_side_by_side_x2_side_by_side.jpg"),
+        ("sub/b_x2.jpg", "sub/b_x2_side_by_side.jpg"),
+    ]
     assert problems == []
     # without a suffix, c.png's composite would take the name of c_side_by_side.png's result
     jobs, problems = plan_jobs([tmp_path / "p"], out, side_by_side=True)
@@ -536,7 +588,15 @@ def test_ext_auto_keeps_each_input_s_extension(tmp_path):
     jobs, problems = plan_jobs([src], out, suffix="_x2", ext="auto")
     assert problems == []  # a.jpg and a.png no longer collide
     assert [j.dst.relative_to(out).as_posix() for j in jobs] == [
-        "a_x2.jpg", "a_x2.png", "b_x2.PNG", "c_x2.webp", "f_x2.tiff", "g_x2.JPEG", "sub/d_x2.bmp", "sub/e_x2.tif"]
+        "a_x2.jpg",
+        "a_x2.png",
+        "b_x2.PNG",
+        "c_x2.webp",
+        "f_x2.tiff",
+        "g_x2.JPEG",
+        "sub/d_x2.bmp",
+        "sub/e_x2.tif",
+    ]
     # a BMP with alpha: PNG, as Real-ESRGAN writes RGBA results (a BMP result would not hold the alpha readably)
     (src / "h.bmp").write_bytes(_bmp_with_alpha(np.full((4, 6, 4), 200, np.uint8)))
     with Image.open(src / "h.bmp") as im:
@@ -554,8 +614,29 @@ def _bmp_with_alpha(rgba: np.ndarray) -> bytes:
 
     h, w = rgba.shape[:2]
     pixels = np.ascontiguousarray(rgba[::-1][..., [2, 1, 0, 3]]).tobytes()  # bottom-up BGRA
-    header = struct.pack("<IiiHHIIiiII4I4s36s3I", 108, w, h, 1, 32, 3, len(pixels), 2835, 2835, 0, 0,
-                         0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000, b"BGRs", bytes(36), 0, 0, 0)
+    header = struct.pack(
+        "<IiiHHIIiiII4I4s36s3I",
+        108,
+        w,
+        h,
+        1,
+        32,
+        3,
+        len(pixels),
+        2835,
+        2835,
+        0,
+        0,
+        0x00FF0000,
+        0x0000FF00,
+        0x000000FF,
+        0xFF000000,
+        b"BGRs",
+        bytes(36),
+        0,
+        0,
+        0,
+    )
     return struct.pack("<2sIHHI", b"BM", 14 + len(header) + len(pixels), 0, 0, 14 + len(header)) + header + pixels
 
 
@@ -566,8 +647,12 @@ def test_bmp_and_tiff_are_written_losslessly_from_the_server_s_png(fmt, mode):
 
     assert wire_format(fmt) == "PNG" and file_format(Path("x.TIF")) == "TIFF"
     rgb = real_photo_crop(12, 20)
-    arrays = {"RGB": rgb, "RGBA": np.dstack([rgb, rgb[..., :1]]), "L": rgb[..., 0],
-              "I;16": rgb[..., 0].astype(np.uint16) * 257 + 3}
+    arrays = {
+        "RGB": rgb,
+        "RGBA": np.dstack([rgb, rgb[..., :1]]),
+        "L": rgb[..., 0],
+        "I;16": rgb[..., 0].astype(np.uint16) * 257 + 3,
+    }
     buf = io.BytesIO()
     Image.fromarray(arrays[mode]).save(buf, "PNG", dpi=(300, 300))
     written = ensure_format(buf.getvalue(), fmt, 95)
@@ -672,8 +757,9 @@ def test_stats_summary_says_what_happened(monkeypatch):
     s.observe_request("m", 0.3, None)  # at 104.0: sent at 103.7, after the failures came back: the server is back
     assert s.outages == 1 and s.outage_seconds == pytest.approx(104.0 - 100.8)
     assert s.retries == 2 and s.retry_wait_seconds == pytest.approx(1.0) and s.requests == 4 and s.ok == 2
-    assert s.summary() == ("2 requests ok; the server was unavailable 1 time for 3.2 s, 2 attempts retried; "
-                           "failed attempts: unavailable 2")
+    assert s.summary() == (
+        "2 requests ok; the server was unavailable 1 time for 3.2 s, 2 attempts retried; failed attempts: unavailable 2"
+    )
 
 
 def test_a_request_sent_before_an_outage_does_not_end_it(monkeypatch):
@@ -696,10 +782,12 @@ def test_a_request_sent_before_an_outage_does_not_end_it(monkeypatch):
 
 
 def test_sdk_and_cli_never_import_torch():
-    code = ("import sys, stylize.sdk.client, stylize.sdk.video, stylize.sdk.metrics, stylize.contract.errors, stylize.cli; "
-            "stylize.cli.make_parser(); "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, stylize.sdk.client, stylize.sdk.video, stylize.sdk.metrics, stylize.contract.errors, stylize.cli; "
+        "stylize.cli.make_parser(); "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+        "assert not bad, bad"
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "client"), os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
@@ -718,11 +806,13 @@ def test_close_ends_retry_waits_at_once():
     import threading
     import time
 
-    client = StylizeClient(url=f"127.0.0.1:{_closed_port()}",
-                           retry=RetryPolicy(deadline=None, initial_backoff=3600, max_backoff=3600))
+    client = StylizeClient(
+        url=f"127.0.0.1:{_closed_port()}", retry=RetryPolicy(deadline=None, initial_backoff=3600, max_backoff=3600)
+    )
     errors = []
-    t = threading.Thread(target=lambda: errors.append(pytest.raises(StylizeError, client.infer, real_photo_crop(8, 8))),
-                         daemon=True)
+    t = threading.Thread(
+        target=lambda: errors.append(pytest.raises(StylizeError, client.infer, real_photo_crop(8, 8))), daemon=True
+    )
     t.start()
     deadline = time.monotonic() + 60  # a hang guard: the first attempt fails at once (nothing listens there)
     while client.stats.retries == 0 and t.is_alive():  # the failed attempt is booked, the hour's wait begins
@@ -749,9 +839,12 @@ def test_raw_frames_go_to_the_network_model_the_server_loads():
 
     def meta(desc, platform):
         dims = [-1, *desc.net_input.dims]
-        return {"name": desc.trt_model, "platform": platform,
-                "inputs": [{"name": desc.net_input.name, "shape": dims}],
-                "outputs": [{"name": desc.net_output.name, "shape": dims}]}
+        return {
+            "name": desc.trt_model,
+            "platform": platform,
+            "inputs": [{"name": desc.net_input.name, "shape": dims}],
+            "outputs": [{"name": desc.net_output.name, "shape": dims}],
+        }
 
     plan = raw_model_from_metadata("esrgan_x4", meta(esr, "tensorrt_plan"))
     assert plan.max_side == esr.serving.gpu_max_side and plan.tiles_per_call is None  # tile_batch tiles per call
@@ -769,8 +862,9 @@ def test_not_found_from_a_server_that_is_not_ready_is_a_drain_and_is_retried():
     from stylize.contract.errors import ModelNotFound, ServerUnavailable
     from stylize.sdk.transport import RetryPolicy, draining
 
-    err = ModelNotFound("Request for unknown model: 'esrgan_x4' is not found", model="esrgan_x4",
-                        status="NOT_FOUND", url="h:1")
+    err = ModelNotFound(
+        "Request for unknown model: 'esrgan_x4' is not found", model="esrgan_x4", status="NOT_FOUND", url="h:1"
+    )
     assert draining(err, True) is err and not RetryPolicy().should_retry(err, 1, 0.0)
     drain = draining(err, lambda: False)
     assert isinstance(drain, ServerUnavailable) and "not ready" in drain.message and drain.model == "esrgan_x4"

@@ -44,8 +44,13 @@ def test_exported_x2_x3_graph_has_no_resize_and_matches_the_upstream_form(model_
     export_onnx(desc, net, path)
     graph = onnx.load(str(path)).graph
     ops = [n.op_type for n in graph.node]
-    modes = [onnx.helper.get_attribute_value(a) for n in graph.node if n.op_type == "Resize" for a in n.attribute
-             if a.name == "mode"]
+    modes = [
+        onnx.helper.get_attribute_value(a)
+        for n in graph.node
+        if n.op_type == "Resize"
+        for a in n.attribute
+        if a.name == "mode"
+    ]
     assert "PRelu" not in ops and modes == [b"nearest"]  # only the network's own nearest upsample of its input
     assert len(network_convs(graph)) == ops.count("Conv") - 1  # the downscale conv is not the network's
 

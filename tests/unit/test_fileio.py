@@ -42,8 +42,9 @@ def test_outputs_get_the_mode_open_would_give(tmp_path, mask):
 
 def test_explicit_modes_do_not_depend_on_the_umask(tmp_path):
     with umask(0o077):
-        assert write_atomic(tmp_path / "a" / "b" / "config.pbtxt", b"x", mode=PUBLIC_FILE_MODE,
-                            dir_mode=PUBLIC_DIR_MODE)
+        assert write_atomic(
+            tmp_path / "a" / "b" / "config.pbtxt", b"x", mode=PUBLIC_FILE_MODE, dir_mode=PUBLIC_DIR_MODE
+        )
     assert mode(tmp_path / "a" / "b" / "config.pbtxt") == 0o644
     assert mode(tmp_path / "a") == mode(tmp_path / "a" / "b") == 0o755
 

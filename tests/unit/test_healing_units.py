@@ -12,8 +12,12 @@ from stylize.server import healing
 
 
 def test_a_dead_stub_is_retryable_and_other_internal_errors_are_not():
-    err = from_status("StatusCode.INTERNAL", "in ensemble 'animevideo_x2', in ensemble 'animevideo_x2_cached', Stub "
-                      "process 'animevideo_x2_image_0_0' is not healthy.", model="animevideo_x2")
+    err = from_status(
+        "StatusCode.INTERNAL",
+        "in ensemble 'animevideo_x2', in ensemble 'animevideo_x2_cached', Stub "
+        "process 'animevideo_x2_image_0_0' is not healthy.",
+        model="animevideo_x2",
+    )
     assert isinstance(err, InstanceFailed) and isinstance(err, ServerUnavailable)
     assert err.message.startswith("Stub process 'animevideo_x2_image_0_0' is not healthy")
     from stylize.sdk.transport import RetryPolicy
@@ -32,7 +36,9 @@ def test_a_dead_child_is_a_zombie_until_reaped():
         assert st is not None and st.ppid == os.getpid() and st.state != "Z"
         child.kill()
         deadline = time.monotonic() + 10
-        while (st := healing._stat(child.pid, healing.Path("/proc"))) and st.state != "Z" and time.monotonic() < deadline:
+        while (
+            (st := healing._stat(child.pid, healing.Path("/proc"))) and st.state != "Z" and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert st is not None and st.state == "Z"
         assert healing.dead_stubs(os.getpid()) == []  # not a stub
@@ -57,8 +63,10 @@ def test_the_launcher_loads_what_it_can_reload(tmp_path):
 
     everything = TritonServer(ServerSettings(model_repository=tmp_path)).command()
     assert "--model-control-mode=explicit" in everything and "--load-model=*" in everything
-    assert not any(a.startswith("--model-control-mode") for a in TritonServer(ServerSettings(
-        model_repository=tmp_path, heal=False)).command())
+    assert not any(
+        a.startswith("--model-control-mode")
+        for a in TritonServer(ServerSettings(model_repository=tmp_path, heal=False)).command()
+    )
     some = TritonServer(ServerSettings(model_repository=tmp_path, models=("animevideo_x2",), heal=False)).command()
     loads = [a.split("=", 1)[1] for a in some if a.startswith("--load-model=")]
     assert loads == list(REGISTRY["animevideo_x2"].triton_models)  # the network too: the step runs it in process

@@ -51,8 +51,8 @@ def read16(data: bytes) -> np.ndarray:
 def chunks(png: bytes) -> list[bytes]:
     out, pos = [], 8
     while pos < len(png):
-        n = struct.unpack(">I", png[pos:pos + 4])[0]
-        out.append(png[pos + 4:pos + 8])
+        n = struct.unpack(">I", png[pos : pos + 4])[0]
+        out.append(png[pos + 4 : pos + 8])
         pos += 12 + n
     return out
 
@@ -107,8 +107,11 @@ def test_sixteen_bit_png_keeps_its_low_bits_as_residual():
     assert np.array_equal(rebuilt, arr) and np.abs(pic.residual).max() <= 128
     gray = rng.integers(0, 65536, (9, 11), dtype=np.uint16)
     pic = decode(png16(gray))
-    assert pic.gray and pic.bits == 16 and np.array_equal(257 * pic.color[..., 0].astype(np.int32)
-                                                          + pic.residual[..., 0], gray)
+    assert (
+        pic.gray
+        and pic.bits == 16
+        and np.array_equal(257 * pic.color[..., 0].astype(np.int32) + pic.residual[..., 0], gray)
+    )
     rgba = rng.integers(0, 65536, (9, 11, 4), dtype=np.uint16)
     pic = decode(png16(rgba))
     assert pic.alpha.dtype == np.uint16 and np.array_equal(pic.alpha, rgba[..., 3])

@@ -81,8 +81,10 @@ def test_settings_defaults_and_validation():
         ServerSettings.from_env({}, grcp_port=1)
 
 
-@pytest.mark.parametrize("text, size", [("0", 0), ("1048576", 1 << 20), ("256M", 256 << 20), ("256MiB", 256 << 20),
-                                        ("1g", 1 << 30), ("64 KB", 64 << 10)])
+@pytest.mark.parametrize(
+    "text, size",
+    [("0", 0), ("1048576", 1 << 20), ("256M", 256 << 20), ("256MiB", 256 << 20), ("1g", 1 << 30), ("64 KB", 64 << 10)],
+)
 def test_parse_size(text, size):
     assert parse_size(text) == size
 
@@ -94,11 +96,27 @@ def test_parse_size_refuses_nonsense():
 
 def test_serve_arguments_map_onto_settings(tmp_path):
     parser = add_serve_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--model-repository", str(tmp_path), "--grpc-port", "7001", "--cache-size", "1M",
-                              "--ort-threads", "3", "--triton-arg=--log-info=false"])
+    args = parser.parse_args(
+        [
+            "--model-repository",
+            str(tmp_path),
+            "--grpc-port",
+            "7001",
+            "--cache-size",
+            "1M",
+            "--ort-threads",
+            "3",
+            "--triton-arg=--log-info=false",
+        ]
+    )
     s = ServerSettings.from_env({}, **{k: getattr(args, k) for k in _SERVE_ARGS})
-    assert (s.model_repository, s.grpc_port, s.http_port, s.cache_size, s.ort_threads) == (tmp_path, 7001, 8000,
-                                                                                          1 << 20, 3)
+    assert (s.model_repository, s.grpc_port, s.http_port, s.cache_size, s.ort_threads) == (
+        tmp_path,
+        7001,
+        8000,
+        1 << 20,
+        3,
+    )
     assert s.extra_args == ("--log-info=false",)
 
 
@@ -130,7 +148,8 @@ def test_admin_key_setting_is_checked_and_never_shown(install):
     assert server.admin_key == key
     assert [a for a in server.command() if "restricted" in a] == access.restriction_args(key)
     assert "model-repository,model-config,shared-memory,logging,trace:stylize-admin-key=" + key in " ".join(
-        server.command())
+        server.command()
+    )
     assert key not in banner(s, [], pid=1, log_path=Path("x.log"))
     # without a key: a random one per server, different each time
     a, b = launcher.TritonServer(ServerSettings.from_env({})), launcher.TritonServer(ServerSettings.from_env({}))
@@ -182,20 +201,23 @@ def test_model_failures_from_triton_log_lines():
         "E1121 23:41:41.2 1 model_lifecycle.cc:642] \"failed to load 'net' version 1: Internal: ModelConfigError: "
         "config input 'IMAGE' is not in the ONNX graph\\n\\nAt:\\n  /x/model.py(30): initialize\\n\"\n",
         "E1121 23:41:41.3 1 model_lifecycle.cc:642] \"failed to load 'pre' version 2: Invalid argument: "
-        "unexpected 'backend' \\\"pyton\\\"\"\n",
+        'unexpected \'backend\' \\"pyton\\""\n',
     ]
     assert model_failures_from_log(lines) == {
         "net": "Internal: ModelConfigError: config input 'IMAGE' is not in the ONNX graph",
-        "pre": 'Invalid argument: unexpected \'backend\' "pyton"',
+        "pre": "Invalid argument: unexpected 'backend' \"pyton\"",
     }
 
 
 def test_unreadable_model_directories_are_named_with_the_reason():
     # what Triton 2.51 run as uid 1000 logged for a repository whose files were 0600 (issue 18)
-    lines = ["E1201 09:25:08.808834 19319 model_repository_manager.cc:1460] \"Poll failed for model directory "
-             "'animevideo_x2': failed to open text file for read /r/animevideo_x2/config.pbtxt: Permission denied\"\n"]
+    lines = [
+        'E1201 09:25:08.808834 19319 model_repository_manager.cc:1460] "Poll failed for model directory '
+        "'animevideo_x2': failed to open text file for read /r/animevideo_x2/config.pbtxt: Permission denied\"\n"
+    ]
     assert model_failures_from_log(lines) == {
-        "animevideo_x2": "failed to open text file for read /r/animevideo_x2/config.pbtxt: Permission denied"}
+        "animevideo_x2": "failed to open text file for read /r/animevideo_x2/config.pbtxt: Permission denied"
+    }
 
 
 # ---- backend directory and stub environment -------------------------------------------------------------------
@@ -273,15 +295,21 @@ def test_a_tensorrt_repository_is_refused_with_where_it_runs(tmp_path):
 def test_the_terminal_shows_real_errors_not_the_cpu_only_noise_of_a_healthy_start():
     from stylize.server.launcher import worth_echoing
 
-    noise = ['E1201 10:07:22.2 1 server.cc:241] "CudaDriverHelper has not been initialized."\n',
-             'E1201 10:07:22.2 1 ensemble_scheduler.cc:1468] "unable to create stream for esrgan_x4: CUDA driver '
-             'version is insufficient for CUDA runtime version"\n',
-             'I1201 10:07:22.2 1 server.cc:674] "model esrgan_x4 READY"\n',
-             'W1201 10:07:29.3 1 pinned_memory_manager.cc:170] "failed to allocate pinned system memory"\n', "\n",
-             "+------------------+------+\n", "| animevideo_x2        | 1       | READY  |\n"]
-    real = ['E1201 10:07:22.2 1 model_repository_manager.cc:703] "Invalid argument: ensemble animevideo_x2 '
-            'contains models that are not available or ambiguous: animevideo_x2_cached"\n',
-            "Traceback (most recent call last):\n"]
+    noise = [
+        'E1201 10:07:22.2 1 server.cc:241] "CudaDriverHelper has not been initialized."\n',
+        'E1201 10:07:22.2 1 ensemble_scheduler.cc:1468] "unable to create stream for esrgan_x4: CUDA driver '
+        'version is insufficient for CUDA runtime version"\n',
+        'I1201 10:07:22.2 1 server.cc:674] "model esrgan_x4 READY"\n',
+        'W1201 10:07:29.3 1 pinned_memory_manager.cc:170] "failed to allocate pinned system memory"\n',
+        "\n",
+        "+------------------+------+\n",
+        "| animevideo_x2        | 1       | READY  |\n",
+    ]
+    real = [
+        'E1201 10:07:22.2 1 model_repository_manager.cc:703] "Invalid argument: ensemble animevideo_x2 '
+        'contains models that are not available or ambiguous: animevideo_x2_cached"\n',
+        "Traceback (most recent call last):\n",
+    ]
     assert [worth_echoing(x) for x in noise] == [False] * len(noise)
     assert [worth_echoing(x) for x in real] == [True] * len(real)
 

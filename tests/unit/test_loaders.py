@@ -20,8 +20,11 @@ ANIMEGAN = descriptors.get("animeganv2")
 # The real BasicVSR descriptor with a cheaper trunk: the loader must follow whatever network.params say. The published
 # checkpoints do not fit that trunk, so this descriptor knows none (test_weight_sources covers the published ones).
 _BVSR = descriptors.get("basicvsr_x4")
-BASICVSR = replace(_BVSR, network=replace(_BVSR.network, params={"num_feat": 8, "num_block": 2}),
-                   weights=replace(_BVSR.weights, known=()))
+BASICVSR = replace(
+    _BVSR,
+    network=replace(_BVSR.network, params={"num_feat": 8, "num_block": 2}),
+    weights=replace(_BVSR.weights, known=()),
+)
 RRDB_SMALL = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 16, "num_block": 2, "num_grow_ch": 8}
 _ESR = descriptors.get("esrgan_x4")
 ESRGAN = replace(_ESR, network=replace(_ESR.network, params=RRDB_SMALL), weights=descriptors.WeightSource("checkpoint"))
@@ -90,10 +93,14 @@ def _to_original_esrgan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     out = {}
     for k, v in state.items():
         k2 = re.sub(r"^body\.(\d+)\.rdb(\d)\.conv(\d)\.", r"RRDB_trunk.\1.RDB\2.conv\3.", k)
-        for a, b in (("conv_body.", "trunk_conv."), ("conv_up1.", "upconv1."), ("conv_up2.", "upconv2."),
-                     ("conv_hr.", "HRconv.")):
+        for a, b in (
+            ("conv_body.", "trunk_conv."),
+            ("conv_up1.", "upconv1."),
+            ("conv_up2.", "upconv2."),
+            ("conv_hr.", "HRconv."),
+        ):
             if k2.startswith(a):
-                k2 = b + k2[len(a):]
+                k2 = b + k2[len(a) :]
         out[k2] = v
     return out
 
@@ -117,8 +124,12 @@ def test_original_esrgan_key_names_are_converted(tmp_path, layout):
     src = _seeded(ESRGAN, 5)
     state = src.state_dict()
     written = _to_original_esrgan(state) if layout == "original" else _to_old_arch_esrgan(state, 2)
-    assert not set(written) & set(state) - {"conv_first.weight", "conv_first.bias", "conv_last.weight",
-                                            "conv_last.bias"}
+    assert not set(written) & set(state) - {
+        "conv_first.weight",
+        "conv_first.bias",
+        "conv_last.weight",
+        "conv_last.bias",
+    }
     path = tmp_path / "RRDB_ESRGAN_x4.pth"
     torch.save(written, path)
     loaded = load_state_dict(path)

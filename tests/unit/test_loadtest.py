@@ -59,32 +59,53 @@ def test_capacity_set_covers_the_client_facing_image_models():
 
 
 def test_names_derive_from_descriptors(tmp_path):
-    s = load_set(_write(tmp_path, """
+    s = load_set(
+        _write(
+            tmp_path,
+            """
 [[scenario]]
 name = "a"
 model = "esrgan_anime_x4"
 variant = "int8"
 input = { size = [48, 64] }
 concurrency = [1, 2]
-"""))
+""",
+        )
+    )
     sc = s.scenarios[0]
     assert sc.triton_model == REGISTRY["esrgan_anime_x4"].int8_ensemble
     assert sc.input.size == (48, 64) and sc.is_ensemble and sc.input_label == "48x64 PNG"
 
 
-@pytest.mark.parametrize("body,message", [
-    ('name = "a"\nmodel = "nope"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]', "unknown model"),
-    ('name = "a"\nmodel = "animevideo_x4"\nvariant = "gpu"\ninput = { size = 32 }\nconcurrency = [1]', "variant"),
-    ('name = "a"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }', "exactly one of"),
-    ('name = "a"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]\n'
-     'request_rate = [1.0]', "exactly one of"),
-    ('name = "a"\nmodel = "animevideo_x4"\nvariant = "ensemble"\ninput = { size = 32 }\nconcurrency = [1]\nbatch = 2',
-     "batch = 1"),
-    ('name = "a"\nmodel = "basicvsr_x4"\nvariant = "int8_net"\ninput = { size = 32 }\nconcurrency = [1]', "no INT8"),
-    ('name = "a"\nmodel = "animeganv2"\nvariant = "net"\ninput = { size = 30 }\nconcurrency = [1]', "multiples of 4"),
-    ('name = "a"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]\ncolour = 1',
-     "unknown field"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ('name = "a"\nmodel = "nope"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]', "unknown model"),
+        ('name = "a"\nmodel = "animevideo_x4"\nvariant = "gpu"\ninput = { size = 32 }\nconcurrency = [1]', "variant"),
+        ('name = "a"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }', "exactly one of"),
+        (
+            'name = "a"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]\n'
+            "request_rate = [1.0]",
+            "exactly one of",
+        ),
+        (
+            'name = "a"\nmodel = "animevideo_x4"\nvariant = "ensemble"\ninput = { size = 32 }\nconcurrency = [1]\nbatch = 2',
+            "batch = 1",
+        ),
+        (
+            'name = "a"\nmodel = "basicvsr_x4"\nvariant = "int8_net"\ninput = { size = 32 }\nconcurrency = [1]',
+            "no INT8",
+        ),
+        (
+            'name = "a"\nmodel = "animeganv2"\nvariant = "net"\ninput = { size = 30 }\nconcurrency = [1]',
+            "multiples of 4",
+        ),
+        (
+            'name = "a"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\nconcurrency = [1]\ncolour = 1',
+            "unknown field",
+        ),
+    ],
+)
 def test_bad_scenarios_say_why(tmp_path, body, message):
     with pytest.raises(ScenarioError, match=message):
         load_set(_write(tmp_path, "[[scenario]]\n" + body + "\n"))
@@ -100,8 +121,10 @@ def test_select_by_set_or_name_and_refuse_unknown():
 
 
 def test_duplicate_names_across_sets_are_refused(tmp_path):
-    body = ('[[scenario]]\nname = "same"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\n'
-            'concurrency = [1]\n')
+    body = (
+        '[[scenario]]\nname = "same"\nmodel = "animevideo_x4"\nvariant = "net"\ninput = { size = 32 }\n'
+        "concurrency = [1]\n"
+    )
     _write(tmp_path, body, "a.toml")
     _write(tmp_path, body, "b.toml")
     with pytest.raises(ScenarioError, match="both"):
@@ -112,14 +135,19 @@ def test_duplicate_names_across_sets_are_refused(tmp_path):
 
 
 def test_ensemble_input_is_a_length_prefixed_encoded_photo(tmp_path):
-    s = load_set(_write(tmp_path, """
+    s = load_set(
+        _write(
+            tmp_path,
+            """
 [[scenario]]
 name = "a"
 model = "animevideo_x4"
 variant = "ensemble"
 input = { size = 40, format = "JPEG", photos = ["chelsea.png", "coffee.png"], crops = 2 }
 concurrency = [1]
-"""))
+""",
+        )
+    )
     doc = input_data(s.scenarios[0])
     assert len(doc["data"]) == 4
     raw = base64.b64decode(doc["data"][0]["IMAGE_BYTES"]["b64"])
@@ -132,14 +160,19 @@ concurrency = [1]
 
 
 def test_network_input_is_raw_frames_with_shape(tmp_path):
-    s = load_set(_write(tmp_path, """
+    s = load_set(
+        _write(
+            tmp_path,
+            """
 [[scenario]]
 name = "n"
 model = "basicvsr_x4"
 variant = "net"
 input = { size = 32 }
 concurrency = [1]
-"""))
+""",
+        )
+    )
     entry = input_data(s.scenarios[0])["data"][0]["FRAMES"]
     window = REGISTRY["basicvsr_x4"].window
     assert entry["shape"] == [window, 32, 32, 3]
@@ -150,7 +183,10 @@ concurrency = [1]
 def test_a_batch_to_a_network_that_does_not_batch_is_stacked_and_sent_as_one(tmp_path):
     """OpenVINO networks have max_batch_size 0 (their first dim is the batch): a batch-2 scenario sends 2 stacked
     crops per request with -b 1 and still reports images per second."""
-    s = load_set(_write(tmp_path, """
+    s = load_set(
+        _write(
+            tmp_path,
+            """
 [[scenario]]
 name = "b2"
 model = "animevideo_x4"
@@ -158,23 +194,28 @@ variant = "net"
 batch = 2
 input = { size = 24, photos = ["chelsea.png", "coffee.png"], crops = 2 }
 concurrency = [1]
-"""))
+""",
+        )
+    )
     sc = s.scenarios[0]
     plain, stacked = input_data(sc)["data"], input_data(sc, stacked=True)["data"]
     assert [e["FRAME"]["shape"] for e in plain] == [[24, 24, 3]] * 4
     assert [e["FRAME"]["shape"] for e in stacked] == [[2, 24, 24, 3]] * 4
     first = np.frombuffer(base64.b64decode(stacked[0]["FRAME"]["b64"]), np.uint8).reshape(2, 24, 24, 3)
-    assert np.array_equal(first[1], np.frombuffer(base64.b64decode(plain[1]["FRAME"]["b64"]), np.uint8)
-                          .reshape(24, 24, 3))  # the next crop, not a copy of the first
-    cmd = command(Path("/pa"), sc, 1, url="h:1", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv",
-                  stacked=True)
+    assert np.array_equal(
+        first[1], np.frombuffer(base64.b64decode(plain[1]["FRAME"]["b64"]), np.uint8).reshape(24, 24, 3)
+    )  # the next crop, not a copy of the first
+    cmd = command(
+        Path("/pa"), sc, 1, url="h:1", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv", stacked=True
+    )
     assert cmd[cmd.index("-b") + 1] == "1"
 
 
 def test_command_line(tmp_path):
     sc = select(load_all(scenarios_dir()), ["quick"])[0]
-    cmd = command(Path("/pa"), sc, 2, url="h:1", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv",
-                  bls_models=["x_net"])
+    cmd = command(
+        Path("/pa"), sc, 2, url="h:1", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv", bls_models=["x_net"]
+    )
     assert cmd[:5] == ["/pa", "-m", sc.triton_model, "-u", "h:1"]
     assert "--concurrency-range" in cmd and cmd[cmd.index("--concurrency-range") + 1] == "2:2"
     assert cmd[cmd.index("--bls-composing-models") + 1] == "x_net"
@@ -185,8 +226,15 @@ def test_command_line(tmp_path):
     from stylize.loadtest.perf import _shown
 
     key = "k" * 32
-    cmd = command(Path("/pa"), sc, 2, url="h:2", data_file=tmp_path / "d.json", csv_file=tmp_path / "o.csv",
-                  headers=access.http_headers(key))
+    cmd = command(
+        Path("/pa"),
+        sc,
+        2,
+        url="h:2",
+        data_file=tmp_path / "d.json",
+        csv_file=tmp_path / "o.csv",
+        headers=access.http_headers(key),
+    )
     assert cmd[cmd.index("-i") + 1] == "http" and cmd[cmd.index("-H") + 1] == f"{access.ADMIN_HEADER}:{key}"
     assert key not in _shown(cmd, access.http_headers(key))
 
@@ -256,7 +304,9 @@ def test_parse_stdout_without_server_block():
 
 
 def _run_result(tmp_path: Path) -> tuple[RunResult, ScenarioSet]:
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 [capacity]
 slo_latency_ms = 1000
 [[scenario]]
@@ -266,21 +316,39 @@ variant = "ensemble"
 input = { size = 64 }
 concurrency = [1, 2]
 slo_p95_ms = 300
-""", "cap.toml")
+""",
+        "cap.toml",
+    )
     s = load_set(path)
     sc = s.scenarios[0]
     lv1 = _level("quick_animevideo_x4_png64_c1", 1)
     lv2 = _level("quick_animevideo_x4_png64_c1", 2)
     lv2.infer_per_s, lv2.requests_per_s, lv2.p50_ms, lv2.p95_ms = 6.6, 6.6, 290.0, 480.0
     res = ScenarioResult(sc, [lv1, lv2], bls_models=["animevideo_x4_net"])
-    run = RunResult(started="2026-11-22T00:00:00Z", url="127.0.0.1:1", command="stylize loadtest cap",
-                    machine={"cpu": "test cpu", "cores": 2, "memory_gib": 24.0, "kernel": "k", "os": "linux",
-                             "python": "3.11", "hostname": "h"},
-                    versions={"triton": "2.51.0", "perf_analyzer": "perf_analyzer 2.51.0", "tritonclient": "2.51.0",
-                              "stylize": "abc"},
-                    layouts={"animevideo_x4_net": ModelLayout("animevideo_x4_net", "onnxruntime", 1, 2)},
-                    results=[res], load_average={"before": [1.0, 1.0, 1.0], "after": [2.0, 1.0, 1.0]},
-                    startup_s=42.0)
+    run = RunResult(
+        started="2026-11-22T00:00:00Z",
+        url="127.0.0.1:1",
+        command="stylize loadtest cap",
+        machine={
+            "cpu": "test cpu",
+            "cores": 2,
+            "memory_gib": 24.0,
+            "kernel": "k",
+            "os": "linux",
+            "python": "3.11",
+            "hostname": "h",
+        },
+        versions={
+            "triton": "2.51.0",
+            "perf_analyzer": "perf_analyzer 2.51.0",
+            "tritonclient": "2.51.0",
+            "stylize": "abc",
+        },
+        layouts={"animevideo_x4_net": ModelLayout("animevideo_x4_net", "onnxruntime", 1, 2)},
+        results=[res],
+        load_average={"before": [1.0, 1.0, 1.0], "after": [2.0, 1.0, 1.0]},
+        startup_s=42.0,
+    )
     return run, s
 
 

@@ -52,12 +52,18 @@ def test_a_request_above_the_whole_budget_is_refused_at_once(tmp_path):
 def test_the_reservation_of_a_killed_process_is_reclaimed(tmp_path):
     """A stub killed while it holds a reservation (an OOM kill) must not keep it."""
     child = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from stylize.engine.memory_budget import MemoryBudget\n"
-         "b = MemoryBudget(100, Path(sys.argv[1]))\n"
-         "with b.reserve(90, what='child'):\n"
-         "    print('held', flush=True); time.sleep(600)\n", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from stylize.engine.memory_budget import MemoryBudget\n"
+            "b = MemoryBudget(100, Path(sys.argv[1]))\n"
+            "with b.reserve(90, what='child'):\n"
+            "    print('held', flush=True); time.sleep(600)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline().strip() == "held"
         budget = MemoryBudget(100, tmp_path, wait_s=0)
@@ -125,7 +131,7 @@ def test_every_image_model_has_a_cost_covering_what_was_measured():
             continue
         cost, scale = COSTS[m["model"]], REGISTRY[m["model"]].scale
         for p in m["step"]["points"]:
-            effective = max(p["output_pixels"], p["pixels"] * scale ** 2)
+            effective = max(p["output_pixels"], p["pixels"] * scale**2)
             assert cost.image(effective) >= p["borrowed_mib"], (m["model"], p)
             # what the step keeps is its network's own growth, counted apart (keeps_mib), never above its largest call
             assert p["network_growth_mib"] <= m["step_network_growth_mib"] + 1, (m["model"], p)

@@ -212,8 +212,9 @@ def _upscale(net: torch.nn.Module, lr: Image.Image, output_resize: float | None)
         y = net(x)
         if output_resize is not None:  # what the descriptor asks the served graph to do (bicubic, no antialias)
             h, w = y.shape[-2:]
-            y = F.interpolate(y, size=(int(h * output_resize), int(w * output_resize)), mode="bicubic",
-                              align_corners=False)
+            y = F.interpolate(
+                y, size=(int(h * output_resize), int(w * output_resize)), mode="bicubic", align_corners=False
+            )
     return (y[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0).round()
 
 
@@ -243,8 +244,11 @@ def _scores(model_id: str, photo: str, left: int, top: int, size: int) -> dict[s
         return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-12))
 
     return {
-        "psnr_bicubic": psnr(bic), "psnr_model": psnr(out["model"]), "psnr_untrained": psnr(out["untrained"]),
-        "detail_model": detail(out["model"]), "detail_untrained": detail(out["untrained"]),
+        "psnr_bicubic": psnr(bic),
+        "psnr_model": psnr(out["model"]),
+        "psnr_untrained": psnr(out["untrained"]),
+        "detail_model": detail(out["model"]),
+        "detail_untrained": detail(out["untrained"]),
     }
 
 
@@ -312,8 +316,9 @@ _RUNTIME_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def ncnn_runtime() -> None:
     try:
-        r = subprocess.run([sys.executable, "-c", _RUNTIME_SCRIPT, "probe"], capture_output=True, timeout=60,
-                           env=_RUNTIME_ENV)
+        r = subprocess.run(
+            [sys.executable, "-c", _RUNTIME_SCRIPT, "probe"], capture_output=True, timeout=60, env=_RUNTIME_ENV
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"cannot start the ncnn runtime probe: {exc}")
     if r.returncode != 0:
@@ -332,10 +337,21 @@ def test_matches_the_ncnn_runtime(model_id, tmp_path):
     lr = _rgb("astronaut.png").crop((200, 80, 200 + side, 80 + side))
     (tmp_path / "in.rgb").write_bytes(lr.tobytes())
     param, bin_ = _files(model_id)
-    job = {"input": str(tmp_path / "in.rgb"), "output": str(tmp_path / "out.rgb"), "side": side, "scale": d.scale,
-           "param": str(param), "bin": str(bin_)}
-    subprocess.run([sys.executable, "-c", _RUNTIME_SCRIPT, json.dumps(job)], check=True, capture_output=True,
-                   timeout=120, env=_RUNTIME_ENV)
+    job = {
+        "input": str(tmp_path / "in.rgb"),
+        "output": str(tmp_path / "out.rgb"),
+        "side": side,
+        "scale": d.scale,
+        "param": str(param),
+        "bin": str(bin_),
+    }
+    subprocess.run(
+        [sys.executable, "-c", _RUNTIME_SCRIPT, json.dumps(job)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env=_RUNTIME_ENV,
+    )
     ncnn = np.frombuffer((tmp_path / "out.rgb").read_bytes(), np.uint8).reshape(side * d.scale, side * d.scale, 3)
 
     net = _real_net(model_id)

@@ -36,11 +36,15 @@ def invert_graph(path, *, channels: int | str = "C", in_name=FRAME_IN.name, out_
         helper.make_node("Cast", ["yf"], [out_name], to=TensorProto.UINT8),
     ]
     graph = helper.make_graph(
-        nodes, "invert",
+        nodes,
+        "invert",
         [helper.make_tensor_value_info(in_name, TensorProto.UINT8, shape)],
         [helper.make_tensor_value_info(out_name, TensorProto.UINT8, shape)],
-        initializer=[helper.make_tensor("minus_one", TensorProto.FLOAT, [], [-1.0]),
-                     helper.make_tensor("c255", TensorProto.FLOAT, [], [255.0])])
+        initializer=[
+            helper.make_tensor("minus_one", TensorProto.FLOAT, [], [-1.0]),
+            helper.make_tensor("c255", TensorProto.FLOAT, [], [255.0]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
@@ -51,10 +55,12 @@ def pairs_graph(path):
     """float [N, L] -> [N, L/2, 2]: ORT fails at run time when L is odd (a real Reshape error)."""
     nodes = [helper.make_node("Reshape", ["X", "shape"], ["Y"])]
     graph = helper.make_graph(
-        nodes, "pairs",
+        nodes,
+        "pairs",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", "L"])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", "K", 2])],
-        initializer=[helper.make_tensor("shape", TensorProto.INT64, [3], [0, -1, 2])])
+        initializer=[helper.make_tensor("shape", TensorProto.INT64, [3], [0, -1, 2])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
@@ -105,14 +111,19 @@ def invert_runner(tmp_path):
 
 
 def test_config_parses_triton_json_with_native_ort_parameters():
-    raw = json.dumps(frame_config(
-        default_model_filename="net.onnx",
-        optimization={"graph": {"level": -1}},
-        parameters={"intra_op_thread_count": {"string_value": "2"},
-                    "inter_op_thread_count": {"string_value": "1"},
-                    "execution_mode": {"string_value": "0"},
-                    "enable_mem_arena": {"string_value": "false"},
-                    "stylize_id": {"string_value": "animeganv2"}}))
+    raw = json.dumps(
+        frame_config(
+            default_model_filename="net.onnx",
+            optimization={"graph": {"level": -1}},
+            parameters={
+                "intra_op_thread_count": {"string_value": "2"},
+                "inter_op_thread_count": {"string_value": "1"},
+                "execution_mode": {"string_value": "0"},
+                "enable_mem_arena": {"string_value": "false"},
+                "stylize_id": {"string_value": "animeganv2"},
+            },
+        )
+    )
     cfg = OrtModelConfig.from_triton(raw)
     assert cfg.model_filename == "net.onnx"
     assert (cfg.intra_op_threads, cfg.inter_op_threads, cfg.execution_mode) == (2, 1, 0)
@@ -140,12 +151,15 @@ def test_config_defaults_and_string_dims():
     assert cfg.intra_op_threads is None and cfg.graph_level is None
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"input": []}, "inputs and outputs"),
-    ({"parameters": {"intra_op_thread_count": {"string_value": "two"}}}, "must be an integer"),
-    ({"input": [{"name": "X", "data_type": "TYPE_BF16", "dims": [1]}]}, "not supported"),
-    ({"input": [{"name": "X", "data_type": "TYPE_UINT8", "dims": [4], "reshape": {"shape": [2, 2]}}]}, "reshape"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"input": []}, "inputs and outputs"),
+        ({"parameters": {"intra_op_thread_count": {"string_value": "two"}}}, "must be an integer"),
+        ({"input": [{"name": "X", "data_type": "TYPE_BF16", "dims": [1]}]}, "not supported"),
+        ({"input": [{"name": "X", "data_type": "TYPE_UINT8", "dims": [4], "reshape": {"shape": [2, 2]}}]}, "reshape"),
+    ],
+)
 def test_bad_configs_are_refused(change, message):
     with pytest.raises(ModelConfigError, match=message):
         OrtModelConfig.from_triton(frame_config(**change))
@@ -165,12 +179,19 @@ def test_threads_from_env():
 def test_config_and_graph_must_agree(tmp_path):
     path = invert_graph(tmp_path / "model.onnx")
     with pytest.raises(ModelConfigError, match="not in the ONNX graph.*graph inputs: FRAME"):
-        OrtRunner(config=OrtModelConfig.from_triton(
-            frame_config(input=[{"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}])), model_path=path)
+        OrtRunner(
+            config=OrtModelConfig.from_triton(
+                frame_config(input=[{"name": "IMAGE", "data_type": "TYPE_UINT8", "dims": [-1, -1, 3]}])
+            ),
+            model_path=path,
+        )
     with pytest.raises(ModelConfigError, match="TYPE_FP32 in the config but tensor\\(uint8\\)"):
-        OrtRunner(config=OrtModelConfig.from_triton(
-            frame_config(input=[{"name": FRAME_IN.name, "data_type": "TYPE_FP32", "dims": [-1, -1, 3]}])),
-            model_path=path)
+        OrtRunner(
+            config=OrtModelConfig.from_triton(
+                frame_config(input=[{"name": FRAME_IN.name, "data_type": "TYPE_FP32", "dims": [-1, -1, 3]}])
+            ),
+            model_path=path,
+        )
     with pytest.raises(ModelConfigError, match="rank 4 in the ONNX graph, the config implies 3"):
         OrtRunner(config=OrtModelConfig.from_triton(frame_config(max_batch_size=0)), model_path=path)
     with pytest.raises(ModelConfigError, match="does not exist"):
@@ -198,14 +219,14 @@ def test_mixed_shapes_and_bad_requests_each_get_their_own_outcome(invert_runner,
     a2 = rng.integers(0, 256, (1, 9, 11, 3), dtype=np.uint8)
     requests = [
         {FRAME_IN.name: a1},
-        {FRAME_IN.name: a1.astype(np.float32)},                           # wrong dtype
+        {FRAME_IN.name: a1.astype(np.float32)},  # wrong dtype
         {FRAME_IN.name: b},
-        {FRAME_IN.name: b[0]},                                            # no batch dimension
-        {FRAME_IN.name: np.zeros((1, 4, 6, 4), np.uint8)},                # graph has 3 channels
-        {},                                                               # missing input
+        {FRAME_IN.name: b[0]},  # no batch dimension
+        {FRAME_IN.name: np.zeros((1, 4, 6, 4), np.uint8)},  # graph has 3 channels
+        {},  # missing input
         {FRAME_IN.name: a2},
-        {FRAME_IN.name: a2, "EXTRA": a2},                                 # unknown input
-        {FRAME_IN.name: np.zeros((5, 2, 2, 3), np.uint8)},                # batch above max_batch_size
+        {FRAME_IN.name: a2, "EXTRA": a2},  # unknown input
+        {FRAME_IN.name: np.zeros((5, 2, 2, 3), np.uint8)},  # batch above max_batch_size
     ]
     out = invert_runner.run(requests)
     assert len(out) == len(requests)
@@ -239,8 +260,9 @@ def test_a_request_over_the_pixel_limit_is_refused_before_the_runtime(tmp_path, 
     cfg = OrtModelConfig.from_triton(frame_config(parameters={"max_request_pixels": {"string_value": "128"}}))
     runner = OrtRunner(config=cfg, model_path=path)
     runner.session = CountingSession(runner.session)
-    at, above, small = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((2, 8, 8, 3), (3, 8, 8, 3),
-                                                                                    (1, 4, 4, 3)))
+    at, above, small = (
+        rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((2, 8, 8, 3), (3, 8, 8, 3), (1, 4, 4, 3))
+    )
     out_at, out_above, out_small = runner.run([{FRAME_IN.name: at}, {FRAME_IN.name: above}, {FRAME_IN.name: small}])
     assert isinstance(out_above, InvalidInputError)
     assert "carries 192 pixels" in str(out_above) and "at most 128 per request (max_request_pixels)" in str(out_above)
@@ -259,8 +281,9 @@ def test_groups_are_split_at_max_batch_size(invert_runner, rng):
 
 def test_without_batching_every_request_runs_alone(tmp_path, rng):
     path = invert_graph(tmp_path / "model.onnx")
-    runner = OrtRunner(config=OrtModelConfig.from_triton(frame_config(max_batch_size=0, dims=(-1, -1, -1, 3))),
-                       model_path=path)
+    runner = OrtRunner(
+        config=OrtModelConfig.from_triton(frame_config(max_batch_size=0, dims=(-1, -1, -1, 3))), model_path=path
+    )
     frames = [rng.integers(0, 256, (2, 3, 5, 3), dtype=np.uint8) for _ in range(2)]
     out = runner.run([{FRAME_IN.name: f} for f in frames])
     for frame, o in zip(frames, out):
@@ -268,9 +291,12 @@ def test_without_batching_every_request_runs_alone(tmp_path, rng):
 
 
 def test_onnx_runtime_failures_stay_inside_their_group(tmp_path, rng):
-    config = {"name": "pairs", "max_batch_size": 8,
-              "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1]}],
-              "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1, 2]}]}
+    config = {
+        "name": "pairs",
+        "max_batch_size": 8,
+        "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1, 2]}],
+    }
     runner = OrtRunner(config=OrtModelConfig.from_triton(config), model_path=pairs_graph(tmp_path / "p.onnx"))
     even = rng.standard_normal((2, 6)).astype(np.float32)
     odd = rng.standard_normal((1, 5)).astype(np.float32)

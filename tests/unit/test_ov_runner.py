@@ -24,20 +24,32 @@ pytestmark = pytest.mark.unit
 
 def ov_config(**params) -> dict:
     """An OpenVINO network config as the build writes it: no batching, the batch first of the dims."""
-    return frame_config(max_batch_size=0, dims=(-1, -1, -1, 3), backend="openvino",
-                        default_model_filename="model.onnx",
-                        parameters={k: {"string_value": v} for k, v in params.items()})
+    return frame_config(
+        max_batch_size=0,
+        dims=(-1, -1, -1, 3),
+        backend="openvino",
+        default_model_filename="model.onnx",
+        parameters={k: {"string_value": v} for k, v in params.items()},
+    )
 
 
 def test_native_parameters_and_this_backends_share_of_the_layout():
-    cfg = OvModelConfig.from_triton(ov_config(NUM_STREAMS="2", INFERENCE_NUM_THREADS="4", PERFORMANCE_HINT="throughput",
-                                              HINT_BF16="YES", stylize_id="animevideo_x4")
-                                    | {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]})
+    cfg = OvModelConfig.from_triton(
+        ov_config(
+            NUM_STREAMS="2",
+            INFERENCE_NUM_THREADS="4",
+            PERFORMANCE_HINT="throughput",
+            HINT_BF16="YES",
+            stylize_id="animevideo_x4",
+        )
+        | {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
+    )
     assert (cfg.num_streams, cfg.inference_threads, cfg.performance_hint, cfg.hint_bf16) == (2, 4, "THROUGHPUT", True)
     assert cfg.instances == 2 and cfg.parameters["stylize_id"] == "animevideo_x4"
     # two processes here where the native backend has one compiled model: each takes half (unpinned, as all here)
-    assert cfg.compile_settings() == CompileSettings(precision="bf16", threads=2, streams=1, hint="THROUGHPUT",
-                                                     pinning=False)
+    assert cfg.compile_settings() == CompileSettings(
+        precision="bf16", threads=2, streams=1, hint="THROUGHPUT", pinning=False
+    )
     alone = OvModelConfig.from_triton(ov_config(NUM_STREAMS="AUTO", precision="fp32"))
     assert alone.compile_settings() == CompileSettings(precision="fp32", threads=None, streams="AUTO", hint=None)
     assert CompileSettings().properties()["ENABLE_CPU_PINNING"] is False
@@ -45,16 +57,19 @@ def test_native_parameters_and_this_backends_share_of_the_layout():
     assert OvModelConfig.from_triton(ov_config()).compile_settings().precision is None
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"max_batch_size": 4}, "fixes the batch"),
-    ({"parameters": {"HINT_BF16": {"string_value": "NO"}}}, "HINT_BF16' to be YES"),
-    ({"parameters": {"NUM_STREAMS": {"string_value": "many"}}}, "AUTO/NUMA/<int_value>"),
-    ({"parameters": {"PERFORMANCE_HINT": {"string_value": "fast"}}}, "LATENCY/THROUGHPUT"),
-    ({"parameters": {"INFERENCE_NUM_THREADS": {"string_value": "-1"}}}, "non-negative number"),
-    ({"parameters": {"TARGET_DEVICE": {"string_value": "GPU"}}}, "only CPU"),
-    ({"parameters": {"RESHAPE_IO_LAYERS": {"string_value": "yes"}}}, "not supported"),
-    ({"parameters": {"precision": {"string_value": "fp16"}}}, "precision"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"max_batch_size": 4}, "fixes the batch"),
+        ({"parameters": {"HINT_BF16": {"string_value": "NO"}}}, "HINT_BF16' to be YES"),
+        ({"parameters": {"NUM_STREAMS": {"string_value": "many"}}}, "AUTO/NUMA/<int_value>"),
+        ({"parameters": {"PERFORMANCE_HINT": {"string_value": "fast"}}}, "LATENCY/THROUGHPUT"),
+        ({"parameters": {"INFERENCE_NUM_THREADS": {"string_value": "-1"}}}, "non-negative number"),
+        ({"parameters": {"TARGET_DEVICE": {"string_value": "GPU"}}}, "only CPU"),
+        ({"parameters": {"RESHAPE_IO_LAYERS": {"string_value": "yes"}}}, "not supported"),
+        ({"parameters": {"precision": {"string_value": "fp16"}}}, "precision"),
+    ],
+)
 def test_configs_the_native_backend_would_refuse_or_serve_differently_are_refused(change, message):
     with pytest.raises(ModelConfigError, match=message):
         OvModelConfig.from_triton(ov_config() | change)
@@ -62,14 +77,16 @@ def test_configs_the_native_backend_would_refuse_or_serve_differently_are_refuse
 
 def test_runner_serves_the_file_the_config_names(tmp_path):
     invert_graph(tmp_path / "net.onnx", channels=3)  # the file the config names
-    cfg = OvModelConfig.from_triton(ov_config(INFERENCE_NUM_THREADS="1", precision="fp32")
-                                    | {"default_model_filename": "net.onnx"})
+    cfg = OvModelConfig.from_triton(
+        ov_config(INFERENCE_NUM_THREADS="1", precision="fp32") | {"default_model_filename": "net.onnx"}
+    )
     assert cfg.model_filename == "net.onnx"
     runner = OvRunner(config=cfg, model_path=tmp_path / cfg.model_filename)
     assert (runner.built.precision, runner.built.threads, runner.built.streams) == ("fp32", 1, 1)
     x = np.random.default_rng(3).integers(0, 256, size=(3, 5, 7, 3), dtype=np.uint8)
-    good, wrong_type, empty = runner.run([{FRAME_IN.name: x}, {FRAME_IN.name: x.astype(np.float32)},
-                                          {FRAME_IN.name: x[:, :0]}])
+    good, wrong_type, empty = runner.run(
+        [{FRAME_IN.name: x}, {FRAME_IN.name: x.astype(np.float32)}, {FRAME_IN.name: x[:, :0]}]
+    )
     np.testing.assert_array_equal(good[FRAME_OUT.name], 255 - x)  # a batch of 3 in one request: no batching here
     assert isinstance(wrong_type, InvalidInputError) and "TYPE_UINT8" in str(wrong_type)
     assert isinstance(empty, InvalidInputError) and "empty axis" in str(empty)
@@ -99,12 +116,14 @@ def test_the_model_cache_is_used_and_an_unusable_one_costs_only_the_cache(tmp_pa
     other = compile_network(path, CompileSettings(threads=2, cache_dir=cache))
     assert not other.from_cache and len(list(cache.glob("*.blob"))) == 2  # other properties, another blob
     whole = blob.read_bytes()
-    blob.write_bytes(whole[:len(whole) // 2])  # what a process killed while writing would have left (OpenVINO's own)
+    blob.write_bytes(whole[: len(whole) // 2])  # what a process killed while writing would have left (OpenVINO's own)
     mended = compile_network(path, CompileSettings(threads=1, cache_dir=cache))
     assert not mended.from_cache and mended.cache_dir == cache and blob.stat().st_size == len(whole)
     assert not list(cache.glob(".*.tmp"))
-    np.testing.assert_array_equal(mended.compiled.create_infer_request().infer({0: np.full((1, 2, 2, 3), 9, np.uint8)})[0],
-                                  np.full((1, 2, 2, 3), 246, np.uint8))
+    np.testing.assert_array_equal(
+        mended.compiled.create_infer_request().infer({0: np.full((1, 2, 2, 3), 9, np.uint8)})[0],
+        np.full((1, 2, 2, 3), 246, np.uint8),
+    )
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the cache folder should be")
     fallback = compile_network(path, CompileSettings(threads=1, cache_dir=blocked / "openvino"))
@@ -140,8 +159,15 @@ def test_processes_that_compile_one_network_on_a_cold_cache_all_get_it(model_rep
     net = model_repository / "animevideo_x3_net" / "1" / "model.onnx"
     for round_ in range(3):
         cache = tmp_path / f"cache{round_}"
-        procs = [subprocess.Popen([sys.executable, "-c", RACE, str(net), str(cache)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACE, str(net), str(cache)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
         results = [(p.wait(timeout=300), p.stdout.read().strip(), p.stderr.read()[-500:]) for p in procs]
         assert all(code == 0 for code, _, _ in results), results
         assert sorted(out for _, out, _ in results) == ["compiled", "from cache", "from cache"], results

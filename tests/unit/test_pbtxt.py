@@ -43,9 +43,18 @@ def test_net_config_matches_descriptor(desc):
 
 
 # The parameters Triton's native OpenVINO backend reads (openvino_backend src/openvino.cc, ParseParameters)
-NATIVE_OPENVINO_PARAMETERS = {"INFERENCE_NUM_THREADS", "COMPILATION_NUM_THREADS", "HINT_BF16", "NUM_STREAMS",
-                              "PERFORMANCE_HINT", "SKIP_OV_DYNAMIC_BATCHSIZE", "ENABLE_BATCH_PADDING",
-                              "RESHAPE_IO_LAYERS", "TARGET_DEVICE", "CPU_EXTENSION_PATH"}
+NATIVE_OPENVINO_PARAMETERS = {
+    "INFERENCE_NUM_THREADS",
+    "COMPILATION_NUM_THREADS",
+    "HINT_BF16",
+    "NUM_STREAMS",
+    "PERFORMANCE_HINT",
+    "SKIP_OV_DYNAMIC_BATCHSIZE",
+    "ENABLE_BATCH_PADDING",
+    "RESHAPE_IO_LAYERS",
+    "TARGET_DEVICE",
+    "CPU_EXTENSION_PATH",
+}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -71,8 +80,10 @@ def test_openvino_net_config_is_what_the_native_backend_reads(desc, precision):
     assert len(warm.inputs[desc.net_input.name].dims) == len(desc.net_input.dims) + 1
     # two instances share two streams of the threads of both, natively (one request per stream)
     two = parse(pbtxt.net_config(desc, weights_status="real", threads=1, instances=2))
-    assert (two.parameters["NUM_STREAMS"].string_value, two.parameters["INFERENCE_NUM_THREADS"].string_value) == \
-        ("2", "2")
+    assert (two.parameters["NUM_STREAMS"].string_value, two.parameters["INFERENCE_NUM_THREADS"].string_value) == (
+        "2",
+        "2",
+    )
     with pytest.raises(ValueError, match="fp32"):
         pbtxt.net_config(desc, weights_status="real", threads=2, runtime="onnxruntime", precision="bf16")
 
@@ -118,13 +129,15 @@ def test_ensemble_wires_every_step(desc):
 def test_the_cached_ensemble_runs_the_image_step_behind_the_cache(desc):
     """The cache is on a nested ensemble, never on a backend model: Triton's backend-model cache stores error
     responses too (replayed as empty successes, seen on 2.51); an ensemble caches successful answers only."""
-    cfg = parse(pbtxt.cached_config(desc, name=desc.cached_model, image_model=desc.image_model,
-                                    weights_status="real"))
+    cfg = parse(pbtxt.cached_config(desc, name=desc.cached_model, image_model=desc.image_model, weights_status="real"))
     assert cfg.name == desc.cached_model and cfg.platform == "ensemble" and cfg.response_cache.enable
     assert [s.model_name for s in cfg.ensemble_scheduling.step] == [desc.image_model]
     # the key: the image, the options, and the check's output (required: only the checked path reaches it)
     assert [(i.name, i.optional) for i in cfg.input] == [
-        (ENCODED_IMAGE.name, False), *((o.tensor.name, True) for o in desc.options), (REQUEST_CHECKED.name, False)]
+        (ENCODED_IMAGE.name, False),
+        *((o.tensor.name, True) for o in desc.options),
+        (REQUEST_CHECKED.name, False),
+    ]
     assert not parse(pbtxt.image_config(desc, weights_status="real")).response_cache.enable
 
 
@@ -147,12 +160,10 @@ def test_gpu_and_int8_route_through_their_image_step():
     desc = REGISTRY["esrgan_x4"]
     gpu = parse(pbtxt.image_config(desc, weights_status="real", net_model=desc.trt_model))
     assert gpu.name == desc.image_model and gpu.parameters["net_model"].string_value == desc.trt_model
-    ens = parse(pbtxt.ensemble_config(desc, weights_status="real", name=desc.int8_ensemble,
-                                      net_model=desc.int8_model))
+    ens = parse(pbtxt.ensemble_config(desc, weights_status="real", name=desc.int8_ensemble, net_model=desc.int8_model))
     assert ens.name == desc.int8_ensemble
     assert [s.model_name for s in ens.ensemble_scheduling.step] == [REQUEST_CHECK_MODEL, desc.int8_cached_model]
-    step = parse(pbtxt.image_config(desc, weights_status="real", name=desc.int8_image_model,
-                                    net_model=desc.int8_model))
+    step = parse(pbtxt.image_config(desc, weights_status="real", name=desc.int8_image_model, net_model=desc.int8_model))
     assert step.name == desc.int8_image_model and step.parameters["net_model"].string_value == desc.int8_model
     # tiles of a tiled image: one per call on CPU (fp32 and INT8), tile_batch per call on the GPU
     assert step.parameters["tiles_per_call"].string_value == str(CPU_TILES_PER_CALL) == "1"
@@ -173,19 +184,26 @@ def test_image_step_config_round_trips_its_settings(desc):
     cfg = parse(pbtxt.image_config(desc, weights_status="real", limits=limits))
     assert cfg.name == desc.image_model and cfg.backend == "python"
     assert cfg.max_batch_size == desc.serving.max_batch_size
-    assert [i.name for i in cfg.input] == [ENCODED_IMAGE.name, *(o.tensor.name for o in desc.options),
-                                           REQUEST_CHECKED.name]
+    assert [i.name for i in cfg.input] == [
+        ENCODED_IMAGE.name,
+        *(o.tensor.name for o in desc.options),
+        REQUEST_CHECKED.name,
+    ]
     assert [i.optional for i in cfg.input] == [False] + [True] * (len(desc.options) + 1)
     assert not cfg.response_cache.enable  # the cache is the nested ensemble's (cached_config): errors stay uncached
     assert [o.name for o in cfg.output] == [ENCODED_RESULT.name]
     step = StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
-    assert step == StepConfig.from_descriptor(desc, limits=limits, tiles_per_call=CPU_TILES_PER_CALL,
-                                              net_runtime="openvino", net_threads=1)
+    assert step == StepConfig.from_descriptor(
+        desc, limits=limits, tiles_per_call=CPU_TILES_PER_CALL, net_runtime="openvino", net_threads=1
+    )
     bf16 = parse(pbtxt.image_config(desc, weights_status="real", precision="bf16"))
     assert StepConfig.from_parameters({k: v.string_value for k, v in bf16.parameters.items()}).net_precision == "bf16"
     tiling = desc.serving.tiling
-    assert (step.net_model == desc.net_model and step.tile_size == (tiling.size if tiling else None)
-            and step.max_side == desc.serving.max_side)
+    assert (
+        step.net_model == desc.net_model
+        and step.tile_size == (tiling.size if tiling else None)
+        and step.max_side == desc.serving.max_side
+    )
     # build options override the descriptor's tile defaults (tiled models only)
     tuned = parse(pbtxt.image_config(desc, weights_status="real", tile_size=96, tile_overlap=8))
     assert tuned.parameters["tile_size"].string_value == ("96" if tiling else "0")
@@ -202,8 +220,11 @@ def test_registry_refuses_duplicates():
 def test_cpu_image_step_splits_the_cores_over_its_instances(threads, instances, per_instance):
     """Instances x intra-op threads never exceed the cores the build was given (one thread at least)."""
     desc = REGISTRY["animevideo_x4"]
-    cfg = parse(pbtxt.image_config(desc, weights_status="real", threads=threads,
-                                   instances=max(instances, pbtxt.IMAGE_STEP_INSTANCES)))
+    cfg = parse(
+        pbtxt.image_config(
+            desc, weights_status="real", threads=threads, instances=max(instances, pbtxt.IMAGE_STEP_INSTANCES)
+        )
+    )
     assert cfg.instance_group[0].count == instances
     assert cfg.parameters["net_threads"].string_value == str(per_instance)
     assert instances * per_instance <= threads

@@ -41,9 +41,15 @@ def crop(name: str, box=(100, 100, 164, 148)) -> Image.Image:
 
 
 def test_options_come_from_inputs():
-    from_inputs = parse_options(SR, tensors={
-        OUTPUT_FORMAT.tensor.name: one(b"JPEG", object), QUALITY.tensor.name: one(80, np.int32),
-        OUTSCALE.tensor.name: one(1.5, np.float32), TILE_SIZE.tensor.name: one(100, np.int32)})
+    from_inputs = parse_options(
+        SR,
+        tensors={
+            OUTPUT_FORMAT.tensor.name: one(b"JPEG", object),
+            QUALITY.tensor.name: one(80, np.int32),
+            OUTSCALE.tensor.name: one(1.5, np.float32),
+            TILE_SIZE.tensor.name: one(100, np.int32),
+        },
+    )
     assert from_inputs == Options(output_format="JPEG", quality=80, outscale=1.5, tile_size=100)
     assert parse_options(SR) == Options() and parse_options(SR, parameters="") == Options()
     assert parse_options(SR, parameters={"triton_enable_empty_final_response": True}) == Options()  # Triton's
@@ -52,18 +58,26 @@ def test_options_come_from_inputs():
         assert parse_options(config, tensors={NET_VERSION.tensor.name: one(2, np.int64)}) == Options(net_version=2)
 
 
-@pytest.mark.parametrize("params, words", [
-    # an option as a parameter: refused, naming the input (the response cache does not key on parameters)
-    ({"outscale": 1.0}, "send OUTSCALE as an input tensor: request parameters are not part of the response-cache key"),
-    ({"output_format": "PNG"}, "send OUTPUT_FORMAT as an input tensor"),
-    ({"QUALITY": 80}, "send QUALITY as an input tensor"),
-    ({"outscale": True}, "send OUTSCALE as an input tensor"),
-    # misspelled or unknown: refused, listing the option inputs, with the closest one
-    ({"qualty": 80},
-     r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, OUTSCALE, TILE_SIZE"),
-    ({"colour": "red"}, r"unknown request parameter 'colour': no request parameters"),
-    ({"net_version": 2}, "send NET_VERSION as an input tensor"),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        # an option as a parameter: refused, naming the input (the response cache does not key on parameters)
+        (
+            {"outscale": 1.0},
+            "send OUTSCALE as an input tensor: request parameters are not part of the response-cache key",
+        ),
+        ({"output_format": "PNG"}, "send OUTPUT_FORMAT as an input tensor"),
+        ({"QUALITY": 80}, "send QUALITY as an input tensor"),
+        ({"outscale": True}, "send OUTSCALE as an input tensor"),
+        # misspelled or unknown: refused, listing the option inputs, with the closest one
+        (
+            {"qualty": 80},
+            r"unknown request parameter 'qualty' \(did you mean QUALITY\?\).*OUTPUT_FORMAT, QUALITY, OUTSCALE, TILE_SIZE",
+        ),
+        ({"colour": "red"}, r"unknown request parameter 'colour': no request parameters"),
+        ({"net_version": 2}, "send NET_VERSION as an input tensor"),
+    ],
+)
 def test_request_parameters_are_refused(params, words):
     with pytest.raises(InvalidImage, match=words) as e:
         parse_options(SR, parameters=params)
@@ -84,20 +98,23 @@ def test_unreadable_parameters_are_the_request_s_fault():
     assert request_parameters(lambda: "{}") == {} and request_parameters(lambda: '{"a": 1}') == {"a": 1}
 
 
-@pytest.mark.parametrize("config, tensors, words", [
-    (SR, {OUTPUT_FORMAT.tensor.name: one(b"GIF", object)}, "output_format"),
-    (SR, {QUALITY.tensor.name: one(0, np.int32)}, "quality 0"),
-    (SR, {OUTSCALE.tensor.name: one(-1.0, np.float32)}, "outscale"),
-    (SR, {OUTSCALE.tensor.name: one(100.0, np.float32)}, "outscale"),
-    (SR, {OUTSCALE.tensor.name: one(np.nan, np.float32)}, "outscale"),
-    (SR, {MAX_SIDE.tensor.name: one(512, np.int32)}, "does not apply"),
-    (SR, {TILE_SIZE.tensor.name: one(100000, np.int32)}, "tile_size"),
-    (SR, {TILE_SIZE.tensor.name: one(8, np.int32)}, "tile_size"),
-    (STYLE, {TILE_SIZE.tensor.name: one(64, np.int32)}, "not tiled"),
-    (STYLE, {MAX_SIDE.tensor.name: one(4, np.int32)}, "max_side"),
-    (SR, {NET_VERSION.tensor.name: one(0, np.int64)}, "net_version 0; model versions are numbered from 1"),
-    (SR, {NET_VERSION.tensor.name: one(-1, np.int64)}, "net_version -1"),
-])
+@pytest.mark.parametrize(
+    "config, tensors, words",
+    [
+        (SR, {OUTPUT_FORMAT.tensor.name: one(b"GIF", object)}, "output_format"),
+        (SR, {QUALITY.tensor.name: one(0, np.int32)}, "quality 0"),
+        (SR, {OUTSCALE.tensor.name: one(-1.0, np.float32)}, "outscale"),
+        (SR, {OUTSCALE.tensor.name: one(100.0, np.float32)}, "outscale"),
+        (SR, {OUTSCALE.tensor.name: one(np.nan, np.float32)}, "outscale"),
+        (SR, {MAX_SIDE.tensor.name: one(512, np.int32)}, "does not apply"),
+        (SR, {TILE_SIZE.tensor.name: one(100000, np.int32)}, "tile_size"),
+        (SR, {TILE_SIZE.tensor.name: one(8, np.int32)}, "tile_size"),
+        (STYLE, {TILE_SIZE.tensor.name: one(64, np.int32)}, "not tiled"),
+        (STYLE, {MAX_SIDE.tensor.name: one(4, np.int32)}, "max_side"),
+        (SR, {NET_VERSION.tensor.name: one(0, np.int64)}, "net_version 0; model versions are numbered from 1"),
+        (SR, {NET_VERSION.tensor.name: one(-1, np.int64)}, "net_version -1"),
+    ],
+)
 def test_bad_options_are_refused(config, tensors, words):
     with pytest.raises(InvalidImage, match=words) as e:
         parse_options(config, tensors=tensors)

@@ -57,11 +57,25 @@ def _serving_like_graph() -> onnx.ModelProto:
         helper.make_node("Cast", ["orr"], ["ou"], to=TensorProto.UINT8, name="cast_out"),
         helper.make_node("Transpose", ["ou"], ["FRAME_OUT"], perm=[0, 2, 3, 1], name="to_nhwc"),
     ]
-    inits = [numpy_helper.from_array(a, n) for a, n in (
-        (np.array(1 / 255, np.float32), "k"), (w1, "w1"), (w2, "w2"), (slope, "slope"),
-        (np.array(255, np.float32), "k255"), (np.array(0, np.float32), "lo"), (np.array(255, np.float32), "hi"))]
-    g = helper.make_graph(nodes, "serving", [helper.make_tensor_value_info("FRAME", TensorProto.UINT8, [1, 16, 16, 3])],
-                          [helper.make_tensor_value_info("FRAME_OUT", TensorProto.UINT8, [1, 16, 16, 3])], inits)
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in (
+            (np.array(1 / 255, np.float32), "k"),
+            (w1, "w1"),
+            (w2, "w2"),
+            (slope, "slope"),
+            (np.array(255, np.float32), "k255"),
+            (np.array(0, np.float32), "lo"),
+            (np.array(255, np.float32), "hi"),
+        )
+    ]
+    g = helper.make_graph(
+        nodes,
+        "serving",
+        [helper.make_tensor_value_info("FRAME", TensorProto.UINT8, [1, 16, 16, 3])],
+        [helper.make_tensor_value_info("FRAME_OUT", TensorProto.UINT8, [1, 16, 16, 3])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -70,11 +84,16 @@ def test_rewrite_prelu_is_exact_and_removes_every_prelu():
     g = model.graph
     x = RNG.standard_normal((1, 8, 16, 16)).astype(np.float32)
     # run the PRelu alone on float data (the uint8 output would hide small differences)
-    sub = helper.make_model(helper.make_graph(
-        [n for n in g.node if n.op_type == "PRelu"], "p",
-        [helper.make_tensor_value_info("c1", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("p1", TensorProto.FLOAT, None)],
-        [i for i in g.initializer if i.name == "slope"]), opset_imports=[helper.make_opsetid("", 17)])
+    sub = helper.make_model(
+        helper.make_graph(
+            [n for n in g.node if n.op_type == "PRelu"],
+            "p",
+            [helper.make_tensor_value_info("c1", TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info("p1", TensorProto.FLOAT, None)],
+            [i for i in g.initializer if i.name == "slope"],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     before = _session(sub).run(None, {"c1": x})[0]
     assert rewrite_prelu(sub) == 1
     assert not [n for n in sub.graph.node if n.op_type == "PRelu"]
@@ -87,10 +106,14 @@ def test_rewrite_prelu_is_exact_and_removes_every_prelu():
 def test_body_nodes_are_between_the_first_and_last_conv():
     model = _serving_like_graph()
     assert body_nodes(model) == ["conv1", "prelu1", "conv2"]
-    no_conv = helper.make_model(helper.make_graph(
-        [helper.make_node("Relu", ["a"], ["b"], name="r")], "g",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])]))
+    no_conv = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["a"], ["b"], name="r")],
+            "g",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])],
+        )
+    )
     with pytest.raises(QuantizeError, match="no Conv"):
         body_nodes(no_conv)
 
@@ -105,12 +128,20 @@ def test_fold_min_zero_is_exact_in_the_quantized_domain():
         helper.make_node("QuantizeLinear", ["m", "s2", "z2"], ["mq"], name="q_after"),
         helper.make_node("DequantizeLinear", ["mq", "s2", "z2"], ["y"], name="dq_after"),
     ]
-    inits = [numpy_helper.from_array(a, n) for a, n in (
-        (scale, "s"), (zp, "z"), (np.array(0, np.float32), "zero"), (q2_scale, "s2"), (q2_zp, "z2"))]
-    model = helper.make_model(helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 4, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits),
-        opset_imports=[helper.make_opsetid("", 17)])
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in ((scale, "s"), (zp, "z"), (np.array(0, np.float32), "zero"), (q2_scale, "s2"), (q2_zp, "z2"))
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 4, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+            inits,
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     q = RNG.integers(0, 256, (1, 4, 8, 8), dtype=np.uint8)
     exact = np.minimum((q.astype(np.float32) - 117) * 0.05, 0)
     assert fold_min_zero(model) == 1
@@ -184,9 +215,13 @@ def test_int8_variants_in_a_repository_are_versioned_and_idempotent(model_reposi
     settings = BuildSettings(repository=repo)
     first = build_int8(desc, settings, SMALL)
     assert not first.reused and first.version == 1 and first.weights == "real"
-    for name in (f"{desc.int8_model}/1/model.onnx", f"{desc.int8_model}/1/manifest.json",
-                 f"{desc.int8_model}/config.pbtxt", f"{desc.int8_image_model}/config.pbtxt",
-                 f"{desc.int8_ensemble}/config.pbtxt"):
+    for name in (
+        f"{desc.int8_model}/1/model.onnx",
+        f"{desc.int8_model}/1/manifest.json",
+        f"{desc.int8_model}/config.pbtxt",
+        f"{desc.int8_image_model}/config.pbtxt",
+        f"{desc.int8_ensemble}/config.pbtxt",
+    ):
         assert (repo / name).is_file(), name
     manifest = json.loads((repo / desc.int8_model / "1" / "manifest.json").read_text())
     assert manifest["source"]["model"] == desc.net_model and manifest["quality"]["meaningful"]

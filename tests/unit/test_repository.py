@@ -20,8 +20,9 @@ LIGHT = [REGISTRY["animevideo_x4"], REGISTRY["animeganv2"]]
 
 
 def snapshot(repo: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(repo)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(repo.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(repo)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(repo.rglob("*")) if p.is_file()
+    }
 
 
 def write_animegan_checkpoint(path: Path, seed: int) -> Path:
@@ -100,8 +101,9 @@ def test_the_build_refuses_a_network_above_its_precision_tolerance(built, tmp_pa
     target = tmp_path / "repo"
     shutil.copytree(repo / desc.net_model / "1", target / desc.net_model / "1")
     manifest = target / desc.net_model / "1" / "manifest.json"
-    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items()
-                                    if k != "served_checks"}))  # checked before this build's tolerance
+    manifest.write_text(
+        json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "served_checks"})
+    )  # checked before this build's tolerance
     monkeypatch.setitem(precision_check.TOLERANCE_DB, default_precision(), 500.0)
     with pytest.raises(precision_check.PrecisionError, match="refused"):
         build_repository([desc], BuildSettings(repository=target))
@@ -179,8 +181,9 @@ def test_parity_uses_a_real_photo():
 
 def _modes(repo: Path) -> dict[str, int]:
     """Mode of every entry a server reads (the hidden build lock is the builder's own)."""
-    return {str(p.relative_to(repo)): p.stat().st_mode & 0o777 for p in [repo, *repo.rglob("*")]
-            if p.name != ".build.lock"}
+    return {
+        str(p.relative_to(repo)): p.stat().st_mode & 0o777 for p in [repo, *repo.rglob("*")] if p.name != ".build.lock"
+    }
 
 
 def test_the_repository_is_readable_by_another_user_whatever_the_umask(tmp_path):

@@ -32,7 +32,8 @@ def test_in_process_network_matches_onnx_runtime_on_the_repository_file(model_re
     frame = real_photo_crop(24, 32)[None]
     out = net(np.asfortranarray(frame))  # not C-contiguous: accepted (copied for ONNX Runtime)
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        [desc.net_output.name], {desc.net_input.name: frame})[0]
+        [desc.net_output.name], {desc.net_input.name: frame}
+    )[0]
     assert out.dtype == np.uint8 and out.shape == (1, 48, 64, 3)
     np.testing.assert_array_equal(out, reference)
 
@@ -51,15 +52,20 @@ def test_network_versions_follow_what_triton_serves(tmp_path):
 
     _versions_on_disk(tmp_path, (1, 2, 3))
     served, opened = {2, 3}, []
-    versions = NetworkVersions(tmp_path, "m_net", ready=lambda v: v in served,
-                               open=lambda path: opened.append(path) or f"net:{path.parent.name}")
+    versions = NetworkVersions(
+        tmp_path,
+        "m_net",
+        ready=lambda v: v in served,
+        open=lambda path: opened.append(path) or f"net:{path.parent.name}",
+    )
     assert versions.preload() == 3 and opened == [tmp_path / "m_net" / "3" / MODEL_FILE]
     assert versions.resolve(None) == (3, "net:3")
     assert versions.resolve(2) == (2, "net:2") and versions.resolve(2) == (2, "net:2")
     assert len(opened) == 2  # each version opened once
     for v in (1, 4):
-        with pytest.raises(VersionNotServed, match=rf"version {v} of m_net is not served \(served versions: 2, 3\)") \
-                as e:
+        with pytest.raises(
+            VersionNotServed, match=rf"version {v} of m_net is not served \(served versions: 2, 3\)"
+        ) as e:
             versions.resolve(v)
         assert e.value.invalid
     _versions_on_disk(tmp_path, (4,))

@@ -28,8 +28,10 @@ def test_variant_repositories_rewrite_only_the_step_runtime_and_layouts(model_re
             ensemble = add_variant(model_repository, repo, desc, f"v{i}", variant)
             step = _config(repo / f"{ensemble}_image" / "config.pbtxt")
             assert step.parameters["net_runtime"].string_value == variant.net_runtime
-            assert (step.instance_group[0].count, int(step.parameters["net_threads"].string_value)) == \
-                (variant.instances, variant.threads)
+            assert (step.instance_group[0].count, int(step.parameters["net_threads"].string_value)) == (
+                variant.instances,
+                variant.threads,
+            )
             ens = _config(repo / ensemble / "config.pbtxt")
             assert [s.model_name for s in ens.ensemble_scheduling.step][-1] == f"{ensemble}_cached"
             cached = _config(repo / f"{ensemble}_cached" / "config.pbtxt")  # the nested, cached ensemble
@@ -54,5 +56,6 @@ def test_memory_mirror_rewrites_only_the_image_steps_for_bls(model_repository, t
     assert _config(repo / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value == "triton"
     assert (repo / desc.net_model).is_symlink() and (repo / desc.id).is_symlink()
     built = mirror(model_repository, tmp_path / "built", bls=False)
-    assert _config(built / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value in \
-        IN_PROCESS_RUNTIMES
+    assert (
+        _config(built / desc.image_model / "config.pbtxt").parameters["net_runtime"].string_value in IN_PROCESS_RUNTIMES
+    )

@@ -24,13 +24,16 @@ from stylize_build.weights.tflite import WEIGHT_TENSOR_COUNT, import_tflite, ups
 ANIMEGAN = descriptors.get("animeganv2")
 HAYAO_FILE = "animeganv2_hayao_256x256_integer_quant.tflite"
 HAYAO_SHA256 = "7d9157db18ad9238a7189c4f56786dbb865f980e219c167def0988fc67ffe5e0"  # ../shared/weights/README.md
-WEIGHTS_DIR = Path(os.environ.get("STYLIZE_WEIGHTS_DIR") or Path(__file__).resolve().parents[2].parent / "shared"
-                   / "weights")
+WEIGHTS_DIR = Path(
+    os.environ.get("STYLIZE_WEIGHTS_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "weights"
+)
 HAYAO = WEIGHTS_DIR / HAYAO_FILE
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png")
 
-needs_weights = pytest.mark.skipif(not WEIGHTS_DIR.is_dir(), reason=f"no weights folder {WEIGHTS_DIR} "
-                                   "(../shared/weights or STYLIZE_WEIGHTS_DIR): the Hayao .tflite is not here")
+needs_weights = pytest.mark.skipif(
+    not WEIGHTS_DIR.is_dir(),
+    reason=f"no weights folder {WEIGHTS_DIR} (../shared/weights or STYLIZE_WEIGHTS_DIR): the Hayao .tflite is not here",
+)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
@@ -95,6 +98,7 @@ def imported():
 def interpreter_outputs():
     """The .tflite run by the TFLite interpreter (default kernels) on the three photos, inputs in [-1, 1] NHWC."""
     import ai_edge_litert.interpreter as litert  # the test extra: a broken install fails, it is not skipped
+
     it = litert.Interpreter(model_path=str(HAYAO), num_threads=2)
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -112,8 +116,11 @@ def interpreter_tensors():
     """Every intermediate tensor of one run (reference kernels, no delegate, so each op's output is kept), with the
     interpreter's own op list: the per-layer checks use nothing of the importer's graph reading."""
     import ai_edge_litert.interpreter as litert  # the test extra: a broken install fails, it is not skipped
+
     it = litert.Interpreter(
-        model_path=str(HAYAO), num_threads=2, experimental_preserve_all_tensors=True,
+        model_path=str(HAYAO),
+        num_threads=2,
+        experimental_preserve_all_tensors=True,
         experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
     it.allocate_tensors()
@@ -203,7 +210,8 @@ def test_each_imported_convolution_reproduces_the_interpreters_layer(imported, i
 @pytest.mark.unit
 @needs_weights
 def test_each_layer_norm_holds_the_gamma_and_beta_the_interpreter_applies_after_that_convolution(
-        imported, interpreter_tensors):
+    imported, interpreter_tensors
+):
     """Found by walking the interpreter's own op list from each convolution's output along TF's batchnorm form
     (y * (gamma * rsqrt(var + eps)) + (beta - mean * ...)): the GroupNorm after the port's matching Conv2d holds
     exactly those gamma and beta. (Their effect is partly below the int8 resolution of a single layer, so they are
@@ -240,8 +248,7 @@ def test_each_layer_norm_holds_the_gamma_and_beta_the_interpreter_applies_after_
         assert sub["op_name"] == "SUB"
         beta_t = int(sub["inputs"][0])
         np.testing.assert_allclose(imported.state_dict[f"{norm}.weight"].numpy(), constant(gamma_t), rtol=1e-6)
-        np.testing.assert_allclose(imported.state_dict[f"{norm}.bias"].numpy(), constant(beta_t), rtol=1e-6,
-                                   atol=1e-12)
+        np.testing.assert_allclose(imported.state_dict[f"{norm}.bias"].numpy(), constant(beta_t), rtol=1e-6, atol=1e-12)
         checked += 1
     assert checked == 24
 
@@ -270,12 +277,17 @@ def test_the_imported_model_matches_the_interpreter_far_better_than_untrained(im
     """End to end on three real photos (uint8 PSNR against the interpreter's output). The int8 file is itself an
     approximation of the float network (its layer norms use int8 variances), so the imported float model is not
     expected to match it exactly; the margins are what separates a correct import from a wrong one."""
-    legacy, corners, untrained = _with(imported.state_dict, "tf_legacy"), _with(imported.state_dict,
-                                                                                "align_corners"), _untrained()
+    legacy, corners, untrained = (
+        _with(imported.state_dict, "tf_legacy"),
+        _with(imported.state_dict, "align_corners"),
+        _untrained(),
+    )
     for name, (img, want) in interpreter_outputs.items():
         ref = _to_uint8(want)
-        got = {k: _to_uint8(_torch_out(n, img)) for k, n in
-               (("tf_legacy", legacy), ("align_corners", corners), ("untrained", untrained))}
+        got = {
+            k: _to_uint8(_torch_out(n, img))
+            for k, n in (("tf_legacy", legacy), ("align_corners", corners), ("untrained", untrained))
+        }
         psnr = {k: _psnr(v, ref) for k, v in got.items()}
         mad = {k: float(np.mean(np.abs(v.astype(int) - ref))) for k, v in got.items()}
         # measured (docs/weights.md): tf_legacy 23.4-31.1 dB, align_corners 18.9-23.8 dB, untrained 8.9-11.2 dB
@@ -335,7 +347,7 @@ def _rename(data: bytearray, old: str, new: str) -> None:
     assert len(old) == len(new)
     pos = data.find(old.encode() + b"\0")
     assert pos > 4 and struct.unpack_from("<I", data, pos - 4)[0] == len(old)
-    data[pos:pos + len(old)] = new.encode()
+    data[pos : pos + len(old)] = new.encode()
 
 
 @pytest.mark.unit
@@ -376,8 +388,11 @@ def test_a_wrong_shape_or_scope_is_refused(tmp_path):
 def test_inconsistent_quantization_is_refused(tmp_path):
     def bias_scale(data, model):  # C/r1's depthwise bias scale no longer input_scale * weight_scale
         sg = model.Subgraphs(0)
-        t = next(sg.Tensors(i) for i in range(sg.TensorsLength())
-                 if sg.Tensors(i).Name().decode().endswith("generator/G_MODEL/C/r1/r1/bias"))
+        t = next(
+            sg.Tensors(i)
+            for i in range(sg.TensorsLength())
+            if sg.Tensors(i).Name().decode().endswith("generator/G_MODEL/C/r1/r1/bias")
+        )
         t.Quantization().ScaleAsNumpy()[5] *= 2
 
     with pytest.raises(WeightImportError, match="stored scales differ from input_scale"):
@@ -386,8 +401,11 @@ def test_inconsistent_quantization_is_refused(tmp_path):
     def nonzero_bias(data, model):  # the zero bias TFLite gives A/Conv (bias-free in the port) becomes non-zero
         sg = model.Subgraphs(0)
         out = _tensor(model, "generator/G_MODEL/A/Conv/Conv2D1")
-        conv = next(sg.Operators(i) for i in range(sg.OperatorsLength())
-                    if sg.Tensors(int(sg.Operators(i).OutputsAsNumpy()[0])).Name() == out.Name())
+        conv = next(
+            sg.Operators(i)
+            for i in range(sg.OperatorsLength())
+            if sg.Tensors(int(sg.Operators(i).OutputsAsNumpy()[0])).Name() == out.Name()
+        )
         t = sg.Tensors(int(conv.InputsAsNumpy()[2]))
         model.Buffers(t.Buffer()).DataAsNumpy()[0] = 7
 
@@ -434,8 +452,7 @@ def test_the_default_mode_is_unchanged():
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("shape", [(4, 5, 8, 10), (64, 64, 128, 128), (7, 9, 13, 17), (32, 25, 64, 50),
-                                   (6, 6, 4, 3)])
+@pytest.mark.parametrize("shape", [(4, 5, 8, 10), (64, 64, 128, 128), (7, 9, 13, 17), (32, 25, 64, 50), (6, 6, 4, 3)])
 def test_tf_legacy_resize_is_tensorflows_rule(shape):
     h, w, oh, ow = shape
     x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h * w))
@@ -462,9 +479,14 @@ def test_tf_legacy_exports_to_onnx_and_onnx_runtime_matches(tmp_path):
     resizes = [n for n in model.graph.node if n.op_type == "Resize"]
     assert len(resizes) == 2 and all(
         onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "coordinate_transformation_mode"))
-        == b"align_corners" for n in resizes)
-    assert {onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "mode"))
-            for n in model.graph.node if n.op_type == "Pad"} == {b"reflect", b"edge"}
+        == b"align_corners"
+        for n in resizes
+    )
+    assert {
+        onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "mode"))
+        for n in model.graph.node
+        if n.op_type == "Pad"
+    } == {b"reflect", b"edge"}
 
     x = real_photo_crop(100, 132, name="chelsea.png")[None]
     with torch.no_grad():

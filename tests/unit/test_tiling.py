@@ -14,7 +14,7 @@ def local_sr(batch: np.ndarray, scale: int = 2) -> np.ndarray:
     x = batch.astype(np.float32)
     p = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
     h, w = batch.shape[1:3]
-    blur = sum(p[:, i:i + h, j:j + w] for i in range(5) for j in range(5)) / 25.0
+    blur = sum(p[:, i : i + h, j : j + w] for i in range(5) for j in range(5)) / 25.0
     up = np.repeat(np.repeat(blur, scale, axis=1), scale, axis=2)
     return np.clip(np.rint(up), 0, 255).astype(np.uint8)
 

@@ -23,8 +23,9 @@ def test_a_failed_plan_leaves_its_model_on_cpu_and_the_built_one_is_routed(tmp_p
     build_repository([BUILT, FAILED], settings)
 
     def plans(descs, settings, log):
-        assert all("_trt" not in (settings.repository / d.id / "config.pbtxt").read_text() for d in descs), \
+        assert all("_trt" not in (settings.repository / d.id / "config.pbtxt").read_text() for d in descs), (
             "an ensemble was routed to a plan before the plans were built"
+        )
         return tensorrt.PlanResults(built=[(BUILT.trt_model, 1)], failed={FAILED.id: "RuntimeError: parse failed"})
 
     monkeypatch.setattr(tensorrt, "build_plans", plans)

@@ -43,9 +43,15 @@ def test_the_serving_wrapper_casts_to_uint8_last():
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (torch.zeros(1, 16, 16, 3, dtype=torch.uint8),), buf, dynamo=False,
-                          opset_version=OPSET, input_names=[desc.net_input.name],
-                          output_names=[desc.net_output.name])
+        torch.onnx.export(
+            wrapper,
+            (torch.zeros(1, 16, 16, 3, dtype=torch.uint8),),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[desc.net_input.name],
+            output_names=[desc.net_output.name],
+        )
     model = onnx.load_from_string(buf.getvalue())
     assert check_graph(model) == []
     last = next(n for n in model.graph.node if desc.net_output.name in n.output)
@@ -55,8 +61,14 @@ def test_the_serving_wrapper_casts_to_uint8_last():
 def test_a_uint8_intermediate_is_reported():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 4, 3])
-    model = _graph([helper.make_node("Cast", ["x"], ["c"], to=TensorProto.UINT8, name="cast"),
-                    helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1], name="perm")], [x], [y])
+    model = _graph(
+        [
+            helper.make_node("Cast", ["x"], ["c"], to=TensorProto.UINT8, name="cast"),
+            helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1], name="perm"),
+        ],
+        [x],
+        [y],
+    )
     assert _rules(model) == {"uint8-intermediate"}
     with pytest.raises(ValueError, match="UINT8 but is not a graph input or output"):
         require_trt_compatible(model, "test graph")
@@ -67,16 +79,28 @@ def test_unsupported_ops_resize_modes_and_runtime_conv_weights_are_reported():
     w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 3, 1, 1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
-    model = _graph([
-        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-        helper.make_node("Resize", ["c", "", "scales"], ["r"], mode="linear",
-                         coordinate_transformation_mode="tf_crop_and_resize", name="resize"),
-        helper.make_node("Hardmax", ["r"], ["y"], name="hardmax"),
-    ], [x, w], [y], [scales])
+    model = _graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node(
+                "Resize",
+                ["c", "", "scales"],
+                ["r"],
+                mode="linear",
+                coordinate_transformation_mode="tf_crop_and_resize",
+                name="resize",
+            ),
+            helper.make_node("Hardmax", ["r"], ["y"], name="hardmax"),
+        ],
+        [x, w],
+        [y],
+        [scales],
+    )
     assert _rules(model) == {"conv-weights", "resize-mode", "unsupported-op"}
 
 
 # ---- what the GPU image step sends stays inside the plan's optimization profile ------------------------------
+
 
 def _gpu_step(desc):
     from google.protobuf import text_format
@@ -84,8 +108,7 @@ def _gpu_step(desc):
     from stylize_build import pbtxt
     from tritonclient.grpc import model_config_pb2 as mc
 
-    cfg = text_format.Parse(pbtxt.image_config(desc, weights_status="real", net_model=desc.trt_model),
-                            mc.ModelConfig())
+    cfg = text_format.Parse(pbtxt.image_config(desc, weights_status="real", net_model=desc.trt_model), mc.ModelConfig())
     return StepConfig.from_parameters({k: v.string_value for k, v in cfg.parameters.items()})
 
 
@@ -97,8 +120,15 @@ def _sides_sent(step, h, w):
     ph, pw = pad_to_multiple(np.zeros((h, w, 3), np.uint8), step.size_multiple, step.min_size).shape[:2]
     if not step.tile_size:
         return [(1, ph, pw)]
-    plan = plan_tiles(ph, pw, tile=step.tile_size, overlap=step.tile_overlap, multiple=step.size_multiple,
-                      batch=step.tile_batch, max_side=step.max_tile_side)
+    plan = plan_tiles(
+        ph,
+        pw,
+        tile=step.tile_size,
+        overlap=step.tile_overlap,
+        multiple=step.size_multiple,
+        batch=step.tile_batch,
+        max_side=step.max_tile_side,
+    )
     per_call = step.tiles_per_call or step.tile_batch
     calls = -(-plan.count // per_call)
     return [(min(per_call, plan.count - i * per_call), plan.tile_h, plan.tile_w) for i in range(calls)]
@@ -125,8 +155,12 @@ def test_every_shape_the_gpu_step_sends_is_within_the_profile(desc):
             h, w = fit_within(h, w, step.max_side)
         for batch, th, tw in _sides_sent(step, h, w):
             assert profile.min[0] <= batch <= profile.max[0], (desc.id, h, w, batch)
-            assert profile.min[-3] <= th <= profile.max[-3] and profile.min[-2] <= tw <= profile.max[-2], \
-                (desc.id, (h, w), (th, tw), profile)
+            assert profile.min[-3] <= th <= profile.max[-3] and profile.min[-2] <= tw <= profile.max[-2], (
+                desc.id,
+                (h, w),
+                (th, tw),
+                profile,
+            )
 
 
 @pytest.mark.parametrize("desc", MODELS, ids=lambda d: d.id)
@@ -160,7 +194,7 @@ def test_the_plan_builder_image_installs_the_serving_containers_tensorrt():
     from stylize_build.tensorrt import SERVING_TENSORRT
 
     dockerfile = (Path(__file__).resolve().parents[2] / "k8s/image/Dockerfile").read_text()
-    stage = dockerfile[dockerfile.index("AS plan-builder"):]
+    stage = dockerfile[dockerfile.index("AS plan-builder") :]
     assert re.search(rf"ARG TENSORRT_VERSION={re.escape(SERVING_TENSORRT)}\n", stage)
-    assert 'tensorrt-cu12==${TENSORRT_VERSION}' in stage and '"/src[build]"' in stage and "python3.11" in dockerfile
+    assert "tensorrt-cu12==${TENSORRT_VERSION}" in stage and '"/src[build]"' in stage and "python3.11" in dockerfile
     assert "nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile  # 24.10 ships TensorRT 10.5.0

@@ -55,8 +55,20 @@ def test_bilinear_upscale_keeps_a_ramp_linear():
 
 
 def _job(**kw) -> Job:
-    base = Job(source="/x.mp4", source_size=1, source_mtime_ns=2, model="m", version="", codec="h264",
-               pix_fmt="yuv420p", crf=18, preset="medium", segment_frames=10, batch=1, window_margin=None)
+    base = Job(
+        source="/x.mp4",
+        source_size=1,
+        source_mtime_ns=2,
+        model="m",
+        version="",
+        codec="h264",
+        pix_fmt="yuv420p",
+        crf=18,
+        preset="medium",
+        segment_frames=10,
+        batch=1,
+        window_margin=None,
+    )
     return replace(base, **kw)
 
 
@@ -77,6 +89,7 @@ def test_the_work_folder_keeps_finished_segments_of_the_same_job_only(tmp_path):
 
 def test_output_codec_refusals():
     import av
+
     with pytest.raises(InvalidInput, match="H.264 into .webm"):
         output_codec(av, "h264", 8, ".webm")
     with pytest.raises(InvalidInput, match="codec 'mpeg2'"):
@@ -88,6 +101,7 @@ def test_output_codec_refusals():
 
 def test_joined_segments_keep_each_frame_time_and_decode_in_order(tmp_path):
     import av
+
     tb = Fraction(1, 90000)
     times = [0, 3000, 9000, 10000, 18000, 30000, 31000, 40000, 52000]  # irregular, in 90 kHz ticks
     segments = []
@@ -132,11 +146,11 @@ def test_a_window_is_tiled_like_a_frame_every_frame_cut_alike():
         return mixed.repeat(2, axis=-3).repeat(2, axis=-2)
 
     calls = []
-    tiled, count = run_tiled(window, run=lambda t: calls.append(t.shape) or net(t), scale=2, tile=24, overlap=8,
-                             batch=1)
+    tiled, count = run_tiled(
+        window, run=lambda t: calls.append(t.shape) or net(t), scale=2, tile=24, overlap=8, batch=1
+    )
     assert count > 1 and all(shape[:2] == (1, 5) for shape in calls)  # whole windows of smaller frames
     assert np.array_equal(tiled, net(window[None])[0])  # a local network: no seam anywhere
-
 
 
 def test_outscale_of_a_high_bit_depth_frame_stays_16_bit():

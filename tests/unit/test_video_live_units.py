@@ -18,10 +18,20 @@ def test_union_and_concurrency_of_busy_periods():
 
 
 def test_report_figures_and_target():
-    r = LiveReport(src="in", dst="out.ts", model="m", policy="block", queue=8, concurrency=2, fps_in=10.0,
-                   frames_out=3, latency_ms=[50.0, 60.0, 70.0], frames_per_request=[1, 1, 1],
-                   intervals={"decode": [(0.1, 0.11)], "network": [(0.1, 0.2), (0.15, 0.3), (0.3, 0.4)],
-                              "encode": [(0.3, 0.31)]}, seconds=1.0)
+    r = LiveReport(
+        src="in",
+        dst="out.ts",
+        model="m",
+        policy="block",
+        queue=8,
+        concurrency=2,
+        fps_in=10.0,
+        frames_out=3,
+        latency_ms=[50.0, 60.0, 70.0],
+        frames_per_request=[1, 1, 1],
+        intervals={"decode": [(0.1, 0.11)], "network": [(0.1, 0.2), (0.15, 0.3), (0.3, 0.4)], "encode": [(0.3, 0.31)]},
+        seconds=1.0,
+    )
     f = r.figures()
     assert f["latency_ms"]["p50"] == 60 and f["latency_ms"]["max"] == 70
     assert f["compute_per_frame_ms"] == pytest.approx(100)  # 0.3 s of network time (overlaps once) / 3 frames

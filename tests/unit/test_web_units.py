@@ -55,8 +55,9 @@ def test_cache_outcome_is_measured_never_guessed():
     assert outcome(1, 0) == HIT and outcome(0, 1) == MISS and outcome(0, 0) == OFF
     assert outcome(1, 1) == UNKNOWN and outcome(2, 0) == UNKNOWN  # another client's request in the same window
     models = ("m_image",)
-    assert cache_summary(Counter({HIT: 12}), 12, models)["text"] == \
-        "Answered from Triton's response cache (all 12 tiles)"
+    assert (
+        cache_summary(Counter({HIT: 12}), 12, models)["text"] == "Answered from Triton's response cache (all 12 tiles)"
+    )
     assert cache_summary(Counter({HIT: 1}), 1, models)["answered_from_cache"]
     partial = cache_summary(Counter({HIT: 5, MISS: 7}), 12, models)
     assert not partial["answered_from_cache"] and "5 of 12 tiles" in partial["text"]
@@ -71,18 +72,25 @@ def test_cache_outcome_is_measured_never_guessed():
 def _entry(model: str, **step) -> ModelEntry:
     desc = REGISTRY[model]
     info = ModelInfo(id=model, task=desc.task, scale=desc.scale, weights="real", license="", versions=(1,), ready=True)
-    return ModelEntry(info=info, image_model=desc.image_model, step=StepConfig.from_descriptor(desc, **step),
-                      options=tuple(o.name for o in desc.options))
+    return ModelEntry(
+        info=info,
+        image_model=desc.image_model,
+        step=StepConfig.from_descriptor(desc, **step),
+        options=tuple(o.name for o in desc.options),
+    )
 
 
-@pytest.mark.parametrize("model,size,options,step", [
-    ("animevideo_x2", (300, 451), {"tile_size": 128}, {}),
-    ("animevideo_x2", (300, 451), {}, {}),
-    ("animevideo_x2", (97, 61), {"tile_size": 48}, {}),
-    ("esrgan_x4", (200, 333), {}, {}),
-    ("esrgan_x4", (60, 700), {}, {"max_tile_side": 256}),  # a GPU step: no side longer than the plan's profile
-    ("animeganv2", (900, 500), {}, {}),  # not tiled, shrunk to its max_side: one call
-])
+@pytest.mark.parametrize(
+    "model,size,options,step",
+    [
+        ("animevideo_x2", (300, 451), {"tile_size": 128}, {}),
+        ("animevideo_x2", (300, 451), {}, {}),
+        ("animevideo_x2", (97, 61), {"tile_size": 48}, {}),
+        ("esrgan_x4", (200, 333), {}, {}),
+        ("esrgan_x4", (60, 700), {}, {"max_tile_side": 256}),  # a GPU step: no side longer than the plan's profile
+        ("animeganv2", (900, 500), {}, {}),  # not tiled, shrunk to its max_side: one call
+    ],
+)
 def test_planned_tiles_equal_the_pipelines_calls(model, size, options, step):
     entry = _entry(model, **step)
     step = entry.step
@@ -151,8 +159,9 @@ def test_a_store_without_a_folder_makes_a_private_one_and_deletes_it(tmp_path):
 
 def test_progress_text_and_events():
     async def run():
-        job = Job(id="0" * 24, kind="video", format="MP4", name="c.mp4", model="m", options={}, upload_bytes=1,
-                  unit="frame")
+        job = Job(
+            id="0" * 24, kind="video", format="MP4", name="c.mp4", model="m", options={}, upload_bytes=1, unit="frame"
+        )
         seen = job.version
         waiter = asyncio.create_task(job.wait_change(seen, 5))
         await asyncio.sleep(0)
@@ -168,10 +177,16 @@ def test_progress_text_and_events():
 
 
 def test_settings_from_flags_and_environment():
-    s = WebSettings.from_env({"STYLIZE_WEB_PORT": "9000", "STYLIZE_WEB_MAX_UPLOAD": "16M", "STYLIZE_URL": "h:1",
-                              "STYLIZE_ADMIN_KEY": "k" * 20}, port=9100)
+    s = WebSettings.from_env(
+        {
+            "STYLIZE_WEB_PORT": "9000",
+            "STYLIZE_WEB_MAX_UPLOAD": "16M",
+            "STYLIZE_URL": "h:1",
+            "STYLIZE_ADMIN_KEY": "k" * 20,
+        },
+        port=9100,
+    )
     assert (s.host, s.port, s.max_upload, s.url) == ("127.0.0.1", 9100, 16 * 1024 * 1024, "h:1")
     assert "k" * 20 not in repr(s)
     with pytest.raises(ValueError, match="STYLIZE_WEB_PORT"):
         WebSettings.from_env({"STYLIZE_WEB_PORT": "eighty"})
-

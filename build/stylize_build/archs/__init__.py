@@ -24,9 +24,17 @@ if TYPE_CHECKING:
     from stylize.contract.descriptors import ModelDescriptor
 
 __all__ = [
-    "ArchSpec", "ArchRegistry", "ArchDetectionError", "REGISTRY",
-    "build_network", "detect_arch", "infer_arch_params",
-    "AnimeGANv2Generator", "RRDBNet", "SRVGGNetCompact", "BasicVSR",
+    "ArchSpec",
+    "ArchRegistry",
+    "ArchDetectionError",
+    "REGISTRY",
+    "build_network",
+    "detect_arch",
+    "infer_arch_params",
+    "AnimeGANv2Generator",
+    "RRDBNet",
+    "SRVGGNetCompact",
+    "BasicVSR",
 ]
 
 StateDict = Mapping[str, torch.Tensor]
@@ -178,9 +186,7 @@ def detect_arch(state_dict: StateDict) -> str:
     hits = [name for name, spec in REGISTRY.items() if spec.detect(state_dict)]
     if len(hits) != 1:
         sample = ", ".join(list(state_dict)[:5])
-        raise ArchDetectionError(
-            f"state_dict matches {hits or 'no'} architecture(s) (first keys: {sample})"
-        )
+        raise ArchDetectionError(f"state_dict matches {hits or 'no'} architecture(s) (first keys: {sample})")
     return hits[0]
 
 

@@ -19,7 +19,12 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
-    "AnimeGANv2Generator", "ConvNormLReLU", "InvertedResBlock", "PARAMETER_COUNT", "UPSAMPLE_MODES", "UpsampleMode",
+    "AnimeGANv2Generator",
+    "ConvNormLReLU",
+    "InvertedResBlock",
+    "PARAMETER_COUNT",
+    "UPSAMPLE_MODES",
+    "UpsampleMode",
     "resize_bilinear_tf_legacy",
 ]
 

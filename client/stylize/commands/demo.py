@@ -32,8 +32,9 @@ DEMO = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="serve the repository and run every model on real photos (make run)")
-    p.add_argument("--model-repository", type=Path,
-                   default=Path(os.environ.get("STYLIZE_MODEL_REPOSITORY", "model_repository")))
+    p.add_argument(
+        "--model-repository", type=Path, default=Path(os.environ.get("STYLIZE_MODEL_REPOSITORY", "model_repository"))
+    )
     p.add_argument("-o", "--output", type=Path, default=Path(os.environ.get("STYLIZE_OUTPUT", "outputs")))
     p.add_argument("--keep-serving", action="store_true", help="keep the server running after the demo")
     p.add_argument("--grpc-port", type=int, default=None)
@@ -58,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from stylize.server.launcher import TritonServer
     from stylize.server.settings import ServerSettings
 
-    settings = ServerSettings.from_env(model_repository=args.model_repository, grpc_port=args.grpc_port,
-                                       http_port=args.http_port, metrics_port=args.metrics_port)
+    settings = ServerSettings.from_env(
+        model_repository=args.model_repository,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+    )
     server = TritonServer(settings)
     print(f"starting tritonserver on {settings.model_repository} ...", flush=True)
     t0 = time.monotonic()
@@ -71,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         server.stop()
         return 1
     try:
-        print(f"ready in {time.monotonic() - t0:.1f} s  gRPC {server.grpc_url}  HTTP {server.http_url}  "
-              f"metrics {server.metrics_url}\n")
+        print(
+            f"ready in {time.monotonic() - t0:.1f} s  gRPC {server.grpc_url}  HTTP {server.http_url}  "
+            f"metrics {server.metrics_url}\n"
+        )
         args.output.mkdir(parents=True, exist_ok=True)
         with StylizeClient(url=server.grpc_url, admin_key=server.admin_key) as client:
             print(f"{'model':<16} {'weights':<10} {'input':>9} -> {'output':>9} {'seconds':>8}  file")
@@ -87,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
                 out.save(path)
                 _side_by_side(img, out).save(side_by_side)
                 weights = getattr(status.get(model_id), "weights", "?")
-                print(f"{model_id:<16} {weights:<10} {img.width:>4}x{img.height:<4} -> "
-                      f"{out.width:>4}x{out.height:<4} {dt:8.2f}  {path}")
+                print(
+                    f"{model_id:<16} {weights:<10} {img.width:>4}x{img.height:<4} -> "
+                    f"{out.width:>4}x{out.height:<4} {dt:8.2f}  {path}"
+                )
             # BasicVSR: a camera pan over a real photo, downscaled x1/4 (the ground truth is known), through a
             # 7-frame window as raw uint8 frames; the side-by-side is bicubic | BasicVSR | ground truth
             desc = REGISTRY["basicvsr_x4"]
@@ -100,17 +109,21 @@ def run(args: argparse.Namespace) -> int:
             c = desc.window // 2
             path = args.output / "astronaut_basicvsr_x4_centre_frame.png"
             write_atomic(path, _png(up[c]))
-            bicubic = bicubic_resize(frames[c:c + 1], desc.scale)[0]
+            bicubic = bicubic_resize(frames[c : c + 1], desc.scale)[0]
             strip = np.concatenate([bicubic, up[c], truth[c]], axis=1)
             write_atomic(args.output / "astronaut_basicvsr_x4_side_by_side.png", _png(strip))
             weights = getattr(status.get("basicvsr_x4"), "weights", "?")
-            print(f"{'basicvsr_x4':<16} {weights:<10} {desc.window}x64x64  -> {up.shape[0]}x{up.shape[1]}x"
-                  f"{up.shape[2]} {dt:8.2f}  {path}  (PSNR vs ground truth {psnr(up[c], truth[c]):.1f} dB, "
-                  f"bicubic {psnr(bicubic, truth[c]):.1f} dB)")
+            print(
+                f"{'basicvsr_x4':<16} {weights:<10} {desc.window}x64x64  -> {up.shape[0]}x{up.shape[1]}x"
+                f"{up.shape[2]} {dt:8.2f}  {path}  (PSNR vs ground truth {psnr(up[c], truth[c]):.1f} dB, "
+                f"bicubic {psnr(bicubic, truth[c]):.1f} dB)"
+            )
         print(f"\noutputs in {args.output.resolve()}/ (each with a *_side_by_side.png)")
         if any(getattr(m, "weights", "") == "untrained" for m in status.values()):
-            print("note: models marked 'untrained' run a seeded initialisation (their real weights cannot be fetched "
-                  "here); give them with `stylize build --weights ID=FILE`.")
+            print(
+                "note: models marked 'untrained' run a seeded initialisation (their real weights cannot be fetched "
+                "here); give them with `stylize build --weights ID=FILE`."
+            )
         if args.keep_serving:
             print("\nserving; Ctrl-C stops", flush=True)
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -138,4 +151,3 @@ def _side_by_side(a: Image.Image, b: Image.Image) -> Image.Image:
     canvas.paste(a, (0, 0))
     canvas.paste(b, (a.width, 0))
     return canvas
-

@@ -19,8 +19,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{h.url}: unreachable ({h.error})")
         return 1
     ready = sum(1 for s in h.models.values() if s == "READY")
-    print(f"{h.url}: {'live' if h.live else 'not live'}, {'ready' if h.ready else 'NOT READY'}; "
-          f"Triton {h.server_version}; {ready}/{len(h.models)} model versions ready ({h.seconds * 1000:.0f} ms)")
+    print(
+        f"{h.url}: {'live' if h.live else 'not live'}, {'ready' if h.ready else 'NOT READY'}; "
+        f"Triton {h.server_version}; {ready}/{len(h.models)} model versions ready ({h.seconds * 1000:.0f} ms)"
+    )
     if args.verbose or not h.ready:
         for name, state in sorted(h.models.items()):
             if args.verbose or state != "READY":
@@ -29,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("health", help="check that the server is live and ready",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "health", help="check that the server is live and ready", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="list every model version and its state")
     add_connection_args(p, retries=False)

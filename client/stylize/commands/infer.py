@@ -24,8 +24,15 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".
 EXTENSIONS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # what the server writes
 AUTO = "auto"  # --ext auto: each output in its input's format (or, for one file, in the format of the -o name)
 # every format the inputs can have -> how it is written (BMP and TIFF: the server answers PNG, re-encoded here)
-FILE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
-                ".tiff": "TIFF"}
+FILE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 LOCAL_FORMATS = frozenset({"BMP", "TIFF"})  # written from the server's PNG: lossless
 
 
@@ -37,6 +44,8 @@ def file_format(path: Path) -> str:
 def wire_format(fmt: str) -> str:
     """The format to ask the server for when writing ``fmt`` (the server writes PNG, JPEG and WebP)."""
     return "PNG" if fmt in LOCAL_FORMATS else fmt
+
+
 SIDE_BY_SIDE_SUFFIX = "_side_by_side"  # the composite written next to the result (as `stylize demo` names it)
 
 
@@ -66,14 +75,18 @@ def model_problem(model: str) -> str | None:
     for d in REGISTRY.values():
         if model in (d.id, d.int8_ensemble):
             if d.window:
-                return (f"{model} is a video model (windows of {d.window} frames in, frames out), not an image "
-                        f"model: use `stylize video CLIP -o OUT -m {model}`")
+                return (
+                    f"{model} is a video model (windows of {d.window} frames in, frames out), not an image "
+                    f"model: use `stylize video CLIP -o OUT -m {model}`"
+                )
             return None
         if model in (d.net_model, d.int8_model, d.trt_model):
             image_model = d.int8_ensemble if model == d.int8_model else d.id
             use = "`stylize video`" if d.window else f"`-m {image_model}` for image files, `stylize video` for clips"
-            return (f"{model} is a raw-frame network model (uint8 frames in and out, no image decoding or "
-                    f"encoding): use {use}")
+            return (
+                f"{model} is a raw-frame network model (uint8 frames in and out, no image decoding or "
+                f"encoding): use {use}"
+            )
         if model in (d.image_model, d.int8_image_model):
             return f"{model} is a step inside the {d.id} ensemble: use `-m {d.id}`"
     return None
@@ -98,8 +111,9 @@ def _is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "png",
-              side_by_side: bool = False) -> tuple[list[Job], list[Problem]]:
+def plan_jobs(
+    inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "png", side_by_side: bool = False
+) -> tuple[list[Job], list[Problem]]:
     """Input paths -> (jobs in a stable order, problems found before any request).
 
     A file argument goes to OUT/<stem><suffix>.<ext> (or to OUT itself when OUT has an image extension and there is
@@ -117,8 +131,9 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
         return f"{stem}{suffix}{_auto_suffix(f) if ext == AUTO else '.' + ext}"
 
     out_resolved = out.resolve()
-    single_file_out = (len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_SUFFIXES
-                       and not out.is_dir())
+    single_file_out = (
+        len(inputs) == 1 and inputs[0].is_file() and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
+    )
     pairs: list[tuple[Path, Path]] = []
     problems: list[Problem] = []
     for arg in inputs:
@@ -130,8 +145,14 @@ def plan_jobs(inputs: list[Path], out: Path, *, suffix: str = "", ext: str = "pn
                 if not f.is_file() or _is_hidden(f, root):
                     continue
                 if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    problems.append(Problem(f, f"skipped: not an image file this command reads (reads "
-                                               f"{', '.join(sorted(IMAGE_SUFFIXES))})", skipped=True))
+                    problems.append(
+                        Problem(
+                            f,
+                            f"skipped: not an image file this command reads (reads "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))})",
+                            skipped=True,
+                        )
+                    )
                     continue
                 if skip_out and (out_resolved == f.resolve() or out_resolved in f.resolve().parents):
                     continue
@@ -192,8 +213,11 @@ def _encode_lossless(im, fmt: str) -> bytes:
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if fmt == "BMP" and im.mode not in ("1", "L", "RGB"):  # 8 bits a channel, no readable alpha
-        im = (Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8), "L")
-              if im.mode.startswith("I") else im.convert("RGB"))
+        im = (
+            Image.fromarray((np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+            if im.mode.startswith("I")
+            else im.convert("RGB")
+        )
     out = io.BytesIO()
     im.save(out, fmt, **info)
     return out.getvalue()
@@ -232,8 +256,13 @@ def run(args: argparse.Namespace) -> int:
     from stylize.contract.fileio import write_atomic
 
     auto = args.ext.lower() == AUTO
-    jobs, problems = plan_jobs([Path(p) for p in args.paths], Path(args.output), suffix=args.suffix, ext=args.ext,
-                               side_by_side=args.side_by_side)
+    jobs, problems = plan_jobs(
+        [Path(p) for p in args.paths],
+        Path(args.output),
+        suffix=args.suffix,
+        ext=args.ext,
+        side_by_side=args.side_by_side,
+    )
     unusable = model_problem(args.model)
     if unusable:
         print(f"error: {unusable}", file=sys.stderr)
@@ -256,8 +285,13 @@ def run(args: argparse.Namespace) -> int:
     from stylize.sdk.request import build_options
 
     def options_for(wire: str) -> dict:
-        return {"output_format": wire, "quality": args.quality if wire != "PNG" else None,
-                "outscale": args.outscale, "max_side": args.max_side, "tile_size": args.tile_size}
+        return {
+            "output_format": wire,
+            "quality": args.quality if wire != "PNG" else None,
+            "outscale": args.outscale,
+            "max_side": args.max_side,
+            "tile_size": args.tile_size,
+        }
 
     try:
         for wire in groups:
@@ -276,8 +310,13 @@ def run(args: argparse.Namespace) -> int:
             for wire, group in groups.items():
                 if aborted:
                     break
-                results = client.infer_many((job.src for job in group), args.model, concurrency=args.concurrency,
-                                            return_exceptions=True, **options_for(wire))
+                results = client.infer_many(
+                    (job.src for job in group),
+                    args.model,
+                    concurrency=args.concurrency,
+                    return_exceptions=True,
+                    **options_for(wire),
+                )
                 try:
                     for job, result in zip(group, results):
                         bar.update(1)
@@ -308,8 +347,10 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - t0
     not_done = len(jobs) - seen
     pinned = f" (network version {args.model_version})" if getattr(args, "model_version", None) else ""
-    print(f"{written} of {len(jobs)} images written to {args.output}{pinned} in {seconds:.1f} s "
-          f"({written / seconds if seconds > 0 else 0:.2f} img/s); {stats}")
+    print(
+        f"{written} of {len(jobs)} images written to {args.output}{pinned} in {seconds:.1f} s "
+        f"({written / seconds if seconds > 0 else 0:.2f} img/s); {stats}"
+    )
     if aborted:
         print(f"stopped: {aborted}; {not_done} images not processed", file=sys.stderr)
     if failed:
@@ -320,24 +361,48 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("infer", help="run images and folders of images through a model",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "infer", help="run images and folders of images through a model", description=__doc__.splitlines()[0]
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders (walked recursively)")
-    p.add_argument("-m", "--model", default=DEFAULT_IMAGE_MODEL, help="model id (see `stylize models`; default %(default)s)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output folder (or an image file name when PATH is a single file)")
+    p.add_argument(
+        "-m", "--model", default=DEFAULT_IMAGE_MODEL, help="model id (see `stylize models`; default %(default)s)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output folder (or an image file name when PATH is a single file)",
+    )
     p.add_argument("--suffix", default="", help="appended to each output stem, e.g. _anime")
-    p.add_argument("--ext", default="png", type=str.lower, choices=[*sorted(EXTENSIONS), AUTO],
-                   help="output format/extension; auto keeps each input's (BMP/TIFF written losslessly from the "
-                        "server's PNG; default %(default)s)")
+    p.add_argument(
+        "--ext",
+        default="png",
+        type=str.lower,
+        choices=[*sorted(EXTENSIONS), AUTO],
+        help="output format/extension; auto keeps each input's (BMP/TIFF written losslessly from the "
+        "server's PNG; default %(default)s)",
+    )
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1..100 (default %(default)s)")
-    p.add_argument("--outscale", type=float, default=None,
-                   help="output side / input side (default: the model's scale; the server resizes)")
-    p.add_argument("--max-side", type=int, default=None,
-                   help="longest side the network sees (models with a configured bound, e.g. animeganv2)")
+    p.add_argument(
+        "--outscale",
+        type=float,
+        default=None,
+        help="output side / input side (default: the model's scale; the server resizes)",
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="longest side the network sees (models with a configured bound, e.g. animeganv2)",
+    )
     p.add_argument("--tile-size", type=int, default=None, help="smaller tiles than configured (tiled models)")
-    p.add_argument("--side-by-side", action="store_true",
-                   help=f"also write input and output next to each other (<name>{SIDE_BY_SIDE_SUFFIX}.<ext>)")
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help=f"also write input and output next to each other (<name>{SIDE_BY_SIDE_SUFFIX}.<ext>)",
+    )
     p.add_argument("-j", "--concurrency", type=int, default=4, help="requests in flight (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_connection_args(p)

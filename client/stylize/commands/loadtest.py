@@ -19,35 +19,62 @@ DEFAULT_SETS = ("ensembles", "networks", "rates", "int8", "capacity")  # the ful
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "loadtest", help="load-test the server with perf_analyzer (report, plots, capacity input)",
+        "loadtest",
+        help="load-test the server with perf_analyzer (report, plots, capacity input)",
         description=__doc__.splitlines()[0],
         epilog="Examples: `stylize loadtest --quick --serve` (CI's set, own server); `stylize loadtest capacity "
-               "--serve` (writes loadtest/results/capacity.json for the capacity plan, python -m stylize_k8s.plan); `stylize loadtest "
-               "animevideo_x4_png128 --url triton.example:8001`.")
-    p.add_argument("names", nargs="*", metavar="SCENARIO",
-                   help=f"scenario or set names (default: {' '.join(DEFAULT_SETS)}; see --list)")
+        "--serve` (writes loadtest/results/capacity.json for the capacity plan, python -m stylize_k8s.plan); `stylize loadtest "
+        "animevideo_x4_png128 --url triton.example:8001`.",
+    )
+    p.add_argument(
+        "names",
+        nargs="*",
+        metavar="SCENARIO",
+        help=f"scenario or set names (default: {' '.join(DEFAULT_SETS)}; see --list)",
+    )
     p.add_argument("--quick", action="store_true", help="the quick set CI runs (a few minutes at most)")
     p.add_argument("--list", action="store_true", help="list the sets and scenarios, then exit")
-    p.add_argument("--url", default=default_url(),
-                   help="gRPC endpoint host:port (default: $STYLIZE_URL, else %(default)s)")
-    p.add_argument("--http-url", default=None, metavar="HOST:PORT",
-                   help="HTTP endpoint of the same server (default: --url's host, port 8000): perf_analyzer runs "
-                        "over HTTP when $STYLIZE_ADMIN_KEY is set (the model config it reads is an admin API)")
-    p.add_argument("--serve", action="store_true",
-                   help="start a local server on --model-repository for the run (its start-up time is measured: "
-                        "the capacity plan needs it) and stop it afterwards")
-    p.add_argument("--model-repository", type=Path,
-                   default=Path(os.environ.get("STYLIZE_MODEL_REPOSITORY", "model_repository")))
+    p.add_argument(
+        "--url", default=default_url(), help="gRPC endpoint host:port (default: $STYLIZE_URL, else %(default)s)"
+    )
+    p.add_argument(
+        "--http-url",
+        default=None,
+        metavar="HOST:PORT",
+        help="HTTP endpoint of the same server (default: --url's host, port 8000): perf_analyzer runs "
+        "over HTTP when $STYLIZE_ADMIN_KEY is set (the model config it reads is an admin API)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="start a local server on --model-repository for the run (its start-up time is measured: "
+        "the capacity plan needs it) and stop it afterwards",
+    )
+    p.add_argument(
+        "--model-repository", type=Path, default=Path(os.environ.get("STYLIZE_MODEL_REPOSITORY", "model_repository"))
+    )
     p.add_argument("--scenarios", type=Path, default=None, help="scenario folder (default: loadtest/scenarios)")
-    p.add_argument("-o", "--out", type=Path, default=None,
-                   help="output folder (default: loadtest/results/<UTC time>)")
-    p.add_argument("--report-dir", type=Path, default=None,
-                   help="also copy report.md and the plots here (e.g. loadtest/reports/<name> to commit them)")
-    p.add_argument("--capacity-out", type=Path, default=None,
-                   help="where the capacity file goes (default: loadtest/results/capacity.json)")
+    p.add_argument("-o", "--out", type=Path, default=None, help="output folder (default: loadtest/results/<UTC time>)")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="also copy report.md and the plots here (e.g. loadtest/reports/<name> to commit them)",
+    )
+    p.add_argument(
+        "--capacity-out",
+        type=Path,
+        default=None,
+        help="where the capacity file goes (default: loadtest/results/capacity.json)",
+    )
     p.add_argument("--measurement-ms", type=int, default=None, help="override every scenario's window")
-    p.add_argument("--from-results", type=Path, default=None, metavar="DIR",
-                   help="re-render report.md and the plots of a finished run (its results.json), no measuring")
+    p.add_argument(
+        "--from-results",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="re-render report.md and the plots of a finished run (its results.json), no measuring",
+    )
     p.set_defaults(func=run)
 
 
@@ -131,8 +158,16 @@ def run(args: argparse.Namespace) -> int:
             url, http_url, admin_key = server.grpc_url, server.http_url, server.admin_key
             print(f"server ready at {url} after {startup_s:.1f} s", flush=True)
         try:
-            result = lt.run(scenarios, url=url, out_dir=out, command=command, startup_s=startup_s, log=log,
-                            admin_key=admin_key, http_url=http_url)
+            result = lt.run(
+                scenarios,
+                url=url,
+                out_dir=out,
+                command=command,
+                startup_s=startup_s,
+                log=log,
+                admin_key=admin_key,
+                http_url=http_url,
+            )
         except lt.ServerNotReady as e:
             print(f"stylize loadtest: {e}", file=sys.stderr)
             return 4

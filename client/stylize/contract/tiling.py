@@ -66,8 +66,9 @@ def _axis(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, tup
     return size, tuple(sorted(set(starts)))
 
 
-def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: int = 1, batch: int = 1,
-               max_side: int | None = None) -> TilePlan:
+def plan_tiles(
+    height: int, width: int, *, tile: int, overlap: int, multiple: int = 1, batch: int = 1, max_side: int | None = None
+) -> TilePlan:
     """Equal tiles of at most ``tile`` x ``tile`` (the whole side when the image is smaller) overlapping by
     >= ``overlap``.
 
@@ -84,8 +85,7 @@ def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple: in
         raise ValueError(f"tile {tile} is longer than the network's largest side {max_side}")
     if height * width <= batch * tile * tile:
         if max_side is None or (height <= max_side and width <= max_side):
-            return TilePlan(height=height, width=width, tile_h=height, tile_w=width, ys=(0,), xs=(0,),
-                            overlap=overlap)
+            return TilePlan(height=height, width=width, tile_h=height, tile_w=width, ys=(0,), xs=(0,), overlap=overlap)
         limit = max_side - max_side % multiple
         th, ys = _axis(height, limit, overlap, multiple)
         tw, xs = _axis(width, limit, overlap, multiple)
@@ -114,15 +114,17 @@ def edge_weights(length: int, ramp: int, *, start_free: bool, end_free: bool) ->
     return w
 
 
-def _axis_weights(starts: tuple[int, ...], tile: int, total: int, overlap: int, scale: int
-                  ) -> tuple[list[np.ndarray], np.ndarray]:
+def _axis_weights(
+    starts: tuple[int, ...], tile: int, total: int, overlap: int, scale: int
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Per-tile weights along one axis, normalised so they sum to 1 at every output position."""
-    weights = [edge_weights(tile * scale, overlap * scale, start_free=s == 0, end_free=s + tile >= total)
-               for s in starts]
+    weights = [
+        edge_weights(tile * scale, overlap * scale, start_free=s == 0, end_free=s + tile >= total) for s in starts
+    ]
     norm = np.zeros(total * scale, np.float32)
     for s, w in zip(starts, weights):
-        norm[s * scale:(s + tile) * scale] += w
-    return [w / norm[s * scale:(s + tile) * scale] for s, w in zip(starts, weights)], norm
+        norm[s * scale : (s + tile) * scale] += w
+    return [w / norm[s * scale : (s + tile) * scale] for s, w in zip(starts, weights)], norm
 
 
 # Tiles of a tiled image per network call on CPU: one, for the reason the CPU network runs one request per execution
@@ -131,9 +133,18 @@ def _axis_weights(starts: tuple[int, ...], tile: int, total: int, overlap: int, 
 CPU_TILES_PER_CALL = 1
 
 
-def run_tiled(frame: np.ndarray, *, run: RunBatch, scale: int, tile: int, overlap: int, batch: int,
-              multiple: int = 1, per_call: int | None = None, max_side: int | None = None
-              ) -> tuple[np.ndarray, int]:
+def run_tiled(
+    frame: np.ndarray,
+    *,
+    run: RunBatch,
+    scale: int,
+    tile: int,
+    overlap: int,
+    batch: int,
+    multiple: int = 1,
+    per_call: int | None = None,
+    max_side: int | None = None,
+) -> tuple[np.ndarray, int]:
     """uint8 HxWx3 (sides already valid for the network) -> (uint8 (H*s)x(W*s)x3, number of tiles).
 
     A window of a video network (TxHxWx3) is tiled the same way: every frame is cut at the same places, a tile is a
@@ -166,21 +177,21 @@ def run_tiled(frame: np.ndarray, *, run: RunBatch, scale: int, tile: int, overla
             return
         np.rint(band[..., :n, :, :], out=band[..., :n, :, :])
         out[..., band_top:upto, :, :] = band[..., :n, :, :]
-        band[..., :band_h - n, :, :] = band[..., n:, :, :].copy()
-        band[..., band_h - n:, :, :] = 0.0
+        band[..., : band_h - n, :, :] = band[..., n:, :, :].copy()
+        band[..., band_h - n :, :, :] = 0.0
         band_top = upto
 
     coords = list(plan.tiles())
     for first in range(0, len(coords), per_call):
-        chunk = coords[first:first + per_call]
-        tiles = np.stack([frame[..., y:y + plan.tile_h, x:x + plan.tile_w, :] for y, x in chunk])
+        chunk = coords[first : first + per_call]
+        tiles = np.stack([frame[..., y : y + plan.tile_h, x : x + plan.tile_w, :] for y, x in chunk])
         results = run(tiles)
         if results.shape != (len(chunk), *lead, band_h, plan.tile_w * s, 3):
             raise RuntimeError(f"the network returned {results.shape} for tiles {tiles.shape} (scale {s})")
         for (y, x), res in zip(chunk, results):
             flush(y * s)
             weight = wy[row_of[y]][:, None] * wx[col_of[x]][None, :]
-            region = band[..., y * s - band_top:y * s - band_top + band_h, x * s:(x + plan.tile_w) * s, :]
+            region = band[..., y * s - band_top : y * s - band_top + band_h, x * s : (x + plan.tile_w) * s, :]
             region += res.astype(np.float32) * weight[..., None]
     flush(h * s)
     return out, plan.count

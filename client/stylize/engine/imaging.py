@@ -31,8 +31,18 @@ WEBP_MAX_SIDE = 16383  # the format's limit
 
 # Short reason codes of refused inputs: the label of the refusals metric (a fixed, small set).
 REASONS = (
-    "empty", "too_many_bytes", "not_an_image", "unsupported_format", "too_many_pixels", "zero_size", "animated",
-    "unsupported_mode", "corrupt", "bad_tensor", "bad_option", "output_too_large",
+    "empty",
+    "too_many_bytes",
+    "not_an_image",
+    "unsupported_format",
+    "too_many_pixels",
+    "zero_size",
+    "animated",
+    "unsupported_mode",
+    "corrupt",
+    "bad_tensor",
+    "bad_option",
+    "output_too_large",
 )
 
 _ORIENTATION_TAG = 0x0112
@@ -168,8 +178,10 @@ def _to_array(im: Image.Image) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
     if mode.startswith("I;16"):
         return np.asarray(im).astype(np.uint16)[..., None]
-    raise InvalidImage(f"unsupported image mode {mode!r} (8/16-bit gray, palette, RGB(A), CMYK are supported)",
-                       reason="unsupported_mode")
+    raise InvalidImage(
+        f"unsupported image mode {mode!r} (8/16-bit gray, palette, RGB(A), CMYK are supported)",
+        reason="unsupported_mode",
+    )
 
 
 def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
@@ -213,18 +225,19 @@ def decode(data: bytes, *, limits: Limits = Limits()) -> Picture:
         raise InvalidImage(f"corrupt image header: {e}", reason="corrupt") from None
     with im:
         if im.format not in INPUT_FORMATS:
-            raise InvalidImage(f"{im.format} images are not supported (PNG, JPEG, WebP, BMP, TIFF)",
-                               reason="unsupported_format")
+            raise InvalidImage(
+                f"{im.format} images are not supported (PNG, JPEG, WebP, BMP, TIFF)", reason="unsupported_format"
+            )
         w, h = im.size
         if w == 0 or h == 0:
             raise InvalidImage(f"image has a zero-sized side ({w}x{h})", reason="zero_size")
         if w * h > limits.max_pixels:  # checked on the header, before any pixel is decoded
-            raise InvalidImage(f"image is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels}",
-                               reason="too_many_pixels")
+            raise InvalidImage(
+                f"image is {w}x{h} = {w * h} pixels; the limit is {limits.max_pixels}", reason="too_many_pixels"
+            )
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
-            raise InvalidImage(f"animated or multi-page images are not supported ({frames} frames)",
-                               reason="animated")
+            raise InvalidImage(f"animated or multi-page images are not supported ({frames} frames)", reason="animated")
         try:
             orientation = int(im.getexif().get(_ORIENTATION_TAG, 1))
             icc = im.info.get("icc_profile") or None
@@ -242,8 +255,7 @@ def decode(data: bytes, *, limits: Limits = Limits()) -> Picture:
             raise InvalidImage(f"image is too large: {e}", reason="too_many_pixels") from None
         except (OSError, ValueError, SyntaxError, struct.error, EOFError, zlib.error) as e:
             raise InvalidImage(f"corrupt or truncated image: {e}", reason="corrupt") from None
-    return split(apply_orientation(arr, orientation), icc_profile=icc,
-                 dpi=_clean_dpi(dpi), source_format=im.format)
+    return split(apply_orientation(arr, orientation), icc_profile=icc, dpi=_clean_dpi(dpi), source_format=im.format)
 
 
 def _clean_dpi(dpi) -> tuple[float, float] | None:
@@ -254,8 +266,13 @@ def _clean_dpi(dpi) -> tuple[float, float] | None:
     return (x, y) if x > 0 and y > 0 else None
 
 
-def split(arr: np.ndarray, *, icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None,
-          source_format: str = "") -> Picture:
+def split(
+    arr: np.ndarray,
+    *,
+    icc_profile: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
+    source_format: str = "",
+) -> Picture:
     """HxWxC (C = 1, 2, 3, 4; uint8 or uint16) -> :class:`Picture` (colour for the network + what it keeps aside)."""
     channels = arr.shape[2]
     gray = channels in (1, 2)
@@ -273,8 +290,16 @@ def split(arr: np.ndarray, *, icc_profile: bytes | None = None, dpi: tuple[float
         raise InvalidImage(f"unsupported sample type {arr.dtype}", reason="unsupported_mode")
     if gray:
         color = np.repeat(color, 3, axis=2)
-    return Picture(color=np.ascontiguousarray(color), alpha=alpha, residual=residual, gray=gray, bits=bits,
-                   icc_profile=icc_profile, dpi=dpi, source_format=source_format)
+    return Picture(
+        color=np.ascontiguousarray(color),
+        alpha=alpha,
+        residual=residual,
+        gray=gray,
+        bits=bits,
+        icc_profile=icc_profile,
+        dpi=dpi,
+        source_format=source_format,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -344,8 +369,9 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def _encode_png(pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None,
-                dpi: tuple[float, float] | None) -> bytes:
+def _encode_png(
+    pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None, dpi: tuple[float, float] | None
+) -> bytes:
     """PNG written here, 8 or 16 bits per channel (Pillow cannot write 16-bit colour, and its 8-bit writer is slow).
 
     Every row uses the "Up" filter (byte minus the byte above, vectorised in numpy), then a fast level-1 deflate
@@ -374,8 +400,15 @@ def _encode_png(pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | No
     return _PNG_MAGIC + b"".join(chunks)
 
 
-def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "PNG", quality: int = 95,
-           icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None) -> bytes:
+def encode(
+    pixels: np.ndarray,
+    alpha: np.ndarray | None = None,
+    *,
+    fmt: str = "PNG",
+    quality: int = 95,
+    icc_profile: bytes | None = None,
+    dpi: tuple[float, float] | None = None,
+) -> bytes:
     """HxW (gray) or HxWx3 (RGB), uint8 or uint16, plus optional alpha -> encoded bytes.
 
     16 bits survive in PNG only (JPEG and WebP are 8-bit formats). JPEG has no alpha: composited over white. PNG is
@@ -386,9 +419,11 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
         raise InvalidImage("unsupported output format (PNG, JPEG, WEBP)", reason="bad_option")
     gray = pixels.ndim == 2
     if fmt == "WEBP" and max(pixels.shape[:2]) > WEBP_MAX_SIDE:
-        raise InvalidImage(f"WebP images are at most {WEBP_MAX_SIDE} pixels on a side; the output is "
-                           f"{pixels.shape[1]}x{pixels.shape[0]} (use PNG or a lower outscale)",
-                           reason="output_too_large")
+        raise InvalidImage(
+            f"WebP images are at most {WEBP_MAX_SIDE} pixels on a side; the output is "
+            f"{pixels.shape[1]}x{pixels.shape[0]} (use PNG or a lower outscale)",
+            reason="output_too_large",
+        )
     icc = icc_profile if _icc_matches(icc_profile, gray) else None
     if fmt == "PNG":
         if alpha is not None and alpha.dtype != pixels.dtype:
@@ -418,6 +453,17 @@ def encode(pixels: np.ndarray, alpha: np.ndarray | None = None, *, fmt: str = "P
 
 
 __all__ = [
-    "INPUT_FORMATS", "OUTPUT_FORMATS", "REASONS", "InvalidImage", "Picture", "apply_orientation", "decode", "encode",
-    "fit_within", "luma", "recompose", "resize", "split",
+    "INPUT_FORMATS",
+    "OUTPUT_FORMATS",
+    "REASONS",
+    "InvalidImage",
+    "Picture",
+    "apply_orientation",
+    "decode",
+    "encode",
+    "fit_within",
+    "luma",
+    "recompose",
+    "resize",
+    "split",
 ]

@@ -107,8 +107,7 @@ class MemoryBudget:
         raw = env.get(BUDGET_ENV, "").strip()
         if not raw:
             return None
-        return cls(float(raw), Path(env.get(DIR_ENV) or DEFAULT_DIR),
-                   wait_s=float(env.get(WAIT_ENV) or DEFAULT_WAIT_S))
+        return cls(float(raw), Path(env.get(DIR_ENV) or DEFAULT_DIR), wait_s=float(env.get(WAIT_ENV) or DEFAULT_WAIT_S))
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -146,14 +145,18 @@ class MemoryBudget:
     def reserve(self, mib: float, *, what: str) -> Iterator[None]:
         """Hold ``mib`` of the budget while the block runs. ``what`` names the request in the errors."""
         if mib > self.total_mib:
-            raise BudgetExceeded(f"{what} needs about {mib:,.0f} MiB, more than this server's whole memory budget "
-                                 f"({self.total_mib:,.0f} MiB, {BUDGET_ENV}): send a smaller input")
+            raise BudgetExceeded(
+                f"{what} needs about {mib:,.0f} MiB, more than this server's whole memory budget "
+                f"({self.total_mib:,.0f} MiB, {BUDGET_ENV}): send a smaller input"
+            )
         deadline = time.monotonic() + self.wait_s
         while (path := self._try(mib)) is None:
             if time.monotonic() >= deadline:
-                raise BudgetBusy(f"{what} needs about {mib:,.0f} MiB of this server's memory budget "
-                                 f"({self.total_mib:,.0f} MiB), which other requests have held for {self.wait_s:g} s: "
-                                 "retry later")
+                raise BudgetBusy(
+                    f"{what} needs about {mib:,.0f} MiB of this server's memory budget "
+                    f"({self.total_mib:,.0f} MiB), which other requests have held for {self.wait_s:g} s: "
+                    "retry later"
+                )
             time.sleep(_POLL_S)
         try:
             yield
@@ -161,4 +164,14 @@ class MemoryBudget:
             path.unlink(missing_ok=True)
 
 
-__all__ = ["BUDGET_ENV", "DIR_ENV", "WAIT_ENV", "COSTS", "MIN_COST_MIB", "Cost", "MemoryBudget", "BudgetBusy", "BudgetExceeded"]
+__all__ = [
+    "BUDGET_ENV",
+    "DIR_ENV",
+    "WAIT_ENV",
+    "COSTS",
+    "MIN_COST_MIB",
+    "Cost",
+    "MemoryBudget",
+    "BudgetBusy",
+    "BudgetExceeded",
+]

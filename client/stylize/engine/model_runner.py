@@ -74,7 +74,7 @@ class InferenceError(BackendError):
 
 
 def _strip_type(data_type: str) -> str:
-    return data_type[len("TYPE_"):] if data_type.startswith("TYPE_") else data_type
+    return data_type[len("TYPE_") :] if data_type.startswith("TYPE_") else data_type
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,19 @@ class ModelConfig:
         outputs = tuple(TensorConfig.from_config(e, what="output") for e in config.get("output", ()))
         if not inputs or not outputs:
             raise ModelConfigError(f"model {name!r}: the config must list its inputs and outputs")
-        params = {k: str(v.get("string_value", "")) if isinstance(v, Mapping) else str(v)
-                  for k, v in config.get("parameters", {}).items()}
+        params = {
+            k: str(v.get("string_value", "")) if isinstance(v, Mapping) else str(v)
+            for k, v in config.get("parameters", {}).items()
+        }
         instances = sum(int(g.get("count", 1)) for g in config.get("instance_group", ())) or 1
         return {
-            "name": name, "max_batch_size": int(config.get("max_batch_size", 0)), "inputs": inputs,
-            "outputs": outputs, "model_filename": str(config.get("default_model_filename") or DEFAULT_MODEL_FILENAME),
-            "instances": instances, "parameters": params,
+            "name": name,
+            "max_batch_size": int(config.get("max_batch_size", 0)),
+            "inputs": inputs,
+            "outputs": outputs,
+            "model_filename": str(config.get("default_model_filename") or DEFAULT_MODEL_FILENAME),
+            "instances": instances,
+            "parameters": params,
         }
 
     @classmethod
@@ -186,12 +192,14 @@ def check_numpy() -> None:
     if major >= 2:
         raise ModelConfigError(
             f"numpy {np.__version__} is loaded in the Triton python stub ({np.__file__}); the python backend of "
-            "tritonserver 2.51 needs numpy<2 (numpy 2 silently corrupts tensors). Install numpy==1.26.4.")
+            "tritonserver 2.51 needs numpy<2 (numpy 2 silently corrupts tensors). Install numpy==1.26.4."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Runner
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
@@ -241,8 +249,9 @@ class ModelRunner:
         return False
 
     # ---- load-time checks ------------------------------------------------------------------------------------
-    def _check_tensors(self, declared: Sequence[TensorConfig], graph: Sequence[GraphTensor],
-                       what: str) -> dict[str, tuple | None]:
+    def _check_tensors(
+        self, declared: Sequence[TensorConfig], graph: Sequence[GraphTensor], what: str
+    ) -> dict[str, tuple | None]:
         """Config tensors must exist in the graph with the same type and a compatible rank; returns graph shapes."""
         by_name = {g.name: g for g in graph}
         shapes: dict[str, tuple | None] = {}
@@ -251,18 +260,21 @@ class ModelRunner:
             if g is None:
                 raise ModelConfigError(
                     f"model {self.config.name!r}: config {what} {t.name!r} is not in the ONNX graph "
-                    f"(graph {what}s: {', '.join(sorted(by_name))})")
+                    f"(graph {what}s: {', '.join(sorted(by_name))})"
+                )
             if g.data_type != t.data_type:
                 raise ModelConfigError(
                     f"model {self.config.name!r}: {what} {t.name!r} is TYPE_{t.data_type} in the config but "
-                    f"{g.runtime_type or g.data_type} in the ONNX graph")
+                    f"{g.runtime_type or g.data_type} in the ONNX graph"
+                )
             if g.shape is not None:
                 expected_rank = len(t.dims) + (1 if self.config.batching else 0)
                 if len(g.shape) != expected_rank:
                     raise ModelConfigError(
                         f"model {self.config.name!r}: {what} {t.name!r} has rank {len(g.shape)} in the ONNX graph, "
                         f"the config implies {expected_rank} (dims {_shape_text(t.dims)}"
-                        f"{' plus the batch dimension' if self.config.batching else ''})")
+                        f"{' plus the batch dimension' if self.config.batching else ''})"
+                    )
             shapes[t.name] = g.shape
         return shapes
 
@@ -284,7 +296,8 @@ class ModelRunner:
             if array.dtype != t.numpy_dtype:
                 raise InvalidInputError(
                     f"input {t.name!r} has data type {array.dtype}, model {cfg.name!r} expects "
-                    f"TYPE_{t.data_type} ({t.numpy_dtype})")
+                    f"TYPE_{t.data_type} ({t.numpy_dtype})"
+                )
             item_shape = array.shape[1:] if cfg.batching else array.shape
             if cfg.batching:
                 if array.ndim == 0:
@@ -292,28 +305,34 @@ class ModelRunner:
                 n = array.shape[0]
                 if not 1 <= n <= cfg.max_batch_size:
                     raise InvalidInputError(
-                        f"input {t.name!r} has batch size {n}; model {cfg.name!r} accepts 1..{cfg.max_batch_size}")
+                        f"input {t.name!r} has batch size {n}; model {cfg.name!r} accepts 1..{cfg.max_batch_size}"
+                    )
                 if batch is not None and n != batch:
                     raise InvalidInputError(f"inputs of one request disagree on the batch size ({batch} vs {n})")
                 batch = n
             expected = self._expected_item_shape(t)
-            if len(item_shape) != len(expected) or any(
-                    e > 0 and d != e for d, e in zip(item_shape, expected)):
+            if len(item_shape) != len(expected) or any(e > 0 and d != e for d, e in zip(item_shape, expected)):
                 raise InvalidInputError(
                     f"input {t.name!r} has shape {_shape_text(array.shape)}; model {cfg.name!r} expects "
                     f"{'[batch, ' + _shape_text(expected)[1:] if cfg.batching else _shape_text(expected)} "
-                    "(-1 = any size)")
-            if self.max_request_pixels and array.ndim >= 3 and (
-                    pixels := int(np.prod(array.shape[:-1], dtype=np.int64))) > self.max_request_pixels:
+                    "(-1 = any size)"
+                )
+            if (
+                self.max_request_pixels
+                and array.ndim >= 3
+                and (pixels := int(np.prod(array.shape[:-1], dtype=np.int64))) > self.max_request_pixels
+            ):
                 # checked before the runtime sees it: a request's memory grows with its pixels (docs/reliability.md)
                 raise InvalidInputError(
                     f"input {t.name!r} of shape {_shape_text(array.shape)} carries {pixels:,} pixels; model "
                     f"{cfg.name!r} takes at most {self.max_request_pixels:,} per request ({MAX_REQUEST_PIXELS}): send "
-                    "fewer frames per request, or tiles (StylizeClient.infer_frames tiles large frames)")
+                    "fewer frames per request, or tiles (StylizeClient.infer_frames tiles large frames)"
+                )
             if 0 in item_shape:  # a 0x0 frame: the runtime fails inside the graph (a Conv or Reshape: INTERNAL)
                 raise InvalidInputError(
                     f"input {t.name!r} has shape {_shape_text(array.shape)}: an empty axis; model {cfg.name!r} "
-                    "needs at least one element along each axis (frames of at least 1x1 pixels)")
+                    "needs at least one element along each axis (frames of at least 1x1 pixels)"
+                )
         return batch or 1
 
     def _expected_item_shape(self, t: TensorConfig) -> tuple[int, ...]:
@@ -322,9 +341,7 @@ class ModelRunner:
         if graph is None:
             return t.dims
         graph_items = graph[1:] if self.config.batching else graph
-        return tuple(
-            d if d > 0 else (g if isinstance(g, int) and g > 0 else -1)
-            for d, g in zip(t.dims, graph_items))
+        return tuple(d if d > 0 else (g if isinstance(g, int) and g > 0 else -1) for d, g in zip(t.dims, graph_items))
 
     # ---- execution -------------------------------------------------------------------------------------------
     def run(self, requests: Sequence[Mapping[str, np.ndarray | None]]) -> list[Any]:
@@ -338,8 +355,10 @@ class ModelRunner:
                 outcomes[i] = e
                 continue
             if self.config.batching:
-                key = tuple((t.name, None if inputs.get(t.name) is None else inputs[t.name].shape[1:])
-                            for t in self.config.inputs)
+                key = tuple(
+                    (t.name, None if inputs.get(t.name) is None else inputs[t.name].shape[1:])
+                    for t in self.config.inputs
+                )
             else:
                 key = ("request", i)  # without a batch dimension there is nothing to concatenate along
             groups.setdefault(key, []).append((i, n))
@@ -366,8 +385,9 @@ class ModelRunner:
             chunks.append(current)
         return chunks
 
-    def _run_group(self, requests: Sequence[Mapping[str, np.ndarray | None]],
-                   chunk: list[tuple[int, int]], outcomes: list[Any]) -> None:
+    def _run_group(
+        self, requests: Sequence[Mapping[str, np.ndarray | None]], chunk: list[tuple[int, int]], outcomes: list[Any]
+    ) -> None:
         feed: dict[str, np.ndarray] = {}
         for t in self.config.inputs:
             parts = [requests[i].get(t.name) for i, _ in chunk]
@@ -380,8 +400,9 @@ class ModelRunner:
         except Exception as e:  # noqa: BLE001 - any runtime failure becomes an error of this group, never a crash
             shapes = ", ".join(f"{k} {_shape_text(v.shape)}" for k, v in feed.items())
             error_cls = InvalidInputError if self._is_invalid_argument(e) else InferenceError
-            err = error_cls(f"{self.runtime} failed on {len(chunk)} request(s) ({shapes}) of model "
-                            f"{self.config.name!r}: {e}")
+            err = error_cls(
+                f"{self.runtime} failed on {len(chunk)} request(s) ({shapes}) of model {self.config.name!r}: {e}"
+            )
             for i, _ in chunk:
                 outcomes[i] = err
             return
@@ -400,21 +421,33 @@ class ModelRunner:
         for t, value in zip(self.config.outputs, results):
             array = np.asarray(value)
             if array.dtype != t.numpy_dtype:
-                raise InferenceError(f"output {t.name!r} came back as {array.dtype}, the config says "
-                                     f"TYPE_{t.data_type}")
+                raise InferenceError(
+                    f"output {t.name!r} came back as {array.dtype}, the config says TYPE_{t.data_type}"
+                )
             if not self.config.batching:
                 per_request[0][t.name] = array
                 continue
             if array.ndim == 0 or array.shape[0] != total:
                 raise InferenceError(
                     f"output {t.name!r} has shape {_shape_text(array.shape)}; expected a leading batch dimension "
-                    f"of {total}")
+                    f"of {total}"
+                )
             for slot, part in zip(per_request, np.split(array, offsets, axis=0)):
                 slot[t.name] = part
         return per_request
 
 
 __all__ = [
-    "DEFAULT_MODEL_FILENAME", "TRITON_TO_NUMPY", "BackendError", "ModelConfigError", "InvalidInputError",
-    "InferenceError", "TensorConfig", "Parameters", "ModelConfig", "GraphTensor", "ModelRunner", "check_numpy",
+    "DEFAULT_MODEL_FILENAME",
+    "TRITON_TO_NUMPY",
+    "BackendError",
+    "ModelConfigError",
+    "InvalidInputError",
+    "InferenceError",
+    "TensorConfig",
+    "Parameters",
+    "ModelConfig",
+    "GraphTensor",
+    "ModelRunner",
+    "check_numpy",
 ]

@@ -29,8 +29,9 @@ def newest_model_file(repository: Path, model: str, filename: str = DEFAULT_MODE
     folder = repository / model
     if not folder.is_dir():
         return None
-    versions = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / filename).is_file()),
-                      reverse=True)
+    versions = sorted(
+        (int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / filename).is_file()), reverse=True
+    )
     return (folder / str(versions[0]) / filename, versions[0]) if versions else None
 
 
@@ -39,9 +40,14 @@ def model_versions(repository: Path, model: str, filename: str | None = DEFAULT_
     folder = repository / model
     if not folder.is_dir():
         return []
-    return sorted((int(p.name) for p in folder.iterdir()
-                   if p.name.isdigit() and p.is_dir() and (filename is None or (p / filename).is_file())),
-                  reverse=True)
+    return sorted(
+        (
+            int(p.name)
+            for p in folder.iterdir()
+            if p.name.isdigit() and p.is_dir() and (filename is None or (p / filename).is_file())
+        ),
+        reverse=True,
+    )
 
 
 class VersionNotServed(Exception):
@@ -69,8 +75,15 @@ class NetworkVersions:
     pinned version is checked with ``ready`` alone).
     """
 
-    def __init__(self, repository: Path, model: str, *, ready: Callable[[int], bool],
-                 open: Callable[[Path], Any] | None = None, filename: str = DEFAULT_MODEL_FILENAME):
+    def __init__(
+        self,
+        repository: Path,
+        model: str,
+        *,
+        ready: Callable[[int], bool],
+        open: Callable[[Path], Any] | None = None,
+        filename: str = DEFAULT_MODEL_FILENAME,
+    ):
         self.repository, self.model, self.filename = Path(repository), model, filename
         self.ready, self.open = ready, open
         self.networks: dict[int, Any] = {}
@@ -111,8 +124,9 @@ class NetworkVersions:
             version = requested
         else:
             listed = ", ".join(map(str, sorted(served))) or "none"
-            raise VersionNotServed(f"version {requested} of {self.model} is not served (served versions: {listed})",
-                                   invalid=True)
+            raise VersionNotServed(
+                f"version {requested} of {self.model} is not served (served versions: {listed})", invalid=True
+            )
         if self.open is None:
             return version, None
         if version not in self.networks:
@@ -146,16 +160,26 @@ class OpenVinoNetwork:
 
     runtime = "openvino"
 
-    def __init__(self, path: Path, *, input_name: str, output_name: str, threads: int, precision: str = "fp32",
-                 cache_dir: Path | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_name: str,
+        output_name: str,
+        threads: int,
+        precision: str = "fp32",
+        cache_dir: Path | None = None,
+    ):
         from stylize.engine.ov_runner import CompileSettings, Network
 
         self.path = Path(path)
         self.threads = max(1, threads)
         self.input_name, self.output_name = input_name, output_name
-        self.network = Network(self.path, CompileSettings(precision=precision, threads=self.threads, streams=1,
-                                                          hint="LATENCY", cache_dir=cache_dir),
-                               output_names=[output_name])
+        self.network = Network(
+            self.path,
+            CompileSettings(precision=precision, threads=self.threads, streams=1, hint="LATENCY", cache_dir=cache_dir),
+            output_names=[output_name],
+        )
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.network.run({self.input_name: batch})[0]
@@ -164,12 +188,26 @@ class OpenVinoNetwork:
         return self.network.built.describe()
 
 
-def open_network(path: Path, *, runtime: str, input_name: str, output_name: str, threads: int,
-                 precision: str = "fp32", cache_dir: Path | None = None):
+def open_network(
+    path: Path,
+    *,
+    runtime: str,
+    input_name: str,
+    output_name: str,
+    threads: int,
+    precision: str = "fp32",
+    cache_dir: Path | None = None,
+):
     """The step's network on ``runtime`` (one of :data:`IN_PROCESS_RUNTIMES`)."""
     if runtime == "openvino":
-        return OpenVinoNetwork(path, input_name=input_name, output_name=output_name, threads=threads,
-                               precision=precision, cache_dir=cache_dir)
+        return OpenVinoNetwork(
+            path,
+            input_name=input_name,
+            output_name=output_name,
+            threads=threads,
+            precision=precision,
+            cache_dir=cache_dir,
+        )
     if runtime == "onnxruntime":
         if precision != "fp32":
             raise ValueError(f"ONNX Runtime runs these networks in fp32 on CPU, not {precision}")
@@ -177,5 +215,12 @@ def open_network(path: Path, *, runtime: str, input_name: str, output_name: str,
     raise ValueError(f"in-process runtime {runtime!r}; expected one of {', '.join(IN_PROCESS_RUNTIMES)}")
 
 
-__all__ = ["InProcessNetwork", "NetworkVersions", "OpenVinoNetwork", "VersionNotServed", "model_versions",
-           "newest_model_file", "open_network"]
+__all__ = [
+    "InProcessNetwork",
+    "NetworkVersions",
+    "OpenVinoNetwork",
+    "VersionNotServed",
+    "model_versions",
+    "newest_model_file",
+    "open_network",
+]

@@ -103,11 +103,13 @@ class OrtModelConfig(ModelConfig):
         if self.inter_op_threads is not None:
             options.inter_op_num_threads = max(0, self.inter_op_threads)
         if self.execution_mode is not None:
-            options.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if self.execution_mode == 1
-                                      else ort.ExecutionMode.ORT_SEQUENTIAL)
+            options.execution_mode = (
+                ort.ExecutionMode.ORT_PARALLEL if self.execution_mode == 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+            )
         if self.graph_level is not None:
             options.graph_optimization_level = getattr(
-                ort.GraphOptimizationLevel, _GRAPH_LEVELS.get(self.graph_level, "ORT_ENABLE_ALL"))
+                ort.GraphOptimizationLevel, _GRAPH_LEVELS.get(self.graph_level, "ORT_ENABLE_ALL")
+            )
         if self.enable_mem_arena is not None:
             options.enable_cpu_mem_arena = self.enable_mem_arena
         if self.enable_mem_pattern is not None:
@@ -115,9 +117,16 @@ class OrtModelConfig(ModelConfig):
         return options
 
 
-def ort_session(model: "str | os.PathLike | bytes", *, threads: int | None = None, inter_threads: int | None = None,
-                sequential: bool = False, optimize: bool = True, options: "onnxruntime.SessionOptions | None" = None,
-                providers: Sequence[str] = ("CPUExecutionProvider",)) -> "onnxruntime.InferenceSession":
+def ort_session(
+    model: "str | os.PathLike | bytes",
+    *,
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    sequential: bool = False,
+    optimize: bool = True,
+    options: "onnxruntime.SessionOptions | None" = None,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> "onnxruntime.InferenceSession":
     """Every ONNX Runtime session of this project is made here: a file or serialized model, ``threads`` intra-op
     (None: ORT's default, all cores), ``inter_threads``, ``sequential`` execution, ``optimize=False`` keeps every node
     (graph optimizations off). ``options`` (a model config's, :meth:`OrtModelConfig.session_options`) is used as it
@@ -152,8 +161,12 @@ def threads_from_env(environ: Mapping[str, str] | None = None) -> int | None:
 
 
 def _graph_tensor(value: Any) -> GraphTensor:
-    return GraphTensor(value.name, _ORT_TO_TRITON.get(value.type), tuple(value.shape) if value.shape is not None
-                       else None, runtime_type=value.type)
+    return GraphTensor(
+        value.name,
+        _ORT_TO_TRITON.get(value.type),
+        tuple(value.shape) if value.shape is not None else None,
+        runtime_type=value.type,
+    )
 
 
 class OrtRunner(ModelRunner):
@@ -161,16 +174,25 @@ class OrtRunner(ModelRunner):
 
     runtime = "ONNX Runtime"
 
-    def __init__(self, *, config: OrtModelConfig, model_path: Path | str,
-                 threads_override: int | None = None, providers: Sequence[str] = ("CPUExecutionProvider",)):
+    def __init__(
+        self,
+        *,
+        config: OrtModelConfig,
+        model_path: Path | str,
+        threads_override: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ):
         super().__init__(config=config, model_path=model_path)
         try:
-            self.session = ort_session(self.model_path, options=config.session_options(threads_override=threads_override),
-                                       providers=providers)
+            self.session = ort_session(
+                self.model_path, options=config.session_options(threads_override=threads_override), providers=providers
+            )
         except Exception as e:  # ORT raises its own pybind exception types here
             raise ModelConfigError(f"model {config.name!r}: ONNX Runtime cannot load {self.model_path}: {e}") from e
-        self._check_graph([_graph_tensor(g) for g in self.session.get_inputs()],
-                          [_graph_tensor(g) for g in self.session.get_outputs()])
+        self._check_graph(
+            [_graph_tensor(g) for g in self.session.get_inputs()],
+            [_graph_tensor(g) for g in self.session.get_outputs()],
+        )
 
     def _infer(self, feed: dict[str, np.ndarray]) -> Sequence[Any]:
         return self.session.run(self._output_names, feed)
@@ -180,7 +202,16 @@ class OrtRunner(ModelRunner):
 
 
 __all__ = [
-    "ORT_THREADS_ENV", "DEFAULT_MODEL_FILENAME", "TRITON_TO_NUMPY",
-    "OrtBackendError", "ModelConfigError", "InvalidInputError", "InferenceError",
-    "TensorConfig", "OrtModelConfig", "OrtRunner", "threads_from_env", "check_numpy",
+    "ORT_THREADS_ENV",
+    "DEFAULT_MODEL_FILENAME",
+    "TRITON_TO_NUMPY",
+    "OrtBackendError",
+    "ModelConfigError",
+    "InvalidInputError",
+    "InferenceError",
+    "TensorConfig",
+    "OrtModelConfig",
+    "OrtRunner",
+    "threads_from_env",
+    "check_numpy",
 ]

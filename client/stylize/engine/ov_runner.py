@@ -63,8 +63,19 @@ DEVICE = "CPU"
 
 _PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 _OV_TO_TRITON = {
-    "boolean": "BOOL", "u8": "UINT8", "u16": "UINT16", "u32": "UINT32", "u64": "UINT64", "i8": "INT8",
-    "i16": "INT16", "i32": "INT32", "i64": "INT64", "f16": "FP16", "f32": "FP32", "f64": "FP64", "string": "STRING",
+    "boolean": "BOOL",
+    "u8": "UINT8",
+    "u16": "UINT16",
+    "u32": "UINT32",
+    "u64": "UINT64",
+    "i8": "INT8",
+    "i16": "INT16",
+    "i32": "INT32",
+    "i64": "INT64",
+    "f16": "FP16",
+    "f32": "FP32",
+    "f64": "FP64",
+    "string": "STRING",
 }
 _OFF = ("", "0", "off", "none", "false", "no")
 PINNING = False  # ENABLE_CPU_PINNING of every model compiled here (docs/decisions.md#cpu-pinning)
@@ -136,8 +147,9 @@ class CompileSettings:
         if self.hint is not None:
             out[hints.performance_mode] = getattr(hints.PerformanceMode, self.hint)
         if self.streams is not None:
-            out[props.streams.num] = (self.streams if isinstance(self.streams, int)
-                                      else getattr(props.streams.Num, self.streams))
+            out[props.streams.num] = (
+                self.streams if isinstance(self.streams, int) else getattr(props.streams.Num, self.streams)
+            )
         if self.threads:
             out[props.inference_num_threads] = self.threads
         if self.compile_threads:
@@ -162,10 +174,17 @@ class Compiled:
     from_cache: bool = False  # imported from the cache's blob (not compiled)
 
     def describe(self) -> str:
-        cache = (f"{'from the ' if self.from_cache else ''}cache {self.cache_dir}" if self.cache_dir else
-                 f"no cache ({self.cache_error})" if self.cache_error else "no cache")
-        return (f"OpenVINO {self.precision}, {self.streams} stream(s) x {self.threads} thread(s), compiled in "
-                f"{self.seconds:.2f} s, {cache}")
+        cache = (
+            f"{'from the ' if self.from_cache else ''}cache {self.cache_dir}"
+            if self.cache_dir
+            else f"no cache ({self.cache_error})"
+            if self.cache_error
+            else "no cache"
+        )
+        return (
+            f"OpenVINO {self.precision}, {self.streams} stream(s) x {self.threads} thread(s), compiled in "
+            f"{self.seconds:.2f} s, {cache}"
+        )
 
 
 def _reported_precision(compiled: "openvino.CompiledModel") -> str:
@@ -178,8 +197,11 @@ def _cache_key(path: Path, properties: Mapping[str, Any], core: "openvino.Core")
     import openvino as ov
 
     h = hashlib.sha256()
-    for part in (ov.get_version(), core.get_property(DEVICE, "FULL_DEVICE_NAME"),
-                 repr(sorted((str(k), str(v)) for k, v in properties.items()))):
+    for part in (
+        ov.get_version(),
+        core.get_property(DEVICE, "FULL_DEVICE_NAME"),
+        repr(sorted((str(k), str(v)) for k, v in properties.items())),
+    ):
         h.update(part.encode() + b"\0")
     for f in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
         if f.is_file():
@@ -200,8 +222,9 @@ def _locked(lock_path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _compile_cached(core: "openvino.Core", model: "openvino.Model", path: Path, properties: dict[str, Any],
-                    cache: Path) -> tuple["openvino.CompiledModel", bool]:
+def _compile_cached(
+    core: "openvino.Core", model: "openvino.Model", path: Path, properties: dict[str, Any], cache: Path
+) -> tuple["openvino.CompiledModel", bool]:
     """This project's model cache, safe across processes. OpenVINO's own (``CACHE_DIR``) is not: processes that
     compile one network on a cold cache write and map the same blob at once (SIGBUS, measured:
     docs/decisions.md#openvino-cache), and a process killed while writing leaves a truncated blob. Here the
@@ -249,10 +272,17 @@ def compile_network(path: Path | str, settings: CompileSettings) -> Compiled:
             cache, cache_error = None, f"{type(e).__name__}: {e}".splitlines()[0][:300]
     if compiled is None:
         compiled = core.compile_model(model, DEVICE, properties)
-    return Compiled(model=model, compiled=compiled, precision=_reported_precision(compiled),
-                    streams=int(compiled.get_property("NUM_STREAMS")),
-                    threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
-                    seconds=time.perf_counter() - t0, cache_dir=cache, cache_error=cache_error, from_cache=from_cache)
+    return Compiled(
+        model=model,
+        compiled=compiled,
+        precision=_reported_precision(compiled),
+        streams=int(compiled.get_property("NUM_STREAMS")),
+        threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        seconds=time.perf_counter() - t0,
+        cache_dir=cache,
+        cache_error=cache_error,
+        from_cache=from_cache,
+    )
 
 
 class Network:
@@ -281,8 +311,9 @@ def _native_number(params, key: str) -> int | None:
     if not raw:
         return None
     if not raw.isdigit():
-        raise ModelConfigError(f"model {params.model!r}: expected the parameter '{key}' to be a non-negative number, "
-                               f"got {raw}")
+        raise ModelConfigError(
+            f"model {params.model!r}: expected the parameter '{key}' to be a non-negative number, got {raw}"
+        )
     return int(raw)
 
 
@@ -307,7 +338,8 @@ class OvModelConfig(ModelConfig):
             raise ModelConfigError(
                 f"model {name!r}: max_batch_size {common['max_batch_size']} with backend openvino: Triton's OpenVINO "
                 "backend fixes the batch at max_batch_size and fails (or pads) smaller batches; write "
-                "max_batch_size: 0 and the batch as the first of the dims")
+                "max_batch_size: 0 and the batch as the first of the dims"
+            )
         device = params.text("TARGET_DEVICE").upper()
         if device not in ("", DEVICE):
             raise ModelConfigError(f"model {name!r}: TARGET_DEVICE {device}: only CPU is available here")
@@ -318,22 +350,30 @@ class OvModelConfig(ModelConfig):
             raise ModelConfigError(f"model {name!r}: expected the parameter 'HINT_BF16' to be YES, got {bf16}")
         streams_raw = params.text("NUM_STREAMS").upper()
         if streams_raw and streams_raw not in ("AUTO", "NUMA") and not streams_raw.isdigit():
-            raise ModelConfigError(f"model {name!r}: expected the parameter 'NUM_STREAMS' to be either "
-                                   f"AUTO/NUMA/<int_value>, got {streams_raw}")
+            raise ModelConfigError(
+                f"model {name!r}: expected the parameter 'NUM_STREAMS' to be either "
+                f"AUTO/NUMA/<int_value>, got {streams_raw}"
+            )
         hint = params.text("PERFORMANCE_HINT").upper() or None
         if hint is not None and hint not in _PERFORMANCE_HINTS:
-            raise ModelConfigError(f"model {name!r}: expected the parameter 'PERFORMANCE_HINT' to be "
-                                   f"LATENCY/THROUGHPUT/CUMULATIVE_THROUGHPUT, got {hint}")
+            raise ModelConfigError(
+                f"model {name!r}: expected the parameter 'PERFORMANCE_HINT' to be "
+                f"LATENCY/THROUGHPUT/CUMULATIVE_THROUGHPUT, got {hint}"
+            )
         precision = params.text(PRECISION_PARAMETER).lower() or None
         if precision not in (None, *PRECISIONS):
-            raise ModelConfigError(f"model {name!r}: parameter {PRECISION_PARAMETER} {precision!r}; expected one of "
-                                   f"{', '.join(PRECISIONS)}")
+            raise ModelConfigError(
+                f"model {name!r}: parameter {PRECISION_PARAMETER} {precision!r}; expected one of "
+                f"{', '.join(PRECISIONS)}"
+            )
         return cls(
             **common,
             inference_threads=_native_number(params, "INFERENCE_NUM_THREADS"),
             compilation_threads=_native_number(params, "COMPILATION_NUM_THREADS"),
             num_streams=(int(streams_raw) if streams_raw.isdigit() else streams_raw) or None,
-            performance_hint=hint, hint_bf16=bool(bf16), precision=precision,
+            performance_hint=hint,
+            hint_bf16=bool(bf16),
+            precision=precision,
         )
 
     def compile_settings(self, *, cache_dir: Path | None = None) -> CompileSettings:
@@ -344,8 +384,14 @@ class OvModelConfig(ModelConfig):
             streams = max(1, streams // n)
         threads = max(1, self.inference_threads // n) if self.inference_threads else None
         precision = "bf16" if self.hint_bf16 else ("fp32" if self.precision == "fp32" else None)
-        return CompileSettings(precision=precision, threads=threads, streams=streams, hint=self.performance_hint,
-                               compile_threads=self.compilation_threads, cache_dir=cache_dir)
+        return CompileSettings(
+            precision=precision,
+            threads=threads,
+            streams=streams,
+            hint=self.performance_hint,
+            compile_threads=self.compilation_threads,
+            cache_dir=cache_dir,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -368,8 +414,7 @@ class OvRunner(ModelRunner):
     def __init__(self, *, config: OvModelConfig, model_path: Path | str, cache_dir: Path | None = None):
         super().__init__(config=config, model_path=model_path)
         try:
-            self.network = Network(self.model_path, config.compile_settings(cache_dir=cache_dir),
-                                   output_names=None)
+            self.network = Network(self.model_path, config.compile_settings(cache_dir=cache_dir), output_names=None)
         except ModelConfigError:
             raise
         except Exception as e:  # OpenVINO raises RuntimeError for files it cannot read or compile
@@ -387,7 +432,19 @@ class OvRunner(ModelRunner):
 
 
 __all__ = [
-    "PRECISION_PARAMETER", "OV_CACHE_ENV", "cpu_capabilities", "cpu_supports_bf16",
-    "default_precision", "cache_dir_from_env", "CompileSettings", "Compiled", "compile_network", "Network",
-    "OvModelConfig", "OvRunner", "InvalidInputError", "InferenceError", "ModelConfigError",
+    "PRECISION_PARAMETER",
+    "OV_CACHE_ENV",
+    "cpu_capabilities",
+    "cpu_supports_bf16",
+    "default_precision",
+    "cache_dir_from_env",
+    "CompileSettings",
+    "Compiled",
+    "compile_network",
+    "Network",
+    "OvModelConfig",
+    "OvRunner",
+    "InvalidInputError",
+    "InferenceError",
+    "ModelConfigError",
 ]

@@ -43,8 +43,7 @@ def real_photo_crop(h: int, w: int, *, name: str = DEFAULT_PHOTO, offset: tuple[
     return np.ascontiguousarray(img[top : top + h, left : left + w])
 
 
-def pan_sequence(frames: int, side: int, *, name: str = DEFAULT_PHOTO, step: tuple[int, int] = (2, 3)
-                 ) -> np.ndarray:
+def pan_sequence(frames: int, side: int, *, name: str = DEFAULT_PHOTO, step: tuple[int, int] = (2, 3)) -> np.ndarray:
     """``frames`` x side x side x 3 uint8: a camera pan over a real photo (each frame the crop ``step`` pixels
     further down and right), the ground truth of video super-resolution checks."""
     img = load_rgb(name)
@@ -54,8 +53,9 @@ def pan_sequence(frames: int, side: int, *, name: str = DEFAULT_PHOTO, step: tup
         raise ValueError(f"a {frames}-frame pan of {side}^2 crops does not fit in {name} ({H}x{W})")
     top = (H - side - dy * (frames - 1)) // 2
     left = (W - side - dx * (frames - 1)) // 2
-    return np.stack([img[top + t * dy: top + t * dy + side, left + t * dx: left + t * dx + side]
-                     for t in range(frames)])
+    return np.stack(
+        [img[top + t * dy : top + t * dy + side, left + t * dx : left + t * dx + side] for t in range(frames)]
+    )
 
 
 def bicubic_resize(frames: np.ndarray, factor: float) -> np.ndarray:
@@ -73,7 +73,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def centre_square(name: str, side: int) -> np.ndarray:

@@ -73,8 +73,9 @@ def request_parameters(read: Callable[[], str]) -> dict[str, Any]:
     try:
         text = read()
     except UnicodeDecodeError as e:
-        raise InvalidImage(f"request parameters are not valid UTF-8 ({e.reason} at byte {e.start})",
-                           reason="bad_option") from None
+        raise InvalidImage(
+            f"request parameters are not valid UTF-8 ({e.reason} at byte {e.start})", reason="bad_option"
+        ) from None
     try:
         parameters = json.loads(text) if text and text.strip() else {}
     except ValueError:
@@ -84,8 +85,9 @@ def request_parameters(read: Callable[[], str]) -> dict[str, Any]:
     return parameters
 
 
-def check_parameters(parameters: Mapping[str, Any], *, options: Sequence[RequestOption] = ALL_OPTIONS,
-                     model: str = "the image ensembles") -> None:
+def check_parameters(
+    parameters: Mapping[str, Any], *, options: Sequence[RequestOption] = ALL_OPTIONS, model: str = "the image ensembles"
+) -> None:
     """Refuse every request parameter: options are optional input tensors only.
 
     Triton's response cache (on the image step of every image ensemble) keys on the inputs alone, so an option sent
@@ -102,18 +104,27 @@ def check_parameters(parameters: Mapping[str, Any], *, options: Sequence[Request
             continue
         option = by_name.get(name.lower())
         if option is not None:
-            raise InvalidImage(f"send {option.tensor.name} as an input tensor: request parameters are not part of "
-                               f"the response-cache key (option inputs of {model}: {inputs})", reason="bad_option")
+            raise InvalidImage(
+                f"send {option.tensor.name} as an input tensor: request parameters are not part of "
+                f"the response-cache key (option inputs of {model}: {inputs})",
+                reason="bad_option",
+            )
         close = difflib.get_close_matches(name.lower(), [o.name for o in options], n=1, cutoff=0.6)
         hint = f" (did you mean {by_name[close[0]].tensor.name}?)" if close else ""
-        raise InvalidImage(f"unknown request parameter {name!r}{hint}: no request parameters are accepted; the "
-                           f"options of {model} are the optional inputs {inputs}", reason="bad_option")
+        raise InvalidImage(
+            f"unknown request parameter {name!r}{hint}: no request parameters are accepted; the "
+            f"options of {model} are the optional inputs {inputs}",
+            reason="bad_option",
+        )
 
 
-def parse_options(config: StepConfig, *, parameters: Mapping[str, Any] | str | None = None,
-                  tensors: Mapping[str, np.ndarray | None] | None = None) -> Options:
-    """Options of one request, from its optional inputs; any request parameter is refused (:func:`check_parameters`).
-    """
+def parse_options(
+    config: StepConfig,
+    *,
+    parameters: Mapping[str, Any] | str | None = None,
+    tensors: Mapping[str, np.ndarray | None] | None = None,
+) -> Options:
+    """Options of one request, from its optional inputs; any request parameter is refused (:func:`check_parameters`)."""
     if isinstance(parameters, str):
         parameters = request_parameters(lambda: parameters)
     check_parameters(parameters or {}, options=config.options, model=config.model_id)
@@ -126,8 +137,7 @@ def parse_options(config: StepConfig, *, parameters: Mapping[str, Any] | str | N
             continue
         if option not in allowed:
             why = "it has no max_side" if option is MAX_SIDE else "it is not tiled"
-            raise InvalidImage(f"option {option.name} does not apply to {config.model_id} ({why})",
-                               reason="bad_option")
+            raise InvalidImage(f"option {option.name} does not apply to {config.model_id} ({why})", reason="bad_option")
         opts[option.name] = _parse_one(config, option.name, _scalar(value, option))
     return Options(**opts)
 
@@ -161,8 +171,11 @@ def _parse_one(config: StepConfig, name: str, value: Any) -> Any:
     if name == "tile_size":
         t = _as_int(value, name)
         if not config.min_tile <= t <= (config.tile_size or 0):
-            raise InvalidImage(f"tile_size {t}; expected {config.min_tile}..{config.tile_size} (the configured "
-                               "tile size bounds memory)", reason="bad_option")
+            raise InvalidImage(
+                f"tile_size {t}; expected {config.min_tile}..{config.tile_size} (the configured "
+                "tile size bounds memory)",
+                reason="bad_option",
+            )
         return t - t % config.size_multiple
     if name == "net_version":
         v = _as_int(value, name)
@@ -205,8 +218,15 @@ def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
-            spent: Spent | None = None, admit: Callable[[Report], None] | None = None) -> tuple[bytes, Report]:
+def process(
+    data: bytes,
+    config: StepConfig,
+    options: Options,
+    run: RunBatch,
+    *,
+    spent: Spent | None = None,
+    admit: Callable[[Report], None] | None = None,
+) -> tuple[bytes, Report]:
     """Encoded image -> encoded result. Raises :class:`InvalidImage` for anything wrong with the request.
 
     ``spent``: what the request's earlier images took; this one must fit in what the limits leave (checked before
@@ -220,19 +240,26 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
     outscale = config.scale if options.outscale is None else options.outscale
     target = output_size(h, w, outscale)
     if target[0] * target[1] > config.limits.max_output_pixels:
-        raise InvalidImage(f"the output would be {target[1]}x{target[0]} pixels; the limit is "
-                           f"{config.limits.max_output_pixels} (lower outscale)", reason="output_too_large")
+        raise InvalidImage(
+            f"the output would be {target[1]}x{target[0]} pixels; the limit is "
+            f"{config.limits.max_output_pixels} (lower outscale)",
+            reason="output_too_large",
+        )
     report.input_pixels, report.output_pixels = h * w, target[0] * target[1]
     if spent is not None and spent.images:
         total_in, total_out = spent.input_pixels + h * w, spent.output_pixels + report.output_pixels
         if total_in > config.limits.max_pixels:
-            raise InvalidImage(f"this request's images total {total_in} input pixels; the limit of one request is "
-                               f"{config.limits.max_pixels} (send these images in separate requests)",
-                               reason="too_many_pixels")
+            raise InvalidImage(
+                f"this request's images total {total_in} input pixels; the limit of one request is "
+                f"{config.limits.max_pixels} (send these images in separate requests)",
+                reason="too_many_pixels",
+            )
         if total_out > config.limits.max_output_pixels:
-            raise InvalidImage(f"this request's results would total {total_out} pixels; the limit of one request is "
-                               f"{config.limits.max_output_pixels} (send these images in separate requests)",
-                               reason="output_too_large")
+            raise InvalidImage(
+                f"this request's results would total {total_out} pixels; the limit of one request is "
+                f"{config.limits.max_output_pixels} (send these images in separate requests)",
+                reason="output_too_large",
+            )
     if admit is not None:
         admit(report)
     color = picture.color
@@ -248,10 +275,17 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
     padded = pad_to_multiple(color, config.size_multiple, config.min_size)
     tile = options.tile_size or config.tile_size
     if tile:
-        net_out, report.tiles = run_tiled(padded, run=run, scale=config.scale, tile=tile,
-                                          overlap=config.tile_overlap, batch=config.tile_batch,
-                                          per_call=config.tiles_per_call, max_side=config.max_tile_side,
-                                          multiple=config.size_multiple)
+        net_out, report.tiles = run_tiled(
+            padded,
+            run=run,
+            scale=config.scale,
+            tile=tile,
+            overlap=config.tile_overlap,
+            batch=config.tile_batch,
+            per_call=config.tiles_per_call,
+            max_side=config.max_tile_side,
+            multiple=config.size_multiple,
+        )
     else:
         net_out, report.tiles = np.ascontiguousarray(run(padded[None])[0]), 1
     # what the padding became after the network (the output side is proportional to the input side)
@@ -262,11 +296,25 @@ def process(data: bytes, config: StepConfig, options: Options, run: RunBatch, *,
 
     color_out = resize(net_out, target)
     pixels, alpha = recompose(picture, color_out)
-    result = encode(pixels, alpha, fmt=options.output_format, quality=options.quality,
-                    icc_profile=picture.icc_profile, dpi=picture.dpi)
+    result = encode(
+        pixels,
+        alpha,
+        fmt=options.output_format,
+        quality=options.quality,
+        icc_profile=picture.icc_profile,
+        dpi=picture.dpi,
+    )
     report.encode_seconds = time.perf_counter() - t2
     return result, report
 
 
-__all__ = ["Options", "Report", "Spent", "check_parameters", "output_size", "parse_options", "process",
-           "request_parameters"]
+__all__ = [
+    "Options",
+    "Report",
+    "Spent",
+    "check_parameters",
+    "output_size",
+    "parse_options",
+    "process",
+    "request_parameters",
+]

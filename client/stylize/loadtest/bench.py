@@ -52,20 +52,33 @@ from stylize.contract.descriptors import (
 from stylize.contract.tiling import CPU_TILES_PER_CALL
 
 DEFAULT_CASES: tuple[tuple[str, int], ...] = (
-    ("esrgan_x4", 128), ("esrgan_x4", 256),
-    ("esrgan_anime_x4", 128), ("esrgan_anime_x4", 256),
-    ("animevideo_x2", 128), ("animevideo_x2", 256),
-    ("animevideo_x3", 128), ("animevideo_x3", 256),
-    ("animevideo_x4", 128), ("animevideo_x4", 256),
+    ("esrgan_x4", 128),
+    ("esrgan_x4", 256),
+    ("esrgan_anime_x4", 128),
+    ("esrgan_anime_x4", 256),
+    ("animevideo_x2", 128),
+    ("animevideo_x2", 256),
+    ("animevideo_x3", 128),
+    ("animevideo_x3", 256),
+    ("animevideo_x4", 128),
+    ("animevideo_x4", 256),
     ("animeganv2", 512),
 )
 QUICK_CASES: tuple[tuple[str, int], ...] = (
-    ("esrgan_anime_x4", 128), ("animevideo_x4", 128), ("animeganv2", 512),
+    ("esrgan_anime_x4", 128),
+    ("animevideo_x4", 128),
+    ("animeganv2", 512),
 )
 
 # The issue's targets (docs/performance.md states them next to the measurements).
-TARGET_SERVED_VS_ORT = {"esrgan_x4": 0.95, "esrgan_anime_x4": 0.95, "animeganv2": 0.95,
-                        "animevideo_x2": 0.90, "animevideo_x3": 0.90, "animevideo_x4": 0.90}
+TARGET_SERVED_VS_ORT = {
+    "esrgan_x4": 0.95,
+    "esrgan_anime_x4": 0.95,
+    "animeganv2": 0.95,
+    "animevideo_x2": 0.90,
+    "animevideo_x3": 0.90,
+    "animevideo_x4": 0.90,
+}
 TARGET_SERVED_VS_TORCH = 1.5
 TARGET_INT8_SPEEDUP = 2.5
 TARGET_INT8_LOSS_DB = 0.5
@@ -88,8 +101,21 @@ class BenchSettings:
     repository: Path
     url: str | None = None  # None: start a local server on the repository for the run
     cases: tuple[tuple[str, int], ...] = DEFAULT_CASES
-    runners: tuple[str, ...] = ("torch", "ort", "ort_streams", "ort_prelu", "ort_int8", "ov", "ov_bf16", "ov_streams",
-                                "ov_int8", "served", "served_net", "served_int8", "served_ort")
+    runners: tuple[str, ...] = (
+        "torch",
+        "ort",
+        "ort_streams",
+        "ort_prelu",
+        "ort_int8",
+        "ov",
+        "ov_bf16",
+        "ov_streams",
+        "ov_int8",
+        "served",
+        "served_net",
+        "served_int8",
+        "served_ort",
+    )
     rounds: int = 3  # at least this many interleaved rounds per case ...
     max_rounds: int = 8  # ... and more, up to this many, while the case has used less than case_seconds
     case_seconds: float = 150.0
@@ -141,8 +167,9 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(Runner):
-    def __init__(self, name: str, label: str, model: Path | bytes, desc: ModelDescriptor, frame: np.ndarray,
-                 threads: int):
+    def __init__(
+        self, name: str, label: str, model: Path | bytes, desc: ModelDescriptor, frame: np.ndarray, threads: int
+    ):
         from stylize.engine.ort_runner import ort_session
 
         self.name, self.label = name, label
@@ -166,8 +193,17 @@ class ParallelOrtRunner(Runner):
     """``streams`` ONNX Runtime sessions of ``threads`` intra-op threads each, one Python thread per session (ONNX
     Runtime releases the GIL): the in-process counterpart of the served layout (image step instances x threads)."""
 
-    def __init__(self, name: str, label: str, model: Path, desc: ModelDescriptor, frame: np.ndarray, *,
-                 streams: int, threads: int):
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        model: Path,
+        desc: ModelDescriptor,
+        frame: np.ndarray,
+        *,
+        streams: int,
+        threads: int,
+    ):
         self.name, self.label = name, label
         self.runners = [OrtRunner(name, label, model, desc, frame, threads) for _ in range(streams)]
         self.pool = cf.ThreadPoolExecutor(max_workers=streams)
@@ -188,13 +224,27 @@ class OvRunner(Runner):
     releases the GIL). ``streams`` x 1 thread is the in-process counterpart of the served CPU layout (the image
     step's instances, one thread each). Refuses a precision this CPU would not run (OpenVINO turns bf16 into f32)."""
 
-    def __init__(self, name: str, label: str, model: Path, desc: ModelDescriptor, frame: np.ndarray, *,
-                 precision: str, threads: int, streams: int = 1):
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        model: Path,
+        desc: ModelDescriptor,
+        frame: np.ndarray,
+        *,
+        precision: str,
+        threads: int,
+        streams: int = 1,
+    ):
         from stylize.engine.ov_runner import CompileSettings, compile_network
 
         self.name, self.label = name, label
-        self.built = compile_network(model, CompileSettings(
-            precision=precision, threads=threads, streams=streams, hint="LATENCY" if streams == 1 else "THROUGHPUT"))
+        self.built = compile_network(
+            model,
+            CompileSettings(
+                precision=precision, threads=threads, streams=streams, hint="LATENCY" if streams == 1 else "THROUGHPUT"
+            ),
+        )
         if self.built.precision != precision:
             raise BenchError(f"OpenVINO runs {self.built.precision} on this CPU when asked for {precision}")
         self.requests = [self.built.compiled.create_infer_request() for _ in range(streams)]
@@ -210,8 +260,9 @@ class OvRunner(Runner):
         if self.pool is None:
             self._loop(self.requests[0], n)
         else:
-            for f in [self.pool.submit(self._loop, r, c) for r, c in zip(self.requests, _split(n, len(self.requests)))
-                      if c]:
+            for f in [
+                self.pool.submit(self._loop, r, c) for r, c in zip(self.requests, _split(n, len(self.requests))) if c
+            ]:
                 f.result()
         return time.perf_counter() - t0
 
@@ -223,8 +274,17 @@ class OvRunner(Runner):
 class ServedRunner(Runner):
     """``in_flight`` worker threads, one gRPC connection each, each sending its next request when the last returns."""
 
-    def __init__(self, name: str, label: str, url: str, model: str, inputs: Callable[[], list], output: str,
-                 in_flight: int, check: Callable[[Any], None]):
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        url: str,
+        model: str,
+        inputs: Callable[[], list],
+        output: str,
+        in_flight: int,
+        check: Callable[[Any], None],
+    ):
         import tritonclient.grpc as grpcclient
 
         self.name, self.label, self.model, self.output = name, label, model, output
@@ -300,8 +360,9 @@ def _check_png(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]:
 def _check_frame(desc: ModelDescriptor, h: int, w: int) -> Callable[[Any], None]:
     def check(out: Any) -> None:
         if tuple(out.shape[1:3]) != (h * desc.scale, w * desc.scale):
-            raise BenchError(f"{desc.id}: served network output {out.shape}, "
-                             f"expected {h * desc.scale}x{w * desc.scale}")
+            raise BenchError(
+                f"{desc.id}: served network output {out.shape}, expected {h * desc.scale}x{w * desc.scale}"
+            )
 
     return check
 
@@ -321,13 +382,20 @@ def _stats(client, model: str) -> dict[str, float]:
         tot["count"] += float(inf.get("success", {}).get("count", 0))
         tot["request_ns"] += float(inf.get("success", {}).get("ns", 0))
         tot["queue_ns"] += float(inf.get("queue", {}).get("ns", 0))
-        tot["compute_ns"] += sum(float(inf.get(k, {}).get("ns", 0))
-                                 for k in ("compute_input", "compute_infer", "compute_output"))
+        tot["compute_ns"] += sum(
+            float(inf.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output")
+        )
     return tot
 
 
-def _settled_stats(client, names: tuple[str, ...], before: dict[str, dict[str, float]],
-                   per_request: tuple[str | None, ...], sent: int, timeout: float = 5.0) -> dict[str, dict[str, float]]:
+def _settled_stats(
+    client,
+    names: tuple[str, ...],
+    before: dict[str, dict[str, float]],
+    per_request: tuple[str | None, ...],
+    sent: int,
+    timeout: float = 5.0,
+) -> dict[str, dict[str, float]]:
     """Statistics after ``sent`` requests, once Triton has booked them all.
 
     Triton books a request's statistics when it completes, which can be just after the client has its response: read
@@ -336,8 +404,10 @@ def _settled_stats(client, names: tuple[str, ...], before: dict[str, dict[str, f
     deadline = time.perf_counter() + timeout
     while True:
         after = {m: _stats(client, m) for m in names}
-        if all(after[m]["count"] - before[m]["count"] >= sent for m in per_request if m) \
-                or time.perf_counter() > deadline:
+        if (
+            all(after[m]["count"] - before[m]["count"] >= sent for m in per_request if m)
+            or time.perf_counter() > deadline
+        ):
             return after
         time.sleep(0.01)
 
@@ -368,8 +438,9 @@ def _step_network_seconds(metrics_url: str | None, step: str) -> float | None:
             text = r.read().decode()
     except OSError:
         return None
-    m = re.search(r'^stylize_image_network_seconds_sum\{[^}]*model="' + re.escape(step) + r'"[^}]*\} (\S+)$', text,
-                  re.MULTILINE)
+    m = re.search(
+        r'^stylize_image_network_seconds_sum\{[^}]*model="' + re.escape(step) + r'"[^}]*\} (\S+)$', text, re.MULTILINE
+    )
     return float(m.group(1)) if m else None
 
 
@@ -390,8 +461,14 @@ class Breakdown:
     network_batch: float = 1.0  # images per network execution (dynamic batching; compute is per execution)
 
 
-def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | None, net: str, *,
-              step_network_s: float | None = None) -> Breakdown | None:
+def breakdown(
+    deltas: dict[str, dict[str, float]],
+    ensemble: str,
+    step: str | None,
+    net: str,
+    *,
+    step_network_s: float | None = None,
+) -> Breakdown | None:
     """Per-request means. ``step_network_s``: the step's own network seconds over the same requests (from its metrics)
     when it runs the network in its process; the network model then sees none of these requests."""
     e = deltas.get(ensemble)
@@ -408,7 +485,10 @@ def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | No
             step_ms=max(step_compute - network_ns, 0.0) / count / 1e6,
             network_ms=network_ns / count / 1e6,
             queue_ms=s["queue_ns"] / count / 1e6,
-            step_model=step or "", network_model=f"{net} (in the step's process)", network_batch=1.0)
+            step_model=step or "",
+            network_model=f"{net} (in the step's process)",
+            network_batch=1.0,
+        )
     if not n:
         return None
     nested = n["request_ns"] if s and step else 0.0  # BLS: the step's compute contains the network's request time
@@ -417,8 +497,10 @@ def breakdown(deltas: dict[str, dict[str, float]], ensemble: str, step: str | No
         step_ms=max(step_compute - nested, 0.0) / count / 1e6,
         network_ms=n["compute_ns"] / count / 1e6,
         queue_ms=((s["queue_ns"] if s else 0.0) + n["queue_ns"]) / count / 1e6,
-        step_model=step or "", network_model=net,
-        network_batch=n["inferences"] / n["executions"] if n.get("executions") else 1.0)
+        step_model=step or "",
+        network_model=net,
+        network_batch=n["inferences"] / n["executions"] if n.get("executions") else 1.0,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -456,16 +538,30 @@ class StepProfile:
         return self.decode_ms + self.encode_ms
 
 
-def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: int, reps: int = 3, *,
-                 runtime: str = "onnxruntime", precision: str = "fp32") -> StepProfile:
+def step_profile(
+    desc: ModelDescriptor,
+    png: bytes,
+    onnx_path: Path,
+    threads: int,
+    reps: int = 3,
+    *,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
+) -> StepProfile:
     """Run the image step's pipeline (stylize.engine.pipeline.process) with its network on ``runtime`` (the
     step's own code: steps/network.open_network)."""
     from stylize.contract.step import StepConfig
     from stylize.engine.network import open_network
     from stylize.engine.pipeline import Options, process
 
-    run = open_network(onnx_path, runtime=runtime, precision=precision, threads=threads,
-                       input_name=desc.net_input.name, output_name=desc.net_output.name)
+    run = open_network(
+        onnx_path,
+        runtime=runtime,
+        precision=precision,
+        threads=threads,
+        input_name=desc.net_input.name,
+        output_name=desc.net_output.name,
+    )
 
     config = StepConfig.from_descriptor(desc, tiles_per_call=CPU_TILES_PER_CALL)  # as the CPU repository's step
     best = None
@@ -475,8 +571,9 @@ def step_profile(desc: ModelDescriptor, png: bytes, onnx_path: Path, threads: in
         times = (rep.decode_seconds, rep.network_seconds, rep.encode_seconds)
         if best is None or sum(times) < sum(best):
             best = times
-    return StepProfile(decode_ms=best[0] * 1e3, network_ms=best[1] * 1e3, encode_ms=best[2] * 1e3,
-                       output_bytes=len(out), reps=reps)
+    return StepProfile(
+        decode_ms=best[0] * 1e3, network_ms=best[1] * 1e3, encode_ms=best[2] * 1e3, output_bytes=len(out), reps=reps
+    )
 
 
 @dataclass
@@ -523,9 +620,16 @@ def _newest(repo: Path, model: str) -> tuple[Path, dict] | None:
     return repo / model / str(v) / ONNX_FILE, versions[v]
 
 
-def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str | None, *,
-             log: Callable[[str], None], metrics_url: str | None = None,
-             served_ort: str | None = None) -> CaseResult:
+def run_case(
+    desc: ModelDescriptor,
+    side: int,
+    settings: BenchSettings,
+    url: str | None,
+    *,
+    log: Callable[[str], None],
+    metrics_url: str | None = None,
+    served_ort: str | None = None,
+) -> CaseResult:
     """``served_ort``: the name of this case's image ensemble served with ONNX Runtime in the step (a variant the
     benchmark added next to the repository's models), or None."""
     import onnx
@@ -543,9 +647,15 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
     side -= side % desc.network.size_multiple
     frame = real_photo_crop(side, side, name=settings.photo)
     gflop = count_flops(fp32[0], desc, side, side) / 1e9
-    result = CaseResult(model=desc.id, side=side, weights=fp32[1].get("weights", {}).get("status", "?"),
-                        gflop_per_image=gflop, images_per_round=0, runners={},
-                        int8_quality=int8[1].get("quality") if int8 else None)
+    result = CaseResult(
+        model=desc.id,
+        side=side,
+        weights=fp32[1].get("weights", {}).get("status", "?"),
+        gflop_per_image=gflop,
+        images_per_round=0,
+        runners={},
+        int8_quality=int8[1].get("quality") if int8 else None,
+    )
     if int8:  # measured by the build in the runtime it serves with (int8.served_quality); newest first
         served_quality = int8[1].get("served_quality", {})
         result.int8_served_quality = next(iter(sorted(served_quality.items(), reverse=True)), (None, None))[1]
@@ -565,16 +675,36 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
     add("torch", lambda: TorchRunner(desc, frame, settings.threads))
     add("ort", lambda: OrtRunner("ort", "ONNX Runtime fp32 (in-process)", fp32[0], desc, frame, settings.threads))
     if settings.threads > 1:  # the served CPU layout: the step's instances, one thread each
-        add("ort_streams", lambda: ParallelOrtRunner(
-            "ort_streams", f"ONNX Runtime fp32 (in-process, {settings.threads} sessions x 1 thread)", fp32[0], desc,
-            frame, streams=settings.threads, threads=1))
+        add(
+            "ort_streams",
+            lambda: ParallelOrtRunner(
+                "ort_streams",
+                f"ONNX Runtime fp32 (in-process, {settings.threads} sessions x 1 thread)",
+                fp32[0],
+                desc,
+                frame,
+                streams=settings.threads,
+                threads=1,
+            ),
+        )
     graph = onnx.load(str(fp32[0]))
     if "ort_prelu" in wanted and rewrite_prelu(graph):
-        add("ort_prelu", lambda: OrtRunner("ort_prelu", "ONNX Runtime fp32, PRelu rewritten (in-process)",
-                                           graph.SerializeToString(), desc, frame, settings.threads))
+        add(
+            "ort_prelu",
+            lambda: OrtRunner(
+                "ort_prelu",
+                "ONNX Runtime fp32, PRelu rewritten (in-process)",
+                graph.SerializeToString(),
+                desc,
+                frame,
+                settings.threads,
+            ),
+        )
     if int8:
-        add("ort_int8", lambda: OrtRunner("ort_int8", "ONNX Runtime INT8 (in-process)", int8[0], desc, frame,
-                                          settings.threads))
+        add(
+            "ort_int8",
+            lambda: OrtRunner("ort_int8", "ONNX Runtime INT8 (in-process)", int8[0], desc, frame, settings.threads),
+        )
     elif any(n in wanted for n in ("ort_int8", "served_int8")):
         result.notes.append(f"no {desc.int8_model} in the repository: build it with `stylize build --int8`")
     # OpenVINO in-process: fp32, bf16, and the served precision in the served layout (the step's instances as streams
@@ -583,39 +713,107 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
     step, step_instances = served if served else (None, settings.threads)
     precision = step.net_precision if step is not None and step.net_runtime == "openvino" else "fp32"
     per = step.net_threads if step is not None else 1
-    result.served_layout = {"runtime": step.net_runtime if step else "?", "precision": precision,
-                            "instances": step_instances, "threads": per}
+    result.served_layout = {
+        "runtime": step.net_runtime if step else "?",
+        "precision": precision,
+        "instances": step_instances,
+        "threads": per,
+    }
     ov = f"OpenVINO {{}} (in-process, {settings.threads} threads)"
-    add("ov", lambda: OvRunner("ov", ov.format("fp32"), fp32[0], desc, frame, precision="fp32",
-                               threads=settings.threads))
-    add("ov_bf16", lambda: OvRunner("ov_bf16", ov.format("bf16"), fp32[0], desc, frame, precision="bf16",
-                                    threads=settings.threads))
+    add(
+        "ov",
+        lambda: OvRunner("ov", ov.format("fp32"), fp32[0], desc, frame, precision="fp32", threads=settings.threads),
+    )
+    add(
+        "ov_bf16",
+        lambda: OvRunner(
+            "ov_bf16", ov.format("bf16"), fp32[0], desc, frame, precision="bf16", threads=settings.threads
+        ),
+    )
     if step_instances > 1:
-        add("ov_streams", lambda: OvRunner(
-            "ov_streams", f"OpenVINO {precision} (in-process, served layout: {step_instances} streams x {per} thread)",
-            fp32[0], desc, frame, precision=precision, threads=step_instances * per, streams=step_instances))
+        add(
+            "ov_streams",
+            lambda: OvRunner(
+                "ov_streams",
+                f"OpenVINO {precision} (in-process, served layout: {step_instances} streams x {per} thread)",
+                fp32[0],
+                desc,
+                frame,
+                precision=precision,
+                threads=step_instances * per,
+                streams=step_instances,
+            ),
+        )
     if int8:
-        add("ov_int8", lambda: OvRunner("ov_int8", f"OpenVINO INT8 ({precision} float parts, in-process)", int8[0],
-                                        desc, frame, precision=precision, threads=settings.threads))
+        add(
+            "ov_int8",
+            lambda: OvRunner(
+                "ov_int8",
+                f"OpenVINO INT8 ({precision} float parts, in-process)",
+                int8[0],
+                desc,
+                frame,
+                precision=precision,
+                threads=settings.threads,
+            ),
+        )
     if url:
         png = _png(frame)
-        add("served", lambda: ServedRunner(
-            "served", f"served ensemble {desc.id} (gRPC, PNG in/out, {settings.in_flight} in flight)", url, desc.id,
-            _encoded_inputs(png), ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side)))
-        add("served_net", lambda: ServedRunner(
-            "served_net", f"served network {desc.net_model} (gRPC, raw uint8, {settings.in_flight} in flight)", url,
-            desc.net_model, _frame_inputs(desc, frame), desc.net_output.name, settings.in_flight,
-            _check_frame(desc, side, side)))
+        add(
+            "served",
+            lambda: ServedRunner(
+                "served",
+                f"served ensemble {desc.id} (gRPC, PNG in/out, {settings.in_flight} in flight)",
+                url,
+                desc.id,
+                _encoded_inputs(png),
+                ENCODED_RESULT.name,
+                settings.in_flight,
+                _check_png(desc, side, side),
+            ),
+        )
+        add(
+            "served_net",
+            lambda: ServedRunner(
+                "served_net",
+                f"served network {desc.net_model} (gRPC, raw uint8, {settings.in_flight} in flight)",
+                url,
+                desc.net_model,
+                _frame_inputs(desc, frame),
+                desc.net_output.name,
+                settings.in_flight,
+                _check_frame(desc, side, side),
+            ),
+        )
         if int8:
-            add("served_int8", lambda: ServedRunner(
-                "served_int8", f"served INT8 ensemble {desc.int8_ensemble} (gRPC, PNG in/out, {settings.in_flight} "
-                f"in flight)", url, desc.int8_ensemble, _encoded_inputs(png), ENCODED_RESULT.name,
-                settings.in_flight, _check_png(desc, side, side)))
+            add(
+                "served_int8",
+                lambda: ServedRunner(
+                    "served_int8",
+                    f"served INT8 ensemble {desc.int8_ensemble} (gRPC, PNG in/out, {settings.in_flight} in flight)",
+                    url,
+                    desc.int8_ensemble,
+                    _encoded_inputs(png),
+                    ENCODED_RESULT.name,
+                    settings.in_flight,
+                    _check_png(desc, side, side),
+                ),
+            )
         if served_ort:
-            add("served_ort", lambda: ServedRunner(
-                "served_ort", f"served ensemble with ONNX Runtime fp32 in the step ({served_ort}, same server, "
-                f"PNG in/out, {settings.in_flight} in flight)", url, served_ort, _encoded_inputs(png),
-                ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side)))
+            add(
+                "served_ort",
+                lambda: ServedRunner(
+                    "served_ort",
+                    f"served ensemble with ONNX Runtime fp32 in the step ({served_ort}, same server, "
+                    f"PNG in/out, {settings.in_flight} in flight)",
+                    url,
+                    served_ort,
+                    _encoded_inputs(png),
+                    ENCODED_RESULT.name,
+                    settings.in_flight,
+                    _check_png(desc, side, side),
+                ),
+            )
         elif "served_ort" in wanted:
             result.notes.append("served_ort: only when the benchmark starts its own server (it adds the variant)")
     try:
@@ -652,14 +850,16 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
             stats_client = grpcclient.InferenceServerClient(url=url)
         t_case = time.perf_counter()
         rnd = 0
-        while rnd < settings.rounds or (rnd < settings.max_rounds
-                                        and time.perf_counter() - t_case < settings.case_seconds):
-            order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
+        while rnd < settings.rounds or (
+            rnd < settings.max_rounds and time.perf_counter() - t_case < settings.case_seconds
+        ):
+            order = runners[rnd % len(runners) :] + runners[: rnd % len(runners)]
             result.load_average.append([round(x, 2) for x in os.getloadavg()])
             for r in order:
                 if stats_client and r.name in deltas:
-                    names = tuple(dict.fromkeys(m for m in (ens_names[r.name], step_names[r.name], net_names[r.name])
-                                                if m))
+                    names = tuple(
+                        dict.fromkeys(m for m in (ens_names[r.name], step_names[r.name], net_names[r.name]) if m)
+                    )
                     before = _quiet_stats(stats_client, names)
                     net_s0 = _step_network_seconds(metrics_url, step_names[r.name]) if step_names[r.name] else None
                 t = r.run(n)
@@ -667,16 +867,19 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
                     after = _settled_stats(stats_client, names, before, (ens_names[r.name], step_names[r.name]), n)
                     if step_network[r.name] is not None:
                         net_s1 = _step_network_seconds(metrics_url, step_names[r.name])
-                        step_network[r.name] = (None if net_s0 is None or net_s1 is None
-                                                else step_network[r.name] + net_s1 - net_s0)
+                        step_network[r.name] = (
+                            None if net_s0 is None or net_s1 is None else step_network[r.name] + net_s1 - net_s0
+                        )
                     for m in names:
                         d = _delta(after[m], before[m])
                         acc = deltas[r.name].setdefault(m, {k: 0.0 for k in d})
                         for k, v in d.items():
                             acc[k] += v
                 result.runners[r.name].seconds_per_image.append(t / n)
-            log(f"  round {rnd + 1}: " + ", ".join(
-                f"{r.name} {result.runners[r.name].seconds_per_image[-1]:.3f} s/img" for r in runners))
+            log(
+                f"  round {rnd + 1}: "
+                + ", ".join(f"{r.name} {result.runners[r.name].seconds_per_image[-1]:.3f} s/img" for r in runners)
+            )
             rnd += 1
         for name, d in deltas.items():
             b = breakdown(d, ens_names[name], step_names[name], net_names[name], step_network_s=step_network[name])
@@ -685,9 +888,14 @@ def run_case(desc: ModelDescriptor, side: int, settings: BenchSettings, url: str
         if "served" in result.runners:
             try:
                 in_step = result.served_layout.get("runtime") in ("openvino", "onnxruntime")
-                result.step = step_profile(desc, _png(frame), fp32[0], settings.threads,
-                                           runtime=result.served_layout["runtime"] if in_step else "onnxruntime",
-                                           precision=result.served_layout.get("precision", "fp32"))
+                result.step = step_profile(
+                    desc,
+                    _png(frame),
+                    fp32[0],
+                    settings.threads,
+                    runtime=result.served_layout["runtime"] if in_step else "onnxruntime",
+                    precision=result.served_layout.get("precision", "fp32"),
+                )
             except Exception as e:  # noqa: BLE001 - the profile is extra information, never a reason to fail
                 result.notes.append(f"step profile failed: {type(e).__name__}: {e}")
         if stats_client:
@@ -765,18 +973,36 @@ def add_variant(source: Path, target: Path, desc: ModelDescriptor, name: str, va
             link = target / step_net / str(v)
             if not link.exists():
                 link.symlink_to((source / net / str(v)).resolve(), target_is_directory=True)
-        (target / step_net / "config.pbtxt").write_text(pbtxt.net_config(
-            desc, weights_status=status, instances=variant.net_layout[0], threads=variant.net_layout[1],
-            model_name=step_net, runtime=variant.net_backend, precision=variant.precision))
+        (target / step_net / "config.pbtxt").write_text(
+            pbtxt.net_config(
+                desc,
+                weights_status=status,
+                instances=variant.net_layout[0],
+                threads=variant.net_layout[1],
+                model_name=step_net,
+                runtime=variant.net_backend,
+                precision=variant.precision,
+            )
+        )
     (target / step / "1").mkdir(parents=True, exist_ok=True)
     shutil.copy(source / desc.image_model / "1" / "model.py", target / step / "1" / "model.py")
-    (target / step / "config.pbtxt").write_text(pbtxt.image_config(
-        desc, weights_status=status, net_model=step_net, name=step, instances=variant.instances,
-        threads=variant.instances * variant.threads, net_runtime=variant.net_runtime, precision=variant.precision))
+    (target / step / "config.pbtxt").write_text(
+        pbtxt.image_config(
+            desc,
+            weights_status=status,
+            net_model=step_net,
+            name=step,
+            instances=variant.instances,
+            threads=variant.instances * variant.threads,
+            net_runtime=variant.net_runtime,
+            precision=variant.precision,
+        )
+    )
     cached = triton_name(name, "cached")
-    for model, config in ((cached, pbtxt.cached_config(desc, name=cached, image_model=step, weights_status=status)),
-                          (name, pbtxt.ensemble_config(desc, weights_status=status, name=name, cached_model=cached,
-                                                       net_model=step_net))):
+    for model, config in (
+        (cached, pbtxt.cached_config(desc, name=cached, image_model=step, weights_status=status)),
+        (name, pbtxt.ensemble_config(desc, weights_status=status, name=name, cached_model=cached, net_model=step_net)),
+    ):
         (target / model / "1").mkdir(parents=True, exist_ok=True)
         (target / model / "config.pbtxt").write_text(config)
     return name
@@ -806,9 +1032,15 @@ def served_step(repository: Path, desc: ModelDescriptor, *, int8: bool = False):
     return step, sum(g.count or 1 for g in cfg.instance_group) or 1
 
 
-def run_layouts(desc: ModelDescriptor, side: int, settings: BenchSettings, *,
-                layouts: Sequence[tuple[int, int]] = DEFAULT_LAYOUTS, work_dir: Path,
-                log: Callable[[str], None]) -> LayoutResult:
+def run_layouts(
+    desc: ModelDescriptor,
+    side: int,
+    settings: BenchSettings,
+    *,
+    layouts: Sequence[tuple[int, int]] = DEFAULT_LAYOUTS,
+    work_dir: Path,
+    log: Callable[[str], None],
+) -> LayoutResult:
     """One server with one variant of the image ensemble per layout (:func:`add_variant`: the step's instances x
     threads, the runtime and precision the repository serves), measured round-robin with ``in_flight`` requests."""
     from stylize.engine.photos import real_photo_crop
@@ -824,22 +1056,36 @@ def run_layouts(desc: ModelDescriptor, side: int, settings: BenchSettings, *,
     for inst, thr in layouts:
         if inst * thr > settings.threads:
             raise BenchError(f"layout {inst}x{thr} exceeds the {settings.threads} cores")
-        names[f"{inst} x {thr}"] = add_variant(settings.repository, repo, desc, f"{desc.id}_{inst}x{thr}", Variant(
-            instances=inst, threads=thr, net_runtime=runtime, precision=precision))
+        names[f"{inst} x {thr}"] = add_variant(
+            settings.repository,
+            repo,
+            desc,
+            f"{desc.id}_{inst}x{thr}",
+            Variant(instances=inst, threads=thr, net_runtime=runtime, precision=precision),
+        )
     runners: dict[str, ServedRunner] = {}
     server = start_local(repo)
     try:
         for key, model in names.items():
-            runners[key] = ServedRunner("served", f"served {key}", server.grpc_url, model, _encoded_inputs(png),
-                                        ENCODED_RESULT.name, settings.in_flight, _check_png(desc, side, side))
+            runners[key] = ServedRunner(
+                "served",
+                f"served {key}",
+                server.grpc_url,
+                model,
+                _encoded_inputs(png),
+                ENCODED_RESULT.name,
+                settings.in_flight,
+                _check_png(desc, side, side),
+            )
         t = min(r.run(settings.in_flight) for r in runners.values())  # warm-up, and the size of a round
-        n = max(settings.in_flight, min(settings.max_images,
-                                        math.ceil(settings.seconds_per_round * settings.in_flight / t)))
+        n = max(
+            settings.in_flight, min(settings.max_images, math.ceil(settings.seconds_per_round * settings.in_flight / t))
+        )
         n += (-n) % settings.in_flight
         result = LayoutResult(desc.id, side, n, {k: [] for k in runners})
         keys = list(runners)
         for rnd in range(settings.rounds):
-            for k in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
+            for k in keys[rnd % len(keys) :] + keys[: rnd % len(keys)]:
                 result.layouts[k].append(runners[k].run(n) / n)
             log(f"  layouts round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s/img" for k, v in result.layouts.items()))
         return result
@@ -886,9 +1132,16 @@ def _versions() -> dict:
     from stylize.contract.provenance import git_commit
     from stylize.engine.ov_runner import cpu_capabilities
 
-    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "stylize": git_commit(short=True), "openvino": openvino.__version__.split("-")[0],
-            "openvino_capabilities": list(cpu_capabilities()), "cpu_isa": _cpu_isa()}
+    return {
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "stylize": git_commit(short=True),
+        "openvino": openvino.__version__.split("-")[0],
+        "openvino_capabilities": list(cpu_capabilities()),
+        "cpu_isa": _cpu_isa(),
+    }
 
 
 _ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -927,8 +1180,9 @@ def _layout(url: str, descs: Sequence[ModelDescriptor], admin_key: str | None) -
     return out
 
 
-def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str], None] = lambda s: None
-              ) -> BenchResult:
+def run_bench(
+    settings: BenchSettings, *, command: str = "", log: Callable[[str], None] = lambda s: None
+) -> BenchResult:
     from .flops import machine_peak
 
     t0 = time.perf_counter()
@@ -960,15 +1214,22 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
                 serve = mirror_repository(settings.repository, variants_dir / "repository")
                 inst = max(1, min(IMAGE_STEP_INSTANCES, settings.threads))
                 for d in {d.id: d for d in descs}.values():
-                    served_ort[d.id] = add_variant(settings.repository, serve, d, f"{d.id}_ort", Variant(
-                        instances=inst, threads=max(1, settings.threads // inst), net_runtime="onnxruntime"))
+                    served_ort[d.id] = add_variant(
+                        settings.repository,
+                        serve,
+                        d,
+                        f"{d.id}_ort",
+                        Variant(instances=inst, threads=max(1, settings.threads // inst), net_runtime="onnxruntime"),
+                    )
             log(f"starting a local server on {settings.repository} ...")
             server = start_local(serve)
             url = server.grpc_url
             log(f"server ready at {url}")
         # the image steps' own metrics (network time when they run the network in their process)
-        metrics_url = server.metrics_url if server else (f"http://{url.rsplit(':', 1)[0]}:8002/metrics" if url else None)
-        served_by = (f"local server started by the benchmark ({settings.repository})" if server else (url or "none"))
+        metrics_url = (
+            server.metrics_url if server else (f"http://{url.rsplit(':', 1)[0]}:8002/metrics" if url else None)
+        )
+        served_by = f"local server started by the benchmark ({settings.repository})" if server else (url or "none")
         log("measuring the GEMM peak (numpy and ONNX Runtime, fp32 and int8) ...")
         peak = asdict(machine_peak(threads=settings.threads))
         if url:
@@ -980,8 +1241,17 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
         cases = []
         for model, side in settings.cases:
             log(f"{model} at {side}x{side}:")
-            cases.append(run_case(REGISTRY[model], side, settings, url, log=log, metrics_url=metrics_url,
-                                  served_ort=served_ort.get(model)))
+            cases.append(
+                run_case(
+                    REGISTRY[model],
+                    side,
+                    settings,
+                    url,
+                    log=log,
+                    metrics_url=metrics_url,
+                    served_ort=served_ort.get(model),
+                )
+            )
             # the peak again between cases: on a shared machine the quietest moment gives the best estimate
             again = asdict(machine_peak(threads=settings.threads, reps=3))
             peak = {k: max(peak[k], again[k]) if isinstance(peak[k], float) else peak[k] for k in peak}
@@ -1003,16 +1273,50 @@ def run_bench(settings: BenchSettings, *, command: str = "", log: Callable[[str]
             import shutil
 
             shutil.rmtree(variants_dir, ignore_errors=True)
-    return BenchResult(started=started, command=command,
-                       settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
-                       machine=_machine(), versions=_versions(), peak=peak, layout=layout, cases=cases,
-                       server=served_by, seconds=round(time.perf_counter() - t0, 1), layouts=layouts)
+    return BenchResult(
+        started=started,
+        command=command,
+        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        machine=_machine(),
+        versions=_versions(),
+        peak=peak,
+        layout=layout,
+        cases=cases,
+        server=served_by,
+        seconds=round(time.perf_counter() - t0, 1),
+        layouts=layouts,
+    )
 
 
 __all__ = [
-    "DEFAULT_CASES", "QUICK_CASES", "BenchSettings", "BenchResult", "CaseResult", "RunnerResult", "Breakdown",
-    "BenchError", "run_bench", "run_case", "breakdown", "StepProfile", "step_profile", "LayoutResult", "run_layouts",
-    "DEFAULT_LAYOUTS", "LAYOUT_CASES", "OvRunner", "Variant", "add_variant", "mirror_repository", "served_step",
-    "TARGET_SERVED_VS_ORT", "TARGET_SERVED_VS_TORCH", "TARGET_INT8_SPEEDUP", "TARGET_INT8_LOSS_DB",
-    "TARGET_SERVED_VS_SERVED_ORT", "TARGET_SERVED_VS_INPROCESS", "TARGET_OV_INT8_VS_SERVED_ORT", "TARGET_OV_INT8_CASES",
+    "DEFAULT_CASES",
+    "QUICK_CASES",
+    "BenchSettings",
+    "BenchResult",
+    "CaseResult",
+    "RunnerResult",
+    "Breakdown",
+    "BenchError",
+    "run_bench",
+    "run_case",
+    "breakdown",
+    "StepProfile",
+    "step_profile",
+    "LayoutResult",
+    "run_layouts",
+    "DEFAULT_LAYOUTS",
+    "LAYOUT_CASES",
+    "OvRunner",
+    "Variant",
+    "add_variant",
+    "mirror_repository",
+    "served_step",
+    "TARGET_SERVED_VS_ORT",
+    "TARGET_SERVED_VS_TORCH",
+    "TARGET_INT8_SPEEDUP",
+    "TARGET_INT8_LOSS_DB",
+    "TARGET_SERVED_VS_SERVED_ORT",
+    "TARGET_SERVED_VS_INPROCESS",
+    "TARGET_OV_INT8_VS_SERVED_ORT",
+    "TARGET_OV_INT8_CASES",
 ]

@@ -67,8 +67,12 @@ def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[
             raise CapacityError(f"{sc.name}: a second capacity scenario for {sc.model}")
         points = []
         for lv in sorted(r.ok_levels, key=lambda lv: lv.value):
-            p = {"concurrency": int(lv.value), "throughput_rps": round(lv.requests_per_s, 4),
-                 "p50_ms": round(lv.p50_ms, 2), "p95_ms": round(lv.p95_ms, 2)}
+            p = {
+                "concurrency": int(lv.value),
+                "throughput_rps": round(lv.requests_per_s, 4),
+                "p50_ms": round(lv.p50_ms, 2),
+                "p95_ms": round(lv.p95_ms, 2),
+            }
             if lv.queue_us is not None and lv.busy_us:
                 p["queue_us"] = round(lv.queue_us, 1)
                 p["compute_us"] = round(lv.busy_us, 1)
@@ -79,20 +83,28 @@ def capacity_document(run_result: RunResult, scenario_set: ScenarioSet) -> dict[
     if not models:
         raise CapacityError(f"no results of set {scenario_set.name} in this run")
     if run_result.startup_s is None:
-        raise CapacityError("the capacity plan needs the measured server start-up time: run with --serve "
-                            "(the load test starts the server and times it)")
+        raise CapacityError(
+            "the capacity plan needs the measured server start-up time: run with --serve "
+            "(the load test starts the server and times it)"
+        )
     m = run_result.machine
     return {
         "format": FORMAT,
         "measured": run_result.started,
-        "source": (f"{run_result.versions['perf_analyzer']} against Triton {run_result.versions['triton']} over "
-                   f"{'HTTP' if run_result.protocol == 'http' else 'gRPC'} "
-                   f"({run_result.url}); real photo crops as encoded images (--input-data); one perf_analyzer run "
-                   f"per concurrency level; stylize {run_result.versions['stylize']}; "
-                   f"scenario set loadtest/scenarios/{scenario_set.path.name}; command: {run_result.command}"),
-        "pod": {"kind": "cpu", "cpu": str(m["cores"]), "memory": f"{m['memory_gib']}Gi",
-                "node": f"{m['cpu']} ({m['cores']} cores, shared with other work: load average "
-                        f"{run_result.load_average.get('before')} -> {run_result.load_average.get('after')})"},
+        "source": (
+            f"{run_result.versions['perf_analyzer']} against Triton {run_result.versions['triton']} over "
+            f"{'HTTP' if run_result.protocol == 'http' else 'gRPC'} "
+            f"({run_result.url}); real photo crops as encoded images (--input-data); one perf_analyzer run "
+            f"per concurrency level; stylize {run_result.versions['stylize']}; "
+            f"scenario set loadtest/scenarios/{scenario_set.path.name}; command: {run_result.command}"
+        ),
+        "pod": {
+            "kind": "cpu",
+            "cpu": str(m["cores"]),
+            "memory": f"{m['memory_gib']}Gi",
+            "node": f"{m['cpu']} ({m['cores']} cores, shared with other work: load average "
+            f"{run_result.load_average.get('before')} -> {run_result.load_average.get('after')})",
+        },
         "slo": {"latency_ms": scenario_set.capacity.slo_latency_ms, "percentile": scenario_set.capacity.percentile},
         "startup_s": round(run_result.startup_s, 1),
         "models": models,
@@ -185,8 +197,10 @@ def load_results(path: Path | str, *, known_models: Iterable[str] | None = None)
     """Read and check the load-test results. Refuses anything incomplete: no number is ever made up here."""
     path = Path(path)
     if not path.is_file():
-        raise CapacityInputError(f"{path}: no load-test results. Run the load test first (it writes this file); "
-                                 "the capacity plan is computed only from measured numbers.")
+        raise CapacityInputError(
+            f"{path}: no load-test results. Run the load test first (it writes this file); "
+            "the capacity plan is computed only from measured numbers."
+        )
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -217,11 +231,24 @@ def load_results(path: Path | str, *, known_models: Iterable[str] | None = None)
                 raise CapacityInputError(f"{path}: model {name!r}: implausible point {p}")
         models[name] = ModelCapacity(name, str(m.get("input", "")), points, latency, percentile)
     startup = raw.get("startup_s")
-    return CapacityResults(str(raw["measured"]), str(raw["source"]), raw["pod"], latency, percentile,
-                           float(startup) if startup is not None else None, models)
+    return CapacityResults(
+        str(raw["measured"]),
+        str(raw["source"]),
+        raw["pod"],
+        latency,
+        percentile,
+        float(startup) if startup is not None else None,
+        models,
+    )
 
 
 __all__ = [
-    "FORMAT", "CapacityError", "capacity_document",
-    "CapacityInputError", "Point", "ModelCapacity", "CapacityResults", "load_results",
+    "FORMAT",
+    "CapacityError",
+    "capacity_document",
+    "CapacityInputError",
+    "Point",
+    "ModelCapacity",
+    "CapacityResults",
+    "load_results",
 ]

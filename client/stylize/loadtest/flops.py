@@ -43,8 +43,10 @@ def count_flops(onnx_path: Path, desc: ModelDescriptor, h: int, w: int) -> int:
     (s1, f1), (s2, f2) = probes
     per_px1, per_px2 = f1 / (s1 * s1), f2 / (s2 * s2)
     if abs(per_px1 - per_px2) > 0.02 * per_px2:
-        raise FlopsError(f"{desc.id}: FLOPs are not proportional to the pixel count ({per_px1:.0f} vs "
-                         f"{per_px2:.0f} per pixel): scale by area would be wrong")
+        raise FlopsError(
+            f"{desc.id}: FLOPs are not proportional to the pixel count ({per_px1:.0f} vs "
+            f"{per_px2:.0f} per pixel): scale by area would be wrong"
+        )
     return int(round(per_px2 * h * w))
 
 
@@ -124,32 +126,48 @@ def machine_peak(*, n: int = 2048, threads: int = 2, reps: int = 5) -> Peak:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    ops = 2.0 * n ** 3
+    ops = 2.0 * n**3
     t_np = _best(lambda: a @ b, reps)
 
     def session(model: onnx.ModelProto):
         return ort_session(model.SerializeToString(), threads=threads)
 
-    fp = helper.make_model(helper.make_graph(
-        [helper.make_node("MatMul", ["A", "B"], ["Y"])], "sgemm",
-        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])], [numpy_helper.from_array(b, "B")]),
-        opset_imports=[helper.make_opsetid("", 17)])
+    fp = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("MatMul", ["A", "B"], ["Y"])],
+            "sgemm",
+            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])],
+            [numpy_helper.from_array(b, "B")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     s_fp = session(fp)
     t_fp = _best(lambda: s_fp.run(None, {"A": a}), reps)
 
     qa = rng.integers(0, 256, (n, n), dtype=np.uint8)
     qb = rng.integers(-128, 128, (n, n), dtype=np.int8)
-    q = helper.make_model(helper.make_graph(
-        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "qgemm",
-        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])],
-        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])], [numpy_helper.from_array(qb, "B")]),
-        opset_imports=[helper.make_opsetid("", 17)])
+    q = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+            "qgemm",
+            [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])],
+            [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])],
+            [numpy_helper.from_array(qb, "B")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     s_q = session(q)
     t_q = _best(lambda: s_q.run(None, {"A": qa}), reps)
     ov = openvino_peak(fp, a, b, threads=threads, reps=reps)
-    return Peak(numpy_fp32_gflops=ops / t_np / 1e9, ort_fp32_gflops=ops / t_fp / 1e9, ort_int8_gops=ops / t_q / 1e9,
-                n=n, threads=threads, **ov)
+    return Peak(
+        numpy_fp32_gflops=ops / t_np / 1e9,
+        ort_fp32_gflops=ops / t_fp / 1e9,
+        ort_int8_gops=ops / t_q / 1e9,
+        n=n,
+        threads=threads,
+        **ov,
+    )
 
 
 def openvino_peak(fp: onnx.ModelProto, a: np.ndarray, b: np.ndarray, *, threads: int, reps: int) -> dict:
@@ -160,31 +178,45 @@ def openvino_peak(fp: onnx.ModelProto, a: np.ndarray, b: np.ndarray, *, threads:
     from stylize.engine.ov_runner import cpu_supports_bf16
 
     n = a.shape[0]
-    ops = 2.0 * n ** 3
+    ops = 2.0 * n**3
     scale = np.array(float(np.abs(a).max()) / 127, np.float32)
-    qdq = helper.make_model(helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["A", "sa", "za"], ["qa"]),
-         helper.make_node("DequantizeLinear", ["qa", "sa", "za"], ["da"]),
-         helper.make_node("DequantizeLinear", ["qb", "sb", "zb"], ["db"]),
-         helper.make_node("MatMul", ["da", "db"], ["Y"])], "qdq_gemm",
-        [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [n, n])],
-        [numpy_helper.from_array(scale, "sa"), numpy_helper.from_array(np.array(128, np.uint8), "za"),
-         numpy_helper.from_array(np.clip(np.round(b * 32), -127, 127).astype(np.int8), "qb"),
-         numpy_helper.from_array(np.array(1 / 32, np.float32), "sb"),
-         numpy_helper.from_array(np.array(0, np.int8), "zb")]),
-        opset_imports=[helper.make_opsetid("", 17)])
+    qdq = helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("QuantizeLinear", ["A", "sa", "za"], ["qa"]),
+                helper.make_node("DequantizeLinear", ["qa", "sa", "za"], ["da"]),
+                helper.make_node("DequantizeLinear", ["qb", "sb", "zb"], ["db"]),
+                helper.make_node("MatMul", ["da", "db"], ["Y"]),
+            ],
+            "qdq_gemm",
+            [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, [n, n])],
+            [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [n, n])],
+            [
+                numpy_helper.from_array(scale, "sa"),
+                numpy_helper.from_array(np.array(128, np.uint8), "za"),
+                numpy_helper.from_array(np.clip(np.round(b * 32), -127, 127).astype(np.int8), "qb"),
+                numpy_helper.from_array(np.array(1 / 32, np.float32), "sb"),
+                numpy_helper.from_array(np.array(0, np.int8), "zb"),
+            ],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     core = ov.Core()
 
     def gops(model: onnx.ModelProto, precision) -> float:
-        compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision})
+        compiled = core.compile_model(
+            core.read_model(model.SerializeToString(), b""),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision},
+        )
         request = compiled.create_infer_request()
         return ops / _best(lambda: request.infer({0: a}, share_inputs=True), reps) / 1e9
 
-    return {"ov_fp32_gflops": gops(fp, ov.Type.f32),
-            "ov_bf16_gflops": gops(fp, ov.Type.bf16) if cpu_supports_bf16() else None,
-            "ov_int8_gops": gops(qdq, ov.Type.f32)}
+    return {
+        "ov_fp32_gflops": gops(fp, ov.Type.f32),
+        "ov_bf16_gflops": gops(fp, ov.Type.bf16) if cpu_supports_bf16() else None,
+        "ov_int8_gops": gops(qdq, ov.Type.f32),
+    }
 
 
 __all__ = ["COUNTED", "FlopsError", "count_flops", "Peak", "machine_peak", "openvino_peak"]

@@ -72,7 +72,8 @@ def find_perf_analyzer() -> Path:
             return c
     raise PerfAnalyzerUnavailable(
         "perf_analyzer not found: install the load-test extra (pip install 'stylize[loadtest]', which brings "
-        f"tritonclient[all]==2.51.0 and its perf_analyzer), or set {PERF_ANALYZER_ENV}")
+        f"tritonclient[all]==2.51.0 and its perf_analyzer), or set {PERF_ANALYZER_ENV}"
+    )
 
 
 def perf_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -87,17 +88,22 @@ def perf_analyzer_version(binary: Path | None = None) -> str:
     """Checks that the binary starts; returns its version line (e.g. 'perf_analyzer 2.51.0' or the wheel's)."""
     binary = binary or find_perf_analyzer()
     try:
-        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30,
-                             env=perf_environment())
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, env=perf_environment()
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise PerfAnalyzerUnavailable(f"{binary} does not start: {e}") from None
     text = (out.stdout + out.stderr).strip()
     missing = re.search(r"error while loading shared libraries: (\S+?):", text)
     if missing:
         lib = missing.group(1)
-        fix = ("apt-get install libb64-0d" if "b64" in lib else
-               "pip install nvidia-cuda-runtime-cu12==12.9.79 (the loadtest extra)" if "cudart" in lib else
-               "install the library")
+        fix = (
+            "apt-get install libb64-0d"
+            if "b64" in lib
+            else "pip install nvidia-cuda-runtime-cu12==12.9.79 (the loadtest extra)"
+            if "cudart" in lib
+            else "install the library"
+        )
         raise PerfAnalyzerUnavailable(f"{binary} cannot load {lib}: {fix}")
     match = re.search(r"(\d+\.\d+\.\d+)", text)
     if out.returncode != 0 and not match:
@@ -121,7 +127,7 @@ def photo_crop(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarra
         img = np.asarray(Image.fromarray(img).resize((max(w, round(W * f)), max(h, round(H * f))), Image.BICUBIC))
         H, W = img.shape[:2]
     top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
-    return np.ascontiguousarray(img[top:top + h, left:left + w])
+    return np.ascontiguousarray(img[top : top + h, left : left + w])
 
 
 def encode(frame: np.ndarray, fmt: str) -> bytes:
@@ -157,16 +163,24 @@ def input_data(scenario: Scenario, *, seed: int = 0, stacked: bool = False) -> d
             else:
                 if d.window:  # a short pan across the photo, like the export's sample input
                     big = photo_crop(photo, h + 2 * d.window, w + 3 * d.window, rng)
-                    frames = np.stack([big[2 * t:2 * t + h, 3 * t:3 * t + w] for t in range(d.window)])
+                    frames = np.stack([big[2 * t : 2 * t + h, 3 * t : 3 * t + w] for t in range(d.window)])
                 else:
                     frames = photo_crop(photo, h, w, rng)
                 entries.append(frames)
     if not scenario.is_ensemble:
         if stacked:  # a batch's crops in one entry: the 1st with the next batch - 1 (cycling)
-            entries = [np.stack([entries[(i + k) % len(entries)] for k in range(scenario.batch)])
-                       for i in range(len(entries))]
-        entries = [{d.net_input.name: {"b64": base64.b64encode(np.ascontiguousarray(f).tobytes()).decode(),
-                                       "shape": list(f.shape)}} for f in entries]
+            entries = [
+                np.stack([entries[(i + k) % len(entries)] for k in range(scenario.batch)]) for i in range(len(entries))
+            ]
+        entries = [
+            {
+                d.net_input.name: {
+                    "b64": base64.b64encode(np.ascontiguousarray(f).tobytes()).decode(),
+                    "shape": list(f.shape),
+                }
+            }
+            for f in entries
+        ]
     return {"data": entries}
 
 
@@ -238,28 +252,58 @@ class Level:
         d.pop("busy_us", None)
         server = d.pop("server", None)
         composing = d.pop("composing", {}) or {}
-        return cls(**d, server=ModelStats(**server) if server else None,
-                   composing={k: ModelStats(**v) for k, v in composing.items()})
+        return cls(
+            **d,
+            server=ModelStats(**server) if server else None,
+            composing={k: ModelStats(**v) for k, v in composing.items()},
+        )
 
 
 _UNSTABLE = re.compile(r"Failed to obtain stable measurement", re.IGNORECASE)
 _ERROR = re.compile(r"(Thread \[\d+\] had error: .*|error: .*|Failed to .*)", re.IGNORECASE)
 
 
-def command(binary: Path, scenario: Scenario, level: float, *, url: str, data_file: Path, csv_file: Path,
-            bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None,
-            stacked: bool = False) -> list[str]:
+def command(
+    binary: Path,
+    scenario: Scenario,
+    level: float,
+    *,
+    url: str,
+    data_file: Path,
+    csv_file: Path,
+    bls_models: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    stacked: bool = False,
+) -> list[str]:
     """perf_analyzer's command line: over gRPC, or over HTTP with ``headers`` (``url`` is then the HTTP endpoint).
 
     perf_analyzer reads the model config first, an admin API of our servers (stylize.contract.access); its -H headers go on
     HTTP requests only (2.51: "ignored for GRPC requests", and its gRPC config read was refused), so a server that
     restricts the config is load-tested over HTTP with the admin header.
     """
-    cmd = [str(binary), "-m", scenario.triton_model, "-u", url, "-i", "http" if headers else "grpc",
-           "--input-data", str(data_file),
-           "-b", str(1 if stacked else scenario.batch), "--percentile", str(scenario.percentile),
-           "-s", str(scenario.stability_percent), "-r", str(scenario.max_trials),
-           "-f", str(csv_file), "--verbose-csv", "-v"]  # -v: every pass goes into the log (why unstable)
+    cmd = [
+        str(binary),
+        "-m",
+        scenario.triton_model,
+        "-u",
+        url,
+        "-i",
+        "http" if headers else "grpc",
+        "--input-data",
+        str(data_file),
+        "-b",
+        str(1 if stacked else scenario.batch),
+        "--percentile",
+        str(scenario.percentile),
+        "-s",
+        str(scenario.stability_percent),
+        "-r",
+        str(scenario.max_trials),
+        "-f",
+        str(csv_file),
+        "--verbose-csv",
+        "-v",
+    ]  # -v: every pass goes into the log (why unstable)
     if scenario.mode == "concurrency":
         c = int(level)
         cmd += ["--concurrency-range", f"{c}:{c}"]
@@ -305,14 +349,18 @@ def _stats(block: str) -> ModelStats | None:
     for name, value in _QTY.findall(block):
         q.setdefault(name, float(value))  # first occurrence: the cache-miss line repeats nothing we need
     compute = sum(q.get(k, 0.0) for k in ("compute input", "compute infer", "compute output"))
-    return ModelStats(request_us=float(req.group(1)), queue_us=q.get("queue", 0.0), compute_us=compute,
-                      count=int(count.group(1)) if count else 0)
+    return ModelStats(
+        request_us=float(req.group(1)),
+        queue_us=q.get("queue", 0.0),
+        compute_us=compute,
+        count=int(count.group(1)) if count else 0,
+    )
 
 
 def parse_stdout(text: str) -> tuple[ModelStats | None, dict[str, ModelStats], int]:
     """(server stats of the model under test, stats per composing model, cache hits) from perf_analyzer's report."""
     server_part, _, composing_part = text.partition("Composing models:")
-    server_block = server_part[server_part.rfind("Server:"):] if "Server:" in server_part else ""
+    server_block = server_part[server_part.rfind("Server:") :] if "Server:" in server_part else ""
     top = _stats(server_block)
     hits = re.search(r"Cache hit count: (\d+)", server_block)
     composing: dict[str, ModelStats] = {}
@@ -321,14 +369,15 @@ def parse_stdout(text: str) -> tuple[ModelStats | None, dict[str, ModelStats], i
         heads = list(_BLOCK_HEAD.finditer(composing_part))
         for i, m in enumerate(heads):
             end = heads[i + 1].start() if i + 1 < len(heads) else len(composing_part)
-            st = _stats(composing_part[m.end():end])
+            st = _stats(composing_part[m.end() : end])
             if st is not None:
                 composing[m.group(1)] = st
     return top, composing, int(hits.group(1)) if hits else 0
 
 
-def parse_level(value: float, batch: int, returncode: int, stdout: str, csv_path: Path, *,
-                stacked: bool = False) -> Level:
+def parse_level(
+    value: float, batch: int, returncode: int, stdout: str, csv_path: Path, *, stacked: bool = False
+) -> Level:
     """``stacked``: perf_analyzer counted requests of ``batch`` stacked images as one inference each."""
     rows = []
     if csv_path.is_file():
@@ -336,8 +385,12 @@ def parse_level(value: float, batch: int, returncode: int, stdout: str, csv_path
             rows = list(csv.DictReader(f))
     if returncode != 0 or not rows:
         if _UNSTABLE.search(stdout):
-            return Level(value, "unstable", "perf_analyzer: no stable measurement (noisy machine or too short a "
-                                            "window; raise measurement_ms / stability_percent)")
+            return Level(
+                value,
+                "unstable",
+                "perf_analyzer: no stable measurement (noisy machine or too short a "
+                "window; raise measurement_ms / stability_percent)",
+            )
         errors = [m.group(0).strip() for m in _ERROR.finditer(stdout)]
         msg = errors[0] if errors else (stdout.strip().splitlines() or ["no output"])[-1]
         return Level(value, "error", f"perf_analyzer exit {returncode}: {msg}"[:800])
@@ -348,38 +401,67 @@ def parse_level(value: float, batch: int, returncode: int, stdout: str, csv_path
         infer *= batch  # images per second, as for a batching model
     top, composing, hits = parse_stdout(stdout)
     if top is None:  # fall back to the CSV's aggregate server columns
-        compute = sum(v or 0.0 for v in (us("Server Compute Input"), us("Server Compute Infer"),
-                                         us("Server Compute Output")))
+        compute = sum(
+            v or 0.0 for v in (us("Server Compute Input"), us("Server Compute Infer"), us("Server Compute Output"))
+        )
         queue = us("Server Queue") or 0.0
         top = ModelStats(request_us=queue + compute, queue_us=queue, compute_us=compute, count=0)
     return Level(
-        value=value, status="ok", infer_per_s=infer,
+        value=value,
+        status="ok",
+        infer_per_s=infer,
         requests_per_s=None if infer is None else infer / batch,
-        p50_ms=_ms(us("p50 latency")), p90_ms=_ms(us("p90 latency")), p95_ms=_ms(us("p95 latency")),
-        p99_ms=_ms(us("p99 latency")), client_send_us=us("Client Send"),
-        network_us=us("Network+Server Send/Recv"), client_recv_us=us("Client Recv"),
-        server=top, composing=composing, cache_hits=hits)
+        p50_ms=_ms(us("p50 latency")),
+        p90_ms=_ms(us("p90 latency")),
+        p95_ms=_ms(us("p95 latency")),
+        p99_ms=_ms(us("p99 latency")),
+        client_send_us=us("Client Send"),
+        network_us=us("Network+Server Send/Recv"),
+        client_recv_us=us("Client Recv"),
+        server=top,
+        composing=composing,
+        cache_hits=hits,
+    )
 
 
 def _ms(v: float | None) -> float | None:
     return None if v is None else v / 1000.0
 
 
-def run_level(binary: Path, scenario: Scenario, level: float, *, url: str, data_file: Path, work_dir: Path,
-              bls_models: Sequence[str] = (), headers: Mapping[str, str] | None = None,
-              stacked: bool = False) -> tuple[Level, str]:
+def run_level(
+    binary: Path,
+    scenario: Scenario,
+    level: float,
+    *,
+    url: str,
+    data_file: Path,
+    work_dir: Path,
+    bls_models: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    stacked: bool = False,
+) -> tuple[Level, str]:
     """Run perf_analyzer for one level; returns the parsed level and perf_analyzer's full output."""
     tag = f"{scenario.name}_{scenario.mode[0]}{level:g}"
     csv_file = work_dir / f"{tag}.csv"
     csv_file.unlink(missing_ok=True)
-    cmd = command(binary, scenario, level, url=url, data_file=data_file, csv_file=csv_file, bls_models=bls_models,
-                  headers=headers, stacked=stacked)
+    cmd = command(
+        binary,
+        scenario,
+        level,
+        url=url,
+        data_file=data_file,
+        csv_file=csv_file,
+        bls_models=bls_models,
+        headers=headers,
+        stacked=stacked,
+    )
     t0 = time.perf_counter()
     logs = []
     for attempt in range(1 + scenario.unstable_retries):
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=scenario.timeout_s,
-                                 env=perf_environment())
+            out = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=scenario.timeout_s, env=perf_environment()
+            )
             text, rc = out.stdout + out.stderr, out.returncode
         except subprocess.TimeoutExpired as e:
             text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -406,7 +488,19 @@ def write_input_data(scenario: Scenario, directory: Path, *, stacked: bool = Fal
 
 
 __all__ = [
-    "PERF_ANALYZER_ENV", "PerfAnalyzerUnavailable", "cuda_runtime_lib", "find_perf_analyzer", "perf_environment",
-    "perf_analyzer_version", "input_data", "bytes_element", "ModelStats", "Level", "command", "parse_stdout",
-    "parse_level", "run_level", "write_input_data",
+    "PERF_ANALYZER_ENV",
+    "PerfAnalyzerUnavailable",
+    "cuda_runtime_lib",
+    "find_perf_analyzer",
+    "perf_environment",
+    "perf_analyzer_version",
+    "input_data",
+    "bytes_element",
+    "ModelStats",
+    "Level",
+    "command",
+    "parse_stdout",
+    "parse_level",
+    "run_level",
+    "write_input_data",
 ]

@@ -38,8 +38,9 @@ def plot(run_result: RunResult, plots_dir: Path) -> list[Path]:
             lv = sorted(r.ok_levels, key=lambda x: x.value)
             ax.plot([x.infer_per_s for x in lv], [x.p95_ms for x in lv], marker="o", label=r.scenario.name)
             for x in lv:
-                ax.annotate(f"c{x.value:g}", (x.infer_per_s, x.p95_ms), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+                ax.annotate(
+                    f"c{x.value:g}", (x.infer_per_s, x.p95_ms), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
         ax.set_xlabel("throughput (images/s)")
         ax.set_ylabel("p95 latency (ms)")
         ax.set_yscale("log")
@@ -56,9 +57,15 @@ def plot(run_result: RunResult, plots_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 5))
         for r in rate:
             lv = sorted(r.ok_levels, key=lambda x: x.value)
-            line, = ax.plot([x.value for x in lv], [x.p95_ms for x in lv], marker="o", label=f"{r.scenario.name} p95")
-            ax.plot([x.value for x in lv], [x.p50_ms for x in lv], marker=".", linestyle="--", color=line.get_color(),
-                    label=f"{r.scenario.name} p50")
+            (line,) = ax.plot([x.value for x in lv], [x.p95_ms for x in lv], marker="o", label=f"{r.scenario.name} p95")
+            ax.plot(
+                [x.value for x in lv],
+                [x.p50_ms for x in lv],
+                marker=".",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{r.scenario.name} p50",
+            )
         ax.set_xlabel("offered load (requests/s, Poisson arrivals)")
         ax.set_ylabel("latency (ms)")
         ax.set_yscale("log")
@@ -81,8 +88,9 @@ def plot(run_result: RunResult, plots_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * len(names)))
         for i, p in enumerate((50, 90, 95, 99)):
             ax.barh(y + (i - 1.5) * 0.2, pct[p], height=0.2, label=f"p{p}")
-        ax.set_yticks(y, [f"{n} ({r.scenario.mode[0]}{_lowest(r).value:g})" for n, r in zip(names, measured)],
-                      fontsize=7)
+        ax.set_yticks(
+            y, [f"{n} ({r.scenario.mode[0]}{_lowest(r).value:g})" for n, r in zip(names, measured)], fontsize=7
+        )
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms)")
         ax.set_title("Latency percentiles at the lowest load of each scenario")
@@ -143,15 +151,27 @@ def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path)
     ]
     if run_result.startup_s is not None:
         lines.append(f"| Server start-up (start -> ready, all models) | {run_result.startup_s:.1f} s |")
-    lines += ["", "## Server layout (from the model configs)", "",
-              "| model | kind | instances | intra-op threads | steps |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Server layout (from the model configs)",
+        "",
+        "| model | kind | instances | intra-op threads | steps |",
+        "|---|---|---|---|---|",
+    ]
     for name, lay in sorted(run_result.layouts.items()):
-        lines.append(f"| {name} | {lay.kind} | {lay.instances if not lay.steps else '–'} | "
-                     f"{lay.intra_op_threads or '–'} | "
-                     f"{' → '.join(lay.steps) or '–'} |")
+        lines.append(
+            f"| {name} | {lay.kind} | {lay.instances if not lay.steps else '–'} | "
+            f"{lay.intra_op_threads or '–'} | "
+            f"{' → '.join(lay.steps) or '–'} |"
+        )
 
-    lines += ["", "## Summary", "", "| scenario | model | input | levels | best img/s | p95 at lowest load (ms) "
-              "| SLO p95 | verdict | errors |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "| scenario | model | input | levels | best img/s | p95 at lowest load (ms) | SLO p95 | verdict | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in run_result.results:
         sc = r.scenario
         ok = r.ok_levels
@@ -163,22 +183,29 @@ def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path)
         lines.append(
             f"| {sc.name} | {sc.triton_model} | {sc.input_label} | {len(ok)}/{len(sc.levels)} ok"
             f"{f', {unstable} unstable' if unstable else ''} | {_f(best, 2)} | {_f(low.p95_ms if low else None)} | "
-            f"{_f(sc.slo_p95_ms) if sc.slo_p95_ms else '–'} | {verdict} | {err or ''} |")
+            f"{_f(sc.slo_p95_ms) if sc.slo_p95_ms else '–'} | {verdict} | {err or ''} |"
+        )
 
     for r in run_result.results:
         sc = r.scenario
-        lines += ["", f"### {sc.name}", "",
-                  f"`{sc.triton_model}` ({sc.variant}), input {sc.input_label} from "
-                  f"{', '.join(sc.input.photos)} ({sc.input.crops} crop(s) each), {sc.mode} sweep, "
-                  f"p{sc.percentile} stabilisation, "
-                  + (f"windows of ≥ {sc.request_count} requests" if sc.request_count
-                     else f"{sc.measurement_ms} ms windows") + f"; set `{sc.set}`."]
+        lines += [
+            "",
+            f"### {sc.name}",
+            "",
+            f"`{sc.triton_model}` ({sc.variant}), input {sc.input_label} from "
+            f"{', '.join(sc.input.photos)} ({sc.input.crops} crop(s) each), {sc.mode} sweep, "
+            f"p{sc.percentile} stabilisation, "
+            + (f"windows of ≥ {sc.request_count} requests" if sc.request_count else f"{sc.measurement_ms} ms windows")
+            + f"; set `{sc.set}`.",
+        ]
         if r.error:
             lines += ["", f"**Not run:** {r.error}"]
             continue
-        lines += ["", f"| {sc.mode} | img/s | p50 ms | p90 ms | p95 ms | p99 ms | queue ms | server ms | SLO "
-                      "| status |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"| {sc.mode} | img/s | p50 ms | p90 ms | p95 ms | p99 ms | queue ms | server ms | SLO | status |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for lv in r.levels:
             if not lv.ok:
                 lines.append(f"| {lv.value:g} | | | | | | | | | {lv.status}: {lv.message} |")
@@ -191,16 +218,23 @@ def markdown(run_result: RunResult, plots: Sequence[Path], *, relative_to: Path)
                 f"{_f(lv.p99_ms)} | {_f((lv.queue_us or 0) / 1000, 1)} | "
                 f"{_f(lv.server.request_us / 1000 if lv.server else None)} | {slo} | ok"
                 + (f", {lv.cache_hits} cache hits (result reuse: not a compute measurement)" if lv.cache_hits else "")
-                + " |")
+                + " |"
+            )
         low = _lowest(r)
         if low and low.composing:
-            parts = ", ".join(f"{k} queue {s.queue_us / 1000:.1f} + compute {s.compute_us / 1000:.1f} ms"
-                              for k, s in low.composing.items())
+            parts = ", ".join(
+                f"{k} queue {s.queue_us / 1000:.1f} + compute {s.compute_us / 1000:.1f} ms"
+                for k, s in low.composing.items()
+            )
             lines += ["", f"Per model at {sc.mode} {low.value:g} (server side, per request): {parts}."]
         if low:
             b = r.breakdown(low)
-            lines += ["", f"Where the time goes at {sc.mode} {low.value:g} (ms per request): "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in b.items()) + "."]
+            lines += [
+                "",
+                f"Where the time goes at {sc.mode} {low.value:g} (ms per request): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in b.items())
+                + ".",
+            ]
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:

@@ -61,16 +61,26 @@ def model_layout(client, name: str, headers: Mapping[str, str] | None = None) ->
     # running the network in their process: net_threads
     ov_threads = params.get("INFERENCE_NUM_THREADS", {}).get("string_value")
     instance_count = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", [])) or 1
-    threads = (params.get("intra_op_thread_count", {}).get("string_value")
-               or (str(max(1, int(ov_threads) // instance_count)) if ov_threads else None)
-               or (params.get("net_threads", {}).get("string_value")
-                   if params.get("net_runtime", {}).get("string_value") in IN_PROCESS_RUNTIMES else None))
+    threads = (
+        params.get("intra_op_thread_count", {}).get("string_value")
+        or (str(max(1, int(ov_threads) // instance_count)) if ov_threads else None)
+        or (
+            params.get("net_threads", {}).get("string_value")
+            if params.get("net_runtime", {}).get("string_value") in IN_PROCESS_RUNTIMES
+            else None
+        )
+    )
     steps = [s["model_name"] for s in cfg.get("ensemble_scheduling", {}).get("step", [])]
     instances = sum(int(g.get("count", 1)) for g in cfg.get("instance_group", [])) or (0 if steps else 1)
-    return ModelLayout(name=name, kind=cfg.get("backend") or cfg.get("platform", ""), instances=instances,
-                       intra_op_threads=int(threads) if threads else None, steps=steps,
-                       max_batch_size=int(cfg.get("max_batch_size", 0)),
-                       net_runtime=params.get("net_runtime", {}).get("string_value"))
+    return ModelLayout(
+        name=name,
+        kind=cfg.get("backend") or cfg.get("platform", ""),
+        instances=instances,
+        intra_op_threads=int(threads) if threads else None,
+        steps=steps,
+        max_batch_size=int(cfg.get("max_batch_size", 0)),
+        net_runtime=params.get("net_runtime", {}).get("string_value"),
+    )
 
 
 def network_of(scenario: Scenario) -> str:
@@ -119,9 +129,13 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": mem_gib, "kernel": platform.release(), "os": platform.platform(terse=True),
-        "python": platform.python_version(), "hostname": platform.node(),
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": mem_gib,
+        "kernel": platform.release(),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
     }
 
 
@@ -155,8 +169,13 @@ class ScenarioResult:
         net_ms = net_stats.compute_us / 1000
         nested = sum(lv.composing[m].request_us for m in self.bls_models if m in lv.composing) / 1000
         steps = sum(st.compute_us for name, st in lv.composing.items() if name != net) / 1000 - nested
-        return {"client": client, "transport": transport, "queue": queue, "network": net_ms,
-                "python steps": max(steps, 0.0)}
+        return {
+            "client": client,
+            "transport": transport,
+            "queue": queue,
+            "network": net_ms,
+            "python steps": max(steps, 0.0),
+        }
 
     @property
     def ok_levels(self) -> list[Level]:
@@ -186,9 +205,15 @@ class ScenarioResult:
         sc = asdict(self.scenario)
         sc["triton_model"] = self.scenario.triton_model
         sc["input_label"] = self.scenario.input_label
-        return {"scenario": sc, "levels": [lv.to_dict() for lv in self.levels], "error": self.error,
-                "seconds": self.seconds, "slo": self.slo_verdict(), "bls_models": self.bls_models,
-                "breakdown_ms": [self.breakdown(lv) for lv in self.ok_levels]}
+        return {
+            "scenario": sc,
+            "levels": [lv.to_dict() for lv in self.levels],
+            "error": self.error,
+            "seconds": self.seconds,
+            "slo": self.slo_verdict(),
+            "bls_models": self.bls_models,
+            "breakdown_ms": [self.breakdown(lv) for lv in self.ok_levels],
+        }
 
 
 @dataclass
@@ -211,10 +236,18 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": RESULTS_FORMAT, "started": self.started, "finished": self.finished, "url": self.url,
-            "command": self.command, "machine": self.machine, "versions": self.versions,
-            "layouts": {k: asdict(v) for k, v in self.layouts.items()}, "load_average": self.load_average,
-            "startup_s": self.startup_s, "results": [r.to_dict() for r in self.results], "protocol": self.protocol,
+            "format": RESULTS_FORMAT,
+            "started": self.started,
+            "finished": self.finished,
+            "url": self.url,
+            "command": self.command,
+            "machine": self.machine,
+            "versions": self.versions,
+            "layouts": {k: asdict(v) for k, v in self.layouts.items()},
+            "load_average": self.load_average,
+            "startup_s": self.startup_s,
+            "results": [r.to_dict() for r in self.results],
+            "protocol": self.protocol,
         }
 
 
@@ -232,25 +265,50 @@ def load_results(path: Path) -> RunResult:
         sc.pop("triton_model", None)
         sc.pop("input_label", None)
         inp = sc.pop("input")
-        sc["input"] = InputSpec(size=tuple(inp["size"]), format=inp["format"], photos=tuple(inp["photos"]),
-                                crops=inp["crops"])
+        sc["input"] = InputSpec(
+            size=tuple(inp["size"]), format=inp["format"], photos=tuple(inp["photos"]), crops=inp["crops"]
+        )
         for key in ("concurrency", "request_rate"):
             sc[key] = tuple(sc.get(key, ()))
-        results.append(ScenarioResult(Scenario(**sc), [Level.from_dict(lv) for lv in r["levels"]], r.get("error"),
-                                      r.get("seconds", 0.0), r.get("bls_models", [])))
-    return RunResult(started=raw["started"], url=raw["url"], command=raw["command"], machine=raw["machine"],
-                     versions=raw["versions"], layouts={k: ModelLayout(**v) for k, v in raw["layouts"].items()},
-                     results=results, load_average=raw.get("load_average", {}), startup_s=raw.get("startup_s"),
-                     finished=raw.get("finished", ""), protocol=raw.get("protocol", "grpc"))
+        results.append(
+            ScenarioResult(
+                Scenario(**sc),
+                [Level.from_dict(lv) for lv in r["levels"]],
+                r.get("error"),
+                r.get("seconds", 0.0),
+                r.get("bls_models", []),
+            )
+        )
+    return RunResult(
+        started=raw["started"],
+        url=raw["url"],
+        command=raw["command"],
+        machine=raw["machine"],
+        versions=raw["versions"],
+        layouts={k: ModelLayout(**v) for k, v in raw["layouts"].items()},
+        results=results,
+        load_average=raw.get("load_average", {}),
+        startup_s=raw.get("startup_s"),
+        finished=raw.get("finished", ""),
+        protocol=raw.get("protocol", "grpc"),
+    )
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str = "",
-        startup_s: float | None = None, log: Callable[[str], None] = lambda s: None,
-        admin_key: str | None = None, http_url: str | None = None) -> RunResult:
+def run(
+    scenarios: Sequence[Scenario],
+    *,
+    url: str,
+    out_dir: Path,
+    command: str = "",
+    startup_s: float | None = None,
+    log: Callable[[str], None] = lambda s: None,
+    admin_key: str | None = None,
+    http_url: str | None = None,
+) -> RunResult:
     """Run every level of every scenario (one perf_analyzer process per level), in order.
 
     ``url`` is the gRPC endpoint. With ``admin_key`` (a server that restricts its admin APIs, stylize.contract.access) the
@@ -279,8 +337,12 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
         raise ServerNotReady(f"{url}: cannot reach the server ({e})") from None
     import tritonclient
 
-    versions = {"triton": meta.get("version", "?"), "perf_analyzer": pa_version,
-                "tritonclient": getattr(tritonclient, "__version__", "2.51.0"), "stylize": git_commit(short=True)}
+    versions = {
+        "triton": meta.get("version", "?"),
+        "perf_analyzer": pa_version,
+        "tritonclient": getattr(tritonclient, "__version__", "2.51.0"),
+        "stylize": git_commit(short=True),
+    }
     layouts: dict[str, ModelLayout] = {}
     ready: dict[str, bool] = {}
     for sc in scenarios:
@@ -306,9 +368,18 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
                     pass
     client.close()
 
-    result = RunResult(started=_now(), url=url, command=command, machine=machine(), versions=versions,
-                       layouts=layouts, results=[], startup_s=startup_s, protocol="http" if admin_key else "grpc",
-                       load_average={"before": [round(x, 2) for x in os.getloadavg()]})
+    result = RunResult(
+        started=_now(),
+        url=url,
+        command=command,
+        machine=machine(),
+        versions=versions,
+        layouts=layouts,
+        results=[],
+        startup_s=startup_s,
+        protocol="http" if admin_key else "grpc",
+        load_average={"before": [round(x, 2) for x in os.getloadavg()]},
+    )
     for sc in scenarios:
         res = ScenarioResult(sc)
         result.results.append(res)
@@ -324,12 +395,23 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
         res.bls_models = bls
         t0 = time.perf_counter()
         for level in sc.levels:
-            lvl, _ = run_level(binary, sc, level, url=pa_url, data_file=data_file, work_dir=raw_dir, bls_models=bls,
-                               headers=pa_headers, stacked=stacked)
+            lvl, _ = run_level(
+                binary,
+                sc,
+                level,
+                url=pa_url,
+                data_file=data_file,
+                work_dir=raw_dir,
+                bls_models=bls,
+                headers=pa_headers,
+                stacked=stacked,
+            )
             res.levels.append(lvl)
             if lvl.ok:
-                log(f"{sc.name}: {sc.mode} {level:g}: {lvl.infer_per_s:.2f} img/s, p50 {lvl.p50_ms:.0f} ms, "
-                    f"p95 {lvl.p95_ms:.0f} ms ({lvl.seconds:g} s)")
+                log(
+                    f"{sc.name}: {sc.mode} {level:g}: {lvl.infer_per_s:.2f} img/s, p50 {lvl.p50_ms:.0f} ms, "
+                    f"p95 {lvl.p95_ms:.0f} ms ({lvl.seconds:g} s)"
+                )
             else:
                 log(f"{sc.name}: {sc.mode} {level:g}: {lvl.status.upper()}: {lvl.message}")
         res.seconds = round(time.perf_counter() - t0, 1)
@@ -340,6 +422,15 @@ def run(scenarios: Sequence[Scenario], *, url: str, out_dir: Path, command: str 
 
 
 __all__ = [
-    "RESULTS_FORMAT", "ServerNotReady", "ModelLayout", "ScenarioResult", "RunResult", "run", "IN_STEP_NETWORK",
-    "machine", "bls_callees", "network_of", "load_results",
+    "RESULTS_FORMAT",
+    "ServerNotReady",
+    "ModelLayout",
+    "ScenarioResult",
+    "RunResult",
+    "run",
+    "IN_STEP_NETWORK",
+    "machine",
+    "bls_callees",
+    "network_of",
+    "load_results",
 ]

@@ -121,8 +121,7 @@ _SCENARIO_FIELDS = {f.name for f in fields(Scenario)} - {"set"}
 def _size(value: Any, where: str) -> tuple[int, int]:
     if isinstance(value, int):
         value = (value, value)
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, int) and v > 0 for v in value)):
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
         raise ScenarioError(f"{where}: input.size must be a positive int or [h, w]")
     return int(value[0]), int(value[1])
 
@@ -176,8 +175,10 @@ def _scenario(raw: Mapping[str, Any], defaults: Mapping[str, Any], set_name: str
     h, w = s.input.size
     if h % d.network.size_multiple or w % d.network.size_multiple or min(h, w) < d.network.min_size:
         if not s.is_ensemble:  # the ensembles pad; network models take what they are given
-            raise ScenarioError(f"{where}: {d.id} needs sides that are multiples of {d.network.size_multiple} "
-                                f"and >= {d.network.min_size}")
+            raise ScenarioError(
+                f"{where}: {d.id} needs sides that are multiples of {d.network.size_multiple} "
+                f"and >= {d.network.min_size}"
+            )
     if s.distribution not in ("constant", "poisson"):
         raise ScenarioError(f"{where}: distribution must be constant or poisson")
     if s.percentile not in (50, 90, 95, 99):
@@ -246,6 +247,14 @@ def with_overrides(scenario: Scenario, **overrides: Any) -> Scenario:
 
 
 __all__ = [
-    "VARIANTS", "ScenarioError", "InputSpec", "Scenario", "CapacitySpec", "ScenarioSet",
-    "load_set", "load_all", "select", "with_overrides",
+    "VARIANTS",
+    "ScenarioError",
+    "InputSpec",
+    "Scenario",
+    "CapacitySpec",
+    "ScenarioSet",
+    "load_set",
+    "load_all",
+    "select",
+    "with_overrides",
 ]

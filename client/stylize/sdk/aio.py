@@ -105,18 +105,27 @@ class AsyncStylizeClient(ClientCore):
         return await self._run(self._server_ready_op())
 
     # ---- images -------------------------------------------------------------------------------------------------
-    async def infer(self, img: ImageLike, model: str | None = None, *, version: int | str | None = None,
-                    **options: Any) -> Any:
+    async def infer(
+        self, img: ImageLike, model: str | None = None, *, version: int | str | None = None, **options: Any
+    ) -> Any:
         data, kind = encode_input(img)
         like = img if isinstance(img, np.ndarray) else None  # kind "array"
         return decode_output(await self.infer_bytes(data, model, version=version, **options), kind, like=like)
 
-    async def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
-                          **options: Any) -> bytes:
+    async def infer_bytes(
+        self, data: bytes, model: str | None = None, *, version: int | str | None = None, **options: Any
+    ) -> bytes:
         return await self._run(self._infer_bytes_op(data, model, version, options))
 
-    async def infer_file(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, *,
-                         version: int | str | None = None, **options: Any) -> Path:
+    async def infer_file(
+        self,
+        src: str | os.PathLike,
+        dst: str | os.PathLike,
+        model: str | None = None,
+        *,
+        version: int | str | None = None,
+        **options: Any,
+    ) -> Path:
         src, dst = Path(src), Path(dst)
         self._check_file(src, dst)
         data, _ = encode_input(src)
@@ -124,9 +133,16 @@ class AsyncStylizeClient(ClientCore):
         await asyncio.to_thread(write_atomic, dst, result)
         return dst
 
-    async def infer_many(self, items: Iterable[ImageLike] | AsyncIterable[ImageLike], model: str | None = None, *,
-                         concurrency: int = 4, return_exceptions: bool = False, version: int | str | None = None,
-                         **options: Any) -> AsyncIterator[Any]:
+    async def infer_many(
+        self,
+        items: Iterable[ImageLike] | AsyncIterable[ImageLike],
+        model: str | None = None,
+        *,
+        concurrency: int = 4,
+        return_exceptions: bool = False,
+        version: int | str | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Any]:
         """Results in order, ``concurrency`` requests in flight, bounded memory (see StylizeClient.infer_many)."""
         self._check_many(model, version, concurrency, options)
         pending: deque[asyncio.Task[Any]] = deque()
@@ -156,8 +172,9 @@ class AsyncStylizeClient(ClientCore):
     async def raw_model(self, model: str | None = None, *, version: int | str | None = None) -> RawModel:
         return await self._run(self._raw_model_op(model, version))
 
-    async def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
-                           tile: int | None = None) -> np.ndarray:
+    async def infer_frames(
+        self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None, tile: int | None = None
+    ) -> np.ndarray:
         model = model or self.model
         raw = await self.raw_model(model, version=version)
         v = version_arg(self._pinned(version))
@@ -170,13 +187,21 @@ class AsyncStylizeClient(ClientCore):
         return await asyncio.to_thread(run_frames, frames, raw, tile_for(raw, tile), run)
 
     # ---- video --------------------------------------------------------------------------------------------------
-    async def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
-                            **kwargs: Any) -> "VideoReport":
+    async def upscale_video(
+        self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, **kwargs: Any
+    ) -> "VideoReport":
         def run() -> "VideoReport":
-            with StylizeClient(url=self.url, model=self.model, version=self.version, timeout=self.timeout,
-                               retry=self.retry, compression=self.compression,
-                               max_message_bytes=self._max_message_bytes, ssl=self._ssl,
-                               metrics=self._metrics) as client:
+            with StylizeClient(
+                url=self.url,
+                model=self.model,
+                version=self.version,
+                timeout=self.timeout,
+                retry=self.retry,
+                compression=self.compression,
+                max_message_bytes=self._max_message_bytes,
+                ssl=self._ssl,
+                metrics=self._metrics,
+            ) as client:
                 return client.upscale_video(src, dst, model, **kwargs)
 
         return await asyncio.to_thread(run)

@@ -158,8 +158,9 @@ class Attempts:
         elapsed = time.monotonic() - self.start
         if not self.policy.should_retry(err, self.attempt, elapsed):
             return None
-        delay = self.policy.backoff(self.attempt, remaining=None if self.policy.deadline is None
-                                    else self.policy.deadline - elapsed)
+        delay = self.policy.backoff(
+            self.attempt, remaining=None if self.policy.deadline is None else self.policy.deadline - elapsed
+        )
         core._observers.retry(self.model, err, delay)
         return delay
 
@@ -219,12 +220,17 @@ class ClientCore:
         return version if version is not None else self.version
 
     # ---- operations --------------------------------------------------------------------------------------------
-    def _infer_bytes_op(self, data: bytes, model: str | None, version: int | str | None,
-                        options: dict[str, Any]) -> Op[bytes]:
+    def _infer_bytes_op(
+        self, data: bytes, model: str | None, version: int | str | None, options: dict[str, Any]
+    ) -> Op[bytes]:
         model = model or self.model
         inputs, outputs, v = image_request(self._grpc, model, data, options, self._pinned(version))
-        result = yield Rpc("infer", (model, inputs), dict(model_version=v, outputs=outputs, client_timeout=self.timeout,
-                                                          compression_algorithm=self.compression), model)
+        result = yield Rpc(
+            "infer",
+            (model, inputs),
+            dict(model_version=v, outputs=outputs, client_timeout=self.timeout, compression_algorithm=self.compression),
+            model,
+        )
         return bytes(result.as_numpy(ENCODED_RESULT.name).reshape(-1)[0])
 
     def _raw_model_op(self, model: str | None, version: int | str | None) -> Op[RawModel]:
@@ -238,8 +244,9 @@ class ClientCore:
                 if (yield Rpc("is_model_ready", (c,), dict(model_version=v, client_timeout=self.timeout), c)):
                     name = c
                     break
-            metadata = yield Rpc("get_model_metadata", (name,), dict(model_version=v, as_json=True,
-                                                                      client_timeout=self.timeout), name)
+            metadata = yield Rpc(
+                "get_model_metadata", (name,), dict(model_version=v, as_json=True, client_timeout=self.timeout), name
+            )
             self._raw[key] = raw_model_from_metadata(model, metadata)
         return self._raw[key]
 
@@ -247,9 +254,17 @@ class ClientCore:
         inp = self._grpc.InferInput(raw.input, list(batch.shape), "UINT8")
         inp.set_data_from_numpy(batch)
         outputs = [self._grpc.InferRequestedOutput(raw.output)]
-        result = yield Rpc("infer", (raw.name, [inp]), dict(model_version=version, outputs=outputs,
-                                                             client_timeout=self.timeout,
-                                                             compression_algorithm=self.compression), raw.name)
+        result = yield Rpc(
+            "infer",
+            (raw.name, [inp]),
+            dict(
+                model_version=version,
+                outputs=outputs,
+                client_timeout=self.timeout,
+                compression_algorithm=self.compression,
+            ),
+            raw.name,
+        )
         out: np.ndarray = result.as_numpy(raw.output)  # tritonclient's InferResult is untyped
         return out
 
@@ -257,13 +272,25 @@ class ClientCore:
         if not self._admin:  # the open APIs only: weights "?" (see StylizeClient.models)
             metadata, ready = yield from self._open_metadata_op(self.timeout)
             return infos_from_metadata(metadata, ready)
-        index = (yield Rpc("get_model_repository_index", (), dict(as_json=True, client_timeout=self.timeout,
-                                                                  headers=self._admin), "")).get("models", [])
+        index = (
+            yield Rpc(
+                "get_model_repository_index",
+                (),
+                dict(as_json=True, client_timeout=self.timeout, headers=self._admin),
+                "",
+            )
+        ).get("models", [])
         configs = {}
         for name in sorted({e["name"] for e in index if e.get("state") == "READY"}):
             try:
-                configs[name] = (yield Rpc("get_model_config", (name,), dict(
-                    as_json=True, client_timeout=self.timeout, headers=self._admin), name))["config"]
+                configs[name] = (
+                    yield Rpc(
+                        "get_model_config",
+                        (name,),
+                        dict(as_json=True, client_timeout=self.timeout, headers=self._admin),
+                        name,
+                    )
+                )["config"]
             except StylizeError:
                 continue  # unloaded between the two calls
         return model_infos(index, configs)
@@ -294,8 +321,13 @@ class ClientCore:
             ready = yield Rpc("is_server_ready", (), dict(client_timeout=timeout))
             meta = yield Rpc("get_server_metadata", (), dict(as_json=True, client_timeout=timeout))
             if self._admin:
-                index = (yield Rpc("get_model_repository_index", (), dict(
-                    as_json=True, client_timeout=timeout, headers=self._admin))).get("models", [])
+                index = (
+                    yield Rpc(
+                        "get_model_repository_index",
+                        (),
+                        dict(as_json=True, client_timeout=timeout, headers=self._admin),
+                    )
+                ).get("models", [])
             else:
                 metadata, _ = yield from self._open_metadata_op(timeout)
                 index = []
@@ -309,8 +341,9 @@ class ClientCore:
         states = {f"{m['name']}/{m.get('version', '')}": m.get("state", "") for m in index}
         return Health(self.url, bool(live), bool(ready), meta.get("version"), states, time.monotonic() - t0)
 
-    def _check_many(self, model: str | None, version: int | str | None, concurrency: int,
-                    options: dict[str, Any]) -> None:
+    def _check_many(
+        self, model: str | None, version: int | str | None, concurrency: int, options: dict[str, Any]
+    ) -> None:
         """infer_many fails before its first request on a bad argument."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -399,20 +432,29 @@ class StylizeClient(ClientCore):
         return self._run(self._server_ready_op())
 
     # ---- images -------------------------------------------------------------------------------------------------
-    def infer(self, img: ImageLike, model: str | None = None, *, version: int | str | None = None,
-              **options: Any) -> Any:
+    def infer(
+        self, img: ImageLike, model: str | None = None, *, version: int | str | None = None, **options: Any
+    ) -> Any:
         """Run one image through a model; returns the same kind it was given (see the module docstring)."""
         data, kind = encode_input(img)
         like = img if isinstance(img, np.ndarray) else None  # kind "array"
         return decode_output(self.infer_bytes(data, model, version=version, **options), kind, like=like)
 
-    def infer_bytes(self, data: bytes, model: str | None = None, *, version: int | str | None = None,
-                    **options: Any) -> bytes:
+    def infer_bytes(
+        self, data: bytes, model: str | None = None, *, version: int | str | None = None, **options: Any
+    ) -> bytes:
         """Encoded image in, encoded result out (PNG unless output_format says otherwise and the server supports it)."""
         return self._run(self._infer_bytes_op(data, model, version, options))
 
-    def infer_file(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, *,
-                   version: int | str | None = None, **options: Any) -> Path:
+    def infer_file(
+        self,
+        src: str | os.PathLike,
+        dst: str | os.PathLike,
+        model: str | None = None,
+        *,
+        version: int | str | None = None,
+        **options: Any,
+    ) -> Path:
         """Read ``src``, write the result to ``dst`` atomically (never a half-written file); returns ``dst``."""
         src, dst = Path(src), Path(dst)
         self._check_file(src, dst)
@@ -420,9 +462,16 @@ class StylizeClient(ClientCore):
         write_atomic(dst, self.infer_bytes(data, model, version=version, **options))
         return dst
 
-    def infer_many(self, items: Iterable[ImageLike], model: str | None = None, *, concurrency: int = 4,
-                   return_exceptions: bool = False, version: int | str | None = None,
-                   **options: Any) -> Iterator[Any]:
+    def infer_many(
+        self,
+        items: Iterable[ImageLike],
+        model: str | None = None,
+        *,
+        concurrency: int = 4,
+        return_exceptions: bool = False,
+        version: int | str | None = None,
+        **options: Any,
+    ) -> Iterator[Any]:
         """Yield the results of ``items`` in order, ``concurrency`` requests in flight.
 
         Memory stays bounded: at most ``concurrency`` inputs and results are held, whatever the length of
@@ -448,8 +497,9 @@ class StylizeClient(ClientCore):
         """Tensor names, batch limit, window and size rules of the network behind ``model`` (cached)."""
         return self._run(self._raw_model_op(model, version))
 
-    def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
-                     tile: int | None = None) -> np.ndarray:
+    def infer_frames(
+        self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None, tile: int | None = None
+    ) -> np.ndarray:
         """uint8 RGB frames through the network directly (no PNG round trip): the path video uses.
 
         ``frames``: HxWx3 or NxHxWx3 (a window TxHxWx3 or NxTxHxWx3 for windowed models); returns the same layout
@@ -464,8 +514,9 @@ class StylizeClient(ClientCore):
         return run_frames(frames, raw, tile_for(raw, tile), lambda batch: self._run(self._infer_raw_op(raw, batch, v)))
 
     # ---- video --------------------------------------------------------------------------------------------------
-    def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None,
-                      **kwargs: Any) -> "VideoReport":
+    def upscale_video(
+        self, src: str | os.PathLike, dst: str | os.PathLike, model: str | None = None, **kwargs: Any
+    ) -> "VideoReport":
         """Upscale (or stylize) a video, keeping audio, fps and frame count; see stylize.sdk.video.upscale_video."""
         from stylize.sdk.video import upscale_video
 
@@ -497,7 +548,23 @@ def _resolve(future: Future[Any], return_exceptions: bool) -> Any:
 
 
 __all__ = [
-    "StylizeClient", "ClientCore", "Rpc", "RetryPolicy", "NO_RETRY", "ClientStats", "ModelInfo", "Health",
-    "RawModel", "OPTIONS", "MAX_MESSAGE_BYTES", "ImageLike", "kind_of", "encode_input", "decode_output",
-    "build_options", "option_tensors", "image_format", "write_atomic",
+    "StylizeClient",
+    "ClientCore",
+    "Rpc",
+    "RetryPolicy",
+    "NO_RETRY",
+    "ClientStats",
+    "ModelInfo",
+    "Health",
+    "RawModel",
+    "OPTIONS",
+    "MAX_MESSAGE_BYTES",
+    "ImageLike",
+    "kind_of",
+    "encode_input",
+    "decode_output",
+    "build_options",
+    "option_tensors",
+    "image_format",
+    "write_atomic",
 ]

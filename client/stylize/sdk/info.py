@@ -57,16 +57,18 @@ def model_infos(index: list[dict], configs: dict[str, dict]) -> list[ModelInfo]:
         if not params.get("stylize_id") or not _client_facing(name):
             continue  # a composing model (python step, network, the nested cached ensemble), not a client-facing one
         desc = descriptor_of(name)
-        infos.append(ModelInfo(
-            id=name,
-            task=params.get("task", ""),
-            scale=int(params.get("scale", "0") or 0),
-            weights=params.get("weights", ""),
-            license=params.get("license", ""),
-            versions=tuple(sorted(ready_versions.get(_raw_name(name), ()))),
-            ready="READY" in states.get(name, ()),
-            title=(desc.title + (" (INT8)" if name != desc.id else "")) if desc is not None else "",
-        ))
+        infos.append(
+            ModelInfo(
+                id=name,
+                task=params.get("task", ""),
+                scale=int(params.get("scale", "0") or 0),
+                weights=params.get("weights", ""),
+                license=params.get("license", ""),
+                versions=tuple(sorted(ready_versions.get(_raw_name(name), ()))),
+                ready="READY" in states.get(name, ()),
+                title=(desc.title + (" (INT8)" if name != desc.id else "")) if desc is not None else "",
+            )
+        )
     return infos
 
 
@@ -135,8 +137,11 @@ def raw_model_from_metadata(model: str, metadata: dict) -> RawModel:
         tile_batch=desc.serving.tile_batch if desc else 1,
         tiles_per_call=CPU_TILES_PER_CALL if metadata.get("platform") in _CPU_PLATFORMS else None,
         max_side=desc.serving.gpu_max_side if desc and metadata.get("platform") == "tensorrt_plan" else None,
-        max_request_pixels=(with_window(desc, window) if desc.window and window and window != desc.window
-                            else desc).max_request_pixels if desc else None,
+        max_request_pixels=(
+            with_window(desc, window) if desc.window and window and window != desc.window else desc
+        ).max_request_pixels
+        if desc
+        else None,
     )
 
 
@@ -162,8 +167,16 @@ def infos_from_metadata(metadata: dict[str, dict], ready: dict[str, bool]) -> li
         desc = descriptor_of(name)
         assert desc is not None  # _client_facing: a descriptor's name
         raw = metadata.get(_raw_name(name), {})
-        infos.append(ModelInfo(
-            id=name, task=desc.task, scale=desc.scale, weights="?", license=desc.weights.license,
-            versions=tuple(sorted(int(v) for v in raw.get("versions", ()))), ready=ready.get(name, False),
-            title=desc.title + (" (INT8)" if name != desc.id else "")))
+        infos.append(
+            ModelInfo(
+                id=name,
+                task=desc.task,
+                scale=desc.scale,
+                weights="?",
+                license=desc.weights.license,
+                versions=tuple(sorted(int(v) for v in raw.get("versions", ()))),
+                ready=ready.get(name, False),
+                title=desc.title + (" (INT8)" if name != desc.id else ""),
+            )
+        )
     return infos

@@ -33,8 +33,13 @@ class ClientMetrics:
     process: the same series cannot be registered twice in one registry.
     """
 
-    def __init__(self, *, registry: "CollectorRegistry | None" = None, namespace: str = "stylize_client",
-                 buckets: tuple[float, ...] = DEFAULT_BUCKETS):
+    def __init__(
+        self,
+        *,
+        registry: "CollectorRegistry | None" = None,
+        namespace: str = "stylize_client",
+        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+    ):
         try:
             import prometheus_client
         except ImportError as e:  # optional dependency
@@ -43,12 +48,18 @@ class ClientMetrics:
             registry = prometheus_client.REGISTRY
         self.registry = registry
         self.request_seconds = prometheus_client.Histogram(
-            f"{namespace}_request_seconds", "Duration of each inference attempt made by the SDK",
-            ["model", "outcome"], buckets=buckets, registry=registry)
+            f"{namespace}_request_seconds",
+            "Duration of each inference attempt made by the SDK",
+            ["model", "outcome"],
+            buckets=buckets,
+            registry=registry,
+        )
         self.errors = prometheus_client.Counter(
-            f"{namespace}_errors", "Failed attempts by error kind", ["model", "kind"], registry=registry)
+            f"{namespace}_errors", "Failed attempts by error kind", ["model", "kind"], registry=registry
+        )
         self.retries = prometheus_client.Counter(
-            f"{namespace}_retries", "Attempts retried after the server was unavailable", ["model"], registry=registry)
+            f"{namespace}_retries", "Attempts retried after the server was unavailable", ["model"], registry=registry
+        )
 
     def observe_request(self, model: str, seconds: float, error: "StylizeError | None") -> None:
         self.request_seconds.labels(model=model, outcome="ok" if error is None else error.kind).observe(seconds)

@@ -96,8 +96,9 @@ def encode_input(img: ImageLike) -> tuple[bytes, str]:
         try:
             data = Path(img).read_bytes()
         except OSError as e:
-            raise InvalidInput(f"cannot read {img}: {e.strerror or e}", reason=f"cannot read file: {e.strerror or e}"
-                               ) from None
+            raise InvalidInput(
+                f"cannot read {img}: {e.strerror or e}", reason=f"cannot read file: {e.strerror or e}"
+            ) from None
     else:  # "pil"
         im = img if img.mode in ("RGB", "RGBA", "L", "LA", "P", "I;16") else img.convert("RGB")
         data = _png(im)
@@ -180,8 +181,11 @@ def build_options(options: dict[str, Any], model: str | None = None) -> dict[str
         for key in values:
             if key not in allowed:
                 why = "it has no max_side" if key == MAX_SIDE.name else "it is not tiled"
-                raise InvalidInput(f"option {key} does not apply to {model} ({why})",
-                                   reason=f"option {key} does not apply to {model}", model=model)
+                raise InvalidInput(
+                    f"option {key} does not apply to {model} ({why})",
+                    reason=f"option {key} does not apply to {model}",
+                    model=model,
+                )
     return values
 
 
@@ -211,8 +215,9 @@ def tile_for(raw: RawModel, tile: int | None) -> int | None:
     return size
 
 
-def run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
-                run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def run_frames(
+    frames: np.ndarray, raw: RawModel, tile: int | None, run: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Validate, pad, batch (or tile), run, crop: the raw-frame path shared by both clients."""
     arr, added = _frames_batch(frames, raw)
     h, w = arr.shape[-3:-1]
@@ -221,16 +226,28 @@ def run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
     if tile and (ph > tile or pw > tile):
         from stylize.contract.tiling import run_tiled
 
-        out = np.stack([run_tiled(f, run=run, scale=raw.scale, tile=tile, overlap=raw.tile_overlap,
-                                  batch=max(1, min(raw.tile_batch, raw.max_batch_size or 1)),
-                                  per_call=raw.tiles_per_call, multiple=raw.size_multiple,
-                                  max_side=raw.max_side)[0] for f in padded])
+        out = np.stack(
+            [
+                run_tiled(
+                    f,
+                    run=run,
+                    scale=raw.scale,
+                    tile=tile,
+                    overlap=raw.tile_overlap,
+                    batch=max(1, min(raw.tile_batch, raw.max_batch_size or 1)),
+                    per_call=raw.tiles_per_call,
+                    multiple=raw.size_multiple,
+                    max_side=raw.max_side,
+                )[0]
+                for f in padded
+            ]
+        )
     else:
         step = max(raw.max_batch_size, 1)
         if raw.max_request_pixels:  # fewer frames per request where the network's pixel limit says so
             per_frame = int(np.prod(padded.shape[1:-1], dtype=np.int64))
             step = max(1, min(step, raw.max_request_pixels // max(per_frame, 1)))
-        outs = [run(np.ascontiguousarray(padded[i:i + step])) for i in range(0, len(padded), step)]
+        outs = [run(np.ascontiguousarray(padded[i : i + step])) for i in range(0, len(padded), step)]
         out = outs[0] if len(outs) == 1 else np.concatenate(outs)
     out = crop_frames(out, h, w, ph, pw)
     return out[0] if added else out
@@ -239,8 +256,9 @@ def run_frames(frames: np.ndarray, raw: RawModel, tile: int | None,
 def _check_image_model(model: str) -> None:
     desc = descriptor_of(model)
     if desc is not None and desc.is_video_window:
-        raise InvalidInput(f"{model} is a video model (frame windows): use upscale_video() or infer_frames()",
-                           model=model)
+        raise InvalidInput(
+            f"{model} is a video model (frame windows): use upscale_video() or infer_frames()", model=model
+        )
 
 
 def net_version(model: str, version: int | str | None) -> int | None:
@@ -252,15 +270,17 @@ def net_version(model: str, version: int | str | None) -> int | None:
     try:
         v = int(str(version).strip())
     except ValueError:
-        raise InvalidInput(f"model version {version!r}: expected a version number (see `stylize models`)",
-                           model=model) from None
+        raise InvalidInput(
+            f"model version {version!r}: expected a version number (see `stylize models`)", model=model
+        ) from None
     if v < 1:
         raise InvalidInput(f"model version {v}: versions are numbered from 1", model=model)
     return v
 
 
-def image_request(grpc: ModuleType, model: str, data: bytes, options: dict[str, Any],
-                   version: int | str | None = None) -> tuple[list[Any], list[Any], str]:
+def image_request(
+    grpc: ModuleType, model: str, data: bytes, options: dict[str, Any], version: int | str | None = None
+) -> tuple[list[Any], list[Any], str]:
     """Inputs, requested outputs and the model version of one image request (shared by the blocking and the asyncio
     client). A client-facing ensemble has one version; a pinned ``version`` is the network's, sent as NET_VERSION
     (the image step runs that version: stylize.engine.network.NetworkVersions). A model the descriptors do not
@@ -275,8 +295,13 @@ def image_request(grpc: ModuleType, model: str, data: bytes, options: dict[str, 
     inputs = [image]
     tensors = option_tensors(values)
     if pinned is not None:
-        tensors.append((NET_VERSION.tensor.name, NET_VERSION.tensor.dtype,
-                        np.array([[pinned]], dtype=NET_VERSION.tensor.numpy_dtype)))
+        tensors.append(
+            (
+                NET_VERSION.tensor.name,
+                NET_VERSION.tensor.dtype,
+                np.array([[pinned]], dtype=NET_VERSION.tensor.numpy_dtype),
+            )
+        )
     for name, dtype, arr in tensors:
         t = grpc.InferInput(name, list(arr.shape), dtype)
         t.set_data_from_numpy(arr)
@@ -303,6 +328,8 @@ def _frames_batch(frames: np.ndarray, raw: RawModel) -> tuple[np.ndarray, bool]:
     if raw.window and arr.shape[1] != raw.window:
         raise InvalidInput(f"{raw.name} takes windows of {raw.window} frames, got {arr.shape[1]}")
     if raw.window and raw.max_side and max(arr.shape[-3:-1]) > raw.max_side:
-        raise InvalidInput(f"{raw.name} takes frames of at most {raw.max_side} pixels a side (its TensorRT profile; "
-                           f"windows are not tiled in space), got {arr.shape[-2]}x{arr.shape[-3]}")
+        raise InvalidInput(
+            f"{raw.name} takes frames of at most {raw.max_side} pixels a side (its TensorRT profile; "
+            f"windows are not tiled in space), got {arr.shape[-2]}x{arr.shape[-3]}"
+        )
     return arr, added

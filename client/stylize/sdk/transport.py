@@ -121,8 +121,10 @@ class ClientStats:
             text = f"{self.ok} requests ok"
             if self.outages:
                 ongoing = " (still unavailable)" if self._outage_start is not None else ""
-                text += (f"; the server was unavailable {self.outages} time{'s' if self.outages > 1 else ''} for "
-                         f"{self.outage_seconds:.1f} s{ongoing}, {self.retries} attempts retried")
+                text += (
+                    f"; the server was unavailable {self.outages} time{'s' if self.outages > 1 else ''} for "
+                    f"{self.outage_seconds:.1f} s{ongoing}, {self.retries} attempts retried"
+                )
             elif self.retries:
                 text += f", {self.retries} attempts retried"
             if self.errors:
@@ -151,10 +153,14 @@ def draining(err: "ModelNotFound", ready: "bool | Callable[[], bool]") -> Styliz
     """NOT_FOUND from a server that is not ready is a drain, not a missing model: while tritonserver stops, it
     unloads the models first and answers NOT_FOUND for seconds. Retried like UNAVAILABLE (the next try reaches
     another pod, or the restarted server); from a ready server it stays ModelNotFound."""
-    if (ready() if callable(ready) else ready):
+    if ready() if callable(ready) else ready:
         return err
-    return ServerUnavailable(f"{err.message} (the server is not ready: draining or starting)", model=err.model,
-                             status=err.status, url=err.url)
+    return ServerUnavailable(
+        f"{err.message} (the server is not ready: draining or starting)",
+        model=err.model,
+        status=err.status,
+        url=err.url,
+    )
 
 
 class Observers:

@@ -78,8 +78,10 @@ class FrameClient(Protocol):
 
     def raw_model(self, model: str | None = None, *, version: int | str | None = None) -> RawModel: ...
 
-    def infer_frames(self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None,
-                     tile: int | None = None) -> np.ndarray: ...
+    def infer_frames(
+        self, frames: np.ndarray, model: str | None = None, *, version: int | str | None = None, tile: int | None = None
+    ) -> np.ndarray: ...
+
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers that take H.264 (the default codec)
 
@@ -307,8 +309,10 @@ def upscale_video(
         raise InvalidInput(f"codec {codec!r}; expected one of {', '.join(CODECS)}")
     spec = CODECS[codec]
     if dst.suffix.lower() not in spec.containers:
-        raise InvalidInput(f"cannot write {spec.title} into {dst.suffix or 'a file without extension'}; "
-                           f"use one of {', '.join(sorted(spec.containers))}")
+        raise InvalidInput(
+            f"cannot write {spec.title} into {dst.suffix or 'a file without extension'}; "
+            f"use one of {', '.join(sorted(spec.containers))}"
+        )
     crf = spec.crf_default if crf is None else crf
     if not 0 <= crf <= spec.crf_max:
         raise InvalidInput(f"crf {crf}; expected 0..{spec.crf_max} for {spec.title}")
@@ -359,8 +363,9 @@ def upscale_video(
         time_base = vs.time_base or 1 / Fraction(rate)
         w, h = picture.upright_size
         net_w, net_h = w * raw.scale, h * raw.scale  # what the network returns (padding cropped)
-        out_w, out_h = (net_w, net_h) if outscale is None else (max(2, round(w * outscale)),
-                                                                max(2, round(h * outscale)))
+        out_w, out_h = (
+            (net_w, net_h) if outscale is None else (max(2, round(w * outscale)), max(2, round(h * outscale)))
+        )
         out_w, out_h = out_w - out_w % 2, out_h - out_h % 2
         resized = (out_w, out_h) != (net_w - net_w % 2, net_h - net_h % 2)  # --outscale: resize each frame
         plan = plan_streams(inp, dst.suffix, spec)
@@ -368,9 +373,26 @@ def upscale_video(
         if out_rate is not None:  # --fps: every frame, 1/fps apart
             rate, time_base = out_rate, 1 / out_rate
         st = src.stat()
-        store = SegmentStore(dst, Job(str(src.resolve()), st.st_size, st.st_mtime_ns, model, str(version or ""),
-                                      spec.name, pix_fmt, crf, preset, n_seg, batch, margin, window_tile,
-                                      outscale=outscale, fps=str(out_rate or "")))
+        store = SegmentStore(
+            dst,
+            Job(
+                str(src.resolve()),
+                st.st_size,
+                st.st_mtime_ns,
+                model,
+                str(version or ""),
+                spec.name,
+                pix_fmt,
+                crf,
+                preset,
+                n_seg,
+                batch,
+                margin,
+                window_tile,
+                outscale=outscale,
+                fps=str(out_rate or ""),
+            ),
+        )
         resume_from = store.open(resume) * n_seg
         high_depth = depth > 8
 
@@ -378,11 +400,23 @@ def upscale_video(
         jobs: queue.Queue = queue.Queue(maxsize=concurrency)
         total = vs.frames or None
         bar = _progress_bar(total, progress, src.name)
-        report = VideoReport(src=src, dst=dst, model=model, frames=0, fps=float(rate), size_in=(w, h),
-                             size_out=(out_w, out_h), audio=", ".join(plan.audio) or "none", seconds=0.0,
-                             requests=0, codec=spec.name, pix_fmt=pix_fmt,
-                             subtitles=", ".join(plan.subtitles) or "none", chapters=len(inp.chapters()),
-                             rotation=picture.rotation)
+        report = VideoReport(
+            src=src,
+            dst=dst,
+            model=model,
+            frames=0,
+            fps=float(rate),
+            size_in=(w, h),
+            size_out=(out_w, out_h),
+            audio=", ".join(plan.audio) or "none",
+            seconds=0.0,
+            requests=0,
+            codec=spec.name,
+            pix_fmt=pix_fmt,
+            subtitles=", ".join(plan.subtitles) or "none",
+            chapters=len(inp.chapters()),
+            rotation=picture.rotation,
+        )
 
         def guarded(fn: Callable[[], None]) -> Callable[[], None]:
             def run() -> None:
@@ -393,6 +427,7 @@ def upscale_video(
                 except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
                     errors.append(e)
                     stop.set()
+
             return run
 
         last_duration: list[Fraction | None] = [None]  # of the last frame (the joined stream ends with it)
@@ -406,8 +441,13 @@ def upscale_video(
                     if out_rate is not None:
                         last_duration[0] = 1 / out_rate
                     arr, source16 = picture.to_rgb(frame)
-                    queue_put(decoded, Frame(index, arr, source16 if high_depth else None, frame.pts,
-                                         frame.time_base, time.monotonic()), stop)
+                    queue_put(
+                        decoded,
+                        Frame(
+                            index, arr, source16 if high_depth else None, frame.pts, frame.time_base, time.monotonic()
+                        ),
+                        stop,
+                    )
                     index += 1
             decoded_frames[0] = index
             queue_put(decoded, None, stop)
@@ -451,16 +491,20 @@ def upscale_video(
                             bar.update(resume_from)
                     want_h, want_w = (net_h, net_w) if resized else (out_h, out_w)
                     if arr.shape[0] < want_h or arr.shape[1] < want_w:
-                        raise VideoError(f"{model} returned {arr.shape[1]}x{arr.shape[0]}, expected "
-                                         f"{want_w}x{want_h}")
+                        raise VideoError(f"{model} returned {arr.shape[1]}x{arr.shape[0]}, expected {want_w}x{want_h}")
                     k = f.index // n_seg
                     if seg and seg["k"] != k:
                         close_segment()
                     if not seg:
                         open_segment(k)
                     if resized:
-                        vf = picture.frame_from(av, outscaled(arr[:net_h, :net_w], f.source16, raw.scale,
-                                                              (out_h, out_w)), None, raw.scale, pix_fmt)
+                        vf = picture.frame_from(
+                            av,
+                            outscaled(arr[:net_h, :net_w], f.source16, raw.scale, (out_h, out_w)),
+                            None,
+                            raw.scale,
+                            pix_fmt,
+                        )
                     else:
                         vf = picture.frame_from(av, arr[:out_h, :out_w], f.source16, raw.scale, pix_fmt)
                     if out_rate is not None:
@@ -483,8 +527,15 @@ def upscale_video(
         def timed_infer(frames: np.ndarray) -> tuple[float, np.ndarray]:
             t0 = time.monotonic()
             if window_tile:
-                result = tile_window(client, frames, model, version=version, scale=raw.scale,
-                                     multiple=raw.size_multiple, tile=window_tile)
+                result = tile_window(
+                    client,
+                    frames,
+                    model,
+                    version=version,
+                    scale=raw.scale,
+                    multiple=raw.size_multiple,
+                    tile=window_tile,
+                )
             else:
                 result = client.infer_frames(frames, model, version=version)
             return time.monotonic() - t0, result
@@ -552,8 +603,17 @@ def outscaled(net: np.ndarray, source16: np.ndarray | None, scale: int, size: tu
     return out
 
 
-def tile_window(client: FrameClient, window: np.ndarray, model: str, *, version: int | str | None, scale: int,
-                multiple: int, tile: int, overlap: int = WINDOW_TILE_OVERLAP) -> np.ndarray:
+def tile_window(
+    client: FrameClient,
+    window: np.ndarray,
+    model: str,
+    *,
+    version: int | str | None,
+    scale: int,
+    multiple: int,
+    tile: int,
+    overlap: int = WINDOW_TILE_OVERLAP,
+) -> np.ndarray:
     """One TxHxWx3 window through a windowed network in overlapping spatial tiles (feathered seams; one tile per
     request), or whole when a frame is within tile x tile pixels."""
     from stylize.contract.tiling import run_tiled
@@ -564,9 +624,17 @@ def tile_window(client: FrameClient, window: np.ndarray, model: str, *, version:
     return run_tiled(window, run=run, scale=scale, tile=tile, overlap=overlap, batch=1, multiple=multiple)[0]
 
 
-def schedule(decoded: queue.Queue, jobs: queue.Queue, stop: threading.Event, pool: ThreadPoolExecutor,
-              infer: Callable[[np.ndarray], tuple[float, np.ndarray]], window: int | None, margin: int | None,
-              batch: int, resume_from: int = 0) -> None:
+def schedule(
+    decoded: queue.Queue,
+    jobs: queue.Queue,
+    stop: threading.Event,
+    pool: ThreadPoolExecutor,
+    infer: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    window: int | None,
+    margin: int | None,
+    batch: int,
+    resume_from: int = 0,
+) -> None:
     """Main-thread stage: frames -> requests in flight, in output order.
 
     Requests are grouped exactly as in a run from the start, and those whose kept frames all lie before
@@ -620,5 +688,18 @@ def _progress_bar(total: int | None, progress: bool | None, name: str) -> "tqdm 
     return tqdm(total=total, unit="frame", desc=name, disable=None if progress is None else False, leave=True)
 
 
-__all__ = ["VIDEO_SUFFIXES", "SEGMENT_SECONDS", "WINDOW_TILE", "WINDOW_TILE_OVERLAP", "tile_window", "upscale_video",
-           "VideoReport", "VideoError", "Window", "WindowPlanner", "plan_windows", "window_indices", "temp_path"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "SEGMENT_SECONDS",
+    "WINDOW_TILE",
+    "WINDOW_TILE_OVERLAP",
+    "tile_window",
+    "upscale_video",
+    "VideoReport",
+    "VideoError",
+    "Window",
+    "WindowPlanner",
+    "plan_windows",
+    "window_indices",
+    "temp_path",
+]

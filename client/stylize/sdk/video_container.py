@@ -67,8 +67,13 @@ class Codec:
         if self.encoder == "libx265":
             return {"crf": str(crf), "preset": preset, "x265-params": "log-level=error"}
         if self.encoder == "libvpx-vp9":  # constant quality (b=0); x264 preset names mapped onto cpu-used
-            return {"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good",
-                    "cpu-used": str(_VP9_CPU_USED[preset])}
+            return {
+                "crf": str(crf),
+                "b": "0",
+                "row-mt": "1",
+                "deadline": "good",
+                "cpu-used": str(_VP9_CPU_USED[preset]),
+            }
         if self.encoder == "libsvtav1":
             return {"crf": str(crf), "preset": str(_SVT_PRESET[preset])}
         raise AssertionError(self.encoder)
@@ -78,14 +83,19 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 _VP9_CPU_USED = dict(zip(PRESETS, (8, 7, 6, 5, 4, 3, 2, 1, 0)))
 _SVT_PRESET = dict(zip(PRESETS, (12, 11, 10, 9, 8, 6, 4, 3, 2)))
 _MP4 = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
-CODECS: dict[str, Codec] = {c.name: c for c in (
-    Codec("h264", "libx264", "H.264", 51, 18, {8: "yuv420p", 10: "yuv420p10le"}, _MP4),
-    Codec("h265", "libx265", "H.265", 51, 20, {8: "yuv420p", 10: "yuv420p10le"}, _MP4),
-    Codec("vp9", "libvpx-vp9", "VP9", 63, 31, {8: "yuv420p", 10: "yuv420p10le"},
-          frozenset({".mp4", ".mkv", ".webm"})),
-    Codec("av1", "libsvtav1", "AV1", 63, 30, {8: "yuv420p", 10: "yuv420p10le"},
-          frozenset({".mp4", ".mkv", ".webm"})),
-)}
+CODECS: dict[str, Codec] = {
+    c.name: c
+    for c in (
+        Codec("h264", "libx264", "H.264", 51, 18, {8: "yuv420p", 10: "yuv420p10le"}, _MP4),
+        Codec("h265", "libx265", "H.265", 51, 20, {8: "yuv420p", 10: "yuv420p10le"}, _MP4),
+        Codec(
+            "vp9", "libvpx-vp9", "VP9", 63, 31, {8: "yuv420p", 10: "yuv420p10le"}, frozenset({".mp4", ".mkv", ".webm"})
+        ),
+        Codec(
+            "av1", "libsvtav1", "AV1", 63, 30, {8: "yuv420p", 10: "yuv420p10le"}, frozenset({".mp4", ".mkv", ".webm"})
+        ),
+    )
+}
 
 
 def output_codec(av: ModuleType, codec: str, bit_depth: int, suffix: str) -> tuple[Codec, str]:
@@ -94,8 +104,10 @@ def output_codec(av: ModuleType, codec: str, bit_depth: int, suffix: str) -> tup
         raise InvalidInput(f"codec {codec!r}; expected one of {', '.join(CODECS)}")
     c = CODECS[codec]
     if suffix.lower() not in c.containers:
-        raise InvalidInput(f"cannot write {c.title} into {suffix or 'a file without extension'}; "
-                           f"use one of {', '.join(sorted(c.containers))}")
+        raise InvalidInput(
+            f"cannot write {c.title} into {suffix or 'a file without extension'}; "
+            f"use one of {', '.join(sorted(c.containers))}"
+        )
     if bit_depth not in c.pix_fmts:
         raise InvalidInput(f"bit depth {bit_depth}; {c.title} is written with {' or '.join(map(str, c.pix_fmts))}")
     try:
@@ -152,8 +164,9 @@ class Picture:
         k = self.quarter_turns
         return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
-    def frame_from(self, av: ModuleType, rgb: np.ndarray, source16: np.ndarray | None, scale: int,
-                   pix_fmt: str) -> "VideoFrame":
+    def frame_from(
+        self, av: ModuleType, rgb: np.ndarray, source16: np.ndarray | None, scale: int, pix_fmt: str
+    ) -> "VideoFrame":
         """The output picture as a frame in the encoder's format, with the source's colour tags.
 
         ``source16`` (high-bit-depth input, scale > 1): see flat_areas_from_source. A uint16 ``rgb`` is the final
@@ -254,8 +267,16 @@ def picture_of_frame(frame: "VideoFrame") -> Picture:
     """The Picture of one decoded PyAV frame (rotation to the nearest quarter turn)."""
     rotation = int(round((frame.rotation or 0) / 90.0)) * 90
     depth = max(comp.bits for comp in frame.format.components)
-    return Picture(frame.width, frame.height, rotation, depth, int(frame.colorspace), int(frame.color_range),
-                   int(frame.color_primaries), int(frame.color_trc))
+    return Picture(
+        frame.width,
+        frame.height,
+        rotation,
+        depth,
+        int(frame.colorspace),
+        int(frame.color_range),
+        int(frame.color_primaries),
+        int(frame.color_trc),
+    )
 
 
 def probe_picture(av: ModuleType, path: Path) -> Picture:
@@ -268,6 +289,7 @@ def probe_picture(av: ModuleType, path: Path) -> Picture:
 
 
 # ---- resume: the work folder ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Job:
@@ -351,8 +373,7 @@ class SegmentStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def join_segments(av: ModuleType, segments: list[Path], out_path: Path, last_duration: Fraction | None = None
-                  ) -> int:
+def join_segments(av: ModuleType, segments: list[Path], out_path: Path, last_duration: Fraction | None = None) -> int:
     """Concatenate the segments' packets into one MP4 video stream with the source's timestamps; the packet count.
 
     Decode timestamps are recomputed over the whole stream: each segment came from a fresh encoder whose B-frame
@@ -430,8 +451,12 @@ _COPYABLE_AUDIO: dict[str, set[str] | None] = {
     "webm": {"opus", "vorbis"},
 }
 _TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"}
-_SUBTITLES = {"mp4": ({"mov_text"}, "mov_text"), "mov": ({"mov_text"}, "mov_text"),
-              "matroska": (None, "srt"), "webm": ({"webvtt"}, "webvtt")}
+_SUBTITLES = {
+    "mp4": ({"mov_text"}, "mov_text"),
+    "mov": ({"mov_text"}, "mov_text"),
+    "matroska": (None, "srt"),
+    "webm": ({"webvtt"}, "webvtt"),
+}
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
 
@@ -500,20 +525,51 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError:
-        raise VideoError("stylize video muxes its output with the ffmpeg binary: install ffmpeg (apt-get install "
-                         "ffmpeg) or pip install imageio-ffmpeg, or set STYLIZE_FFMPEG") from None
+        raise VideoError(
+            "stylize video muxes its output with the ffmpeg binary: install ffmpeg (apt-get install "
+            "ffmpeg) or pip install imageio-ffmpeg, or set STYLIZE_FFMPEG"
+        ) from None
     found: str = imageio_ffmpeg.get_ffmpeg_exe()  # imageio_ffmpeg is untyped
     return found
 
 
 def remux(video: Path, src: Path, out: Path, plan: StreamPlan) -> None:
     """Mux ``video`` with the source's other streams into ``out``; both keep the source's own timeline (-copyts)."""
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-copyts",
-           "-i", str(video), "-i", str(src), *plan.args, str(out)]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-copyts",
+        "-i",
+        str(video),
+        "-i",
+        str(src),
+        *plan.args,
+        str(out),
+    ]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise VideoError(f"ffmpeg could not mux {out.name}: {proc.stderr.strip()[-2000:]}")
 
 
-__all__ = ["MUX_OPTIONS", "CODECS", "PRESETS", "Codec", "Job", "Picture", "picture_of_frame", "SegmentStore", "StreamPlan", "VideoError",
-           "join_segments", "output_codec", "plan_streams", "probe_picture", "remux", "ffmpeg_exe"]
+__all__ = [
+    "MUX_OPTIONS",
+    "CODECS",
+    "PRESETS",
+    "Codec",
+    "Job",
+    "Picture",
+    "picture_of_frame",
+    "SegmentStore",
+    "StreamPlan",
+    "VideoError",
+    "join_segments",
+    "output_codec",
+    "plan_streams",
+    "probe_picture",
+    "remux",
+    "ffmpeg_exe",
+]

@@ -176,18 +176,25 @@ class LiveReport:
             busy = _union_seconds(self.intervals.get(name, []))
             out[name] = {"busy_s": round(busy, 4), "busy_fraction": round(busy / span, 4) if span > 0 else 0.0}
         total = sum(v["busy_s"] for v in out.values())
-        out["overlap"] = {"sum_busy_over_wall": round(total / span, 3) if span > 0 else 0.0,
-                          "two_stages_busy_s": round(_concurrent_seconds(
-                              [_merged(self.intervals.get(n, [])) for n in ("decode", "network", "encode")]), 4)}
+        out["overlap"] = {
+            "sum_busy_over_wall": round(total / span, 3) if span > 0 else 0.0,
+            "two_stages_busy_s": round(
+                _concurrent_seconds([_merged(self.intervals.get(n, [])) for n in ("decode", "network", "encode")]), 4
+            ),
+        }
         return out
 
     def figures(self) -> dict[str, Any]:
         lat = self.latency_ms
         return {
-            "latency_ms": {"p50": round(_pct(lat, 50), 2), "p95": round(_pct(lat, 95), 2),
-                           "max": round(max(lat), 2) if lat else 0.0,
-                           "mean": round(float(np.mean(lat)), 2) if lat else 0.0},
-            "fps_out": round(self.fps_out, 3), "fps_in": round(self.fps_in, 3),
+            "latency_ms": {
+                "p50": round(_pct(lat, 50), 2),
+                "p95": round(_pct(lat, 95), 2),
+                "max": round(max(lat), 2) if lat else 0.0,
+                "mean": round(float(np.mean(lat)), 2) if lat else 0.0,
+            },
+            "fps_out": round(self.fps_out, 3),
+            "fps_in": round(self.fps_in, 3),
             "frame_interval_ms": round(self.frame_interval_ms, 2),
             "compute_per_frame_ms": round(self.compute_per_frame_ms, 2),
             "request_ms": {"p50": round(_pct(self.compute_ms, 50), 2), "p95": round(_pct(self.compute_ms, 95), 2)},
@@ -205,19 +212,22 @@ class LiveReport:
     def summary(self) -> str:
         f = self.figures()
         lat = f["latency_ms"]
-        text = (f"{self.dst}: live {self.frames_out} frames written of {self.frames_in} decoded "
-                f"({self.dropped} dropped, policy {self.policy}), {self.size_in[0]}x{self.size_in[1]} -> "
-                f"{self.size_out[0]}x{self.size_out[1]}; {f['fps_out']:.2f} frames/s out (input {self.fps_in:g}); "
-                f"latency decoded -> written p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms "
-                f"(target {f['target_ms']:.0f} ms: 2 frame intervals + one frame's compute); "
-                f"{self.requests} requests ({self.model})")
+        text = (
+            f"{self.dst}: live {self.frames_out} frames written of {self.frames_in} decoded "
+            f"({self.dropped} dropped, policy {self.policy}), {self.size_in[0]}x{self.size_in[1]} -> "
+            f"{self.size_out[0]}x{self.size_out[1]}; {f['fps_out']:.2f} frames/s out (input {self.fps_in:g}); "
+            f"latency decoded -> written p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms "
+            f"(target {f['target_ms']:.0f} ms: 2 frame intervals + one frame's compute); "
+            f"{self.requests} requests ({self.model})"
+        )
         st = self.stages()
         text += "; busy " + ", ".join(f"{k} {st[k]['busy_fraction']:.0%}" for k in ("decode", "network", "encode"))
         return text
 
 
-def _open_input(av: ModuleType, src: str, input_format: str | None, follow: float | None,
-                options: dict[str, str] | None) -> "InputContainer":
+def _open_input(
+    av: ModuleType, src: str, input_format: str | None, follow: float | None, options: dict[str, str] | None
+) -> "InputContainer":
     opts = dict(_INPUT_OPTIONS)
     url = "pipe:0" if src == "-" else src
     if follow:
@@ -322,8 +332,16 @@ def stream_video(
     vs.thread_type = "SLICE"  # frame threading would hold frames back (one per thread)
     rate = vs.average_rate or vs.guessed_rate or vs.base_rate or Fraction(25)
     time_base = vs.time_base or 1 / Fraction(rate)
-    report = LiveReport(src=src, dst=dst, model=model, policy=policy, queue=queue_size, concurrency=concurrency,
-                        fps_in=float(rate), intervals={"decode": [], "network": [], "encode": []})
+    report = LiveReport(
+        src=src,
+        dst=dst,
+        model=model,
+        policy=policy,
+        queue=queue_size,
+        concurrency=concurrency,
+        fps_in=float(rate),
+        intervals={"decode": [], "network": [], "encode": []},
+    )
     decoded: queue.Queue = queue.Queue(maxsize=queue_size)
     jobs: queue.Queue = queue.Queue(maxsize=concurrency)
     stop = threading.Event()
@@ -344,6 +362,7 @@ def stream_video(
             except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
                 errors.append(e)
                 stop.set()
+
         return run
 
     def decode() -> None:
@@ -359,8 +378,10 @@ def stream_video(
                     report.size_in = picture_box[0].upright_size
                 picture = picture_box[0]
                 if (frame.width, frame.height) != (picture.width, picture.height):
-                    raise VideoError(f"the input changed size mid-stream: {picture.width}x{picture.height} -> "
-                                     f"{frame.width}x{frame.height}")
+                    raise VideoError(
+                        f"the input changed size mid-stream: {picture.width}x{picture.height} -> "
+                        f"{frame.width}x{frame.height}"
+                    )
                 arr, _ = picture.to_rgb(frame)
                 report.frames_in += 1
                 report.intervals["decode"].append((a, now()))
@@ -389,8 +410,10 @@ def stream_video(
                 break
             except av.error.FFmpegError as e:
                 # a growing file that stopped growing for `follow` seconds: FFmpeg's file protocol gives up with EIO
-                if follow and (getattr(e, "errno", None) in (errno.EIO, errno.ETIMEDOUT)
-                               or isinstance(e, (av.error.TimeoutError, av.error.ExitError))):
+                if follow and (
+                    getattr(e, "errno", None) in (errno.EIO, errno.ETIMEDOUT)
+                    or isinstance(e, (av.error.TimeoutError, av.error.ExitError))
+                ):
                     take(vs.codec_context.decode(None), now())  # the frames the decoder still holds
                     break
                 raise
@@ -399,8 +422,12 @@ def stream_video(
         queue_put(decoded, None, stop)
 
     def open_output(h_out: int, w_out: int) -> None:
-        o = av.open(sys.stdout.buffer if dst == "-" else dst, "w", format=fmt,
-                    container_options={**mux_options, "flush_packets": "1"})
+        o = av.open(
+            sys.stdout.buffer if dst == "-" else dst,
+            "w",
+            format=fmt,
+            container_options={**mux_options, "flush_packets": "1"},
+        )
         options = spec.options(crf, preset)
         options["tune"] = "zerolatency"
         s = o.add_stream(spec.encoder, rate=rate, options=options)
@@ -462,8 +489,9 @@ def stream_video(
     def timed_infer(frames: np.ndarray) -> tuple[float, np.ndarray]:
         a = time.monotonic()
         if window_tile:
-            result = tile_window(client, frames, model, version=version, scale=raw.scale,
-                                 multiple=raw.size_multiple, tile=window_tile)
+            result = tile_window(
+                client, frames, model, version=version, scale=raw.scale, multiple=raw.size_multiple, tile=window_tile
+            )
         else:
             result = client.infer_frames(frames, model, version=version)
         b = time.monotonic()
@@ -471,8 +499,10 @@ def stream_video(
             report.intervals["network"].append((a - t0, b - t0))
         return b - a, result
 
-    threads = [threading.Thread(target=guarded(fn), name=name, daemon=True)
-               for fn, name in ((decode, "stylize-live-decode"), (write, "stylize-live-encode"))]
+    threads = [
+        threading.Thread(target=guarded(fn), name=name, daemon=True)
+        for fn, name in ((decode, "stylize-live-decode"), (write, "stylize-live-encode"))
+    ]
     for t in threads:
         t.start()
     try:
@@ -525,28 +555,36 @@ def plot_live(report: LiveReport, path: Path) -> Path:
     ax1.plot(range(len(lat)), lat, ".-", lw=0.8, ms=3, color="tab:blue", label="frame: decoded -> written")
     for value, style, name in ((f["latency_ms"]["p50"], "--", "p50"), (f["latency_ms"]["p95"], ":", "p95")):
         ax1.axhline(value, ls=style, color="tab:blue", lw=1, label=f"{name} {value:.0f} ms")
-    ax1.axhline(f["target_ms"], color="tab:red", lw=1,
-                label=f"target {f['target_ms']:.0f} ms (2 frame intervals + 1 frame's compute)")
+    ax1.axhline(
+        f["target_ms"],
+        color="tab:red",
+        lw=1,
+        label=f"target {f['target_ms']:.0f} ms (2 frame intervals + 1 frame's compute)",
+    )
     ax1.set_xlabel("output frame")
     ax1.set_ylabel("latency (ms)")
     ax1.set_ylim(bottom=0, top=max([f["target_ms"], *lat]) * 1.45 if lat else None)
     ax1.legend(fontsize=8, loc="upper center", ncol=2)
-    ax1.set_title(f"{report.model}, live: {report.size_in[0]}x{report.size_in[1]} -> "
-                  f"{report.size_out[0]}x{report.size_out[1]}, {report.frames_out} frames "
-                  f"({report.dropped} dropped, {report.policy}), {f['fps_out']:.1f} fps out / {report.fps_in:g} in",
-                  fontsize=10)
+    ax1.set_title(
+        f"{report.model}, live: {report.size_in[0]}x{report.size_in[1]} -> "
+        f"{report.size_out[0]}x{report.size_out[1]}, {report.frames_out} frames "
+        f"({report.dropped} dropped, {report.policy}), {f['fps_out']:.1f} fps out / {report.fps_in:g} in",
+        fontsize=10,
+    )
     ax1.grid(alpha=0.3)
     stages = report.stages()
     colours = {"decode": "tab:green", "network": "tab:orange", "encode": "tab:purple"}
     for row, name in enumerate(("decode", "network", "encode")):
         bars = [(a, max(b - a, 1e-4)) for a, b in report.intervals.get(name, [])]
         ax2.broken_barh(bars, (row - 0.35, 0.7), color=colours[name])
-    ax2.set_yticks(range(3), [f"{n}\n{stages[n]['busy_fraction']:.0%} busy" for n in ("decode", "network", "encode")],
-                   fontsize=8)
+    ax2.set_yticks(
+        range(3), [f"{n}\n{stages[n]['busy_fraction']:.0%} busy" for n in ("decode", "network", "encode")], fontsize=8
+    )
     ax2.invert_yaxis()
     if report.first_output_s is not None:
-        ax2.axvline(report.first_output_s, color="k", lw=1, ls="--",
-                    label=f"first packet written {report.first_output_s:.2f} s")
+        ax2.axvline(
+            report.first_output_s, color="k", lw=1, ls="--", label=f"first packet written {report.first_output_s:.2f} s"
+        )
     if report.input_end_s is not None:
         ax2.axvline(report.input_end_s, color="k", lw=1, label=f"input ended {report.input_end_s:.2f} s")
     ax2.set_xlabel("seconds since start")
@@ -563,27 +601,54 @@ def plot_live(report: LiveReport, path: Path) -> Path:
 def add_live_args(p: "argparse.ArgumentParser") -> None:
     """The `stylize video --live` options (registered by stylize.commands.video)."""
     g = p.add_argument_group("live (--live)")
-    g.add_argument("--live", action="store_true",
-                   help="read SRC as it arrives (FIFO, pipe, - for stdin, a URL; --follow for a growing file) and "
-                   "write each frame when ready to DST (.ts, fragmented .mp4, .mkv, a FIFO, - for stdout)")
-    g.add_argument("--on-full", choices=POLICIES, default="block",
-                   help="when --queue decoded frames already wait: block the input or drop the new frame "
-                   "(default %(default)s)")
-    g.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
-                   help="decoded frames that may wait (default %(default)s)")
-    g.add_argument("--follow", type=float, default=None, metavar="SECONDS",
-                   help="SRC is a file still being written: read on until it has not grown for SECONDS")
+    g.add_argument(
+        "--live",
+        action="store_true",
+        help="read SRC as it arrives (FIFO, pipe, - for stdin, a URL; --follow for a growing file) and "
+        "write each frame when ready to DST (.ts, fragmented .mp4, .mkv, a FIFO, - for stdout)",
+    )
+    g.add_argument(
+        "--on-full",
+        choices=POLICIES,
+        default="block",
+        help="when --queue decoded frames already wait: block the input or drop the new frame (default %(default)s)",
+    )
+    g.add_argument(
+        "--queue", type=int, default=DEFAULT_QUEUE, help="decoded frames that may wait (default %(default)s)"
+    )
+    g.add_argument(
+        "--follow",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="SRC is a file still being written: read on until it has not grown for SECONDS",
+    )
     g.add_argument("--input-format", default=None, help="force FFmpeg's demuxer for SRC (e.g. mpegts, h264)")
     g.add_argument("--report", type=Path, default=None, metavar="JSON", help="write the latency report here")
     g.add_argument("--plot", type=Path, default=None, metavar="PNG", help="plot latency and stage activity here")
 
 
 def run_live(args: "argparse.Namespace", client: FrameClient) -> LiveReport:
-    return stream_video(client, args.src, args.output, model=args.model, version=args.model_version,
-                        codec=args.codec, crf=args.crf, preset=args.preset or "veryfast",
-                        concurrency=args.concurrency, batch=args.batch, window_margin=args.window_margin,
-                        tile=args.tile, policy=args.on_full, queue_size=args.queue, input_format=args.input_format,
-                        follow=args.follow, report_path=args.report, plot_path=args.plot)
+    return stream_video(
+        client,
+        args.src,
+        args.output,
+        model=args.model,
+        version=args.model_version,
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset or "veryfast",
+        concurrency=args.concurrency,
+        batch=args.batch,
+        window_margin=args.window_margin,
+        tile=args.tile,
+        policy=args.on_full,
+        queue_size=args.queue,
+        input_format=args.input_format,
+        follow=args.follow,
+        report_path=args.report,
+        plot_path=args.plot,
+    )
 
 
 __all__ = ["LiveReport", "POLICIES", "stream_video", "plot_live", "add_live_args", "run_live"]

@@ -33,13 +33,18 @@ def _proc_cmdline(pid: str) -> list[str]:
 def _proc_ppid(pid: str) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces: fields follow its ")"
+        return int(stat[stat.rindex(")") + 2 :].split()[1])  # the name may hold spaces: fields follow its ")"
     except (OSError, ValueError, IndexError):
         return None
 
 
-def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
-                           min_age_s: float = _SHM_MIN_AGE_S, dead_regions: Iterable[str] = ()) -> Cleanup:
+def clean_up_after_crashes(
+    cache_dir: Path,
+    *,
+    shm_dir: Path = Path("/dev/shm"),
+    min_age_s: float = _SHM_MIN_AGE_S,
+    dead_regions: Iterable[str] = (),
+) -> Cleanup:
     """What a server killed with SIGKILL leaves behind, removed before the next start: python-backend stubs of our
     backend directory whose tritonserver is gone (re-parented to init, with the processes they started; they held
     their memory for good), and shared-memory regions of the python backend that no living process maps or names (a
@@ -76,8 +81,11 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
         except OSError:
             pass
     deadline = time.monotonic() + 5
-    while killed and time.monotonic() < deadline and any(Path(f"/proc/{pid}/maps").exists() and
-                                                         _proc_ppid(str(pid)) is not None for pid in killed):
+    while (
+        killed
+        and time.monotonic() < deadline
+        and any(Path(f"/proc/{pid}/maps").exists() and _proc_ppid(str(pid)) is not None for pid in killed)
+    ):
         time.sleep(0.05)  # their mappings go when they are gone
     in_use: set[str] = set()
     for pid in [p.name for p in proc.iterdir() if p.name.isdigit()] if proc.is_dir() else []:
@@ -86,8 +94,11 @@ def clean_up_after_crashes(cache_dir: Path, *, shm_dir: Path = Path("/dev/shm"),
             maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
         except OSError:
             continue
-        in_use.update(name for line in maps.splitlines() if "_backend_shm_region_" in line
-                      and _SHM_REGION.match(name := line.rsplit("/", 1)[-1].split()[0]))
+        in_use.update(
+            name
+            for line in maps.splitlines()
+            if "_backend_shm_region_" in line and _SHM_REGION.match(name := line.rsplit("/", 1)[-1].split()[0])
+        )
     removed: list[str] = []
     now = time.time()
     for region in shm_dir.glob("triton_*_backend_shm_region_*") if shm_dir.is_dir() else ():

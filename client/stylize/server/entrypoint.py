@@ -56,8 +56,10 @@ def clean(command: list[str], *, shm_dir: Path = SHM_DIR) -> str:
     if not (done.killed_stubs or done.removed_regions):
         return ""
     mib = sum(sizes.get(name, 0) for name in done.removed_regions) / (1 << 20)
-    return (f"stylize entrypoint: removed {len(done.removed_regions)} shared-memory region(s) a previous server "
-            f"left in {shm_dir} ({mib:.0f} MiB), killed {len(done.killed_stubs)} orphaned stub(s)")
+    return (
+        f"stylize entrypoint: removed {len(done.removed_regions)} shared-memory region(s) a previous server "
+        f"left in {shm_dir} ({mib:.0f} MiB), killed {len(done.killed_stubs)} orphaned stub(s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,8 +68,8 @@ def _stat(pid: int, proc: Path) -> ProcState | None:
     except OSError:
         return None
     try:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses, it ends at the last ")"
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        rest = raw[raw.rindex(")") + 2:].split()
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2 :].split()
         return ProcState(pid, int(rest[1]), rest[0], comm)
     except (ValueError, IndexError):
         return None
@@ -79,7 +79,7 @@ def _cpu_ticks(pid: int, proc: Path) -> int | None:
     """utime + stime of a process (clock ticks), None when it is gone."""
     try:
         raw = (proc / str(pid) / "stat").read_text()
-        rest = raw[raw.rindex(")") + 2:].split()
+        rest = raw[raw.rindex(")") + 2 :].split()
         return int(rest[11]) + int(rest[12])
     except (OSError, ValueError, IndexError):
         return None
@@ -121,8 +121,11 @@ def dead_stubs(server_pid: int, *, proc: Path = Path("/proc")) -> list[int]:
 
 
 def tritonservers(*, proc: Path = Path("/proc")) -> list[int]:
-    return sorted(int(p.name) for p in proc.iterdir() if p.name.isdigit()
-                  and (st := _stat(int(p.name), proc)) is not None and st.comm == SERVER_COMM)
+    return sorted(
+        int(p.name)
+        for p in proc.iterdir()
+        if p.name.isdigit() and (st := _stat(int(p.name), proc)) is not None and st.comm == SERVER_COMM
+    )
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,9 @@ class StubWatchdog:
         return heal
 
 
-def check(server_pids: Iterable[int], *, ready_url: str | None = None, timeout: float = 2.0,
-          proc: Path = Path("/proc")) -> list[str]:
+def check(
+    server_pids: Iterable[int], *, ready_url: str | None = None, timeout: float = 2.0, proc: Path = Path("/proc")
+) -> list[str]:
     """Problems that make the server unfit to serve (empty: healthy): dead stubs, no tritonserver, not ready."""
     problems = []
     pids = list(server_pids)
@@ -267,8 +271,10 @@ def check(server_pids: Iterable[int], *, ready_url: str | None = None, timeout: 
     for pid in pids:
         dead = dead_stubs(pid, proc=proc)
         if dead:
-            problems.append(f"tritonserver (pid {pid}) has {len(dead)} dead python stub(s) (pid {', '.join(map(str, dead))}):"
-                            " requests to their model instances fail until the server is restarted")
+            problems.append(
+                f"tritonserver (pid {pid}) has {len(dead)} dead python stub(s) (pid {', '.join(map(str, dead))}):"
+                " requests to their model instances fail until the server is restarted"
+            )
     if ready_url:
         try:
             with urllib.request.urlopen(ready_url, timeout=timeout) as r:
@@ -282,9 +288,11 @@ def check(server_pids: Iterable[int], *, ready_url: str | None = None, timeout: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stylize.server.healing",
-                                description="Probe: exit 1 if a python stub of tritonserver died (its model "
-                                            "instance is broken) or, with --ready-url, if the server is not ready.")
+    p = argparse.ArgumentParser(
+        prog="python -m stylize.server.healing",
+        description="Probe: exit 1 if a python stub of tritonserver died (its model "
+        "instance is broken) or, with --ready-url, if the server is not ready.",
+    )
     p.add_argument("--check", action="store_true", help="check and exit (the only mode)")
     p.add_argument("--pid", type=int, action="append", help="tritonserver pid (default: every tritonserver)")
     p.add_argument("--ready-url", help="also require HTTP 200 here, e.g. http://127.0.0.1:8000/v2/health/ready")

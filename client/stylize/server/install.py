@@ -24,7 +24,9 @@ from stylize.engine.ov_runner import OV_CACHE_ENV
 from stylize.server.errors import StubEnvironmentError, TritonNotFoundError
 from stylize.server.settings import PACKAGE_DIR
 
-PYTHON_BASED_BACKENDS = Path(__file__).resolve().parent / "triton_models" / "backends"  # <runtime>/model.py: backend "<runtime>"
+PYTHON_BASED_BACKENDS = (
+    Path(__file__).resolve().parent / "triton_models" / "backends"
+)  # <runtime>/model.py: backend "<runtime>"
 ORT_BACKEND_MODEL = PYTHON_BASED_BACKENDS / "onnxruntime" / "model.py"
 
 
@@ -106,7 +108,8 @@ def find_tritonserver(explicit: Path | None = None) -> TritonInstallation:
     if root is None:
         raise TritonNotFoundError(
             "no tritonserver found: none on PATH and the nvidia-pytriton wheel is not installed "
-            "(pip install '.[server]' installs nvidia-pytriton==0.7.0, which ships tritonserver 2.51)")
+            "(pip install '.[server]' installs nvidia-pytriton==0.7.0, which ships tritonserver 2.51)"
+        )
     return _installation(root / "bin" / "tritonserver", root)
 
 
@@ -138,8 +141,9 @@ def prepare_backend_directory(install: TritonInstallation, cache_dir: Path) -> P
     python_dir = install.root / "backends" / "python"
     stub = install.root / "python_backend_stubs" / _python_version() / "triton_python_backend_stub"
     if not stub.is_file():
-        raise TritonNotFoundError(f"the nvidia-pytriton wheel has no python backend stub for Python "
-                                  f"{_python_version()} ({stub})")
+        raise TritonNotFoundError(
+            f"the nvidia-pytriton wheel has no python backend stub for Python {_python_version()} ({stub})"
+        )
     links = {
         Path("python/triton_python_backend_stub"): stub,
         Path("python/triton_python_backend_utils.py"): python_dir / "triton_python_backend_utils.py",
@@ -152,8 +156,9 @@ def prepare_backend_directory(install: TritonInstallation, cache_dir: Path) -> P
     target = base / key
 
     def valid(d: Path) -> bool:
-        return (all(_same_symlink(d / rel, src) for rel, src in links.items())
-                and all(_same_copy(d / rel, src) for rel, src in copies.items()))
+        return all(_same_symlink(d / rel, src) for rel, src in links.items()) and all(
+            _same_copy(d / rel, src) for rel, src in copies.items()
+        )
 
     if valid(target):
         return target
@@ -190,8 +195,13 @@ def _stylize_search_path() -> Path:
     return PACKAGE_DIR.parent
 
 
-def server_environment(install: TritonInstallation, *, ort_threads: int | None = None,
-                       ov_cache: Path | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def server_environment(
+    install: TritonInstallation,
+    *,
+    ort_threads: int | None = None,
+    ov_cache: Path | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Environment of the tritonserver process (the python stubs inherit it). ``ov_cache``: OpenVINO's model
     cache folder, unless the environment already names one (``STYLIZE_OV_CACHE``)."""
     env = dict(os.environ if base is None else base)
@@ -248,37 +258,51 @@ def check_stub_environment(env: Mapping[str, str]) -> dict[str, Any]:
     if python3 is None:
         raise StubEnvironmentError("no python3 on the server's PATH: the python backend stub cannot find packages")
     try:
-        out = subprocess.run([python3, "-c", _STUB_PROBE], env=dict(env), capture_output=True, text=True,
-                             timeout=60, check=True).stdout
+        out = subprocess.run(
+            [python3, "-c", _STUB_PROBE], env=dict(env), capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         info = json.loads(out.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError) as e:
         raise StubEnvironmentError(f"cannot inspect the python stub environment with {python3}: {e}") from e
     info["python3"] = python3
     if "numpy" not in info:
-        raise StubEnvironmentError(f"numpy is not importable in the python stub environment ({python3}): "
-                                   f"{info.get('numpy_error')}")
+        raise StubEnvironmentError(
+            f"numpy is not importable in the python stub environment ({python3}): {info.get('numpy_error')}"
+        )
     if int(info["numpy"].split(".")[0]) >= 2:
         raise StubEnvironmentError(
             f"the python stub would load numpy {info['numpy']} ({info['numpy_file']}); tritonserver 2.51's python "
-            "backend needs numpy<2 (numpy 2 silently corrupts tensors): pip install numpy==1.26.4")
+            "backend needs numpy<2 (numpy 2 silently corrupts tensors): pip install numpy==1.26.4"
+        )
     if not info.get("stylize"):
-        raise StubEnvironmentError(f"the stylize package is not importable in the python stub environment "
-                                   f"({python3}); pip install -e . or set PYTHONPATH")
+        raise StubEnvironmentError(
+            f"the stylize package is not importable in the python stub environment "
+            f"({python3}); pip install -e . or set PYTHONPATH"
+        )
     return info
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m stylize.server.install",
-                                description="Install this package's Python-based backends into a Triton backend "
-                                            "directory (the CPU server image does, at build time).")
-    p.add_argument("--python-based-backends", type=Path, required=True, metavar="BACKENDS_DIR",
-                   help="e.g. /opt/tritonserver/backends")
+    p = argparse.ArgumentParser(
+        prog="python -m stylize.server.install",
+        description="Install this package's Python-based backends into a Triton backend "
+        "directory (the CPU server image does, at build time).",
+    )
+    p.add_argument(
+        "--python-based-backends",
+        type=Path,
+        required=True,
+        metavar="BACKENDS_DIR",
+        help="e.g. /opt/tritonserver/backends",
+    )
     args = p.parse_args(argv)
     names = install_python_based_backends(args.python_based_backends)
-    print(f"{args.python_based_backends}: Python-based backends {', '.join(names)} "
-          "(native ones of those names moved to <name>-native)")
+    print(
+        f"{args.python_based_backends}: Python-based backends {', '.join(names)} "
+        "(native ones of those names moved to <name>-native)"
+    )
 
 
 if __name__ == "__main__":

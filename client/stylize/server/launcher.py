@@ -67,8 +67,13 @@ from stylize.server.settings import ENV_PREFIX, ServerSettings, port_is_free
 
 def repository_models(path: Path) -> list[str]:
     """Model directories of a repository (a directory with a config.pbtxt or a numeric version dir)."""
-    return sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".") and (
-        (d / "config.pbtxt").is_file() or any(v.is_dir() and v.name.isdigit() for v in d.iterdir())))
+    return sorted(
+        d.name
+        for d in path.iterdir()
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and ((d / "config.pbtxt").is_file() or any(v.is_dir() and v.name.isdigit() for v in d.iterdir()))
+    )
 
 
 def check_repository(path: Path) -> list[str]:
@@ -86,7 +91,8 @@ def check_repository(path: Path) -> list[str]:
             f"model repository {path} holds TensorRT plans ({', '.join(plans)}): the embedded tritonserver has only "
             "the python backend, so a --trt repository is served by NVIDIA's container "
             "(nvcr.io/nvidia/tritonserver:24.10-py3 on a GPU node, k8s/overlays/gpu); serve a CPU repository here "
-            "(`stylize build` without --trt, into another folder)")
+            "(`stylize build` without --trt, into another folder)"
+        )
     return models
 
 
@@ -161,7 +167,7 @@ def _load_list(models: Sequence[str]) -> list[str]:
         return ["*"]
     out: list[str] = []
     for m in models:
-        for name in (REGISTRY[m].triton_models if m in REGISTRY else (m,)):
+        for name in REGISTRY[m].triton_models if m in REGISTRY else (m,):
             if name not in out:
                 out.append(name)
     return out
@@ -179,8 +185,13 @@ class TritonServer:
     root), as the image runs it (uid 1000, the repository owned by root): tests on a root machine start it so.
     """
 
-    def __init__(self, settings: ServerSettings | None = None, *, echo: TextIO | None = None,
-                 run_as: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        settings: ServerSettings | None = None,
+        *,
+        echo: TextIO | None = None,
+        run_as: tuple[int, int] | None = None,
+    ):
         self.settings = settings or ServerSettings.from_env()
         self._echo = echo
         self.cleanup = Cleanup((), ())  # what start() removed of a crashed server's leftovers
@@ -197,8 +208,11 @@ class TritonServer:
         # the admin APIs (stylize.contract.access.RESTRICTED_APIS) answer only requests with this key; never printed
         self.admin_key = self.settings.admin_key or access.new_key()
         self.install: TritonInstallation | None = None
-        self.log_path: Path = Path(self.settings.log_file) if self.settings.log_file else (
-            self.settings.cache_dir / "logs" / f"tritonserver-{self.settings.http_port}.log")
+        self.log_path: Path = (
+            Path(self.settings.log_file)
+            if self.settings.log_file
+            else (self.settings.cache_dir / "logs" / f"tritonserver-{self.settings.http_port}.log")
+        )
         self.stub_info: dict[str, Any] = {}
         self._start_options: dict[str, bool] = {}
         self.load_retries: list[dict[str, str]] = []  # failures of starts that wait_ready started again
@@ -239,9 +253,12 @@ class TritonServer:
             str(install.binary),
             f"--model-repository={Path(s.model_repository).resolve()}",
             f"--id={self._server_id}",
-            f"--http-address={s.address}", f"--http-port={s.http_port}",
-            f"--grpc-address={s.address}", f"--grpc-port={s.grpc_port}",
-            f"--metrics-address={s.address}", f"--metrics-port={s.metrics_port}",
+            f"--http-address={s.address}",
+            f"--http-port={s.http_port}",
+            f"--grpc-address={s.address}",
+            f"--grpc-port={s.grpc_port}",
+            f"--metrics-address={s.address}",
+            f"--metrics-port={s.metrics_port}",
             f"--strict-readiness={'true' if s.strict_readiness else 'false'}",
             f"--exit-timeout-secs={s.exit_timeout}",
             f"--log-verbose={s.log_verbose}",
@@ -277,12 +294,17 @@ class TritonServer:
         s = self.settings
         present = check_repository(s.model_repository)
         if missing := [m for m in _load_list(s.models) if s.models and m not in present]:
-            raise ModelRepositoryError(f"model repository {s.model_repository} has no model {', '.join(missing)} "
-                                       f"(it holds: {', '.join(present)})")
+            raise ModelRepositoryError(
+                f"model repository {s.model_repository} has no model {', '.join(missing)} "
+                f"(it holds: {', '.join(present)})"
+            )
         for name, port in (("gRPC", s.grpc_port), ("HTTP", s.http_port), ("metrics", s.metrics_port)):
             if check_ports and not port_is_free(port, s.address or "0.0.0.0"):
-                raise PortInUseError(f"{name} port {port} is already in use on {s.address}; pick another with "
-                                     f"--{name.lower()}-port or {ENV_PREFIX}{name.upper()}_PORT", port=port)
+                raise PortInUseError(
+                    f"{name} port {port} is already in use on {s.address}; pick another with "
+                    f"--{name.lower()}-port or {ENV_PREFIX}{name.upper()}_PORT",
+                    port=port,
+                )
         if self.run_as is not None and os.geteuid() != 0:
             raise ServerError(f"running tritonserver as uid {self.run_as[0]} needs root (this is uid {os.geteuid()})")
         self.install = find_tritonserver(s.tritonserver)
@@ -297,18 +319,25 @@ class TritonServer:
         self._log_file = open(self.log_path, "w", encoding="utf-8")
         self._log_file.write("# " + access.redact(shlex.join(cmd), self.admin_key) + "\n")
         if self.cleanup.killed_stubs or self.cleanup.removed_regions:
-            self._log_file.write(f"# after a crash: killed {len(self.cleanup.killed_stubs)} orphaned python stub(s), "
-                                 f"removed {len(self.cleanup.removed_regions)} shared-memory region(s)\n")
+            self._log_file.write(
+                f"# after a crash: killed {len(self.cleanup.killed_stubs)} orphaned python stub(s), "
+                f"removed {len(self.cleanup.removed_regions)} shared-memory region(s)\n"
+            )
         self._tail.clear()
         self._log_lines.clear()
         self._metrics_event.clear()
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
             cwd=str(s.cache_dir if s.cache_dir.is_dir() else Path.cwd()),
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we drain the server on purpose
             # after the uid change (which clears a parent-death signal): Popen switches user before preexec_fn
             preexec_fn=_parent_death_signal if threading.current_thread() is threading.main_thread() else None,
-            **({} if self.run_as is None else {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}))
+            **({} if self.run_as is None else {"user": self.run_as[0], "group": self.run_as[1], "extra_groups": []}),
+        )
         self._reader = threading.Thread(target=self._pump, name=f"tritonserver-log-{self._proc.pid}", daemon=True)
         self._reader.start()
         _RUNNING.add(self)
@@ -319,8 +348,12 @@ class TritonServer:
         for raw in self._proc.stdout:
             line = raw.decode("utf-8", errors="replace")
             self._tail.append(line)
-            if ("failed to load" in line or "failed to start" in line or "error: creating server" in line
-                    or "Poll failed for model directory" in line):
+            if (
+                "failed to load" in line
+                or "failed to start" in line
+                or "error: creating server" in line
+                or "Poll failed for model directory" in line
+            ):
                 self._log_lines.append(line)
             if "Started Metrics Service" in line or "failed to start" in line:
                 self._metrics_event.set()
@@ -337,11 +370,16 @@ class TritonServer:
     def log_tail(self, lines: int = 40) -> str:
         return "".join(list(self._tail)[-lines:])
 
-    def _get(self, path: str, *, port: int | None = None, timeout: float = 2.0, method: str = "GET",
-             admin: bool = False) -> tuple[int, bytes]:
+    def _get(
+        self, path: str, *, port: int | None = None, timeout: float = 2.0, method: str = "GET", admin: bool = False
+    ) -> tuple[int, bytes]:
         url = f"http://{self.settings.client_host}:{port or self.settings.http_port}{path}"
-        req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
-                                     headers=access.http_headers(self.admin_key) if admin else {})
+        req = urllib.request.Request(
+            url,
+            method=method,
+            data=b"" if method == "POST" else None,
+            headers=access.http_headers(self.admin_key) if admin else {},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
@@ -375,16 +413,20 @@ class TritonServer:
         config.setdefault("parameters", {})["stylize_reload"] = {"string_value": uuid.uuid4().hex}
         req = urllib.request.Request(
             f"http://{self.settings.client_host}:{self.settings.http_port}/v2/repository/models/{model}/load",
-            method="POST", data=json.dumps({"parameters": {"config": json.dumps(config)}}).encode(),
-            headers={"Content-Type": "application/json", **access.http_headers(self.admin_key)})
+            method="POST",
+            data=json.dumps({"parameters": {"config": json.dumps(config)}}).encode(),
+            headers={"Content-Type": "application/json", **access.http_headers(self.admin_key)},
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 status, body = r.status, r.read()
         except urllib.error.HTTPError as e:
             status, body = e.code, e.read()
         if status != 200:
-            raise ServerError(f"reloading {model} failed with HTTP {status}: "
-                              f"{access.redact(body[:300].decode(errors='replace'), self.admin_key)}")
+            raise ServerError(
+                f"reloading {model} failed with HTTP {status}: "
+                f"{access.redact(body[:300].decode(errors='replace'), self.admin_key)}"
+            )
 
     def _note(self, message: str) -> None:
         """A line of the launcher's own in the server log (and on the echo stream)."""
@@ -430,8 +472,10 @@ class TritonServer:
                     retries -= 1
                     self.load_retries.append(e.failures)
                     self.start(**self._start_options)
-                    self._note(f"stylize: starting tritonserver again: a python stub died while its model loaded "
-                               f"({'; '.join(f'{m}: {r}' for m, r in e.failures.items())})")
+                    self._note(
+                        f"stylize: starting tritonserver again: a python stub died while its model loaded "
+                        f"({'; '.join(f'{m}: {r}' for m, r in e.failures.items())})"
+                    )
                     deadline = time.monotonic() + budget  # the new start gets the whole budget
                     continue
             try:
@@ -443,20 +487,25 @@ class TritonServer:
                 if status != 200 and self._is_ours():
                     # Serving but not ready: with --exit-on-error=false a failed model keeps it that way for good.
                     index = self.repository_index()
-                    failures = {m["name"]: m.get("reason") or m.get("state", "?")
-                                for m in index if m.get("state") not in ("READY", "LOADING")}
+                    failures = {
+                        m["name"]: m.get("reason") or m.get("state", "?")
+                        for m in index
+                        if m.get("state") not in ("READY", "LOADING")
+                    }
                     if failures and not any(m.get("state") == "LOADING" for m in index):
                         tail = self.log_tail()
                         self.stop()
-                        raise ModelRepositoryError(_failure_message(self.settings.model_repository, failures),
-                                                   failures=failures, log_tail=tail)
+                        raise ModelRepositoryError(
+                            _failure_message(self.settings.model_repository, failures), failures=failures, log_tail=tail
+                        )
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
                 pass  # not listening yet
             if time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
-                raise ServerTimeoutError(f"tritonserver was not ready after {budget:.0f}"
-                                         f" s (log: {self.log_path})", log_tail=tail)
+                raise ServerTimeoutError(
+                    f"tritonserver was not ready after {budget:.0f} s (log: {self.log_path})", log_tail=tail
+                )
             time.sleep(0.1)
 
     def _settle(self, deadline: float) -> None:
@@ -488,14 +537,17 @@ class TritonServer:
                 port = _SOCKET.search(line)
                 p = int(port.group(1)) if port else 0
                 self._close_log()
-                raise PortInUseError(f"{m.group(1)} port {p} is already in use (tritonserver could not bind it)",
-                                     port=p, log_tail=tail)
+                raise PortInUseError(
+                    f"{m.group(1)} port {p} is already in use (tritonserver could not bind it)", port=p, log_tail=tail
+                )
         self._close_log()
         if failures:
-            raise ModelRepositoryError(_failure_message(self.settings.model_repository, failures),
-                                       failures=failures, log_tail=tail)
-        raise ServerStartError(f"tritonserver exited with code {code} during startup (log: {self.log_path})",
-                               log_tail=tail)
+            raise ModelRepositoryError(
+                _failure_message(self.settings.model_repository, failures), failures=failures, log_tail=tail
+            )
+        raise ServerStartError(
+            f"tritonserver exited with code {code} during startup (log: {self.log_path})", log_tail=tail
+        )
 
     def repository_index(self) -> list[dict[str, Any]]:
         status, body = self._get("/v2/repository/index", method="POST", admin=True)
@@ -508,8 +560,11 @@ class TritonServer:
 
     def model_failures(self) -> dict[str, str]:
         """``{model: reason}`` for models that are not ready (from the repository index API)."""
-        return {m["name"]: m.get("reason") or m.get("state", "UNKNOWN")
-                for m in self.repository_index() if m.get("state") not in ("READY", "LOADING")}
+        return {
+            m["name"]: m.get("reason") or m.get("state", "UNKNOWN")
+            for m in self.repository_index()
+            if m.get("state") not in ("READY", "LOADING")
+        }
 
     def stop(self, timeout: float | None = None) -> int | None:
         """SIGTERM (Triton drains in-flight requests for up to exit_timeout s), then SIGKILL. Idempotent."""
@@ -555,8 +610,10 @@ class TritonServer:
 
 
 # Errors Triton logs on every healthy CPU start (no GPU, no CUDA driver): not a problem of the server, so not shown
-_CPU_ONLY_NOISE = re.compile(r"CudaDriverHelper has not been initialized|CUDA driver version is insufficient|"
-                             r"no CUDA-capable device|Unable to get number of GPUs|NVML")
+_CPU_ONLY_NOISE = re.compile(
+    r"CudaDriverHelper has not been initialized|CUDA driver version is insufficient|"
+    r"no CUDA-capable device|Unable to get number of GPUs|NVML"
+)
 _TRITON_LINE = re.compile(r"^([IWE])\d{4} ")
 
 
@@ -569,9 +626,9 @@ def worth_echoing(line: str) -> bool:
     return m.group(1) == "E" and not _CPU_ONLY_NOISE.search(line)
 
 
-
-def start_local(model_repository: Path | str, *, attempts: int = 3, run_as: tuple[int, int] | None = None,
-                **overrides: Any) -> TritonServer:
+def start_local(
+    model_repository: Path | str, *, attempts: int = 3, run_as: tuple[int, int] | None = None, **overrides: Any
+) -> TritonServer:
     """Start a loopback server on free ports and wait until it is ready (``with start_local(repo) as server:``).
 
     Other processes pick ports too: a port lost between choosing and binding is retried on a fresh set. A server
@@ -624,5 +681,11 @@ def _parent_death_signal() -> None:
 
 
 __all__ = [
-    "repository_models", "check_repository", "is_transient_load_failure", "model_failures_from_log", "TritonServer", "worth_echoing", "start_local",
+    "repository_models",
+    "check_repository",
+    "is_transient_load_failure",
+    "model_failures_from_log",
+    "TritonServer",
+    "worth_echoing",
+    "start_local",
 ]

@@ -170,8 +170,12 @@ class ServerSettings:
     def local(cls, model_repository: Path | str, **overrides: Any) -> "ServerSettings":
         """Loopback-only settings on three free ports (tests, demos); ``overrides`` as for the constructor."""
         grpc_port, http_port, metrics_port = find_free_ports(3)
-        values: dict[str, Any] = {"address": "127.0.0.1", "grpc_port": grpc_port, "http_port": http_port,
-                                  "metrics_port": metrics_port}
+        values: dict[str, Any] = {
+            "address": "127.0.0.1",
+            "grpc_port": grpc_port,
+            "http_port": http_port,
+            "metrics_port": metrics_port,
+        }
         values.update(overrides)
         return cls(model_repository=Path(model_repository), **values)
 

@@ -31,18 +31,26 @@ def banner(settings: ServerSettings, models: Sequence[str], *, pid: int | None, 
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     loopback = host in ("127.0.0.1", "::1", "localhost")
     scope = "all interfaces" if host in _WILDCARDS else ("this machine only" if loopback else "this address only")
-    key_from = (f"the key in {access.ADMIN_KEY_ENV}" if s.admin_key
-                else f"a random key of this process (set {access.ADMIN_KEY_ENV} to choose one)")
-    heal = ("a model whose python stub dies is reloaded (off: --no-heal)" if s.heals
-            else "off: a dead python stub stays dead")
-    return (f"tritonserver ready (pid {pid}, log {log_path})\n"
-            f"  bound to {host} ({scope})\n"
-            f"  gRPC     {shown}:{s.grpc_port}\n"
-            f"  HTTP     http://{shown}:{s.http_port}\n"
-            f"  metrics  http://{shown}:{s.metrics_port}/metrics\n"
-            f"  admin    {', '.join(access.RESTRICTED_APIS)}: only with header {access.ADMIN_HEADER}, {key_from}\n"
-            f"  healing  {heal}\n"
-            f"  models   {', '.join(models) if models else '(none)'}")
+    key_from = (
+        f"the key in {access.ADMIN_KEY_ENV}"
+        if s.admin_key
+        else f"a random key of this process (set {access.ADMIN_KEY_ENV} to choose one)"
+    )
+    heal = (
+        "a model whose python stub dies is reloaded (off: --no-heal)"
+        if s.heals
+        else "off: a dead python stub stays dead"
+    )
+    return (
+        f"tritonserver ready (pid {pid}, log {log_path})\n"
+        f"  bound to {host} ({scope})\n"
+        f"  gRPC     {shown}:{s.grpc_port}\n"
+        f"  HTTP     http://{shown}:{s.http_port}\n"
+        f"  metrics  http://{shown}:{s.metrics_port}/metrics\n"
+        f"  admin    {', '.join(access.RESTRICTED_APIS)}: only with header {access.ADMIN_HEADER}, {key_from}\n"
+        f"  healing  {heal}\n"
+        f"  models   {', '.join(models) if models else '(none)'}"
+    )
 
 
 # `stylize serve` starts a tritonserver that died (a kill -9, the OOM killer) again, this many times in this window
@@ -50,8 +58,9 @@ MAX_RESTARTS = 3
 RESTART_WINDOW_S = 600
 
 
-def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = None,
-          echo_log: bool = True) -> "int | TritonServer":
+def serve(
+    settings: ServerSettings, *, block: bool = True, out: TextIO | None = None, echo_log: bool = True
+) -> "int | TritonServer":
     """Start, wait until ready, print the endpoints and ready models; with ``block`` run until SIGINT/SIGTERM and
     drain gracefully, returning the exit code. Without ``block`` the running :class:`TritonServer` is returned."""
     out = out or sys.stdout
@@ -85,12 +94,19 @@ def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = 
                 now = time.monotonic()
                 restarts = [t for t in restarts if now - t < RESTART_WINDOW_S]
                 if len(restarts) >= MAX_RESTARTS:
-                    print(f"stylize serve: tritonserver exited unexpectedly with code {code}, the "
-                          f"{len(restarts) + 1}th time in {RESTART_WINDOW_S // 60} minutes: giving up\n"
-                          f"{server.log_tail()}", file=sys.stderr)
+                    print(
+                        f"stylize serve: tritonserver exited unexpectedly with code {code}, the "
+                        f"{len(restarts) + 1}th time in {RESTART_WINDOW_S // 60} minutes: giving up\n"
+                        f"{server.log_tail()}",
+                        file=sys.stderr,
+                    )
                     return code or 1
-                print(f"stylize serve: tritonserver exited unexpectedly with code {code} (log {server.log_path}); "
-                      f"restarting it on the same ports", file=sys.stderr, flush=True)
+                print(
+                    f"stylize serve: tritonserver exited unexpectedly with code {code} (log {server.log_path}); "
+                    f"restarting it on the same ports",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 restarts.append(now)
                 dead = server.stub_regions()
                 server = TritonServer(settings, echo=sys.stderr if echo_log else None)
@@ -101,12 +117,19 @@ def serve(settings: ServerSettings, *, block: bool = True, out: TextIO | None = 
                 except ServerError as e:
                     server.stop()
                     return _report_start_failure(e, echo_log)
-                print(f"stylize serve: tritonserver restarted (pid {server.pid}); removed "
-                      f"{len(server.cleanup.killed_stubs)} orphaned stub(s) and "
-                      f"{len(server.cleanup.removed_regions)} shared-memory region(s) of the dead one",
-                      file=out, flush=True)
-        print(f"stylize serve: {signal.Signals(received[0]).name} received, draining in-flight requests "
-              f"(up to {settings.exit_timeout} s)", file=out, flush=True)
+                print(
+                    f"stylize serve: tritonserver restarted (pid {server.pid}); removed "
+                    f"{len(server.cleanup.killed_stubs)} orphaned stub(s) and "
+                    f"{len(server.cleanup.removed_regions)} shared-memory region(s) of the dead one",
+                    file=out,
+                    flush=True,
+                )
+        print(
+            f"stylize serve: {signal.Signals(received[0]).name} received, draining in-flight requests "
+            f"(up to {settings.exit_timeout} s)",
+            file=out,
+            flush=True,
+        )
         code = server.stop()
         return 0 if code in (0, -signal.SIGTERM) else (code or 0)
     finally:

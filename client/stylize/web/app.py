@@ -51,8 +51,10 @@ log = logging.getLogger("stylize.web")
 STATIC = Path(__file__).parent / "static"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-                                "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+        "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -68,13 +70,21 @@ class Web:
         import tritonclient.grpc.aio as aio
 
         self.settings = settings
-        self.client = AsyncStylizeClient(url=settings.url, timeout=settings.timeout, retry=RetryPolicy(deadline=30),
-                                         admin_key=settings.admin_key or "")
+        self.client = AsyncStylizeClient(
+            url=settings.url,
+            timeout=settings.timeout,
+            retry=RetryPolicy(deadline=30),
+            admin_key=settings.admin_key or "",
+        )
         self.triton = aio.InferenceServerClient(settings.url)  # configs, metadata and statistics (read only)
         self.catalog = Catalog(self.client, self.triton, admin_key=settings.admin_key)
         self.images = ImageRunner(self.client, CacheCounter(self.triton))
-        self.store = JobStore(max_jobs=settings.max_jobs, result_ttl=settings.result_ttl,
-                              result_bytes=settings.result_bytes, work_dir=settings.work_dir)
+        self.store = JobStore(
+            max_jobs=settings.max_jobs,
+            result_ttl=settings.result_ttl,
+            result_bytes=settings.result_bytes,
+            work_dir=settings.work_dir,
+        )
         self.slots = asyncio.Semaphore(settings.concurrency)
 
     async def close(self) -> None:
@@ -119,8 +129,12 @@ class Web:
         except Exception as e:  # noqa: BLE001 - a bug fails this job, never the page server
             log.exception("job %s (%s) failed", job.id, job.model)
             job.state, job.stage = "failed", "failed"
-            job.error = {"source": "web", "status": None, "kind": "internal",
-                         "message": f"unexpected error while processing it: {type(e).__name__}: {e}"}
+            job.error = {
+                "source": "web",
+                "status": None,
+                "kind": "internal",
+                "message": f"unexpected error while processing it: {type(e).__name__}: {e}",
+            }
             self.store.release_files(job)
         finally:
             if job.upload_path is not None:
@@ -153,8 +167,9 @@ class Web:
 
     async def _video(self, job: Job, entry: ModelEntry) -> None:
         job.result_path = self.store.result_path(job.id, ".mp4")
-        result = await run_video(self.client, job.upload_path, job.result_path, entry, on_progress=job.progress,
-                                 cancel=job.cancel)
+        result = await run_video(
+            self.client, job.upload_path, job.result_path, entry, on_progress=job.progress, cancel=job.cancel
+        )
         job.media_type = "video/mp4"
         job.result_bytes = job.result_path.stat().st_size
         job.input_size, job.output_size = result.input_size, result.size
@@ -178,18 +193,26 @@ def _job(request: Request) -> Job | None:
 
 
 async def index(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"}
+    )
 
 
 async def health(request: Request) -> Response:
     web = _web(request)
     h = await web.client.health()
-    return JSONResponse({"web": "ok", "triton": {"url": h.url, "live": h.live, "ready": h.ready,
-                                                  "version": h.server_version, "error": h.error},
-                         "jobs": {"kept": len(web.store), "active": sum(j.state in ACTIVE for j in web.store),
-                                  "result_bytes": web.store.kept_bytes()}},
-                        status_code=200 if h.ok else 503)
+    return JSONResponse(
+        {
+            "web": "ok",
+            "triton": {"url": h.url, "live": h.live, "ready": h.ready, "version": h.server_version, "error": h.error},
+            "jobs": {
+                "kept": len(web.store),
+                "active": sum(j.state in ACTIVE for j in web.store),
+                "result_bytes": web.store.kept_bytes(),
+            },
+        },
+        status_code=200 if h.ok else 503,
+    )
 
 
 async def models(request: Request) -> Response:
@@ -199,12 +222,18 @@ async def models(request: Request) -> Response:
     except StylizeError as e:
         return _problem(503, f"Triton at {web.settings.url} did not answer: {e}", kind=e.kind)
     s = web.settings
-    return JSONResponse({
-        "triton": {"url": s.url},
-        "limits": {"max_upload": s.max_upload, "concurrency": s.concurrency, "result_ttl": s.result_ttl,
-                   "result_bytes": s.result_bytes},
-        "models": [e.to_json() for e in entries.values()],
-    })
+    return JSONResponse(
+        {
+            "triton": {"url": s.url},
+            "limits": {
+                "max_upload": s.max_upload,
+                "concurrency": s.concurrency,
+                "result_ttl": s.result_ttl,
+                "result_bytes": s.result_bytes,
+            },
+            "models": [e.to_json() for e in entries.values()],
+        }
+    )
 
 
 async def create_job(request: Request) -> Response:
@@ -212,8 +241,9 @@ async def create_job(request: Request) -> Response:
     s = web.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in _FORM_TYPES:
-        return _problem(415, f"send the file as the request body with Content-Type application/octet-stream, "
-                             f"not {ctype}")
+        return _problem(
+            415, f"send the file as the request body with Content-Type application/octet-stream, not {ctype}"
+        )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > s.max_upload:
         return _problem(413, f"the file is {int(length)} bytes; the limit is {s.max_upload}", limit=s.max_upload)
@@ -240,10 +270,11 @@ async def create_job(request: Request) -> Response:
                 size += len(chunk)
                 if size > s.max_upload:
                     path.unlink(missing_ok=True)
-                    return _problem(413, f"the file is larger than the limit of {s.max_upload} bytes",
-                                    limit=s.max_upload)
+                    return _problem(
+                        413, f"the file is larger than the limit of {s.max_upload} bytes", limit=s.max_upload
+                    )
                 if len(head) < HEAD_BYTES:
-                    head += chunk[:HEAD_BYTES - len(head)]
+                    head += chunk[: HEAD_BYTES - len(head)]
                 f.write(chunk)
     except ClientDisconnect:
         path.unlink(missing_ok=True)
@@ -262,9 +293,17 @@ async def create_job(request: Request) -> Response:
     if refusal:
         path.unlink(missing_ok=True)
         return _problem(400, refusal, kind="invalid_input")
-    job = Job(id=job_id, kind=kind.kind, format=kind.format, name=display_name(query.get("name")), model=model,
-              options=options if kind.kind == "image" else {}, upload_bytes=size,
-              unit="tile" if kind.kind == "image" else "frame", upload_path=path)
+    job = Job(
+        id=job_id,
+        kind=kind.kind,
+        format=kind.format,
+        name=display_name(query.get("name")),
+        model=model,
+        options=options if kind.kind == "image" else {},
+        upload_bytes=size,
+        unit="tile" if kind.kind == "image" else "frame",
+        upload_path=path,
+    )
     if kind.kind == "video" and options:
         job.detail["ignored_options"] = sorted(options)  # the photo options do not apply to clips
     try:
@@ -302,8 +341,9 @@ async def job_events(request: Request) -> Response:
                     return
                 yield ": keep-alive\n\n"
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 def _disposition(kind: str, filename: str) -> str:
@@ -317,8 +357,7 @@ async def job_result(request: Request) -> Response:
         return _problem(404, "no such job (it may have expired)")
     if job.state != "done":
         return _problem(409, f"the job is {job.state}", state=job.state)
-    disposition = _disposition("attachment" if request.query_params.get("download") else "inline",
-                               job.download_name)
+    disposition = _disposition("attachment" if request.query_params.get("download") else "inline", job.download_name)
     headers = {"Content-Disposition": disposition, "Cache-Control": "private, max-age=3600"}
     if job.result_path is not None:
         return FileResponse(job.result_path, media_type=job.media_type, headers=headers)
@@ -352,8 +391,11 @@ class _SecurityHeaders:
         async def with_headers(message):
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k.lower().encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()
-                         if k.lower().encode() not in present]
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in _SECURITY_HEADERS.items()
+                    if k.lower().encode() not in present
+                ]
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 

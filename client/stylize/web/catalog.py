@@ -66,32 +66,82 @@ class ModelEntry:
             return specs
         for name in self.options:
             if name == OUTSCALE.name:
-                specs.append({"name": name, "label": "Output scale", "type": "float", "min": 0.25,
-                              "max": MAX_OUTSCALE, "step": 0.25, "default": float(step.scale),
-                              "help": f"the network upscales x{step.scale}; the result is resized to this"})
+                specs.append(
+                    {
+                        "name": name,
+                        "label": "Output scale",
+                        "type": "float",
+                        "min": 0.25,
+                        "max": MAX_OUTSCALE,
+                        "step": 0.25,
+                        "default": float(step.scale),
+                        "help": f"the network upscales x{step.scale}; the result is resized to this",
+                    }
+                )
             elif name == OUTPUT_FORMAT.name:
-                specs.append({"name": name, "label": "Format", "type": "choice", "choices": ["PNG", "JPEG", "WEBP"],
-                              "default": step.output_format})
+                specs.append(
+                    {
+                        "name": name,
+                        "label": "Format",
+                        "type": "choice",
+                        "choices": ["PNG", "JPEG", "WEBP"],
+                        "default": step.output_format,
+                    }
+                )
             elif name == QUALITY.name:
-                specs.append({"name": name, "label": "Quality", "type": "int", "min": 1, "max": 100, "step": 1,
-                              "default": DEFAULT_QUALITY, "help": "JPEG and WebP only"})
+                specs.append(
+                    {
+                        "name": name,
+                        "label": "Quality",
+                        "type": "int",
+                        "min": 1,
+                        "max": 100,
+                        "step": 1,
+                        "default": DEFAULT_QUALITY,
+                        "help": "JPEG and WebP only",
+                    }
+                )
             elif name == TILE_SIZE.name and step.tile_size:
-                specs.append({"name": name, "label": "Tile size", "type": "int", "min": step.min_tile,
-                              "max": step.tile_size, "step": step.size_multiple, "default": step.tile_size,
-                              "help": "smaller tiles: less memory per call, more calls"})
+                specs.append(
+                    {
+                        "name": name,
+                        "label": "Tile size",
+                        "type": "int",
+                        "min": step.min_tile,
+                        "max": step.tile_size,
+                        "step": step.size_multiple,
+                        "default": step.tile_size,
+                        "help": "smaller tiles: less memory per call, more calls",
+                    }
+                )
             elif name == MAX_SIDE.name and step.max_side:
-                specs.append({"name": name, "label": "Longest side", "type": "int", "min": step.min_size,
-                              "max": step.max_side, "step": 1, "default": step.max_side,
-                              "help": "the photo is shrunk to this before the network"})
+                specs.append(
+                    {
+                        "name": name,
+                        "label": "Longest side",
+                        "type": "int",
+                        "min": step.min_size,
+                        "max": step.max_side,
+                        "step": 1,
+                        "default": step.max_side,
+                        "help": "the photo is shrunk to this before the network",
+                    }
+                )
         return specs
 
     def to_json(self) -> dict[str, Any]:
         info = asdict(self.info)
         info["versions"] = list(self.info.versions)
-        return {**info, "images": self.takes_images, "videos": self.takes_videos, "options": self.option_specs(),
-                "settings_from": self.step_source,
-                "tile": None if self.step is None or not self.step.tile_size else {
-                    "size": self.step.tile_size, "overlap": self.step.tile_overlap}}
+        return {
+            **info,
+            "images": self.takes_images,
+            "videos": self.takes_videos,
+            "options": self.option_specs(),
+            "settings_from": self.step_source,
+            "tile": None
+            if self.step is None or not self.step.tile_size
+            else {"size": self.step.tile_size, "overlap": self.step.tile_overlap},
+        }
 
 
 class Catalog:
@@ -126,8 +176,9 @@ class Catalog:
             raise from_triton(e, model=name) from None
 
     async def _config(self, name: str) -> dict[str, Any]:
-        return (await self._ask(lambda: self._triton.get_model_config(name, as_json=True, headers=self._headers),
-                                name))["config"]
+        return (
+            await self._ask(lambda: self._triton.get_model_config(name, as_json=True, headers=self._headers), name)
+        )["config"]
 
     async def _read(self) -> dict[str, ModelEntry]:
         entries = {}
@@ -151,8 +202,14 @@ class Catalog:
             # a nested ensemble (the one holding the response cache): follow RESULT_BYTES down to a python step
             node = config
             for _ in range(4):
-                maker = next((s["model_name"] for s in node.get("ensemble_scheduling", {}).get("step", [])
-                              if ENCODED_RESULT.name in s.get("output_map", {})), None)
+                maker = next(
+                    (
+                        s["model_name"]
+                        for s in node.get("ensemble_scheduling", {}).get("step", [])
+                        if ENCODED_RESULT.name in s.get("output_map", {})
+                    ),
+                    None,
+                )
                 if maker is None:
                     break
                 node = await self._config(maker)
@@ -164,8 +221,13 @@ class Catalog:
             if image_model is not None:
                 params = {k: v.get("string_value", "") for k, v in node.get("parameters", {}).items()}
                 step = StepConfig.from_parameters(params)
-        return ModelEntry(info=info, image_model=image_model, step=step, options=_options(inputs),
-                          cache_models=tuple(cached[:1]) or (info.id,))
+        return ModelEntry(
+            info=info,
+            image_model=image_model,
+            step=step,
+            options=_options(inputs),
+            cache_models=tuple(cached[:1]) or (info.id,),
+        )
 
     async def _from_metadata(self, info: ModelInfo) -> ModelEntry:
         meta = await self._ask(lambda: self._triton.get_model_metadata(info.id, as_json=True), info.id)
@@ -175,8 +237,14 @@ class Catalog:
         if ENCODED_IMAGE.name in inputs and desc is not None and not desc.is_video_window:
             step = StepConfig.from_descriptor(desc, net_model=info.id)
         cached = (info.id,) if desc is None or desc.is_video_window else (info.id, _cached_model(desc, info.id))
-        return ModelEntry(info=info, image_model=None, step=step, options=_options(inputs),
-                          step_source="descriptors", cache_models=cached)
+        return ModelEntry(
+            info=info,
+            image_model=None,
+            step=step,
+            options=_options(inputs),
+            step_source="descriptors",
+            cache_models=cached,
+        )
 
 
 def _caches(config: dict[str, Any]) -> bool:

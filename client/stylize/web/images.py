@@ -66,8 +66,7 @@ def cache_summary(outcomes: Counter, requests: int, cache_models: tuple[str, ...
     hits, misses, off, unknown = (outcomes[k] for k in (HIT, MISS, OFF, UNKNOWN))
     noun = "tiles" if requests > 1 else "request"
     if requests and hits == requests:
-        text = ("Answered from Triton's response cache" +
-                (f" (all {requests} tiles)" if requests > 1 else ""))
+        text = "Answered from Triton's response cache" + (f" (all {requests} tiles)" if requests > 1 else "")
     elif off == requests:
         text = "Computed by Triton; its response cache is off (start the server with a cache size)"
     elif hits:
@@ -76,10 +75,17 @@ def cache_summary(outcomes: Counter, requests: int, cache_models: tuple[str, ...
         text = "Computed by Triton: not in its response cache yet (an identical request can be answered from it)"
     if unknown:
         text += f" ({unknown} {noun} could not be attributed: other requests to this model at the same time)"
-    return {"requests": requests, "hits": hits, "misses": misses, "off": off, "unknown": unknown,
-            "answered_from_cache": bool(requests) and hits == requests, "text": text,
-            "measured_by": f"change of cache_hit_count / cache_miss_count of {' + '.join(cache_models)} "
-                           "(Triton's model statistics) across each request"}
+    return {
+        "requests": requests,
+        "hits": hits,
+        "misses": misses,
+        "off": off,
+        "unknown": unknown,
+        "answered_from_cache": bool(requests) and hits == requests,
+        "text": text,
+        "measured_by": f"change of cache_hit_count / cache_miss_count of {' + '.join(cache_models)} "
+        "(Triton's model statistics) across each request",
+    }
 
 
 class CacheCounter:
@@ -141,8 +147,9 @@ def planned_tiles(height: int, width: int, entry: ModelEntry, options: Options) 
     m = step.size_multiple
     ph = max(-(-height // m) * m, step.min_size)
     pw = max(-(-width // m) * m, step.min_size)
-    return plan_tiles(ph, pw, tile=tile, overlap=step.tile_overlap, multiple=m, batch=step.tile_batch,
-                      max_side=step.max_tile_side).count
+    return plan_tiles(
+        ph, pw, tile=tile, overlap=step.tile_overlap, multiple=m, batch=step.tile_batch, max_side=step.max_tile_side
+    ).count
 
 
 def result_size(data: bytes) -> tuple[int, int]:
@@ -158,11 +165,19 @@ class ImageRunner:
         self._cache = cache
 
     async def _ensemble(self, entry: ModelEntry, data: bytes, options: dict[str, Any]) -> tuple[bytes, str]:
-        return await self._cache.run(entry.id, entry.cache_models,
-                                     lambda: self._client.infer_bytes(data, entry.id, **options))
+        return await self._cache.run(
+            entry.id, entry.cache_models, lambda: self._client.infer_bytes(data, entry.id, **options)
+        )
 
-    async def run(self, data: bytes, entry: ModelEntry, options: dict[str, Any], *,
-                  on_progress: Callable[[int, int], None], cancel) -> ImageResult:
+    async def run(
+        self,
+        data: bytes,
+        entry: ModelEntry,
+        options: dict[str, Any],
+        *,
+        on_progress: Callable[[int, int], None],
+        cancel,
+    ) -> ImageResult:
         """``options``: validated by stylize.sdk.client.build_options; ``on_progress(done, total)`` runs on the loop."""
         step = entry.step
         if entry.step_source != "server":  # the server's tile plan is unknown here: the photo goes whole
@@ -191,11 +206,18 @@ class ImageRunner:
         on_progress(0, 1)
         result, seen = await self._ensemble(entry, data, options)
         on_progress(1, 1)
-        return ImageResult(data=result, size=result_size(result), input_size=input_size, tiles=1,
-                           cache=cache_summary(Counter([seen]), 1, entry.cache_models), path=path)
+        return ImageResult(
+            data=result,
+            size=result_size(result),
+            input_size=input_size,
+            tiles=1,
+            cache=cache_summary(Counter([seen]), 1, entry.cache_models),
+            path=path,
+        )
 
-    async def _tiled(self, data, entry, options, parsed: Options, total: int, input_size, on_progress,
-                     cancel) -> ImageResult:
+    async def _tiled(
+        self, data, entry, options, parsed: Options, total: int, input_size, on_progress, cancel
+    ) -> ImageResult:
         loop = asyncio.get_running_loop()
         outcomes: Counter = Counter()
         done = 0
@@ -214,8 +236,7 @@ class ImageRunner:
             for tile in batch:
                 if cancel.is_set():
                     raise Cancelled()
-                outs.append(_wait(asyncio.run_coroutine_threadsafe(one_tile(np.ascontiguousarray(tile)), loop),
-                                  cancel))
+                outs.append(_wait(asyncio.run_coroutine_threadsafe(one_tile(np.ascontiguousarray(tile)), loop), cancel))
                 done += 1
                 loop.call_soon_threadsafe(on_progress, done, total)
             return np.stack(outs)
@@ -229,8 +250,14 @@ class ImageRunner:
             raise InvalidInput(f"invalid input: {e}", reason=str(e), model=entry.id) from None
         if report.tiles != total or done != total:
             raise RuntimeError(f"planned {total} tiles, the pipeline made {report.tiles} calls for {done} tiles")
-        return ImageResult(data=result, size=result_size(result), input_size=input_size, tiles=total,
-                           cache=cache_summary(outcomes, total, entry.cache_models), path="tiles")
+        return ImageResult(
+            data=result,
+            size=result_size(result),
+            input_size=input_size,
+            tiles=total,
+            cache=cache_summary(outcomes, total, entry.cache_models),
+            path="tiles",
+        )
 
 
 def _wait(future: concurrent.futures.Future, cancel) -> Any:

@@ -116,18 +116,31 @@ class Job:
         result = None
         if self.state == "done":
             result = {
-                "url": f"/api/jobs/{self.id}/result", "download_url": f"/api/jobs/{self.id}/result?download=1",
-                "media_type": self.media_type, "bytes": self.result_bytes, "filename": self.download_name,
+                "url": f"/api/jobs/{self.id}/result",
+                "download_url": f"/api/jobs/{self.id}/result?download=1",
+                "media_type": self.media_type,
+                "bytes": self.result_bytes,
+                "filename": self.download_name,
                 "width": self.output_size[0] if self.output_size else None,
                 "height": self.output_size[1] if self.output_size else None,
             }
         return {
-            "id": self.id, "kind": self.kind, "format": self.format, "name": self.name, "model": self.model,
-            "options": self.options, "upload_bytes": self.upload_bytes, "state": self.state,
+            "id": self.id,
+            "kind": self.kind,
+            "format": self.format,
+            "name": self.name,
+            "model": self.model,
+            "options": self.options,
+            "upload_bytes": self.upload_bytes,
+            "state": self.state,
             "progress": {"unit": self.unit, "done": self.done, "total": self.total, "stage": self.stage},
-            "cache": self.cache, "error": self.error,
+            "cache": self.cache,
+            "error": self.error,
             "input": {"width": self.input_size[0], "height": self.input_size[1]} if self.input_size else None,
-            "result": result, "seconds": self.seconds, "detail": self.detail, "created": self.created,
+            "result": result,
+            "seconds": self.seconds,
+            "detail": self.detail,
+            "created": self.created,
             "version": self.version,
         }
 
@@ -135,7 +148,8 @@ class Job:
     def download_name(self) -> str:
         stem = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
         ext = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "video/mp4": ".mp4"}.get(
-            self.media_type or "", "")
+            self.media_type or "", ""
+        )
         return f"{stem}_{self.model}{ext}"
 
 

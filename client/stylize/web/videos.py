@@ -15,8 +15,11 @@ from typing import Callable
 from .catalog import ModelEntry
 from .jobs import Cancelled
 
-NO_CACHE = {"requests": 0, "answered_from_cache": False,
-            "text": "Frames go to the network model directly (raw frames): Triton's response cache does not apply"}
+NO_CACHE = {
+    "requests": 0,
+    "answered_from_cache": False,
+    "text": "Frames go to the network model directly (raw frames): Triton's response cache does not apply",
+}
 
 
 @dataclass
@@ -29,8 +32,9 @@ class VideoResult:
     requests: int
 
 
-async def run_video(client, src: Path, dst: Path, entry: ModelEntry, *,
-                    on_progress: Callable[[int, int | None], None], cancel) -> VideoResult:
+async def run_video(
+    client, src: Path, dst: Path, entry: ModelEntry, *, on_progress: Callable[[int, int | None], None], cancel
+) -> VideoResult:
     """``client``: AsyncStylizeClient; ``on_progress(frames_written, total)`` runs on the event loop."""
     loop = asyncio.get_running_loop()
 
@@ -41,8 +45,14 @@ async def run_video(client, src: Path, dst: Path, entry: ModelEntry, *,
 
     # resume=False: a job's result name is never run again, so an interrupted job must leave no segments behind
     report = await client.upscale_video(src, dst, entry.id, progress=False, on_progress=progress, resume=False)
-    return VideoResult(frames=report.frames, fps=report.fps, input_size=report.size_in, size=report.size_out,
-                       audio=report.audio, requests=report.requests)
+    return VideoResult(
+        frames=report.frames,
+        fps=report.fps,
+        input_size=report.size_in,
+        size=report.size_out,
+        audio=report.audio,
+        requests=report.requests,
+    )
 
 
 __all__ = ["NO_CACHE", "VideoResult", "run_video"]

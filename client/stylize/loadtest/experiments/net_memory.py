@@ -35,9 +35,15 @@ from stylize.contract.descriptors import REGISTRY, ModelDescriptor
 from stylize.engine.network import newest_model_file
 
 # (batch, side) of the two measured requests: small enough to run in seconds on one core
-SIZES = {"animeganv2": [(1, 256), (1, 512)], "esrgan_x4": [(1, 96), (1, 192)], "esrgan_anime_x4": [(1, 96), (1, 192)],
-         "animevideo_x2": [(1, 192), (1, 384)], "animevideo_x3": [(1, 192), (1, 384)],
-         "animevideo_x4": [(1, 192), (1, 384)], "basicvsr_x4": [(1, 64), (1, 128)]}
+SIZES = {
+    "animeganv2": [(1, 256), (1, 512)],
+    "esrgan_x4": [(1, 96), (1, 192)],
+    "esrgan_anime_x4": [(1, 96), (1, 192)],
+    "animevideo_x2": [(1, 192), (1, 384)],
+    "animevideo_x3": [(1, 192), (1, 384)],
+    "animevideo_x4": [(1, 192), (1, 384)],
+    "basicvsr_x4": [(1, 64), (1, 128)],
+}
 
 _CHILD = r"""
 import json, resource, sys
@@ -63,8 +69,14 @@ print(json.dumps({"base_mib": base / 1024, "peak_mib": hwm_kib() / 1024}))
 
 # Input sides of the two measured images per image step: both tiled (both above one call's budget) or, for
 # animeganv2, both shrunk to its max_side (768); seconds to a minute each on one core
-STEP_SIDES = {"animeganv2": (800, 1024), "esrgan_x4": (320, 448), "esrgan_anime_x4": (320, 448),
-              "animevideo_x2": (768, 1024), "animevideo_x3": (768, 1024), "animevideo_x4": (768, 1024)}
+STEP_SIDES = {
+    "animeganv2": (800, 1024),
+    "esrgan_x4": (320, 448),
+    "esrgan_anime_x4": (320, 448),
+    "animevideo_x2": (768, 1024),
+    "animevideo_x3": (768, 1024),
+    "animevideo_x4": (768, 1024),
+}
 HELD_RESULT_BYTES_PER_PIXEL = 8  # 16-bit RGBA PNG, incompressible: the most a request's earlier results can hold
 
 _STEP_CHILD = r"""
@@ -121,30 +133,50 @@ def measure_step(repo: Path, desc: ModelDescriptor, net_file: Path, net_growth) 
     part the step keeps (counted in ``keeps_mib``); the rest it borrows for the image (``borrowed_mib``: what
     stylize.engine.memory_budget.COSTS estimates)."""
     from stylize.engine.imaging import fit_within
+
     params = step_parameters(repo, desc.image_model)
     points = []
     for side in STEP_SIDES[desc.id]:
-        out = subprocess.run([sys.executable, "-c", _STEP_CHILD, json.dumps(params), str(net_file), str(side)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _STEP_CHILD, json.dumps(params), str(net_file), str(side)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         if r["tiles"] > 1:
-            call = desc.serving.tiling.size ** 2
+            call = desc.serving.tiling.size**2
         else:
             h, w = fit_within(side, side, desc.serving.max_side) if desc.serving.max_side else (side, side)
             call = h * w
         growth = round(r["peak_mib"] - r["base_mib"], 1)
-        points.append({"side": side, "pixels": r["input_pixels"], "output_pixels": r["output_pixels"],
-                       "tiles": r["tiles"], "growth_mib": growth, "base_mib": round(r["base_mib"], 1),
-                       "network_call_pixels": call, "network_growth_mib": round(net_growth(call), 1),
-                       "borrowed_mib": round(growth - net_growth(call), 1)})
+        points.append(
+            {
+                "side": side,
+                "pixels": r["input_pixels"],
+                "output_pixels": r["output_pixels"],
+                "tiles": r["tiles"],
+                "growth_mib": growth,
+                "base_mib": round(r["base_mib"], 1),
+                "network_call_pixels": call,
+                "network_growth_mib": round(net_growth(call), 1),
+                "borrowed_mib": round(growth - net_growth(call), 1),
+            }
+        )
     (p0, p1) = points
     slope = (p1["growth_mib"] - p0["growth_mib"]) / (p1["pixels"] - p0["pixels"])
     largest = largest_step_input(params)
     at_largest = p1["growth_mib"] + slope * (largest - p1["pixels"])
     held = int(params["max_output_pixels"]) * HELD_RESULT_BYTES_PER_PIXEL / 2**20
-    return {"points": points, "kib_per_input_pixel": round(slope * 1024, 3), "largest_input_pixels": largest,
-            "growth_at_largest_mib": round(at_largest, 1), "held_results_mib": round(held, 1),
-            "extrapolated": largest > p1["pixels"], "peak_mib": round(at_largest + held, 1)}
+    return {
+        "points": points,
+        "kib_per_input_pixel": round(slope * 1024, 3),
+        "largest_input_pixels": largest,
+        "growth_at_largest_mib": round(at_largest, 1),
+        "held_results_mib": round(held, 1),
+        "extrapolated": largest > p1["pixels"],
+        "peak_mib": round(at_largest + held, 1),
+    }
 
 
 def shape_of(desc: ModelDescriptor, batch: int, side: int) -> list[int]:
@@ -174,9 +206,9 @@ def step_network_pixels(desc: ModelDescriptor) -> int:
 
     serving = desc.serving
     if serving.tiling:
-        return serving.tiling.batch * serving.tiling.size ** 2
+        return serving.tiling.batch * serving.tiling.size**2
     whole = serving.max_pixels or DEFAULT_MAX_PIXELS
-    return min(whole, serving.max_side ** 2) if serving.max_side else whole
+    return min(whole, serving.max_side**2) if serving.max_side else whole
 
 
 def measure(repo: Path, model: str) -> dict:
@@ -188,11 +220,18 @@ def measure(repo: Path, model: str) -> dict:
     points = []
     for batch, side in SIZES[model]:
         shape = shape_of(desc, batch, side)
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(path), json.dumps(shape)], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path), json.dumps(shape)], capture_output=True, text=True, check=True
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        points.append({"shape": shape, "pixels": pixels(shape), "growth_mib": round(r["peak_mib"] - r["base_mib"], 1),
-                       "base_mib": round(r["base_mib"], 1)})
+        points.append(
+            {
+                "shape": shape,
+                "pixels": pixels(shape),
+                "growth_mib": round(r["peak_mib"] - r["base_mib"], 1),
+                "base_mib": round(r["base_mib"], 1),
+            }
+        )
     (p0, p1) = points
     slope = (p1["growth_mib"] - p0["growth_mib"]) / (p1["pixels"] - p0["pixels"])  # MiB per pixel
 
@@ -204,16 +243,26 @@ def measure(repo: Path, model: str) -> dict:
     net_n, step_n = instances(repo, desc.net_model), 0 if desc.window else instances(repo, desc.image_model)
     step = measure_step(repo, desc, path, growth) if step_n else None
     step_px = step_network_pixels(desc) if step_n else 0
-    return {"model": model, "net_model": desc.net_model, "version": version, "points": points,
-            "kib_per_pixel": round(slope * 1024, 3), "max_request_pixels": desc.max_request_pixels,
-            "growth_at_limit_mib": round(at_limit, 1), "base_mib": p1["base_mib"],
-            "extrapolated": desc.max_request_pixels > p1["pixels"],
-            "net_instances": net_n, "step_instances": step_n, "step": step,
-            # what the model's stubs keep once they ran their largest calls (OpenVINO keeps a network's peak)
-            "step_network_pixels": step_px, "step_network_growth_mib": round(growth(step_px), 1) if step_n else 0.0,
-            "keeps_mib": round(net_n * at_limit + (step_n * growth(step_px) if step_n else 0.0), 1),
-            # every stub at its peak at once, without a memory budget: what the limits alone bound
-            "worst_case_without_budget_mib": round(net_n * at_limit + (step_n * step["peak_mib"] if step else 0.0), 1)}
+    return {
+        "model": model,
+        "net_model": desc.net_model,
+        "version": version,
+        "points": points,
+        "kib_per_pixel": round(slope * 1024, 3),
+        "max_request_pixels": desc.max_request_pixels,
+        "growth_at_limit_mib": round(at_limit, 1),
+        "base_mib": p1["base_mib"],
+        "extrapolated": desc.max_request_pixels > p1["pixels"],
+        "net_instances": net_n,
+        "step_instances": step_n,
+        "step": step,
+        # what the model's stubs keep once they ran their largest calls (OpenVINO keeps a network's peak)
+        "step_network_pixels": step_px,
+        "step_network_growth_mib": round(growth(step_px), 1) if step_n else 0.0,
+        "keeps_mib": round(net_n * at_limit + (step_n * growth(step_px) if step_n else 0.0), 1),
+        # every stub at its peak at once, without a memory budget: what the limits alone bound
+        "worst_case_without_budget_mib": round(net_n * at_limit + (step_n * step["peak_mib"] if step else 0.0), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,25 +275,42 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         row = measure(args.repo, model)
         rows.append(row)
-        print(f"{model:16s} {row['kib_per_pixel']:8.3f} KiB/px  base {row['base_mib']:7.1f} MiB  "
-              f"limit {row['max_request_pixels']:>10,d} px -> +{row['growth_at_limit_mib']:8.1f} MiB"
-              f"{' (extrapolated)' if row['extrapolated'] else ''}  points "
-              + ", ".join(f"{p['pixels']:,d} px +{p['growth_mib']} MiB" for p in row["points"]), flush=True)
+        print(
+            f"{model:16s} {row['kib_per_pixel']:8.3f} KiB/px  base {row['base_mib']:7.1f} MiB  "
+            f"limit {row['max_request_pixels']:>10,d} px -> +{row['growth_at_limit_mib']:8.1f} MiB"
+            f"{' (extrapolated)' if row['extrapolated'] else ''}  points "
+            + ", ".join(f"{p['pixels']:,d} px +{p['growth_mib']} MiB" for p in row["points"]),
+            flush=True,
+        )
         if row["step"]:
             st = row["step"]
-            print(f"{'':16s} image step: {st['kib_per_input_pixel']:.3f} KiB/input px, largest image "
-                  f"{st['largest_input_pixels']:,d} px -> +{st['growth_at_largest_mib']:.1f} MiB"
-                  f"{' (extrapolated)' if st['extrapolated'] else ''} + held results {st['held_results_mib']:.0f} "
-                  "MiB; points " + ", ".join(f"{p['side']}² +{p['growth_mib']} MiB ({p['tiles']} tiles)"
-                                              for p in st["points"]), flush=True)
+            print(
+                f"{'':16s} image step: {st['kib_per_input_pixel']:.3f} KiB/input px, largest image "
+                f"{st['largest_input_pixels']:,d} px -> +{st['growth_at_largest_mib']:.1f} MiB"
+                f"{' (extrapolated)' if st['extrapolated'] else ''} + held results {st['held_results_mib']:.0f} "
+                "MiB; points "
+                + ", ".join(f"{p['side']}² +{p['growth_mib']} MiB ({p['tiles']} tiles)" for p in st["points"]),
+                flush=True,
+            )
     keeps = sum(r["keeps_mib"] for r in rows)
     unbounded = sum(r["worst_case_without_budget_mib"] for r in rows)
-    print(f"what every stub keeps after its largest calls: +{keeps:,.0f} MiB over the idle server; every stub at "
-          f"its peak at once (no memory budget): +{unbounded:,.0f} MiB")
+    print(
+        f"what every stub keeps after its largest calls: +{keeps:,.0f} MiB over the idle server; every stub at "
+        f"its peak at once (no memory budget): +{unbounded:,.0f} MiB"
+    )
     if args.out:
-        args.out.write_text(json.dumps({"format": "stylize-net-memory/2", "keeps_mib": round(keeps, 1),
-                                        "worst_case_without_budget_mib": round(unbounded, 1), "models": rows},
-                                       indent=1) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "format": "stylize-net-memory/2",
+                    "keeps_mib": round(keeps, 1),
+                    "worst_case_without_budget_mib": round(unbounded, 1),
+                    "models": rows,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -48,9 +48,13 @@ def mirror(source: Path, target: Path, models: list[str], *, runtime: str | None
                 if item.name != "config.pbtxt":
                     (target / name / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
             status = "real"
-            text = (pbtxt.net_config(desc, weights_status=status, threads=2, runtime=runtime)
-                    if name == desc.net_model else pbtxt.ensemble_config(desc, weights_status=status, runtime=runtime)
-                    if name == desc.id else pbtxt.image_config(desc, weights_status=status, net_runtime=runtime))
+            text = (
+                pbtxt.net_config(desc, weights_status=status, threads=2, runtime=runtime)
+                if name == desc.net_model
+                else pbtxt.ensemble_config(desc, weights_status=status, runtime=runtime)
+                if name == desc.id
+                else pbtxt.image_config(desc, weights_status=status, net_runtime=runtime)
+            )
             (target / name / "config.pbtxt").write_text(text)
     return target
 
@@ -98,8 +102,9 @@ def first_requests(url: str, model_id: str, shapes: list[tuple[int, int]]) -> li
             times = []
             for _ in range(2):
                 t0 = time.perf_counter()
-                client.infer(model_id, [t], outputs=[grpcclient.InferRequestedOutput(ENCODED_RESULT.name)],
-                             client_timeout=600)
+                client.infer(
+                    model_id, [t], outputs=[grpcclient.InferRequestedOutput(ENCODED_RESULT.name)], client_timeout=600
+                )
                 times.append(time.perf_counter() - t0)
             out.append((f"{h}x{w}", *times))
     return out
@@ -122,13 +127,20 @@ def main(argv: list[str] | None = None) -> None:
                 size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e6
                 compiled, count = compile_seconds(server.log_path)
                 rows.append((label, seconds, size))
-                print(f"openvino {label}: ready in {seconds:.1f} s, cache {size:.0f} MB; {count} compiled models "
-                      f"(backends and steps) took {compiled:.1f} s together", flush=True)
+                print(
+                    f"openvino {label}: ready in {seconds:.1f} s, cache {size:.0f} MB; {count} compiled models "
+                    f"(backends and steps) took {compiled:.1f} s together",
+                    flush=True,
+                )
                 if label.startswith("warm") and args.probe in args.models:
-                    for shape, first, second in first_requests(server.grpc_url, args.probe,
-                                                               [(96, 96), (128, 128), (200, 136), (128, 128)]):
-                        print(f"  {args.probe} first request at {shape}: {first * 1e3:.0f} ms, then "
-                              f"{second * 1e3:.0f} ms", flush=True)
+                    for shape, first, second in first_requests(
+                        server.grpc_url, args.probe, [(96, 96), (128, 128), (200, 136), (128, 128)]
+                    ):
+                        print(
+                            f"  {args.probe} first request at {shape}: {first * 1e3:.0f} ms, then "
+                            f"{second * 1e3:.0f} ms",
+                            flush=True,
+                        )
             finally:
                 server.stop()
         if not args.skip_ort:

@@ -54,8 +54,11 @@ def server_pss_mb(pid: int) -> float:
     total = 0
     for p in _tree(pid, [line.split() for line in out.splitlines()[1:]]):
         try:
-            total += sum(int(line.split()[1]) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
-                         if line.startswith("Pss:"))
+            total += sum(
+                int(line.split()[1])
+                for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+                if line.startswith("Pss:")
+            )
         except OSError:
             pass  # a process gone meanwhile
     return total / 1024
@@ -67,8 +70,14 @@ def server_rss_mb(pid: int | None = None) -> float:
     out = subprocess.run(["ps", "-eo", "pid,ppid,rss,args"], capture_output=True, text=True, check=True).stdout
     rows = [line.split(None, 3) for line in out.splitlines()[1:]]
     if pid is None:
-        return sum(int(r[2]) for r in rows
-                   if len(r) > 3 and ("tritonserver" in r[3] or "triton_python_backend_stub" in r[3])) / 1024
+        return (
+            sum(
+                int(r[2])
+                for r in rows
+                if len(r) > 3 and ("tritonserver" in r[3] or "triton_python_backend_stub" in r[3])
+            )
+            / 1024
+        )
     tree = _tree(pid, rows)
     return sum(int(r[2]) for r in rows if int(r[0]) in tree) / 1024
 
@@ -82,8 +91,9 @@ def mirror(source: Path, target: Path, *, bls: bool, int8: bool = False) -> Path
         if bls and model.name.endswith("_image"):
             shutil.copytree(model, target / model.name)
             config = target / model.name / "config.pbtxt"
-            config.write_text(re.sub(r'(key: "net_runtime" value: \{ string_value: )"\w+"', r'\1"triton"',
-                                     config.read_text()))
+            config.write_text(
+                re.sub(r'(key: "net_runtime" value: \{ string_value: )"\w+"', r'\1"triton"', config.read_text())
+            )
         else:
             (target / model.name).symlink_to(model.resolve(), target_is_directory=True)
     return target
@@ -99,19 +109,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--int8", action="store_true", help="load the INT8 variants too (not run)")
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = p.parse_args(argv)
-    figures: dict = {"format": "stylize-server-memory/1", "measured_at": dt.date.today().isoformat(),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                     "command": "python -m stylize.loadtest.experiments.server_memory"
-                                + (" --bls" if args.bls else "") + (" --int8" if args.int8 else ""),
-                     "after": []}
+    figures: dict = {
+        "format": "stylize-server-memory/1",
+        "measured_at": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "python -m stylize.loadtest.experiments.server_memory"
+        + (" --bls" if args.bls else "")
+        + (" --int8" if args.int8 else ""),
+        "after": [],
+    }
     with tempfile.TemporaryDirectory(prefix="stylize-memory-") as tmp:
         repo = mirror(args.model_repository, Path(tmp), bls=args.bls, int8=args.int8)
         with start_local(repo) as server:
+
             def sample() -> dict:  # this server's process tree only
                 return {"rss_mib": round(server_rss_mb(server.pid), 1), "pss_mib": round(server_pss_mb(server.pid), 1)}
 
             def rss(f: dict) -> str:
                 return f"RSS {f['rss_mib']:.0f} MiB, PSS {f['pss_mib']:.0f}"
+
             figures["idle"] = sample()
             print(f"idle: {rss(figures['idle'])} MiB", flush=True)
             with grpcclient.InferenceServerClient(server.grpc_url) as client:

@@ -102,10 +102,27 @@ def run(minutes: float, concurrency: int, models: list[str], repository: Path) -
 
     grpc, http, metrics = find_free_ports(3)
     stylize = Path(sys.executable).with_name("stylize")
-    serve = subprocess.Popen([str(stylize), "serve", "--model-repository", str(repository), "--models",
-                              ",".join(models), "--cache-size", "0", "--grpc-port", str(grpc), "--http-port",
-                              str(http), "--metrics-port", str(metrics)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    serve = subprocess.Popen(
+        [
+            str(stylize),
+            "serve",
+            "--model-repository",
+            str(repository),
+            "--models",
+            ",".join(models),
+            "--cache-size",
+            "0",
+            "--grpc-port",
+            str(grpc),
+            "--http-port",
+            str(http),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     res = Result(minutes=minutes, concurrency=concurrency, models=models)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(serve.stdout.readline, "")), daemon=True)
@@ -169,8 +186,15 @@ def run(minutes: float, concurrency: int, models: list[str], repository: Path) -
                 res.events.append(Event(round(now, 1), label, victim, in_flight[0], len(live)))
             os.kill(victim, signal.SIGKILL)
         if now >= next_sample and pid is not None:
-            res.samples.append(Sample(round(now, 1), round(server_pss_mb(pid), 1), len(live),
-                                      sum(1 for r in regions if (Path("/dev/shm") / r).exists()), pid))
+            res.samples.append(
+                Sample(
+                    round(now, 1),
+                    round(server_pss_mb(pid), 1),
+                    len(live),
+                    sum(1 for r in regions if (Path("/dev/shm") / r).exists()),
+                    pid,
+                )
+            )
             next_sample += 10
         time.sleep(0.5)
     stop.set()
@@ -200,42 +224,67 @@ def run(minutes: float, concurrency: int, models: list[str], repository: Path) -
     flat = bool(third and second) and max(s.pss_mb for s in third) <= 1.15 * max(s.pss_mb for s in second)
     heals = sum("reloaded" in ln for ln in res.server_lines)
     start_stubs = res.samples[0].stubs if res.samples else -1
-    res.checks = {"no request lost": res.requests_lost == 0,
-                  "every killed stub healed": heals >= 2,
-                  # the reloads replaced every instance: the stub count is back where it started
-                  "all instances back before tritonserver is killed": bool(res.events) and
-                  res.events[-1].live_stubs == start_stubs,
-                  "tritonserver restarted": any("restarted" in ln for ln in res.server_lines),
-                  "no orphan stub after stop": not res.orphan_stubs_after_stop,
-                  "no shared memory left": not res.shm_regions_left,
-                  "memory flat": flat,
-                  "serve exited 0": res.serve_exit_code == 0}
+    res.checks = {
+        "no request lost": res.requests_lost == 0,
+        "every killed stub healed": heals >= 2,
+        # the reloads replaced every instance: the stub count is back where it started
+        "all instances back before tritonserver is killed": bool(res.events)
+        and res.events[-1].live_stubs == start_stubs,
+        "tritonserver restarted": any("restarted" in ln for ln in res.server_lines),
+        "no orphan stub after stop": not res.orphan_stubs_after_stop,
+        "no shared memory left": not res.shm_regions_left,
+        "memory flat": flat,
+        "serve exited 0": res.serve_exit_code == 0,
+    }
     return res
 
 
 def markdown(res: Result, command: str) -> str:
-    out = [f"# Soak: {res.minutes:g} minutes at concurrency {res.concurrency}, stubs killed twice, tritonserver once",
-           "", f"Measured by `{command}` on this machine (2 shared cores, no GPU); models "
-           f"{', '.join(res.models)} (real-photo crops, response cache off, the SDK's default retries).", "",
-           "| check | result |", "|---|---|"]
+    out = [
+        f"# Soak: {res.minutes:g} minutes at concurrency {res.concurrency}, stubs killed twice, tritonserver once",
+        "",
+        f"Measured by `{command}` on this machine (2 shared cores, no GPU); models "
+        f"{', '.join(res.models)} (real-photo crops, response cache off, the SDK's default retries).",
+        "",
+        "| check | result |",
+        "|---|---|",
+    ]
     out += [f"| {k} | {'pass' if v else 'FAIL'} |" for k, v in res.checks.items()]
-    out += ["", f"Requests: {res.requests_ok} answered, {res.requests_lost} lost; {res.attempts_retried} attempts "
-            f"retried by the SDK (failed attempts by kind: "
-            f"{', '.join(f'{k} {v}' for k, v in sorted(res.failed_attempts.items())) or 'none'}).", "",
-            "| at (s) | event | pid | requests in flight | live stubs before |", "|---:|---|---:|---:|---:|"]
+    out += [
+        "",
+        f"Requests: {res.requests_ok} answered, {res.requests_lost} lost; {res.attempts_retried} attempts "
+        f"retried by the SDK (failed attempts by kind: "
+        f"{', '.join(f'{k} {v}' for k, v in sorted(res.failed_attempts.items())) or 'none'}).",
+        "",
+        "| at (s) | event | pid | requests in flight | live stubs before |",
+        "|---:|---|---:|---:|---:|",
+    ]
     out += [f"| {e.at_s:.0f} | {e.what} | {e.pid} | {e.in_flight} | {e.live_stubs} |" for e in res.events]
-    out += ["", "What `stylize serve` said:", "", "```", *res.server_lines, "```", "",
-            "| at (s) | tritonserver pid | PSS of server + stubs (MB) | live stubs | its /dev/shm regions present |",
-            "|---:|---:|---:|---:|---:|"]
+    out += [
+        "",
+        "What `stylize serve` said:",
+        "",
+        "```",
+        *res.server_lines,
+        "```",
+        "",
+        "| at (s) | tritonserver pid | PSS of server + stubs (MB) | live stubs | its /dev/shm regions present |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     out += [f"| {s.at_s:.0f} | {s.server_pid} | {s.pss_mb:.0f} | {s.stubs} | {s.shm_regions} |" for s in res.samples]
-    out += ["", f"After the stop: orphan stubs {res.orphan_stubs_after_stop or 'none'}; shared-memory regions of the "
-            f"run still in /dev/shm: {res.shm_regions_left or 'none'}.", ""]
+    out += [
+        "",
+        f"After the stop: orphan stubs {res.orphan_stubs_after_stop or 'none'}; shared-memory regions of the "
+        f"run still in /dev/shm: {res.shm_regions_left or 'none'}.",
+        "",
+    ]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stylize.loadtest.experiments.soak",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m stylize.loadtest.experiments.soak", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--models", default="animevideo_x2,animeganv2")
@@ -245,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     res = run(args.minutes, args.concurrency, [m.strip() for m in args.models.split(",")], args.model_repository)
     command = "python -m stylize.loadtest.experiments.soak" + (
-        f" --minutes {args.minutes:g}" if args.minutes != 10 else "")
+        f" --minutes {args.minutes:g}" if args.minutes != 10 else ""
+    )
     text = markdown(res, command)
     from stylize.contract.fileio import write_atomic
 

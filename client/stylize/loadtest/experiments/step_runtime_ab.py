@@ -56,9 +56,18 @@ VARIANTS = {
 
 
 def variants(runtime: str, precision: str, *, int8: bool) -> dict[str, bench.Variant]:
-    return {name: bench.Variant(instances=inst, threads=thr, net_runtime=net_runtime, precision=precision,
-                                net_layout=layout, net_backend=runtime, int8=int8)
-            for name, (net_runtime, inst, thr, layout) in VARIANTS[runtime].items()}
+    return {
+        name: bench.Variant(
+            instances=inst,
+            threads=thr,
+            net_runtime=net_runtime,
+            precision=precision,
+            net_layout=layout,
+            net_backend=runtime,
+            int8=int8,
+        )
+        for name, (net_runtime, inst, thr, layout) in VARIANTS[runtime].items()
+    }
 
 
 def reference_runners(runtime: str, precision: str, onnx: Path, desc, frame) -> dict[str, bench.Runner]:
@@ -66,9 +75,12 @@ def reference_runners(runtime: str, precision: str, onnx: Path, desc, frame) -> 
     counterpart (2 streams x 1 thread)."""
     if runtime == "onnxruntime":
         return {"in-process 1x2": bench.OrtRunner("ort", "ort", onnx, desc, frame, 2)}
-    return {"in-process 1x2": bench.OvRunner("ov", "ov", onnx, desc, frame, precision=precision, threads=2),
-            "in-process 2 streams x1": bench.OvRunner("ov", "ov", onnx, desc, frame, precision=precision, threads=2,
-                                                      streams=2)}
+    return {
+        "in-process 1x2": bench.OvRunner("ov", "ov", onnx, desc, frame, precision=precision, threads=2),
+        "in-process 2 streams x1": bench.OvRunner(
+            "ov", "ov", onnx, desc, frame, precision=precision, threads=2, streams=2
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,13 +108,20 @@ def main(argv: list[str] | None = None) -> None:
         names = {}
         for kind in kinds:
             for name, variant in variants(args.runtime, precision, int8=kind == "int8").items():
-                names[f"{kind} {name}"] = bench.add_variant(
-                    repo, served, desc, f"{desc.id}_ab{len(names)}", variant)
+                names[f"{kind} {name}"] = bench.add_variant(repo, served, desc, f"{desc.id}_ab{len(names)}", variant)
         server = start_local(served)
         try:
             for key, model in names.items():
-                runners[key] = bench.ServedRunner("served", key, server.grpc_url, model, bench._encoded_inputs(png),
-                                                  ENCODED_RESULT.name, 2, bench._check_png(desc, side, side))
+                runners[key] = bench.ServedRunner(
+                    "served",
+                    key,
+                    server.grpc_url,
+                    model,
+                    bench._encoded_inputs(png),
+                    ENCODED_RESULT.name,
+                    2,
+                    bench._check_png(desc, side, side),
+                )
             for kind in kinds:
                 onnx = bench._newest(repo, desc.int8_model if kind == "int8" else desc.net_model)[0]
                 for ref, runner in reference_runners(args.runtime, precision, onnx, desc, frame).items():
@@ -113,21 +132,25 @@ def main(argv: list[str] | None = None) -> None:
             keys = list(runners)
             res: dict[str, list[float]] = {k: [] for k in keys}
             for rnd in range(args.rounds):
-                for k in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
+                for k in keys[rnd % len(keys) :] + keys[: rnd % len(keys)]:
                     res[k].append(runners[k].run(n) / n)
                 print(f"round {rnd + 1}: " + ", ".join(f"{k} {1 / v[-1]:.2f}/s" for k, v in res.items()), flush=True)
         finally:
             for r in runners.values():
                 r.close()
             server.stop()
-    print(f"\n{desc.id} {side}², {args.runtime} {precision}, PNG in/out, 2 in flight, {n} images per runner per "
-          "round; img/s of the fastest round, and each / in-process 1x2 (one compiled model or session, 2 threads) "
-          "within each round: median [range]")
+    print(
+        f"\n{desc.id} {side}², {args.runtime} {precision}, PNG in/out, 2 in flight, {n} images per runner per "
+        "round; img/s of the fastest round, and each / in-process 1x2 (one compiled model or session, 2 threads) "
+        "within each round: median [range]"
+    )
     for k in keys:
         ref = res[f"{k.split()[0]} in-process 1x2"]
         ratios = sorted(a / b for a, b in zip(ref, res[k]))
-        print(f"  {k:32s} {1 / min(res[k]):8.2f} img/s   {ratios[len(ratios) // 2]:.3f} "
-              f"[{ratios[0]:.3f}-{ratios[-1]:.3f}]")
+        print(
+            f"  {k:32s} {1 / min(res[k]):8.2f} img/s   {ratios[len(ratios) // 2]:.3f} "
+            f"[{ratios[0]:.3f}-{ratios[-1]:.3f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def tree_memory(pid: int) -> tuple[int, int]:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[3]) != pid and int(entry) != pid:  # fields[3]: session id
                 continue
             for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
@@ -123,7 +123,7 @@ def session_cpu(pid: int) -> dict[str, float]:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[3]) != pid and int(entry) != pid:
                 continue
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
@@ -209,23 +209,35 @@ def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], in
 
     rows = []
     for model, photo, (y, x, side), tile in cases:
-        frame = np.ascontiguousarray(real_photo(photo)[y:y + side, x:x + side])
+        frame = np.ascontiguousarray(real_photo(photo)[y : y + side, x : x + side])
         d = REGISTRY[model]
         size = tile or (d.serving.tiling.size if d.serving.tiling else None)
-        plan = plan_tiles(side, side, tile=size, overlap=d.serving.tile_overlap, multiple=d.network.size_multiple,
-                          batch=d.serving.tile_batch)
+        plan = plan_tiles(
+            side,
+            side,
+            tile=size,
+            overlap=d.serving.tile_overlap,
+            multiple=d.network.size_multiple,
+            batch=d.serving.tile_batch,
+        )
         if plan.count == 1:
-            raise ValueError(f"{model} {side}² with tile {size} is one network call: "
-                             "nothing to compare")
+            raise ValueError(f"{model} {side}² with tile {size} is one network call: nothing to compare")
         t0 = time.perf_counter()
         whole = infer_frame(client, model, frame)
         t1 = time.perf_counter()
         tiled = decode_png(infer_image(client, model, png(frame), **({"tile_size": tile} if tile else {})))
         t2 = time.perf_counter()
-        row = {"model": model, "photo": photo, "side": side, "tile_size": tile,
-               "tiles": f"{plan.count} x {plan.tile_h}x{plan.tile_w}", "psnr_db": round(psnr(tiled, whole), 2),
-               "max_abs": int(np.abs(tiled.astype(int) - whole).max()), "untiled_s": round(t1 - t0, 2),
-               "tiled_s": round(t2 - t1, 2)}
+        row = {
+            "model": model,
+            "photo": photo,
+            "side": side,
+            "tile_size": tile,
+            "tiles": f"{plan.count} x {plan.tile_h}x{plan.tile_w}",
+            "psnr_db": round(psnr(tiled, whole), 2),
+            "max_abs": int(np.abs(tiled.astype(int) - whole).max()),
+            "untiled_s": round(t1 - t0, 2),
+            "tiled_s": round(t2 - t1, 2),
+        }
         log(f"quality {row}")
         rows.append(row)
     return rows
@@ -233,7 +245,7 @@ def measure_quality(client, cases: list[tuple[str, str, tuple[int, int, int], in
 
 def measure_overhead(client, model: str, side: int, *, repeats: int, log, server_pid: int | None = None) -> dict:
     """Python-step cost: ensemble (PNG in/out) vs raw frames, sequential and two in flight, interleaved runs."""
-    frame = np.ascontiguousarray(real_photo()[100:100 + side, 150:150 + side])
+    frame = np.ascontiguousarray(real_photo()[100 : 100 + side, 150 : 150 + side])
     data = png(frame)
     calls: dict[str, Callable[[], object]] = {
         "raw frames": lambda: infer_frame(client, model, frame),
@@ -263,7 +275,9 @@ def measure_overhead(client, model: str, side: int, *, repeats: int, log, server
             list(pool.map(lambda _: call(), range(2 * repeats)))
             par[name] = 2 * repeats / (time.perf_counter() - t)
     out = {
-        "model": model, "side": side, "repeats": repeats,
+        "model": model,
+        "side": side,
+        "repeats": repeats,
         "median_ms": {k: round(1000 * statistics.median(v), 2) for k, v in seq.items()},
         "throughput_2_in_flight": {k: round(v, 2) for k, v in par.items()},
     }
@@ -288,11 +302,18 @@ def measure_large(client, server, model: str, side: int, log) -> dict:
 
     d = REGISTRY[model]
     tiling = d.serving.tiling
-    row = {"model": model, "tiles": f"{tiling.size if tiling else None} / {d.serving.tile_overlap}",
-           "input": f"{side}x{side}", "output": f"{size[0]}x{size[1]}", "seconds": round(seconds, 1),
-           "idle_rss_gb": round(idle_rss / GB, 3), "idle_pss_gb": round(idle_pss / GB, 3),
-           "peak_rss_gb": round(peak.peak_rss / GB, 3), "peak_pss_gb": round(peak.peak_pss / GB, 3),
-           "output_bytes": len(out)}
+    row = {
+        "model": model,
+        "tiles": f"{tiling.size if tiling else None} / {d.serving.tile_overlap}",
+        "input": f"{side}x{side}",
+        "output": f"{size[0]}x{size[1]}",
+        "seconds": round(seconds, 1),
+        "idle_rss_gb": round(idle_rss / GB, 3),
+        "idle_pss_gb": round(idle_pss / GB, 3),
+        "peak_rss_gb": round(peak.peak_rss / GB, 3),
+        "peak_pss_gb": round(peak.peak_pss / GB, 3),
+        "output_bytes": len(out),
+    }
     log(f"large {row}")
     return row
 
@@ -354,45 +375,71 @@ def write_report(results: dict, path: Path) -> None:
     for d in REGISTRY.values():
         if not d.window:
             t = d.serving.tiling
-            lines.append(f"| {d.id} | {t.size if t else 'not tiled (max_side ' + str(d.serving.max_side) + ')'} | "
-                         f"{t.overlap if t else '-'} | {t.batch if t else '-'} |")
-    lines += ["", "## Tiled vs untiled (target >= 45 dB)", "",
-              "Untiled = the same network on the whole frame through its raw `<id>_net` path; tiled = the ensemble.",
-              "", "| model | photo crop | tile | tiles | PSNR (dB) | max abs diff | untiled s | tiled s |",
-              "|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {d.id} | {t.size if t else 'not tiled (max_side ' + str(d.serving.max_side) + ')'} | "
+                f"{t.overlap if t else '-'} | {t.batch if t else '-'} |"
+            )
+    lines += [
+        "",
+        "## Tiled vs untiled (target >= 45 dB)",
+        "",
+        "Untiled = the same network on the whole frame through its raw `<id>_net` path; tiled = the ensemble.",
+        "",
+        "| model | photo crop | tile | tiles | PSNR (dB) | max abs diff | untiled s | tiled s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results.get("quality", []):
-        lines.append(f"| {r['model']} | {r['photo']} {r['side']}x{r['side']} | {r['tile_size'] or 'default'} | "
-                     f"{r.get('tiles', '?')} | "
-                     f"{r['psnr_db']} | {r['max_abs']} | {r['untiled_s']} | {r['tiled_s']} |")
+        lines.append(
+            f"| {r['model']} | {r['photo']} {r['side']}x{r['side']} | {r['tile_size'] or 'default'} | "
+            f"{r.get('tiles', '?')} | "
+            f"{r['psnr_db']} | {r['max_abs']} | {r['untiled_s']} | {r['tiled_s']} |"
+        )
     runs = results.get("large_runs") or ([results["large"]] if results.get("large") else [])
     lines += ["", "## Large input: esrgan_x4 at 2048x2048 (target: server peak RSS <= 3 GB)", ""]
     if runs:
-        lines += ["Server with only the esrgan_x4 models loaded; memory of the whole process tree (tritonserver and "
-                  "every python stub), sampled every 0.2 s. RSS counts shared pages once per process (an upper "
-                  "bound); PSS shares them out. The machine was shared with other work during these runs: the "
-                  "seconds are an upper bound.", "",
-                  "| tile / overlap | input | output | seconds | idle RSS GB | peak RSS GB | peak PSS GB |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "Server with only the esrgan_x4 models loaded; memory of the whole process tree (tritonserver and "
+            "every python stub), sampled every 0.2 s. RSS counts shared pages once per process (an upper "
+            "bound); PSS shares them out. The machine was shared with other work during these runs: the "
+            "seconds are an upper bound.",
+            "",
+            "| tile / overlap | input | output | seconds | idle RSS GB | peak RSS GB | peak PSS GB |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for large in runs:
-            lines.append(f"| {large.get('tiles', 'default')} | {large['input']} | {large['output']} | "
-                         f"{large['seconds']} | {large['idle_rss_gb']} | {large['peak_rss_gb']} | "
-                         f"{large['peak_pss_gb']} |")
+            lines.append(
+                f"| {large.get('tiles', 'default')} | {large['input']} | {large['output']} | "
+                f"{large['seconds']} | {large['idle_rss_gb']} | {large['peak_rss_gb']} | "
+                f"{large['peak_pss_gb']} |"
+            )
     else:
         lines.append("Not run (`--skip-large`).")
     ov = results.get("overhead")
     if ov:
-        lines += ["", f"## Python-step overhead: {ov['model']} at {ov['side']}x{ov['side']}", "",
-                  "Same network, same server: raw uint8 frames to `<id>_net` vs PNG bytes to the ensemble (decode, BLS "
-                  "call, encode PNG at zlib level 1). Runs interleaved.", "",
-                  "| path | median latency ms (1 in flight) | images/s (2 in flight) |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## Python-step overhead: {ov['model']} at {ov['side']}x{ov['side']}",
+            "",
+            "Same network, same server: raw uint8 frames to `<id>_net` vs PNG bytes to the ensemble (decode, BLS "
+            "call, encode PNG at zlib level 1). Runs interleaved.",
+            "",
+            "| path | median latency ms (1 in flight) | images/s (2 in flight) |",
+            "|---|---|---|",
+        ]
         for k in ov["median_ms"]:
             lines.append(f"| {k} | {ov['median_ms'][k]} | {ov['throughput_2_in_flight'][k]} |")
-        lines += ["", f"Step overhead per request: {ov['step_overhead_ms']} ms; ensemble/raw throughput: "
-                  f"{ov['throughput_ratio']}."]
+        lines += [
+            "",
+            f"Step overhead per request: {ov['step_overhead_ms']} ms; ensemble/raw throughput: "
+            f"{ov['throughput_ratio']}.",
+        ]
         if ov.get("cpu_ms_per_request"):
-            lines += ["", "CPU time per request by process (ms; user + system, less sensitive to other load than "
-                      "wall time):", "", "| path | " + " | ".join(sorted({k for v in ov["cpu_ms_per_request"].values()
-                                                                         for k in v})) + " |"]
+            lines += [
+                "",
+                "CPU time per request by process (ms; user + system, less sensitive to other load than wall time):",
+                "",
+                "| path | " + " | ".join(sorted({k for v in ov["cpu_ms_per_request"].values() for k in v})) + " |",
+            ]
             roles = sorted({k for v in ov["cpu_ms_per_request"].values() for k in v})
             lines.append("|---" * (len(roles) + 1) + "|")
             for path_name, by_role in ov["cpu_ms_per_request"].items():
@@ -405,18 +452,28 @@ def write_report(results: dict, path: Path) -> None:
                 # the ratio shows what the step adds, not the noise of the network's own CPU time
                 added = sum(v for k, v in ens.items() if k != net)
                 ratio = (raw[net] + raw.get("server", 0)) / (raw[net] + added)
-                lines += ["", f"CPU-bound throughput of the ensemble relative to the raw path: {ratio:.3f} (the "
-                          f"step and server add {added} ms of CPU per request to the network's {raw[net]} ms). The "
-                          "wall-time ratio above moves with the other load on the machine; the CPU one does not."]
+                lines += [
+                    "",
+                    f"CPU-bound throughput of the ensemble relative to the raw path: {ratio:.3f} (the "
+                    f"step and server add {added} ms of CPU per request to the network's {raw[net]} ms). The "
+                    "wall-time ratio above moves with the other load on the machine; the CPU one does not.",
+                ]
         if ov.get("step_means_ms"):
             m = ov["step_means_ms"]
-            lines += ["", "Inside the step, mean per image (its own histograms): "
-                      + ", ".join(f"{k} {v} ms" for k, v in m.items())
-                      + " (network = the BLS call, including the network model's queue and compute)."]
+            lines += [
+                "",
+                "Inside the step, mean per image (its own histograms): "
+                + ", ".join(f"{k} {v} ms" for k, v in m.items())
+                + " (network = the BLS call, including the network model's queue and compute).",
+            ]
     if results.get("metrics"):
         lines += ["", "## The step's own metrics after the runs", "", "```", *results["metrics"], "```"]
-    lines += ["", "Reproduce: `python -m stylize.loadtest.experiments.tiling_bench` (needs the built repository: "
-              "`stylize build`).", ""]
+    lines += [
+        "",
+        "Reproduce: `python -m stylize.loadtest.experiments.tiling_bench` (needs the built repository: "
+        "`stylize build`).",
+        "",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
@@ -443,26 +500,37 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     if args.merge and args.out.with_suffix(".json").is_file():
         results = json.loads(args.out.with_suffix(".json").read_text())
-    results.update({"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                    "date": time.strftime("%Y-%m-%d %H:%M")})
+    results.update(
+        {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if args.only_large:
             return _large(args, results, log)
-        repo = subset_repository(args.repository, ["animevideo_x2", "animevideo_x4", "esrgan_anime_x4", "esrgan_x4"],
-                                 Path(tmp))
+        repo = subset_repository(
+            args.repository, ["animevideo_x2", "animevideo_x4", "esrgan_anime_x4", "esrgan_x4"], Path(tmp)
+        )
         with start_local(repo) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
-            results["overhead"] = measure_overhead(client, "animevideo_x2", 128, repeats=args.repeats, log=log,
-                                                   server_pid=server.pid)
-            results["overhead"]["step_means_ms"] = step_means_ms(server_metrics(server.metrics_url),
-                                                                 "animevideo_x2_image")
-            results["quality"] = measure_quality(client, [
-                # sides beyond one call's pixel budget (tile_batch x tile², tiling.plan_tiles), so they really tile
-                ("animevideo_x4", "astronaut.png", (0, 0, 512), 256),
-                ("animevideo_x4", "astronaut.png", (0, 0, 512), 96),
-                ("esrgan_anime_x4", "astronaut.png", (64, 96, 320), None),
-                ("esrgan_x4", "coffee.png", (40, 200, 320), None),
-            ], log)
+            results["overhead"] = measure_overhead(
+                client, "animevideo_x2", 128, repeats=args.repeats, log=log, server_pid=server.pid
+            )
+            results["overhead"]["step_means_ms"] = step_means_ms(
+                server_metrics(server.metrics_url), "animevideo_x2_image"
+            )
+            results["quality"] = measure_quality(
+                client,
+                [
+                    # sides beyond one call's pixel budget (tile_batch x tile², tiling.plan_tiles), so they really tile
+                    ("animevideo_x4", "astronaut.png", (0, 0, 512), 256),
+                    ("animevideo_x4", "astronaut.png", (0, 0, 512), 96),
+                    ("esrgan_anime_x4", "astronaut.png", (64, 96, 320), None),
+                    ("esrgan_x4", "coffee.png", (40, 200, 320), None),
+                ],
+                log,
+            )
             results["metrics"] = server_metrics(server.metrics_url)
     if args.skip_large:
         write_report(results, args.out)

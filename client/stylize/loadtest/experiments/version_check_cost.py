@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-PROBE = '''
+PROBE = """
 import json
 import time
 
@@ -37,7 +37,7 @@ class TritonPythonModel:
             out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
                 "SECONDS", np.array([seconds, sum(ready), n], dtype=np.float64))]))
         return out
-'''
+"""
 
 
 def main(argv: list[str]) -> None:
@@ -57,16 +57,19 @@ def main(argv: list[str]) -> None:
             'name: "probe"\nbackend: "python"\nmax_batch_size: 0\n'
             'input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
             'output [ { name: "SECONDS" data_type: TYPE_FP64 dims: [ 3 ] } ]\n'
-            'instance_group [ { count: 1 kind: KIND_CPU } ]\n'
-            f'parameters {{ key: "net" value: {{ string_value: "{net}" }} }}\n')
+            "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+            f'parameters {{ key: "net" value: {{ string_value: "{net}" }} }}\n'
+        )
         with start_local(repo) as server:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             for n in (10, 1000, 1000):
                 inp = grpcclient.InferInput("N", [1], "INT32")
                 inp.set_data_from_numpy(np.array([n], np.int32))
                 seconds, ready, calls = client.infer("probe", [inp]).as_numpy("SECONDS")
-                print(f"pb_utils.is_model_ready({net}, v): {seconds * 1e6:.1f} us per call over {int(calls)} calls "
-                      f"(versions 1-3 in turn, {int(ready)} answered ready)")
+                print(
+                    f"pb_utils.is_model_ready({net}, v): {seconds * 1e6:.1f} us per call over {int(calls)} calls "
+                    f"(versions 1-3 in turn, {int(ready)} answered ready)"
+                )
 
 
 if __name__ == "__main__":

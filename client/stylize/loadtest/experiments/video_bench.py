@@ -48,9 +48,12 @@ MARK_BEGIN, MARK_END = "<!-- video_bench:begin -->", "<!-- video_bench:end -->"
 def machine() -> dict:
     import openvino
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "runtime": f"openvino {openvino.get_version()} fp32",
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "runtime": f"openvino {openvino.get_version()} fp32",
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def subset(names: dict[str, Path], into: Path) -> Path:
@@ -66,10 +69,31 @@ def photo_clip(path: Path, width: int, height: int, frames: int, rate: int = 25)
     from stylize.engine.photos import photo_path
 
     side = 2 * max(width, height)
-    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(rate),
-                    "-i", str(photo_path("astronaut.png")), "-frames:v", str(frames),
-                    "-vf", f"scale={side}:{side},crop={width}:{height}:x='n*2':y='n'", "-c:v", "libx264",
-                    "-pix_fmt", "yuv420p", str(path)], check=True, timeout=120)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-loop",
+            "1",
+            "-framerate",
+            str(rate),
+            "-i",
+            str(photo_path("astronaut.png")),
+            "-frames:v",
+            str(frames),
+            "-vf",
+            f"scale={side}:{side},crop={width}:{height}:x='n*2':y='n'",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return path
 
 
@@ -89,28 +113,49 @@ def part_anime(frames: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sub = subset({f"{m}_net": repo / f"{m}_net" for m in ("animevideo_x2", "animevideo_x4")}, tmp / "repo")
-        clips = {name: photo_clip(tmp / f"{name}.mp4", w, h, frames) for name, (w, h) in
-                 {"360p": (640, 360), "480p": (854, 480)}.items()}
+        clips = {
+            name: photo_clip(tmp / f"{name}.mp4", w, h, frames)
+            for name, (w, h) in {"360p": (640, 360), "480p": (854, 480)}.items()
+        }
         with start_local(sub) as server, StylizeClient(url=server.grpc_url, timeout=600) as client:
             for model in ("animevideo_x2", "animevideo_x4"):
                 client.infer_frames(np.zeros((64, 64, 3), np.uint8), model)  # first request outside the timing
                 for size, clip in clips.items():
                     for concurrency in (1, 4):
-                        r = client.upscale_video(clip, tmp / f"out_{model}_{size}_{concurrency}.mp4", model,
-                                                 preset="veryfast", concurrency=concurrency, progress=False,
-                                                 resume=False)
-                        row = {"model": model, "input": size, "size_in": list(r.size_in),
-                               "size_out": list(r.size_out), "concurrency": concurrency, "frames": r.frames,
-                               "seconds": round(r.seconds, 2), "fps": round(r.fps_end_to_end, 3),
-                               "request_ms_p50": pct(r.infer_ms, 50), "request_ms_p95": pct(r.infer_ms, 95),
-                               "latency_ms_p50": pct(r.latency_ms, 50), "latency_ms_p95": pct(r.latency_ms, 95),
-                               "latency_ms_max": round(max(r.latency_ms), 1)}
+                        r = client.upscale_video(
+                            clip,
+                            tmp / f"out_{model}_{size}_{concurrency}.mp4",
+                            model,
+                            preset="veryfast",
+                            concurrency=concurrency,
+                            progress=False,
+                            resume=False,
+                        )
+                        row = {
+                            "model": model,
+                            "input": size,
+                            "size_in": list(r.size_in),
+                            "size_out": list(r.size_out),
+                            "concurrency": concurrency,
+                            "frames": r.frames,
+                            "seconds": round(r.seconds, 2),
+                            "fps": round(r.fps_end_to_end, 3),
+                            "request_ms_p50": pct(r.infer_ms, 50),
+                            "request_ms_p95": pct(r.infer_ms, 95),
+                            "latency_ms_p50": pct(r.latency_ms, 50),
+                            "latency_ms_p95": pct(r.latency_ms, 95),
+                            "latency_ms_max": round(max(r.latency_ms), 1),
+                        }
                         print(json.dumps(row), flush=True)
                         rows.append(row)
-    return {"machine": machine(), "frames_per_clip": frames, "rows": rows,
-            "how": "stylize video (file mode: decode -> raw frames over gRPC -> H.264 veryfast), one clip per size "
-                   "of a real photo panning; request = one frame's request(s) client side (frames above 256² "
-                   "go in tiles); latency = decoded -> encoded"}
+    return {
+        "machine": machine(),
+        "frames_per_clip": frames,
+        "rows": rows,
+        "how": "stylize video (file mode: decode -> raw frames over gRPC -> H.264 veryfast), one clip per size "
+        "of a real photo panning; request = one frame's request(s) client side (frames above 256² "
+        "go in tiles); latency = decoded -> encoded",
+    }
 
 
 def window_repo(window: int, out: Path) -> Path:
@@ -121,8 +166,21 @@ def window_repo(window: int, out: Path) -> Path:
         return ROOT / "model_repository" / "basicvsr_x4_net"
     repo = out / f"repo_w{window}"
     if not (repo / "basicvsr_x4_net" / "config.pbtxt").is_file():
-        subprocess.run([sys.executable, "-m", "stylize.cli", "build", "basicvsr_x4", "--window", str(window), "--fp32",
-                        "-o", str(repo)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stylize.cli",
+                "build",
+                "basicvsr_x4",
+                "--window",
+                str(window),
+                "--fp32",
+                "-o",
+                str(repo),
+            ],
+            check=True,
+        )
     return repo / "basicvsr_x4_net"
 
 
@@ -153,23 +211,36 @@ def part_windows(n_frames: int, side: int, windows: tuple[int, ...], out: Path) 
                     a = time.monotonic()
                     y = client.infer_frames(lr[window_indices(w.start, T, n_frames)], "basicvsr_x4")
                     times.append(time.monotonic() - a)
-                    result[w.keep_from:w.keep_to] = y[w.keep_from - w.start:w.keep_to - w.start]
+                    result[w.keep_from : w.keep_to] = y[w.keep_from - w.start : w.keep_to - w.start]
                 wall = time.monotonic() - t0
         per_frame_db = [psnr(result[i], hr[i]) for i in range(n_frames)]
-        row = {"window": T, "margin": m, "windows": len(plan), "frames_computed": len(plan) * T,
-               "window_ms_p50": pct([t * 1000 for t in times], 50), "window_ms_max": round(max(times) * 1000, 1),
-               "fps": round(n_frames / wall, 3), "psnr_db": round(psnr(result, hr), 3),
-               "psnr_db_min_frame": round(min(per_frame_db), 2),
-               # live: a frame kept from window [s, s+T) waits for frame s+T (the planner's look-ahead) at worst
-               # T - m frames after its own, then the window's compute
-               "lookahead_frames": T - m + 1}
+        row = {
+            "window": T,
+            "margin": m,
+            "windows": len(plan),
+            "frames_computed": len(plan) * T,
+            "window_ms_p50": pct([t * 1000 for t in times], 50),
+            "window_ms_max": round(max(times) * 1000, 1),
+            "fps": round(n_frames / wall, 3),
+            "psnr_db": round(psnr(result, hr), 3),
+            "psnr_db_min_frame": round(min(per_frame_db), 2),
+            # live: a frame kept from window [s, s+T) waits for frame s+T (the planner's look-ahead) at worst
+            # T - m frames after its own, then the window's compute
+            "lookahead_frames": T - m + 1,
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
-    return {"machine": machine(), "frames": n_frames, "hr_side": side, "lr_side": side // 4,
-            "bicubic_db": round(bicubic_db, 3), "rows": rows,
-            "how": f"pan_sequence({n_frames}, {side}) over astronaut.png (step 2 px down, 3 right per frame), "
-                   f"bicubic x1/4 = input, crops = truth; windows as stylize video plans them (margin T//3), one "
-                   f"request at a time, untiled ({side // 4}² input); PSNR over all frames"}
+    return {
+        "machine": machine(),
+        "frames": n_frames,
+        "hr_side": side,
+        "lr_side": side // 4,
+        "bicubic_db": round(bicubic_db, 3),
+        "rows": rows,
+        "how": f"pan_sequence({n_frames}, {side}) over astronaut.png (step 2 px down, 3 right per frame), "
+        f"bicubic x1/4 = input, crops = truth; windows as stylize video plans them (margin T//3), one "
+        f"request at a time, untiled ({side // 4}² input); PSNR over all frames",
+    }
 
 
 def part_memory(side: int) -> dict:
@@ -198,16 +269,26 @@ def part_memory(side: int) -> dict:
         plan = plan_tiles(h, w, tile=WINDOW_TILE, overlap=WINDOW_TILE_OVERLAP, batch=1)
         n = len(plan.ys) * len(plan.xs)
         kept = T - 2 * (T // 3)
-        tiles[name] = {"tiles_per_frame": n, "tile": [plan.tile_h, plan.tile_w],
-                       "projected_window_s": round(n * seconds * (plan.tile_h * plan.tile_w) / side ** 2, 1),
-                       "projected_fps": round(kept / (n * seconds * (plan.tile_h * plan.tile_w) / side ** 2), 4)}
-    return {"machine": machine(), "window": T, "side": side, "seconds": round(seconds, 2),
-            "idle_rss_mib": round(idle_rss / 2**20), "peak_rss_mib": round(peak.peak_rss / 2**20),
-            "idle_pss_mib": round(idle_pss / 2**20), "peak_pss_mib": round(peak.peak_pss / 2**20),
-            "projection": tiles,
-            "how": f"one {T}x{side}x{side} window (the default tile: the largest request a tiled 480p/720p window "
-                   f"sends) through the server, peak RSS/PSS of tritonserver + its stubs sampled every 0.2 s; "
-                   f"480p/720p time = tiles x this window's time scaled by tile pixels (a projection)"}
+        tiles[name] = {
+            "tiles_per_frame": n,
+            "tile": [plan.tile_h, plan.tile_w],
+            "projected_window_s": round(n * seconds * (plan.tile_h * plan.tile_w) / side**2, 1),
+            "projected_fps": round(kept / (n * seconds * (plan.tile_h * plan.tile_w) / side**2), 4),
+        }
+    return {
+        "machine": machine(),
+        "window": T,
+        "side": side,
+        "seconds": round(seconds, 2),
+        "idle_rss_mib": round(idle_rss / 2**20),
+        "peak_rss_mib": round(peak.peak_rss / 2**20),
+        "idle_pss_mib": round(idle_pss / 2**20),
+        "peak_pss_mib": round(peak.peak_pss / 2**20),
+        "projection": tiles,
+        "how": f"one {T}x{side}x{side} window (the default tile: the largest request a tiled 480p/720p window "
+        f"sends) through the server, peak RSS/PSS of tritonserver + its stubs sampled every 0.2 s; "
+        f"480p/720p time = tiles x this window's time scaled by tile pixels (a projection)",
+    }
 
 
 def part_live(seconds: float, rate: int, size: tuple[int, int], model: str) -> dict:
@@ -225,19 +306,43 @@ def part_live(seconds: float, rate: int, size: tuple[int, int], model: str) -> d
         os.mkfifo(fifo)
         with start_local(sub) as server, StylizeClient(url=server.grpc_url) as client:
             client.infer_frames(np.zeros((size[1], size[0], 3), np.uint8), model)
-            writer = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
-                                       "-f", "mpegts", "-y", str(fifo)])
-            report = stream_video(client, fifo, tmp / "live.ts", model=model, concurrency=2,
-                                  plot_path=PLOTS / "live.png")
+            writer = subprocess.Popen(
+                [
+                    "ffmpeg",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-i",
+                    str(clip),
+                    "-c",
+                    "copy",
+                    "-f",
+                    "mpegts",
+                    "-y",
+                    str(fifo),
+                ]
+            )
+            report = stream_video(
+                client, fifo, tmp / "live.ts", model=model, concurrency=2, plot_path=PLOTS / "live.png"
+            )
             writer.wait()
     d = report.to_json()
     d.pop("intervals")
-    return {"machine": machine(), "clip": {"size": list(size), "rate": rate, "seconds": seconds},
-            "summary": report.summary(), "figures": report.figures(), "stages": report.stages(),
-            "frames_in": report.frames_in, "frames_out": report.frames_out, "dropped": report.dropped,
-            "first_output_s": round(report.first_output_s or 0, 3), "input_end_s": round(report.input_end_s or 0, 3),
-            "how": "ffmpeg -re writes a real-photo clip into a FIFO as MPEG-TS; stylize video --live reads it and "
-                   "writes MPEG-TS; latency = decoded -> packet written"}
+    return {
+        "machine": machine(),
+        "clip": {"size": list(size), "rate": rate, "seconds": seconds},
+        "summary": report.summary(),
+        "figures": report.figures(),
+        "stages": report.stages(),
+        "frames_in": report.frames_in,
+        "frames_out": report.frames_out,
+        "dropped": report.dropped,
+        "first_output_s": round(report.first_output_s or 0, 3),
+        "input_end_s": round(report.input_end_s or 0, 3),
+        "how": "ffmpeg -re writes a real-photo clip into a FIFO as MPEG-TS; stylize video --live reads it and "
+        "writes MPEG-TS; latency = decoded -> packet written",
+    }
 
 
 # ---- the doc ----------------------------------------------------------------------------------------------------
@@ -254,16 +359,22 @@ def plot_windows(data: dict, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(ts, [r["window_ms_p50"] / 1000 for r in rows], "o-", color="tab:orange")
     for t, r in zip(ts, rows):
-        ax1.annotate(f"{r['window_ms_p50'] / 1000:.1f} s", (t, r["window_ms_p50"] / 1000), fontsize=8,
-                     textcoords="offset points", xytext=(-14, 7))
+        ax1.annotate(
+            f"{r['window_ms_p50'] / 1000:.1f} s",
+            (t, r["window_ms_p50"] / 1000),
+            fontsize=8,
+            textcoords="offset points",
+            xytext=(-14, 7),
+        )
     ax1.set_ylim(bottom=0, top=max(r["window_ms_p50"] for r in rows) / 1000 * 1.2)
     ax1.set_xlabel("window (frames)")
     ax1.set_ylabel("one window request, p50 (s)")
     ax1.set_title("latency of a window (compute, one at a time)", fontsize=10)
     ax2.plot(ts, [r["psnr_db"] for r in rows], "s-", color="tab:blue")
     for t, r in zip(ts, rows):
-        ax2.annotate(f"{r['psnr_db']:.2f}", (t, r["psnr_db"]), fontsize=8, textcoords="offset points",
-                     xytext=(-12, -14))
+        ax2.annotate(
+            f"{r['psnr_db']:.2f}", (t, r["psnr_db"]), fontsize=8, textcoords="offset points", xytext=(-12, -14)
+        )
     dbs = [r["psnr_db"] for r in rows]
     ax2.set_ylim(min(dbs) - 0.15, max(dbs) + 0.1)
     ax2.set_xlabel("window (frames)")
@@ -272,8 +383,11 @@ def plot_windows(data: dict, path: Path) -> None:
     for ax in (ax1, ax2):
         ax.set_xticks(ts)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"basicvsr_x4 (REDS4 weights) on a real-photo pan, {data['lr_side']}² -> {data['hr_side']}², "
-                 "OpenVINO fp32, 2 shared cores", fontsize=11)
+    fig.suptitle(
+        f"basicvsr_x4 (REDS4 weights) on a real-photo pan, {data['lr_side']}² -> {data['hr_side']}², "
+        "OpenVINO fp32, 2 shared cores",
+        fontsize=11,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -281,84 +395,127 @@ def plot_windows(data: dict, path: Path) -> None:
 
 
 def render(out: Path) -> str:
-    parts = {p: json.loads((out / f"{p}.json").read_text()) for p in ("anime", "windows", "memory", "live")
-             if (out / f"{p}.json").is_file()}
-    lines = [MARK_BEGIN, "",
-             "Written by `python -m stylize.loadtest.experiments.video_bench doc` from "
-             "`loadtest/results/video_bench/*.json`; each part measured by "
-             "`python -m stylize.loadtest.experiments.video_bench PART` on real servers (OpenVINO fp32, this "
-             "2-core AMD EPYC, shared with other work while it ran).", ""]
+    parts = {
+        p: json.loads((out / f"{p}.json").read_text())
+        for p in ("anime", "windows", "memory", "live")
+        if (out / f"{p}.json").is_file()
+    }
+    lines = [
+        MARK_BEGIN,
+        "",
+        "Written by `python -m stylize.loadtest.experiments.video_bench doc` from "
+        "`loadtest/results/video_bench/*.json`; each part measured by "
+        "`python -m stylize.loadtest.experiments.video_bench PART` on real servers (OpenVINO fp32, this "
+        "2-core AMD EPYC, shared with other work while it ran).",
+        "",
+    ]
     if "anime" in parts:
         a = parts["anime"]
-        lines += [f"### animevideo at 360p and 480p ({a['machine']['when']})", "",
-                  f"{a['how']}; {a['frames_per_clip']} frames per clip.", "",
-                  "| model | input | output | requests in flight | FPS | request p50 / p95 (ms) | "
-                  "decoded -> encoded p50 / p95 / max (ms) |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### animevideo at 360p and 480p ({a['machine']['when']})",
+            "",
+            f"{a['how']}; {a['frames_per_clip']} frames per clip.",
+            "",
+            "| model | input | output | requests in flight | FPS | request p50 / p95 (ms) | "
+            "decoded -> encoded p50 / p95 / max (ms) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in a["rows"]:
-            lines.append(f"| {r['model']} | {r['input']} {r['size_in'][0]}x{r['size_in'][1]} | "
-                         f"{r['size_out'][0]}x{r['size_out'][1]} | {r['concurrency']} | {r['fps']:.3f} | "
-                         f"{r['request_ms_p50']:.0f} / {r['request_ms_p95']:.0f} | {r['latency_ms_p50']:.0f} / "
-                         f"{r['latency_ms_p95']:.0f} / {r['latency_ms_max']:.0f} |")
+            lines.append(
+                f"| {r['model']} | {r['input']} {r['size_in'][0]}x{r['size_in'][1]} | "
+                f"{r['size_out'][0]}x{r['size_out'][1]} | {r['concurrency']} | {r['fps']:.3f} | "
+                f"{r['request_ms_p50']:.0f} / {r['request_ms_p95']:.0f} | {r['latency_ms_p50']:.0f} / "
+                f"{r['latency_ms_p95']:.0f} / {r['latency_ms_max']:.0f} |"
+            )
         lines.append("")
     if "windows" in parts:
         w = parts["windows"]
         PLOTS.mkdir(parents=True, exist_ok=True)
         plot_windows(w, PLOTS / "basicvsr_windows.png")
         base = next((r for r in w["rows"] if r["window"] == 15), None)
-        lines += [f"### BasicVSR window trade-off ({w['machine']['when']})", "", w["how"] + f"; bicubic "
-                  f"{w['bicubic_db']:.2f} dB.", "",
-                  "| window | margin | windows | frames computed | window request p50 (ms) | vs 15 | FPS | PSNR (dB) "
-                  "| vs 15 (dB) | look-ahead (frames) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### BasicVSR window trade-off ({w['machine']['when']})",
+            "",
+            w["how"] + f"; bicubic {w['bicubic_db']:.2f} dB.",
+            "",
+            "| window | margin | windows | frames computed | window request p50 (ms) | vs 15 | FPS | PSNR (dB) "
+            "| vs 15 (dB) | look-ahead (frames) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in w["rows"]:
             rel = f"{r['window_ms_p50'] / base['window_ms_p50']:.0%}" if base else "-"
             ddb = f"{r['psnr_db'] - base['psnr_db']:+.2f}" if base else "-"
-            lines.append(f"| {r['window']} | {r['margin']} | {r['windows']} | {r['frames_computed']} | "
-                         f"{r['window_ms_p50']:.0f} | {rel} | {r['fps']:.3f} | {r['psnr_db']:.2f} | {ddb} | "
-                         f"{r['lookahead_frames']} |")
+            lines.append(
+                f"| {r['window']} | {r['margin']} | {r['windows']} | {r['frames_computed']} | "
+                f"{r['window_ms_p50']:.0f} | {rel} | {r['fps']:.3f} | {r['psnr_db']:.2f} | {ddb} | "
+                f"{r['lookahead_frames']} |"
+            )
         if base:
             verdict = []
             for r in w["rows"]:
                 if r["window"] in (5, 7, 9):
-                    verdict.append(f"window {r['window']}: latency {1 - r['window_ms_p50'] / base['window_ms_p50']:.0%}"
-                                   f" lower, PSNR {base['psnr_db'] - r['psnr_db']:.2f} dB lower")
-            lines += ["", "Against the claim \"window 5-8 instead of 15: latency down 40 %, PSNR down only 0.3 dB\": "
-                      + "; ".join(verdict) + "."]
+                    verdict.append(
+                        f"window {r['window']}: latency {1 - r['window_ms_p50'] / base['window_ms_p50']:.0%}"
+                        f" lower, PSNR {base['psnr_db'] - r['psnr_db']:.2f} dB lower"
+                    )
+            lines += [
+                "",
+                'Against the claim "window 5-8 instead of 15: latency down 40 %, PSNR down only 0.3 dB": '
+                + "; ".join(verdict)
+                + ".",
+            ]
         lines += ["", "![BasicVSR windows](video/basicvsr_windows.png)", ""]
     if "memory" in parts:
         m = parts["memory"]
-        lines += [f"### BasicVSR memory with tiles ({m['machine']['when']})", "", m["how"] + ".", "",
-                  f"- one {m['window']}x{m['side']}² window: {m['seconds']:.1f} s; server RSS idle "
-                  f"{m['idle_rss_mib']} MiB, peak {m['peak_rss_mib']} MiB (PSS idle {m['idle_pss_mib']}, peak "
-                  f"{m['peak_pss_mib']} MiB). A tiled window of any frame size sends one such tile per request, so "
-                  "the server's peak at 480p and 720p is at most this (measured on the tile, not on a 480p clip)."]
+        lines += [
+            f"### BasicVSR memory with tiles ({m['machine']['when']})",
+            "",
+            m["how"] + ".",
+            "",
+            f"- one {m['window']}x{m['side']}² window: {m['seconds']:.1f} s; server RSS idle "
+            f"{m['idle_rss_mib']} MiB, peak {m['peak_rss_mib']} MiB (PSS idle {m['idle_pss_mib']}, peak "
+            f"{m['peak_pss_mib']} MiB). A tiled window of any frame size sends one such tile per request, so "
+            "the server's peak at 480p and 720p is at most this (measured on the tile, not on a 480p clip).",
+        ]
         grow = m["peak_rss_mib"] - m["idle_rss_mib"]
-        lines.append(f"- untiled, **projection**: the window's memory grows with its pixels (+{grow} MiB here for "
-                     f"7x{m['side']}²; the 7x192² figure above, +1598 MiB, scales to "
-                     f"+{1598 * m['side'] ** 2 / 192 ** 2:.0f}), so a whole 480p window "
-                     f"would need about +{grow * 854 * 480 / m['side'] ** 2 / 1024:.0f} GiB and 720p about "
-                     f"+{grow * 1280 * 720 / m['side'] ** 2 / 1024:.0f} GiB: what the tiles avoid.")
+        lines.append(
+            f"- untiled, **projection**: the window's memory grows with its pixels (+{grow} MiB here for "
+            f"7x{m['side']}²; the 7x192² figure above, +1598 MiB, scales to "
+            f"+{1598 * m['side'] ** 2 / 192**2:.0f}), so a whole 480p window "
+            f"would need about +{grow * 854 * 480 / m['side'] ** 2 / 1024:.0f} GiB and 720p about "
+            f"+{grow * 1280 * 720 / m['side'] ** 2 / 1024:.0f} GiB: what the tiles avoid."
+        )
         for name, p in m["projection"].items():
-            lines.append(f"- {name}, **projection**: {p['tiles_per_frame']} tiles of {p['tile'][1]}x{p['tile'][0]} "
-                         f"per frame -> about {p['projected_window_s']:.0f} s per 7-frame window, "
-                         f"{p['projected_fps']:.4f} frames/s (3 frames kept per window).")
+            lines.append(
+                f"- {name}, **projection**: {p['tiles_per_frame']} tiles of {p['tile'][1]}x{p['tile'][0]} "
+                f"per frame -> about {p['projected_window_s']:.0f} s per 7-frame window, "
+                f"{p['projected_fps']:.4f} frames/s (3 frames kept per window)."
+            )
         lines.append("")
     if "live" in parts:
         lv = parts["live"]
         f = lv["figures"]
-        lines += ["### Live mode", "", lv["how"] + f"; clip {lv['clip']['size'][0]}x{lv['clip']['size'][1]} at "
-                  f"{lv['clip']['rate']} fps, {lv['clip']['seconds']} s.", "",
-                  f"- {lv['frames_out']} of {lv['frames_in']} frames written ({lv['dropped']} dropped); first packet "
-                  f"written {lv['first_output_s']:.2f} s after the start, input ended at {lv['input_end_s']:.2f} s.",
-                  f"- latency decoded -> written: p50 {f['latency_ms']['p50']:.0f} ms, p95 {f['latency_ms']['p95']:.0f}"
-                  f" ms, max {f['latency_ms']['max']:.0f} ms; target (2 frame intervals + one frame's compute) "
-                  f"{f['target_ms']:.0f} ms: p95 {'within' if f['p95_within_target'] else 'NOT within'} it.",
-                  f"- {f['fps_out']:.2f} frames/s out for {f['fps_in']:g} in; busy: " + ", ".join(
-                      f"{k} {lv['stages'][k]['busy_fraction']:.0%}" for k in ("decode", "network", "encode"))
-                  + f"; at least two stages busy at once for {lv['stages']['overlap']['two_stages_busy_s']:.3f} s of "
-                  f"the {lv['stages']['decode']['busy_s'] + lv['stages']['encode']['busy_s']:.3f} s decoding and "
-                  "encoding took (the stages are separate threads: a frame is encoded while the next one is in the "
-                  "network; at this size there is little besides the network to overlap).", "",
-                  "![live run](video/live.png)", ""]
+        lines += [
+            "### Live mode",
+            "",
+            lv["how"] + f"; clip {lv['clip']['size'][0]}x{lv['clip']['size'][1]} at "
+            f"{lv['clip']['rate']} fps, {lv['clip']['seconds']} s.",
+            "",
+            f"- {lv['frames_out']} of {lv['frames_in']} frames written ({lv['dropped']} dropped); first packet "
+            f"written {lv['first_output_s']:.2f} s after the start, input ended at {lv['input_end_s']:.2f} s.",
+            f"- latency decoded -> written: p50 {f['latency_ms']['p50']:.0f} ms, p95 {f['latency_ms']['p95']:.0f}"
+            f" ms, max {f['latency_ms']['max']:.0f} ms; target (2 frame intervals + one frame's compute) "
+            f"{f['target_ms']:.0f} ms: p95 {'within' if f['p95_within_target'] else 'NOT within'} it.",
+            f"- {f['fps_out']:.2f} frames/s out for {f['fps_in']:g} in; busy: "
+            + ", ".join(f"{k} {lv['stages'][k]['busy_fraction']:.0%}" for k in ("decode", "network", "encode"))
+            + f"; at least two stages busy at once for {lv['stages']['overlap']['two_stages_busy_s']:.3f} s of "
+            f"the {lv['stages']['decode']['busy_s'] + lv['stages']['encode']['busy_s']:.3f} s decoding and "
+            "encoding took (the stages are separate threads: a frame is encoded while the next one is in the "
+            "network; at this size there is little besides the network to overlap).",
+            "",
+            "![live run](video/live.png)",
+            "",
+        ]
     lines.append(MARK_END)
     return "\n".join(lines)
 

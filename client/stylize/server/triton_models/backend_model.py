@@ -28,11 +28,16 @@ class RunnerModel:
 
     def _response(self, outcome):
         if isinstance(outcome, InvalidInputError):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome), pb_utils.TritonError.INVALID_ARG))
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(outcome), pb_utils.TritonError.INVALID_ARG)
+            )
         if isinstance(outcome, Exception):
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome), pb_utils.TritonError.INTERNAL))
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor(t.name, np.ascontiguousarray(outcome[t.name])) for t in self.runner.config.outputs])
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(t.name, np.ascontiguousarray(outcome[t.name])) for t in self.runner.config.outputs
+            ]
+        )
 
     def finalize(self):
         self.runner = None

@@ -54,10 +54,12 @@ class StepMetrics:
         H, C = pb_utils.MetricFamily.HISTOGRAM, pb_utils.MetricFamily.COUNTER
         self.families = {
             "decode": pb_utils.MetricFamily("stylize_image_decode_seconds", "Decode time per image (s)", H),
-            "network": pb_utils.MetricFamily("stylize_image_network_seconds",
-                                             "Time in the network model per image, all tiles (s)", H),
-            "encode": pb_utils.MetricFamily("stylize_image_encode_seconds",
-                                            "Resize, recompose and encode time per image (s)", H),
+            "network": pb_utils.MetricFamily(
+                "stylize_image_network_seconds", "Time in the network model per image, all tiles (s)", H
+            ),
+            "encode": pb_utils.MetricFamily(
+                "stylize_image_encode_seconds", "Resize, recompose and encode time per image (s)", H
+            ),
             "megapixels": pb_utils.MetricFamily("stylize_image_input_megapixels", "Input size per image (MP)", H),
             "tiles": pb_utils.MetricFamily("stylize_image_tiles", "Network tiles per image", H),
             "refused": pb_utils.MetricFamily("stylize_image_refused_total", "Refused requests by reason", C),
@@ -90,8 +92,10 @@ def _readiness(repository, model):
     then only the newest version on disk counts as served (the step's behaviour before versions could be pinned)."""
     if hasattr(pb_utils, "is_model_ready"):
         return lambda v: bool(pb_utils.is_model_ready(model_name=model, model_version=str(v)))
-    pb_utils.Logger.log_warn(f"this python backend cannot tell which versions of {model} are served: the step runs "
-                             "the newest version on disk and refuses NET_VERSION for any other")
+    pb_utils.Logger.log_warn(
+        f"this python backend cannot tell which versions of {model} are served: the step runs "
+        "the newest version on disk and refuses NET_VERSION for any other"
+    )
     return lambda v: v == next(iter(model_versions(repository, model, None)), None)
 
 
@@ -107,7 +111,8 @@ class TritonPythonModel:
         if self.budget is not None and self.cost is None:
             raise pb_utils.TritonModelException(
                 f"{config['name']}: a memory budget is set but {self.config.model_id} has no measured cost "
-                "(stylize.engine.memory_budget.COSTS)")
+                "(stylize.engine.memory_budget.COSTS)"
+            )
         self.metrics = StepMetrics(config["name"])
         repository = Path(args["model_repository"]).parent
         net = self.config.net_model
@@ -116,19 +121,27 @@ class TritonPythonModel:
             if newest_model_file(repository, net) is None:
                 pb_utils.Logger.log_warn(
                     f"{config['name']}: no ONNX file of {net} next to this model (a repository Triton copied from "
-                    "remote storage?): calling the network model by BLS instead")
+                    "remote storage?): calling the network model by BLS instead"
+                )
             else:
                 opener = partial(
-                    open_network, runtime=self.config.net_runtime, input_name=FRAME_IN.name,
-                    output_name=FRAME_OUT.name, threads=threads_from_env() or self.config.net_threads,
-                    precision=self.config.net_precision, cache_dir=cache_dir_from_env())
+                    open_network,
+                    runtime=self.config.net_runtime,
+                    input_name=FRAME_IN.name,
+                    output_name=FRAME_OUT.name,
+                    threads=threads_from_env() or self.config.net_threads,
+                    precision=self.config.net_precision,
+                    cache_dir=cache_dir_from_env(),
+                )
         # the versions of the network Triton serves, asked at each request (steps/network.py: NetworkVersions)
         self.versions = NetworkVersions(repository, net, ready=_readiness(repository, net), open=opener)
         version = self.versions.preload()
         if version is not None:
-            pb_utils.Logger.log_info(f"{config['name']}: network {net} version {version} runs in this process "
-                                     f"({self.versions.networks[version].describe()}); other served versions open "
-                                     "when a request's NET_VERSION asks for them")
+            pb_utils.Logger.log_info(
+                f"{config['name']}: network {net} version {version} runs in this process "
+                f"({self.versions.networks[version].describe()}); other served versions open "
+                "when a request's NET_VERSION asks for them"
+            )
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -149,15 +162,19 @@ class TritonPythonModel:
             results, spent = [], Spent()  # the request's images share the limits (pipeline.Spent)
             for i, data in enumerate(images):
                 try:
-                    results.append(self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()},
-                                             spent, held))
+                    results.append(
+                        self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()}, spent, held)
+                    )
                 except (InvalidImage, NetworkError) as e:
                     if len(images) == 1:
                         raise
                     # one response per request (Triton): a batch fails whole, and says which item failed
                     where = f"item {i} of the request's {len(images)} images: {e}"
-                    raise (InvalidImage(where, reason=e.reason) if isinstance(e, InvalidImage)
-                           else NetworkError(where, e.code)) from None
+                    raise (
+                        InvalidImage(where, reason=e.reason)
+                        if isinstance(e, InvalidImage)
+                        else NetworkError(where, e.code)
+                    ) from None
         except InvalidImage as e:
             self.metrics.refused[e.reason].increment(1)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
@@ -165,8 +182,11 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), e.code))
         except Exception as e:  # a bug must fail this request only, not the others of the execute() call
             pb_utils.Logger.log_error(f"{self.config.model_id}: unexpected {type(e).__name__}: {e}")
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                f"internal error in the image step: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL))
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(
+                    f"internal error in the image step: {type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL
+                )
+            )
         out = np.array(results, dtype=np.object_).reshape(-1, 1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(ENCODED_RESULT.name, out)])
 
@@ -174,7 +194,7 @@ class TritonPythonModel:
         """Reserve this image's estimated memory from the server's budget (held until the request is answered)."""
         if self.budget is None:
             return
-        effective = max(report.output_pixels, report.input_pixels * self.config.scale ** 2)
+        effective = max(report.output_pixels, report.input_pixels * self.config.scale**2)
         what = f"a {report.input_pixels:,}-pixel image ({effective:,} output pixels)"
         try:
             held.enter_context(self.budget.reserve(self.cost.image(effective), what=what))
@@ -193,8 +213,14 @@ class TritonPythonModel:
             if e.invalid:
                 raise InvalidImage(str(e), reason="bad_option") from None
             raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
-        result, report = process(data, self.config, options, partial(self._run, request, version, network),
-                                 spent=spent, admit=partial(self._admit, held))
+        result, report = process(
+            data,
+            self.config,
+            options,
+            partial(self._run, request, version, network),
+            spent=spent,
+            admit=partial(self._admit, held),
+        )
         spent.add(report)
         self.metrics.observe(report)
         return result
@@ -208,13 +234,17 @@ class TritonPythonModel:
             try:
                 return network(batch)
             except Exception as e:  # the runtime's own errors: this request fails, the step stays up
-                raise NetworkError(f"network {self.config.net_model} version {version} failed: {e}",
-                                   pb_utils.TritonError.INTERNAL) from e
+                raise NetworkError(
+                    f"network {self.config.net_model} version {version} failed: {e}", pb_utils.TritonError.INTERNAL
+                ) from e
         # a TensorRT plan's output is in GPU memory, where as_numpy() cannot read it: ask Triton for host memory
         net_request = pb_utils.InferenceRequest(
-            model_name=self.config.net_model, model_version=version, requested_output_names=[FRAME_OUT.name],
+            model_name=self.config.net_model,
+            model_version=version,
+            requested_output_names=[FRAME_OUT.name],
             inputs=[pb_utils.Tensor(FRAME_IN.name, np.ascontiguousarray(batch))],
-            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
+        )
         response = net_request.exec()
         if response.has_error():
             err = response.error()

@@ -24,5 +24,6 @@ class TritonPythonModel:
         except InvalidImage as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))
         n = len(pb_utils.get_input_tensor_by_name(request, ENCODED_IMAGE.name).as_numpy())  # the batch size
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor(REQUEST_CHECKED.name, np.ones((n, *REQUEST_CHECKED.dims), dtype=np.bool_))])
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(REQUEST_CHECKED.name, np.ones((n, *REQUEST_CHECKED.dims), dtype=np.bool_))]
+        )

@@ -17,7 +17,9 @@ try:
 except ModuleNotFoundError:
     # A source checkout served without PYTHONPATH: the package sits five levels above the real file
     # (this file is usually reached through a symlink in the backend directory, hence resolve()).
-    sys.path.append(str(Path(__file__).resolve().parents[5]))  # client/ (stylize/server/triton_models/backends/<runtime>/)
+    sys.path.append(
+        str(Path(__file__).resolve().parents[5])
+    )  # client/ (stylize/server/triton_models/backends/<runtime>/)
     from stylize.engine import ort_runner
 from stylize.server.triton_models.backend_model import RunnerModel
 
@@ -28,4 +30,5 @@ class TritonPythonModel(RunnerModel):
         config = ort_runner.OrtModelConfig.from_triton(args["model_config"])
         model_path = Path(args["model_repository"]) / args["model_version"] / config.model_filename
         self.runner = ort_runner.OrtRunner(
-            config=config, model_path=model_path, threads_override=ort_runner.threads_from_env())
+            config=config, model_path=model_path, threads_override=ort_runner.threads_from_env()
+        )

@@ -19,7 +19,9 @@ try:
 except ModuleNotFoundError:
     # A source checkout served without PYTHONPATH: the package sits five levels above the real file
     # (this file is usually reached through a symlink in the backend directory, hence resolve()).
-    sys.path.append(str(Path(__file__).resolve().parents[5]))  # client/ (stylize/server/triton_models/backends/<runtime>/)
+    sys.path.append(
+        str(Path(__file__).resolve().parents[5])
+    )  # client/ (stylize/server/triton_models/backends/<runtime>/)
     from stylize.engine import ov_runner
 import triton_python_backend_utils as pb_utils
 from stylize.engine.model_runner import check_numpy
@@ -31,7 +33,7 @@ class TritonPythonModel(RunnerModel):
         check_numpy()
         config = ov_runner.OvModelConfig.from_triton(args["model_config"])
         model_path = Path(args["model_repository"]) / args["model_version"] / config.model_filename
-        self.runner = ov_runner.OvRunner(config=config, model_path=model_path,
-                                         cache_dir=ov_runner.cache_dir_from_env())
-        pb_utils.Logger.log_info(f"{config.name}: {model_path.name} version {args['model_version']} on "
-                                 f"{self.runner.built.describe()}")
+        self.runner = ov_runner.OvRunner(config=config, model_path=model_path, cache_dir=ov_runner.cache_dir_from_env())
+        pb_utils.Logger.log_info(
+            f"{config.name}: {model_path.name} version {args['model_version']} on {self.runner.built.describe()}"
+        )
