@@ -6,6 +6,8 @@ idempotent rebuilds).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from stylize.contract import tiling
 from stylize.contract.descriptors import (
     ENCODED_IMAGE,
@@ -47,17 +49,30 @@ def _parameters(params: dict[str, str]) -> str:
     return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in sorted(params.items()))
 
 
-def describe(desc: ModelDescriptor, weights_status: str, weights_license: str | None = None) -> dict[str, str]:
+def describe(
+    desc: ModelDescriptor,
+    weights_status: str,
+    weights_license: str | None = None,
+    weights_versions: Mapping[int, str] | None = None,
+) -> dict[str, str]:
     """Parameters every model of a descriptor carries, so `stylize models` can read them from the server.
-    ``weights_status`` / ``weights_license``: those of the version served (its manifest); the license defaults to
-    the descriptor's."""
-    return {
+    ``weights_status`` / ``weights_license``: those of the version served by default, the newest (its manifest); the
+    license defaults to the descriptor's. ``weights_versions``: the status of every version of the network on disk
+    (``weights_versions`` "3:real,2:real,1:untrained"): a pinned version's label is its own, not the newest's."""
+    params = {
         "stylize_id": desc.id,
         "task": desc.task,
         "scale": str(desc.scale),
         "weights": weights_status,
         "license": weights_license or desc.weights.license,
     }
+    if weights_versions:
+        params["weights_versions"] = format_weights_versions(weights_versions)
+    return params
+
+
+def format_weights_versions(statuses: Mapping[int, str]) -> str:
+    return ",".join(f"{v}:{statuses[v]}" for v in sorted(statuses, reverse=True))
 
 
 def net_config(
@@ -303,6 +318,7 @@ def ensemble_config(
     name: str | None = None,
     cached_model: str | None = None,
     weights_license: str | None = None,
+    weights_versions: Mapping[int, str] | None = None,
     runtime: str = DEFAULT_CPU_RUNTIME,
 ) -> str:
     """The client-facing model: the image step (which calls the network) or the bare network for frame windows.
@@ -350,5 +366,5 @@ def ensemble_config(
         + ",\n".join(steps)
         + "\n  ]\n}\n"
         + cache
-        + _parameters(describe(desc, weights_status, weights_license))
+        + _parameters(describe(desc, weights_status, weights_license, weights_versions))
     )

@@ -240,7 +240,11 @@ def build_model(
     files: dict[str, bytes] = {
         f"{desc.net_model}/config.pbtxt": pbtxt.net_config(desc, **label, threads=settings.threads, **settings.serving),
         f"{desc.id}/config.pbtxt": pbtxt.ensemble_config(
-            desc, **label, net_model=desc.trt_model if settings.gpu else None, runtime=settings.cpu_runtime
+            desc,
+            **label,
+            net_model=desc.trt_model if settings.gpu else None,
+            runtime=settings.cpu_runtime,
+            weights_versions={v: m.get("weights", {}).get("status", "unknown") for v, m in versions.items()},
         ),
     }
     make_dirs(repo / desc.id / "1", mode=PUBLIC_DIR_MODE)  # ensembles need an (empty) version folder

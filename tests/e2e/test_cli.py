@@ -196,6 +196,12 @@ def test_models_and_health(server, url, capsys, monkeypatch):
             and m["versions"]
         )
     assert any(line.startswith(f"{m['id']} ") for m in listed for line in table.splitlines())
+    # every served version's own weights label (issue 19: a pinned version is labelled as itself, not the newest)
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+    for m in listed:
+        labels = {int(v): status for v, status in m["weights_versions"].items()}
+        assert set(m["versions"]) <= set(labels) and labels[max(labels)] == m["weights"], m
+        assert all(f"{v}:{labels[v]}" in rows[m["id"]].split() for v in m["versions"]), rows[m["id"]]
 
     assert main(["health", "--url", url]) == 0
     assert "live, ready" in capsys.readouterr().out

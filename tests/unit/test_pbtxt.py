@@ -235,3 +235,29 @@ def test_step_config_refuses_an_unknown_network_runtime():
         StepConfig(model_id="m", net_model="m_net", scale=2, net_runtime="tensorflow")
     with pytest.raises(ValueError, match="net_precision"):
         StepConfig(model_id="m", net_model="m_net", scale=2, net_runtime="openvino", net_precision="fp16")
+
+
+def test_the_ensemble_records_the_weights_of_every_version():
+    """Issue 19: one config serves every version, so the label of each is written out; the SDK reads them back."""
+    from stylize.commands.models import format_table
+    from stylize.sdk.info import ModelInfo, parse_weights_versions
+
+    desc = REGISTRY["animeganv2"]
+    cfg = pbtxt.ensemble_config(desc, weights_status="real", weights_versions={1: "untrained", 3: "real", 2: "real"})
+    assert 'key: "weights_versions" value: { string_value: "3:real,2:real,1:untrained" }' in cfg
+    assert "weights_versions" not in pbtxt.ensemble_config(desc, weights_status="real")  # unrecorded: not written
+    assert parse_weights_versions("3:real,2:real,1:untrained") == {3: "real", 2: "real", 1: "untrained"}
+    assert parse_weights_versions("") == {}
+    info = ModelInfo(
+        id=desc.id,
+        task=desc.task,
+        scale=desc.scale,
+        weights="real",
+        license="",
+        versions=(1, 3),
+        ready=True,
+        weights_versions={1: "untrained", 2: "real", 3: "real"},
+    )
+    assert info.served_weights == {3: "real", 1: "untrained"}  # the ready versions only, newest first
+    row = format_table([info]).splitlines()[1]
+    assert "3:real 1:untrained" in row and "2:real" not in row

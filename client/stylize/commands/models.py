@@ -19,7 +19,8 @@ def format_table(infos) -> str:
                 m.task,
                 f"x{m.scale}",
                 ",".join(map(str, m.versions)) or "-",
-                m.weights,
+                # each served version's own label when the build recorded them, newest first: "3:real 2:untrained"
+                " ".join(f"{v}:{s}" for v, s in m.served_weights.items()) or m.weights,
                 "yes" if m.ready else "no",
                 m.title,
             )

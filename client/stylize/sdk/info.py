@@ -3,7 +3,7 @@ the server's health, and the network behind a model for raw frames (RawModel fro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stylize.contract.descriptors import (
     REGISTRY,
@@ -26,6 +26,14 @@ class ModelInfo:
     versions: tuple[int, ...]  # ready versions of the network (pin one with version=)
     ready: bool  # the client-facing model is ready
     title: str = ""
+    # the weights status of each version of the network on disk ({3: "real", 1: "untrained"}); ``weights`` is the
+    # newest's, which runs unless a version is pinned. Empty from a server whose build did not record it
+    weights_versions: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def served_weights(self) -> dict[int, str]:
+        """The weights status of each ready version (newest first), or {} when the build did not record them."""
+        return {v: self.weights_versions[v] for v in sorted(self.versions, reverse=True) if v in self.weights_versions}
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ def model_infos(index: list[dict], configs: dict[str, dict]) -> list[ModelInfo]:
                 task=params.get("task", ""),
                 scale=int(params.get("scale", "0") or 0),
                 weights=params.get("weights", ""),
+                weights_versions=parse_weights_versions(params.get("weights_versions", "")),
                 license=params.get("license", ""),
                 versions=tuple(sorted(ready_versions.get(_raw_name(name), ()))),
                 ready="READY" in states.get(name, ()),
@@ -70,6 +79,16 @@ def model_infos(index: list[dict], configs: dict[str, dict]) -> list[ModelInfo]:
             )
         )
     return infos
+
+
+def parse_weights_versions(text: str) -> dict[int, str]:
+    """``"3:real,1:untrained"`` (the config parameter the build writes) -> {3: "real", 1: "untrained"}."""
+    out: dict[int, str] = {}
+    for item in text.split(","):
+        version, _, status = item.strip().partition(":")
+        if version.isdigit() and status:
+            out[int(version)] = status
+    return out
 
 
 def descriptor_of(model: str) -> ModelDescriptor | None:
