@@ -24,9 +24,9 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from stylize_k8s import K8S
+from stylize_k8s.shm_usage import deployed_size_limit, deployment_container, quantity_bytes
 
 SERVER_MEMORY = K8S / "capacity" / "server-memory.json"
 NET_MEMORY = K8S / "capacity" / "net-memory.json"
@@ -34,19 +34,6 @@ DEPLOYMENT = K8S / "base" / "deployment.yaml"
 CPU_RESOURCES = K8S / "overlays" / "cpu" / "resources.yaml"
 MARGIN = 0.05
 MIB = 1 << 20
-
-
-def quantity_bytes(q: str | int) -> int:
-    from stylize_k8s.shm_usage import quantity_bytes as parse
-
-    return parse(q)
-
-
-def _container(path: Path) -> dict:
-    import yaml
-
-    doc = yaml.safe_load(path.read_text())
-    return next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "triton")
 
 
 @dataclass(frozen=True)
@@ -73,17 +60,13 @@ class Worst:
 
 
 def worst_case() -> Worst:
-    import yaml
     from stylize.engine.memory_budget import BUDGET_ENV
 
     server = json.loads(SERVER_MEMORY.read_text())
     nets = json.loads(NET_MEMORY.read_text())
-    base = yaml.safe_load(DEPLOYMENT.read_text())["spec"]["template"]["spec"]
-    triton = next(c for c in base["containers"] if c["name"] == "triton")
-    mount = next(m for m in triton["volumeMounts"] if m["mountPath"] == "/dev/shm")
-    shm = quantity_bytes(next(v for v in base["volumes"] if v["name"] == mount["name"])["emptyDir"]["sizeLimit"])
+    _, triton = deployment_container(DEPLOYMENT)
     (cache,) = [a.split("size=", 1)[1] for a in triton["args"] if a.startswith("--cache-config=")]
-    cpu = _container(CPU_RESOURCES)
+    _, cpu = deployment_container(CPU_RESOURCES)  # the overlay's patch of the same container
     env = {e["name"]: e.get("value") for e in cpu.get("env", [])}
     if BUDGET_ENV not in env:
         raise SystemExit(
@@ -95,7 +78,7 @@ def worst_case() -> Worst:
         idle_mib=server["idle"]["pss_mib"],
         keeps_mib=nets["keeps_mib"],
         budget_mib=float(env[BUDGET_ENV]),
-        shm_mib=shm / MIB,
+        shm_mib=deployed_size_limit(DEPLOYMENT) / MIB,
         cache_mib=quantity_bytes(cache) / MIB,
         limit_mib=quantity_bytes(cpu["resources"]["limits"]["memory"]) / MIB,
     )

@@ -192,10 +192,13 @@ class Report:
     decode_seconds: float = 0.0
     network_seconds: float = 0.0
     encode_seconds: float = 0.0  # resize + recompose + encode
-    input_megapixels: float = 0.0
     tiles: int = 0
     input_pixels: int = 0
     output_pixels: int = 0
+
+    @property
+    def input_megapixels(self) -> float:
+        return self.input_pixels / 1e6
 
 
 @dataclass(kw_only=True)
@@ -236,7 +239,6 @@ def process(
     t0 = time.perf_counter()
     picture = decode(data, limits=config.limits)
     h, w = picture.size
-    report.input_megapixels = h * w / 1e6
     outscale = config.scale if options.outscale is None else options.outscale
     target = output_size(h, w, outscale)
     if target[0] * target[1] > config.limits.max_output_pixels:
@@ -247,7 +249,7 @@ def process(
         )
     report.input_pixels, report.output_pixels = h * w, target[0] * target[1]
     if spent is not None and spent.images:
-        total_in, total_out = spent.input_pixels + h * w, spent.output_pixels + report.output_pixels
+        total_in, total_out = spent.input_pixels + report.input_pixels, spent.output_pixels + report.output_pixels
         if total_in > config.limits.max_pixels:
             raise InvalidImage(
                 f"this request's images total {total_in} input pixels; the limit of one request is "

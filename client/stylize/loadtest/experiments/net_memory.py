@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from stylize.contract.descriptors import REGISTRY, ModelDescriptor
+from stylize.contract.step import StepConfig
 from stylize.engine.network import newest_model_file
 
 # (batch, side) of the two measured requests: small enough to run in seconds on one core
@@ -45,7 +46,14 @@ SIZES = {
     "basicvsr_x4": [(1, 64), (1, 128)],
 }
 
-_CHILD = r"""
+_HWM = r"""
+def hwm_kib():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+"""
+
+_CHILD = (
+    _HWM
+    + r"""
 import json, resource, sys
 import numpy as np
 from pathlib import Path
@@ -57,14 +65,12 @@ request = net.compiled.create_infer_request()
 small = [1, 2, 16, 16, 3] if len(shape) == 5 else [1, 16, 16, 3]
 request.infer({0: np.zeros(small, np.uint8)})
 
-def hwm_kib():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
-
 base = hwm_kib()
 rng = np.random.default_rng(0)
 request.infer({0: rng.integers(0, 256, size=shape, dtype=np.uint8)})
 print(json.dumps({"base_mib": base / 1024, "peak_mib": hwm_kib() / 1024}))
 """
+)
 
 
 # Input sides of the two measured images per image step: both tiled (both above one call's budget) or, for
@@ -79,7 +85,9 @@ STEP_SIDES = {
 }
 HELD_RESULT_BYTES_PER_PIXEL = 8  # 16-bit RGBA PNG, incompressible: the most a request's earlier results can hold
 
-_STEP_CHILD = r"""
+_STEP_CHILD = (
+    _HWM
+    + r"""
 import json, sys
 import numpy as np
 from pathlib import Path
@@ -102,9 +110,6 @@ def png16(side):
     color = color * 257 + (np.arange(side, dtype=np.uint16)[None, :, None] % 257)  # the low byte carries detail
     return encode(color, alpha[:, :, 0], fmt="PNG")  # the step's own 16-bit PNG writer
 
-def hwm_kib():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
-
 options = parse_options(config, parameters={}, tensors={})
 process(png16(64), config, options, net)
 base = hwm_kib()
@@ -113,18 +118,12 @@ out, report = process(data, config, options, net)
 print(json.dumps({"base_mib": base / 1024, "peak_mib": hwm_kib() / 1024, "input_pixels": report.input_pixels,
                   "output_pixels": report.output_pixels, "tiles": report.tiles, "result_bytes": len(out)}))
 """
+)
 
 
-def step_parameters(repo: Path, name: str) -> dict[str, str]:
-    """The step's config.pbtxt parameters (as Triton hands them to the step)."""
-    text = (repo / name / "config.pbtxt").read_text()
-    return dict(re.findall(r'parameters\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text))
-
-
-def largest_step_input(params: dict[str, str]) -> int:
+def largest_step_input(step: StepConfig) -> int:
     """Input pixels of the largest image the step admits: max_pixels, and max_output_pixels at the model's scale."""
-    scale = int(params.get("scale") or 1)
-    return min(int(params["max_pixels"]), int(params["max_output_pixels"]) // (scale * scale))
+    return min(step.limits.max_pixels, step.limits.max_output_pixels // (step.scale * step.scale))
 
 
 def measure_step(repo: Path, desc: ModelDescriptor, net_file: Path, net_growth) -> dict:
@@ -133,8 +132,10 @@ def measure_step(repo: Path, desc: ModelDescriptor, net_file: Path, net_growth) 
     part the step keeps (counted in ``keeps_mib``); the rest it borrows for the image (``borrowed_mib``: what
     stylize.engine.memory_budget.COSTS estimates)."""
     from stylize.engine.imaging import fit_within
+    from stylize.loadtest.bench import served_step
 
-    params = step_parameters(repo, desc.image_model)
+    step, _ = served_step(repo, desc)  # the step's settings as the repository serves them
+    params = step.parameters()
     points = []
     for side in STEP_SIDES[desc.id]:
         out = subprocess.run(
@@ -165,9 +166,9 @@ def measure_step(repo: Path, desc: ModelDescriptor, net_file: Path, net_growth) 
         )
     (p0, p1) = points
     slope = (p1["growth_mib"] - p0["growth_mib"]) / (p1["pixels"] - p0["pixels"])
-    largest = largest_step_input(params)
+    largest = largest_step_input(step)
     at_largest = p1["growth_mib"] + slope * (largest - p1["pixels"])
-    held = int(params["max_output_pixels"]) * HELD_RESULT_BYTES_PER_PIXEL / 2**20
+    held = step.limits.max_output_pixels * HELD_RESULT_BYTES_PER_PIXEL / 2**20
     return {
         "points": points,
         "kib_per_input_pixel": round(slope * 1024, 3),
