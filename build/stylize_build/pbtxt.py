@@ -14,7 +14,7 @@ from stylize.contract.descriptors import (
     ENCODED_RESULT,
     MODELS,
     REQUEST_CHECK_MODEL,
-    REQUEST_CHECKED,
+    SERVED_VERSIONS,
     ModelDescriptor,
     TensorSpec,
 )
@@ -249,8 +249,8 @@ def image_config(
         f"max_batch_size: {desc.serving.max_batch_size}\n"
         + _tensors(
             "input",
-            [ENCODED_IMAGE, *(o.tensor for o in desc.options), REQUEST_CHECKED],
-            optional=_option_names(desc) | {REQUEST_CHECKED.name},
+            [ENCODED_IMAGE, *(o.tensor for o in desc.options), SERVED_VERSIONS],
+            optional=_option_names(desc) | {SERVED_VERSIONS.name},
         )
         + _tensors("output", [ENCODED_RESULT])
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
@@ -268,9 +268,11 @@ def cached_config(
     request with parameters (not part of the key) could be answered from the entry of the same image sent with
     other options before the request check refused it; and a backend model's cache (the image step's) keeps error
     responses too. An ensemble caches only successful answers (Triton core, ensemble_scheduler.cc), and this one is
-    reached only with REQUEST_CHECKED, after the check. The key is its inputs: the image and the option inputs.
+    reached only with SERVED_VERSIONS, after the check. The key is its inputs: the image, the option inputs and
+    SERVED_VERSIONS (the newest served version of each network, which the step runs when no NET_VERSION is sent:
+    an unpinned answer is never that of another version).
     """
-    inputs = [ENCODED_IMAGE, *(o.tensor for o in desc.options), REQUEST_CHECKED]
+    inputs = [ENCODED_IMAGE, *(o.tensor for o in desc.options), SERVED_VERSIONS]
     steps = [_step(image_model, {t.name: t.name for t in inputs}, {ENCODED_RESULT.name: ENCODED_RESULT.name})]
     return (
         f'name: "{name}"\n'
@@ -288,13 +290,14 @@ def cached_config(
 
 def request_check_config() -> str:
     """The first step of every image ensemble (steps/request_check): refuses request parameters, answers
-    REQUEST_CHECKED. One model for all ensembles; cheap (no decode), so one instance batching whatever arrives."""
+    SERVED_VERSIONS (the newest served version of each image network). One model for all ensembles; cheap (no
+    decode, one readiness question per network), so one instance batching whatever arrives."""
     return (
         f'name: "{REQUEST_CHECK_MODEL}"\n'
         'backend: "python"\n'
         f"max_batch_size: {max(d.serving.max_batch_size for d in MODELS)}\n"
         + _tensors("input", [ENCODED_IMAGE])
-        + _tensors("output", [REQUEST_CHECKED])
+        + _tensors("output", [SERVED_VERSIONS])
         + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
         "dynamic_batching { }\n"
     )
@@ -346,12 +349,12 @@ def ensemble_config(
         cached_model = cached_model or (desc.int8_cached_model if net_model == desc.int8_model else desc.cached_model)
         inputs = [ENCODED_IMAGE, *(o.tensor for o in desc.options)]
         optional = _option_names(desc)
-        checked = REQUEST_CHECKED.name.lower()  # an ensemble-internal tensor
+        checked = SERVED_VERSIONS.name.lower()  # an ensemble-internal tensor
         steps = [
-            _step(REQUEST_CHECK_MODEL, {ENCODED_IMAGE.name: ENCODED_IMAGE.name}, {REQUEST_CHECKED.name: checked}),
+            _step(REQUEST_CHECK_MODEL, {ENCODED_IMAGE.name: ENCODED_IMAGE.name}, {SERVED_VERSIONS.name: checked}),
             _step(
                 cached_model,
-                {**{t.name: t.name for t in inputs}, REQUEST_CHECKED.name: checked},
+                {**{t.name: t.name for t in inputs}, SERVED_VERSIONS.name: checked},
                 {ENCODED_RESULT.name: ENCODED_RESULT.name},
             ),
         ]

@@ -201,18 +201,26 @@ def test_cli_model_version(versioned, tmp_path, capsys):
 def test_the_step_follows_a_version_loaded_while_serving(versioned, tmp_path):
     """A new version written while the server runs is not served until Triton loads it (the step does not open a
     file Triton does not serve); once loaded, the step runs it by default and lets go of the version the policy
-    dropped, without reloading the step. Last in this module: it changes the served versions to 3 and 4."""
+    dropped, without reloading the step, and the same image sent unpinned again is computed by the new version,
+    not answered from the cache entry the previous version left (the request check's SERVED_VERSIONS is part of
+    the key). Last in this module: it changes the served versions to 3 and 4."""
     server, repo = versioned
     c = grpcclient.InferenceServerClient(server.grpc_url)
-    # images sent once each: an unpinned answer in the cache stays that of the version newest when it was computed
-    # (the cache key is the inputs; README), which is not what this test is about
     photos = [real_photo_crop(32, 40, offset=(11 + i, 3 * i)) for i in range(3)]
     assert _build(repo, _random_checkpoint(tmp_path / "other.pth", 5)).net_version == 4  # on disk, not loaded
-    np.testing.assert_array_equal(_image_request(c, _png(photos[0])), _net(c, photos[0], 3))
+    before = _net(c, photos[0], 3)
+    for _ in range(2):  # computed, then answered from the cache
+        np.testing.assert_array_equal(_image_request(c, _png(photos[0])), before)
+    hits = _metric(server, "nv_cache_num_hits_per_model", DESC.cached_model)
     with pytest.raises(InferenceServerException, match=r"version 4 of .* is not served \(served versions: 2, 3\)"):
         _image_request(c, _png(photos[0]), 4)
     c.load_model(DESC.net_model, headers=access.grpc_headers(server.admin_key))  # Triton: versions 3 and 4
     assert c.is_model_ready(DESC.net_model, "4") and not c.is_model_ready(DESC.net_model, "2")
+    after = _net(c, photos[0], 4)
+    assert not np.array_equal(after, before)
+    for _ in range(2):  # the same bytes, unpinned: version 4's answer, computed once, then cached under its key
+        np.testing.assert_array_equal(_image_request(c, _png(photos[0])), after)
+    assert _metric(server, "nv_cache_num_hits_per_model", DESC.cached_model) == hits + 1
     v4, v3 = _net(c, photos[1], 4), _net(c, photos[1], 3)
     assert not np.array_equal(v4, v3)
     np.testing.assert_array_equal(_image_request(c, _png(photos[1])), v4)

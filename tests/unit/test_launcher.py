@@ -20,6 +20,8 @@ from stylize.server.install import (
     _stylize_search_path,
     check_stub_environment,
     find_tritonserver,
+    missing_libraries,
+    missing_stub_libraries,
     prepare_backend_directory,
     python_based_backends,
     server_environment,
@@ -262,9 +264,42 @@ def test_server_environment_points_the_stub_at_this_venv(install):
 
 
 def test_stub_environment_check_sees_numpy_1(install):
-    info = check_stub_environment(server_environment(install))
+    info = check_stub_environment(server_environment(install), stub=install.python_stub)
     assert info["numpy"].startswith("1.")
     assert info["stylize"] and info["onnxruntime"] and info["openvino"]
+
+
+def test_a_stub_whose_library_is_missing_is_refused_naming_the_package(tmp_path, monkeypatch):
+    """A plain Debian 12 has Python 3.11 but not libpython3.11.so.1.0, which the wheel's stub links: then every
+    python model fails to load with only the loader's line in Triton's log. The launcher asks the dynamic loader
+    first and says what to install. Here a real executable linked to a library of its own, then removed (this
+    machine has libpython3.11 itself, so a unique soname stands in for it in the package table)."""
+    import shutil
+    import subprocess
+
+    from stylize.server import install as install_module
+
+    if not (shutil.which("gcc") and shutil.which("ldd")):
+        pytest.skip("needs gcc and ldd to link a test executable")
+    assert install_module._LIBRARY_PACKAGES["libpython3.11.so.1.0"] == "libpython3.11"
+    soname = "libstylize-test-gone.so.1"
+    monkeypatch.setitem(install_module._LIBRARY_PACKAGES, soname, "libstylize-test-gone1")
+    (tmp_path / "lib.c").write_text("int gone(void) { return 1; }\n")
+    (tmp_path / "main.c").write_text("int gone(void);\nint main(void) { return gone(); }\n")
+    lib = tmp_path / soname
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", lib, tmp_path / "lib.c"], check=True)
+    stub = tmp_path / "triton_python_backend_stub"
+    subprocess.run(["gcc", "-o", stub, tmp_path / "main.c", lib], check=True)
+    env = {"PATH": os.environ["PATH"], "LD_LIBRARY_PATH": str(tmp_path)}
+    assert missing_stub_libraries(stub, env) == []  # found where it is
+    lib.unlink()
+    assert missing_stub_libraries(stub, env) == [soname]
+    # the wheel's own stub is execute-only (ldd cannot read it): then the loader is asked for its libpython
+    assert missing_libraries([soname, "libc.so.6"], env) == [soname]
+    with pytest.raises(
+        StubEnvironmentError, match=r"cannot load libstylize-test-gone\.so\.1.*apt-get install libstylize"
+    ):
+        check_stub_environment(env, stub=stub)
 
 
 def test_stub_environment_check_refuses_numpy_2(install, tmp_path):

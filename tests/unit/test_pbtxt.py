@@ -8,7 +8,7 @@ from stylize.contract.descriptors import (
     MODELS,
     REGISTRY,
     REQUEST_CHECK_MODEL,
-    REQUEST_CHECKED,
+    SERVED_VERSIONS,
 )
 from stylize.contract.step import Limits, StepConfig
 from stylize.contract.tiling import CPU_TILES_PER_CALL
@@ -122,7 +122,7 @@ def test_ensemble_wires_every_step(desc):
     assert [i.name for i in cfg.input if i.optional] == [o.tensor.name for o in desc.options]
     if not desc.window:  # the cached step consumes what request_check produced: it runs after the check
         check, image = cfg.ensemble_scheduling.step
-        assert image.input_map[REQUEST_CHECKED.name] == check.output_map[REQUEST_CHECKED.name]
+        assert image.input_map[SERVED_VERSIONS.name] == check.output_map[SERVED_VERSIONS.name]
 
 
 @pytest.mark.parametrize("desc", [d for d in MODELS if not d.window], ids=lambda d: d.id)
@@ -136,7 +136,7 @@ def test_the_cached_ensemble_runs_the_image_step_behind_the_cache(desc):
     assert [(i.name, i.optional) for i in cfg.input] == [
         (ENCODED_IMAGE.name, False),
         *((o.tensor.name, True) for o in desc.options),
-        (REQUEST_CHECKED.name, False),
+        (SERVED_VERSIONS.name, False),
     ]
     assert not parse(pbtxt.image_config(desc, weights_status="real")).response_cache.enable
 
@@ -146,7 +146,7 @@ def test_request_check_config():
     assert cfg.name == REQUEST_CHECK_MODEL and cfg.backend == "python" and not cfg.response_cache.enable
     assert cfg.max_batch_size >= max(d.serving.max_batch_size for d in MODELS)
     assert [(i.name, i.data_type) for i in cfg.input] == [(ENCODED_IMAGE.name, mc.TYPE_STRING)]
-    assert [(o.name, o.data_type) for o in cfg.output] == [(REQUEST_CHECKED.name, mc.TYPE_BOOL)]
+    assert [(o.name, o.data_type) for o in cfg.output] == [(SERVED_VERSIONS.name, mc.TYPE_STRING)]
 
 
 def test_image_ensembles_use_encoded_contract():
@@ -187,7 +187,7 @@ def test_image_step_config_round_trips_its_settings(desc):
     assert [i.name for i in cfg.input] == [
         ENCODED_IMAGE.name,
         *(o.tensor.name for o in desc.options),
-        REQUEST_CHECKED.name,
+        SERVED_VERSIONS.name,
     ]
     assert [i.optional for i in cfg.input] == [False] + [True] * (len(desc.options) + 1)
     assert not cfg.response_cache.enable  # the cache is the nested ensemble's (cached_config): errors stay uncached

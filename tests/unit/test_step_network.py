@@ -92,3 +92,33 @@ def test_network_versions_over_bls(tmp_path):
     assert remote.resolve(None) == (-1, None) and remote.resolve(5) == (5, None)
     with pytest.raises(VersionNotServed, match="version 6 of m_net is not served"):
         remote.resolve(6)
+
+
+def test_the_checked_version_is_the_version_that_runs(tmp_path):
+    """SERVED_VERSIONS: the request check names each network's newest served version; the step runs that one when
+    no NET_VERSION is sent (the token is part of the cache key), and refuses, worth a retry, when that version is
+    no longer served, instead of computing another version's answer under its key."""
+    from stylize.engine.network import NetworkVersions, VersionNotServed, served_versions_token, token_version
+
+    _versions_on_disk(tmp_path, (1, 2, 3))
+    (tmp_path / "other_net" / "7").mkdir(parents=True)
+    served = {"m_net": {2, 3}, "other_net": set()}
+    models = ("m_net", "absent_net", "other_net")
+    token = served_versions_token(tmp_path, models, lambda m, v: v in served[m])
+    assert token == "m_net:3,other_net:0"  # a model without a folder is not named; none served: 0
+    assert [token_version(token, m) for m in models] == [3, None, 0]
+    assert token_version(served_versions_token(tmp_path / "elsewhere", models, lambda m, v: True), "m_net") is None
+
+    versions = NetworkVersions(tmp_path, "m_net", ready=lambda v: v in served["m_net"], open=lambda p: p.parent.name)
+    assert versions.resolve(None, newest=2) == (2, "2")  # the checked version, though 3 is newer
+    assert versions.resolve(3, newest=2) == (3, "3")  # a pinned version wins
+    served["m_net"] = {3, 4}
+    _versions_on_disk(tmp_path, (4,))
+    with pytest.raises(
+        VersionNotServed, match=r"version 2 of m_net, the newest when the request was checked, is no"
+    ) as e:
+        versions.resolve(None, newest=2)
+    assert not e.value.invalid  # UNAVAILABLE: the client retries and is checked again
+    with pytest.raises(VersionNotServed, match="no version of m_net is served") as e:
+        versions.resolve(None, newest=0)
+    assert not e.value.invalid

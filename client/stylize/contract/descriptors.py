@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Iterator, Literal, Mapping, get_args
+from typing import Any, Iterable, Iterator, Literal, Mapping, get_args
 
 from stylize.contract.tiling import WINDOW_TILE
 
@@ -87,9 +87,13 @@ TILE_SIZE = RequestOption("tile_size", TensorSpec("TILE_SIZE", "INT32", (1,)))  
 NET_VERSION = RequestOption("net_version", TensorSpec("NET_VERSION", "INT64", (1,)))
 
 # First step of every image ensemble, one model shared by all: it refuses request parameters (see RequestOption)
-# and answers REQUEST_CHECKED, an input of the image step, so the cached step runs only after the check.
+# and answers SERVED_VERSIONS, an input of the cached image step, so that step runs only after the check. Its value
+# is the newest version Triton serves of every image network model in the repository ("animeganv2_net:3,..."): being
+# an input of the cached step, it is part of the response-cache key, and the step runs the version it names when no
+# NET_VERSION is sent, so an unpinned answer is keyed on the version that computed it (a version loaded while
+# serving is not answered from the previous version's entry).
 REQUEST_CHECK_MODEL = "request_check"
-REQUEST_CHECKED = TensorSpec("REQUEST_CHECKED", "BOOL", (1,))
+SERVED_VERSIONS = TensorSpec("SERVED_VERSIONS", "BYTES", (1,))
 
 # Raw frame contract of every network model (uint8 in, uint8 out; all arithmetic is inside the graph).
 FRAME_IN = TensorSpec("FRAME", "UINT8", (-1, -1, 3))
@@ -619,6 +623,13 @@ class Registry(Mapping[str, ModelDescriptor]):
 
 REGISTRY = Registry(MODELS)
 
+
+def image_network_models(models: Iterable[ModelDescriptor] = MODELS) -> tuple[str, ...]:
+    """Every network model an image step may run (CPU, INT8 and TensorRT variants): the models whose newest served
+    version the request check reports in :data:`SERVED_VERSIONS`."""
+    return tuple(n for m in models if not m.window for n in (m.net_model, m.int8_model, m.trt_model))
+
+
 # What the SDK and the CLI call when no model is named: an image model and a video model of the registry
 DEFAULT_IMAGE_MODEL = REGISTRY["animeganv2"].id
 DEFAULT_VIDEO_MODEL = REGISTRY["animevideo_x2"].id
@@ -650,7 +661,8 @@ __all__ = [
     "TILE_SIZE",
     "NET_VERSION",
     "REQUEST_CHECK_MODEL",
-    "REQUEST_CHECKED",
+    "SERVED_VERSIONS",
+    "image_network_models",
     "TensorSpec",
     "KnownWeights",
     "WeightSource",

@@ -13,7 +13,7 @@ TensorRT plan by BLS.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -48,6 +48,44 @@ def model_versions(repository: Path, model: str, filename: str | None = DEFAULT_
         ),
         reverse=True,
     )
+
+
+def newest_served(repository: Path, model: str, ready: Callable[[int], bool]) -> int:
+    """The newest version of ``model`` on disk that Triton serves (``ready``), or 0 when it serves none."""
+    return next((v for v in model_versions(repository, model, None) if ready(v)), 0)
+
+
+def served_versions_token(repository: Path, models: Iterable[str], ready: Callable[[str, int], bool]) -> str:
+    """The request check's SERVED_VERSIONS: ``"<model>:<newest served version>,..."`` for each of ``models`` that
+    has a folder in ``repository`` (0: none served). It is part of the response-cache key of every image step,
+    which runs the version it names when the request pins none (:meth:`NetworkVersions.resolve`), so a cached
+    unpinned answer is always that of the version the key names. A repository not on this disk (object storage)
+    gives an empty token: the step then resolves the newest version itself."""
+    return ",".join(
+        f"{m}:{newest_served(repository, m, lambda v, m=m: ready(m, v))}" for m in models if (repository / m).is_dir()
+    )
+
+
+def token_version(token: str, model: str) -> int | None:
+    """The version the SERVED_VERSIONS ``token`` names for ``model`` (None: the token does not name it)."""
+    for item in token.split(","):
+        name, _, version = item.rpartition(":")
+        if name == model and version.isdigit():
+            return int(version)
+    return None
+
+
+def triton_readiness(pb_utils: Any, repository: Path, model: str) -> Callable[[int], bool]:
+    """Whether Triton serves ``model`` version v, asked from a python model (``pb_utils.is_model_ready``). A python
+    backend without the model-loading API cannot be asked: then only the newest version on disk counts as served
+    (the step's behaviour before versions could be pinned)."""
+    if hasattr(pb_utils, "is_model_ready"):
+        return lambda v: bool(pb_utils.is_model_ready(model_name=model, model_version=str(v)))
+    pb_utils.Logger.log_warn(
+        f"this python backend cannot tell which versions of {model} are served: the newest version on disk is "
+        "taken as the one served, and NET_VERSION is refused for any other"
+    )
+    return lambda v: v == next(iter(model_versions(repository, model, None)), None)
 
 
 class VersionNotServed(Exception):
@@ -105,8 +143,9 @@ class NetworkVersions:
         self.networks[on_disk[0]] = self.open(self.path(on_disk[0]))
         return on_disk[0]
 
-    def resolve(self, requested: int | None) -> tuple[int, Any]:
-        """(version, its network) for a request: ``requested`` (NET_VERSION) or the newest served version. The
+    def resolve(self, requested: int | None, newest: int | None = None) -> tuple[int, Any]:
+        """(version, its network) for a request: ``requested`` (NET_VERSION), else ``newest`` (the version the
+        request check found newest: SERVED_VERSIONS, part of the cache key), else the newest served version. The
         network is None when calling by BLS; the version is then -1 (Triton's newest) when none was asked for and
         the repository is not on this disk."""
         if self.open is None and not (self.repository / self.model).is_dir():
@@ -116,7 +155,18 @@ class NetworkVersions:
         served = self.served()
         for v in [v for v in self.networks if v not in served]:
             del self.networks[v]  # Triton no longer serves it: neither does the step
-        if requested is None:
+        if requested is None and newest is not None:
+            # the answer is cached under the version the check named: run that one, or none (retried, uncached)
+            if newest == 0:
+                raise VersionNotServed(f"no version of {self.model} is served right now", invalid=False)
+            if newest not in served:
+                raise VersionNotServed(
+                    f"version {newest} of {self.model}, the newest when the request was checked, is no longer "
+                    f"served (served now: {', '.join(map(str, sorted(served))) or 'none'}): retry",
+                    invalid=False,
+                )
+            version = newest
+        elif requested is None:
             if not served:
                 raise VersionNotServed(f"no version of {self.model} is served right now", invalid=False)
             version = served[0]

@@ -22,7 +22,8 @@ class TritonNotFoundError(ServerError):
 
 
 class StubEnvironmentError(ServerError):
-    """The python backend stub would run with a broken environment (numpy missing or numpy>=2, stylize missing)."""
+    """The python backend stub would run with a broken environment (a shared library it links missing, numpy
+    missing or numpy>=2, stylize missing)."""
 
 
 class PortInUseError(ServerError):

@@ -80,6 +80,13 @@ class TritonInstallation:
     def caches(self) -> Path | None:
         return self.root / "caches" if self.root else None
 
+    @property
+    def python_stub(self) -> Path | None:
+        """The wheel's python backend stub for this interpreter (None for NGC's server, whose container has it)."""
+        if not self.embedded or self.root is None:
+            return None
+        return self.root / "python_backend_stubs" / _python_version() / "triton_python_backend_stub"
+
 
 def _pytriton_root() -> Path | None:
     spec = importlib.util.find_spec("pytriton")  # top-level lookup: does not import the package
@@ -139,8 +146,8 @@ def prepare_backend_directory(install: TritonInstallation, cache_dir: Path) -> P
     if not install.embedded or install.root is None:
         raise ValueError("only the nvidia-pytriton server needs an assembled backend directory")
     python_dir = install.root / "backends" / "python"
-    stub = install.root / "python_backend_stubs" / _python_version() / "triton_python_backend_stub"
-    if not stub.is_file():
+    stub = install.python_stub
+    if stub is None or not stub.is_file():
         raise TritonNotFoundError(
             f"the nvidia-pytriton wheel has no python backend stub for Python {_python_version()} ({stub})"
         )
@@ -249,11 +256,49 @@ print(json.dumps(info))
 """
 
 
-def check_stub_environment(env: Mapping[str, str]) -> dict[str, Any]:
-    """Ask the interpreter the stub will adopt (``python3`` on the server's PATH) what it imports.
+# What provides a shared library the wheel's stub links, on Debian 12 (Makefile's APT_PACKAGES installs them)
+_LIBRARY_PACKAGES = {"libpython3.11.so.1.0": "libpython3.11"}
 
-    Raises :class:`StubEnvironmentError` when numpy is missing or >= 2, or stylize cannot be imported.
+
+def missing_libraries(sonames: Iterable[str], env: Mapping[str, str]) -> list[str]:
+    """Those of ``sonames`` the dynamic loader cannot open in a process started with ``env`` (LD_LIBRARY_PATH)."""
+    probe = "import ctypes, sys\nfor n in sys.argv[1:]:\n    try: ctypes.CDLL(n)\n    except OSError: print(n)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *sonames], env=dict(env), capture_output=True, text=True, timeout=60
+    ).stdout
+    return out.split()
+
+
+def missing_stub_libraries(stub: Path, env: Mapping[str, str]) -> list[str]:
+    """The shared libraries the python backend stub links that the dynamic loader cannot find with ``env``: all of
+    them by ``ldd`` when the file can be read, else the one the wheel's stub is known to link, libpython3.X.so.1.0
+    (the wheel ships its stub execute-only). Without them every python model fails to load with only the loader's
+    message in Triton's log."""
+    ldd = shutil.which("ldd")
+    if ldd is not None and os.access(stub, os.R_OK):
+        out = subprocess.run([ldd, str(stub)], env=dict(env), capture_output=True, text=True, timeout=60).stdout
+        return [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
+    return missing_libraries([f"libpython{_python_version()}.so.1.0"], env)
+
+
+def check_stub_environment(env: Mapping[str, str], stub: Path | None = None) -> dict[str, Any]:
+    """Ask the interpreter the stub will adopt (``python3`` on the server's PATH) what it imports, and the dynamic
+    loader whether ``stub`` (the wheel's python backend stub) finds its shared libraries.
+
+    Raises :class:`StubEnvironmentError` when a library of the stub is missing, numpy is missing or >= 2, or
+    stylize cannot be imported.
     """
+    missing = missing_stub_libraries(stub, env) if stub is not None else []
+    if missing:
+        packages = sorted({_LIBRARY_PACKAGES[m] for m in missing if m in _LIBRARY_PACKAGES})
+        raise StubEnvironmentError(
+            f"the python backend stub ({stub}) cannot load {', '.join(missing)}, so no python model would load"
+            + (
+                f": install {' '.join(packages)} (Debian 12: sudo apt-get install {' '.join(packages)})"
+                if packages
+                else ""
+            )
+        )
     python3 = shutil.which("python3", path=env.get("PATH"))
     if python3 is None:
         raise StubEnvironmentError("no python3 on the server's PATH: the python backend stub cannot find packages")

@@ -313,7 +313,7 @@ class TritonServer:
         # OpenVINO's compiled models persist next to the backend directory: a restart does not recompile
         env = server_environment(self.install, ort_threads=s.ort_threads, ov_cache=s.cache_dir / "openvino")
         if check_stub:
-            self.stub_info = check_stub_environment(env)
+            self.stub_info = check_stub_environment(env, stub=self.install.python_stub)
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "w", encoding="utf-8")

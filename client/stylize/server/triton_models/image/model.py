@@ -4,10 +4,11 @@ The network runs in this process on CPU repositories (``net_runtime: openvino`` 
 stylize.engine.network for why), or is called by BLS (``net_runtime: triton``: the GPU's TensorRT plan, or a
 repository Triton reads from object storage, where the network's file is not on this machine's disk).
 
-The version of the network that runs is the request's NET_VERSION input, or the newest version Triton serves of
-the network model (steps/network.py: NetworkVersions asks Triton at each request, so a version loaded or unloaded
-while serving is followed, and a version Triton does not serve is refused with INVALID_ARGUMENT naming the served
-ones). In this process each served version that requests ask for is opened once and kept while it is served.
+The version of the network that runs is the request's NET_VERSION input, or the newest version Triton served of
+the network model when request_check saw the request (its SERVED_VERSIONS, an input here and so part of the
+response-cache key: an unpinned cached answer is that of the version the key names). stylize.engine.network:
+NetworkVersions asks Triton at each request, so a version loaded or unloaded while serving is followed, and a
+version Triton does not serve is refused with INVALID_ARGUMENT naming the served ones. In this process each served version that requests ask for is opened once and kept while it is served.
 
 Thin on purpose: the work is in stylize.engine.pipeline / imaging / tiling (unit-tested); names come from the
 descriptors and the step's config.pbtxt parameters. One response per request; a bad request gets INVALID_ARGUMENT
@@ -21,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT
+from stylize.contract.descriptors import ENCODED_IMAGE, ENCODED_RESULT, FRAME_IN, FRAME_OUT, SERVED_VERSIONS
 from stylize.contract.step import IN_PROCESS_RUNTIMES, StepConfig
 from stylize.engine.imaging import REASONS, InvalidImage
 from stylize.engine.memory_budget import COSTS, BudgetBusy, BudgetExceeded, MemoryBudget
 from stylize.engine.network import (
     NetworkVersions,
     VersionNotServed,
-    model_versions,
     newest_model_file,
     open_network,
+    token_version,
+    triton_readiness,
 )
 from stylize.engine.ort_runner import threads_from_env
 from stylize.engine.ov_runner import cache_dir_from_env
@@ -87,18 +89,6 @@ class StepMetrics:
         self.families = None
 
 
-def _readiness(repository, model):
-    """Whether Triton serves ``model`` version v. A python backend without the model-loading API cannot be asked:
-    then only the newest version on disk counts as served (the step's behaviour before versions could be pinned)."""
-    if hasattr(pb_utils, "is_model_ready"):
-        return lambda v: bool(pb_utils.is_model_ready(model_name=model, model_version=str(v)))
-    pb_utils.Logger.log_warn(
-        f"this python backend cannot tell which versions of {model} are served: the step runs "
-        "the newest version on disk and refuses NET_VERSION for any other"
-    )
-    return lambda v: v == next(iter(model_versions(repository, model, None)), None)
-
-
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -134,7 +124,7 @@ class TritonPythonModel:
                     cache_dir=cache_dir_from_env(),
                 )
         # the versions of the network Triton serves, asked at each request (steps/network.py: NetworkVersions)
-        self.versions = NetworkVersions(repository, net, ready=_readiness(repository, net), open=opener)
+        self.versions = NetworkVersions(repository, net, ready=triton_readiness(pb_utils, repository, net), open=opener)
         version = self.versions.preload()
         if version is not None:
             pb_utils.Logger.log_info(
@@ -159,11 +149,15 @@ class TritonPythonModel:
                 if t is not None:
                     tensors[name] = t.as_numpy().reshape(len(images), -1)
             parameters = request_parameters(request.parameters)  # refused by parse_options: inputs only
+            # the newest served version of the network when the request was checked (part of the cache key)
+            checked = pb_utils.get_input_tensor_by_name(request, SERVED_VERSIONS.name)
+            token = checked.as_numpy().reshape(-1)[0] if checked is not None else b""
+            newest = token_version(token.decode() if isinstance(token, bytes) else str(token), self.config.net_model)
             results, spent = [], Spent()  # the request's images share the limits (pipeline.Spent)
             for i, data in enumerate(images):
                 try:
                     results.append(
-                        self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()}, spent, held)
+                        self._one(request, data, parameters, {k: v[i] for k, v in tensors.items()}, spent, held, newest)
                     )
                 except (InvalidImage, NetworkError) as e:
                     if len(images) == 1:
@@ -203,12 +197,12 @@ class TritonPythonModel:
         except BudgetBusy as e:
             raise NetworkError(str(e), pb_utils.TritonError.UNAVAILABLE) from None
 
-    def _one(self, request, data, parameters, tensors, spent, held):
+    def _one(self, request, data, parameters, tensors, spent, held, newest):
         options = parse_options(self.config, parameters=parameters, tensors=tensors)
         if not isinstance(data, bytes):
             raise InvalidImage(f"{ENCODED_IMAGE.name} must hold encoded image bytes", reason="bad_tensor")
         try:
-            version, network = self.versions.resolve(options.net_version)
+            version, network = self.versions.resolve(options.net_version, newest)
         except VersionNotServed as e:
             if e.invalid:
                 raise InvalidImage(str(e), reason="bad_option") from None
