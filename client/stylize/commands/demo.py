@@ -121,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\noutputs in {args.output.resolve()}/ (each with a *_side_by_side.png)")
         if any(getattr(m, "weights", "") == "untrained" for m in status.values()):
             print(
-                "note: models marked 'untrained' run a seeded initialisation (their real weights cannot be fetched "
-                "here); give them with `stylize build --weights ID=FILE`."
+                "note: models marked 'untrained' run a seeded initialisation: their trained weights are not on PyPI. "
+                "Put the file in a folder and set STYLIZE_WEIGHTS_DIR to it, or `stylize build --weights ID=FILE` "
+                "(`stylize build --list-weights` lists what each model can use)."
             )
         if args.keep_serving:
             print("\nserving; Ctrl-C stops", flush=True)
