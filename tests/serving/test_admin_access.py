@@ -32,6 +32,7 @@ from stylize.sdk.client import StylizeClient
 from stylize.server import launcher
 from stylize.server.install import find_tritonserver, prepare_backend_directory
 from stylize.server.settings import ServerSettings
+from stylize_k8s import kubectl
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.triton
@@ -43,7 +44,7 @@ KEY = "test-admin-key-" + "0123456789abcdef"
 
 def overlay_server_args() -> list[str]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / "gpu")],
+        [kubectl(), "kustomize", str(ROOT / "k8s" / "overlays" / "gpu")],
         capture_output=True,
         text=True,
         timeout=120,
