@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+import stylize.sdk  # noqa: F401  (first: it turns gRPC core's fork support off before any command imports gRPC)
+
 COMMANDS = ("build", "serve", "demo", "models", "health", "infer", "video", "bench", "loadtest", "web")
 
 
