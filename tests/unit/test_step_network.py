@@ -104,10 +104,10 @@ def test_the_checked_version_is_the_version_that_runs(tmp_path):
     (tmp_path / "other_net" / "7").mkdir(parents=True)
     served = {"m_net": {2, 3}, "other_net": set()}
     models = ("m_net", "absent_net", "other_net")
-    token = served_versions_token(tmp_path, models, lambda m, v: v in served[m])
+    token = served_versions_token(tmp_path, {m: (lambda v, m=m: v in served.get(m, ())) for m in models})
     assert token == "m_net:3,other_net:0"  # a model without a folder is not named; none served: 0
     assert [token_version(token, m) for m in models] == [3, None, 0]
-    assert token_version(served_versions_token(tmp_path / "elsewhere", models, lambda m, v: True), "m_net") is None
+    assert token_version(served_versions_token(tmp_path / "elsewhere", {"m_net": lambda v: True}), "m_net") is None
 
     versions = NetworkVersions(tmp_path, "m_net", ready=lambda v: v in served["m_net"], open=lambda p: p.parent.name)
     assert versions.resolve(None, newest=2) == (2, "2")  # the checked version, though 3 is newer

@@ -13,7 +13,7 @@ TensorRT plan by BLS.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -55,15 +55,13 @@ def newest_served(repository: Path, model: str, ready: Callable[[int], bool]) ->
     return next((v for v in model_versions(repository, model, None) if ready(v)), 0)
 
 
-def served_versions_token(repository: Path, models: Iterable[str], ready: Callable[[str, int], bool]) -> str:
-    """The request check's SERVED_VERSIONS: ``"<model>:<newest served version>,..."`` for each of ``models`` that
-    has a folder in ``repository`` (0: none served). It is part of the response-cache key of every image step,
+def served_versions_token(repository: Path, ready: Mapping[str, Callable[[int], bool]]) -> str:
+    """The request check's SERVED_VERSIONS: ``"<model>:<newest served version>,..."`` for each model of ``ready``
+    (model -> whether Triton serves its version v) that has a folder in ``repository`` (0: none served). It is part of the response-cache key of every image step,
     which runs the version it names when the request pins none (:meth:`NetworkVersions.resolve`), so a cached
     unpinned answer is always that of the version the key names. A repository not on this disk (object storage)
     gives an empty token: the step then resolves the newest version itself."""
-    return ",".join(
-        f"{m}:{newest_served(repository, m, lambda v, m=m: ready(m, v))}" for m in models if (repository / m).is_dir()
-    )
+    return ",".join(f"{m}:{newest_served(repository, m, r)}" for m, r in ready.items() if (repository / m).is_dir())
 
 
 def token_version(token: str, model: str) -> int | None:

@@ -8,7 +8,8 @@ The version of the network that runs is the request's NET_VERSION input, or the 
 the network model when request_check saw the request (its SERVED_VERSIONS, an input here and so part of the
 response-cache key: an unpinned cached answer is that of the version the key names). stylize.engine.network:
 NetworkVersions asks Triton at each request, so a version loaded or unloaded while serving is followed, and a
-version Triton does not serve is refused with INVALID_ARGUMENT naming the served ones. In this process each served version that requests ask for is opened once and kept while it is served.
+version Triton does not serve is refused with INVALID_ARGUMENT naming the served ones. In this process each served
+version that requests ask for is opened once and kept while it is served.
 
 Thin on purpose: the work is in stylize.engine.pipeline / imaging / tiling (unit-tested); names come from the
 descriptors and the step's config.pbtxt parameters. One response per request; a bad request gets INVALID_ARGUMENT

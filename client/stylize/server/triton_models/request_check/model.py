@@ -22,12 +22,11 @@ from stylize.engine.pipeline import check_parameters, request_parameters
 class TritonPythonModel:
     def initialize(self, args):
         self.repository = Path(args["model_repository"]).parent
-        self.models = image_network_models()
-        self.ready = {m: triton_readiness(pb_utils, self.repository, m) for m in self.models}
+        self.ready = {m: triton_readiness(pb_utils, self.repository, m) for m in image_network_models()}
 
     def execute(self, requests):
         # one look at the served versions for the requests Triton batched together (about 25 us per question)
-        token = served_versions_token(self.repository, self.models, lambda m, v: self.ready[m](v)).encode()
+        token = served_versions_token(self.repository, self.ready).encode()
         return [self._respond(request, token) for request in requests]
 
     def _respond(self, request, token):
